@@ -1,0 +1,229 @@
+"""Certificate material inside a gateway resource: server PFX files and trusted client CA uploads.
+
+Both arrive base64-encoded in the template (``sslCertificates[].properties.data`` with a
+``password``; ``trustedClientCertificates[].properties.data``). Azure checks them at deployment
+time; we check them at load time with the same rules and error codes, so a file that Azure would
+refuse never reaches a running listener here.
+
+Rules for trusted client CA uploads (Azure "Troubleshoot mutual authentication" doc,
+https://learn.microsoft.com/azure/application-gateway/mutual-authentication-troubleshooting):
+the file holds the CA chain that issued the clients' certificates, public certificates only,
+exactly one root, at least one CA certificate; leaves beside CA certificates are ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from emulator.errors import CertificateError
+
+__all__ = [
+    "MAX_TRUSTED_CLIENT_CERT_BYTES",
+    "ServerCertificate",
+    "TrustedClientCa",
+    "decode_base64_field",
+    "load_server_pfx",
+    "load_trusted_client_ca",
+]
+
+#: Each trusted client CA file may be at most 25 KB (Azure mutual authentication overview,
+#: "Certificates supported for mutual authentication").
+MAX_TRUSTED_CLIENT_CERT_BYTES: Final = 25 * 1024
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCertificate:
+    """A listener's server certificate: the PFX's key, leaf and the chain sent with it."""
+
+    name: str
+    key: PrivateKey
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedClientCa:
+    """One trusted client CA upload: its certificates, in file order, CA certificates only."""
+
+    name: str
+    certificates: tuple[x509.Certificate, ...]
+
+    @property
+    def root(self) -> x509.Certificate:
+        return next(c for c in self.certificates if _is_self_signed(c))
+
+
+def decode_base64_field(value: str, *, what: str) -> bytes:
+    """Decode a template's base64 ``data`` field; whitespace and line breaks are tolerated."""
+    compact = "".join(value.split())
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise CertificateError(
+            f"{what} is not valid base64 ({exc})",
+            fix="put the base64 encoding of the file in 'data' (e.g. `base64 -w0 FILE`)",
+        ) from exc
+
+
+def load_server_pfx(name: str, data: bytes, password: str | None, *, cert_id: str) -> ServerCertificate:
+    """Open a listener's PFX like Azure does, with its error message for a bad file or password."""
+    pw = password.encode() if password else None
+    try:
+        key, cert, extra = pkcs12.load_key_and_certificates(data, pw)
+    except ValueError as exc:
+        # Azure's wording for both cases; we cannot tell them apart either.
+        raise CertificateError(
+            f"Data or Password for certificate {cert_id} is invalid.",
+            fix="check that 'data' is the base64 of a .pfx file and 'password' opens it "
+            "(`openssl pkcs12 -in cert.pfx -noout` asks for the password)",
+            code="ApplicationGatewaySslCertificateInvalidData",
+        ) from exc
+    if cert is None or key is None:
+        raise CertificateError(
+            f"the PFX of certificate {cert_id} holds no "
+            + ("certificate" if cert is None else "private key"),
+            fix="export the server certificate together with its private key into the .pfx",
+            code="ApplicationGatewaySslCertificateInvalidData",
+        )
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        raise CertificateError(
+            f"the PFX of certificate {cert_id} holds an unsupported key type {type(key).__name__}",
+            fix="use an RSA or ECDSA server key",
+            code="ApplicationGatewaySslCertificateInvalidData",
+        )
+    chain = tuple(c for c in extra if c != cert)
+    return ServerCertificate(name=name, key=key, certificate=cert, chain=_order_chain(cert, chain))
+
+
+def load_trusted_client_ca(name: str, data: bytes) -> TrustedClientCa:
+    """Parse and check one trusted client CA upload (PEM or DER, one or more certificates)."""
+    if not data.strip():
+        raise CertificateError(
+            "the trusted client certificate has no data",
+            fix="upload the CA chain (root and intermediates) that issued your clients' certificates",
+            code="ApplicationGatewayTrustedClientCertificateMustSpecifyData",
+        )
+    if len(data) > MAX_TRUSTED_CLIENT_CERT_BYTES:
+        raise CertificateError(
+            f"the trusted client certificate file is {len(data)} bytes; Azure accepts at most "
+            f"{MAX_TRUSTED_CLIENT_CERT_BYTES}",
+            fix="upload only the CA chain that issued the clients' certificates",
+            code="ApplicationGatewayTrustedClientCertificateInvalidData",
+        )
+    if b"PRIVATE KEY-----" in data:
+        raise CertificateError(
+            "the trusted client certificate contains a private key",
+            fix="upload only the public CA certificates (root + intermediates); never a key or PFX",
+            code="ApplicationGatewayTrustedClientCertificateMustNotHavePrivateKey",
+        )
+    certs = _parse_certificates(data)
+    cas = tuple(c for c in certs if _is_ca(c))
+    if not cas:
+        raise CertificateError(
+            "the trusted client certificate holds no CA certificate (only leaf certificates, "
+            "without BasicConstraints CA:TRUE)",
+            fix="ask the client for the CA chain that issued their certificate (root and "
+            "intermediates), not their own certificate",
+            code="ApplicationGatewayTrustedClientCertificateDoesNotContainAnyCACertificate",
+        )
+    roots = [c for c in cas if _is_self_signed(c)]
+    if len(roots) != 1:
+        problem = "no root CA certificate" if not roots else f"{len(roots)} root CA certificates"
+        raise CertificateError(
+            f"the trusted client certificate holds {problem}; exactly one is required",
+            fix="upload one chain per entry: exactly one self-signed root plus its intermediates",
+            code="ApplicationGatewayOnlyOneRootCAAllowedInTrustedClientCertificate",
+        )
+    return TrustedClientCa(name=name, certificates=cas)
+
+
+def _parse_certificates(data: bytes) -> list[x509.Certificate]:
+    blocks = _PEM_BLOCK.findall(data)
+    if blocks:
+        certs: list[x509.Certificate] = []
+        for label, body in blocks:
+            if label != b"CERTIFICATE":
+                raise CertificateError(
+                    f"the trusted client certificate contains a '{label.decode()}' block",
+                    fix="upload only '-----BEGIN CERTIFICATE-----' blocks",
+                    code="ApplicationGatewayTrustedClientCertificateInvalidData",
+                )
+            if not body.strip():
+                raise _invalid("a CERTIFICATE block is empty")
+            try:
+                certs.append(x509.load_pem_x509_certificate(b"-----BEGIN CERTIFICATE-----" + body + b"-----END CERTIFICATE-----"))
+            except ValueError as exc:
+                raise _invalid(f"a CERTIFICATE block does not decode ({exc})") from exc
+        return certs
+    try:
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError:
+        pass
+    try:
+        pkcs12.load_key_and_certificates(data, None)
+    except ValueError:
+        looks_pfx = data[:1] == b"\x30"
+    else:
+        looks_pfx = True
+    if looks_pfx:
+        raise CertificateError(
+            "the trusted client certificate looks like a PFX/PKCS#12 or other binary file, "
+            "not a certificate",
+            fix="this profile needs the CA chain that issued the client's certificate, public part "
+            "only (PEM or .cer) — not the client's PFX",
+            code="ApplicationGatewayTrustedClientCertificateInvalidData",
+        )
+    raise _invalid("no '-----BEGIN CERTIFICATE-----' block and not a DER certificate")
+
+
+def _invalid(detail: str) -> CertificateError:
+    return CertificateError(
+        f"the trusted client certificate data is invalid: {detail}",
+        fix="upload the PEM (or .cer) file of the CA chain, base64-encoded in 'data'",
+        code="ApplicationGatewayTrustedClientCertificateInvalidData",
+    )
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _is_self_signed(cert: x509.Certificate) -> bool:
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _order_chain(leaf: x509.Certificate, extra: tuple[x509.Certificate, ...]) -> tuple[x509.Certificate, ...]:
+    """Order a PFX's extra certificates from the leaf's issuer upwards; unrelated ones last."""
+    ordered: list[x509.Certificate] = []
+    remaining = list(extra)
+    current = leaf
+    while remaining:
+        issuer = next((c for c in remaining if c.subject == current.issuer), None)
+        if issuer is None or issuer in ordered:
+            break
+        ordered.append(issuer)
+        remaining.remove(issuer)
+        current = issuer
+    return tuple(ordered + remaining)

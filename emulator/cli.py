@@ -1,0 +1,283 @@
+"""``appgw-emulator``: the command line.
+
+Exit codes: 0 on success and on Ctrl-C / SIGTERM, 1 for configuration and runtime errors
+(printed as one ``error:`` block naming the file, the JSON path, the fix and the code; never a
+traceback), 2 for command-line usage errors (argparse's own convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+import trio
+
+from emulator.arm.template import load_template, select_gateway
+from emulator.demo import CERT_HEADERS, PASSTHROUGH_LISTENER, STRICT_LISTENER, write_demo_template
+from emulator.errors import EmulatorError, StartupError
+from emulator.model import (
+    BackendAddress,
+    GatewayConfig,
+    build_gateway_config,
+    with_backend_overrides,
+)
+
+__all__ = ["main"]
+
+DEFAULT_CERTS_DIR: Final = Path("certs")
+DEFAULT_STRICT_PORT: Final = 8443
+DEFAULT_PASSTHROUGH_PORT: Final = 9443
+DEFAULT_BACKEND_PORT: Final = 8080
+
+
+class UsageError(Exception):
+    """A command-line value that argparse's types cannot check alone (exit code 2)."""
+
+
+# -- argument types ---------------------------------------------------------------------------
+
+
+def _host_port(text: str) -> BackendAddress:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"'{text}' is not HOST:PORT (e.g. 127.0.0.1:8080)")
+    return BackendAddress(host.strip("[]"), int(port))
+
+
+def _backend_arg(text: str) -> tuple[str, tuple[BackendAddress, ...]]:
+    pool, sep, rest = text.partition("=")
+    if not sep or not pool or not rest:
+        raise argparse.ArgumentTypeError(f"'{text}' is not POOL=HOST:PORT[,HOST:PORT...]")
+    return pool, tuple(_host_port(item) for item in rest.split(","))
+
+
+def _listen_arg(text: str) -> tuple[int, int]:
+    left, sep, right = text.partition("=")
+    if not sep or not left.isdigit() or not right.isdigit() or int(right) > 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not TEMPLATE_PORT=LOCAL_PORT (e.g. 444=8444; 0 picks a free port)")
+    return int(left), int(right)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number (0-65535)")
+    return int(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="appgw-emulator",
+        description="Local emulator of Azure Application Gateway (v2) mutual TLS.",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="zero-config demo: Strict and Passthrough listeners in front of the stub backend")
+    up.add_argument("--certs", type=Path, default=DEFAULT_CERTS_DIR, help="demo PKI directory (default ./certs; created when missing)")
+    up.add_argument("--strict-port", type=_port, default=DEFAULT_STRICT_PORT)
+    up.add_argument("--passthrough-port", type=_port, default=DEFAULT_PASSTHROUGH_PORT)
+    up.add_argument("--backend-port", type=_port, default=DEFAULT_BACKEND_PORT)
+    up.add_argument("--bind", default="127.0.0.1")
+    up.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
+
+    run = sub.add_parser("run", help="run an ARM template's application gateway locally")
+    run.add_argument("--template-file", "-f", required=True, type=Path)
+    run.add_argument(
+        "--parameters",
+        "-p",
+        action="append",
+        nargs="+",
+        default=[],
+        metavar="PARAM",
+        help="@deploymentParameters.json or NAME=VALUE (repeatable; later wins, as az does)",
+    )
+    run.add_argument("--backend", action="append", type=_backend_arg, default=[], metavar="POOL=HOST:PORT[,HOST:PORT]")
+    run.add_argument("--listen", action="append", type=_listen_arg, default=[], metavar="TEMPLATE_PORT=LOCAL_PORT")
+    run.add_argument("--bind", default="127.0.0.1")
+    run.add_argument("--gateway", help="which gateway, when the template holds several")
+
+    certs = sub.add_parser("certs", help="demo/test PKI")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
+    init = certs_sub.add_parser("init", help="write a demo PKI (CAs, server PFX, client certs, parameters file)")
+    init.add_argument("directory", type=Path)
+    init.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
+    init.add_argument("--force", action="store_true", help="regenerate an existing demo PKI")
+    return parser
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _summary(config: GatewayConfig, skipped: Sequence[tuple[str, str]] = ()) -> None:
+    for rtype, name in skipped:
+        _note(f"note: resource {rtype} '{name}' is read and skipped (not part of the gateway)")
+    if config.notes:
+        _note("note: accepted but not emulated locally: " + ", ".join(config.notes))
+    for warning in config.warnings:
+        _note(f"warning: {warning}")
+
+
+def _ready_lines(gateway: object, config: GatewayConfig) -> None:
+    from emulator.runtime.gateway import Gateway
+
+    assert isinstance(gateway, Gateway)
+    for rule in config.rules:
+        listener = rule.listener
+        profile = listener.ssl_profile
+        mode = profile.client_auth.value if profile is not None and profile.client_auth is not None else "no client auth"
+        _say(f"ready: {listener.name} ({mode}) {gateway.url(listener.name)} -> pool {rule.pool.name}")
+
+
+async def _serve_until_signal(
+    start: Callable[[trio.Nursery], object],
+) -> None:
+    """Run ``start(nursery)`` (which starts the servers) until SIGINT/SIGTERM, then stop cleanly."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await start(nursery)  # type: ignore[misc]
+
+            async def _wait_signal() -> None:
+                async for signum in signals:
+                    _note(f"stopping ({signal.Signals(signum).name})")
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(_wait_signal)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def _cmd_certs_init(args: argparse.Namespace) -> int:
+    from emulator.demo_pki import write_demo_pki
+
+    pki = write_demo_pki(args.directory, key_type=args.key_type, force=args.force)
+    _say(f"demo PKI ({pki.key_type}) written to {pki.directory}:")
+    for name, entry in sorted(pki.files.items()):
+        _say(f"  {name:32} {entry.description}")
+    return 0
+
+
+def _load_config(template: Path, parameters: Sequence[str], gateway: str | None, backends: Sequence[tuple[str, tuple[BackendAddress, ...]]]) -> tuple[GatewayConfig, Sequence[tuple[str, str]]]:
+    loaded = load_template(template, parameters)
+    config = build_gateway_config(select_gateway(loaded, gateway))
+    if backends:
+        config = with_backend_overrides(config, dict(backends))
+    return config, loaded.skipped
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from emulator.runtime.gateway import Gateway
+
+    parameters = [item for group in args.parameters for item in group]
+    config, skipped = _load_config(args.template_file, parameters, args.gateway, args.backend)
+    _summary(config, skipped)
+    gateway = Gateway(config, bind=args.bind, listen=dict(args.listen))
+
+    async def start(nursery: trio.Nursery) -> None:
+        await nursery.start(gateway.serve)
+        _ready_lines(gateway, config)
+
+    trio.run(_serve_until_signal, start)
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    import backend_stub
+    from emulator.demo_pki import CLIENT_CERT, CLIENT_KEY, SERVER_ROOT_CA, ensure_demo_pki
+    from emulator.runtime.gateway import Gateway
+
+    pki, created = ensure_demo_pki(args.certs, key_type=args.key_type)
+    _note(f"demo PKI: {'created in' if created else 'reusing'} {pki.directory}")
+    backend_host = "127.0.0.1"
+    template = write_demo_template(
+        pki.directory,
+        strict_port=args.strict_port,
+        passthrough_port=args.passthrough_port,
+        backend_host=backend_host,
+        backend_port=args.backend_port,
+    )
+    parameters = [
+        "certData=" + base64.b64encode(pki.server_pfx).decode(),
+        "certPassword=" + pki.server_pfx_password,
+        "trustedClientCaData=" + base64.b64encode(pki.trusted_client_ca_pem).decode(),
+    ]
+    config, _ = _load_config(template, parameters, None, ())
+    _summary(config)
+    gateway = Gateway(config, bind=args.bind, listen={args.strict_port: args.strict_port, args.passthrough_port: args.passthrough_port})
+
+    async def start(nursery: trio.Nursery) -> None:
+        try:
+            host, port = await nursery.start(
+                lambda task_status: backend_stub.serve(backend_stub.StubConfig(), host=backend_host, port=args.backend_port, task_status=task_status)
+            )
+        except backend_stub.StubStartupError as exc:
+            raise StartupError(str(exc), fix="stop what uses the port, or choose another: --backend-port PORT", code="EmulatorPortInUse") from exc
+        _say(f"ready: stub backend http://{host}:{port}/")
+        await nursery.start(gateway.serve)
+        _ready_lines(gateway, config)
+        d = pki.directory
+        cacert = f"--cacert {d / SERVER_ROOT_CA}"
+        cert = f"--cert {d / CLIENT_CERT} --key {d / CLIENT_KEY}"
+        strict = gateway.url(STRICT_LISTENER)
+        passthrough = gateway.url(PASSTHROUGH_LISTENER)
+        _say("")
+        _say(f"gateway template: {template} (forwards {', '.join(h for h, _ in CERT_HEADERS[:2])} and more)")
+        _say("try the four cases:")
+        _say(f"  curl {cacert} {cert} {strict}     # Strict, valid cert -> 200, backend sees the cert")
+        _say(f"  curl {cacert} {strict}     # Strict, no cert -> 400 No required SSL certificate was sent")
+        _say(f"  curl {cacert} {cert} {passthrough}     # Passthrough, cert -> 200, verification PASSTHROUGH")
+        _say(f"  curl {cacert} {passthrough}     # Passthrough, no cert -> 200, no cert header")
+        _say(f"other client certs in {d}: client-expired, client-not-yet-valid, client-unrelated-ca, client-self-signed (.pem/.key)")
+        _say("Ctrl-C stops.")
+
+    trio.run(_serve_until_signal, start)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``appgw-emulator`` command; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        if args.command == "up":
+            return _cmd_up(args)
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "certs":
+            return _cmd_certs_init(args)
+    except EmulatorError as exc:
+        _note(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

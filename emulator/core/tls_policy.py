@@ -1,0 +1,218 @@
+"""SSL profile → OpenSSL server context, and the client-certificate decision table.
+
+Theory of operation
+-------------------
+Azure Application Gateway never aborts a TLS handshake over the client certificate. In Strict
+mode the handshake completes whatever the client sent, and the gateway then answers the first
+request with HTTP 400 (``appgw-behaviour.md`` §3); in Passthrough mode it asks for a certificate
+and forwards the request whatever came (§4). nginx, which the gateway runs, gets this by
+verifying with a callback that always says "carry on" and reading the verification result
+after the handshake.
+
+We do the same with pyOpenSSL:
+
+1. :func:`build_server_context` makes one ``SSL.Context`` per listener: server certificate and
+   chain from the template's PFX, protocol range and ciphers from the SSL policy, ALPN
+   ``http/1.1`` only, and — when the listener's SSL profile authenticates clients —
+   ``VERIFY_PEER`` *without* ``FAIL_IF_NO_PEER_CERT``, plus :func:`_record_verify` as callback.
+   In Strict mode the trust store holds exactly the uploaded CA certificates and their subjects
+   are advertised in the CertificateRequest. In Passthrough the store is empty: nothing the
+   client sends can pass, and nothing is rejected.
+2. The TLS stream gives each connection a fresh :class:`VerifyLog` as the pyOpenSSL
+   connection's app data. OpenSSL calls the callback for every certificate of the chain it
+   builds, and again for every problem; we record each problem and return True so the handshake
+   goes on.
+3. After the handshake the HTTP layer calls :func:`decide_client_cert` with the profile's mode,
+   whether a certificate came, and the log. The decision comes from :data:`DECISION_TABLE`, the
+   spec of what each mode does; the tests iterate over it.
+
+The verification result follows OpenSSL's ``SSL_get_verify_result``: with a callback that keeps
+going, each error overwrites the previous one, so the *last* recorded error is the one nginx —
+and therefore the gateway's ``sslClientVerify`` — reports.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Final
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+
+from emulator.arm.ssl_policies import TlsVersion, openssl_cipher_name
+from emulator.core.pages import GatewayPage
+from emulator.core.verify import verify_error_text
+from emulator.model import ClientAuthMode, Listener
+
+__all__ = [
+    "DECISION_TABLE",
+    "CertDecision",
+    "CertState",
+    "VerifyLog",
+    "build_server_context",
+    "decide_client_cert",
+]
+
+_PROTO: Final = {
+    TlsVersion.TLSV1_0: SSL.TLS1_VERSION,
+    TlsVersion.TLSV1_1: SSL.TLS1_1_VERSION,
+    TlsVersion.TLSV1_2: SSL.TLS1_2_VERSION,
+    TlsVersion.TLSV1_3: SSL.TLS1_3_VERSION,
+}
+#: The TLS 1.3 suites Azure's 2022 policies list (TLS policy overview); OpenSSL would also offer
+#: ChaCha20 by default.
+TLS13_SUITES: Final = b"TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"
+ALPN_HTTP11: Final = b"http/1.1"
+
+
+class CertState(enum.Enum):
+    """What the client presented, as far as the SSL profile is concerned."""
+
+    ABSENT = "absent"
+    VALID = "valid"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    allowed: bool
+    #: Value of the ``client_certificate_verification`` server variable.
+    verification: str
+    page: GatewayPage | None
+
+
+#: (mode, what the client presented) → what the gateway does. ``None`` mode: the listener
+#: requests no certificate (no SSL profile, or a profile without client authentication).
+DECISION_TABLE: Final[dict[tuple[ClientAuthMode | None, CertState], _Rule]] = {
+    (ClientAuthMode.STRICT, CertState.ABSENT): _Rule(False, "NONE", GatewayPage.NO_CLIENT_CERT),
+    (ClientAuthMode.STRICT, CertState.VALID): _Rule(True, "SUCCESS", None),
+    (ClientAuthMode.STRICT, CertState.INVALID): _Rule(False, "FAILED", GatewayPage.CLIENT_CERT_ERROR),
+    (ClientAuthMode.PASSTHROUGH, CertState.ABSENT): _Rule(True, "NONE", None),
+    (ClientAuthMode.PASSTHROUGH, CertState.VALID): _Rule(True, "PASSTHROUGH", None),
+    (ClientAuthMode.PASSTHROUGH, CertState.INVALID): _Rule(True, "PASSTHROUGH", None),
+    (None, CertState.ABSENT): _Rule(True, "NONE", None),
+    (None, CertState.VALID): _Rule(True, "NONE", None),
+    (None, CertState.INVALID): _Rule(True, "NONE", None),
+}
+
+
+@dataclass
+class VerifyLog:
+    """Per-connection record of OpenSSL's verification problems: (error number, depth).
+
+    Mutable by design: OpenSSL's callback appends to it during the handshake; nothing reads it
+    before the handshake is over.
+    """
+
+    errors: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def result(self) -> str:
+        """``SUCCESS`` or ``FAILED:<OpenSSL reason>``, as nginx's ``$ssl_client_verify``."""
+        if not self.errors:
+            return "SUCCESS"
+        return "FAILED:" + verify_error_text(self.errors[-1][0])
+
+
+@dataclass(frozen=True, slots=True)
+class CertDecision:
+    allowed: bool
+    #: ``client_certificate_verification``: SUCCESS, PASSTHROUGH or NONE.
+    verification: str
+    #: The access log's ``sslClientVerify``: NONE, SUCCESS or FAILED:<reason>.
+    ssl_client_verify: str
+    page: GatewayPage | None
+    reason: str
+
+
+def decide_client_cert(
+    mode: ClientAuthMode | None, *, presented: bool, log: VerifyLog | None
+) -> CertDecision:
+    """Apply :data:`DECISION_TABLE` to one connection's handshake outcome."""
+    if not presented:
+        state, verify = CertState.ABSENT, "NONE"
+    else:
+        verify = log.result if log is not None else "SUCCESS"
+        state = CertState.VALID if verify == "SUCCESS" else CertState.INVALID
+    rule = DECISION_TABLE[(mode, state)]
+    mode_text = mode.value if mode is not None else "no client authentication"
+    if state is CertState.ABSENT:
+        reason = f"{mode_text}: no client certificate was sent"
+    else:
+        reason = f"{mode_text}: client certificate verification {verify}"
+    return CertDecision(rule.allowed, rule.verification, verify, rule.page, reason)
+
+
+def _record_verify(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+    """OpenSSL's verify callback: note the problem, never stop the handshake."""
+    if not ok:
+        log = conn.get_app_data()
+        if isinstance(log, VerifyLog):
+            log.errors.append((errno, depth))
+    return True
+
+
+def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes | object:
+    # Only HTTP/1.1 is emulated; a client offering just h2 gets no ALPN rather than a failure,
+    # which is what a server without h2 does.
+    return ALPN_HTTP11 if ALPN_HTTP11 in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def build_server_context(listener: Listener) -> SSL.Context:
+    """The pyOpenSSL context for an HTTPS listener (see the module docstring)."""
+    cert = listener.server_certificate
+    if cert is None:
+        raise ValueError(f"listener {listener.name} has no server certificate")
+    policy = listener.ssl_policy
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(_PROTO[policy.min_version])
+    ctx.set_max_proto_version(SSL.TLS1_3_VERSION if policy.tls13 else SSL.TLS1_2_VERSION)
+    ciphers = [name for s in policy.cipher_suites if (name := openssl_cipher_name(s))]
+    cipher_list = ":".join(ciphers) or "HIGH:!aNULL"
+    if policy.min_version in (TlsVersion.TLSV1_0, TlsVersion.TLSV1_1):
+        # OpenSSL 3 refuses TLS 1.0/1.1 at the default security level.
+        cipher_list += ":@SECLEVEL=0"
+    ctx.set_cipher_list(cipher_list.encode())
+    if policy.tls13:
+        ctx.set_tls13_ciphersuites(TLS13_SUITES)
+    ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION)
+    ctx.use_certificate(crypto.X509.from_cryptography(cert.certificate))
+    ctx.use_privatekey(crypto.PKey.from_cryptography_key(cert.key))
+    for extra in cert.chain:
+        ctx.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
+    ctx.check_privatekey()
+    ctx.set_alpn_select_callback(_select_alpn)  # type: ignore[arg-type]  # pyOpenSSL accepts the sentinel
+    # Resumed sessions must keep the client certificate; OpenSSL requires an id context then.
+    ctx.set_session_id(b"appgw-emulator/" + listener.name.encode()[:16])
+
+    profile = listener.ssl_profile
+    mode = profile.client_auth if profile is not None else None
+    if profile is not None and mode is not None:
+        ctx.set_verify(SSL.VERIFY_PEER, _record_verify)
+        if mode is ClientAuthMode.STRICT:
+            store = ctx.get_cert_store()
+            assert store is not None
+            names: list[crypto.X509Name] = []
+            for upload in profile.trusted_client_cas:
+                for ca in upload.certificates:
+                    x = crypto.X509.from_cryptography(ca)
+                    store.add_cert(x)
+                    names.append(x.get_subject())
+            ctx.set_client_ca_list(names)
+    return ctx
+
+
+def client_auth_mode(listener: Listener) -> ClientAuthMode | None:
+    """The listener's effective client authentication mode (None: no certificate requested)."""
+    return listener.ssl_profile.client_auth if listener.ssl_profile is not None else None
+
+
+def peer_certificates(conn: SSL.Connection) -> tuple[x509.Certificate, ...]:
+    """What the client sent, leaf first (helper for callers holding a raw connection)."""
+    leaf = conn.get_peer_certificate(as_cryptography=True)
+    if leaf is None:
+        return ()
+    chain = conn.get_peer_cert_chain(as_cryptography=True) or []
+    rest = [c for c in chain if c != leaf]
+    return (leaf, *rest)

@@ -1,0 +1,57 @@
+"""OpenSSL's certificate verification error texts, as the gateway logs them.
+
+The access log's ``sslClientVerify`` is ``FAILED:`` followed by OpenSSL's text for the verify
+error (``X509_verify_cert_error_string``), e.g. ``FAILED:certificate has expired`` (Azure
+"Troubleshoot mutual authentication"). pyOpenSSL hands the callback the error *number* only, so
+the texts of the numbers a client certificate can produce are kept here, in OpenSSL 3 wording
+(``crypto/x509/x509_txt.c``; the numbers are stable ABI from ``x509_vfy.h``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["VERIFY_ERROR_TEXTS", "verify_error_text"]
+
+VERIFY_ERROR_TEXTS: Final[dict[int, str]] = {
+    2: "unable to get issuer certificate",
+    3: "unable to get certificate CRL",
+    4: "unable to decrypt certificate's signature",
+    6: "unable to decode issuer public key",
+    7: "certificate signature failure",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    13: "format error in certificate's notBefore field",
+    14: "format error in certificate's notAfter field",
+    17: "out of memory",
+    18: "self-signed certificate",
+    19: "self-signed certificate in certificate chain",
+    20: "unable to get local issuer certificate",
+    21: "unable to verify the first certificate",
+    22: "certificate chain too long",
+    23: "certificate revoked",
+    24: "invalid CA certificate",
+    25: "path length constraint exceeded",
+    26: "unsupported certificate purpose",
+    27: "certificate not trusted",
+    28: "certificate rejected",
+    29: "subject issuer mismatch",
+    30: "authority and subject key identifier mismatch",
+    31: "authority and issuer serial number mismatch",
+    32: "key usage does not include certificate signing",
+    34: "unhandled critical extension",
+    41: "invalid or inconsistent certificate extension",
+    42: "invalid or inconsistent certificate policy extension",
+    43: "no explicit policy",
+    47: "permitted subtree violation",
+    48: "excluded subtree violation",
+    68: "CA cert does not include key usage extension",
+    79: "Missing Authority Key Identifier",
+    80: "Missing Subject Key Identifier",
+    86: "Root CA certificate is not self-signed",
+}
+
+
+def verify_error_text(errno: int) -> str:
+    """OpenSSL's text for a verify error number (the number itself when unknown)."""
+    return VERIFY_ERROR_TEXTS.get(errno, f"certificate verify error {errno}")

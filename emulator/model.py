@@ -1,0 +1,912 @@
+"""The gateway model: an evaluated ARM gateway resource turned into frozen, resolved objects.
+
+``build_gateway_config`` reads the evaluated ``Microsoft.Network/applicationGateways`` resource
+(every ARM expression already evaluated by :mod:`emulator.arm.template`), checks it the way
+Azure would at deployment time, resolves every sub-resource reference by id, and returns a
+:class:`GatewayConfig`. The running server is ``emulator.runtime.gateway.Gateway``; the two
+never share a name.
+
+Every property of the gateway falls in one of three classes, decided here once per object type
+(see :mod:`emulator.arm.props`): emulated; known to Azure but meaningless locally (accepted and
+listed in ``GatewayConfig.notes``); known and not emulated yet (``UnsupportedFeature``). Anything
+else is an ``InvalidJson`` error in ARM's own shape.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Protocol, TypeVar
+
+from emulator.arm.certdata import (
+    ServerCertificate,
+    TrustedClientCa,
+    decode_base64_field,
+    load_server_pfx,
+    load_trusted_client_ca,
+)
+from emulator.arm.props import Notes, Props, id_leaf
+from emulator.arm.ssl_policies import (
+    DEFAULT_POLICY_NAME,
+    LEGACY_DEFAULT_POLICY_NAME,
+    NEW_DEFAULT_FROM_API,
+    PREDEFINED_POLICIES,
+    SslPolicy,
+    TlsVersion,
+)
+from emulator.errors import CertificateError, EmulatorError, TemplateError, UnsupportedFeature
+
+__all__ = [
+    "BackendAddress",
+    "BackendPool",
+    "BackendSettings",
+    "ClientAuthMode",
+    "GatewayConfig",
+    "GatewayResourceLike",
+    "HeaderAction",
+    "Listener",
+    "ListenerProtocol",
+    "RevocationMode",
+    "RewriteCondition",
+    "RewriteRule",
+    "RewriteRuleSet",
+    "RoutingRule",
+    "SslProfile",
+    "build_gateway_config",
+    "with_backend_overrides",
+]
+
+#: Passthrough mode exists from API version 2025-03-01 on (Azure mutual authentication overview).
+PASSTHROUGH_MIN_API: Final = "2025-03-01"
+#: ``requestTimeout`` default, seconds (backendHttpSettings REST reference).
+DEFAULT_REQUEST_TIMEOUT_S: Final = 20
+#: Routing rule priority range (Azure application gateway limits).
+PRIORITY_RANGE: Final = range(1, 20001)
+V2_SKUS: Final = frozenset({"standard_v2", "waf_v2", "basic"})
+
+
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+class ListenerProtocol(enum.Enum):
+    HTTP = "Http"
+    HTTPS = "Https"
+
+
+class ClientAuthMode(enum.Enum):
+    """``clientAuthConfiguration.verifyClientAuthMode``; Strict when unset."""
+
+    STRICT = "Strict"
+    PASSTHROUGH = "Passthrough"
+
+
+class RevocationMode(enum.Enum):
+    NONE = "None"
+    OCSP = "OCSP"
+
+
+@dataclass(frozen=True, slots=True)
+class SslProfile:
+    name: str
+    #: None when the profile performs no client authentication (Strict with no trusted CA:
+    #: such a profile only sets a TLS policy and requests no certificate).
+    client_auth: ClientAuthMode | None
+    verify_issuer_dn: bool
+    revocation: RevocationMode
+    trusted_client_cas: tuple[TrustedClientCa, ...]
+    ssl_policy: SslPolicy | None
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    name: str
+    protocol: ListenerProtocol
+    frontend_port: int
+    frontend_port_name: str
+    host_names: tuple[str, ...]
+    server_certificate: ServerCertificate | None
+    ssl_profile: SslProfile | None
+    ssl_policy: SslPolicy
+    require_sni: bool
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackendAddress:
+    host: str
+    #: None: use the backend settings' port (Azure keeps the port there).
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendPool:
+    name: str
+    addresses: tuple[BackendAddress, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    name: str
+    port: int
+    protocol: ListenerProtocol
+    request_timeout_s: int
+    host_name: str | None
+    pick_host_name_from_backend_address: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderAction:
+    header_name: str
+    #: A template mixing text with ``{var_NAME}`` / ``{http_req_NAME}`` / ``{http_resp_NAME}``;
+    #: an empty result deletes the header.
+    header_value: str
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteCondition:
+    variable: str
+    pattern: str
+    ignore_case: bool
+    negate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteRule:
+    name: str
+    sequence: int
+    conditions: tuple[RewriteCondition, ...]
+    request_headers: tuple[HeaderAction, ...]
+    response_headers: tuple[HeaderAction, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteRuleSet:
+    name: str
+    #: Sorted by ``ruleSequence``; ties keep document order.
+    rules: tuple[RewriteRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRule:
+    name: str
+    priority: int | None
+    listener: Listener
+    pool: BackendPool
+    settings: BackendSettings
+    rewrite_rule_set: RewriteRuleSet | None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """A gateway ready to run: listeners and the rules that route them, all resolved."""
+
+    name: str
+    resource_id: str
+    api_version: str
+    file: str | None
+    sku_name: str
+    listeners: tuple[Listener, ...]
+    rules: tuple[RoutingRule, ...]
+    pools: tuple[BackendPool, ...]
+    enable_http2: bool
+    #: Properties accepted but meaningless locally, as JSON paths (startup summary).
+    notes: tuple[str, ...] = ()
+    #: Things that work here but differ in Azure (shown at startup).
+    warnings: tuple[str, ...] = ()
+
+    def rule_for(self, listener_name: str) -> RoutingRule:
+        return next(r for r in self.rules if r.listener.name == listener_name)
+
+    def listener(self, name: str) -> Listener:
+        for listener in self.listeners:
+            if listener.name == name:
+                return listener
+        raise KeyError(name)
+
+
+class GatewayResourceLike(Protocol):
+    """What :func:`build_gateway_config` needs from the template loader's gateway resource."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def api_version(self) -> str: ...
+    @property
+    def resource_id(self) -> str: ...
+    @property
+    def resource(self) -> Mapping[str, Any]: ...
+    @property
+    def file(self) -> str: ...
+    @property
+    def json_path(self) -> str: ...
+
+
+# -- building ---------------------------------------------------------------------------------
+
+_RESOURCE_META: Final = ("apiVersion", "name", "id", "location", "dependsOn", "comments", "metadata")
+_RESOURCE_IGNORED: Final = ("tags", "zones", "identity")
+_RESOURCE_UNSUPPORTED: Final = {
+    "copy": "resource-level copy loops",
+    "condition": "conditional deployment",
+}
+_PROPERTIES_IGNORED: Final = (
+    "gatewayIPConfigurations",
+    "autoscaleConfiguration",
+    "frontendIPConfigurations",
+    "privateLinkConfigurations",
+    "privateEndpointConnections",
+    "enableFips",
+    "forceFirewallPolicyAssociation",
+    "defaultPredefinedSslPolicy",
+    # Differs from Azure: WAF inspection and health probes are not emulated; noted at startup.
+    "webApplicationFirewallConfiguration",
+    "firewallPolicy",
+    "probes",
+    "globalConfiguration",
+)
+_PROPERTIES_UNSUPPORTED: Final = {
+    "authenticationCertificates": "v1 backend authentication certificates",
+    "trustedRootCertificates": "HTTPS backends",
+    "urlPathMaps": "path-based routing",
+    "redirectConfigurations": "redirects",
+    "customErrorConfigurations": "custom error pages",
+    "loadDistributionPolicies": "load distribution policies",
+    "listeners": "TCP/TLS (layer 4) listeners",
+    "routingRules": "TCP/TLS (layer 4) routing rules",
+    "backendSettingsCollection": "TCP/TLS (layer 4) backend settings",
+    "entraJWTValidationConfigs": "JWT validation",
+}
+
+
+@dataclass
+class _Builder:
+    """One model build: the resource, the notes and the indexes built along the way."""
+
+    gw: GatewayResourceLike
+    notes: Notes = field(default_factory=Notes)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def file(self) -> str:
+        return self.gw.file
+
+    def ref_name(self, ref_id: str, collection: str, known: Mapping[str, Any], *, path: str) -> str:
+        """Resolve a sub-resource id to the name of an item of ``collection``."""
+        got_collection, name = id_leaf(ref_id)
+        match = _lookup(known, name)
+        if got_collection.lower() != collection.lower() or match is None:
+            names = ", ".join(sorted(known)) or "none"
+            raise TemplateError(
+                f"reference '{ref_id}' does not name an item of '{collection}' of this gateway "
+                f"(existing: {names})",
+                file=self.file,
+                path=path,
+                fix=f"point the id at one of the existing {collection}",
+                code="InvalidResourceReference",
+            )
+        return match
+
+
+def _lookup(known: Mapping[str, Any], name: str) -> str | None:
+    """Names of sub-resources compare case-insensitively, like ARM ids."""
+    for key in known:
+        if key.lower() == name.lower():
+            return key
+    return None
+
+
+def build_gateway_config(gw: GatewayResourceLike) -> GatewayConfig:
+    """Check and resolve an evaluated gateway resource into a :class:`GatewayConfig`.
+
+    Raises:
+        TemplateError: the resource is invalid, references dangle, or it uses a feature not
+            emulated yet (``UnsupportedFeature``).
+        CertificateError: a PFX or trusted client CA upload that Azure would refuse.
+    """
+    b = _Builder(gw)
+    res = Props(gw.resource, type_name="ApplicationGateway", path=gw.json_path, file=gw.file)
+    for meta in _RESOURCE_META:
+        res.get(meta)
+    props = res.child("properties", "ApplicationGatewayPropertiesFormat")
+    if props is None:
+        raise TemplateError("the gateway resource has no 'properties'", file=gw.file, path=gw.json_path)
+    # `sku` sits inside properties for application gateways; tolerate it at the top level too.
+    sku = props.child("sku", "ApplicationGatewaySku") or res.child("sku", "ApplicationGatewaySku")
+    sku_name = ""
+    if sku is not None:
+        sku_name = sku.str_("name") or ""
+        sku.get("tier")
+        sku.get("capacity")
+        sku.finish(ignored=("family",), notes=b.notes)
+    res.finish(ignored=_RESOURCE_IGNORED, unsupported=_RESOURCE_UNSUPPORTED, notes=b.notes)
+
+    default_policy = _gateway_policy(b, props)
+    certs = _ssl_certificates(b, props)
+    trusted = _trusted_client_certs(b, props)
+    profiles = _ssl_profiles(b, props, trusted)
+    ports = _frontend_ports(b, props)
+    listeners = _listeners(b, props, ports, certs, profiles, default_policy)
+    pools = _pools(b, props)
+    settings = _settings(b, props)
+    rewrites = _rewrite_sets(b, props)
+    rules = _rules(b, props, listeners, pools, settings, rewrites)
+    enable_http2 = props.bool_("enableHttp2", False)
+    if enable_http2:
+        b.warnings.append("enableHttp2 is true: HTTP/2 is not emulated; listeners offer HTTP/1.1 only")
+    props.finish(ignored=_PROPERTIES_IGNORED, unsupported=_PROPERTIES_UNSUPPORTED, notes=b.notes)
+
+    if profiles and sku_name and sku_name.lower() not in V2_SKUS:
+        raise TemplateError(
+            f"SSL profiles need a v2 SKU; this gateway's SKU is '{sku_name}'",
+            file=gw.file,
+            path=props.key_path("sku"),
+            fix="use Standard_v2 or WAF_v2",
+            code="ApplicationGatewaySslProfileNotSupportedForSku",
+        )
+    routed = {r.listener.name for r in rules}
+    for listener in listeners.values():
+        if listener.name not in routed:
+            b.warnings.append(f"listener '{listener.name}' has no routing rule; it is not started")
+    return GatewayConfig(
+        name=gw.name,
+        resource_id=gw.resource_id,
+        api_version=gw.api_version,
+        file=gw.file,
+        sku_name=sku_name,
+        listeners=tuple(listeners[r.listener.name] for r in rules),
+        rules=tuple(rules),
+        pools=tuple(pools.values()),
+        enable_http2=enable_http2,
+        notes=tuple(b.notes.items),
+        warnings=tuple(b.warnings),
+    )
+
+
+def _named(p: Props) -> str:
+    name = p.str_("name", required=True)
+    assert name is not None
+    p.get("id")
+    p.get("etag")
+    p.get("type")
+    return name
+
+
+def _unique(b: _Builder, items: dict[str, Any], name: str, p: Props, what: str) -> None:
+    if _lookup(items, name) is not None:
+        raise TemplateError(
+            f"two {what} are named '{name}'",
+            file=b.file,
+            path=p.path,
+            fix="give each a unique name",
+            code="InvalidTemplate",
+        )
+
+
+def _policy_from(b: _Builder, p: Props | None) -> SslPolicy | None:
+    if p is None:
+        return None
+    policy_type = (p.str_("policyType") or "").lower()
+    policy_name = p.str_("policyName")
+    min_version = p.str_("minProtocolVersion")
+    suites = p.list_("cipherSuites")
+    disabled = p.list_("disabledSslProtocols")
+    p.finish()
+    if policy_type == "predefined" or (not policy_type and policy_name):
+        match = _lookup(PREDEFINED_POLICIES, policy_name or "")
+        if match is None:
+            raise TemplateError(
+                f"unknown predefined SSL policy '{policy_name}'",
+                file=b.file,
+                path=p.key_path("policyName"),
+                fix="use one of " + ", ".join(PREDEFINED_POLICIES),
+                code="ApplicationGatewaySslPolicyNameNotValid",
+            )
+        return PREDEFINED_POLICIES[match]
+    if policy_type in ("custom", "customv2"):
+        try:
+            version = TlsVersion(min_version or "TLSv1_2")
+        except ValueError:
+            raise p.error(
+                "minProtocolVersion",
+                f"is '{min_version}'",
+                fix="use TLSv1_0, TLSv1_1, TLSv1_2 or TLSv1_3",
+            ) from None
+        return SslPolicy(
+            name=f"Custom({version.value})",
+            min_version=version,
+            cipher_suites=tuple(str(s) for s in suites),
+            tls13=policy_type == "customv2",
+        )
+    if not policy_type and disabled:
+        raise UnsupportedFeature(
+            "'disabledSslProtocols' without a policy type is not emulated yet",
+            file=b.file,
+            path=p.path,
+            fix="use a Predefined or Custom policy",
+        )
+    raise p.error("policyType", f"is '{policy_type}'", fix="use Predefined, Custom or CustomV2")
+
+
+def _gateway_policy(b: _Builder, props: Props) -> SslPolicy:
+    policy = _policy_from(b, props.child("sslPolicy", "ApplicationGatewaySslPolicy"))
+    if policy is not None:
+        return policy
+    if b.gw.api_version >= NEW_DEFAULT_FROM_API:
+        return PREDEFINED_POLICIES[DEFAULT_POLICY_NAME]
+    return PREDEFINED_POLICIES[LEGACY_DEFAULT_POLICY_NAME]
+
+
+def _ssl_certificates(b: _Builder, props: Props) -> dict[str, ServerCertificate]:
+    out: dict[str, ServerCertificate] = {}
+    for p in props.children("sslCertificates", "ApplicationGatewaySslCertificate"):
+        name = _named(p)
+        _unique(b, out, name, p, "sslCertificates")
+        inner = p.child("properties", "ApplicationGatewaySslCertificatePropertiesFormat")
+        p.finish()
+        if inner is None:
+            raise TemplateError("sslCertificate has no 'properties'", file=b.file, path=p.path)
+        if inner.get("keyVaultSecretId"):
+            raise UnsupportedFeature(
+                "keyVaultSecretId cannot be read offline",
+                file=b.file,
+                path=inner.key_path("keyVaultSecretId"),
+                fix="download the certificate as a .pfx and pass it as 'data' (base64) and "
+                "'password' instead, e.g. --parameters certData=$(base64 -w0 cert.pfx)",
+            )
+        data = inner.str_("data")
+        password = inner.str_("password")
+        inner.get("publicCertData")
+        inner.finish()
+        if not data:
+            raise TemplateError(
+                f"sslCertificate '{name}' has no 'data'",
+                file=b.file,
+                path=inner.path,
+                fix="set 'data' to the base64 of the server certificate's .pfx",
+                code="ApplicationGatewaySslCertificateDataMustBeSpecified",
+            )
+        cert_id = f"{b.gw.resource_id}/sslCertificates/{name}"
+        try:
+            raw = decode_base64_field(data, what=f"sslCertificate '{name}' data")
+            out[name] = load_server_pfx(name, raw, password, cert_id=cert_id)
+        except CertificateError as exc:
+            raise exc.located(file=b.file, path=inner.key_path("data")) from None
+    return out
+
+
+def _trusted_client_certs(b: _Builder, props: Props) -> dict[str, TrustedClientCa]:
+    out: dict[str, TrustedClientCa] = {}
+    for p in props.children("trustedClientCertificates", "ApplicationGatewayTrustedClientCertificate"):
+        name = _named(p)
+        _unique(b, out, name, p, "trustedClientCertificates")
+        inner = p.child("properties", "ApplicationGatewayTrustedClientCertificatePropertiesFormat")
+        p.finish()
+        data = inner.str_("data") if inner is not None else None
+        if inner is not None:
+            inner.finish(ignored=("validatedCertData", "clientCertIssuerDN"))
+        try:
+            raw = decode_base64_field(data or "", what=f"trustedClientCertificate '{name}' data")
+            out[name] = load_trusted_client_ca(name, raw)
+        except CertificateError as exc:
+            raise exc.located(file=b.file, path=f"{p.path}.properties.data") from None
+    return out
+
+
+def _ssl_profiles(b: _Builder, props: Props, trusted: dict[str, TrustedClientCa]) -> dict[str, SslProfile]:
+    out: dict[str, SslProfile] = {}
+    for p in props.children("sslProfiles", "ApplicationGatewaySslProfile"):
+        name = _named(p)
+        _unique(b, out, name, p, "sslProfiles")
+        inner = p.child("properties", "ApplicationGatewaySslProfilePropertiesFormat")
+        p.finish()
+        if inner is None:
+            out[name] = SslProfile(name, None, False, RevocationMode.NONE, (), None)
+            continue
+        cas = tuple(
+            trusted[b.ref_name(ref, "trustedClientCertificates", trusted, path=path)]
+            for ref, path in inner.refs("trustedClientCertificates")
+        )
+        policy = _policy_from(b, inner.child("sslPolicy", "ApplicationGatewaySslPolicy"))
+        cac = inner.child("clientAuthConfiguration", "ApplicationGatewayClientAuthConfiguration")
+        inner.get("httpListeners")  # read-only back-references in `az ... show` output
+        inner.finish()
+        mode_text, issuer_dn, revocation_text = "Strict", False, "None"
+        if cac is not None:
+            mode_text = cac.str_("verifyClientAuthMode") or "Strict"
+            issuer_dn = cac.bool_("verifyClientCertIssuerDN", False)
+            revocation_text = cac.str_("verifyClientRevocation") or "None"
+            cac.finish()
+        mode = _enum(b, ClientAuthMode, mode_text, cac, "verifyClientAuthMode")
+        revocation = _enum(b, RevocationMode, revocation_text, cac, "verifyClientRevocation")
+        if mode is ClientAuthMode.PASSTHROUGH and b.gw.api_version < PASSTHROUGH_MIN_API:
+            assert cac is not None
+            raise TemplateError(
+                f"verifyClientAuthMode 'Passthrough' needs API version {PASSTHROUGH_MIN_API} or "
+                f"later; this gateway uses {b.gw.api_version}",
+                file=b.file,
+                path=cac.key_path("verifyClientAuthMode"),
+                fix=f'set the gateway\'s "apiVersion" to "{PASSTHROUGH_MIN_API}"',
+                code="InvalidRequestContent",
+            )
+        client_auth: ClientAuthMode | None = mode
+        if mode is ClientAuthMode.STRICT and not cas:
+            client_auth = None
+            if issuer_dn or revocation is RevocationMode.OCSP:
+                b.warnings.append(
+                    f"SSL profile '{name}': issuer-DN / OCSP settings have no effect without "
+                    "trusted client certificates (the profile requests no client certificate)"
+                )
+        if revocation is RevocationMode.OCSP and client_auth is ClientAuthMode.STRICT:
+            raise UnsupportedFeature(
+                "verifyClientRevocation 'OCSP' is not emulated yet",
+                file=b.file,
+                path=f"{p.path}.properties.clientAuthConfiguration.verifyClientRevocation",
+                fix="set it to 'None' to run locally",
+            )
+        if issuer_dn and client_auth is ClientAuthMode.STRICT:
+            raise UnsupportedFeature(
+                "verifyClientCertIssuerDN is not emulated yet",
+                file=b.file,
+                path=f"{p.path}.properties.clientAuthConfiguration.verifyClientCertIssuerDN",
+                fix="set it to false to run locally",
+            )
+        out[name] = SslProfile(name, client_auth, issuer_dn, revocation, cas, policy)
+    return out
+
+
+def _enum(b: _Builder, kind: type[_E], text: str, p: Props | None, field_name: str) -> _E:
+    for member in kind:
+        if str(member.value).lower() == text.lower():
+            return member
+    allowed = ", ".join(str(m.value) for m in kind)
+    raise TemplateError(
+        f"'{field_name}' is '{text}'",
+        file=b.file,
+        path=p.key_path(field_name) if p is not None else None,
+        fix=f"use one of: {allowed}",
+        code="InvalidRequestContent",
+    )
+
+
+def _frontend_ports(b: _Builder, props: Props) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in props.children("frontendPorts", "ApplicationGatewayFrontendPort"):
+        name = _named(p)
+        _unique(b, out, name, p, "frontendPorts")
+        inner = p.child("properties", "ApplicationGatewayFrontendPortPropertiesFormat")
+        p.finish()
+        if inner is None:
+            raise TemplateError(f"frontend port '{name}' has no 'properties'", file=b.file, path=p.path)
+        port = inner.int_("port")
+        inner.finish()
+        if port is None or not 1 <= port <= 65535:
+            raise inner.error("port", f"is {port}; a frontend port is 1-65535", code="ApplicationGatewayFrontendPortOutOfRange")
+        out[name] = port
+    return out
+
+
+_HOST_NAME: Final = re.compile(r"^[A-Za-z0-9*?]([A-Za-z0-9*?\-]{0,61}[A-Za-z0-9*?])?(\.[A-Za-z0-9*?]([A-Za-z0-9*?\-]{0,61}[A-Za-z0-9*?])?)*$")
+
+
+def _listeners(
+    b: _Builder,
+    props: Props,
+    ports: dict[str, int],
+    certs: dict[str, ServerCertificate],
+    profiles: dict[str, SslProfile],
+    default_policy: SslPolicy,
+) -> dict[str, Listener]:
+    out: dict[str, Listener] = {}
+    for p in props.children("httpListeners", "ApplicationGatewayHttpListener"):
+        name = _named(p)
+        _unique(b, out, name, p, "httpListeners")
+        inner = p.child("properties", "ApplicationGatewayHttpListenerPropertiesFormat")
+        p.finish()
+        if inner is None:
+            raise TemplateError(f"listener '{name}' has no 'properties'", file=b.file, path=p.path)
+        inner.ref("frontendIPConfiguration")
+        port_ref = inner.ref("frontendPort")
+        if port_ref is None:
+            raise inner.error("frontendPort", "is missing", fix="reference one of frontendPorts")
+        port_name = b.ref_name(port_ref, "frontendPorts", ports, path=inner.key_path("frontendPort"))
+        protocol = _enum(b, ListenerProtocol, inner.str_("protocol") or "Http", inner, "protocol")
+        host_names = [inner.str_("hostName")] if inner.get("hostName") else []
+        host_names += [str(h) for h in inner.list_("hostNames")]
+        for host in host_names:
+            if not host or not _HOST_NAME.match(host):
+                raise inner.error("hostNames", f"has an invalid host name '{host}'", code="ApplicationGatewayHttpListenerHostNameInvalid")
+        if host_names:
+            raise UnsupportedFeature(
+                "multi-site listeners (hostName / hostNames) are not emulated yet",
+                file=b.file,
+                path=inner.key_path("hostNames" if inner.has("hostNames") else "hostName"),
+                fix="remove the host names to run the listener as a basic listener locally",
+            )
+        cert_ref = inner.ref("sslCertificate")
+        profile_ref = inner.ref("sslProfile")
+        require_sni = inner.bool_("requireServerNameIndication", False)
+        inner.get("customErrorConfigurations")
+        inner.finish(unsupported={"firewallPolicy": "per-listener WAF policies"})
+        cert = None
+        profile = None
+        if protocol is ListenerProtocol.HTTPS:
+            if cert_ref is None:
+                raise TemplateError(
+                    f"HTTPS listener '{name}' has no sslCertificate",
+                    file=b.file,
+                    path=inner.path,
+                    fix="reference one of sslCertificates in 'sslCertificate'",
+                    code="ApplicationGatewayHttpsListenerMustReferenceSslCertificate",
+                )
+            cert = certs[b.ref_name(cert_ref, "sslCertificates", certs, path=inner.key_path("sslCertificate"))]
+            if profile_ref is not None:
+                profile = profiles[b.ref_name(profile_ref, "sslProfiles", profiles, path=inner.key_path("sslProfile"))]
+        elif cert_ref is not None or profile_ref is not None:
+            raise TemplateError(
+                f"HTTP listener '{name}' references an SSL certificate or SSL profile",
+                file=b.file,
+                path=inner.path,
+                fix="set 'protocol' to 'Https' or remove the sslCertificate / sslProfile",
+                code="ApplicationGatewaySslProfileCannotBeUsedWithHttpListener",
+            )
+        policy = (profile.ssl_policy if profile and profile.ssl_policy else None) or default_policy
+        out[name] = Listener(
+            name=name,
+            protocol=protocol,
+            frontend_port=ports[port_name],
+            frontend_port_name=port_name,
+            host_names=tuple(host_names),
+            server_certificate=cert,
+            ssl_profile=profile,
+            ssl_policy=policy,
+            require_sni=require_sni,
+            path=p.path,
+        )
+    return out
+
+
+def _pools(b: _Builder, props: Props) -> dict[str, BackendPool]:
+    out: dict[str, BackendPool] = {}
+    for p in props.children("backendAddressPools", "ApplicationGatewayBackendAddressPool"):
+        name = _named(p)
+        _unique(b, out, name, p, "backendAddressPools")
+        inner = p.child("properties", "ApplicationGatewayBackendAddressPoolPropertiesFormat")
+        p.finish()
+        addresses: list[BackendAddress] = []
+        if inner is not None:
+            for a in inner.children("backendAddresses", "ApplicationGatewayBackendAddress"):
+                host = a.str_("fqdn") or a.str_("ipAddress")
+                a.finish()
+                if not host:
+                    raise TemplateError("a backend address needs 'fqdn' or 'ipAddress'", file=b.file, path=a.path)
+                addresses.append(BackendAddress(host))
+            inner.finish(ignored=("backendIPConfigurations",))
+        out[name] = BackendPool(name, tuple(addresses))
+    return out
+
+
+def _settings(b: _Builder, props: Props) -> dict[str, BackendSettings]:
+    out: dict[str, BackendSettings] = {}
+    for p in props.children("backendHttpSettingsCollection", "ApplicationGatewayBackendHttpSettings"):
+        name = _named(p)
+        _unique(b, out, name, p, "backendHttpSettingsCollection")
+        inner = p.child("properties", "ApplicationGatewayBackendHttpSettingsPropertiesFormat")
+        p.finish()
+        if inner is None:
+            raise TemplateError(f"backend settings '{name}' have no 'properties'", file=b.file, path=p.path)
+        port = inner.int_("port")
+        protocol = _enum(b, ListenerProtocol, inner.str_("protocol") or "Http", inner, "protocol")
+        timeout = inner.int_("requestTimeout", DEFAULT_REQUEST_TIMEOUT_S)
+        host_name = inner.str_("hostName")
+        pick = inner.bool_("pickHostNameFromBackendAddress", False)
+        affinity = (inner.str_("cookieBasedAffinity") or "Disabled").lower()
+        draining = inner.child("connectionDraining", "ApplicationGatewayConnectionDraining")
+        if draining is not None:
+            draining.get("enabled")
+            draining.get("drainTimeoutInSec")
+            draining.finish()
+            b.notes.add(draining.path)
+        inner.ref("probe") if inner.has("probe") else None
+        inner.finish(
+            ignored=("probeEnabled", "affinityCookieName", "authenticationCertificates", "trustedRootCertificates"),
+            unsupported={"path": "backend path override", "dedicatedBackendConnection": "dedicated backend connections", "sniName": "backend SNI names", "validateCertChainAndExpiry": "HTTPS backends", "validateSNI": "HTTPS backends"},
+            notes=b.notes,
+        )
+        if port is None or not 1 <= port <= 65535:
+            raise inner.error("port", f"is {port}; it must be 1-65535")
+        if protocol is ListenerProtocol.HTTPS:
+            raise UnsupportedFeature(
+                "HTTPS to the backend is not emulated yet",
+                file=b.file,
+                path=inner.key_path("protocol"),
+                fix="use 'Http' backend settings locally (and --backend to point at a plain-HTTP backend)",
+            )
+        if affinity == "enabled":
+            raise UnsupportedFeature(
+                "cookieBasedAffinity is not emulated yet",
+                file=b.file,
+                path=inner.key_path("cookieBasedAffinity"),
+                fix="set it to 'Disabled' to run locally",
+            )
+        assert timeout is not None
+        if not 1 <= timeout <= 86400:
+            raise inner.error("requestTimeout", f"is {timeout}; it must be 1-86400 seconds")
+        out[name] = BackendSettings(name, port, protocol, timeout, host_name, pick)
+    return out
+
+
+def _rewrite_sets(b: _Builder, props: Props) -> dict[str, RewriteRuleSet]:
+    out: dict[str, RewriteRuleSet] = {}
+    for p in props.children("rewriteRuleSets", "ApplicationGatewayRewriteRuleSet"):
+        name = _named(p)
+        _unique(b, out, name, p, "rewriteRuleSets")
+        inner = p.child("properties", "ApplicationGatewayRewriteRuleSetPropertiesFormat")
+        p.finish()
+        rules: list[RewriteRule] = []
+        if inner is not None:
+            for r in inner.children("rewriteRules", "ApplicationGatewayRewriteRule"):
+                rules.append(_rewrite_rule(b, r))
+            inner.finish()
+        rules.sort(key=lambda rule: rule.sequence)  # stable: ties keep document order
+        out[name] = RewriteRuleSet(name, tuple(rules))
+    return out
+
+
+def _rewrite_rule(b: _Builder, r: Props) -> RewriteRule:
+    name = r.str_("name") or ""
+    sequence = r.int_("ruleSequence", 100)
+    conditions: list[RewriteCondition] = []
+    for c in r.children("conditions", "ApplicationGatewayRewriteRuleCondition"):
+        variable = c.str_("variable", required=True)
+        pattern = c.str_("pattern", required=True)
+        ignore_case = c.bool_("ignoreCase", True)
+        negate = c.bool_("negate", False)
+        c.finish()
+        assert variable is not None and pattern is not None
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise c.error("pattern", f"is not a valid regular expression ({exc})") from None
+        conditions.append(RewriteCondition(variable.strip("{}"), pattern, ignore_case, negate))
+    actions = r.child("actionSet", "ApplicationGatewayRewriteRuleActionSet")
+    request: list[HeaderAction] = []
+    response: list[HeaderAction] = []
+    if actions is not None:
+        for target, key in ((request, "requestHeaderConfigurations"), (response, "responseHeaderConfigurations")):
+            for h in actions.children(key, "ApplicationGatewayHeaderConfiguration"):
+                header = h.str_("headerName", required=True)
+                value = h.str_("headerValue") or ""
+                h.finish(unsupported={"headerValueMatcher": "header value matchers"})
+                assert header is not None
+                if header.lower() in ("connection", "upgrade"):
+                    raise h.error("headerName", f"is '{header}', which App Gateway cannot rewrite", code="ApplicationGatewayRewriteRuleHeaderNotAllowed")
+                target.append(HeaderAction(header, value))
+        actions.finish(unsupported={"urlConfiguration": "URL rewrites"})
+    r.finish()
+    assert sequence is not None
+    return RewriteRule(name, sequence, tuple(conditions), tuple(request), tuple(response))
+
+
+def _rules(
+    b: _Builder,
+    props: Props,
+    listeners: dict[str, Listener],
+    pools: dict[str, BackendPool],
+    settings: dict[str, BackendSettings],
+    rewrites: dict[str, RewriteRuleSet],
+) -> list[RoutingRule]:
+    out: list[RoutingRule] = []
+    seen_listeners: dict[str, str] = {}
+    priorities: dict[int, str] = {}
+    for p in props.children("requestRoutingRules", "ApplicationGatewayRequestRoutingRule"):
+        name = _named(p)
+        inner = p.child("properties", "ApplicationGatewayRequestRoutingRulePropertiesFormat")
+        p.finish()
+        if inner is None:
+            raise TemplateError(f"routing rule '{name}' has no 'properties'", file=b.file, path=p.path)
+        rule_type = inner.str_("ruleType") or "Basic"
+        priority = inner.int_("priority")
+        listener_ref = inner.ref("httpListener")
+        pool_ref = inner.ref("backendAddressPool")
+        settings_ref = inner.ref("backendHttpSettings")
+        rewrite_ref = inner.ref("rewriteRuleSet")
+        inner.finish(
+            unsupported={
+                "urlPathMap": "path-based routing",
+                "redirectConfiguration": "redirects",
+                "loadDistributionPolicy": "load distribution policies",
+                "entraJWTValidationConfig": "JWT validation",
+            }
+        )
+        if rule_type.lower() != "basic":
+            raise UnsupportedFeature(
+                f"ruleType '{rule_type}' is not emulated yet",
+                file=b.file,
+                path=inner.key_path("ruleType"),
+                fix="use a Basic rule to run locally",
+            )
+        if priority is None and b.gw.api_version >= "2021-08-01":
+            raise TemplateError(
+                f"routing rule '{name}' has no priority",
+                file=b.file,
+                path=inner.path,
+                fix="add \"priority\": a number from 1 to 20000, unique per rule (lower wins)",
+                code="ApplicationGatewayRequestRoutingRulePriorityCannotBeEmpty",
+            )
+        if priority is not None:
+            if priority not in PRIORITY_RANGE:
+                raise inner.error("priority", f"is {priority}; it must be 1-20000", code="ApplicationGatewayRequestRoutingRulePriorityOutOfRange")
+            if priority in priorities:
+                raise inner.error("priority", f"{priority} is also used by rule '{priorities[priority]}'", fix="give each rule a unique priority", code="ApplicationGatewayRequestRoutingRulesWithSamePriority")
+            priorities[priority] = name
+        if listener_ref is None:
+            raise inner.error("httpListener", "is missing", fix="reference one of httpListeners")
+        listener = listeners[b.ref_name(listener_ref, "httpListeners", listeners, path=inner.key_path("httpListener"))]
+        if listener.name in seen_listeners:
+            raise inner.error("httpListener", f"'{listener.name}' is already used by rule '{seen_listeners[listener.name]}'", code="ApplicationGatewayHttpListenerUsedByMultipleRules")
+        seen_listeners[listener.name] = name
+        if pool_ref is None or settings_ref is None:
+            raise TemplateError(
+                f"Basic rule '{name}' needs backendAddressPool and backendHttpSettings",
+                file=b.file,
+                path=inner.path,
+                fix="reference a pool and backend settings (redirect rules are not emulated yet)",
+            )
+        pool = pools[b.ref_name(pool_ref, "backendAddressPools", pools, path=inner.key_path("backendAddressPool"))]
+        setting = settings[b.ref_name(settings_ref, "backendHttpSettingsCollection", settings, path=inner.key_path("backendHttpSettings"))]
+        rewrite = None
+        if rewrite_ref is not None:
+            rewrite = rewrites[b.ref_name(rewrite_ref, "rewriteRuleSets", rewrites, path=inner.key_path("rewriteRuleSet"))]
+        out.append(RoutingRule(name, priority, listener, pool, setting, rewrite))
+    out.sort(key=lambda r: r.priority if r.priority is not None else 20001)
+    return out
+
+
+# -- run-time overrides -----------------------------------------------------------------------
+
+
+def with_backend_overrides(
+    config: GatewayConfig, overrides: Mapping[str, tuple[BackendAddress, ...]]
+) -> GatewayConfig:
+    """Replace the addresses of named pools (``--backend POOL=HOST:PORT``).
+
+    The template's FQDNs are not reachable offline. The given port replaces the backend
+    settings' port for that pool, which is where Azure keeps it; the change is recorded in
+    ``warnings``.
+
+    Raises:
+        TemplateError: a pool name that the gateway does not have.
+    """
+    pools = {p.name: p for p in config.pools}
+    warnings = list(config.warnings)
+    for pool_name in overrides:
+        if _lookup(pools, pool_name) is None:
+            raise TemplateError(
+                f"--backend names pool '{pool_name}', which the gateway does not have "
+                f"(pools: {', '.join(pools) or 'none'})",
+                fix="use one of the pool names",
+                code="EmulatorUnknownBackendPool",
+            )
+    new_pools: dict[str, BackendPool] = {}
+    for name, pool in pools.items():
+        key = _lookup(overrides, name)
+        if key is None:
+            new_pools[name] = pool
+            continue
+        addresses = overrides[key]
+        new_pools[name] = BackendPool(name, addresses)
+        shown = ", ".join(f"{a.host}:{a.port}" for a in addresses)
+        before = ", ".join(a.host for a in pool.addresses) or "no addresses"
+        warnings.append(
+            f"backend pool '{name}': {before} replaced by {shown} (--backend); the port "
+            "overrides the backend settings' port for this pool"
+        )
+    rules = tuple(replace(r, pool=new_pools[r.pool.name]) for r in config.rules)
+    return replace(config, pools=tuple(new_pools.values()), rules=rules, warnings=tuple(warnings))
+
+
+def describe_error(exc: EmulatorError) -> str:
+    """One place that formats an error for the terminal (the CLI prints this)."""
+    return f"error: {exc}"

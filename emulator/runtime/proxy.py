@@ -1,0 +1,454 @@
+"""One client connection, end to end: TLS handshake, the SSL profile's decision, HTTP proxying.
+
+The sequence for an HTTPS listener:
+
+1. TLS handshake over the accepted socket (:mod:`emulator.runtime.tls_stream`), bounded by
+   ``HANDSHAKE_TIMEOUT_S``. Plain HTTP on the port gets nginx's 400 page in plain text.
+2. :func:`emulator.core.tls_policy.decide_client_cert` turns what the client presented into a
+   decision, once per connection (client certificates are per connection, not per request).
+3. An h11 server loop serves requests. A Strict failure answers every request with the gateway's
+   400 page and closes (``Connection: close``, a lingering read so a client still sending a body
+   reads the 400 instead of a reset, then close_notify). Otherwise the request goes to the
+   backend with the headers :mod:`emulator.core.rewrite` computed, and the response streams back.
+
+Every error becomes a response in one place, :meth:`ClientConnection._fail`: gateway pages for
+what happened before the response started, an aborted connection after (nothing else is
+honest once a status line has gone out).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import h11
+import trio
+from OpenSSL import SSL
+
+from emulator.core.certinfo import ClientCertInfo
+from emulator.core.pages import SERVER_TOKEN, GatewayPage, render_page
+from emulator.core.rewrite import (
+    RequestFacts,
+    rewrite_request_headers,
+    rewrite_response_headers,
+)
+from emulator.core.tls_policy import CertDecision, VerifyLog, decide_client_cert
+from emulator.errors import BackendError, BackendTimeout
+from emulator.model import ClientAuthMode, Listener, ListenerProtocol, RoutingRule
+from emulator.runtime.backend import BackendClient, BackendConnection
+from emulator.runtime.tls_stream import PlainHttpOnTlsPort, TlsHandshakeError, TlsServerStream
+
+__all__ = ["AccessRecord", "ListenerRuntime", "serve_connection"]
+
+LOGGER = logging.getLogger("emulator.proxy")
+ACCESS_LOGGER = logging.getLogger("emulator.access")
+
+#: A client that has not finished its TLS handshake by then is dropped (nginx and hypercorn use
+#: similar values; Azure does not document one).
+HANDSHAKE_TIMEOUT_S: Final = 10.0
+#: No request line and headers within this → 408 (appgw-behaviour.md §7: "no request within 60 s").
+REQUEST_HEADER_TIMEOUT_S: Final = 60.0
+#: An idle keep-alive connection is closed silently after this long.
+KEEPALIVE_IDLE_S: Final = 120.0
+#: Maximum request line + headers: 32 KB (Azure application gateway limits).
+MAX_REQUEST_HEADER_BYTES: Final = 32 * 1024
+#: Lingering close after a gateway-generated 400: read and discard for at most this long,
+#: stopping after ``LINGER_IDLE_S`` of silence (nginx lingering_close, shortened).
+LINGER_TOTAL_S: Final = 2.0
+LINGER_IDLE_S: Final = 0.5
+RECEIVE_SIZE: Final = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerRuntime:
+    """What a connection needs to know about the listener that accepted it."""
+
+    listener: Listener
+    rule: RoutingRule
+    ssl_context: SSL.Context | None
+
+    @property
+    def mode(self) -> ClientAuthMode | None:
+        profile = self.listener.ssl_profile
+        return profile.client_auth if profile is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRecord:
+    """One served request, with the access log's field names where Azure has them."""
+
+    listenerName: str  # noqa: N815 - Azure's access log field names
+    ruleName: str  # noqa: N815
+    backendPoolName: str  # noqa: N815
+    clientIP: str  # noqa: N815
+    clientPort: int  # noqa: N815
+    httpMethod: str  # noqa: N815
+    requestUri: str  # noqa: N815
+    httpStatus: int  # noqa: N815
+    sslEnabled: str  # noqa: N815
+    sslProtocol: str  # noqa: N815
+    sslCipher: str  # noqa: N815
+    sslClientVerify: str  # noqa: N815
+    sslClientCertificateFingerprint: str  # noqa: N815
+    sslClientCertificateIssuerName: str  # noqa: N815
+    serverRouted: str  # noqa: N815
+    serverStatus: str  # noqa: N815
+    timeTaken: float  # noqa: N815
+    transactionId: str  # noqa: N815
+    clientCertSubject: str = ""  # noqa: N815 - emulator-only
+
+
+class _ClientGone(Exception):
+    """The client closed or broke the connection; nothing more can be sent to it."""
+
+
+@dataclass
+class ClientConnection:
+    """State of one accepted connection (mutable: it lives exactly as long as the connection)."""
+
+    runtime: ListenerRuntime
+    stream: trio.abc.Stream
+    peer: tuple[str, int]
+    backend: BackendClient
+    on_access: Callable[[AccessRecord], None]
+    tls: TlsServerStream | None = None
+    cert: ClientCertInfo | None = None
+    decision: CertDecision | None = None
+    h11conn: h11.Connection = field(
+        default_factory=lambda: h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEADER_BYTES)
+    )
+
+    # -- reading from the client --------------------------------------------------------------
+
+    async def _next_event(self, timeout: float) -> h11.Event | type[h11.PAUSED]:
+        while True:
+            event = self.h11conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            with trio.move_on_after(timeout) as scope:
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise _ClientGone from exc
+            if scope.cancelled_caught:
+                raise trio.TooSlowError
+            self.h11conn.receive_data(data)
+
+    async def _send(self, event: h11.Event) -> None:
+        data = self.h11conn.send(event)
+        if data:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise _ClientGone from exc
+
+    # -- the connection's life ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until it closes. Closes the stream in all cases."""
+        try:
+            if self.runtime.listener.protocol is ListenerProtocol.HTTPS:
+                if not await self._handshake():
+                    return
+            else:
+                self.decision = decide_client_cert(None, presented=False, log=None)
+            await self._serve_requests()
+        except _ClientGone:
+            LOGGER.debug("client.gone listener=%s client=%s:%s", self.runtime.listener.name, *self.peer)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                await self.stream.aclose()
+
+    async def _handshake(self) -> bool:
+        assert self.runtime.ssl_context is not None
+        log = VerifyLog()
+        tls = TlsServerStream(self.stream, self.runtime.ssl_context, app_data=log)
+        self.stream = tls
+        self.tls = tls
+        name = self.runtime.listener.name
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+                await tls.do_handshake()
+        except PlainHttpOnTlsPort:
+            LOGGER.info("tls.plain_http listener=%s client=%s:%s", name, *self.peer)
+            await self._plain_http_answer(tls)
+            return False
+        except TlsHandshakeError as exc:
+            LOGGER.info("tls.handshake_failed listener=%s client=%s:%s reason=%s", name, *self.peer, exc.reason)
+            return False
+        except trio.TooSlowError:
+            LOGGER.info("tls.handshake_timeout listener=%s client=%s:%s", name, *self.peer)
+            return False
+        chain = tls.peer_chain
+        if chain:
+            self.cert = ClientCertInfo.from_certificates(chain[0], chain[1:])
+        self.decision = decide_client_cert(self.runtime.mode, presented=bool(chain), log=log)
+        LOGGER.info(
+            "tls.client_cert listener=%s client=%s:%s sni=%s version=%s subject=%s issuer=%s "
+            "verify=%s decision=%s",
+            name,
+            *self.peer,
+            tls.server_name,
+            tls.tls_version,
+            self.cert.subject if self.cert else "-",
+            self.cert.issuer if self.cert else "-",
+            self.decision.ssl_client_verify,
+            "allow" if self.decision.allowed else "reject",
+        )
+        return True
+
+    async def _plain_http_answer(self, tls: TlsServerStream) -> None:
+        """nginx's answer to plain HTTP on an HTTPS port, sent without TLS."""
+        transport = tls.transport_stream
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.next_event()
+        data = conn.send(_page_response(GatewayPage.PLAIN_HTTP_TO_HTTPS, close=True))
+        body = render_page(GatewayPage.PLAIN_HTTP_TO_HTTPS)
+        data = (data or b"") + (conn.send(h11.Data(data=body)) or b"") + (conn.send(h11.EndOfMessage()) or b"")
+        try:
+            await transport.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            LOGGER.debug("client.gone before the plain-HTTP 400 was sent")
+
+    async def _serve_requests(self) -> None:
+        first = True
+        while True:
+            try:
+                event = await self._next_event(KEEPALIVE_IDLE_S if not first else REQUEST_HEADER_TIMEOUT_S)
+            except trio.TooSlowError:
+                if first or self.h11conn.their_state is not h11.IDLE:
+                    await self._send_page(GatewayPage.REQUEST_TIMEOUT, close=True)
+                return
+            except h11.RemoteProtocolError as exc:
+                LOGGER.info("http.bad_request listener=%s client=%s:%s reason=%s", self.runtime.listener.name, *self.peer, exc)
+                if self.h11conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    status_page = GatewayPage.HEADERS_TOO_LARGE if exc.error_status_hint == 431 else GatewayPage.BAD_REQUEST
+                    await self._send_page(status_page, close=True)
+                return
+            first = False
+            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return
+            if not isinstance(event, h11.Request):
+                return
+            keep_going = await self._handle_request(event)
+            if not keep_going or self.h11conn.our_state is h11.MUST_CLOSE:
+                return
+            try:
+                self.h11conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+
+    async def _handle_request(self, request: h11.Request) -> bool:
+        started = time.perf_counter()
+        decision = self.decision
+        assert decision is not None
+        facts = self._facts(request, decision)
+        if not decision.allowed:
+            assert decision.page is not None
+            await self._send_page(decision.page, close=True)
+            self._access(facts, decision.page.status, started, routed="", server_status="")
+            await self._linger()
+            return False
+        return await self._proxy(request, facts, started)
+
+    def _facts(self, request: h11.Request, decision: CertDecision) -> RequestFacts:
+        tls = self.tls
+        return RequestFacts(
+            client_ip=self.peer[0],
+            client_port=self.peer[1],
+            server_port=self.runtime.listener.frontend_port,
+            scheme="https" if tls is not None else "http",
+            method=request.method.decode("ascii"),
+            target=request.target.decode("latin-1"),
+            http_version=request.http_version.decode("ascii"),
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw_items()],
+            trace_id=secrets.token_hex(16),
+            tls_version=tls.tls_version if tls else None,
+            cipher=tls.cipher if tls else None,
+            certificate=self.cert,
+            verification=decision.verification,
+        )
+
+    async def _proxy(self, request: h11.Request, facts: RequestFacts, started: float) -> bool:
+        rule = self.runtime.rule
+        settings = rule.settings
+        try:
+            address = self.backend.pick(rule.pool, settings.port)
+        except BackendError as exc:
+            return await self._fail(exc, facts, started, routed="")
+        host_override = settings.host_name
+        if settings.pick_host_name_from_backend_address:
+            host_override = address[0]
+        headers = rewrite_request_headers(facts, rule.rewrite_rule_set, host=host_override)
+        headers = [(k, v) for k, v in headers if k.lower() != "expect"]
+        routed = f"{address[0]}:{address[1]}"
+        response_started = False
+        try:
+            async with self.backend.connection(address) as backend:
+                await backend.send(h11.Request(method=request.method, target=request.target, headers=_encode(headers)))
+                await self._forward_request_body(backend)
+                response = await self._backend_response(backend, settings.request_timeout_s)
+                out_headers = rewrite_response_headers(
+                    facts,
+                    rule.rewrite_rule_set,
+                    headers,
+                    [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw_items()],
+                )
+                response_started = True
+                await self._send(h11.Response(status_code=response.status_code, headers=_encode(out_headers), reason=response.reason))
+                await self._forward_response_body(backend, settings.request_timeout_s)
+        except BackendError as exc:
+            if response_started:
+                LOGGER.warning("backend.error_midstream listener=%s backend=%s reason=%s", self.runtime.listener.name, routed, exc)
+                return False
+            return await self._fail(exc, facts, started, routed=routed)
+        self._access(facts, response.status_code, started, routed=routed, server_status=str(response.status_code))
+        return True
+
+    async def _forward_request_body(self, backend: BackendConnection) -> None:
+        if self.h11conn.they_are_waiting_for_100_continue:
+            await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+        while True:
+            try:
+                event = await self._next_event(REQUEST_HEADER_TIMEOUT_S)
+            except trio.TooSlowError as exc:
+                raise _ClientGone from exc
+            except h11.RemoteProtocolError as exc:
+                raise _ClientGone from exc
+            if isinstance(event, h11.Data):
+                await backend.send(h11.Data(data=event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                await backend.send(h11.EndOfMessage())
+                return
+            else:
+                raise _ClientGone
+
+    async def _backend_response(self, backend: BackendConnection, timeout_s: int) -> h11.Response:
+        try:
+            with trio.fail_after(timeout_s):
+                while True:
+                    event = await backend.next_event()
+                    if isinstance(event, h11.Response):
+                        return event
+                    if not isinstance(event, h11.InformationalResponse):
+                        raise BackendTimeout(f"backend {backend.addr_text} sent {event!r} instead of a response")
+        except trio.TooSlowError as exc:
+            raise BackendTimeout(
+                f"backend {backend.addr_text} did not answer within requestTimeout ({timeout_s} s)"
+            ) from exc
+
+    async def _forward_response_body(self, backend: BackendConnection, timeout_s: int) -> None:
+        while True:
+            try:
+                with trio.fail_after(timeout_s):
+                    event = await backend.next_event()
+            except trio.TooSlowError as exc:
+                raise BackendTimeout(f"backend {backend.addr_text} stalled mid-response") from exc
+            if isinstance(event, h11.Data):
+                await self._send(h11.Data(data=event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                await self._send(h11.EndOfMessage())
+                return
+
+    async def _fail(self, exc: BackendError, facts: RequestFacts, started: float, *, routed: str) -> bool:
+        page = GatewayPage.GATEWAY_TIMEOUT if isinstance(exc, BackendTimeout) else GatewayPage.BAD_GATEWAY
+        LOGGER.warning("backend.error listener=%s backend=%s status=%s reason=%s", self.runtime.listener.name, routed or "-", page.status, exc)
+        # The request body may still be unread; closing is the only safe way to resync.
+        close = self.h11conn.their_state is not h11.DONE
+        await self._send_page(page, close=close)
+        self._access(facts, page.status, started, routed=routed, server_status="")
+        return not close
+
+    async def _send_page(self, page: GatewayPage, *, close: bool) -> None:
+        body = render_page(page)
+        await self._send(_page_response(page, close=close, length=len(body)))
+        await self._send(h11.Data(data=body))
+        await self._send(h11.EndOfMessage())
+
+    async def _linger(self) -> None:
+        """Read and drop what the client still sends, so it reads our 400 rather than a reset."""
+        with trio.move_on_after(LINGER_TOTAL_S):
+            while True:
+                with trio.move_on_after(LINGER_IDLE_S) as idle:
+                    try:
+                        data = await self.stream.receive_some(RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return
+                if idle.cancelled_caught or not data:
+                    return
+
+    def _access(self, facts: RequestFacts, status: int, started: float, *, routed: str, server_status: str) -> None:
+        decision = self.decision
+        tls = self.tls
+        cert = self.cert
+        record = AccessRecord(
+            listenerName=self.runtime.listener.name,
+            ruleName=self.runtime.rule.name,
+            backendPoolName=self.runtime.rule.pool.name,
+            clientIP=facts.client_ip,
+            clientPort=facts.client_port,
+            httpMethod=facts.method,
+            requestUri=facts.path,
+            httpStatus=status,
+            sslEnabled="on" if tls is not None else "off",
+            sslProtocol=(tls.tls_version or "") if tls else "",
+            sslCipher=(tls.cipher or "") if tls else "",
+            sslClientVerify=decision.ssl_client_verify if decision else "NONE",
+            sslClientCertificateFingerprint=cert.fingerprint_sha1 if cert else "",
+            sslClientCertificateIssuerName=cert.issuer if cert else "",
+            serverRouted=routed,
+            serverStatus=server_status,
+            timeTaken=round(time.perf_counter() - started, 4),
+            transactionId=facts.trace_id,
+            clientCertSubject=cert.subject if cert else "",
+        )
+        ACCESS_LOGGER.info(
+            '%s %s:%s "%s %s HTTP/%s" %s verify=%s backend=%s %.1fms',
+            record.listenerName,
+            record.clientIP,
+            record.clientPort,
+            record.httpMethod,
+            facts.target,
+            facts.http_version,
+            status,
+            record.sslClientVerify,
+            routed or "-",
+            record.timeTaken * 1000,
+        )
+        self.on_access(record)
+
+
+def _page_response(page: GatewayPage, *, close: bool, length: int | None = None) -> h11.Response:
+    headers = [("Server", SERVER_TOKEN), ("Content-Type", "text/html")]
+    if length is not None:
+        headers.append(("Content-Length", str(length)))
+    else:
+        headers.append(("Content-Length", str(len(render_page(page)))))
+    if close:
+        headers.append(("Connection", "close"))
+    return h11.Response(status_code=page.status, headers=_encode(headers), reason=page.reason)
+
+
+def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+async def serve_connection(
+    stream: trio.SocketStream,
+    runtime: ListenerRuntime,
+    backend: BackendClient,
+    on_access: Callable[[AccessRecord], None],
+) -> None:
+    """Serve one accepted TCP connection; closes it when done. Never raises for client faults."""
+    try:
+        peer = stream.socket.getpeername()
+    except OSError:
+        await trio.aclose_forcefully(stream)
+        return
+    conn = ClientConnection(runtime, stream, (str(peer[0]), int(peer[1])), backend, on_access)
+    await conn.run()
