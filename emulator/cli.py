@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -61,7 +61,9 @@ def _backend_arg(text: str) -> tuple[str, tuple[BackendAddress, ...]]:
 def _listen_arg(text: str) -> tuple[int, int]:
     left, sep, right = text.partition("=")
     if not sep or not left.isdigit() or not right.isdigit() or int(right) > 65535:
-        raise argparse.ArgumentTypeError(f"'{text}' is not TEMPLATE_PORT=LOCAL_PORT (e.g. 444=8444; 0 picks a free port)")
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not TEMPLATE_PORT=LOCAL_PORT (e.g. 444=8444; 0 picks a free port)"
+        )
     return int(left), int(right)
 
 
@@ -76,11 +78,20 @@ def _parser() -> argparse.ArgumentParser:
         prog="appgw-emulator",
         description="Local emulator of Azure Application Gateway (v2) mutual TLS.",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="zero-config demo: Strict and Passthrough listeners in front of the stub backend")
-    up.add_argument("--certs", type=Path, default=DEFAULT_CERTS_DIR, help="demo PKI directory (default ./certs; created when missing)")
+    up = sub.add_parser(
+        "up", help="zero-config demo: Strict and Passthrough listeners in front of the stub backend"
+    )
+    up.add_argument(
+        "--certs",
+        type=Path,
+        default=DEFAULT_CERTS_DIR,
+        help="demo PKI directory (default ./certs; created when missing)",
+    )
     up.add_argument("--strict-port", type=_port, default=DEFAULT_STRICT_PORT)
     up.add_argument("--passthrough-port", type=_port, default=DEFAULT_PASSTHROUGH_PORT)
     up.add_argument("--backend-port", type=_port, default=DEFAULT_BACKEND_PORT)
@@ -98,14 +109,28 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PARAM",
         help="@deploymentParameters.json or NAME=VALUE (repeatable; later wins, as az does)",
     )
-    run.add_argument("--backend", action="append", type=_backend_arg, default=[], metavar="POOL=HOST:PORT[,HOST:PORT]")
-    run.add_argument("--listen", action="append", type=_listen_arg, default=[], metavar="TEMPLATE_PORT=LOCAL_PORT")
+    run.add_argument(
+        "--backend",
+        action="append",
+        type=_backend_arg,
+        default=[],
+        metavar="POOL=HOST:PORT[,HOST:PORT]",
+    )
+    run.add_argument(
+        "--listen",
+        action="append",
+        type=_listen_arg,
+        default=[],
+        metavar="TEMPLATE_PORT=LOCAL_PORT",
+    )
     run.add_argument("--bind", default="127.0.0.1")
     run.add_argument("--gateway", help="which gateway, when the template holds several")
 
     certs = sub.add_parser("certs", help="demo/test PKI")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
-    init = certs_sub.add_parser("init", help="write a demo PKI (CAs, server PFX, client certs, parameters file)")
+    init = certs_sub.add_parser(
+        "init", help="write a demo PKI (CAs, server PFX, client certs, parameters file)"
+    )
     init.add_argument("directory", type=Path)
     init.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
     init.add_argument("--force", action="store_true", help="regenerate an existing demo PKI")
@@ -139,8 +164,14 @@ def _ready_lines(gateway: object, config: GatewayConfig) -> None:
     for rule in config.rules:
         listener = rule.listener
         profile = listener.ssl_profile
-        mode = profile.client_auth.value if profile is not None and profile.client_auth is not None else "no client auth"
-        _say(f"ready: {listener.name} ({mode}) {gateway.url(listener.name)} -> pool {rule.pool.name}")
+        mode = (
+            profile.client_auth.value
+            if profile is not None and profile.client_auth is not None
+            else "no client auth"
+        )
+        _say(
+            f"ready: {listener.name} ({mode}) {gateway.url(listener.name)} -> pool {rule.pool.name}"
+        )
 
 
 async def _serve_until_signal(
@@ -181,7 +212,12 @@ def _cmd_certs_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_config(template: Path, parameters: Sequence[str], gateway: str | None, backends: Sequence[tuple[str, tuple[BackendAddress, ...]]]) -> tuple[GatewayConfig, Sequence[tuple[str, str]]]:
+def _load_config(
+    template: Path,
+    parameters: Sequence[str],
+    gateway: str | None,
+    backends: Sequence[tuple[str, tuple[BackendAddress, ...]]],
+) -> tuple[GatewayConfig, Sequence[tuple[str, str]]]:
     loaded = load_template(template, parameters)
     config = build_gateway_config(select_gateway(loaded, gateway))
     if backends:
@@ -210,34 +246,54 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from emulator.demo_pki import CLIENT_CERT, CLIENT_KEY, SERVER_ROOT_CA, ensure_demo_pki
     from emulator.runtime.gateway import Gateway
 
+    # Port 0 ("any free port") cannot be a frontend port in a template: the template keeps the
+    # default and the listen mapping picks the free port, as `run --listen 8443=0` would.
+    strict_port = args.strict_port or DEFAULT_STRICT_PORT
+    passthrough_port = args.passthrough_port or DEFAULT_PASSTHROUGH_PORT
+    if strict_port == passthrough_port:
+        raise UsageError("--strict-port and --passthrough-port must differ")
     pki, created = ensure_demo_pki(args.certs, key_type=args.key_type)
     _note(f"demo PKI: {'created in' if created else 'reusing'} {pki.directory}")
     backend_host = "127.0.0.1"
-    template = write_demo_template(
-        pki.directory,
-        strict_port=args.strict_port,
-        passthrough_port=args.passthrough_port,
-        backend_host=backend_host,
-        backend_port=args.backend_port,
-    )
     parameters = [
         "certData=" + base64.b64encode(pki.server_pfx).decode(),
         "certPassword=" + pki.server_pfx_password,
         "trustedClientCaData=" + base64.b64encode(pki.trusted_client_ca_pem).decode(),
     ]
-    config, _ = _load_config(template, parameters, None, ())
-    _summary(config)
-    gateway = Gateway(config, bind=args.bind, listen={args.strict_port: args.strict_port, args.passthrough_port: args.passthrough_port})
 
     async def start(nursery: trio.Nursery) -> None:
         try:
             host, port = await nursery.start(
-                lambda task_status: backend_stub.serve(backend_stub.StubConfig(), host=backend_host, port=args.backend_port, task_status=task_status)
+                functools.partial(
+                    backend_stub.serve,
+                    backend_stub.StubConfig(),
+                    host=backend_host,
+                    port=args.backend_port,
+                )
             )
         except backend_stub.StubStartupError as exc:
-            raise StartupError(str(exc), fix="stop what uses the port, or choose another: --backend-port PORT", code="EmulatorPortInUse") from exc
-        _say(f"ready: stub backend http://{host}:{port}/")
+            raise StartupError(
+                str(exc),
+                fix="stop what uses the port, or choose another: --backend-port PORT",
+                code="EmulatorPortInUse",
+            ) from exc
+        # The gateway is driven by a real template, written out for the user to read or deploy.
+        template = write_demo_template(
+            pki.directory,
+            strict_port=strict_port,
+            passthrough_port=passthrough_port,
+            backend_host=backend_host,
+            backend_port=port,
+        )
+        config, _ = _load_config(template, parameters, None, ())
+        _summary(config)
+        gateway = Gateway(
+            config,
+            bind=args.bind,
+            listen={strict_port: args.strict_port, passthrough_port: args.passthrough_port},
+        )
         await nursery.start(gateway.serve)
+        _say(f"ready: stub backend http://{host}:{port}/")
         _ready_lines(gateway, config)
         d = pki.directory
         cacert = f"--cacert {d / SERVER_ROOT_CA}"
@@ -245,17 +301,43 @@ def _cmd_up(args: argparse.Namespace) -> int:
         strict = gateway.url(STRICT_LISTENER)
         passthrough = gateway.url(PASSTHROUGH_LISTENER)
         _say("")
-        _say(f"gateway template: {template} (forwards {', '.join(h for h, _ in CERT_HEADERS[:2])} and more)")
+        _say(
+            f"gateway template: {template} (forwards {', '.join(h for h, _ in CERT_HEADERS[:2])} and more)"
+        )
         _say("try the four cases:")
-        _say(f"  curl {cacert} {cert} {strict}     # Strict, valid cert -> 200, backend sees the cert")
-        _say(f"  curl {cacert} {strict}     # Strict, no cert -> 400 No required SSL certificate was sent")
-        _say(f"  curl {cacert} {cert} {passthrough}     # Passthrough, cert -> 200, verification PASSTHROUGH")
+        _say(
+            f"  curl {cacert} {cert} {strict}     # Strict, valid cert -> 200, backend sees the cert"
+        )
+        _say(
+            f"  curl {cacert} {strict}     # Strict, no cert -> 400 No required SSL certificate was sent"
+        )
+        _say(
+            f"  curl {cacert} {cert} {passthrough}     # Passthrough, cert -> 200, verification PASSTHROUGH"
+        )
         _say(f"  curl {cacert} {passthrough}     # Passthrough, no cert -> 200, no cert header")
-        _say(f"other client certs in {d}: client-expired, client-not-yet-valid, client-unrelated-ca, client-self-signed (.pem/.key)")
+        _say(
+            f"other client certs in {d}: client-expired, client-not-yet-valid, client-unrelated-ca, client-self-signed (.pem/.key)"
+        )
         _say("Ctrl-C stops.")
 
     trio.run(_serve_until_signal, start)
     return 0
+
+
+def _emulator_errors(group: BaseExceptionGroup[BaseException]) -> list[EmulatorError] | None:
+    """The EmulatorErrors inside a trio nursery's exception group, or None if anything else is."""
+    found: list[EmulatorError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, EmulatorError):
+            found.append(exc)
+        elif isinstance(exc, BaseExceptionGroup):
+            inner = _emulator_errors(exc)
+            if inner is None:
+                return None
+            found += inner
+        else:
+            return None
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -273,6 +355,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmulatorError as exc:
         _note(f"error: {exc}")
         return 1
+    except BaseExceptionGroup as group:
+        errors = _emulator_errors(group)
+        if errors is None:
+            raise
+        for error in errors:
+            _note(f"error: {error}")
+        return 1
+    except UsageError as exc:
+        parser.error(str(exc))
     except KeyboardInterrupt:
         return 0
     parser.error(f"unknown command {args.command}")

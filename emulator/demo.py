@@ -71,18 +71,25 @@ def _rule(name: str, priority: int, listener: str) -> dict[str, Any]:
     }
 
 
-def demo_template(*, strict_port: int, passthrough_port: int, backend_host: str, backend_port: int) -> dict[str, Any]:
+def demo_template(
+    *, strict_port: int, passthrough_port: int, backend_host: str, backend_port: int
+) -> dict[str, Any]:
     """The ``up`` gateway as an ARM deployment template (API 2025-03-01, Standard_v2)."""
     secure = {"type": "securestring"}
     return {
         "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
         "contentVersion": "1.0.0.0",
         "parameters": {
-            "certData": {"type": "string", "metadata": {"description": "base64 of the listener's .pfx"}},
+            "certData": {
+                "type": "string",
+                "metadata": {"description": "base64 of the listener's .pfx"},
+            },
             "certPassword": secure,
             "trustedClientCaData": {
                 "type": "string",
-                "metadata": {"description": "base64 of the client CA chain (root + intermediate, public)"},
+                "metadata": {
+                    "description": "base64 of the client CA chain (root + intermediate, public)"
+                },
             },
         },
         "variables": {
@@ -97,21 +104,32 @@ def demo_template(*, strict_port: int, passthrough_port: int, backend_host: str,
                 "location": "[resourceGroup().location]",
                 "properties": {
                     "sku": {"name": "Standard_v2", "tier": "Standard_v2", "capacity": 1},
-                    "sslPolicy": {"policyType": "Predefined", "policyName": "AppGwSslPolicy20220101"},
+                    "sslPolicy": {
+                        "policyType": "Predefined",
+                        "policyName": "AppGwSslPolicy20220101",
+                    },
                     "sslCertificates": [
                         {
                             "name": "server-cert",
-                            "properties": {"data": "[parameters('certData')]", "password": "[parameters('certPassword')]"},
+                            "properties": {
+                                "data": "[parameters('certData')]",
+                                "password": "[parameters('certPassword')]",
+                            },
                         }
                     ],
                     "trustedClientCertificates": [
-                        {"name": "client-ca-chain", "properties": {"data": "[parameters('trustedClientCaData')]"}}
+                        {
+                            "name": "client-ca-chain",
+                            "properties": {"data": "[parameters('trustedClientCaData')]"},
+                        }
                     ],
                     "sslProfiles": [
                         {
                             "name": "strict-profile",
                             "properties": {
-                                "trustedClientCertificates": [_sub("trustedClientCertificates", "client-ca-chain")],
+                                "trustedClientCertificates": [
+                                    _sub("trustedClientCertificates", "client-ca-chain")
+                                ],
                                 "clientAuthConfiguration": {
                                     "verifyClientCertIssuerDN": False,
                                     "verifyClientRevocation": "None",
@@ -130,18 +148,27 @@ def demo_template(*, strict_port: int, passthrough_port: int, backend_host: str,
                             },
                         },
                     ],
-                    "frontendIPConfigurations": [{"name": "appGatewayFrontendIP", "properties": {}}],
+                    "frontendIPConfigurations": [
+                        {"name": "appGatewayFrontendIP", "properties": {}}
+                    ],
                     "frontendPorts": [
                         {"name": "strict-port", "properties": {"port": strict_port}},
                         {"name": "passthrough-port", "properties": {"port": passthrough_port}},
                     ],
                     "backendAddressPools": [
-                        {"name": BACKEND_POOL, "properties": {"backendAddresses": [{"ipAddress": backend_host}]}}
+                        {
+                            "name": BACKEND_POOL,
+                            "properties": {"backendAddresses": [{"ipAddress": backend_host}]},
+                        }
                     ],
                     "backendHttpSettingsCollection": [
                         {
                             "name": "stub-settings",
-                            "properties": {"port": backend_port, "protocol": "Http", "requestTimeout": 20},
+                            "properties": {
+                                "port": backend_port,
+                                "protocol": "Http",
+                                "requestTimeout": 20,
+                            },
                         }
                     ],
                     "httpListeners": [
@@ -159,7 +186,8 @@ def demo_template(*, strict_port: int, passthrough_port: int, backend_host: str,
                                         "conditions": [],
                                         "actionSet": {
                                             "requestHeaderConfigurations": [
-                                                {"headerName": name, "headerValue": value} for name, value in CERT_HEADERS
+                                                {"headerName": name, "headerValue": value}
+                                                for name, value in CERT_HEADERS
                                             ]
                                         },
                                     }

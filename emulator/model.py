@@ -225,7 +225,15 @@ class GatewayResourceLike(Protocol):
 
 # -- building ---------------------------------------------------------------------------------
 
-_RESOURCE_META: Final = ("apiVersion", "name", "id", "location", "dependsOn", "comments", "metadata")
+_RESOURCE_META: Final = (
+    "apiVersion",
+    "name",
+    "id",
+    "location",
+    "dependsOn",
+    "comments",
+    "metadata",
+)
 _RESOURCE_IGNORED: Final = ("tags", "zones", "identity")
 _RESOURCE_UNSUPPORTED: Final = {
     "copy": "resource-level copy loops",
@@ -311,7 +319,9 @@ def build_gateway_config(gw: GatewayResourceLike) -> GatewayConfig:
         res.get(meta)
     props = res.child("properties", "ApplicationGatewayPropertiesFormat")
     if props is None:
-        raise TemplateError("the gateway resource has no 'properties'", file=gw.file, path=gw.json_path)
+        raise TemplateError(
+            "the gateway resource has no 'properties'", file=gw.file, path=gw.json_path
+        )
     # `sku` sits inside properties for application gateways; tolerate it at the top level too.
     sku = props.child("sku", "ApplicationGatewaySku") or res.child("sku", "ApplicationGatewaySku")
     sku_name = ""
@@ -334,7 +344,9 @@ def build_gateway_config(gw: GatewayResourceLike) -> GatewayConfig:
     rules = _rules(b, props, listeners, pools, settings, rewrites)
     enable_http2 = props.bool_("enableHttp2", False)
     if enable_http2:
-        b.warnings.append("enableHttp2 is true: HTTP/2 is not emulated; listeners offer HTTP/1.1 only")
+        b.warnings.append(
+            "enableHttp2 is true: HTTP/2 is not emulated; listeners offer HTTP/1.1 only"
+        )
     props.finish(ignored=_PROPERTIES_IGNORED, unsupported=_PROPERTIES_UNSUPPORTED, notes=b.notes)
 
     if profiles and sku_name and sku_name.lower() not in V2_SKUS:
@@ -478,7 +490,9 @@ def _ssl_certificates(b: _Builder, props: Props) -> dict[str, ServerCertificate]
 
 def _trusted_client_certs(b: _Builder, props: Props) -> dict[str, TrustedClientCa]:
     out: dict[str, TrustedClientCa] = {}
-    for p in props.children("trustedClientCertificates", "ApplicationGatewayTrustedClientCertificate"):
+    for p in props.children(
+        "trustedClientCertificates", "ApplicationGatewayTrustedClientCertificate"
+    ):
         name = _named(p)
         _unique(b, out, name, p, "trustedClientCertificates")
         inner = p.child("properties", "ApplicationGatewayTrustedClientCertificatePropertiesFormat")
@@ -494,7 +508,9 @@ def _trusted_client_certs(b: _Builder, props: Props) -> dict[str, TrustedClientC
     return out
 
 
-def _ssl_profiles(b: _Builder, props: Props, trusted: dict[str, TrustedClientCa]) -> dict[str, SslProfile]:
+def _ssl_profiles(
+    b: _Builder, props: Props, trusted: dict[str, TrustedClientCa]
+) -> dict[str, SslProfile]:
     out: dict[str, SslProfile] = {}
     for p in props.children("sslProfiles", "ApplicationGatewaySslProfile"):
         name = _named(p)
@@ -578,16 +594,24 @@ def _frontend_ports(b: _Builder, props: Props) -> dict[str, int]:
         inner = p.child("properties", "ApplicationGatewayFrontendPortPropertiesFormat")
         p.finish()
         if inner is None:
-            raise TemplateError(f"frontend port '{name}' has no 'properties'", file=b.file, path=p.path)
+            raise TemplateError(
+                f"frontend port '{name}' has no 'properties'", file=b.file, path=p.path
+            )
         port = inner.int_("port")
         inner.finish()
         if port is None or not 1 <= port <= 65535:
-            raise inner.error("port", f"is {port}; a frontend port is 1-65535", code="ApplicationGatewayFrontendPortOutOfRange")
+            raise inner.error(
+                "port",
+                f"is {port}; a frontend port is 1-65535",
+                code="ApplicationGatewayFrontendPortOutOfRange",
+            )
         out[name] = port
     return out
 
 
-_HOST_NAME: Final = re.compile(r"^[A-Za-z0-9*?]([A-Za-z0-9*?\-]{0,61}[A-Za-z0-9*?])?(\.[A-Za-z0-9*?]([A-Za-z0-9*?\-]{0,61}[A-Za-z0-9*?])?)*$")
+_HOST_NAME: Final = re.compile(
+    r"^[A-Za-z0-9*?]([A-Za-z0-9*?\-]{0,61}[A-Za-z0-9*?])?(\.[A-Za-z0-9*?]([A-Za-z0-9*?\-]{0,61}[A-Za-z0-9*?])?)*$"
+)
 
 
 def _listeners(
@@ -610,13 +634,19 @@ def _listeners(
         port_ref = inner.ref("frontendPort")
         if port_ref is None:
             raise inner.error("frontendPort", "is missing", fix="reference one of frontendPorts")
-        port_name = b.ref_name(port_ref, "frontendPorts", ports, path=inner.key_path("frontendPort"))
+        port_name = b.ref_name(
+            port_ref, "frontendPorts", ports, path=inner.key_path("frontendPort")
+        )
         protocol = _enum(b, ListenerProtocol, inner.str_("protocol") or "Http", inner, "protocol")
         host_names = [inner.str_("hostName")] if inner.get("hostName") else []
         host_names += [str(h) for h in inner.list_("hostNames")]
         for host in host_names:
             if not host or not _HOST_NAME.match(host):
-                raise inner.error("hostNames", f"has an invalid host name '{host}'", code="ApplicationGatewayHttpListenerHostNameInvalid")
+                raise inner.error(
+                    "hostNames",
+                    f"has an invalid host name '{host}'",
+                    code="ApplicationGatewayHttpListenerHostNameInvalid",
+                )
         if host_names:
             raise UnsupportedFeature(
                 "multi-site listeners (hostName / hostNames) are not emulated yet",
@@ -640,9 +670,17 @@ def _listeners(
                     fix="reference one of sslCertificates in 'sslCertificate'",
                     code="ApplicationGatewayHttpsListenerMustReferenceSslCertificate",
                 )
-            cert = certs[b.ref_name(cert_ref, "sslCertificates", certs, path=inner.key_path("sslCertificate"))]
+            cert = certs[
+                b.ref_name(
+                    cert_ref, "sslCertificates", certs, path=inner.key_path("sslCertificate")
+                )
+            ]
             if profile_ref is not None:
-                profile = profiles[b.ref_name(profile_ref, "sslProfiles", profiles, path=inner.key_path("sslProfile"))]
+                profile = profiles[
+                    b.ref_name(
+                        profile_ref, "sslProfiles", profiles, path=inner.key_path("sslProfile")
+                    )
+                ]
         elif cert_ref is not None or profile_ref is not None:
             raise TemplateError(
                 f"HTTP listener '{name}' references an SSL certificate or SSL profile",
@@ -680,7 +718,9 @@ def _pools(b: _Builder, props: Props) -> dict[str, BackendPool]:
                 host = a.str_("fqdn") or a.str_("ipAddress")
                 a.finish()
                 if not host:
-                    raise TemplateError("a backend address needs 'fqdn' or 'ipAddress'", file=b.file, path=a.path)
+                    raise TemplateError(
+                        "a backend address needs 'fqdn' or 'ipAddress'", file=b.file, path=a.path
+                    )
                 addresses.append(BackendAddress(host))
             inner.finish(ignored=("backendIPConfigurations",))
         out[name] = BackendPool(name, tuple(addresses))
@@ -689,13 +729,17 @@ def _pools(b: _Builder, props: Props) -> dict[str, BackendPool]:
 
 def _settings(b: _Builder, props: Props) -> dict[str, BackendSettings]:
     out: dict[str, BackendSettings] = {}
-    for p in props.children("backendHttpSettingsCollection", "ApplicationGatewayBackendHttpSettings"):
+    for p in props.children(
+        "backendHttpSettingsCollection", "ApplicationGatewayBackendHttpSettings"
+    ):
         name = _named(p)
         _unique(b, out, name, p, "backendHttpSettingsCollection")
         inner = p.child("properties", "ApplicationGatewayBackendHttpSettingsPropertiesFormat")
         p.finish()
         if inner is None:
-            raise TemplateError(f"backend settings '{name}' have no 'properties'", file=b.file, path=p.path)
+            raise TemplateError(
+                f"backend settings '{name}' have no 'properties'", file=b.file, path=p.path
+            )
         port = inner.int_("port")
         protocol = _enum(b, ListenerProtocol, inner.str_("protocol") or "Http", inner, "protocol")
         timeout = inner.int_("requestTimeout", DEFAULT_REQUEST_TIMEOUT_S)
@@ -710,8 +754,19 @@ def _settings(b: _Builder, props: Props) -> dict[str, BackendSettings]:
             b.notes.add(draining.path)
         inner.ref("probe") if inner.has("probe") else None
         inner.finish(
-            ignored=("probeEnabled", "affinityCookieName", "authenticationCertificates", "trustedRootCertificates"),
-            unsupported={"path": "backend path override", "dedicatedBackendConnection": "dedicated backend connections", "sniName": "backend SNI names", "validateCertChainAndExpiry": "HTTPS backends", "validateSNI": "HTTPS backends"},
+            ignored=(
+                "probeEnabled",
+                "affinityCookieName",
+                "authenticationCertificates",
+                "trustedRootCertificates",
+            ),
+            unsupported={
+                "path": "backend path override",
+                "dedicatedBackendConnection": "dedicated backend connections",
+                "sniName": "backend SNI names",
+                "validateCertChainAndExpiry": "HTTPS backends",
+                "validateSNI": "HTTPS backends",
+            },
             notes=b.notes,
         )
         if port is None or not 1 <= port <= 65535:
@@ -764,7 +819,8 @@ def _rewrite_rule(b: _Builder, r: Props) -> RewriteRule:
         ignore_case = c.bool_("ignoreCase", True)
         negate = c.bool_("negate", False)
         c.finish()
-        assert variable is not None and pattern is not None
+        assert variable is not None
+        assert pattern is not None
         try:
             re.compile(pattern)
         except re.error as exc:
@@ -774,14 +830,21 @@ def _rewrite_rule(b: _Builder, r: Props) -> RewriteRule:
     request: list[HeaderAction] = []
     response: list[HeaderAction] = []
     if actions is not None:
-        for target, key in ((request, "requestHeaderConfigurations"), (response, "responseHeaderConfigurations")):
+        for target, key in (
+            (request, "requestHeaderConfigurations"),
+            (response, "responseHeaderConfigurations"),
+        ):
             for h in actions.children(key, "ApplicationGatewayHeaderConfiguration"):
                 header = h.str_("headerName", required=True)
                 value = h.str_("headerValue") or ""
                 h.finish(unsupported={"headerValueMatcher": "header value matchers"})
                 assert header is not None
                 if header.lower() in ("connection", "upgrade"):
-                    raise h.error("headerName", f"is '{header}', which App Gateway cannot rewrite", code="ApplicationGatewayRewriteRuleHeaderNotAllowed")
+                    raise h.error(
+                        "headerName",
+                        f"is '{header}', which App Gateway cannot rewrite",
+                        code="ApplicationGatewayRewriteRuleHeaderNotAllowed",
+                    )
                 target.append(HeaderAction(header, value))
         actions.finish(unsupported={"urlConfiguration": "URL rewrites"})
     r.finish()
@@ -805,7 +868,9 @@ def _rules(
         inner = p.child("properties", "ApplicationGatewayRequestRoutingRulePropertiesFormat")
         p.finish()
         if inner is None:
-            raise TemplateError(f"routing rule '{name}' has no 'properties'", file=b.file, path=p.path)
+            raise TemplateError(
+                f"routing rule '{name}' has no 'properties'", file=b.file, path=p.path
+            )
         rule_type = inner.str_("ruleType") or "Basic"
         priority = inner.int_("priority")
         listener_ref = inner.ref("httpListener")
@@ -832,20 +897,37 @@ def _rules(
                 f"routing rule '{name}' has no priority",
                 file=b.file,
                 path=inner.path,
-                fix="add \"priority\": a number from 1 to 20000, unique per rule (lower wins)",
+                fix='add "priority": a number from 1 to 20000, unique per rule (lower wins)',
                 code="ApplicationGatewayRequestRoutingRulePriorityCannotBeEmpty",
             )
         if priority is not None:
             if priority not in PRIORITY_RANGE:
-                raise inner.error("priority", f"is {priority}; it must be 1-20000", code="ApplicationGatewayRequestRoutingRulePriorityOutOfRange")
+                raise inner.error(
+                    "priority",
+                    f"is {priority}; it must be 1-20000",
+                    code="ApplicationGatewayRequestRoutingRulePriorityOutOfRange",
+                )
             if priority in priorities:
-                raise inner.error("priority", f"{priority} is also used by rule '{priorities[priority]}'", fix="give each rule a unique priority", code="ApplicationGatewayRequestRoutingRulesWithSamePriority")
+                raise inner.error(
+                    "priority",
+                    f"{priority} is also used by rule '{priorities[priority]}'",
+                    fix="give each rule a unique priority",
+                    code="ApplicationGatewayRequestRoutingRulesWithSamePriority",
+                )
             priorities[priority] = name
         if listener_ref is None:
             raise inner.error("httpListener", "is missing", fix="reference one of httpListeners")
-        listener = listeners[b.ref_name(listener_ref, "httpListeners", listeners, path=inner.key_path("httpListener"))]
+        listener = listeners[
+            b.ref_name(
+                listener_ref, "httpListeners", listeners, path=inner.key_path("httpListener")
+            )
+        ]
         if listener.name in seen_listeners:
-            raise inner.error("httpListener", f"'{listener.name}' is already used by rule '{seen_listeners[listener.name]}'", code="ApplicationGatewayHttpListenerUsedByMultipleRules")
+            raise inner.error(
+                "httpListener",
+                f"'{listener.name}' is already used by rule '{seen_listeners[listener.name]}'",
+                code="ApplicationGatewayHttpListenerUsedByMultipleRules",
+            )
         seen_listeners[listener.name] = name
         if pool_ref is None or settings_ref is None:
             raise TemplateError(
@@ -854,11 +936,26 @@ def _rules(
                 path=inner.path,
                 fix="reference a pool and backend settings (redirect rules are not emulated yet)",
             )
-        pool = pools[b.ref_name(pool_ref, "backendAddressPools", pools, path=inner.key_path("backendAddressPool"))]
-        setting = settings[b.ref_name(settings_ref, "backendHttpSettingsCollection", settings, path=inner.key_path("backendHttpSettings"))]
+        pool = pools[
+            b.ref_name(
+                pool_ref, "backendAddressPools", pools, path=inner.key_path("backendAddressPool")
+            )
+        ]
+        setting = settings[
+            b.ref_name(
+                settings_ref,
+                "backendHttpSettingsCollection",
+                settings,
+                path=inner.key_path("backendHttpSettings"),
+            )
+        ]
         rewrite = None
         if rewrite_ref is not None:
-            rewrite = rewrites[b.ref_name(rewrite_ref, "rewriteRuleSets", rewrites, path=inner.key_path("rewriteRuleSet"))]
+            rewrite = rewrites[
+                b.ref_name(
+                    rewrite_ref, "rewriteRuleSets", rewrites, path=inner.key_path("rewriteRuleSet")
+                )
+            ]
         out.append(RoutingRule(name, priority, listener, pool, setting, rewrite))
     out.sort(key=lambda r: r.priority if r.priority is not None else 20001)
     return out

@@ -41,7 +41,12 @@ MAX_TRUSTED_CLIENT_CERT_BYTES: Final = 25 * 1024
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
 
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+PrivateKey = (
+    rsa.RSAPrivateKey
+    | ec.EllipticCurvePrivateKey
+    | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +83,9 @@ def decode_base64_field(value: str, *, what: str) -> bytes:
         ) from exc
 
 
-def load_server_pfx(name: str, data: bytes, password: str | None, *, cert_id: str) -> ServerCertificate:
+def load_server_pfx(
+    name: str, data: bytes, password: str | None, *, cert_id: str
+) -> ServerCertificate:
     """Open a listener's PFX like Azure does, with its error message for a bad file or password."""
     pw = password.encode() if password else None
     try:
@@ -98,7 +105,13 @@ def load_server_pfx(name: str, data: bytes, password: str | None, *, cert_id: st
             fix="export the server certificate together with its private key into the .pfx",
             code="ApplicationGatewaySslCertificateInvalidData",
         )
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+    if not isinstance(
+        key,
+        rsa.RSAPrivateKey
+        | ec.EllipticCurvePrivateKey
+        | ed25519.Ed25519PrivateKey
+        | ed448.Ed448PrivateKey,
+    ):
         raise CertificateError(
             f"the PFX of certificate {cert_id} holds an unsupported key type {type(key).__name__}",
             fix="use an RSA or ECDSA server key",
@@ -164,7 +177,11 @@ def _parse_certificates(data: bytes) -> list[x509.Certificate]:
             if not body.strip():
                 raise _invalid("a CERTIFICATE block is empty")
             try:
-                certs.append(x509.load_pem_x509_certificate(b"-----BEGIN CERTIFICATE-----" + body + b"-----END CERTIFICATE-----"))
+                certs.append(
+                    x509.load_pem_x509_certificate(
+                        b"-----BEGIN CERTIFICATE-----" + body + b"-----END CERTIFICATE-----"
+                    )
+                )
             except ValueError as exc:
                 raise _invalid(f"a CERTIFICATE block does not decode ({exc})") from exc
         return certs
@@ -214,7 +231,9 @@ def _is_self_signed(cert: x509.Certificate) -> bool:
     return True
 
 
-def _order_chain(leaf: x509.Certificate, extra: tuple[x509.Certificate, ...]) -> tuple[x509.Certificate, ...]:
+def _order_chain(
+    leaf: x509.Certificate, extra: tuple[x509.Certificate, ...]
+) -> tuple[x509.Certificate, ...]:
     """Order a PFX's extra certificates from the leaf's issuer upwards; unrelated ones last."""
     ordered: list[x509.Certificate] = []
     remaining = list(extra)

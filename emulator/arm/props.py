@@ -169,7 +169,9 @@ class Props:
             out.append((ref_id, child.path))
         return out
 
-    def error(self, name: str, message: str, *, fix: str | None = None, code: str | None = None) -> TemplateError:
+    def error(
+        self, name: str, message: str, *, fix: str | None = None, code: str | None = None
+    ) -> TemplateError:
         return TemplateError(
             f"'{name}' {message}",
             file=self.file,

@@ -88,7 +88,12 @@ DEFAULT_POLICY_NAME: Final = "AppGwSslPolicy20220101"
 LEGACY_DEFAULT_POLICY_NAME: Final = "AppGwSslPolicy20150501"
 NEW_DEFAULT_FROM_API: Final = "2023-02-01"
 
-_KX: Final = {"ECDHE_RSA": "ECDHE-RSA", "ECDHE_ECDSA": "ECDHE-ECDSA", "DHE_RSA": "DHE-RSA", "RSA": ""}
+_KX: Final = {
+    "ECDHE_RSA": "ECDHE-RSA",
+    "ECDHE_ECDSA": "ECDHE-ECDSA",
+    "DHE_RSA": "DHE-RSA",
+    "RSA": "",
+}
 _BULK: Final = {
     "AES_128_GCM": "AES128-GCM",
     "AES_256_GCM": "AES256-GCM",

@@ -53,7 +53,16 @@ CLIENT_CERTIFICATE_VERIFICATION: Final = "client_certificate_verification"
 #: Hop-by-hop headers (RFC 9110 §7.6.1) that a proxy never forwards. Framing headers
 #: (Content-Length, Transfer-Encoding) are re-derived by the HTTP layer.
 HOP_BY_HOP: Final = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "proxy-authenticate", "proxy-authorization"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
 )
 _TOKEN_NAME: Final = re.compile(r"^[A-Za-z0-9-]+$")
 _PLACEHOLDER: Final = re.compile(r"\{(var|http_req|http_resp)_([^{}]+)\}")
@@ -236,7 +245,9 @@ def _apply(rule_set: RewriteRuleSet | None, scope: _Scope, *, response: bool) ->
         scope.captures = {}
         if not all(scope.matches(c) for c in rule.conditions):
             continue
-        actions: tuple[HeaderAction, ...] = rule.response_headers if response else rule.request_headers
+        actions: tuple[HeaderAction, ...] = (
+            rule.response_headers if response else rule.request_headers
+        )
         for action in actions:
             target = _set_header(target, action.header_name, scope.expand(action.header_value))
             if response:
@@ -286,7 +297,10 @@ def rewrite_request_headers(
 
 
 def rewrite_response_headers(
-    facts: RequestFacts, rule_set: RewriteRuleSet | None, request_headers: Headers, response_headers: Headers
+    facts: RequestFacts,
+    rule_set: RewriteRuleSet | None,
+    request_headers: Headers,
+    response_headers: Headers,
 ) -> Headers:
     """The response header list the client receives, after hop-by-hop removal and rewrites."""
     headers = [(k, v) for k, v in response_headers if k.lower() not in HOP_BY_HOP]

@@ -87,7 +87,9 @@ class _Rule:
 DECISION_TABLE: Final[dict[tuple[ClientAuthMode | None, CertState], _Rule]] = {
     (ClientAuthMode.STRICT, CertState.ABSENT): _Rule(False, "NONE", GatewayPage.NO_CLIENT_CERT),
     (ClientAuthMode.STRICT, CertState.VALID): _Rule(True, "SUCCESS", None),
-    (ClientAuthMode.STRICT, CertState.INVALID): _Rule(False, "FAILED", GatewayPage.CLIENT_CERT_ERROR),
+    (ClientAuthMode.STRICT, CertState.INVALID): _Rule(
+        False, "FAILED", GatewayPage.CLIENT_CERT_ERROR
+    ),
     (ClientAuthMode.PASSTHROUGH, CertState.ABSENT): _Rule(True, "NONE", None),
     (ClientAuthMode.PASSTHROUGH, CertState.VALID): _Rule(True, "PASSTHROUGH", None),
     (ClientAuthMode.PASSTHROUGH, CertState.INVALID): _Rule(True, "PASSTHROUGH", None),
@@ -144,7 +146,9 @@ def decide_client_cert(
     return CertDecision(rule.allowed, rule.verification, verify, rule.page, reason)
 
 
-def _record_verify(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+def _record_verify(
+    conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int
+) -> bool:
     """OpenSSL's verify callback: note the problem, never stop the handshake."""
     if not ok:
         log = conn.get_app_data()
@@ -176,11 +180,13 @@ def build_server_context(listener: Listener) -> SSL.Context:
     ctx.set_cipher_list(cipher_list.encode())
     if policy.tls13:
         ctx.set_tls13_ciphersuites(TLS13_SUITES)
-    ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION)
-    ctx.use_certificate(crypto.X509.from_cryptography(cert.certificate))
-    ctx.use_privatekey(crypto.PKey.from_cryptography_key(cert.key))
+    ctx.set_options(
+        SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION
+    )
+    ctx.use_certificate(cert.certificate)
+    ctx.use_privatekey(cert.key)
     for extra in cert.chain:
-        ctx.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
+        ctx.add_extra_chain_cert(extra)
     ctx.check_privatekey()
     ctx.set_alpn_select_callback(_select_alpn)  # type: ignore[arg-type]  # pyOpenSSL accepts the sentinel
     # Resumed sessions must keep the client certificate; OpenSSL requires an id context then.
@@ -193,13 +199,11 @@ def build_server_context(listener: Listener) -> SSL.Context:
         if mode is ClientAuthMode.STRICT:
             store = ctx.get_cert_store()
             assert store is not None
-            names: list[crypto.X509Name] = []
             for upload in profile.trusted_client_cas:
                 for ca in upload.certificates:
-                    x = crypto.X509.from_cryptography(ca)
-                    store.add_cert(x)
-                    names.append(x.get_subject())
-            ctx.set_client_ca_list(names)
+                    # The store only takes pyOpenSSL's type; the CA list takes cryptography's.
+                    store.add_cert(crypto.X509.from_cryptography(ca))
+                    ctx.add_client_ca(ca)
     return ctx
 
 

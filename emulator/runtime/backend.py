@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import select
 import socket
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -55,23 +56,31 @@ class BackendConnection:
             try:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise BackendConnectError(f"backend {self.addr_text} closed the connection while sending") from exc
+                raise BackendConnectError(
+                    f"backend {self.addr_text} closed the connection while sending"
+                ) from exc
 
     async def next_event(self) -> h11.Event | type[h11.PAUSED]:
         while True:
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as exc:
-                raise BackendConnectError(f"backend {self.addr_text} sent an invalid HTTP response: {exc}") from exc
+                raise BackendConnectError(
+                    f"backend {self.addr_text} sent an invalid HTTP response: {exc}"
+                ) from exc
             if event is h11.NEED_DATA:
                 try:
                     data = await self.stream.receive_some(RECEIVE_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    raise BackendConnectError(f"backend {self.addr_text} reset the connection") from exc
+                    raise BackendConnectError(
+                        f"backend {self.addr_text} reset the connection"
+                    ) from exc
                 self.conn.receive_data(data)
                 continue
             if isinstance(event, h11.ConnectionClosed):
-                raise BackendConnectError(f"backend {self.addr_text} closed the connection without a complete response")
+                raise BackendConnectError(
+                    f"backend {self.addr_text} closed the connection without a complete response"
+                )
             return event
 
     @property
@@ -82,16 +91,11 @@ class BackendConnection:
         return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
 
     def peer_closed(self) -> bool:
-        """True when the backend has closed (or sent unexpected bytes on) an idle connection."""
-        try:
-            data = self.stream.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-        # EOF, or bytes nobody asked for: either way the connection cannot carry a request.
-        del data
-        return True
+        """True when an idle connection became readable: the backend closed it (EOF) or sent
+        bytes nobody asked for. Either way it cannot carry another request."""
+        poller = select.poll()
+        poller.register(self.stream.socket.fileno(), select.POLLIN | select.POLLRDHUP)
+        return bool(poller.poll(0))
 
 
 class BackendClient:
@@ -148,9 +152,13 @@ class BackendClient:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 stream = await trio.open_tcp_stream(host, port)
         except trio.TooSlowError as exc:
-            raise BackendTimeout(f"connecting to backend {host}:{port} timed out after {CONNECT_TIMEOUT_S:g} s") from exc
+            raise BackendTimeout(
+                f"connecting to backend {host}:{port} timed out after {CONNECT_TIMEOUT_S:g} s"
+            ) from exc
         except OSError as exc:
-            raise BackendConnectError(f"cannot connect to backend {host}:{port}: {exc.strerror or exc}") from exc
+            raise BackendConnectError(
+                f"cannot connect to backend {host}:{port}: {exc.strerror or exc}"
+            ) from exc
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return BackendConnection(stream, h11.Connection(h11.CLIENT), address)
 

@@ -71,7 +71,11 @@ class Gateway:
                     path=listener.path,
                     fix="give each listener its own frontend port",
                 )
-            ctx = build_server_context(listener) if listener.protocol is ListenerProtocol.HTTPS else None
+            ctx = (
+                build_server_context(listener)
+                if listener.protocol is ListenerProtocol.HTTPS
+                else None
+            )
             by_port[listener.frontend_port] = ListenerRuntime(listener, rule, ctx)
         return by_port
 
@@ -120,7 +124,9 @@ class Gateway:
         self.ports[listener.name] = sock.getsockname()[1]
         return trio.SocketListener(sock)
 
-    async def serve(self, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Bind every listener, report ``self`` as started, then serve until cancelled.
 
         Raises:
@@ -158,7 +164,11 @@ class Gateway:
                 stream = await sock_listener.accept()
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
-                    LOGGER.error("accept.failed listener=%s: %s; retrying in 0.1 s", runtime.listener.name, exc)
+                    LOGGER.error(  # noqa: TRY400 - a known resource limit, not a bug
+                        "accept.failed listener=%s: %s; retrying in 0.1 s",
+                        runtime.listener.name,
+                        exc,
+                    )
                     await trio.sleep(0.1)
                     continue
                 raise
@@ -174,4 +184,3 @@ class Gateway:
                 yield self
             finally:
                 nursery.cancel_scope.cancel()
-

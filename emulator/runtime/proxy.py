@@ -81,25 +81,25 @@ class ListenerRuntime:
 class AccessRecord:
     """One served request, with the access log's field names where Azure has them."""
 
-    listenerName: str  # noqa: N815 - Azure's access log field names
-    ruleName: str  # noqa: N815
-    backendPoolName: str  # noqa: N815
-    clientIP: str  # noqa: N815
-    clientPort: int  # noqa: N815
-    httpMethod: str  # noqa: N815
-    requestUri: str  # noqa: N815
-    httpStatus: int  # noqa: N815
-    sslEnabled: str  # noqa: N815
-    sslProtocol: str  # noqa: N815
-    sslCipher: str  # noqa: N815
-    sslClientVerify: str  # noqa: N815
-    sslClientCertificateFingerprint: str  # noqa: N815
-    sslClientCertificateIssuerName: str  # noqa: N815
-    serverRouted: str  # noqa: N815
-    serverStatus: str  # noqa: N815
-    timeTaken: float  # noqa: N815
-    transactionId: str  # noqa: N815
-    clientCertSubject: str = ""  # noqa: N815 - emulator-only
+    listenerName: str
+    ruleName: str
+    backendPoolName: str
+    clientIP: str
+    clientPort: int
+    httpMethod: str
+    requestUri: str
+    httpStatus: int
+    sslEnabled: str
+    sslProtocol: str
+    sslCipher: str
+    sslClientVerify: str
+    sslClientCertificateFingerprint: str
+    sslClientCertificateIssuerName: str
+    serverRouted: str
+    serverStatus: str
+    timeTaken: float
+    transactionId: str
+    clientCertSubject: str = ""
 
 
 class _ClientGone(Exception):
@@ -119,17 +119,19 @@ class ClientConnection:
     cert: ClientCertInfo | None = None
     decision: CertDecision | None = None
     h11conn: h11.Connection = field(
-        default_factory=lambda: h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEADER_BYTES)
+        default_factory=lambda: h11.Connection(
+            h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEADER_BYTES
+        )
     )
 
     # -- reading from the client --------------------------------------------------------------
 
-    async def _next_event(self, timeout: float) -> h11.Event | type[h11.PAUSED]:
+    async def _next_event(self, idle_s: float) -> h11.Event | type[h11.PAUSED]:
         while True:
             event = self.h11conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            with trio.move_on_after(timeout) as scope:
+            with trio.move_on_after(idle_s) as scope:
                 try:
                     data = await self.stream.receive_some(RECEIVE_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -158,7 +160,9 @@ class ClientConnection:
                 self.decision = decide_client_cert(None, presented=False, log=None)
             await self._serve_requests()
         except _ClientGone:
-            LOGGER.debug("client.gone listener=%s client=%s:%s", self.runtime.listener.name, *self.peer)
+            LOGGER.debug(
+                "client.gone listener=%s client=%s:%s", self.runtime.listener.name, *self.peer
+            )
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                 await self.stream.aclose()
@@ -178,7 +182,12 @@ class ClientConnection:
             await self._plain_http_answer(tls)
             return False
         except TlsHandshakeError as exc:
-            LOGGER.info("tls.handshake_failed listener=%s client=%s:%s reason=%s", name, *self.peer, exc.reason)
+            LOGGER.info(
+                "tls.handshake_failed listener=%s client=%s:%s reason=%s",
+                name,
+                *self.peer,
+                exc.reason,
+            )
             return False
         except trio.TooSlowError:
             LOGGER.info("tls.handshake_timeout listener=%s client=%s:%s", name, *self.peer)
@@ -209,7 +218,11 @@ class ClientConnection:
         conn.next_event()
         data = conn.send(_page_response(GatewayPage.PLAIN_HTTP_TO_HTTPS, close=True))
         body = render_page(GatewayPage.PLAIN_HTTP_TO_HTTPS)
-        data = (data or b"") + (conn.send(h11.Data(data=body)) or b"") + (conn.send(h11.EndOfMessage()) or b"")
+        data = (
+            (data or b"")
+            + (conn.send(h11.Data(data=body)) or b"")
+            + (conn.send(h11.EndOfMessage()) or b"")
+        )
         try:
             await transport.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -219,15 +232,26 @@ class ClientConnection:
         first = True
         while True:
             try:
-                event = await self._next_event(KEEPALIVE_IDLE_S if not first else REQUEST_HEADER_TIMEOUT_S)
+                event = await self._next_event(
+                    KEEPALIVE_IDLE_S if not first else REQUEST_HEADER_TIMEOUT_S
+                )
             except trio.TooSlowError:
                 if first or self.h11conn.their_state is not h11.IDLE:
                     await self._send_page(GatewayPage.REQUEST_TIMEOUT, close=True)
                 return
             except h11.RemoteProtocolError as exc:
-                LOGGER.info("http.bad_request listener=%s client=%s:%s reason=%s", self.runtime.listener.name, *self.peer, exc)
+                LOGGER.info(
+                    "http.bad_request listener=%s client=%s:%s reason=%s",
+                    self.runtime.listener.name,
+                    *self.peer,
+                    exc,
+                )
                 if self.h11conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    status_page = GatewayPage.HEADERS_TOO_LARGE if exc.error_status_hint == 431 else GatewayPage.BAD_REQUEST
+                    status_page = (
+                        GatewayPage.HEADERS_TOO_LARGE
+                        if exc.error_status_hint == 431
+                        else GatewayPage.BAD_REQUEST
+                    )
                     await self._send_page(status_page, close=True)
                 return
             first = False
@@ -266,7 +290,9 @@ class ClientConnection:
             method=request.method.decode("ascii"),
             target=request.target.decode("latin-1"),
             http_version=request.http_version.decode("ascii"),
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw_items()],
+            headers=[
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw_items()
+            ],
             trace_id=secrets.token_hex(16),
             tls_version=tls.tls_version if tls else None,
             cipher=tls.cipher if tls else None,
@@ -290,24 +316,48 @@ class ClientConnection:
         response_started = False
         try:
             async with self.backend.connection(address) as backend:
-                await backend.send(h11.Request(method=request.method, target=request.target, headers=_encode(headers)))
+                await backend.send(
+                    h11.Request(
+                        method=request.method, target=request.target, headers=_encode(headers)
+                    )
+                )
                 await self._forward_request_body(backend)
                 response = await self._backend_response(backend, settings.request_timeout_s)
                 out_headers = rewrite_response_headers(
                     facts,
                     rule.rewrite_rule_set,
                     headers,
-                    [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.raw_items()],
+                    [
+                        (k.decode("latin-1"), v.decode("latin-1"))
+                        for k, v in response.headers.raw_items()
+                    ],
                 )
                 response_started = True
-                await self._send(h11.Response(status_code=response.status_code, headers=_encode(out_headers), reason=response.reason))
+                await self._send(
+                    h11.Response(
+                        status_code=response.status_code,
+                        headers=_encode(out_headers),
+                        reason=response.reason,
+                    )
+                )
                 await self._forward_response_body(backend, settings.request_timeout_s)
         except BackendError as exc:
             if response_started:
-                LOGGER.warning("backend.error_midstream listener=%s backend=%s reason=%s", self.runtime.listener.name, routed, exc)
+                LOGGER.warning(
+                    "backend.error_midstream listener=%s backend=%s reason=%s",
+                    self.runtime.listener.name,
+                    routed,
+                    exc,
+                )
                 return False
             return await self._fail(exc, facts, started, routed=routed)
-        self._access(facts, response.status_code, started, routed=routed, server_status=str(response.status_code))
+        self._access(
+            facts,
+            response.status_code,
+            started,
+            routed=routed,
+            server_status=str(response.status_code),
+        )
         return True
 
     async def _forward_request_body(self, backend: BackendConnection) -> None:
@@ -336,7 +386,9 @@ class ClientConnection:
                     if isinstance(event, h11.Response):
                         return event
                     if not isinstance(event, h11.InformationalResponse):
-                        raise BackendTimeout(f"backend {backend.addr_text} sent {event!r} instead of a response")
+                        raise BackendTimeout(
+                            f"backend {backend.addr_text} sent {event!r} instead of a response"
+                        )
         except trio.TooSlowError as exc:
             raise BackendTimeout(
                 f"backend {backend.addr_text} did not answer within requestTimeout ({timeout_s} s)"
@@ -355,9 +407,21 @@ class ClientConnection:
                 await self._send(h11.EndOfMessage())
                 return
 
-    async def _fail(self, exc: BackendError, facts: RequestFacts, started: float, *, routed: str) -> bool:
-        page = GatewayPage.GATEWAY_TIMEOUT if isinstance(exc, BackendTimeout) else GatewayPage.BAD_GATEWAY
-        LOGGER.warning("backend.error listener=%s backend=%s status=%s reason=%s", self.runtime.listener.name, routed or "-", page.status, exc)
+    async def _fail(
+        self, exc: BackendError, facts: RequestFacts, started: float, *, routed: str
+    ) -> bool:
+        page = (
+            GatewayPage.GATEWAY_TIMEOUT
+            if isinstance(exc, BackendTimeout)
+            else GatewayPage.BAD_GATEWAY
+        )
+        LOGGER.warning(
+            "backend.error listener=%s backend=%s status=%s reason=%s",
+            self.runtime.listener.name,
+            routed or "-",
+            page.status,
+            exc,
+        )
         # The request body may still be unread; closing is the only safe way to resync.
         close = self.h11conn.their_state is not h11.DONE
         await self._send_page(page, close=close)
@@ -382,7 +446,9 @@ class ClientConnection:
                 if idle.cancelled_caught or not data:
                     return
 
-    def _access(self, facts: RequestFacts, status: int, started: float, *, routed: str, server_status: str) -> None:
+    def _access(
+        self, facts: RequestFacts, status: int, started: float, *, routed: str, server_status: str
+    ) -> None:
         decision = self.decision
         tls = self.tls
         cert = self.cert
