@@ -8,7 +8,8 @@ send their backend, including the URL-encoded PEM of ``{var_client_certificate}`
 
 With ``trust_ca`` set the stub also *enforces*, the way a backend behind a Passthrough SSL profile
 is meant to: the gateway lets every certificate through, so the backend verifies the forwarded leaf
-against its own trust list and answers 403 when it does not chain, is expired or is missing.
+against its own trust list and answers 403 when it does not chain, is expired or is missing. A
+refused request gets that 403 whatever its path: no special path below runs for it.
 
 Special paths, so tests can drive the gateway's error and streaming paths:
 
@@ -86,6 +87,8 @@ DEFAULT_CERT_HEADER: Final = "X-Client-Cert"
 SERVER_NAME: Final = "appgw-emulator-backend-stub"
 #: Largest request head (request line + headers) accepted; h11's own default is 16 KiB, raised
 #: because a forwarded PEM chain in a header easily passes that. Beyond it the client gets 431.
+#: h11 checks the limit against its buffer of unparsed bytes, so it is enforced to within one
+#: socket read (``STREAM_CHUNK_BYTES``), not to the byte.
 MAX_HEADER_BYTES: Final = 64 * 1024
 #: How long a connection may stay silent (between requests or inside one) before it is closed.
 #: nginx's default ``keepalive_timeout``, a value backends commonly run with.
@@ -133,7 +136,7 @@ class TrustFileError(StubConfigError):
 
     _TEMPLATES: ClassVar[dict[str, str]] = {
         "unreadable": "cannot read {source}: {detail}",
-        "not_certificate": "{source} is not a certificate (expected a PEM bundle or DER): {detail}",
+        "not_certificate": "{source} is not a certificate file (PEM bundle or DER): {detail}",
         "no_root": "{source} holds no self-signed (root) certificate to anchor a chain",
     }
 
@@ -253,13 +256,19 @@ def load_trust_ca(path: Path) -> tuple[x509.Certificate, ...]:
         data = path.read_bytes()
     except OSError as exc:
         raise TrustFileError(path, "unreadable", exc.strerror or str(exc)) from exc
-    try:
-        if b"-----BEGIN" in data:
+    # cryptography's parse errors name ASN.1 tags; the user needs to know which format failed.
+    if b"-----BEGIN" in data:
+        try:
             certificates = tuple(x509.load_pem_x509_certificates(data))
-        else:
+        except ValueError as exc:
+            detail = "it is PEM but holds no readable CERTIFICATE block"
+            raise TrustFileError(path, "not_certificate", detail) from exc
+    else:
+        try:
             certificates = (x509.load_der_x509_certificate(data),)
-    except ValueError as exc:
-        raise TrustFileError(path, "not_certificate", str(exc)) from exc
+        except ValueError as exc:
+            detail = "it is not PEM, and not DER that decodes as X.509"
+            raise TrustFileError(path, "not_certificate", detail) from exc
     if not _roots(certificates):
         raise TrustFileError(path, "no_root")
     return certificates

@@ -11,9 +11,10 @@ import argparse
 import base64
 import functools
 import logging
+import shlex
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -225,13 +226,30 @@ def _load_config(
     return config, loaded.skipped
 
 
+def _check_listen_ports(config: GatewayConfig, listen: Mapping[int, int]) -> None:
+    """Refuse a ``--listen`` for a port no listener uses: a typo must not go unnoticed."""
+    frontend_ports = sorted({rule.listener.frontend_port for rule in config.rules})
+    unknown = sorted(set(listen) - set(frontend_ports))
+    if unknown:
+        raise StartupError(
+            f"--listen maps template port {', '.join(map(str, unknown))}, which no listener "
+            "of the gateway uses",
+            file=config.file,
+            fix="map one of the template's frontend ports: "
+            + ", ".join(f"--listen {port}=PORT" for port in frontend_ports),
+            code="EmulatorUnknownListenPort",
+        )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from emulator.runtime.gateway import Gateway
 
     parameters = [item for group in args.parameters for item in group]
     config, skipped = _load_config(args.template_file, parameters, args.gateway, args.backend)
+    listen = dict(args.listen)
+    _check_listen_ports(config, listen)
     _summary(config, skipped)
-    gateway = Gateway(config, bind=args.bind, listen=dict(args.listen))
+    gateway = Gateway(config, bind=args.bind, listen=listen)
 
     async def start(nursery: trio.Nursery) -> None:
         await nursery.start(gateway.serve)
@@ -241,19 +259,64 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up_template_ports(strict: int, passthrough: int) -> tuple[int, int]:
+    """The template's frontend ports for ``up --strict-port S --passthrough-port P``.
+
+    Port 0 ("any free port") cannot be a frontend port in a template: the template gets a
+    default and the listen mapping picks the free port, as ``run --listen 8443=0`` would. The
+    default is chosen so it never collides with the other listener's explicit port
+    (``--strict-port 9443`` alone must not clash with the Passthrough default).
+    """
+    if strict and strict == passthrough:
+        raise UsageError("--strict-port and --passthrough-port must differ")
+    defaults = (DEFAULT_STRICT_PORT, DEFAULT_PASSTHROUGH_PORT)
+    strict_port = strict or next(p for p in defaults if p != passthrough)
+    passthrough_port = passthrough or next(p for p in reversed(defaults) if p != strict_port)
+    return strict_port, passthrough_port
+
+
+#: ``up`` has no ``--listen``: the fix for a listener that cannot bind names its own flag.
+_UP_PORT_FLAGS: Final = {
+    STRICT_LISTENER: "--strict-port",
+    PASSTHROUGH_LISTENER: "--passthrough-port",
+}
+
+
+def _with_up_fix(error: StartupError, gateway: object, config: GatewayConfig) -> None:
+    """Reword the gateway's start-up fix (written for ``run --listen``) in ``up``'s flags."""
+    from emulator.runtime.gateway import Gateway
+
+    assert isinstance(gateway, Gateway)
+    # Listeners bind in rule order and every bound one is in ``gateway.ports``: the first one
+    # missing is the one that failed.
+    failed = next(
+        (r.listener.name for r in config.rules if r.listener.name not in gateway.ports), None
+    )
+    flag = _UP_PORT_FLAGS.get(failed or "")
+    if flag is None:
+        return
+    if error.error_code == "EmulatorPortInUse":
+        error.fix = f"stop what uses it, or choose another port: {flag} PORT (0 picks a free one)"
+    elif error.error_code == "EmulatorPrivilegedPort":
+        error.fix = f"choose a port above 1023: {flag} PORT (0 picks a free one)"
+    else:
+        error.fix = f"check --bind and {flag}"
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     import backend_stub
     from emulator.demo_pki import CLIENT_CERT, CLIENT_KEY, SERVER_ROOT_CA, ensure_demo_pki
     from emulator.runtime.gateway import Gateway
 
-    # Port 0 ("any free port") cannot be a frontend port in a template: the template keeps the
-    # default and the listen mapping picks the free port, as `run --listen 8443=0` would.
-    strict_port = args.strict_port or DEFAULT_STRICT_PORT
-    passthrough_port = args.passthrough_port or DEFAULT_PASSTHROUGH_PORT
-    if strict_port == passthrough_port:
-        raise UsageError("--strict-port and --passthrough-port must differ")
+    strict_port, passthrough_port = _up_template_ports(args.strict_port, args.passthrough_port)
     pki, created = ensure_demo_pki(args.certs, key_type=args.key_type)
     _note(f"demo PKI: {'created in' if created else 'reusing'} {pki.directory}")
+    if not created and pki.key_type != args.key_type:
+        _note(
+            f"warning: the demo PKI in {pki.directory} has {pki.key_type} keys, not "
+            f"{args.key_type}; it is reused as it is (regenerate it with `appgw-emulator certs "
+            f"init {pki.directory} --key-type {args.key_type} --force`)"
+        )
     backend_host = "127.0.0.1"
     parameters = [
         "certData=" + base64.b64encode(pki.server_pfx).decode(),
@@ -292,31 +355,35 @@ def _cmd_up(args: argparse.Namespace) -> int:
             bind=args.bind,
             listen={strict_port: args.strict_port, passthrough_port: args.passthrough_port},
         )
-        await nursery.start(gateway.serve)
+        try:
+            await nursery.start(gateway.serve)
+        except StartupError as exc:
+            _with_up_fix(exc, gateway, config)
+            raise
         _say(f"ready: stub backend http://{host}:{port}/")
         _ready_lines(gateway, config)
         d = pki.directory
-        cacert = f"--cacert {d / SERVER_ROOT_CA}"
-        cert = f"--cert {d / CLIENT_CERT} --key {d / CLIENT_KEY}"
+        # Quoted for a POSIX shell: the commands are meant to be pasted as they are.
+        cacert = f"--cacert {shlex.quote(str(d / SERVER_ROOT_CA))}"
+        cert = (
+            f"--cert {shlex.quote(str(d / CLIENT_CERT))} --key {shlex.quote(str(d / CLIENT_KEY))}"
+        )
         strict = gateway.url(STRICT_LISTENER)
         passthrough = gateway.url(PASSTHROUGH_LISTENER)
+        forwarded = ", ".join(name for name, _ in CERT_HEADERS[:2])
         _say("")
-        _say(
-            f"gateway template: {template} (forwards {', '.join(h for h, _ in CERT_HEADERS[:2])} and more)"
-        )
+        _say(f"gateway template: {template} (forwards {forwarded} and more)")
         _say("try the four cases:")
+        for args_text, outcome in (
+            (f"{cert} {strict}", "Strict, valid cert -> 200, backend sees the cert"),
+            (strict, "Strict, no cert -> 400 No required SSL certificate was sent"),
+            (f"{cert} {passthrough}", "Passthrough, cert -> 200, verification PASSTHROUGH"),
+            (passthrough, "Passthrough, no cert -> 200, no cert header"),
+        ):
+            _say(f"  curl {cacert} {args_text}     # {outcome}")
         _say(
-            f"  curl {cacert} {cert} {strict}     # Strict, valid cert -> 200, backend sees the cert"
-        )
-        _say(
-            f"  curl {cacert} {strict}     # Strict, no cert -> 400 No required SSL certificate was sent"
-        )
-        _say(
-            f"  curl {cacert} {cert} {passthrough}     # Passthrough, cert -> 200, verification PASSTHROUGH"
-        )
-        _say(f"  curl {cacert} {passthrough}     # Passthrough, no cert -> 200, no cert header")
-        _say(
-            f"other client certs in {d}: client-expired, client-not-yet-valid, client-unrelated-ca, client-self-signed (.pem/.key)"
+            f"other client certs in {d}: client-expired, client-not-yet-valid, "
+            "client-unrelated-ca, client-self-signed (.pem/.key)"
         )
         _say("Ctrl-C stops.")
 

@@ -1,4 +1,4 @@
-"""The gateway that ``appgw-emulator up`` runs: an ARM template written out, then run like any other.
+"""The gateway that ``appgw-emulator up`` runs: an ARM template, written out and run like any other.
 
 ``up`` does not build its gateway in Python behind the user's back. It writes a real deployment
 template (``up-gateway.json`` in the certificate directory) with two HTTPS listeners — one
@@ -94,7 +94,9 @@ def demo_template(
         },
         "variables": {
             "gatewayName": "appgw-emulator-demo",
-            "gatewayId": "[resourceId('Microsoft.Network/applicationGateways', variables('gatewayName'))]",
+            "gatewayId": (
+                "[resourceId('Microsoft.Network/applicationGateways', variables('gatewayName'))]"
+            ),
         },
         "resources": [
             {

@@ -603,6 +603,8 @@ def _frontend_ports(b: _Builder, props: Props) -> dict[str, int]:
             raise inner.error(
                 "port",
                 f"is {port}; a frontend port is 1-65535",
+                fix="use a port from 1 to 65535 (`run --listen PORT=LOCAL` maps it to a local "
+                "port)",
                 code="ApplicationGatewayFrontendPortOutOfRange",
             )
         out[name] = port
@@ -770,13 +772,16 @@ def _settings(b: _Builder, props: Props) -> dict[str, BackendSettings]:
             notes=b.notes,
         )
         if port is None or not 1 <= port <= 65535:
-            raise inner.error("port", f"is {port}; it must be 1-65535")
+            raise inner.error(
+                "port", f"is {port}; it must be 1-65535", fix="use the backend's port, 1-65535"
+            )
         if protocol is ListenerProtocol.HTTPS:
             raise UnsupportedFeature(
                 "HTTPS to the backend is not emulated yet",
                 file=b.file,
                 path=inner.key_path("protocol"),
-                fix="use 'Http' backend settings locally (and --backend to point at a plain-HTTP backend)",
+                fix="use 'Http' backend settings locally (and --backend to point at a plain-HTTP "
+                "backend)",
             )
         if affinity == "enabled":
             raise UnsupportedFeature(
@@ -787,7 +792,12 @@ def _settings(b: _Builder, props: Props) -> dict[str, BackendSettings]:
             )
         assert timeout is not None
         if not 1 <= timeout <= 86400:
-            raise inner.error("requestTimeout", f"is {timeout}; it must be 1-86400 seconds")
+            raise inner.error(
+                "requestTimeout",
+                f"is {timeout}; it must be 1-86400 seconds",
+                fix="use a number of seconds from 1 to 86400 (default "
+                f"{DEFAULT_REQUEST_TIMEOUT_S})",
+            )
         out[name] = BackendSettings(name, port, protocol, timeout, host_name, pick)
     return out
 
@@ -824,7 +834,11 @@ def _rewrite_rule(b: _Builder, r: Props) -> RewriteRule:
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise c.error("pattern", f"is not a valid regular expression ({exc})") from None
+            raise c.error(
+                "pattern",
+                f"is not a valid regular expression ({exc})",
+                fix="fix the regular expression, or escape its special characters to match text",
+            ) from None
         conditions.append(RewriteCondition(variable.strip("{}"), pattern, ignore_case, negate))
     actions = r.child("actionSet", "ApplicationGatewayRewriteRuleActionSet")
     request: list[HeaderAction] = []
@@ -843,6 +857,7 @@ def _rewrite_rule(b: _Builder, r: Props) -> RewriteRule:
                     raise h.error(
                         "headerName",
                         f"is '{header}', which App Gateway cannot rewrite",
+                        fix="remove this header action; hop-by-hop headers are the gateway's own",
                         code="ApplicationGatewayRewriteRuleHeaderNotAllowed",
                     )
                 target.append(HeaderAction(header, value))
@@ -861,10 +876,13 @@ def _rules(
     rewrites: dict[str, RewriteRuleSet],
 ) -> list[RoutingRule]:
     out: list[RoutingRule] = []
+    names: dict[str, None] = {}
     seen_listeners: dict[str, str] = {}
     priorities: dict[int, str] = {}
     for p in props.children("requestRoutingRules", "ApplicationGatewayRequestRoutingRule"):
         name = _named(p)
+        _unique(b, names, name, p, "requestRoutingRules")
+        names[name] = None
         inner = p.child("properties", "ApplicationGatewayRequestRoutingRulePropertiesFormat")
         p.finish()
         if inner is None:
@@ -905,6 +923,7 @@ def _rules(
                 raise inner.error(
                     "priority",
                     f"is {priority}; it must be 1-20000",
+                    fix="use a number from 1 to 20000, unique per rule (lower wins)",
                     code="ApplicationGatewayRequestRoutingRulePriorityOutOfRange",
                 )
             if priority in priorities:
@@ -926,6 +945,7 @@ def _rules(
             raise inner.error(
                 "httpListener",
                 f"'{listener.name}' is already used by rule '{seen_listeners[listener.name]}'",
+                fix="give each rule its own listener (one routing rule per listener)",
                 code="ApplicationGatewayHttpListenerUsedByMultipleRules",
             )
         seen_listeners[listener.name] = name

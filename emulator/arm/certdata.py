@@ -99,9 +99,12 @@ def load_server_pfx(
             code="ApplicationGatewaySslCertificateInvalidData",
         ) from exc
     if cert is None or key is None:
+        # A PFX exported without its key still holds the certificate, but OpenSSL (and so
+        # ``cryptography``) only reports a certificate as *the* one when a key matches it:
+        # the missing key is the problem to name.
         raise CertificateError(
             f"the PFX of certificate {cert_id} holds no "
-            + ("certificate" if cert is None else "private key"),
+            + ("private key" if key is None else "certificate"),
             fix="export the server certificate together with its private key into the .pfx",
             code="ApplicationGatewaySslCertificateInvalidData",
         )
@@ -126,7 +129,8 @@ def load_trusted_client_ca(name: str, data: bytes) -> TrustedClientCa:
     if not data.strip():
         raise CertificateError(
             "the trusted client certificate has no data",
-            fix="upload the CA chain (root and intermediates) that issued your clients' certificates",
+            fix="upload the CA chain (root and intermediates) that issued your clients' "
+            "certificates",
             code="ApplicationGatewayTrustedClientCertificateMustSpecifyData",
         )
     if len(data) > MAX_TRUSTED_CLIENT_CERT_BYTES:

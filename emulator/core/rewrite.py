@@ -64,7 +64,8 @@ HOP_BY_HOP: Final = frozenset(
         "proxy-authorization",
     }
 )
-_TOKEN_NAME: Final = re.compile(r"^[A-Za-z0-9-]+$")
+#: Used with ``fullmatch``: ``$`` would also match before a trailing newline.
+_TOKEN_NAME: Final = re.compile(r"[A-Za-z0-9-]+")
 _PLACEHOLDER: Final = re.compile(r"\{(var|http_req|http_resp)_([^{}]+)\}")
 
 
@@ -175,10 +176,13 @@ def server_variable(name: str, facts: RequestFacts) -> str:
         return getter(facts)
     if name.lower().startswith("cookie_"):
         wanted = name[len("cookie_") :]
-        for part in (facts.header("cookie") or "").split(";"):
-            key, _, value = part.strip().partition("=")
-            if key == wanted:
-                return value
+        # Each Cookie header separately: joining several with ", " (as for other headers)
+        # would glue the last pair of one to the first of the next.
+        for header_value in (v for k, v in facts.headers if k.lower() == "cookie"):
+            for part in header_value.split(";"):
+                key, _, value = part.strip().partition("=")
+                if key == wanted:
+                    return value
     return facts.extra.get(name, "")
 
 
@@ -288,7 +292,7 @@ def rewrite_request_headers(
     headers: Headers = [
         (k, v)
         for k, v in facts.headers
-        if k.lower() not in HOP_BY_HOP and _TOKEN_NAME.match(k) and k.lower() not in replaced
+        if k.lower() not in HOP_BY_HOP and _TOKEN_NAME.fullmatch(k) and k.lower() not in replaced
     ]
     if host is not None:
         headers = _set_header(headers, "Host", host)

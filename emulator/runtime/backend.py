@@ -81,7 +81,9 @@ class BackendConnection:
                 raise BackendConnectError(
                     f"backend {self.addr_text} closed the connection without a complete response"
                 )
-            return event
+            if isinstance(event, h11.Event):
+                return event
+            return h11.PAUSED
 
     @property
     def addr_text(self) -> str:

@@ -19,6 +19,7 @@ honest once a status line has gone out).
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -61,6 +62,11 @@ MAX_REQUEST_HEADER_BYTES: Final = 32 * 1024
 LINGER_TOTAL_S: Final = 2.0
 LINGER_IDLE_S: Final = 0.5
 RECEIVE_SIZE: Final = 65536
+#: nginx's access-log status for a request whose client closed the connection before the
+#: response started (not sent on the wire; Azure's access log shows it too).
+CLIENT_CLOSED_REQUEST: Final = 499
+#: The blank line that ends a request head (h11 also accepts bare LF line endings).
+_HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +135,11 @@ class ClientConnection:
     async def _next_event(self, idle_s: float) -> h11.Event | type[h11.PAUSED]:
         while True:
             event = self.h11conn.next_event()
-            if event is not h11.NEED_DATA:
+            # Two tests rather than `is not NEED_DATA`, so the sentinel types narrow for mypy.
+            if isinstance(event, h11.Event):
                 return event
+            if event is h11.PAUSED:
+                return h11.PAUSED
             with trio.move_on_after(idle_s) as scope:
                 try:
                     data = await self.stream.receive_some(RECEIVE_SIZE)
@@ -138,7 +147,28 @@ class ClientConnection:
                     raise _ClientGone from exc
             if scope.cancelled_caught:
                 raise trio.TooSlowError
-            self.h11conn.receive_data(data)
+            if self._head_too_large(data):
+                raise h11.RemoteProtocolError(
+                    f"request line and headers exceed {MAX_REQUEST_HEADER_BYTES} bytes",
+                    error_status_hint=431,
+                )
+            self.h11conn.receive_data(bytes(data))
+
+    def _head_too_large(self, data: bytes | bytearray) -> bool:
+        """True when a request head being read, with ``data`` added, ends past the size limit.
+
+        h11's ``max_incomplete_event_size`` only fires while the head is still incomplete when
+        it is checked: a head that completes in the same read that takes it past the limit (a
+        40 KB head arriving as 16 KB TLS records: 16, 32, 40) would be accepted. So the limit is
+        checked here, on the head itself, before h11 sees the bytes.
+        """
+        if self.h11conn.their_state is not h11.IDLE:
+            return False
+        pending, _closed = self.h11conn.trailing_data
+        if len(pending) + len(data) <= MAX_REQUEST_HEADER_BYTES:
+            return False
+        head_end = _HEAD_END.search(pending + data)
+        return head_end is None or head_end.end() > MAX_REQUEST_HEADER_BYTES
 
     async def _send(self, event: h11.Event) -> None:
         data = self.h11conn.send(event)
@@ -253,6 +283,9 @@ class ClientConnection:
                         else GatewayPage.BAD_REQUEST
                     )
                     await self._send_page(status_page, close=True)
+                    # The client may still be sending the rest of a too-large head; closing
+                    # with its bytes unread would reset the connection and lose our answer.
+                    await self._linger()
                 return
             first = False
             if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
@@ -313,6 +346,7 @@ class ClientConnection:
         headers = rewrite_request_headers(facts, rule.rewrite_rule_set, host=host_override)
         headers = [(k, v) for k, v in headers if k.lower() != "expect"]
         routed = f"{address[0]}:{address[1]}"
+        response: h11.Response | None = None
         response_started = False
         try:
             async with self.backend.connection(address) as backend:
@@ -342,15 +376,31 @@ class ClientConnection:
                 )
                 await self._forward_response_body(backend, settings.request_timeout_s)
         except BackendError as exc:
-            if response_started:
+            if response is not None and response_started:
                 LOGGER.warning(
                     "backend.error_midstream listener=%s backend=%s reason=%s",
                     self.runtime.listener.name,
                     routed,
                     exc,
                 )
+                # The status line is out; the log says what the client was told.
+                status = response.status_code
+                self._access(facts, status, started, routed=routed, server_status=str(status))
                 return False
             return await self._fail(exc, facts, started, routed=routed)
+        except _ClientGone:
+            # Every request gets an access record, also one whose client left: nginx logs 499
+            # when no response had started, else the status it was sending.
+            self._access(
+                facts,
+                response.status_code
+                if response is not None and response_started
+                else CLIENT_CLOSED_REQUEST,
+                started,
+                routed=routed,
+                server_status=str(response.status_code) if response is not None else "",
+            )
+            raise
         self._access(
             facts,
             response.status_code,

@@ -10,6 +10,7 @@ import base64
 import functools
 import http.client
 import json
+import socket
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -249,3 +250,111 @@ LISTENERS = {"strict": STRICT_LISTENER, "passthrough": PASSTHROUGH_LISTENER}
 @pytest.fixture(params=TLS_VERSIONS, ids=["tls12", "tls13"])
 def tls_version(request: pytest.FixtureRequest) -> ssl.TLSVersion:
     return request.param  # type: ignore[no-any-return]
+
+
+# -- raw sockets, for what http.client hides (framing, 100-continue, garbage) ------------------
+
+#: Seconds a raw test socket waits for the gateway before the test fails instead of hanging.
+RAW_SOCKET_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound once by the OS, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def raw_tls_socket(
+    port: int, ctx: ssl.SSLContext, *, timeout: float = RAW_SOCKET_TIMEOUT_S
+) -> ssl.SSLSocket:
+    """A TLS connection to the gateway, handshake done, for writing HTTP bytes by hand."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        return ctx.wrap_socket(raw, server_hostname="localhost")
+    except BaseException:
+        raw.close()
+        raise
+
+
+def read_to_eof(sock: socket.socket) -> bytes:
+    """Everything the peer sends until it closes (a TLS close without close_notify counts)."""
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (ssl.SSLEOFError, ConnectionResetError):
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """Bytes up to and including the first blank line (one response head), read byte-wise so
+    nothing after it is consumed."""
+    data = bytearray()
+    while not data.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise ConnectionError(f"connection closed inside a response head: {bytes(data)!r}")
+        data += byte
+    return bytes(data)
+
+
+def parse_responses(data: bytes, *, bodyless: Sequence[bool] = ()) -> list[Reply]:
+    """Split raw HTTP/1.1 bytes into responses (Content-Length, chunked, or no body).
+
+    ``bodyless[i]`` says response ``i`` answers a HEAD request; 1xx, 204 and 304 never have a
+    body. A response without framing takes the rest of the data (read-until-close).
+    """
+    replies: list[Reply] = []
+    rest = data
+    while rest:
+        head, sep, rest = rest.partition(b"\r\n\r\n")
+        if not sep:
+            raise ValueError(f"incomplete response head: {head[:200]!r}")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines)]
+        names = {k.lower(): v for k, v in headers}
+        head_only = len(replies) < len(bodyless) and bodyless[len(replies)]
+        if head_only or status < 200 or status in (204, 304):
+            body = b""
+        elif "content-length" in names:
+            length = int(names["content-length"])
+            body, rest = rest[:length], rest[length:]
+        elif names.get("transfer-encoding", "").lower() == "chunked":
+            body, rest = _dechunk(rest)
+        else:
+            body, rest = rest, b""
+        replies.append(Reply(status, headers, body))
+    return replies
+
+
+def _dechunk(data: bytes) -> tuple[bytes, bytes]:
+    body = bytearray()
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            _trailers, _, data = data.partition(b"\r\n")
+            return bytes(body), data
+        body += data[:size]
+        data = data[size + 2 :]
+
+
+#: How often :func:`wait_for_access_records` looks at the log, and for how long at most.
+ACCESS_POLL_S = 0.02
+ACCESS_WAIT_S = 5.0
+
+
+async def wait_for_access_records(gateway: Gateway, count: int = 1) -> None:
+    """Wait until the gateway logged ``count`` requests; for connections that end without a
+    response the client could wait for (the gateway offers no event to wait on)."""
+    for _ in range(int(ACCESS_WAIT_S / ACCESS_POLL_S)):
+        if len(gateway.access_log) >= count:
+            return
+        await trio.sleep(ACCESS_POLL_S)
+    raise AssertionError(f"{len(gateway.access_log)} access records after {ACCESS_WAIT_S} s")

@@ -1,0 +1,982 @@
+"""The project's benchmark: the emulator and nginx terminating the same mTLS, side by side.
+
+One command builds everything, measures, prints a table and writes JSON::
+
+    python bench/run.py [--duration 5] [--key-type ec|rsa|both] [--modes strict,passthrough]
+                        [--out bench/results/latest.json]
+
+For each key type a fresh demo PKI is generated (``emulator.demo_pki.write_demo_pki``); nginx and
+the emulator then serve a Strict and a Passthrough listener with that same server certificate,
+client CA and backend (``bench/backend.py``), and the same client (``bench/load.py``) drives each
+of them in two load modes: ``ka`` (keep-alive requests) and ``hs`` (a full mTLS handshake per
+request).
+
+Why CPU per request is the headline: on a 2-core machine the proxy gets CPU 0 and the client plus
+backend share CPU 1, so a fast proxy (nginx) is limited by the client, not by itself, and its
+request rate says little. The proxy's own CPU time over the measurement window (utime + stime of
+its whole process tree, from /proc) divided by the requests served is a per-request cost that
+does not depend on who the bottleneck was. Rates compare only when the proxy's CPU column is
+near 100 %.
+
+Everything listens on 127.0.0.1; every process started here is stopped by PID on the way out
+(normal end, error, Ctrl-C or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+HERE: Final = Path(__file__).resolve().parent
+REPO: Final = HERE.parent
+sys.path.insert(0, str(REPO))  # `python bench/run.py` from a checkout without `pip install -e .`
+
+from emulator.demo import (  # noqa: E402 - needs the path above
+    CERT_HEADERS,
+    PASSTHROUGH_LISTENER,
+    STRICT_LISTENER,
+    demo_template,
+)
+from emulator.demo_pki import (  # noqa: E402
+    CLIENT_CERT,
+    CLIENT_KEY,
+    SERVER_ROOT_CA,
+    TRUSTED_CLIENT_CA_CHAIN,
+    write_demo_pki,
+)
+
+#: CPU 0 for the proxy under test, CPU 1 for the client and the backend (see module docstring).
+PROXY_CPU: Final = "0"
+LOAD_CPU: Final = "1"
+#: Template frontend ports of the emulator's listeners; the local ports are picked free (0).
+STRICT_TEMPLATE_PORT: Final = 8443
+PASSTHROUGH_TEMPLATE_PORT: Final = 9443
+#: One measurement never exceeds this, whatever --duration says (load.py enforces it too).
+MAX_DURATION_S: Final = 120.0
+#: Upper bound of --repeat, so a typo cannot start an hours-long run.
+MAX_REPEAT: Final = 9
+#: Servers must print their ready line within this long, or the run stops.
+STARTUP_TIMEOUT_S: Final = 30.0
+#: Lead time between starting load.py and its measurement window: its interpreter, ssl and
+#: multiprocessing imports and worker forks take ~0.3 s on the reference machine.
+WINDOW_LEAD_S: Final = 1.5
+#: Unmeasured keep-alive load before a target's first measurement (imports, caches, pools).
+WARMUP_S: Final = 1.0
+#: Pause between measurements so closing connections of one run do not bleed into the next.
+SETTLE_S: Final = 0.5
+#: SIGTERM first; processes still alive after this get SIGKILL.
+STOP_GRACE_S: Final = 5.0
+#: Default concurrency: enough connections to keep one proxy core busy with a Python client.
+HS_CONNS: Final = 8
+KA_CONNS: Final = 16
+LOAD_PROCS: Final = 2
+NGINX_MISSING_HINT: Final = "nginx not found; install it with: apt-get install -y nginx-light"
+
+CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+
+class Processes:
+    """Every process this run starts, so each one is stopped by its own PID, whatever happens."""
+
+    def __init__(self) -> None:
+        self._running: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
+
+    def start(self, name: str, argv: Sequence[str], **popen: Any) -> subprocess.Popen[bytes]:
+        proc: subprocess.Popen[bytes] = subprocess.Popen(list(argv), **popen)
+        self._running[proc.pid] = (name, proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        self._running.pop(proc.pid, None)
+        if proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=STOP_GRACE_S)
+
+    def stop_all(self) -> None:
+        for _name, proc in list(self._running.values()):
+            self.stop(proc)
+
+
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _pinned(cpu: str, argv: Sequence[str], *, pin: bool) -> list[str]:
+    return ["taskset", "-c", cpu, *argv] if pin else list(argv)
+
+
+def _wait_for_lines(
+    proc: subprocess.Popen[bytes], pattern: re.Pattern[str], count: int, what: str, log: Path
+) -> list[re.Match[str]]:
+    """Read ``proc``'s stdout until ``count`` lines match ``pattern`` (bounded in time)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    found: list[re.Match[str]] = []
+    os.set_blocking(proc.stdout.fileno(), False)
+    pending = b""
+    while len(found) < count:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"{what} did not start; its output is in {log}\n{_tail(log)}")
+        chunk = proc.stdout.read() or b""
+        if not chunk:
+            time.sleep(0.05)
+            continue
+        pending += chunk
+        *lines, pending_tail = pending.split(b"\n")
+        pending = pending_tail
+        for line in lines:
+            text = line.decode(errors="replace")
+            with log.open("a", encoding="utf-8") as out:
+                out.write(text + "\n")
+            if match := pattern.search(text):
+                found.append(match)
+    return found
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# -- /proc ----------------------------------------------------------------------------------------
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (nginx: master + worker)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(parents.get(pid, []))
+    return tree
+
+
+def _cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime of ``pids`` (all threads of each), in seconds."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # stat fields 14 and 15
+    return ticks / CLK_TCK
+
+
+def _cpu_busy_ticks() -> dict[int, int]:
+    """Per-CPU busy ticks from /proc/stat (everything but idle and iowait)."""
+    busy: dict[int, int] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            ticks = [int(v) for v in values]
+            busy[int(name[3:])] = sum(ticks) - ticks[3] - ticks[4]
+    return busy
+
+
+def _memory_kib(pids: Sequence[int], key: str) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith(key + ":"):
+                total += int(line.split()[1])
+    return total
+
+
+# -- PKI and configuration ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pki:
+    """The files both proxies and the client use for one key type."""
+
+    key_type: str
+    directory: Path
+    server_cert: Path
+    server_key: Path
+    client_ca: Path
+    server_ca: Path
+    client_cert: Path
+    client_key: Path
+    parameters: Path
+
+
+def make_pki(directory: Path, key_type: str) -> Pki:
+    """Demo PKI plus what nginx needs (PEM cert and key from the PFX) and a parameters file."""
+    demo = write_demo_pki(directory, key_type=key_type)
+    key, cert, extra = pkcs12.load_key_and_certificates(
+        demo.server_pfx, demo.server_pfx_password.encode()
+    )
+    assert key is not None
+    assert cert is not None
+    server_cert = directory / "bench-server-chain.pem"
+    server_cert.write_bytes(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [cert, *(extra or [])])
+    )
+    server_key = directory / "bench-server.key"
+    server_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server_key.chmod(0o600)
+    parameters = directory / "bench-parameters.json"
+    values = {
+        "certData": base64.b64encode(demo.server_pfx).decode(),
+        "certPassword": demo.server_pfx_password,
+        "trustedClientCaData": base64.b64encode(demo.trusted_client_ca_pem).decode(),
+    }
+    parameters.write_text(
+        json.dumps(
+            {
+                "$schema": "https://schema.management.azure.com/schemas/2019-04-01/"
+                "deploymentParameters.json#",
+                "contentVersion": "1.0.0.0",
+                "parameters": {name: {"value": value} for name, value in values.items()},
+            }
+        )
+    )
+    parameters.chmod(0o600)
+    return Pki(
+        key_type=key_type,
+        directory=directory,
+        server_cert=server_cert,
+        server_key=server_key,
+        client_ca=directory / TRUSTED_CLIENT_CA_CHAIN,
+        server_ca=directory / SERVER_ROOT_CA,
+        client_cert=directory / CLIENT_CERT,
+        client_key=directory / CLIENT_KEY,
+        parameters=parameters,
+    )
+
+
+def write_emulator_template(path: Path, backend_port: int, *, all_headers: bool) -> Path:
+    """The ``up`` demo template pointed at the bench backend.
+
+    With ``all_headers`` it is exactly what ``appgw-emulator up`` runs (eight certificate headers
+    per request). Without, the rewrite keeps only ``X-Client-Cert``, which is the work nginx is
+    configured to do, so the per-request costs compare like for like.
+    """
+    template = demo_template(
+        strict_port=STRICT_TEMPLATE_PORT,
+        passthrough_port=PASSTHROUGH_TEMPLATE_PORT,
+        backend_host="127.0.0.1",
+        backend_port=backend_port,
+    )
+    if not all_headers:
+        gateway = template["resources"][0]["properties"]
+        for rule_set in gateway["rewriteRuleSets"]:
+            for rule in rule_set["properties"]["rewriteRules"]:
+                rule["actionSet"]["requestHeaderConfigurations"] = [
+                    {"headerName": name, "headerValue": value} for name, value in CERT_HEADERS[:1]
+                ]
+    path.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def render_nginx_conf(target: Path, rundir: Path, pki: Pki, backend_port: int) -> dict[str, int]:
+    """Write nginx's config for ``pki``; returns the two ports picked for it."""
+    ports = {"strict": _free_port(), "passthrough": _free_port()}
+    values = {
+        "RUNDIR": str(rundir),
+        "SERVER_CERT": str(pki.server_cert),
+        "SERVER_KEY": str(pki.server_key),
+        "CLIENT_CA": str(pki.client_ca),
+        "BACKEND": f"127.0.0.1:{backend_port}",
+        "STRICT_PORT": str(ports["strict"]),
+        "PASSTHROUGH_PORT": str(ports["passthrough"]),
+    }
+    text = (HERE / "nginx-mtls.conf.in").read_text()
+    for name, value in values.items():
+        text = text.replace("{{" + name + "}}", value)
+    if leftover := re.search(r"\{\{\w+\}\}", text):
+        raise RuntimeError(f"nginx-mtls.conf.in: no value for {leftover.group(0)}")
+    target.write_text(text)
+    return ports
+
+
+def _nginx_binary() -> str | None:
+    """nginx is in /usr/sbin, which a non-root PATH often lacks."""
+    found = shutil.which("nginx")
+    if found is None and Path("/usr/sbin/nginx").is_file():
+        found = "/usr/sbin/nginx"
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# -- servers --------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Proxy:
+    """A running proxy under test: its root PID, its ports by mode, and how it was started."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    ports: dict[str, int]
+    log: Path
+    detail: str = ""
+
+
+def start_backend(
+    procs: Processes, rundir: Path, *, pin: bool
+) -> tuple[subprocess.Popen[bytes], int]:
+    log = rundir / "backend.log"
+    proc = procs.start(
+        "backend",
+        _pinned(LOAD_CPU, [sys.executable, str(HERE / "backend.py"), "--port", "0"], pin=pin),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    (match,) = _wait_for_lines(proc, re.compile(r"listening [\d.]+:(\d+)"), 1, "backend", log)
+    return proc, int(match.group(1))
+
+
+def start_nginx(procs: Processes, rundir: Path, pki: Pki, backend_port: int, *, pin: bool) -> Proxy:
+    nginx = _nginx_binary()
+    assert nginx is not None
+    conf = rundir / f"nginx-{pki.key_type}.conf"
+    ports = render_nginx_conf(conf, rundir, pki, backend_port)
+    log = rundir / f"nginx-{pki.key_type}.log"
+    with log.open("wb") as out:
+        proc = procs.start(
+            "nginx",
+            _pinned(
+                PROXY_CPU,
+                [
+                    nginx,
+                    "-c",
+                    str(conf),
+                    "-p",
+                    str(rundir),
+                    "-e",
+                    str(rundir / "nginx-error.log"),
+                    "-g",
+                    "daemon off;",
+                ],
+                pin=pin,
+            ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    _wait_for_ports(proc, ports.values(), "nginx", log)
+    return Proxy("nginx", proc, ports, log)
+
+
+def _wait_for_ports(
+    proc: subprocess.Popen[bytes], ports: Iterable[int], what: str, log: Path
+) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    for port in list(ports):
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start; see {log}\n{_tail(log)}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            time.sleep(0.05)
+
+
+_READY: Final = re.compile(r"^ready: (\S+) .*https?://[^/]+:(\d+)/")
+
+
+def start_emulator(
+    procs: Processes,
+    rundir: Path,
+    pki: Pki,
+    backend_port: int,
+    *,
+    pin: bool,
+    log_level: str,
+    all_headers: bool,
+) -> Proxy:
+    variant = f"{pki.key_type}-{log_level}-{'allheaders' if all_headers else 'certheader'}"
+    template = write_emulator_template(
+        rundir / f"emulator-{variant}.json", backend_port, all_headers=all_headers
+    )
+    log = rundir / f"emulator-{variant}.log"
+    stderr_log = rundir / f"emulator-{variant}.stderr"
+    argv = [
+        sys.executable, "-m", "emulator", "--log-level", log_level, "run",
+        "--template-file", str(template),
+        "--parameters", f"@{pki.parameters}",
+        "--listen", f"{STRICT_TEMPLATE_PORT}=0",
+        "--listen", f"{PASSTHROUGH_TEMPLATE_PORT}=0",
+    ]  # fmt: skip
+    with stderr_log.open("wb") as err:
+        proc = procs.start(
+            "emulator",
+            _pinned(PROXY_CPU, argv, pin=pin),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            cwd=REPO,
+        )
+    try:
+        matches = _wait_for_lines(proc, _READY, 2, "emulator", log)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\n{_tail(stderr_log)}") from None
+    by_listener = {m.group(1): int(m.group(2)) for m in matches}
+    ports = {
+        "strict": by_listener[STRICT_LISTENER],
+        "passthrough": by_listener[PASSTHROUGH_LISTENER],
+    }
+    detail = f"log={log_level}, headers={'8' if all_headers else '1'}"
+    return Proxy("emulator", proc, ports, stderr_log, detail)
+
+
+# -- checks and measurements ----------------------------------------------------------------------
+
+
+def smoke_check(proxy: Proxy, pki: Pki) -> dict[str, str]:
+    """One request per case, so a misconfigured proxy fails loudly instead of measuring errors."""
+    outcomes: dict[str, str] = {}
+    for mode, port in proxy.ports.items():
+        for with_cert in (True, False):
+            ctx = ssl.create_default_context(cafile=str(pki.server_ca))
+            if with_cert:
+                ctx.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+            with (
+                socket.create_connection(("127.0.0.1", port), 5) as raw,
+                ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+            ):
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := tls.recv(65536):
+                    answer += chunk
+            status = answer[9:12].decode()
+            saw = re.search(rb"(?i)\r\nx-saw-client-cert: *(\d)", answer)
+            outcomes[f"{mode} {'cert' if with_cert else 'no cert'}"] = (
+                f"{status} backend_saw_cert={saw.group(1).decode() if saw else '-'}"
+            )
+    expected = {
+        "strict cert": "200 backend_saw_cert=1",
+        "passthrough cert": "200 backend_saw_cert=1",
+        "passthrough no cert": "200 backend_saw_cert=0",
+    }
+    wrong = {
+        case: got for case, got in outcomes.items() if case in expected and got != expected[case]
+    }
+    if wrong or not outcomes.get("strict no cert", "").startswith("400"):
+        raise RuntimeError(f"{proxy.name} smoke check failed: {outcomes}")
+    return outcomes
+
+
+@dataclass(slots=True)
+class Measurement:
+    """One row of the results: one proxy, listener mode, load mode and key type."""
+
+    key_type: str
+    target: str
+    mode: str
+    load: str
+    variant: str
+    conns: int
+    duration_s: float
+    requests: int
+    errors: int
+    rate: float
+    p50_ms: float | None
+    p99_ms: float | None
+    proxy_cpu_s: float
+    proxy_cpu_pct: float
+    proxy_cpu_us_per_req: float | None
+    backend_cpu_pct: float
+    client_cpu_pct: float
+    rss_mib: float
+    hwm_mib: float
+    late_s: float
+    #: How busy each CPU was over the window, whoever ran on it. CPU 0 well above the proxy's
+    #: own CPU % means something else (another job on the machine) competed with the proxy.
+    cpu_busy_pct: dict[str, float] = field(default_factory=dict)
+    error_sample: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSettings:
+    duration: float
+    hs_conns: int
+    ka_conns: int
+    procs: int
+    pin: bool
+
+
+def measure(
+    proxy: Proxy,
+    backend: subprocess.Popen[bytes],
+    pki: Pki,
+    *,
+    mode: str,
+    load: str,
+    settings: LoadSettings,
+    variant: str = "",
+    duration: float | None = None,
+) -> Measurement:
+    """Run load.py against one listener and sample the proxy's CPU over exactly its window."""
+    seconds = min(duration if duration is not None else settings.duration, MAX_DURATION_S)
+    conns = settings.hs_conns if load == "hs" else settings.ka_conns
+    tree = _process_tree(proxy.proc.pid)
+    start_at = time.monotonic() + WINDOW_LEAD_S
+    argv = [
+        sys.executable, str(HERE / "load.py"),
+        "--port", str(proxy.ports[mode]), "--mode", load,
+        "--conns", str(conns), "--procs", str(settings.procs),
+        "--duration", str(seconds), "--start-at", repr(start_at),
+        "--cacert", str(pki.server_ca),
+        "--cert", str(pki.client_cert), "--key", str(pki.client_key),
+    ]  # fmt: skip
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = subprocess.Popen(
+        _pinned(LOAD_CPU, argv, pin=settings.pin), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        proxy_cpu0, backend_cpu0 = _cpu_seconds(tree), _cpu_seconds([backend.pid])
+        busy0 = _cpu_busy_ticks()
+        time.sleep(max(0.0, start_at + seconds - time.monotonic()))
+        proxy_cpu1, backend_cpu1 = _cpu_seconds(tree), _cpu_seconds([backend.pid])
+        busy1 = _cpu_busy_ticks()
+        rss, hwm = _memory_kib(tree, "VmRSS"), _memory_kib(tree, "VmHWM")
+        out, err = client.communicate(timeout=seconds + 60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if client.returncode != 0:
+        raise RuntimeError(f"load.py failed ({client.returncode}): {err.decode()[-2000:]}")
+    summary = json.loads(out)
+    client_cpu = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
+    proxy_cpu = proxy_cpu1 - proxy_cpu0
+    requests = int(summary["requests"])
+    return Measurement(
+        key_type=pki.key_type,
+        target=proxy.name,
+        mode=mode,
+        load=load,
+        variant=variant or proxy.detail,
+        conns=conns,
+        duration_s=seconds,
+        requests=requests,
+        errors=int(summary["errors"]),
+        rate=float(summary["rate"]),
+        p50_ms=summary["p50_ms"],
+        p99_ms=summary["p99_ms"],
+        proxy_cpu_s=round(proxy_cpu, 3),
+        proxy_cpu_pct=round(100 * proxy_cpu / seconds, 1),
+        proxy_cpu_us_per_req=round(1e6 * proxy_cpu / requests, 1) if requests else None,
+        backend_cpu_pct=round(100 * (backend_cpu1 - backend_cpu0) / seconds, 1),
+        # load.py's whole life, startup included: an upper bound on its share of CPU 1.
+        client_cpu_pct=round(100 * client_cpu / seconds, 1),
+        rss_mib=round(rss / 1024, 1),
+        hwm_mib=round(hwm / 1024, 1),
+        late_s=float(summary["late_s"]),
+        cpu_busy_pct={
+            f"cpu{n}": round(100 * (busy1[n] - busy0[n]) / CLK_TCK / seconds, 1) for n in busy1
+        },
+        error_sample=str(summary["error_sample"]),
+    )
+
+
+def warm_up(
+    proxy: Proxy, backend: subprocess.Popen[bytes], pki: Pki, settings: LoadSettings
+) -> None:
+    for mode in proxy.ports:
+        measure(proxy, backend, pki, mode=mode, load="ka", settings=settings, duration=WARMUP_S)
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def median_rows(rows: Sequence[Measurement]) -> list[Measurement]:
+    """One row per case: the repetition with the median proxy CPU per request.
+
+    CPU per request is the figure least disturbed by other jobs on the machine, so the median
+    of it picks the most representative repetition; its other columns come along unchanged.
+    """
+    groups: dict[tuple[str, str, str, str, str], list[Measurement]] = {}
+    for row in rows:
+        key = (row.key_type, row.target, row.mode, row.load, row.variant)
+        groups.setdefault(key, []).append(row)
+    chosen = []
+    for group in groups.values():
+        ordered = sorted(group, key=lambda r: r.proxy_cpu_us_per_req or float("inf"))
+        pick = ordered[(len(ordered) - 1) // 2]
+        if len(group) > 1:
+            pick.extra = {
+                **pick.extra,
+                "repeats": len(group),
+                "cpu_us_per_req_all": [r.proxy_cpu_us_per_req for r in group],
+                "rate_all": [r.rate for r in group],
+            }
+        chosen.append(pick)
+    return chosen
+
+
+def results_table(rows: Sequence[Measurement]) -> str:
+    head = (
+        "| key | mode | load | target | variant | req/s | proxy CPU % | proxy CPU µs/req "
+        "| p50 ms | p99 ms | RSS MiB | errors | CPU0 busy % | CPU1 busy % |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r.key_type} | {r.mode} | {r.load} | {r.target} | {r.variant or '-'} "
+            f"| {_fmt(r.rate)} | {_fmt(r.proxy_cpu_pct)} | {_fmt(r.proxy_cpu_us_per_req, 1)} "
+            f"| {_fmt(r.p50_ms, 2)} | {_fmt(r.p99_ms, 2)} | {_fmt(r.rss_mib, 1)} | {r.errors} "
+            f"| {_fmt(r.cpu_busy_pct.get('cpu0'))} | {_fmt(r.cpu_busy_pct.get('cpu1'))} |"
+        )
+    return "\n".join(lines)
+
+
+def ratios(rows: Sequence[Measurement]) -> list[dict[str, Any]]:
+    """emulator / nginx for each (key type, mode, load) measured on both, main variant only."""
+    main = [r for r in rows if not r.extra.get("extra_run")]
+    out = []
+    for r in main:
+        if r.target != "emulator":
+            continue
+        ref = next(
+            (
+                n
+                for n in main
+                if n.target == "nginx"
+                and (n.key_type, n.mode, n.load) == (r.key_type, r.mode, r.load)
+            ),
+            None,
+        )
+        if ref is None:
+            continue
+
+        def ratio(a: float | None, b: float | None) -> float | None:
+            return round(a / b, 2) if a is not None and b else None
+
+        out.append(
+            {
+                "key_type": r.key_type,
+                "mode": r.mode,
+                "load": r.load,
+                "rate": ratio(r.rate, ref.rate),
+                "cpu_per_req": ratio(r.proxy_cpu_us_per_req, ref.proxy_cpu_us_per_req),
+                "p50": ratio(r.p50_ms, ref.p50_ms),
+                "p99": ratio(r.p99_ms, ref.p99_ms),
+                "rss": ratio(r.rss_mib, ref.rss_mib),
+            }
+        )
+    return out
+
+
+def ratios_table(items: Sequence[dict[str, Any]]) -> str:
+    head = "| key | mode | load | req/s ratio | CPU/req ratio | p50 ratio | p99 ratio | RSS ratio |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for item in items:
+        lines.append(
+            f"| {item['key_type']} | {item['mode']} | {item['load']} | {_fmt(item['rate'], 2)} "
+            f"| {_fmt(item['cpu_per_req'], 1)} | {_fmt(item['p50'], 1)} | {_fmt(item['p99'], 1)} "
+            f"| {_fmt(item['rss'], 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def machine_facts() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+def versions() -> dict[str, str]:
+    import cryptography
+    import h11
+    import OpenSSL
+    import trio
+    from cryptography.hazmat.backends.openssl.backend import backend as openssl_backend
+
+    facts = {
+        "python": platform.python_version(),
+        "trio": trio.__version__,
+        "h11": str(getattr(h11, "__version__", "?")),
+        "pyOpenSSL": OpenSSL.__version__,
+        "cryptography": cryptography.__version__,
+        "openssl (cryptography/pyOpenSSL)": openssl_backend.openssl_version_text(),
+        "openssl (load client, stdlib ssl)": ssl.OPENSSL_VERSION,
+    }
+    nginx = _nginx_binary()
+    if nginx:
+        text = subprocess.run([nginx, "-V"], capture_output=True, text=True, check=False).stderr
+        version = re.search(r"nginx/(\S+)", text)
+        built = re.search(r"built with (OpenSSL \S+)", text)
+        facts["nginx"] = version.group(1) if version else "?"
+        facts["openssl (nginx)"] = built.group(1) if built else "?"
+    with contextlib.suppress(Exception):
+        from importlib.metadata import version as dist_version
+
+        facts["appgw-emulator"] = dist_version("appgw-emulator")
+    return facts
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python bench/run.py",
+        description="Benchmark the emulator against nginx on the same mTLS (see bench/README.md).",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="seconds per measurement (max 120)"
+    )
+    parser.add_argument("--key-type", choices=["ec", "rsa", "both"], default="both")
+    parser.add_argument(
+        "--modes", default="strict,passthrough", help="comma-separated listener modes"
+    )
+    parser.add_argument("--loads", default="ka,hs", help="comma-separated load modes (ka, hs)")
+    parser.add_argument("--targets", default="nginx,emulator", help="comma-separated proxies")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
+    parser.add_argument("--hs-conns", type=int, default=HS_CONNS)
+    parser.add_argument("--ka-conns", type=int, default=KA_CONNS)
+    parser.add_argument("--procs", type=int, default=LOAD_PROCS, help="load.py processes")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    parser.add_argument(
+        "--no-extras",
+        action="store_true",
+        help="skip the extra emulator runs (info logging; all eight certificate headers)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each case N times; the tables show the run with the median CPU/request",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary run directory")
+    args = parser.parse_args(argv)
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    args.loads = [m.strip() for m in args.loads.split(",") if m.strip()]
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not set(args.modes) <= {"strict", "passthrough"}:
+        parser.error("--modes takes strict and/or passthrough")
+    if not set(args.loads) <= {"ka", "hs"}:
+        parser.error("--loads takes ka and/or hs")
+    if not set(args.targets) <= {"nginx", "emulator"}:
+        parser.error("--targets takes nginx and/or emulator")
+    if not 1 <= args.repeat <= MAX_REPEAT:
+        parser.error(f"--repeat must be between 1 and {MAX_REPEAT}")
+    if not 0.1 <= args.duration <= MAX_DURATION_S:
+        parser.error(f"--duration must be between 0.1 and {MAX_DURATION_S:g}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if "nginx" in args.targets and _nginx_binary() is None:
+        print(NGINX_MISSING_HINT, file=sys.stderr)
+        return 2
+    pin = not args.no_pin
+    if pin and (shutil.which("taskset") is None or (os.cpu_count() or 1) < 2):
+        print("note: taskset missing or fewer than 2 CPUs; running unpinned", file=sys.stderr)
+        pin = False
+    settings = LoadSettings(args.duration, args.hs_conns, args.ka_conns, args.procs, pin)
+    key_types = ["ec", "rsa"] if args.key_type == "both" else [args.key_type]
+
+    procs = Processes()
+    atexit.register(procs.stop_all)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    rundir = Path(tempfile.mkdtemp(prefix="appgw-bench-"))
+    rows: list[Measurement] = []
+    smoke: dict[str, Any] = {}
+    started = datetime.datetime.now(datetime.UTC)
+    facts = machine_facts()
+    print(f"machine: {facts['nproc']} CPUs, {facts['cpu_model']}, load {facts['loadavg_at_start']}")
+    print(f"run directory: {rundir}")
+    try:
+        backend, backend_port = start_backend(procs, rundir, pin=pin)
+        for index, key_type in enumerate(key_types):
+            pki = make_pki(rundir / f"pki-{key_type}", key_type)
+            proxies: list[Proxy] = []
+            if "nginx" in args.targets:
+                proxies.append(start_nginx(procs, rundir, pki, backend_port, pin=pin))
+            if "emulator" in args.targets:
+                proxies.append(
+                    start_emulator(
+                        procs,
+                        rundir,
+                        pki,
+                        backend_port,
+                        pin=pin,
+                        log_level="warning",
+                        all_headers=False,
+                    )
+                )
+            for proxy in proxies:
+                smoke[f"{proxy.name} {key_type}"] = smoke_check(proxy, pki)
+                warm_up(proxy, backend, pki, settings)
+            for mode in args.modes:
+                for load in args.loads:
+                    for proxy in proxies:
+                        for _ in range(args.repeat):
+                            row = measure(
+                                proxy, backend, pki, mode=mode, load=load, settings=settings
+                            )
+                            rows.append(row)
+                            _progress(row)
+                            time.sleep(SETTLE_S)
+            for proxy in proxies:
+                procs.stop(proxy.proc)
+            if index == 0 and "emulator" in args.targets and not args.no_extras:
+                rows += _extra_runs(procs, rundir, pki, backend, backend_port, settings, args)
+        procs.stop(backend)
+    except KeyboardInterrupt:
+        print("interrupted; stopping every process started", file=sys.stderr)
+        return 130
+    finally:
+        procs.stop_all()
+        if not args.keep:
+            shutil.rmtree(rundir, ignore_errors=True)
+
+    summary_rows = median_rows(rows)
+    result_ratios = ratios(summary_rows)
+    print()
+    print(results_table(summary_rows))
+    print()
+    print("emulator / nginx (same key type, mode and load; > 1 means the emulator needs more):")
+    print(ratios_table(result_ratios))
+    report = {
+        "started": started.isoformat(timespec="seconds"),
+        "machine": facts,
+        "versions": versions(),
+        "settings": {
+            **asdict(settings),
+            "key_types": key_types,
+            "modes": args.modes,
+            "loads": args.loads,
+            "repeat": args.repeat,
+        },
+        "smoke_checks": smoke,
+        "results": [asdict(r) for r in summary_rows],
+        "all_runs": [asdict(r) for r in rows],
+        "ratios_emulator_over_nginx": result_ratios,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+def _extra_runs(
+    procs: Processes,
+    rundir: Path,
+    pki: Pki,
+    backend: subprocess.Popen[bytes],
+    backend_port: int,
+    settings: LoadSettings,
+    args: argparse.Namespace,
+) -> list[Measurement]:
+    """The emulator as users run it: info logging (one access line per request to a file), and
+    the ``up`` template's eight certificate headers. Strict listener only, both loads."""
+    rows = []
+    for log_level, all_headers in (("info", False), ("warning", True)):
+        proxy = start_emulator(
+            procs,
+            rundir,
+            pki,
+            backend_port,
+            pin=settings.pin,
+            log_level=log_level,
+            all_headers=all_headers,
+        )
+        try:
+            warm_up(proxy, backend, pki, settings)
+            for load in args.loads:
+                for _ in range(args.repeat):
+                    row = measure(proxy, backend, pki, mode="strict", load=load, settings=settings)
+                    row.extra = {"extra_run": True, "log_bytes": proxy.log.stat().st_size}
+                    rows.append(row)
+                    _progress(row)
+                    time.sleep(SETTLE_S)
+        finally:
+            procs.stop(proxy.proc)
+    return rows
+
+
+def _progress(row: Measurement) -> None:
+    sample = f"  ({row.error_sample})" if row.error_sample else ""
+    print(
+        f"  {row.key_type} {row.target:8} {row.mode:11} {row.load} {row.variant or '':28} "
+        f"{row.rate:9.0f} req/s  cpu {row.proxy_cpu_pct:5.1f}%  "
+        f"{_fmt(row.proxy_cpu_us_per_req, 1):>8} µs/req  p99 {_fmt(row.p99_ms, 2)} ms  "
+        f"busy {row.cpu_busy_pct}  errors {row.errors}{sample}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

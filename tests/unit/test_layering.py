@@ -1,0 +1,109 @@
+"""Imports go one way: runtime → core → model → arm (style guide §1).
+
+The sans-I/O modules must not pull in the trio shell or the HTTP library, so they stay usable
+(and testable) without an event loop. Checked two ways: by importing the modules in a fresh
+interpreter and looking at ``sys.modules``, and by reading each module's import statements.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "emulator"
+SANS_IO_MODULES = sorted(
+    [
+        *(f"emulator.core.{p.stem}" for p in (PACKAGE / "core").glob("*.py")),
+        *(f"emulator.arm.{p.stem}" for p in (PACKAGE / "arm").glob("*.py")),
+        "emulator.model",
+        "emulator.errors",
+    ]
+)
+FORBIDDEN_THIRD_PARTY = ("trio", "h11")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Absolute module names a file imports (relative imports resolved against its package)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_module_lists_are_not_empty() -> None:
+    assert "emulator.core.tls_policy" in SANS_IO_MODULES
+    assert "emulator.arm.template" in SANS_IO_MODULES
+
+
+def test_sans_io_modules_never_load_trio_or_h11() -> None:
+    script = (
+        "import importlib, json, sys\n"
+        f"for name in {SANS_IO_MODULES!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=PACKAGE.parent,
+    )
+    loaded = json.loads(result.stdout)
+
+    leaked = [
+        name
+        for name in loaded
+        if name.split(".")[0] in FORBIDDEN_THIRD_PARTY or name.startswith("emulator.runtime")
+    ]
+    assert leaked == []
+
+
+@pytest.mark.parametrize(
+    "path", sorted((PACKAGE / "arm").glob("*.py")), ids=lambda p: f"arm/{p.name}"
+)
+def test_arm_never_imports_core_runtime_or_model(path: Path) -> None:
+    forbidden = ("emulator.core", "emulator.runtime", "emulator.model")
+    bad = sorted(
+        name
+        for name in _imported_modules(path)
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    )
+    assert bad == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*sorted((PACKAGE / "core").glob("*.py")), PACKAGE / "model.py"],
+    ids=lambda p: p.relative_to(PACKAGE).as_posix(),
+)
+def test_core_and_model_never_import_runtime_trio_or_h11(path: Path) -> None:
+    bad = sorted(
+        name
+        for name in _imported_modules(path)
+        if name.split(".")[0] in FORBIDDEN_THIRD_PARTY or name.startswith("emulator.runtime")
+    )
+    assert bad == []
+
+
+def test_model_never_imports_core() -> None:
+    bad = sorted(
+        name for name in _imported_modules(PACKAGE / "model.py") if name.startswith("emulator.core")
+    )
+    assert bad == []

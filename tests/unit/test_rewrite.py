@@ -1,0 +1,591 @@
+"""What the backend receives: default forwarding headers, server variables and rewrite rules.
+
+Pure functions only: a ``RequestFacts`` goes in, header lists come out (appgw-behaviour.md §6, §7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import pytest
+
+from emulator.core.certinfo import ClientCertInfo
+from emulator.core.rewrite import (
+    Headers,
+    RequestFacts,
+    normalize_uri_path,
+    rewrite_request_headers,
+    rewrite_response_headers,
+    server_variable,
+)
+from emulator.model import HeaderAction, RewriteCondition, RewriteRule, RewriteRuleSet
+from emulator.pki import CA
+
+CLIENT_IP = "203.0.113.7"
+CLIENT_PORT = 51234
+TRACE_ID = "0123456789abcdef0123456789abcdef"
+DEFAULT_HEADERS = (
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Port",
+    "X-Original-Host",
+    "X-Original-URL",
+    "X-AppGW-Trace-Id",
+)
+
+
+def facts(
+    headers: Sequence[tuple[str, str]] = (("Host", "gw.contoso.com:444"),),
+    *,
+    target: str = "/api/items?id=7",
+    **changes: object,
+) -> RequestFacts:
+    base = RequestFacts(
+        client_ip=CLIENT_IP,
+        client_port=CLIENT_PORT,
+        server_port=444,
+        scheme="https",
+        method="GET",
+        target=target,
+        http_version="1.1",
+        headers=tuple(headers),
+        trace_id=TRACE_ID,
+        tls_version="TLSv1.3",
+        cipher="TLS_AES_256_GCM_SHA384",
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]  # test-only overrides
+
+
+def rule(
+    *request: tuple[str, str],
+    conditions: Sequence[RewriteCondition] = (),
+    response: Sequence[tuple[str, str]] = (),
+    name: str = "rule",
+    sequence: int = 100,
+) -> RewriteRule:
+    return RewriteRule(
+        name,
+        sequence,
+        tuple(conditions),
+        tuple(HeaderAction(n, v) for n, v in request),
+        tuple(HeaderAction(n, v) for n, v in response),
+    )
+
+
+def rules(*items: RewriteRule) -> RewriteRuleSet:
+    return RewriteRuleSet("set", tuple(items))
+
+
+def cond(
+    variable: str, pattern: str, *, ignore_case: bool = True, negate: bool = False
+) -> RewriteCondition:
+    return RewriteCondition(variable, pattern, ignore_case, negate)
+
+
+def values(headers: Headers, name: str) -> list[str]:
+    return [v for k, v in headers if k.lower() == name.lower()]
+
+
+def one(headers: Headers, name: str) -> str:
+    found = values(headers, name)
+    assert len(found) == 1, f"{name}: {found}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def client_cert() -> ClientCertInfo:
+    issuing = CA("Rewrite Root").intermediate("Rewrite Issuing CA")
+    issued = issuing.issue_client("rewrite-client")
+    return ClientCertInfo.from_certificates(issued.cert, issued.chain)
+
+
+# --- default forwarding headers ------------------------------------------------------------------
+
+
+def test_six_default_headers_are_added() -> None:
+    out = rewrite_request_headers(facts(), None)
+
+    assert out == [
+        ("Host", "gw.contoso.com:444"),
+        ("X-Forwarded-For", f"{CLIENT_IP}:{CLIENT_PORT}"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Port", "444"),
+        ("X-Original-Host", "gw.contoso.com:444"),
+        ("X-Original-URL", "/api/items?id=7"),
+        ("X-AppGW-Trace-Id", TRACE_ID),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("incoming", "expected"),
+    [
+        ([], f"{CLIENT_IP}:{CLIENT_PORT}"),
+        (["198.51.100.1"], f"198.51.100.1, {CLIENT_IP}:{CLIENT_PORT}"),
+        (["198.51.100.1, 10.0.0.1"], f"198.51.100.1, 10.0.0.1, {CLIENT_IP}:{CLIENT_PORT}"),
+        (["198.51.100.1", "10.0.0.1"], f"198.51.100.1, 10.0.0.1, {CLIENT_IP}:{CLIENT_PORT}"),
+    ],
+)
+def test_x_forwarded_for_appends_ip_and_port_to_the_incoming_value(
+    incoming: list[str], expected: str
+) -> None:
+    headers = [("Host", "gw"), *(("X-Forwarded-For", v) for v in incoming)]
+
+    out = rewrite_request_headers(facts(headers), None)
+
+    assert one(out, "X-Forwarded-For") == expected
+
+
+def test_x_forwarded_port_is_the_template_port_not_the_local_one() -> None:
+    out = rewrite_request_headers(facts(server_port=444, extra={"local_port": "18443"}), None)
+
+    assert one(out, "X-Forwarded-Port") == "444"
+
+
+def test_client_sent_forwarding_headers_are_replaced_not_duplicated() -> None:
+    forged = [
+        ("Host", "gw"),
+        ("X-Forwarded-Proto", "http"),
+        ("x-forwarded-port", "1"),
+        ("X-Original-URL", "/admin"),
+        ("X-AppGW-Trace-Id", "forged"),
+    ]
+
+    out = rewrite_request_headers(facts(forged, target="/x"), None)
+
+    assert one(out, "X-Forwarded-Proto") == "https"
+    assert one(out, "X-Forwarded-Port") == "444"
+    assert one(out, "X-Original-URL") == "/x"
+    assert one(out, "X-AppGW-Trace-Id") == TRACE_ID
+
+
+def test_original_url_keeps_the_raw_target() -> None:
+    out = rewrite_request_headers(facts(target="/a/../b%20c//d?q=%41"), None)
+
+    assert one(out, "X-Original-URL") == "/a/../b%20c//d?q=%41"
+
+
+def test_no_host_means_no_x_original_host() -> None:
+    out = rewrite_request_headers(facts([]), None)
+
+    assert values(out, "X-Original-Host") == []
+
+
+def test_backend_host_override_replaces_host() -> None:
+    out = rewrite_request_headers(facts(), None, host="backend.internal")
+
+    assert one(out, "Host") == "backend.internal"
+    assert one(out, "X-Original-Host") == "gw.contoso.com:444"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Connection",
+        "keep-alive",
+        "Proxy-Connection",
+        "TE",
+        "Trailer",
+        "Upgrade",
+        "Proxy-Authorization",
+        "X_Client_Cert",
+        "X.Dotted",
+        "X Spaced",
+        "X-Caf\u00e9",
+        "X-Evil\n",
+        "X:Colon",
+        "",
+    ],
+)
+def test_hop_by_hop_and_non_token_header_names_are_dropped(name: str) -> None:
+    out = rewrite_request_headers(facts([("Host", "gw"), (name, "v"), ("X-Kept-1", "k")]), None)
+
+    assert (name, "v") not in out
+    assert ("X-Kept-1", "k") in out
+
+
+def test_other_client_headers_pass_unchanged_in_order() -> None:
+    sent = [("Host", "gw"), ("Accept", "*/*"), ("X-Client-Cert", "forged"), ("accept", "text/html")]
+
+    out = rewrite_request_headers(facts(sent), None)
+
+    assert out[:4] == sent
+
+
+# --- header actions -------------------------------------------------------------------------------
+
+
+def test_rule_sets_a_new_header() -> None:
+    out = rewrite_request_headers(facts(), rules(rule(("X-Added", "yes"))))
+
+    assert one(out, "X-Added") == "yes"
+
+
+def test_rule_overwrites_every_header_of_that_name_case_insensitively() -> None:
+    sent = [("Host", "gw"), ("x-tenant", "a"), ("X-TENANT", "b")]
+
+    out = rewrite_request_headers(facts(sent), rules(rule(("X-Tenant", "c"))))
+
+    assert values(out, "x-tenant") == ["c"]
+    assert ("X-Tenant", "c") in out
+
+
+def test_empty_value_deletes_the_header() -> None:
+    sent = [("Host", "gw"), ("X-Remove-Me", "1")]
+
+    out = rewrite_request_headers(facts(sent), rules(rule(("X-Remove-Me", ""))))
+
+    assert values(out, "X-Remove-Me") == []
+
+
+def test_default_headers_can_be_rewritten() -> None:
+    out = rewrite_request_headers(
+        facts(), rules(rule(("X-Forwarded-For", "{var_add_x_forwarded_for_proxy}")))
+    )
+
+    assert one(out, "X-Forwarded-For") == CLIENT_IP
+
+
+def test_rules_run_in_order_and_see_earlier_rules_headers() -> None:
+    first = rule(("X-Step", "one"), name="first", sequence=1)
+    second = rule(("X-Step", "{http_req_X-Step}-two"), name="second", sequence=2)
+
+    out = rewrite_request_headers(facts(), rules(first, second))
+
+    assert one(out, "X-Step") == "one-two"
+
+
+def test_without_certificate_a_forged_certificate_header_is_deleted() -> None:
+    sent = [("Host", "gw"), ("X-Client-Cert", "-----BEGIN%20CERTIFICATE-----forged")]
+    forward = rules(rule(("X-Client-Cert", "{var_client_certificate}")))
+
+    out = rewrite_request_headers(facts(sent), forward)
+
+    assert values(out, "X-Client-Cert") == []
+
+
+def test_with_certificate_a_forged_certificate_header_is_replaced(
+    client_cert: ClientCertInfo,
+) -> None:
+    sent = [("Host", "gw"), ("X-Client-Cert", "forged")]
+    forward = rules(rule(("X-Client-Cert", "{var_client_certificate}")))
+
+    out = rewrite_request_headers(facts(sent, certificate=client_cert), forward)
+
+    assert values(out, "X-Client-Cert") == [client_cert.escaped_pem]
+    assert client_cert.escaped_pem.startswith("-----BEGIN%20CERTIFICATE-----%0A")
+
+
+def test_certificate_variables_come_from_client_cert_info(client_cert: ClientCertInfo) -> None:
+    forward = rules(
+        rule(
+            ("X-Subject", "{var_client_certificate_subject}"),
+            ("X-Issuer", "{var_client_certificate_issuer}"),
+            ("X-Serial", "{var_client_certificate_serial}"),
+            ("X-Fingerprint", "{var_client_certificate_fingerprint}"),
+            ("X-Start", "{var_client_certificate_start_date}"),
+            ("X-End", "{var_client_certificate_end_date}"),
+            ("X-Verify", "{var_client_certificate_verification}"),
+        )
+    )
+
+    out = rewrite_request_headers(
+        facts(certificate=client_cert, verification="PASSTHROUGH"), forward
+    )
+
+    assert one(out, "X-Subject") == "CN=rewrite-client"
+    assert one(out, "X-Issuer") == "CN=Rewrite Issuing CA,O=appgw-emulator"
+    assert one(out, "X-Serial") == client_cert.serial
+    assert one(out, "X-Fingerprint") == client_cert.fingerprint_sha1
+    assert one(out, "X-Start") == client_cert.start_date
+    assert one(out, "X-End") == client_cert.end_date
+    assert one(out, "X-Verify") == "PASSTHROUGH"
+
+
+def test_verification_none_is_forwarded_as_text() -> None:
+    out = rewrite_request_headers(
+        facts(), rules(rule(("X-Verify", "{var_client_certificate_verification}")))
+    )
+
+    assert one(out, "X-Verify") == "NONE"
+
+
+def test_text_around_placeholders_is_kept() -> None:
+    out = rewrite_request_headers(
+        facts(), rules(rule(("X-Mixed", "ip={var_client_ip};port={var_client_port};{unknown}")))
+    )
+
+    assert one(out, "X-Mixed") == f"ip={CLIENT_IP};port={CLIENT_PORT};{{unknown}}"
+
+
+# --- conditions -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("condition", "applies"),
+    [
+        (cond("http_req_User-Agent", "^curl/"), True),
+        (cond("http_req_User-Agent", "^CURL/"), True),
+        (cond("http_req_User-Agent", "^CURL/", ignore_case=False), False),
+        (cond("http_req_user-agent", "^curl/"), True),
+        (cond("http_req_User-Agent", "^curl/", negate=True), False),
+        (cond("http_req_User-Agent", "^wget/", negate=True), True),
+        (cond("http_req_X-Absent", "."), False),
+        (cond("http_req_X-Absent", ".", negate=True), True),
+        (cond("var_client_ip", r"^203\.0\.113\."), True),
+        (cond("var_uri_path", "^/api/"), True),
+        (cond("var_request_scheme", "^http$"), False),
+    ],
+)
+def test_condition_matching(condition: RewriteCondition, applies: bool) -> None:
+    headers = [("Host", "gw"), ("User-Agent", "curl/8.5.0")]
+
+    out = rewrite_request_headers(
+        facts(headers), rules(rule(("X-Hit", "1"), conditions=[condition]))
+    )
+
+    assert bool(values(out, "X-Hit")) is applies
+
+
+@pytest.mark.parametrize(
+    ("patterns", "applies"),
+    [(("^curl", "^/api"), True), (("^curl", "^/other"), False), (("^wget", "^/api"), False)],
+)
+def test_all_conditions_must_match(patterns: tuple[str, str], applies: bool) -> None:
+    conditions = [cond("http_req_User-Agent", patterns[0]), cond("var_uri_path", patterns[1])]
+    headers = [("Host", "gw"), ("User-Agent", "curl/8.5.0")]
+
+    out = rewrite_request_headers(
+        facts(headers), rules(rule(("X-Hit", "1"), conditions=conditions))
+    )
+
+    assert bool(values(out, "X-Hit")) is applies
+
+
+def test_uri_path_capture_groups() -> None:
+    condition = cond("var_uri_path", r"^/api/(v\d+)/(.*)$")
+    action = ("X-Route", "version={var_uri_path_1} rest={var_uri_path_2}")
+
+    out = rewrite_request_headers(
+        facts(target="/api/v2/orders/9?x=1"), rules(rule(action, conditions=[condition]))
+    )
+
+    assert one(out, "X-Route") == "version=v2 rest=orders/9"
+
+
+def test_request_header_capture_groups_keep_the_conditions_case() -> None:
+    condition = cond("http_req_User-Agent", r"(curl)/([\d.]+)")
+    action = ("X-Tool", "{http_req_User-Agent_1} {http_req_User-Agent_2}")
+
+    out = rewrite_request_headers(
+        facts([("Host", "gw"), ("User-Agent", "curl/8.5.0")]),
+        rules(rule(action, conditions=[condition])),
+    )
+
+    assert one(out, "X-Tool") == "curl 8.5.0"
+
+
+def test_unmatched_optional_group_is_empty() -> None:
+    condition = cond("var_uri_path", r"^/api(/v\d+)?/items$")
+
+    out = rewrite_request_headers(
+        facts(target="/api/items"),
+        rules(rule(("X-Version", "[{var_uri_path_1}]"), conditions=[condition])),
+    )
+
+    assert one(out, "X-Version") == "[]"
+
+
+def test_captures_do_not_leak_into_the_next_rule() -> None:
+    first = rule(
+        ("X-First", "{var_uri_path_1}"),
+        conditions=[cond("var_uri_path", r"^/(\w+)")],
+        name="first",
+        sequence=1,
+    )
+    second = rule(("X-Second", "[{var_uri_path_1}]"), name="second", sequence=2)
+
+    out = rewrite_request_headers(facts(target="/api/items"), rules(first, second))
+
+    assert one(out, "X-First") == "api"
+    assert one(out, "X-Second") == "[]"
+
+
+# --- server variables -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("client_ip", CLIENT_IP),
+        ("client_port", str(CLIENT_PORT)),
+        ("server_port", "444"),
+        ("host", "gw.contoso.com"),
+        ("http_method", "GET"),
+        ("http_version", "HTTP/1.1"),
+        ("request_scheme", "https"),
+        ("request_uri", "/api/items?id=7"),
+        ("query_string", "id=7"),
+        ("request_query", "id=7"),
+        ("uri_path", "/api/items"),
+        ("ssl_enabled", "On"),
+        ("ssl_connection_protocol", "TLSv1.3"),
+        ("ciphers_used", "TLS_AES_256_GCM_SHA384"),
+        ("client_certificate", ""),
+        ("client_certificate_subject", ""),
+        ("client_certificate_verification", "NONE"),
+        ("add_x_forwarded_for_proxy", CLIENT_IP),
+        ("CLIENT_IP", CLIENT_IP),
+        ("no_such_variable", ""),
+    ],
+)
+def test_server_variables(name: str, value: str) -> None:
+    assert server_variable(name, facts()) == value
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("gw.contoso.com", "gw.contoso.com"),
+        ("gw:8443", "gw"),
+        ("[2001:db8::1]:444", "[2001:db8::1]"),
+    ],
+)
+def test_host_variable_has_no_port(host: str, expected: str) -> None:
+    assert server_variable("host", facts([("Host", host)])) == expected
+
+
+def test_ssl_enabled_is_empty_on_http() -> None:
+    assert server_variable("ssl_enabled", facts(scheme="http")) == ""
+
+
+@pytest.mark.parametrize(
+    ("incoming", "expected"),
+    [
+        ([], CLIENT_IP),
+        (["198.51.100.1"], f"198.51.100.1, {CLIENT_IP}"),
+        (["198.51.100.1", "10.0.0.1"], f"198.51.100.1, 10.0.0.1, {CLIENT_IP}"),
+    ],
+)
+def test_add_x_forwarded_for_proxy_has_no_port(incoming: list[str], expected: str) -> None:
+    headers = [("Host", "gw"), *(("X-Forwarded-For", v) for v in incoming)]
+
+    assert server_variable("add_x_forwarded_for_proxy", facts(headers)) == expected
+
+
+@pytest.mark.parametrize(
+    ("cookie", "name", "value"),
+    [
+        ("session=abc", "session", "abc"),
+        ("a=1; session=abc; b=2", "session", "abc"),
+        ("a=1;session=abc", "session", "abc"),
+        ("a=1; b=2", "session", ""),
+        ("Session=abc", "session", ""),
+        ("token=x=y", "token", "x=y"),
+    ],
+)
+def test_cookie_variable_reads_one_request_cookie(cookie: str, name: str, value: str) -> None:
+    request = facts([("Host", "gw"), ("Cookie", cookie)])
+
+    assert server_variable(f"cookie_{name}", request) == value
+
+
+def test_cookie_variable_reads_every_cookie_header() -> None:
+    request = facts([("Host", "gw"), ("Cookie", "a=1"), ("Cookie", "session=abc; b=2")])
+
+    assert server_variable("cookie_a", request) == "1"
+    assert server_variable("cookie_session", request) == "abc"
+
+
+def test_cookie_variable_in_a_header_action() -> None:
+    request = facts([("Host", "gw"), ("Cookie", "a=1; session=abc")])
+
+    out = rewrite_request_headers(request, rules(rule(("X-Session", "{var_cookie_session}"))))
+
+    assert one(out, "X-Session") == "abc"
+
+
+@pytest.mark.parametrize(
+    ("raw", "uri_path"),
+    [
+        ("/", "/"),
+        ("/a/b", "/a/b"),
+        ("/a//b///c", "/a/b/c"),
+        ("/a/./b", "/a/b"),
+        ("/a/b/../c", "/a/c"),
+        ("/a/b/..", "/a/"),
+        ("/a/b/.", "/a/b/"),
+        ("/../../etc", "/etc"),
+        ("/a/b/", "/a/b/"),
+        ("/caf%C3%A9/x%20y", "/caf\u00e9/x y"),
+        ("/a/%2E%2E/b", "/b"),
+        ("/a%2Fb", "/a/b"),
+    ],
+)
+def test_uri_path_is_normalised_like_nginx(raw: str, uri_path: str) -> None:
+    assert normalize_uri_path(raw) == uri_path
+    request = facts(target=raw + "?q=1")
+    assert server_variable("uri_path", request) == uri_path
+    assert server_variable("request_uri", request) == raw + "?q=1"
+
+
+# --- response rewrites ----------------------------------------------------------------------------
+
+
+def test_response_rewrite_reads_response_headers() -> None:
+    request = facts()
+    backend_headers = [("Server", "kestrel"), ("Content-Type", "text/plain")]
+    rule_set = rules(
+        rule(
+            response=[("X-Backend", "{http_resp_Server}/{var_client_ip}"), ("Server", "")],
+            conditions=[cond("http_resp_Content-Type", "^text/")],
+        )
+    )
+
+    out = rewrite_response_headers(
+        request, rule_set, rewrite_request_headers(request, rule_set), backend_headers
+    )
+
+    assert out == [("Content-Type", "text/plain"), ("X-Backend", f"kestrel/{CLIENT_IP}")]
+
+
+def test_response_rewrite_condition_on_response_header_can_fail() -> None:
+    rule_set = rules(
+        rule(response=[("X-Hit", "1")], conditions=[cond("http_resp_Content-Type", "json")])
+    )
+
+    out = rewrite_response_headers(facts(), rule_set, [], [("Content-Type", "text/html")])
+
+    assert values(out, "X-Hit") == []
+
+
+def test_response_rewrite_can_read_request_headers_and_captures() -> None:
+    request = facts([("Host", "gw"), ("X-Request-Id", "req-42")])
+    rule_set = rules(
+        rule(
+            response=[("X-Echo", "{http_req_X-Request-Id_1}")],
+            conditions=[cond("http_req_X-Request-Id", r"req-(\d+)")],
+        )
+    )
+
+    out = rewrite_response_headers(
+        request, rule_set, rewrite_request_headers(request, rule_set), []
+    )
+
+    assert out == [("X-Echo", "42")]
+
+
+def test_response_hop_by_hop_headers_are_dropped() -> None:
+    out = rewrite_response_headers(
+        facts(), None, [], [("Connection", "keep-alive"), ("Keep-Alive", "5"), ("ETag", '"1"')]
+    )
+
+    assert out == [("ETag", '"1"')]
+
+
+def test_request_actions_do_not_touch_responses() -> None:
+    rule_set = rules(rule(("X-Request-Only", "1")))
+
+    out = rewrite_response_headers(facts(), rule_set, [], [("ETag", '"1"')])
+
+    assert out == [("ETag", '"1"')]

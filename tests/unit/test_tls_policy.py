@@ -1,0 +1,571 @@
+"""SSL profile → OpenSSL context, the client-certificate decision table, and the gateway's pages.
+
+Handshakes here are real TLS between two pyOpenSSL ``Connection`` objects over memory BIOs: no
+sockets, no event loop, the same OpenSSL code paths the runtime drives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from OpenSSL import SSL
+
+from emulator.arm.certdata import ServerCertificate, TrustedClientCa, load_server_pfx
+from emulator.arm.ssl_policies import (
+    PREDEFINED_POLICIES,
+    SslPolicy,
+    TlsVersion,
+    openssl_cipher_name,
+)
+from emulator.core.pages import SERVER_TOKEN, GatewayPage, render_page
+from emulator.core.tls_policy import (
+    DECISION_TABLE,
+    CertState,
+    VerifyLog,
+    build_server_context,
+    client_auth_mode,
+    decide_client_cert,
+)
+from emulator.core.verify import verify_error_text
+from emulator.model import ClientAuthMode, Listener, ListenerProtocol, RevocationMode, SslProfile
+from emulator.pki import CA, IssuedCert, self_signed_client
+
+#: OpenSSL's X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY and X509_V_ERR_CERT_HAS_EXPIRED.
+UNABLE_TO_GET_LOCAL_ISSUER = 20
+CERT_HAS_EXPIRED = 10
+#: A handshake between two memory BIOs takes a handful of round trips; this bounds a bug's loop.
+MAX_HANDSHAKE_ROUNDS = 50
+
+
+# --- test PKI and listeners -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pki:
+    root: CA
+    issuing: CA
+    server: ServerCertificate
+    server_root: CA
+    client: IssuedCert
+    expired_client: IssuedCert
+    stranger: IssuedCert
+    lonely: IssuedCert
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    root = CA("Policy Client Root")
+    issuing = root.intermediate("Policy Issuing CA")
+    server_root = CA("Policy Server Root")
+    issued = server_root.issue_server("gateway.test")
+    return Pki(
+        root=root,
+        issuing=issuing,
+        server=load_server_pfx("server", issued.pfx(None), None, cert_id="server"),
+        server_root=server_root,
+        client=issuing.issue_client("policy-client"),
+        expired_client=issuing.issue_client("policy-expired", expired=True),
+        stranger=CA("Policy Stranger Root").issue_client("stranger"),
+        lonely=self_signed_client("lonely"),
+    )
+
+
+def make_listener(
+    pki: Pki,
+    *,
+    mode: ClientAuthMode | None = None,
+    with_profile: bool = True,
+    trusted: bool = True,
+    policy: str | SslPolicy = "AppGwSslPolicy20220101",
+) -> Listener:
+    effective = PREDEFINED_POLICIES[policy] if isinstance(policy, str) else policy
+    profile = None
+    if with_profile:
+        cas = (
+            (TrustedClientCa("chain", (pki.root.cert, pki.issuing.cert)),)
+            if trusted and mode is ClientAuthMode.STRICT
+            else ()
+        )
+        profile = SslProfile("profile", mode, False, RevocationMode.NONE, cas, None)
+    return Listener(
+        name="listener",
+        protocol=ListenerProtocol.HTTPS,
+        frontend_port=443,
+        frontend_port_name="port",
+        host_names=(),
+        server_certificate=pki.server,
+        ssl_profile=profile,
+        ssl_policy=effective,
+        require_sni=False,
+        path="resources[0].properties.httpListeners[0]",
+    )
+
+
+def client_context(
+    *,
+    cert: IssuedCert | None = None,
+    min_version: int | None = None,
+    max_version: int | None = None,
+    ciphers: bytes | None = None,
+    alpn: list[bytes] | None = None,
+) -> SSL.Context:
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    if min_version is not None:
+        ctx.set_min_proto_version(min_version)
+    if max_version is not None:
+        ctx.set_max_proto_version(max_version)
+    if ciphers is not None:
+        ctx.set_cipher_list(ciphers)
+    if cert is not None:
+        cert.configure_openssl_context(ctx)
+    if alpn is not None:
+        ctx.set_alpn_protos(alpn)
+    return ctx
+
+
+@dataclass
+class Handshake:
+    server: SSL.Connection
+    client: SSL.Connection
+    log: VerifyLog
+
+
+def _step(conn: SSL.Connection) -> bool:
+    try:
+        conn.do_handshake()
+    except SSL.WantReadError:
+        return False
+    return True
+
+
+def _pump(src: SSL.Connection, dst: SSL.Connection) -> None:
+    try:
+        data = src.bio_read(65536)
+    except SSL.WantReadError:
+        return
+    dst.bio_write(data)
+
+
+def handshake(server_ctx: SSL.Context, client_ctx: SSL.Context) -> Handshake:
+    """Run a complete TLS handshake in memory; raises ``SSL.Error`` when either side fails."""
+    log = VerifyLog()
+    server = SSL.Connection(server_ctx, None)
+    server.set_app_data(log)
+    server.set_accept_state()
+    client = SSL.Connection(client_ctx, None)
+    client.set_connect_state()
+    client_done = server_done = False
+    for _ in range(MAX_HANDSHAKE_ROUNDS):
+        client_done = _step(client) or client_done
+        _pump(client, server)
+        server_done = _step(server) or server_done
+        _pump(server, client)
+        if client_done and server_done:
+            # TLS 1.3 servers verify the client's certificate in their last flight.
+            return Handshake(server, client, log)
+    raise AssertionError("handshake did not finish")
+
+
+# --- the decision table ------------------------------------------------------------------------
+
+#: What each mode does (appgw-behaviour.md §3, §4, §6), written out independently of the table.
+EXPECTED: dict[tuple[ClientAuthMode | None, CertState], tuple[bool, str, GatewayPage | None]] = {
+    (ClientAuthMode.STRICT, CertState.ABSENT): (False, "NONE", GatewayPage.NO_CLIENT_CERT),
+    (ClientAuthMode.STRICT, CertState.VALID): (True, "SUCCESS", None),
+    (ClientAuthMode.STRICT, CertState.INVALID): (False, "FAILED", GatewayPage.CLIENT_CERT_ERROR),
+    (ClientAuthMode.PASSTHROUGH, CertState.ABSENT): (True, "NONE", None),
+    (ClientAuthMode.PASSTHROUGH, CertState.VALID): (True, "PASSTHROUGH", None),
+    (ClientAuthMode.PASSTHROUGH, CertState.INVALID): (True, "PASSTHROUGH", None),
+    (None, CertState.ABSENT): (True, "NONE", None),
+    (None, CertState.VALID): (True, "NONE", None),
+    (None, CertState.INVALID): (True, "NONE", None),
+}
+
+
+def test_decision_table_covers_every_mode_and_state() -> None:
+    modes: list[ClientAuthMode | None] = [*ClientAuthMode, None]
+    assert set(DECISION_TABLE) == {(m, s) for m in modes for s in CertState}
+
+
+@pytest.mark.parametrize(("key", "expected"), EXPECTED.items(), ids=str)
+def test_decision_table_is_the_documented_behaviour(
+    key: tuple[ClientAuthMode | None, CertState], expected: tuple[bool, str, GatewayPage | None]
+) -> None:
+    rule = DECISION_TABLE[key]
+    assert (rule.allowed, rule.verification, rule.page) == expected
+
+
+def _inputs(state: CertState) -> list[tuple[bool, VerifyLog | None, str]]:
+    """(presented, log, expected sslClientVerify) combinations that mean ``state``."""
+    if state is CertState.ABSENT:
+        return [
+            (False, None, "NONE"),
+            (False, VerifyLog(), "NONE"),
+            # A log with errors but no certificate cannot happen; "absent" still wins.
+            (False, VerifyLog([(UNABLE_TO_GET_LOCAL_ISSUER, 0)]), "NONE"),
+        ]
+    if state is CertState.VALID:
+        return [(True, None, "SUCCESS"), (True, VerifyLog(), "SUCCESS")]
+    return [
+        (
+            True,
+            VerifyLog([(UNABLE_TO_GET_LOCAL_ISSUER, 0)]),
+            "FAILED:unable to get local issuer certificate",
+        ),
+        (True, VerifyLog([(CERT_HAS_EXPIRED, 0)]), "FAILED:certificate has expired"),
+    ]
+
+
+@pytest.mark.parametrize("key", list(DECISION_TABLE), ids=str)
+def test_decide_client_cert_follows_the_table(key: tuple[ClientAuthMode | None, CertState]) -> None:
+    mode, state = key
+    rule = DECISION_TABLE[key]
+    for presented, log, ssl_client_verify in _inputs(state):
+        decision = decide_client_cert(mode, presented=presented, log=log)
+
+        assert decision.allowed is rule.allowed
+        assert decision.verification == rule.verification
+        assert decision.page is rule.page
+        assert decision.ssl_client_verify == ssl_client_verify
+        assert decision.reason
+
+
+def test_decision_reason_names_the_mode_and_the_verification_result() -> None:
+    decision = decide_client_cert(
+        ClientAuthMode.STRICT, presented=True, log=VerifyLog([(CERT_HAS_EXPIRED, 0)])
+    )
+    assert (
+        decision.reason == "Strict: client certificate verification FAILED:certificate has expired"
+    )
+
+
+# --- VerifyLog ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("errors", "result"),
+    [
+        ([], "SUCCESS"),
+        ([(20, 0)], "FAILED:unable to get local issuer certificate"),
+        ([(20, 0), (10, 0)], "FAILED:certificate has expired"),
+        ([(10, 0), (26, 0)], "FAILED:unsupported certificate purpose"),
+        ([(2, 1), (21, 0)], "FAILED:unable to verify the first certificate"),
+        ([(9999, 0)], "FAILED:certificate verify error 9999"),
+    ],
+)
+def test_verify_log_result_is_the_last_errors_openssl_text(
+    errors: list[tuple[int, int]], result: str
+) -> None:
+    assert VerifyLog(list(errors)).result == result
+
+
+def test_verify_error_texts_match_openssl_wording() -> None:
+    assert verify_error_text(18) == "self-signed certificate"
+    assert verify_error_text(19) == "self-signed certificate in certificate chain"
+    assert verify_error_text(2) == "unable to get issuer certificate"
+
+
+# --- build_server_context: client authentication --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "with_profile", "trusted", "verify_mode"),
+    [
+        (ClientAuthMode.STRICT, True, True, SSL.VERIFY_PEER),
+        (ClientAuthMode.PASSTHROUGH, True, False, SSL.VERIFY_PEER),
+        (None, True, False, SSL.VERIFY_NONE),
+        (None, False, False, SSL.VERIFY_NONE),
+    ],
+    ids=["strict", "passthrough", "profile-without-client-auth", "no-profile"],
+)
+def test_verify_mode_requests_but_never_requires_a_certificate(
+    pki: Pki,
+    mode: ClientAuthMode | None,
+    with_profile: bool,
+    trusted: bool,
+    verify_mode: int,
+) -> None:
+    listener = make_listener(pki, mode=mode, with_profile=with_profile, trusted=trusted)
+
+    ctx = build_server_context(listener)
+
+    assert ctx.get_verify_mode() == verify_mode
+    assert not ctx.get_verify_mode() & SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    assert client_auth_mode(listener) is mode
+
+
+def test_listener_without_server_certificate_has_no_context(pki: Pki) -> None:
+    listener = make_listener(pki, mode=ClientAuthMode.STRICT)
+    without = Listener(
+        listener.name,
+        ListenerProtocol.HTTP,
+        80,
+        "port",
+        (),
+        None,
+        None,
+        listener.ssl_policy,
+        False,
+        listener.path,
+    )
+
+    with pytest.raises(ValueError, match="no server certificate"):
+        build_server_context(without)
+
+
+def test_strict_advertises_the_uploaded_ca_names(pki: Pki) -> None:
+    ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.STRICT))
+
+    hs = handshake(ctx, client_context())
+
+    names = [n.CN for n in hs.client.get_client_ca_list()]
+    assert names == ["Policy Client Root", "Policy Issuing CA"]
+
+
+def test_passthrough_advertises_no_ca_names(pki: Pki) -> None:
+    ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.PASSTHROUGH))
+
+    hs = handshake(ctx, client_context())
+
+    assert hs.client.get_client_ca_list() == []
+
+
+@pytest.mark.parametrize("tls_max", [SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION], ids=["1.2", "1.3"])
+def test_strict_accepts_a_client_of_the_trusted_chain(pki: Pki, tls_max: int) -> None:
+    ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.STRICT))
+
+    hs = handshake(ctx, client_context(cert=pki.client, max_version=tls_max))
+
+    assert hs.server.get_peer_certificate(as_cryptography=True) == pki.client.cert
+    decision = decide_client_cert(ClientAuthMode.STRICT, presented=True, log=hs.log)
+    assert decision.allowed
+    assert decision.verification == "SUCCESS"
+    assert decision.ssl_client_verify == "SUCCESS"
+
+
+@pytest.mark.parametrize(
+    ("which", "reason"),
+    [
+        # OpenSSL first reports 20 (no local issuer), then 21 for the same leaf; the last wins,
+        # which is what nginx's $ssl_client_verify and so the gateway's log show.
+        ("stranger", "unable to verify the first certificate"),
+        ("expired_client", "certificate has expired"),
+        ("lonely", "self-signed certificate"),
+    ],
+)
+def test_strict_completes_the_handshake_and_rejects_a_bad_certificate_afterwards(
+    pki: Pki, which: str, reason: str
+) -> None:
+    cert: IssuedCert = getattr(pki, which)
+    ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.STRICT))
+
+    hs = handshake(ctx, client_context(cert=cert))
+
+    decision = decide_client_cert(ClientAuthMode.STRICT, presented=True, log=hs.log)
+    assert not decision.allowed
+    assert decision.page is GatewayPage.CLIENT_CERT_ERROR
+    assert decision.ssl_client_verify == f"FAILED:{reason}"
+
+
+def test_strict_completes_the_handshake_without_a_certificate(pki: Pki) -> None:
+    ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.STRICT))
+
+    hs = handshake(ctx, client_context())
+
+    presented = hs.server.get_peer_certificate() is not None
+    decision = decide_client_cert(ClientAuthMode.STRICT, presented=presented, log=hs.log)
+    assert decision.page is GatewayPage.NO_CLIENT_CERT
+
+
+@pytest.mark.parametrize("which", ["client", "stranger", "expired_client", "lonely"])
+def test_passthrough_forwards_any_certificate(pki: Pki, which: str) -> None:
+    cert: IssuedCert = getattr(pki, which)
+    ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.PASSTHROUGH))
+
+    hs = handshake(ctx, client_context(cert=cert))
+
+    assert hs.server.get_peer_certificate(as_cryptography=True) == cert.cert
+    decision = decide_client_cert(ClientAuthMode.PASSTHROUGH, presented=True, log=hs.log)
+    assert decision.allowed
+    assert decision.verification == "PASSTHROUGH"
+
+
+# --- build_server_context: protocol versions and ciphers ------------------------------------------
+
+
+def _legacy_client(version: int) -> SSL.Context:
+    # OpenSSL 3+ only offers TLS 1.0/1.1 at security level 0.
+    return client_context(min_version=version, max_version=version, ciphers=b"DEFAULT:@SECLEVEL=0")
+
+
+@pytest.mark.parametrize("version", [SSL.TLS1_VERSION, SSL.TLS1_1_VERSION], ids=["1.0", "1.1"])
+def test_policy_20220101_refuses_tls_below_1_2(pki: Pki, version: int) -> None:
+    ctx = build_server_context(make_listener(pki, policy="AppGwSslPolicy20220101"))
+
+    with pytest.raises(SSL.Error):
+        handshake(ctx, _legacy_client(version))
+
+
+def test_policy_20150501_still_accepts_tls_1_0(pki: Pki) -> None:
+    ctx = build_server_context(make_listener(pki, policy="AppGwSslPolicy20150501"))
+
+    hs = handshake(ctx, _legacy_client(SSL.TLS1_VERSION))
+
+    assert hs.server.get_protocol_version_name() == "TLSv1"
+
+
+@pytest.mark.parametrize(
+    ("policy", "negotiated"),
+    [
+        ("AppGwSslPolicy20220101", "TLSv1.3"),
+        ("AppGwSslPolicy20220101S", "TLSv1.3"),
+        ("AppGwSslPolicy20170401S", "TLSv1.2"),
+        ("AppGwSslPolicy20150501", "TLSv1.2"),
+        (SslPolicy("Custom(TLSv1_2)", TlsVersion.TLSV1_2, (), False), "TLSv1.2"),
+        (SslPolicy("CustomV2(TLSv1_2)", TlsVersion.TLSV1_2, (), True), "TLSv1.3"),
+    ],
+    ids=["20220101", "20220101S", "20170401S", "20150501", "custom", "customv2"],
+)
+def test_policies_without_tls13_cap_at_tls_1_2(
+    pki: Pki, policy: str | SslPolicy, negotiated: str
+) -> None:
+    ctx = build_server_context(make_listener(pki, policy=policy))
+
+    hs = handshake(ctx, client_context())
+
+    assert hs.server.get_protocol_version_name() == negotiated
+
+
+def test_tls13_offers_only_azures_two_suites(pki: Pki) -> None:
+    ctx = build_server_context(make_listener(pki, policy="AppGwSslPolicy20220101"))
+    chacha_only = client_context()
+    chacha_only.set_tls13_ciphersuites(b"TLS_CHACHA20_POLY1305_SHA256")
+
+    with pytest.raises(SSL.Error):
+        handshake(ctx, chacha_only)
+
+
+@pytest.mark.parametrize(
+    ("policy", "accepted"),
+    [("AppGwSslPolicy20220101", True), ("AppGwSslPolicy20220101S", False)],
+)
+def test_cbc_suites_follow_the_policy(pki: Pki, policy: str, accepted: bool) -> None:
+    ctx = build_server_context(make_listener(pki, policy=policy))
+    cbc_client = client_context(
+        max_version=SSL.TLS1_2_VERSION, ciphers=b"ECDHE-ECDSA-AES128-SHA256"
+    )
+
+    if accepted:
+        hs = handshake(ctx, cbc_client)
+        assert hs.server.get_cipher_name() == "ECDHE-ECDSA-AES128-SHA256"
+    else:
+        with pytest.raises(SSL.Error):
+            handshake(ctx, cbc_client)
+
+
+@pytest.mark.parametrize(
+    ("offered", "selected"),
+    [
+        ([b"h2", b"http/1.1"], b"http/1.1"),
+        ([b"http/1.1"], b"http/1.1"),
+        ([b"h2"], b""),
+    ],
+)
+def test_alpn_selects_http11_only(pki: Pki, offered: list[bytes], selected: bytes) -> None:
+    ctx = build_server_context(make_listener(pki))
+
+    hs = handshake(ctx, client_context(alpn=offered))
+
+    assert hs.client.get_alpn_proto_negotiated() == selected
+
+
+# --- cipher names ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("azure", "openssl"),
+    [
+        ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "ECDHE-RSA-AES128-GCM-SHA256"),
+        ("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"),
+        ("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256", "ECDHE-RSA-AES128-SHA256"),
+        ("TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384", "ECDHE-ECDSA-AES256-SHA384"),
+        ("TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA", "ECDHE-RSA-AES256-SHA"),
+        ("TLS_RSA_WITH_AES_128_GCM_SHA256", "AES128-GCM-SHA256"),
+        ("TLS_RSA_WITH_AES_256_CBC_SHA256", "AES256-SHA256"),
+        ("TLS_RSA_WITH_AES_128_CBC_SHA", "AES128-SHA"),
+        ("TLS_DHE_RSA_WITH_AES_256_GCM_SHA384", "DHE-RSA-AES256-GCM-SHA384"),
+        ("TLS_RSA_WITH_3DES_EDE_CBC_SHA", "DES-CBC3-SHA"),
+        ("TLS_AES_128_GCM_SHA256", None),
+        ("TLS_AES_256_GCM_SHA384", None),
+        ("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", None),
+        ("ECDHE-RSA-AES128-GCM-SHA256", None),
+        ("", None),
+    ],
+)
+def test_openssl_cipher_name(azure: str, openssl: str | None) -> None:
+    assert openssl_cipher_name(azure) == openssl
+
+
+@pytest.mark.parametrize("policy", list(PREDEFINED_POLICIES.values()), ids=lambda p: p.name)
+def test_every_predefined_suite_is_a_cipher_openssl_knows(policy: SslPolicy) -> None:
+    for suite in policy.cipher_suites:
+        name = openssl_cipher_name(suite)
+        assert name is not None, suite
+        ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+        ctx.set_cipher_list(name.encode() + b":@SECLEVEL=0")  # raises when OpenSSL has no match
+
+
+# --- pages ----------------------------------------------------------------------------------------
+
+#: appgw-behaviour.md §3, verbatim.
+NO_CERT_PAGE = (
+    "<html>\n<head><title>400 No required SSL certificate was sent</title></head>\n<body>\n"
+    "<center><h1>400 Bad Request</h1></center>\n<center>No required SSL certificate was sent"
+    "</center>\n<hr><center>Microsoft-Azure-Application-Gateway/v2</center>\n</body>\n</html>"
+)
+
+
+def test_no_client_cert_page_is_the_documented_bytes() -> None:
+    assert render_page(GatewayPage.NO_CLIENT_CERT) == (NO_CERT_PAGE + "\n").encode()
+
+
+def test_client_cert_error_page_has_nginx_title_and_detail() -> None:
+    assert render_page(GatewayPage.CLIENT_CERT_ERROR) == (
+        b"<html>\n<head><title>400 The SSL certificate error</title></head>\n<body>\n"
+        b"<center><h1>400 Bad Request</h1></center>\n<center>The SSL certificate error</center>\n"
+        b"<hr><center>Microsoft-Azure-Application-Gateway/v2</center>\n</body>\n</html>\n"
+    )
+
+
+def test_plain_error_page_has_no_detail_line() -> None:
+    assert render_page(GatewayPage.BAD_GATEWAY) == (
+        b"<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n"
+        b"<center><h1>502 Bad Gateway</h1></center>\n"
+        b"<hr><center>Microsoft-Azure-Application-Gateway/v2</center>\n</body>\n</html>\n"
+    )
+
+
+@pytest.mark.parametrize("page", list(GatewayPage), ids=lambda p: p.name)
+def test_every_page_carries_its_status_and_the_server_token(page: GatewayPage) -> None:
+    body = render_page(page).decode()
+
+    assert f"<h1>{page.status} {page.reason}</h1>" in body
+    assert f"<hr><center>{SERVER_TOKEN}</center>" in body
+    assert body.endswith("</html>\n")
+
+
+@pytest.mark.parametrize(
+    ("page", "status"),
+    [
+        (GatewayPage.NO_CLIENT_CERT, 400),
+        (GatewayPage.CLIENT_CERT_ERROR, 400),
+        (GatewayPage.PLAIN_HTTP_TO_HTTPS, 400),
+        (GatewayPage.NOT_FOUND, 404),
+        (GatewayPage.REQUEST_TIMEOUT, 408),
+        (GatewayPage.BAD_GATEWAY, 502),
+        (GatewayPage.GATEWAY_TIMEOUT, 504),
+    ],
+)
+def test_page_status_codes(page: GatewayPage, status: int) -> None:
+    assert page.status == status
