@@ -417,14 +417,22 @@ def _policy_from(b: _Builder, p: Props | None) -> SslPolicy | None:
             )
         return PREDEFINED_POLICIES[match]
     if policy_type in ("custom", "customv2"):
-        try:
-            version = TlsVersion(min_version or "TLSv1_2")
-        except ValueError:
+        wanted = (min_version or TlsVersion.TLSV1_2.value).lower()
+        version = next((v for v in TlsVersion if v.value.lower() == wanted), None)
+        if version is None:
             raise p.error(
                 "minProtocolVersion",
                 f"is '{min_version}'",
                 fix="use TLSv1_0, TLSv1_1, TLSv1_2 or TLSv1_3",
-            ) from None
+            )
+        if version is TlsVersion.TLSV1_3 and policy_type == "custom":
+            # TLS 1.3 exists only in the CustomV2 policy type (TLS policy overview); a Custom
+            # policy caps at TLS 1.2, so this minimum would leave no protocol to negotiate.
+            raise p.error(
+                "minProtocolVersion",
+                "is 'TLSv1_3', which only a 'CustomV2' policy supports",
+                fix="set 'policyType' to 'CustomV2', or lower 'minProtocolVersion' to TLSv1_2",
+            )
         return SslPolicy(
             name=f"Custom({version.value})",
             min_version=version,
@@ -640,7 +648,8 @@ def _listeners(
             port_ref, "frontendPorts", ports, path=inner.key_path("frontendPort")
         )
         protocol = _enum(b, ListenerProtocol, inner.str_("protocol") or "Http", inner, "protocol")
-        host_names = [inner.str_("hostName")] if inner.get("hostName") else []
+        single_host = inner.str_("hostName")
+        host_names = [single_host] if single_host else []
         host_names += [str(h) for h in inner.list_("hostNames")]
         for host in host_names:
             if not host or not _HOST_NAME.match(host):

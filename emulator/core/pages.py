@@ -48,7 +48,7 @@ class GatewayPage(enum.Enum):
 
 
 def render_page(page: GatewayPage) -> bytes:
-    """The HTML body nginx writes for ``page``, with Azure's server token."""
+    """The HTML body nginx writes for ``page``, with Azure's server token, CRLF line ends."""
     p = page.value
     title = f"{p.status} {p.detail or p.reason}"
     lines = [
@@ -60,4 +60,6 @@ def render_page(page: GatewayPage) -> bytes:
     if p.detail:
         lines.append(f"<center>{p.detail}</center>")
     lines += [f"<hr><center>{SERVER_TOKEN}</center>", "</body>", "</html>", ""]
-    return "\n".join(lines).encode()
+    # nginx writes its pages with CRLF line ends (src/http/ngx_http_special_response.c), so
+    # the gateway's pages have them too.
+    return "\r\n".join(lines).encode()

@@ -62,6 +62,8 @@ MAX_REQUEST_HEADER_BYTES: Final = 32 * 1024
 LINGER_TOTAL_S: Final = 2.0
 LINGER_IDLE_S: Final = 0.5
 RECEIVE_SIZE: Final = 65536
+#: The port a Host header leaves out (RFC 9110 section 7.2: the scheme's default).
+DEFAULT_HTTP_PORT: Final = 80
 #: nginx's access-log status for a request whose client closed the connection before the
 #: response started (not sent on the wire; Azure's access log shows it too).
 CLIENT_CLOSED_REQUEST: Final = 499
@@ -193,9 +195,27 @@ class ClientConnection:
             LOGGER.debug(
                 "client.gone listener=%s client=%s:%s", self.runtime.listener.name, *self.peer
             )
+        except Exception:
+            # A bug met by one connection must not stop the gateway: the exception would
+            # reach the listeners' nursery and take every listener down. Logged with the
+            # traceback (it is a bug to report), answered 500 when nothing was sent yet.
+            LOGGER.exception(
+                "connection.internal_error listener=%s client=%s:%s",
+                self.runtime.listener.name,
+                *self.peer,
+            )
+            await self._internal_error_page()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                 await self.stream.aclose()
+
+    async def _internal_error_page(self) -> None:
+        if self.h11conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        try:
+            await self._send_page(GatewayPage.INTERNAL_ERROR, close=True)
+        except (_ClientGone, h11.LocalProtocolError) as exc:
+            LOGGER.debug("the 500 page could not be sent: %s", exc)
 
     async def _handshake(self) -> bool:
         assert self.runtime.ssl_context is not None
@@ -305,10 +325,21 @@ class ClientConnection:
         decision = self.decision
         assert decision is not None
         facts = self._facts(request, decision)
-        if not decision.allowed:
-            assert decision.page is not None
-            await self._send_page(decision.page, close=True)
-            self._access(facts, decision.page.status, started, routed="", server_status="")
+        page = decision.page if not decision.allowed else None
+        if _ambiguous_framing(request):
+            # Content-Length beside Transfer-Encoding is the request-smuggling shape: h11 goes
+            # by Transfer-Encoding, but forwarding both lets a backend frame by the other.
+            # nginx (since 1.21.1), and so the gateway, answers 400 before anything else.
+            LOGGER.info(
+                "http.bad_request listener=%s client=%s:%s reason=%s",
+                self.runtime.listener.name,
+                *self.peer,
+                "both Content-Length and Transfer-Encoding",
+            )
+            page = GatewayPage.BAD_REQUEST
+        if page is not None:
+            await self._send_page(page, close=True)
+            self._access(facts, page.status, started, routed="", server_status="")
             await self._linger()
             return False
         return await self._proxy(request, facts, started)
@@ -346,6 +377,10 @@ class ClientConnection:
         headers = rewrite_request_headers(facts, rule.rewrite_rule_set, host=host_override)
         headers = [(k, v) for k, v in headers if k.lower() != "expect"]
         routed = f"{address[0]}:{address[1]}"
+        if not any(k.lower() == "host" for k, _ in headers):
+            # An HTTP/1.0 client may omit Host, but the backend request is HTTP/1.1, which
+            # requires one: name the backend, as nginx's default ``Host $proxy_host`` does.
+            headers.insert(0, ("Host", routed if address[1] != DEFAULT_HTTP_PORT else address[0]))
         response: h11.Response | None = None
         response_started = False
         try:
@@ -537,6 +572,11 @@ class ClientConnection:
             record.timeTaken * 1000,
         )
         self.on_access(record)
+
+
+def _ambiguous_framing(request: h11.Request) -> bool:
+    names = {name for name, _ in request.headers}  # h11 gives them lower-cased
+    return b"content-length" in names and b"transfer-encoding" in names
 
 
 def _page_response(page: GatewayPage, *, close: bool, length: int | None = None) -> h11.Response:

@@ -32,9 +32,10 @@ from tests.e2e.stack import (
 )
 
 NO_CERT_PAGE = (
-    b"<html>\n<head><title>400 No required SSL certificate was sent</title></head>\n<body>\n"
-    b"<center><h1>400 Bad Request</h1></center>\n<center>No required SSL certificate was sent</center>\n"
-    b"<hr><center>Microsoft-Azure-Application-Gateway/v2</center>\n</body>\n</html>\n"
+    b"<html>\r\n<head><title>400 No required SSL certificate was sent</title></head>\r\n"
+    b"<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n"
+    b"<center>No required SSL certificate was sent</center>\r\n"
+    b"<hr><center>Microsoft-Azure-Application-Gateway/v2</center>\r\n</body>\r\n</html>\r\n"
 )
 BAD_CERT_TITLE = b"<title>400 The SSL certificate error</title>"
 BAD_CERTS = ["expired", "not_yet_valid", "unrelated", "self_signed"]

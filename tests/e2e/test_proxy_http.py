@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import copy
 import http.client
+import logging
 import re
 import socket
 import ssl
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,19 @@ MIB = 1024 * 1024
 #: The stub's /bytes/<n> body: a repeating pattern, so content can be checked, not just length.
 STUB_PATTERN = b"0123456789abcdef"
 TEMPLATE_PORTS = {STRICT_LISTENER: 8443, PASSTHROUGH_LISTENER: 9443}
+
+
+@pytest.fixture(autouse=True)
+def _gateway_logs_no_internal_error(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The gateway survives a bug in one connection (it logs and answers 500), so a test that
+    only looks at replies would not notice one: fail on the log record instead."""
+    yield
+    errors = [
+        r.getMessage()
+        for r in caplog.get_records("call")
+        if r.name.startswith("emulator") and r.levelno >= logging.ERROR
+    ]
+    assert errors == []
 
 
 def stub_bytes(n: int) -> bytes:
@@ -472,6 +486,42 @@ async def test_backend_connections_are_reused_across_requests(
     assert len(backend_sockets) <= 2
 
 
+async def _closing_backend(
+    close_after_s: float, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A keep-alive backend whose idle timeout is ``close_after_s``: it answers one request per
+    connection without ``Connection: close``, then closes the idle connection."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+
+    async def handle(stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        while not isinstance(event := conn.next_event(), h11.EndOfMessage):
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+        body = b"short-lived"
+        head = h11.Response(status_code=200, headers=[(b"Content-Length", b"%d" % len(body))])
+        for event in (head, h11.Data(data=body), h11.EndOfMessage()):
+            await stream.send_all(conn.send(event) or b"")
+        await trio.sleep(close_after_s)
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handle, listeners)
+        task_status.started(int(listeners[0].socket.getsockname()[1]))
+
+
+async def test_backend_closing_idle_connection_is_not_reused(
+    nursery: trio.Nursery, pki: PkiBundle, tmp_path: Path
+) -> None:
+    port = await nursery.start(_closing_backend, 0.05)
+    stack = await start_demo(nursery, pki, tmp_path, backend_port=port)
+    gateway_port = stack.port(PASSTHROUGH_LISTENER)
+    for _ in range(3):
+        reply = await https_request(gateway_port, client_context(pki))
+        assert (reply.status, reply.body) == (200, b"short-lived")
+        await trio.sleep(0.2)  # the backend has closed the pooled connection by now
+
+
 def _abandon_upload(port: int, ctx: ssl.SSLContext) -> None:
     with raw_tls_socket(port, ctx) as tls:
         tls.sendall(b"POST /never HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\n")
@@ -563,3 +613,63 @@ async def test_client_vanishing_mid_body_is_logged_as_499(
     await wait_for_access_records(demo_stack.gateway)
     record = demo_stack.gateway.access_log[-1]
     assert (record.requestUri, record.httpStatus, record.serverStatus) == ("/never", 499, "")
+
+
+# -- HTTP/1.0 and internal errors -------------------------------------------------------------
+
+
+async def test_http10_request_without_host_is_forwarded_with_backend_as_host(
+    demo_stack: Stack, pki: PkiBundle
+) -> None:
+    data = await trio.to_thread.run_sync(
+        raw_exchange,
+        demo_stack.port(PASSTHROUGH_LISTENER),
+        client_context(pki),
+        b"GET /old HTTP/1.0\r\n\r\n",
+    )
+    (reply,) = parse_responses(data)
+    assert reply.status == 200
+    seen = demo_stack.recorded[-1]
+    assert seen.header_values("Host") == (f"127.0.0.1:{demo_stack.backend_port}",)
+    assert seen.header_values("X-Original-Host") == ()
+
+
+async def test_internal_error_answers_500_and_the_gateway_keeps_serving(
+    demo_stack: Stack,
+    pki: PkiBundle,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken_rewrite(*args: object, **kwargs: object) -> list[tuple[str, str]]:
+        raise RuntimeError("injected bug")
+
+    port = demo_stack.port(PASSTHROUGH_LISTENER)
+    with monkeypatch.context() as patch:
+        patch.setattr(proxy, "rewrite_request_headers", broken_rewrite)
+        reply = await https_request(port, client_context(pki))
+    assert_gateway_page(reply, GatewayPage.INTERNAL_ERROR)
+    assert reply.header("Connection") == "close"
+    logged = [r for r in caplog.records if "connection.internal_error" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].exc_info is not None
+    caplog.clear()  # the error above was the point of this test
+    assert (await https_request(port, client_context(pki))).status == 200
+
+
+async def test_content_length_with_transfer_encoding_is_rejected_400(
+    demo_stack: Stack, pki: PkiBundle
+) -> None:
+    # The request-smuggling shape: a backend framing by Content-Length would read "0\r\n\r\n"
+    # as the start of a second request.
+    request = (
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    )
+    data = await trio.to_thread.run_sync(
+        raw_exchange, demo_stack.port(PASSTHROUGH_LISTENER), client_context(pki), request
+    )
+    (reply,) = parse_responses(data)
+    assert_gateway_page(reply, GatewayPage.BAD_REQUEST)
+    assert reply.header("Connection") == "close"
+    assert demo_stack.recorded == []
+    assert demo_stack.gateway.access_log[-1].httpStatus == 400

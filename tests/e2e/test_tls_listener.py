@@ -12,6 +12,7 @@ import socket
 import ssl
 import time
 import warnings
+from collections.abc import Iterator
 
 import pytest
 import trio
@@ -36,6 +37,18 @@ LISTENERS = [STRICT_LISTENER, PASSTHROUGH_LISTENER]
 #: Concurrent clients in the load test, and how many client threads run at once.
 CONCURRENT_CLIENTS = 50
 CLIENT_THREADS = 16
+
+
+@pytest.fixture(autouse=True)
+def _gateway_logs_no_internal_error(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The gateway survives a bug in one connection by logging it: fail on that record."""
+    yield
+    errors = [
+        r.getMessage()
+        for r in caplog.get_records("call")
+        if r.name.startswith("emulator") and r.levelno >= logging.ERROR
+    ]
+    assert errors == []
 
 
 def plain_exchange(port: int, data: bytes) -> bytes:

@@ -944,3 +944,61 @@ def test_backend_settings_defaults(demo: GatewayResource) -> None:
     assert settings.request_timeout_s == 20
     assert settings.host_name is None
     assert settings.pick_host_name_from_backend_address is False
+
+
+@pytest.mark.parametrize(
+    ("policy", "name", "min_version", "tls13"),
+    [
+        (
+            {"policyType": "Custom", "minProtocolVersion": "TLSv1_1"},
+            "Custom(TLSv1_1)",
+            "TLSv1_1",
+            False,
+        ),
+        (
+            {"policyType": "CustomV2", "minProtocolVersion": "TLSv1_3"},
+            "Custom(TLSv1_3)",
+            "TLSv1_3",
+            True,
+        ),
+        (
+            {"policyType": "customv2", "minProtocolVersion": "tlsv1_2"},
+            "Custom(TLSv1_2)",
+            "TLSv1_2",
+            True,
+        ),
+        ({"policyType": "Custom"}, "Custom(TLSv1_2)", "TLSv1_2", False),
+        ({"policyName": "AppGwSslPolicy20170401S"}, "AppGwSslPolicy20170401S", "TLSv1_2", False),
+    ],
+)
+def test_gateway_ssl_policy_kinds(
+    demo: GatewayResource, policy: Resource, name: str, min_version: str, tls13: bool
+) -> None:
+    config = build(demo, lambda r: props(r).__setitem__("sslPolicy", policy))
+
+    effective = config.listener("strict-listener").ssl_policy
+    assert (effective.name, effective.min_version.value, effective.tls13) == (
+        name,
+        min_version,
+        tls13,
+    )
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"policyType": "Custom", "minProtocolVersion": "TLSv1_3"},
+        {"policyType": "Custom", "minProtocolVersion": "SSLv3"},
+    ],
+)
+def test_impossible_custom_policy_minimum_is_rejected(
+    demo: GatewayResource, policy: Resource
+) -> None:
+    with pytest.raises(TemplateError) as info:
+        build(demo, lambda r: props(r).__setitem__("sslPolicy", policy))
+
+    assert_error(
+        info.value,
+        code="InvalidTemplate",
+        path="resources[0].properties.sslPolicy.minProtocolVersion",
+    )
