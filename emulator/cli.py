@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import functools
+import json
 import logging
 import shlex
 import signal
@@ -20,15 +21,17 @@ from typing import Final
 
 import trio
 
+from emulator.arm.expressions import DeploymentScope
 from emulator.arm.template import load_template, select_gateway
 from emulator.demo import CERT_HEADERS, PASSTHROUGH_LISTENER, STRICT_LISTENER, write_demo_template
-from emulator.errors import EmulatorError, StartupError
+from emulator.errors import EmulatorError, InvalidConfiguration, StartupError, UnsupportedFeature
 from emulator.model import (
     BackendAddress,
     GatewayConfig,
     build_gateway_config,
     with_backend_overrides,
 )
+from emulator.summary import describe, render_text
 
 __all__ = ["main"]
 
@@ -74,6 +77,46 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _add_config_arguments(command: argparse.ArgumentParser) -> None:
+    """The arguments that say which gateway to load, shared by ``run`` and ``validate``."""
+    command.add_argument("--template-file", "-f", required=True, type=Path)
+    command.add_argument(
+        "--parameters",
+        "-p",
+        action="append",
+        nargs="+",
+        default=[],
+        metavar="PARAM",
+        help="@deploymentParameters.json or NAME=VALUE (repeatable; later wins, as az does)",
+    )
+    command.add_argument(
+        "--backend",
+        action="append",
+        type=_backend_arg,
+        default=[],
+        metavar="POOL=HOST:PORT[,HOST:PORT]",
+    )
+    command.add_argument("--gateway", help="which gateway, when the template holds several")
+    scope = DeploymentScope()
+    command.add_argument(
+        "--subscription",
+        default=scope.subscription_id,
+        help="subscription id for resourceId()/subscription() (default: all zeros)",
+    )
+    command.add_argument(
+        "--resource-group",
+        "-g",
+        default=scope.resource_group,
+        help=f"resource group for resourceId()/resourceGroup() (default: {scope.resource_group})",
+    )
+    command.add_argument(
+        "--location",
+        "-l",
+        default=scope.location,
+        help=f"resourceGroup().location (default: {scope.location})",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="appgw-emulator",
@@ -100,23 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
 
     run = sub.add_parser("run", help="run an ARM template's application gateway locally")
-    run.add_argument("--template-file", "-f", required=True, type=Path)
-    run.add_argument(
-        "--parameters",
-        "-p",
-        action="append",
-        nargs="+",
-        default=[],
-        metavar="PARAM",
-        help="@deploymentParameters.json or NAME=VALUE (repeatable; later wins, as az does)",
-    )
-    run.add_argument(
-        "--backend",
-        action="append",
-        type=_backend_arg,
-        default=[],
-        metavar="POOL=HOST:PORT[,HOST:PORT]",
-    )
+    _add_config_arguments(run)
     run.add_argument(
         "--listen",
         action="append",
@@ -125,7 +152,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TEMPLATE_PORT=LOCAL_PORT",
     )
     run.add_argument("--bind", default="127.0.0.1")
-    run.add_argument("--gateway", help="which gateway, when the template holds several")
+
+    validate = sub.add_parser(
+        "validate",
+        help="check a template the way Azure would, list every problem, summarise what would run",
+    )
+    _add_config_arguments(validate)
+    validate.add_argument("--output", "-o", choices=["text", "json"], default="text")
 
     certs = sub.add_parser("certs", help="demo/test PKI")
     certs_sub = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
@@ -213,17 +246,64 @@ def _cmd_certs_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_config(
-    template: Path,
-    parameters: Sequence[str],
-    gateway: str | None,
-    backends: Sequence[tuple[str, tuple[BackendAddress, ...]]],
-) -> tuple[GatewayConfig, Sequence[tuple[str, str]]]:
-    loaded = load_template(template, parameters)
-    config = build_gateway_config(select_gateway(loaded, gateway))
-    if backends:
-        config = with_backend_overrides(config, dict(backends))
+def _load_config(args: argparse.Namespace) -> tuple[GatewayConfig, Sequence[tuple[str, str]]]:
+    parameters = [item for group in args.parameters for item in group]
+    scope = DeploymentScope(
+        subscription_id=args.subscription,
+        resource_group=args.resource_group,
+        location=args.location,
+    )
+    loaded = load_template(args.template_file, parameters, scope=scope)
+    config = build_gateway_config(select_gateway(loaded, args.gateway))
+    if args.backend:
+        config = with_backend_overrides(config, dict(args.backend))
     return config, loaded.skipped
+
+
+def _problems(exc: EmulatorError) -> list[EmulatorError]:
+    return exc.problems if isinstance(exc, InvalidConfiguration) else [exc]
+
+
+def _problem_json(exc: EmulatorError) -> dict[str, str | None]:
+    kind = "not-emulated" if isinstance(exc, UnsupportedFeature) else "error"
+    return {
+        "kind": kind,
+        "code": exc.error_code,
+        "file": exc.file,
+        "path": exc.path,
+        "message": exc.message,
+        "fix": exc.fix,
+    }
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    """``validate``: every problem, or OK and the summary. Never binds a port."""
+    try:
+        config, skipped = _load_config(args)
+    except EmulatorError as exc:
+        problems = _problems(exc)
+        if args.output == "json":
+            _say(
+                json.dumps(
+                    {"ok": False, "problems": [_problem_json(p) for p in problems]}, indent=2
+                )
+            )
+        else:
+            for problem in problems:
+                label = "not emulated" if isinstance(problem, UnsupportedFeature) else "error"
+                _say(f"{label}: {problem}")
+            _say(f"{len(problems)} problem(s) found")
+        return 1
+    description = describe(config)
+    description["skippedResources"] = [{"type": t, "name": n} for t, n in skipped]
+    if args.output == "json":
+        _say(json.dumps({"ok": True, "problems": [], "summary": description}, indent=2))
+    else:
+        _say("OK")
+        _say(render_text(description))
+        for rtype, name in skipped:
+            _say(f"  skipped resource {rtype} '{name}' (not part of the gateway)")
+    return 0
 
 
 def _check_listen_ports(config: GatewayConfig, listen: Mapping[int, int]) -> None:
@@ -244,8 +324,7 @@ def _check_listen_ports(config: GatewayConfig, listen: Mapping[int, int]) -> Non
 def _cmd_run(args: argparse.Namespace) -> int:
     from emulator.runtime.gateway import Gateway
 
-    parameters = [item for group in args.parameters for item in group]
-    config, skipped = _load_config(args.template_file, parameters, args.gateway, args.backend)
+    config, skipped = _load_config(args)
     listen = dict(args.listen)
     _check_listen_ports(config, listen)
     _summary(config, skipped)
@@ -348,7 +427,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             backend_host=backend_host,
             backend_port=port,
         )
-        config, _ = _load_config(template, parameters, None, ())
+        config = build_gateway_config(select_gateway(load_template(template, parameters), None))
         _summary(config)
         gateway = Gateway(
             config,
@@ -417,6 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_up(args)
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "validate":
+            return _cmd_validate(args)
         if args.command == "certs":
             return _cmd_certs_init(args)
     except EmulatorError as exc:

@@ -10,6 +10,7 @@ Tree::
 
     EmulatorError
       TemplateError            load time: template, parameters, gateway model
+        InvalidConfiguration   several problems at once (``problems``)
         UnsupportedFeature     valid for Azure, not emulated yet
       CertificateError         load time: PFX / trusted client CA data
       StartupError             binding ports, starting tasks
@@ -29,6 +30,7 @@ __all__ = [
     "BackendTimeout",
     "CertificateError",
     "EmulatorError",
+    "InvalidConfiguration",
     "ProxyError",
     "StartupError",
     "TemplateError",
@@ -90,6 +92,28 @@ class TemplateError(EmulatorError):
     """The template, its parameters or the gateway resource cannot be turned into a gateway."""
 
     code = "InvalidTemplate"
+
+
+class InvalidConfiguration(TemplateError):
+    """Several problems found in one configuration; ``problems`` holds each of them.
+
+    Raised by the model build after it has looked at everything, so a user fixes a template in
+    one round instead of one error per run.
+    """
+
+    code = "InvalidTemplate"
+
+    def __init__(self, problems: list[EmulatorError]) -> None:
+        self.problems = list(problems)
+        first = self.problems[0]
+        super().__init__(
+            f"{len(self.problems)} problem(s) in the configuration",
+            file=first.file,
+            code=first.error_code if len(self.problems) == 1 else None,
+        )
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
 
 
 class UnsupportedFeature(TemplateError):

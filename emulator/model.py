@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol, TypeVar
 
 from emulator.arm.certdata import (
@@ -36,7 +38,13 @@ from emulator.arm.ssl_policies import (
     SslPolicy,
     TlsVersion,
 )
-from emulator.errors import CertificateError, EmulatorError, TemplateError, UnsupportedFeature
+from emulator.errors import (
+    CertificateError,
+    EmulatorError,
+    InvalidConfiguration,
+    TemplateError,
+    UnsupportedFeature,
+)
 
 __all__ = [
     "BackendAddress",
@@ -268,22 +276,82 @@ _PROPERTIES_UNSUPPORTED: Final = {
 }
 
 
+class _Skip(Exception):
+    """An item depends on one whose error is already recorded; reporting it again is noise."""
+
+
 @dataclass
 class _Builder:
-    """One model build: the resource, the notes and the indexes built along the way."""
+    """One model build: the resource, the notes, and every problem found so far.
+
+    Problems are collected rather than raised, so ``validate`` can list all of them at once: an
+    item (a listener, a certificate…) that fails is recorded as broken, and items that refer to
+    it are skipped silently instead of reporting a dangling reference.
+    """
 
     gw: GatewayResourceLike
     notes: Notes = field(default_factory=Notes)
     warnings: list[str] = field(default_factory=list)
+    problems: list[EmulatorError] = field(default_factory=list)
+    broken: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def file(self) -> str:
         return self.gw.file
 
+    def report(self, exc: EmulatorError) -> None:
+        self.problems.append(exc.located(file=self.file))
+
+    @contextmanager
+    def item(self, collection: str, p: Props) -> Iterator[None]:
+        """Build one item of ``collection``; record its error and mark it broken on failure."""
+        try:
+            yield
+        except _Skip:
+            self._mark_broken(collection, p)
+        except EmulatorError as exc:
+            self.report(exc)
+            self._mark_broken(collection, p)
+
+    @contextmanager
+    def section(self) -> Iterator[None]:
+        """A part of the build that is not one item (gateway-wide checks)."""
+        try:
+            yield
+        except _Skip:
+            pass
+        except EmulatorError as exc:
+            self.report(exc)
+
+    def _mark_broken(self, collection: str, p: Props) -> None:
+        name = p.get("name")
+        if isinstance(name, str):
+            self.broken.setdefault(collection.lower(), set()).add(name.lower())
+
+    def ref_name_or_none(
+        self, ref_id: str, collection: str, known: Mapping[str, Any], *, path: str
+    ) -> str | None:
+        """:meth:`ref_name`, but None for a reference to a broken item."""
+        try:
+            return self.ref_name(ref_id, collection, known, path=path)
+        except _Skip:
+            return None
+
     def ref_name(self, ref_id: str, collection: str, known: Mapping[str, Any], *, path: str) -> str:
-        """Resolve a sub-resource id to the name of an item of ``collection``."""
+        """Resolve a sub-resource id to the name of an item of ``collection``.
+
+        Raises:
+            _Skip: the item exists but failed to build (its error is already recorded).
+            TemplateError: no such item.
+        """
         got_collection, name = id_leaf(ref_id)
         match = _lookup(known, name)
+        if (
+            got_collection.lower() == collection.lower()
+            and match is None
+            and name.lower() in self.broken.get(collection.lower(), set())
+        ):
+            raise _Skip
         if got_collection.lower() != collection.lower() or match is None:
             names = ", ".join(sorted(known)) or "none"
             raise TemplateError(
@@ -314,13 +382,18 @@ def build_gateway_config(gw: GatewayResourceLike) -> GatewayConfig:
         CertificateError: a PFX or trusted client CA upload that Azure would refuse.
     """
     b = _Builder(gw)
-    res = Props(gw.resource, type_name="ApplicationGateway", path=gw.json_path, file=gw.file)
+    res = Props(
+        gw.resource, type_name="ApplicationGateway", path=gw.json_path, file=gw.file, sink=b.report
+    )
     for meta in _RESOURCE_META:
         res.get(meta)
     props = res.child("properties", "ApplicationGatewayPropertiesFormat")
     if props is None:
         raise TemplateError(
-            "the gateway resource has no 'properties'", file=gw.file, path=gw.json_path
+            "the gateway resource has no 'properties'",
+            file=gw.file,
+            path=gw.json_path,
+            fix="put the gateway's settings under 'properties'",
         )
     # `sku` sits inside properties for application gateways; tolerate it at the top level too.
     sku = props.child("sku", "ApplicationGatewaySku") or res.child("sku", "ApplicationGatewaySku")
@@ -330,9 +403,12 @@ def build_gateway_config(gw: GatewayResourceLike) -> GatewayConfig:
         sku.get("tier")
         sku.get("capacity")
         sku.finish(ignored=("family",), notes=b.notes)
-    res.finish(ignored=_RESOURCE_IGNORED, unsupported=_RESOURCE_UNSUPPORTED, notes=b.notes)
+    with b.section():
+        res.finish(ignored=_RESOURCE_IGNORED, unsupported=_RESOURCE_UNSUPPORTED, notes=b.notes)
 
-    default_policy = _gateway_policy(b, props)
+    default_policy = PREDEFINED_POLICIES[DEFAULT_POLICY_NAME]
+    with b.section():
+        default_policy = _gateway_policy(b, props)
     certs = _ssl_certificates(b, props)
     trusted = _trusted_client_certs(b, props)
     profiles = _ssl_profiles(b, props, trusted)
@@ -342,21 +418,34 @@ def build_gateway_config(gw: GatewayResourceLike) -> GatewayConfig:
     settings = _settings(b, props)
     rewrites = _rewrite_sets(b, props)
     rules = _rules(b, props, listeners, pools, settings, rewrites)
-    enable_http2 = props.bool_("enableHttp2", False)
+    enable_http2 = False
+    with b.section():
+        enable_http2 = props.bool_("enableHttp2", False)
     if enable_http2:
         b.warnings.append(
             "enableHttp2 is true: HTTP/2 is not emulated; listeners offer HTTP/1.1 only"
         )
-    props.finish(ignored=_PROPERTIES_IGNORED, unsupported=_PROPERTIES_UNSUPPORTED, notes=b.notes)
+    with b.section():
+        props.finish(
+            ignored=_PROPERTIES_IGNORED, unsupported=_PROPERTIES_UNSUPPORTED, notes=b.notes
+        )
 
     if profiles and sku_name and sku_name.lower() not in V2_SKUS:
-        raise TemplateError(
-            f"SSL profiles need a v2 SKU; this gateway's SKU is '{sku_name}'",
-            file=gw.file,
-            path=props.key_path("sku"),
-            fix="use Standard_v2 or WAF_v2",
-            code="ApplicationGatewaySslProfileNotSupportedForSku",
+        b.report(
+            TemplateError(
+                f"SSL profiles need a v2 SKU; this gateway's SKU is '{sku_name}'",
+                file=gw.file,
+                path=props.key_path("sku"),
+                fix="use Standard_v2 or WAF_v2",
+                code="ApplicationGatewaySslProfileNotSupportedForSku",
+            )
         )
+    _check_gateway_limits(b, props, listeners, profiles, trusted)
+    _warn_unforwarded_passthrough(b, rules)
+    if b.problems:
+        if len(b.problems) == 1:
+            raise b.problems[0]
+        raise InvalidConfiguration(b.problems)
     routed = {r.listener.name for r in rules}
     for listener in listeners.values():
         if listener.name not in routed:
@@ -461,38 +550,39 @@ def _gateway_policy(b: _Builder, props: Props) -> SslPolicy:
 def _ssl_certificates(b: _Builder, props: Props) -> dict[str, ServerCertificate]:
     out: dict[str, ServerCertificate] = {}
     for p in props.children("sslCertificates", "ApplicationGatewaySslCertificate"):
-        name = _named(p)
-        _unique(b, out, name, p, "sslCertificates")
-        inner = p.child("properties", "ApplicationGatewaySslCertificatePropertiesFormat")
-        p.finish()
-        if inner is None:
-            raise TemplateError("sslCertificate has no 'properties'", file=b.file, path=p.path)
-        if inner.get("keyVaultSecretId"):
-            raise UnsupportedFeature(
-                "keyVaultSecretId cannot be read offline",
-                file=b.file,
-                path=inner.key_path("keyVaultSecretId"),
-                fix="download the certificate as a .pfx and pass it as 'data' (base64) and "
-                "'password' instead, e.g. --parameters certData=$(base64 -w0 cert.pfx)",
-            )
-        data = inner.str_("data")
-        password = inner.str_("password")
-        inner.get("publicCertData")
-        inner.finish()
-        if not data:
-            raise TemplateError(
-                f"sslCertificate '{name}' has no 'data'",
-                file=b.file,
-                path=inner.path,
-                fix="set 'data' to the base64 of the server certificate's .pfx",
-                code="ApplicationGatewaySslCertificateDataMustBeSpecified",
-            )
-        cert_id = f"{b.gw.resource_id}/sslCertificates/{name}"
-        try:
-            raw = decode_base64_field(data, what=f"sslCertificate '{name}' data")
-            out[name] = load_server_pfx(name, raw, password, cert_id=cert_id)
-        except CertificateError as exc:
-            raise exc.located(file=b.file, path=inner.key_path("data")) from None
+        with b.item("sslCertificates", p):
+            name = _named(p)
+            _unique(b, out, name, p, "sslCertificates")
+            inner = p.child("properties", "ApplicationGatewaySslCertificatePropertiesFormat")
+            p.finish()
+            if inner is None:
+                raise TemplateError("sslCertificate has no 'properties'", file=b.file, path=p.path)
+            if inner.get("keyVaultSecretId"):
+                raise UnsupportedFeature(
+                    "keyVaultSecretId cannot be read offline",
+                    file=b.file,
+                    path=inner.key_path("keyVaultSecretId"),
+                    fix="download the certificate as a .pfx and pass it as 'data' (base64) and "
+                    "'password' instead, e.g. --parameters certData=$(base64 -w0 cert.pfx)",
+                )
+            data = inner.str_("data")
+            password = inner.str_("password")
+            inner.get("publicCertData")
+            inner.finish()
+            if not data:
+                raise TemplateError(
+                    f"sslCertificate '{name}' has no 'data'",
+                    file=b.file,
+                    path=inner.path,
+                    fix="set 'data' to the base64 of the server certificate's .pfx",
+                    code="ApplicationGatewaySslCertificateDataMustBeSpecified",
+                )
+            cert_id = f"{b.gw.resource_id}/sslCertificates/{name}"
+            try:
+                raw = decode_base64_field(data, what=f"sslCertificate '{name}' data")
+                out[name] = load_server_pfx(name, raw, password, cert_id=cert_id)
+            except CertificateError as exc:
+                raise exc.located(file=b.file, path=inner.key_path("data")) from None
     return out
 
 
@@ -501,18 +591,23 @@ def _trusted_client_certs(b: _Builder, props: Props) -> dict[str, TrustedClientC
     for p in props.children(
         "trustedClientCertificates", "ApplicationGatewayTrustedClientCertificate"
     ):
-        name = _named(p)
-        _unique(b, out, name, p, "trustedClientCertificates")
-        inner = p.child("properties", "ApplicationGatewayTrustedClientCertificatePropertiesFormat")
-        p.finish()
-        data = inner.str_("data") if inner is not None else None
-        if inner is not None:
-            inner.finish(ignored=("validatedCertData", "clientCertIssuerDN"))
-        try:
-            raw = decode_base64_field(data or "", what=f"trustedClientCertificate '{name}' data")
-            out[name] = load_trusted_client_ca(name, raw)
-        except CertificateError as exc:
-            raise exc.located(file=b.file, path=f"{p.path}.properties.data") from None
+        with b.item("trustedClientCertificates", p):
+            name = _named(p)
+            _unique(b, out, name, p, "trustedClientCertificates")
+            inner = p.child(
+                "properties", "ApplicationGatewayTrustedClientCertificatePropertiesFormat"
+            )
+            p.finish()
+            data = inner.str_("data") if inner is not None else None
+            if inner is not None:
+                inner.finish(ignored=("validatedCertData", "clientCertIssuerDN"))
+            try:
+                raw = decode_base64_field(
+                    data or "", what=f"trustedClientCertificate '{name}' data"
+                )
+                out[name] = load_trusted_client_ca(name, raw)
+            except CertificateError as exc:
+                raise exc.located(file=b.file, path=f"{p.path}.properties.data") from None
     return out
 
 
@@ -521,62 +616,69 @@ def _ssl_profiles(
 ) -> dict[str, SslProfile]:
     out: dict[str, SslProfile] = {}
     for p in props.children("sslProfiles", "ApplicationGatewaySslProfile"):
-        name = _named(p)
-        _unique(b, out, name, p, "sslProfiles")
-        inner = p.child("properties", "ApplicationGatewaySslProfilePropertiesFormat")
-        p.finish()
-        if inner is None:
-            out[name] = SslProfile(name, None, False, RevocationMode.NONE, (), None)
-            continue
-        cas = tuple(
-            trusted[b.ref_name(ref, "trustedClientCertificates", trusted, path=path)]
-            for ref, path in inner.refs("trustedClientCertificates")
-        )
-        policy = _policy_from(b, inner.child("sslPolicy", "ApplicationGatewaySslPolicy"))
-        cac = inner.child("clientAuthConfiguration", "ApplicationGatewayClientAuthConfiguration")
-        inner.get("httpListeners")  # read-only back-references in `az ... show` output
-        inner.finish()
-        mode_text, issuer_dn, revocation_text = "Strict", False, "None"
-        if cac is not None:
-            mode_text = cac.str_("verifyClientAuthMode") or "Strict"
-            issuer_dn = cac.bool_("verifyClientCertIssuerDN", False)
-            revocation_text = cac.str_("verifyClientRevocation") or "None"
-            cac.finish()
-        mode = _enum(b, ClientAuthMode, mode_text, cac, "verifyClientAuthMode")
-        revocation = _enum(b, RevocationMode, revocation_text, cac, "verifyClientRevocation")
-        if mode is ClientAuthMode.PASSTHROUGH and b.gw.api_version < PASSTHROUGH_MIN_API:
-            assert cac is not None
-            raise TemplateError(
-                f"verifyClientAuthMode 'Passthrough' needs API version {PASSTHROUGH_MIN_API} or "
-                f"later; this gateway uses {b.gw.api_version}",
-                file=b.file,
-                path=cac.key_path("verifyClientAuthMode"),
-                fix=f'set the gateway\'s "apiVersion" to "{PASSTHROUGH_MIN_API}"',
-                code="InvalidRequestContent",
+        with b.item("sslProfiles", p):
+            name = _named(p)
+            _unique(b, out, name, p, "sslProfiles")
+            inner = p.child("properties", "ApplicationGatewaySslProfilePropertiesFormat")
+            p.finish()
+            if inner is None:
+                out[name] = SslProfile(name, None, False, RevocationMode.NONE, (), None)
+                continue
+            # A broken upload (already reported) is left out so the profile's own settings are
+            # still checked; the profile cannot run anyway while the build has problems.
+            cas_list: list[TrustedClientCa] = []
+            for ref, ref_path in inner.refs("trustedClientCertificates"):
+                ca_name = b.ref_name_or_none(ref, "trustedClientCertificates", trusted, path=ref_path)
+                if ca_name is not None:
+                    cas_list.append(trusted[ca_name])
+            cas = tuple(cas_list)
+            policy = _policy_from(b, inner.child("sslPolicy", "ApplicationGatewaySslPolicy"))
+            cac = inner.child(
+                "clientAuthConfiguration", "ApplicationGatewayClientAuthConfiguration"
             )
-        client_auth: ClientAuthMode | None = mode
-        if mode is ClientAuthMode.STRICT and not cas:
-            client_auth = None
-            if issuer_dn or revocation is RevocationMode.OCSP:
-                b.warnings.append(
-                    f"SSL profile '{name}': issuer-DN / OCSP settings have no effect without "
-                    "trusted client certificates (the profile requests no client certificate)"
+            inner.get("httpListeners")  # read-only back-references in `az ... show` output
+            inner.finish()
+            mode_text, issuer_dn, revocation_text = "Strict", False, "None"
+            if cac is not None:
+                mode_text = cac.str_("verifyClientAuthMode") or "Strict"
+                issuer_dn = cac.bool_("verifyClientCertIssuerDN", False)
+                revocation_text = cac.str_("verifyClientRevocation") or "None"
+                cac.finish()
+            mode = _enum(b, ClientAuthMode, mode_text, cac, "verifyClientAuthMode")
+            revocation = _enum(b, RevocationMode, revocation_text, cac, "verifyClientRevocation")
+            if mode is ClientAuthMode.PASSTHROUGH and b.gw.api_version < PASSTHROUGH_MIN_API:
+                assert cac is not None
+                raise TemplateError(
+                    f"verifyClientAuthMode 'Passthrough' needs API version {PASSTHROUGH_MIN_API} or "
+                    f"later; this gateway uses {b.gw.api_version}",
+                    file=b.file,
+                    path=cac.key_path("verifyClientAuthMode"),
+                    fix=f'set the gateway\'s "apiVersion" to "{PASSTHROUGH_MIN_API}"',
+                    code="InvalidRequestContent",
                 )
-        if revocation is RevocationMode.OCSP and client_auth is ClientAuthMode.STRICT:
-            raise UnsupportedFeature(
-                "verifyClientRevocation 'OCSP' is not emulated yet",
-                file=b.file,
-                path=f"{p.path}.properties.clientAuthConfiguration.verifyClientRevocation",
-                fix="set it to 'None' to run locally",
-            )
-        if issuer_dn and client_auth is ClientAuthMode.STRICT:
-            raise UnsupportedFeature(
-                "verifyClientCertIssuerDN is not emulated yet",
-                file=b.file,
-                path=f"{p.path}.properties.clientAuthConfiguration.verifyClientCertIssuerDN",
-                fix="set it to false to run locally",
-            )
-        out[name] = SslProfile(name, client_auth, issuer_dn, revocation, cas, policy)
+            client_auth: ClientAuthMode | None = mode
+            if mode is ClientAuthMode.STRICT and not cas:
+                client_auth = None
+                if issuer_dn or revocation is RevocationMode.OCSP:
+                    b.warnings.append(
+                        f"SSL profile '{name}': issuer-DN / OCSP settings have no effect without "
+                        "trusted client certificates (the profile requests no client certificate)"
+                    )
+            if revocation is RevocationMode.OCSP and client_auth is ClientAuthMode.STRICT:
+                raise UnsupportedFeature(
+                    "verifyClientRevocation 'OCSP' is not emulated yet",
+                    file=b.file,
+                    path=f"{p.path}.properties.clientAuthConfiguration.verifyClientRevocation",
+                    fix="set it to 'None' to run locally",
+                )
+            if issuer_dn and client_auth is ClientAuthMode.STRICT:
+                raise UnsupportedFeature(
+                    "verifyClientCertIssuerDN is not emulated yet",
+                    file=b.file,
+                    path=f"{p.path}.properties.clientAuthConfiguration.verifyClientCertIssuerDN",
+                    fix="set it to false to run locally",
+                )
+            out[name] = SslProfile(name, client_auth, issuer_dn, revocation, cas, policy)
     return out
 
 
@@ -597,25 +699,26 @@ def _enum(b: _Builder, kind: type[_E], text: str, p: Props | None, field_name: s
 def _frontend_ports(b: _Builder, props: Props) -> dict[str, int]:
     out: dict[str, int] = {}
     for p in props.children("frontendPorts", "ApplicationGatewayFrontendPort"):
-        name = _named(p)
-        _unique(b, out, name, p, "frontendPorts")
-        inner = p.child("properties", "ApplicationGatewayFrontendPortPropertiesFormat")
-        p.finish()
-        if inner is None:
-            raise TemplateError(
-                f"frontend port '{name}' has no 'properties'", file=b.file, path=p.path
-            )
-        port = inner.int_("port")
-        inner.finish()
-        if port is None or not 1 <= port <= 65535:
-            raise inner.error(
-                "port",
-                f"is {port}; a frontend port is 1-65535",
-                fix="use a port from 1 to 65535 (`run --listen PORT=LOCAL` maps it to a local "
-                "port)",
-                code="ApplicationGatewayFrontendPortOutOfRange",
-            )
-        out[name] = port
+        with b.item("frontendPorts", p):
+            name = _named(p)
+            _unique(b, out, name, p, "frontendPorts")
+            inner = p.child("properties", "ApplicationGatewayFrontendPortPropertiesFormat")
+            p.finish()
+            if inner is None:
+                raise TemplateError(
+                    f"frontend port '{name}' has no 'properties'", file=b.file, path=p.path
+                )
+            port = inner.int_("port")
+            inner.finish()
+            if port is None or not 1 <= port <= 65535:
+                raise inner.error(
+                    "port",
+                    f"is {port}; a frontend port is 1-65535",
+                    fix="use a port from 1 to 65535 (`run --listen PORT=LOCAL` maps it to a local "
+                    "port)",
+                    code="ApplicationGatewayFrontendPortOutOfRange",
+                )
+            out[name] = port
     return out
 
 
@@ -634,107 +737,119 @@ def _listeners(
 ) -> dict[str, Listener]:
     out: dict[str, Listener] = {}
     for p in props.children("httpListeners", "ApplicationGatewayHttpListener"):
-        name = _named(p)
-        _unique(b, out, name, p, "httpListeners")
-        inner = p.child("properties", "ApplicationGatewayHttpListenerPropertiesFormat")
-        p.finish()
-        if inner is None:
-            raise TemplateError(f"listener '{name}' has no 'properties'", file=b.file, path=p.path)
-        inner.ref("frontendIPConfiguration")
-        port_ref = inner.ref("frontendPort")
-        if port_ref is None:
-            raise inner.error("frontendPort", "is missing", fix="reference one of frontendPorts")
-        port_name = b.ref_name(
-            port_ref, "frontendPorts", ports, path=inner.key_path("frontendPort")
-        )
-        protocol = _enum(b, ListenerProtocol, inner.str_("protocol") or "Http", inner, "protocol")
-        single_host = inner.str_("hostName")
-        host_names = [single_host] if single_host else []
-        host_names += [str(h) for h in inner.list_("hostNames")]
-        for host in host_names:
-            if not host or not _HOST_NAME.match(host):
-                raise inner.error(
-                    "hostNames",
-                    f"has an invalid host name '{host}'",
-                    code="ApplicationGatewayHttpListenerHostNameInvalid",
-                )
-        if host_names:
-            raise UnsupportedFeature(
-                "multi-site listeners (hostName / hostNames) are not emulated yet",
-                file=b.file,
-                path=inner.key_path("hostNames" if inner.has("hostNames") else "hostName"),
-                fix="remove the host names to run the listener as a basic listener locally",
-            )
-        cert_ref = inner.ref("sslCertificate")
-        profile_ref = inner.ref("sslProfile")
-        require_sni = inner.bool_("requireServerNameIndication", False)
-        inner.get("customErrorConfigurations")
-        inner.finish(unsupported={"firewallPolicy": "per-listener WAF policies"})
-        cert = None
-        profile = None
-        if protocol is ListenerProtocol.HTTPS:
-            if cert_ref is None:
+        with b.item("httpListeners", p):
+            name = _named(p)
+            _unique(b, out, name, p, "httpListeners")
+            inner = p.child("properties", "ApplicationGatewayHttpListenerPropertiesFormat")
+            p.finish()
+            if inner is None:
                 raise TemplateError(
-                    f"HTTPS listener '{name}' has no sslCertificate",
+                    f"listener '{name}' has no 'properties'", file=b.file, path=p.path
+                )
+            inner.ref("frontendIPConfiguration")
+            port_ref = inner.ref("frontendPort")
+            if port_ref is None:
+                raise inner.error(
+                    "frontendPort", "is missing", fix="reference one of frontendPorts"
+                )
+            port_name = b.ref_name(
+                port_ref, "frontendPorts", ports, path=inner.key_path("frontendPort")
+            )
+            protocol = _enum(
+                b, ListenerProtocol, inner.str_("protocol") or "Http", inner, "protocol"
+            )
+            single_host = inner.str_("hostName")
+            host_names = [single_host] if single_host else []
+            host_names += [str(h) for h in inner.list_("hostNames")]
+            for host in host_names:
+                if not host or not _HOST_NAME.match(host):
+                    raise inner.error(
+                        "hostNames",
+                        f"has an invalid host name '{host}'",
+                        code="ApplicationGatewayHttpListenerHostNameInvalid",
+                    )
+            if host_names:
+                raise UnsupportedFeature(
+                    "multi-site listeners (hostName / hostNames) are not emulated yet",
                     file=b.file,
-                    path=inner.path,
-                    fix="reference one of sslCertificates in 'sslCertificate'",
-                    code="ApplicationGatewayHttpsListenerMustReferenceSslCertificate",
+                    path=inner.key_path("hostNames" if inner.has("hostNames") else "hostName"),
+                    fix="remove the host names to run the listener as a basic listener locally",
                 )
-            cert = certs[
-                b.ref_name(
-                    cert_ref, "sslCertificates", certs, path=inner.key_path("sslCertificate")
-                )
-            ]
-            if profile_ref is not None:
-                profile = profiles[
+            cert_ref = inner.ref("sslCertificate")
+            profile_ref = inner.ref("sslProfile")
+            require_sni = inner.bool_("requireServerNameIndication", False)
+            inner.get("customErrorConfigurations")
+            inner.finish(unsupported={"firewallPolicy": "per-listener WAF policies"})
+            cert = None
+            profile = None
+            if protocol is ListenerProtocol.HTTPS:
+                if cert_ref is None:
+                    raise TemplateError(
+                        f"HTTPS listener '{name}' has no sslCertificate",
+                        file=b.file,
+                        path=inner.path,
+                        fix="reference one of sslCertificates in 'sslCertificate'",
+                        code="ApplicationGatewayHttpsListenerMustReferenceSslCertificate",
+                    )
+                cert = certs[
                     b.ref_name(
-                        profile_ref, "sslProfiles", profiles, path=inner.key_path("sslProfile")
+                        cert_ref, "sslCertificates", certs, path=inner.key_path("sslCertificate")
                     )
                 ]
-        elif cert_ref is not None or profile_ref is not None:
-            raise TemplateError(
-                f"HTTP listener '{name}' references an SSL certificate or SSL profile",
-                file=b.file,
-                path=inner.path,
-                fix="set 'protocol' to 'Https' or remove the sslCertificate / sslProfile",
-                code="ApplicationGatewaySslProfileCannotBeUsedWithHttpListener",
+                if profile_ref is not None:
+                    profile = profiles[
+                        b.ref_name(
+                            profile_ref, "sslProfiles", profiles, path=inner.key_path("sslProfile")
+                        )
+                    ]
+            elif cert_ref is not None or profile_ref is not None:
+                raise TemplateError(
+                    f"HTTP listener '{name}' references an SSL certificate or SSL profile",
+                    file=b.file,
+                    path=inner.path,
+                    fix="set 'protocol' to 'Https' or remove the sslCertificate / sslProfile",
+                    code="ApplicationGatewaySslProfileCannotBeUsedWithHttpListener",
+                )
+            policy = (
+                profile.ssl_policy if profile and profile.ssl_policy else None
+            ) or default_policy
+            out[name] = Listener(
+                name=name,
+                protocol=protocol,
+                frontend_port=ports[port_name],
+                frontend_port_name=port_name,
+                host_names=tuple(host_names),
+                server_certificate=cert,
+                ssl_profile=profile,
+                ssl_policy=policy,
+                require_sni=require_sni,
+                path=p.path,
             )
-        policy = (profile.ssl_policy if profile and profile.ssl_policy else None) or default_policy
-        out[name] = Listener(
-            name=name,
-            protocol=protocol,
-            frontend_port=ports[port_name],
-            frontend_port_name=port_name,
-            host_names=tuple(host_names),
-            server_certificate=cert,
-            ssl_profile=profile,
-            ssl_policy=policy,
-            require_sni=require_sni,
-            path=p.path,
-        )
     return out
 
 
 def _pools(b: _Builder, props: Props) -> dict[str, BackendPool]:
     out: dict[str, BackendPool] = {}
     for p in props.children("backendAddressPools", "ApplicationGatewayBackendAddressPool"):
-        name = _named(p)
-        _unique(b, out, name, p, "backendAddressPools")
-        inner = p.child("properties", "ApplicationGatewayBackendAddressPoolPropertiesFormat")
-        p.finish()
-        addresses: list[BackendAddress] = []
-        if inner is not None:
-            for a in inner.children("backendAddresses", "ApplicationGatewayBackendAddress"):
-                host = a.str_("fqdn") or a.str_("ipAddress")
-                a.finish()
-                if not host:
-                    raise TemplateError(
-                        "a backend address needs 'fqdn' or 'ipAddress'", file=b.file, path=a.path
-                    )
-                addresses.append(BackendAddress(host))
-            inner.finish(ignored=("backendIPConfigurations",))
-        out[name] = BackendPool(name, tuple(addresses))
+        with b.item("backendAddressPools", p):
+            name = _named(p)
+            _unique(b, out, name, p, "backendAddressPools")
+            inner = p.child("properties", "ApplicationGatewayBackendAddressPoolPropertiesFormat")
+            p.finish()
+            addresses: list[BackendAddress] = []
+            if inner is not None:
+                for a in inner.children("backendAddresses", "ApplicationGatewayBackendAddress"):
+                    host = a.str_("fqdn") or a.str_("ipAddress")
+                    a.finish()
+                    if not host:
+                        raise TemplateError(
+                            "a backend address needs 'fqdn' or 'ipAddress'",
+                            file=b.file,
+                            path=a.path,
+                        )
+                    addresses.append(BackendAddress(host))
+                inner.finish(ignored=("backendIPConfigurations",))
+            out[name] = BackendPool(name, tuple(addresses))
     return out
 
 
@@ -743,88 +858,92 @@ def _settings(b: _Builder, props: Props) -> dict[str, BackendSettings]:
     for p in props.children(
         "backendHttpSettingsCollection", "ApplicationGatewayBackendHttpSettings"
     ):
-        name = _named(p)
-        _unique(b, out, name, p, "backendHttpSettingsCollection")
-        inner = p.child("properties", "ApplicationGatewayBackendHttpSettingsPropertiesFormat")
-        p.finish()
-        if inner is None:
-            raise TemplateError(
-                f"backend settings '{name}' have no 'properties'", file=b.file, path=p.path
+        with b.item("backendHttpSettingsCollection", p):
+            name = _named(p)
+            _unique(b, out, name, p, "backendHttpSettingsCollection")
+            inner = p.child("properties", "ApplicationGatewayBackendHttpSettingsPropertiesFormat")
+            p.finish()
+            if inner is None:
+                raise TemplateError(
+                    f"backend settings '{name}' have no 'properties'", file=b.file, path=p.path
+                )
+            port = inner.int_("port")
+            protocol = _enum(
+                b, ListenerProtocol, inner.str_("protocol") or "Http", inner, "protocol"
             )
-        port = inner.int_("port")
-        protocol = _enum(b, ListenerProtocol, inner.str_("protocol") or "Http", inner, "protocol")
-        timeout = inner.int_("requestTimeout", DEFAULT_REQUEST_TIMEOUT_S)
-        host_name = inner.str_("hostName")
-        pick = inner.bool_("pickHostNameFromBackendAddress", False)
-        affinity = (inner.str_("cookieBasedAffinity") or "Disabled").lower()
-        draining = inner.child("connectionDraining", "ApplicationGatewayConnectionDraining")
-        if draining is not None:
-            draining.get("enabled")
-            draining.get("drainTimeoutInSec")
-            draining.finish()
-            b.notes.add(draining.path)
-        inner.ref("probe") if inner.has("probe") else None
-        inner.finish(
-            ignored=(
-                "probeEnabled",
-                "affinityCookieName",
-                "authenticationCertificates",
-                "trustedRootCertificates",
-            ),
-            unsupported={
-                "path": "backend path override",
-                "dedicatedBackendConnection": "dedicated backend connections",
-                "sniName": "backend SNI names",
-                "validateCertChainAndExpiry": "HTTPS backends",
-                "validateSNI": "HTTPS backends",
-            },
-            notes=b.notes,
-        )
-        if port is None or not 1 <= port <= 65535:
-            raise inner.error(
-                "port", f"is {port}; it must be 1-65535", fix="use the backend's port, 1-65535"
+            timeout = inner.int_("requestTimeout", DEFAULT_REQUEST_TIMEOUT_S)
+            host_name = inner.str_("hostName")
+            pick = inner.bool_("pickHostNameFromBackendAddress", False)
+            affinity = (inner.str_("cookieBasedAffinity") or "Disabled").lower()
+            draining = inner.child("connectionDraining", "ApplicationGatewayConnectionDraining")
+            if draining is not None:
+                draining.get("enabled")
+                draining.get("drainTimeoutInSec")
+                draining.finish()
+                b.notes.add(draining.path)
+            inner.ref("probe") if inner.has("probe") else None
+            inner.finish(
+                ignored=(
+                    "probeEnabled",
+                    "affinityCookieName",
+                    "authenticationCertificates",
+                    "trustedRootCertificates",
+                ),
+                unsupported={
+                    "path": "backend path override",
+                    "dedicatedBackendConnection": "dedicated backend connections",
+                    "sniName": "backend SNI names",
+                    "validateCertChainAndExpiry": "HTTPS backends",
+                    "validateSNI": "HTTPS backends",
+                },
+                notes=b.notes,
             )
-        if protocol is ListenerProtocol.HTTPS:
-            raise UnsupportedFeature(
-                "HTTPS to the backend is not emulated yet",
-                file=b.file,
-                path=inner.key_path("protocol"),
-                fix="use 'Http' backend settings locally (and --backend to point at a plain-HTTP "
-                "backend)",
-            )
-        if affinity == "enabled":
-            raise UnsupportedFeature(
-                "cookieBasedAffinity is not emulated yet",
-                file=b.file,
-                path=inner.key_path("cookieBasedAffinity"),
-                fix="set it to 'Disabled' to run locally",
-            )
-        assert timeout is not None
-        if not 1 <= timeout <= 86400:
-            raise inner.error(
-                "requestTimeout",
-                f"is {timeout}; it must be 1-86400 seconds",
-                fix="use a number of seconds from 1 to 86400 (default "
-                f"{DEFAULT_REQUEST_TIMEOUT_S})",
-            )
-        out[name] = BackendSettings(name, port, protocol, timeout, host_name, pick)
+            if port is None or not 1 <= port <= 65535:
+                raise inner.error(
+                    "port", f"is {port}; it must be 1-65535", fix="use the backend's port, 1-65535"
+                )
+            if protocol is ListenerProtocol.HTTPS:
+                raise UnsupportedFeature(
+                    "HTTPS to the backend is not emulated yet",
+                    file=b.file,
+                    path=inner.key_path("protocol"),
+                    fix="use 'Http' backend settings locally (and --backend to point at a plain-HTTP "
+                    "backend)",
+                )
+            if affinity == "enabled":
+                raise UnsupportedFeature(
+                    "cookieBasedAffinity is not emulated yet",
+                    file=b.file,
+                    path=inner.key_path("cookieBasedAffinity"),
+                    fix="set it to 'Disabled' to run locally",
+                )
+            assert timeout is not None
+            if not 1 <= timeout <= 86400:
+                raise inner.error(
+                    "requestTimeout",
+                    f"is {timeout}; it must be 1-86400 seconds",
+                    fix="use a number of seconds from 1 to 86400 (default "
+                    f"{DEFAULT_REQUEST_TIMEOUT_S})",
+                )
+            out[name] = BackendSettings(name, port, protocol, timeout, host_name, pick)
     return out
 
 
 def _rewrite_sets(b: _Builder, props: Props) -> dict[str, RewriteRuleSet]:
     out: dict[str, RewriteRuleSet] = {}
     for p in props.children("rewriteRuleSets", "ApplicationGatewayRewriteRuleSet"):
-        name = _named(p)
-        _unique(b, out, name, p, "rewriteRuleSets")
-        inner = p.child("properties", "ApplicationGatewayRewriteRuleSetPropertiesFormat")
-        p.finish()
-        rules: list[RewriteRule] = []
-        if inner is not None:
-            for r in inner.children("rewriteRules", "ApplicationGatewayRewriteRule"):
-                rules.append(_rewrite_rule(b, r))
-            inner.finish()
-        rules.sort(key=lambda rule: rule.sequence)  # stable: ties keep document order
-        out[name] = RewriteRuleSet(name, tuple(rules))
+        with b.item("rewriteRuleSets", p):
+            name = _named(p)
+            _unique(b, out, name, p, "rewriteRuleSets")
+            inner = p.child("properties", "ApplicationGatewayRewriteRuleSetPropertiesFormat")
+            p.finish()
+            rules: list[RewriteRule] = []
+            if inner is not None:
+                for r in inner.children("rewriteRules", "ApplicationGatewayRewriteRule"):
+                    rules.append(_rewrite_rule(b, r))
+                inner.finish()
+            rules.sort(key=lambda rule: rule.sequence)  # stable: ties keep document order
+            out[name] = RewriteRuleSet(name, tuple(rules))
     return out
 
 
@@ -889,105 +1008,195 @@ def _rules(
     seen_listeners: dict[str, str] = {}
     priorities: dict[int, str] = {}
     for p in props.children("requestRoutingRules", "ApplicationGatewayRequestRoutingRule"):
-        name = _named(p)
-        _unique(b, names, name, p, "requestRoutingRules")
-        names[name] = None
-        inner = p.child("properties", "ApplicationGatewayRequestRoutingRulePropertiesFormat")
-        p.finish()
-        if inner is None:
-            raise TemplateError(
-                f"routing rule '{name}' has no 'properties'", file=b.file, path=p.path
-            )
-        rule_type = inner.str_("ruleType") or "Basic"
-        priority = inner.int_("priority")
-        listener_ref = inner.ref("httpListener")
-        pool_ref = inner.ref("backendAddressPool")
-        settings_ref = inner.ref("backendHttpSettings")
-        rewrite_ref = inner.ref("rewriteRuleSet")
-        inner.finish(
-            unsupported={
-                "urlPathMap": "path-based routing",
-                "redirectConfiguration": "redirects",
-                "loadDistributionPolicy": "load distribution policies",
-                "entraJWTValidationConfig": "JWT validation",
-            }
-        )
-        if rule_type.lower() != "basic":
-            raise UnsupportedFeature(
-                f"ruleType '{rule_type}' is not emulated yet",
-                file=b.file,
-                path=inner.key_path("ruleType"),
-                fix="use a Basic rule to run locally",
-            )
-        if priority is None and b.gw.api_version >= "2021-08-01":
-            raise TemplateError(
-                f"routing rule '{name}' has no priority",
-                file=b.file,
-                path=inner.path,
-                fix='add "priority": a number from 1 to 20000, unique per rule (lower wins)',
-                code="ApplicationGatewayRequestRoutingRulePriorityCannotBeEmpty",
-            )
-        if priority is not None:
-            if priority not in PRIORITY_RANGE:
-                raise inner.error(
-                    "priority",
-                    f"is {priority}; it must be 1-20000",
-                    fix="use a number from 1 to 20000, unique per rule (lower wins)",
-                    code="ApplicationGatewayRequestRoutingRulePriorityOutOfRange",
+        with b.item("requestRoutingRules", p):
+            name = _named(p)
+            _unique(b, names, name, p, "requestRoutingRules")
+            names[name] = None
+            inner = p.child("properties", "ApplicationGatewayRequestRoutingRulePropertiesFormat")
+            p.finish()
+            if inner is None:
+                raise TemplateError(
+                    f"routing rule '{name}' has no 'properties'", file=b.file, path=p.path
                 )
-            if priority in priorities:
-                raise inner.error(
-                    "priority",
-                    f"{priority} is also used by rule '{priorities[priority]}'",
-                    fix="give each rule a unique priority",
-                    code="ApplicationGatewayRequestRoutingRulesWithSamePriority",
+            rule_type = inner.str_("ruleType") or "Basic"
+            priority = inner.int_("priority")
+            listener_ref = inner.ref("httpListener")
+            pool_ref = inner.ref("backendAddressPool")
+            settings_ref = inner.ref("backendHttpSettings")
+            rewrite_ref = inner.ref("rewriteRuleSet")
+            inner.finish(
+                unsupported={
+                    "urlPathMap": "path-based routing",
+                    "redirectConfiguration": "redirects",
+                    "loadDistributionPolicy": "load distribution policies",
+                    "entraJWTValidationConfig": "JWT validation",
+                }
+            )
+            if rule_type.lower() != "basic":
+                raise UnsupportedFeature(
+                    f"ruleType '{rule_type}' is not emulated yet",
+                    file=b.file,
+                    path=inner.key_path("ruleType"),
+                    fix="use a Basic rule to run locally",
                 )
-            priorities[priority] = name
-        if listener_ref is None:
-            raise inner.error("httpListener", "is missing", fix="reference one of httpListeners")
-        listener = listeners[
-            b.ref_name(
-                listener_ref, "httpListeners", listeners, path=inner.key_path("httpListener")
-            )
-        ]
-        if listener.name in seen_listeners:
-            raise inner.error(
-                "httpListener",
-                f"'{listener.name}' is already used by rule '{seen_listeners[listener.name]}'",
-                fix="give each rule its own listener (one routing rule per listener)",
-                code="ApplicationGatewayHttpListenerUsedByMultipleRules",
-            )
-        seen_listeners[listener.name] = name
-        if pool_ref is None or settings_ref is None:
-            raise TemplateError(
-                f"Basic rule '{name}' needs backendAddressPool and backendHttpSettings",
-                file=b.file,
-                path=inner.path,
-                fix="reference a pool and backend settings (redirect rules are not emulated yet)",
-            )
-        pool = pools[
-            b.ref_name(
-                pool_ref, "backendAddressPools", pools, path=inner.key_path("backendAddressPool")
-            )
-        ]
-        setting = settings[
-            b.ref_name(
-                settings_ref,
-                "backendHttpSettingsCollection",
-                settings,
-                path=inner.key_path("backendHttpSettings"),
-            )
-        ]
-        rewrite = None
-        if rewrite_ref is not None:
-            rewrite = rewrites[
+            if priority is None and b.gw.api_version >= "2021-08-01":
+                raise TemplateError(
+                    f"routing rule '{name}' has no priority",
+                    file=b.file,
+                    path=inner.path,
+                    fix='add "priority": a number from 1 to 20000, unique per rule (lower wins)',
+                    code="ApplicationGatewayRequestRoutingRulePriorityCannotBeEmpty",
+                )
+            if priority is not None:
+                if priority not in PRIORITY_RANGE:
+                    raise inner.error(
+                        "priority",
+                        f"is {priority}; it must be 1-20000",
+                        fix="use a number from 1 to 20000, unique per rule (lower wins)",
+                        code="ApplicationGatewayRequestRoutingRulePriorityOutOfRange",
+                    )
+                if priority in priorities:
+                    raise inner.error(
+                        "priority",
+                        f"{priority} is also used by rule '{priorities[priority]}'",
+                        fix="give each rule a unique priority",
+                        code="ApplicationGatewayRequestRoutingRulesWithSamePriority",
+                    )
+                priorities[priority] = name
+            if listener_ref is None:
+                raise inner.error(
+                    "httpListener", "is missing", fix="reference one of httpListeners"
+                )
+            listener = listeners[
                 b.ref_name(
-                    rewrite_ref, "rewriteRuleSets", rewrites, path=inner.key_path("rewriteRuleSet")
+                    listener_ref, "httpListeners", listeners, path=inner.key_path("httpListener")
                 )
             ]
-        out.append(RoutingRule(name, priority, listener, pool, setting, rewrite))
+            if listener.name in seen_listeners:
+                raise inner.error(
+                    "httpListener",
+                    f"'{listener.name}' is already used by rule '{seen_listeners[listener.name]}'",
+                    fix="give each rule its own listener (one routing rule per listener)",
+                    code="ApplicationGatewayHttpListenerUsedByMultipleRules",
+                )
+            seen_listeners[listener.name] = name
+            if pool_ref is None or settings_ref is None:
+                raise TemplateError(
+                    f"Basic rule '{name}' needs backendAddressPool and backendHttpSettings",
+                    file=b.file,
+                    path=inner.path,
+                    fix="reference a pool and backend settings (redirect rules are not emulated yet)",
+                )
+            pool = pools[
+                b.ref_name(
+                    pool_ref,
+                    "backendAddressPools",
+                    pools,
+                    path=inner.key_path("backendAddressPool"),
+                )
+            ]
+            setting = settings[
+                b.ref_name(
+                    settings_ref,
+                    "backendHttpSettingsCollection",
+                    settings,
+                    path=inner.key_path("backendHttpSettings"),
+                )
+            ]
+            rewrite = None
+            if rewrite_ref is not None:
+                rewrite = rewrites[
+                    b.ref_name(
+                        rewrite_ref,
+                        "rewriteRuleSets",
+                        rewrites,
+                        path=inner.key_path("rewriteRuleSet"),
+                    )
+                ]
+            out.append(RoutingRule(name, priority, listener, pool, setting, rewrite))
     out.sort(key=lambda r: r.priority if r.priority is not None else 20001)
     return out
+
+
+#: Azure limits (application-gateway limits doc; appgw-behaviour.md §5).
+MAX_TRUSTED_CAS_PER_PROFILE: Final = 100
+MAX_TRUSTED_CAS_PER_GATEWAY: Final = 200
+MAX_HOST_NAMES_PER_LISTENER: Final = 5
+
+
+def _check_gateway_limits(
+    b: _Builder,
+    props: Props,
+    listeners: dict[str, Listener],
+    profiles: dict[str, SslProfile],
+    trusted: dict[str, TrustedClientCa],
+) -> None:
+    if len(trusted) > MAX_TRUSTED_CAS_PER_GATEWAY:
+        b.report(
+            TemplateError(
+                f"{len(trusted)} trusted client certificates; a gateway takes at most {MAX_TRUSTED_CAS_PER_GATEWAY}",
+                path=props.key_path("trustedClientCertificates"),
+                fix="remove chains that no client uses",
+                code="ApplicationGatewayTrustedClientCertificateLimitReached",
+            )
+        )
+    for profile in profiles.values():
+        if len(profile.trusted_client_cas) > MAX_TRUSTED_CAS_PER_PROFILE:
+            b.report(
+                TemplateError(
+                    f"SSL profile '{profile.name}' references {len(profile.trusted_client_cas)} trusted "
+                    f"client certificates; a profile takes at most {MAX_TRUSTED_CAS_PER_PROFILE}",
+                    path=props.key_path("sslProfiles"),
+                    fix="split the clients over several profiles and listeners",
+                    code="ApplicationGatewayTrustedClientCertificateLimitPerSslProfileReached",
+                )
+            )
+    seen: dict[tuple[int, tuple[str, ...]], str] = {}
+    for listener in listeners.values():
+        key = (listener.frontend_port, tuple(sorted(h.lower() for h in listener.host_names)))
+        if key in seen:
+            hosts = ", ".join(listener.host_names) or "any host name"
+            b.report(
+                TemplateError(
+                    f"listeners '{seen[key]}' and '{listener.name}' both take port "
+                    f"{listener.frontend_port} for {hosts}",
+                    path=listener.path,
+                    fix="give one of them another frontend port or other host names",
+                    code="ApplicationGatewayHttpListenersUsingSameFrontendPortAndFrontendIpConfiguration",
+                )
+            )
+        seen.setdefault(key, listener.name)
+        cert = listener.server_certificate
+        if cert is not None and cert.certificate.not_valid_after_utc < _now_utc():
+            b.warnings.append(
+                f"listener '{listener.name}': server certificate '{cert.name}' expired on "
+                f"{cert.certificate.not_valid_after_utc:%Y-%m-%d}; clients that check it will refuse it"
+            )
+
+
+def _now_utc() -> datetime:
+    # Only for a warning about the server certificate's expiry, never for a decision.
+    return datetime.now(UTC)
+
+
+def _warn_unforwarded_passthrough(b: _Builder, rules: list[RoutingRule]) -> None:
+    """A Passthrough listener whose rule forwards no certificate lets the backend authenticate
+    no one: the gateway checks nothing and the backend is told nothing."""
+    for rule in rules:
+        profile = rule.listener.ssl_profile
+        if profile is None or profile.client_auth is not ClientAuthMode.PASSTHROUGH:
+            continue
+        forwards = rule.rewrite_rule_set is not None and any(
+            "{var_client_certificate" in action.header_value.lower()
+            for r in rule.rewrite_rule_set.rules
+            for action in r.request_headers
+        )
+        if not forwards:
+            b.warnings.append(
+                f"listener '{rule.listener.name}' is Passthrough but rule '{rule.name}' forwards no "
+                "client certificate: the backend cannot authenticate anyone (add a rewrite rule "
+                "setting a header to {var_client_certificate})"
+            )
 
 
 # -- run-time overrides -----------------------------------------------------------------------

@@ -42,13 +42,17 @@ def describe(config: GatewayConfig) -> dict[str, Any]:
             "sslPolicy": listener.ssl_policy.name if listener.server_certificate else None,
         }
         if listener.server_certificate is not None:
-            entry["serverCertificate"] = openssl_rfc2253(listener.server_certificate.certificate.subject)
+            entry["serverCertificate"] = openssl_rfc2253(
+                listener.server_certificate.certificate.subject
+            )
         if profile is not None:
             entry["sslProfile"] = {
                 "name": profile.name,
                 "clientAuth": profile.client_auth.value if profile.client_auth else None,
                 "trustedClientCaSubjects": [
-                    openssl_rfc2253(ca.subject) for upload in profile.trusted_client_cas for ca in upload.certificates
+                    openssl_rfc2253(ca.subject)
+                    for upload in profile.trusted_client_cas
+                    for ca in upload.certificates
                 ],
             }
         listeners.append(entry)
@@ -65,10 +69,17 @@ def describe(config: GatewayConfig) -> dict[str, Any]:
         for rule in config.rules
     ]
     pools = [
-        {"name": pool.name, "addresses": [f"{a.host}:{a.port}" if a.port else a.host for a in pool.addresses]}
+        {
+            "name": pool.name,
+            "addresses": [f"{a.host}:{a.port}" if a.port else a.host for a in pool.addresses],
+        }
         for pool in config.pools
     ]
-    rewrites = sorted({r.rewrite_rule_set.name: r.rewrite_rule_set for r in config.rules if r.rewrite_rule_set}.items())
+    rewrites = sorted(
+        {
+            r.rewrite_rule_set.name: r.rewrite_rule_set for r in config.rules if r.rewrite_rule_set
+        }.items()
+    )
     return {
         "gateway": config.name,
         "resourceId": config.resource_id,
@@ -78,7 +89,10 @@ def describe(config: GatewayConfig) -> dict[str, Any]:
         "rules": rules,
         "pools": pools,
         "rewriteRuleSets": [
-            {"name": name, "rules": [{"name": r.name, "ruleSequence": r.sequence} for r in rule_set.rules]}
+            {
+                "name": name,
+                "rules": [{"name": r.name, "ruleSequence": r.sequence} for r in rule_set.rules],
+            }
             for name, rule_set in rewrites
         ],
         "notEmulated": list(config.notes),
@@ -96,7 +110,9 @@ def render_text(description: dict[str, Any]) -> str:
         if profile is not None:
             mode = f"SSL profile {profile['name']}: {profile['clientAuth'] or 'no client authentication'}"
         hosts = ", ".join(listener["hostNames"]) or "any host"
-        lines.append(f"  listener {listener['name']}: {listener['protocol']} port {listener['port']}, {hosts}, {mode}")
+        lines.append(
+            f"  listener {listener['name']}: {listener['protocol']} port {listener['port']}, {hosts}, {mode}"
+        )
         if profile is not None:
             for subject in profile["trustedClientCaSubjects"]:
                 lines.append(f"    trusts client CA {subject}")

@@ -16,11 +16,11 @@ Nothing is dropped silently.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.errors import TemplateError, UnsupportedFeature
+from emulator.errors import EmulatorError, TemplateError, UnsupportedFeature
 
 __all__ = ["Notes", "Props", "id_leaf"]
 
@@ -55,6 +55,7 @@ class Props:
         type_name: str,
         path: str,
         file: str | None,
+        sink: Callable[[EmulatorError], None] | None = None,
     ) -> None:
         if not isinstance(value, Mapping):
             raise TemplateError(
@@ -66,6 +67,9 @@ class Props:
         self.type_name = type_name
         self.path = path
         self.file = file
+        #: Where :meth:`finish` reports problems so that one build can report them all;
+        #: without a sink it raises the first one.
+        self.sink = sink
         self._by_lower: dict[str, tuple[str, Any]] = {}
         for key, item in value.items():
             lower = str(key).lower()
@@ -141,12 +145,14 @@ class Props:
         value = self.get(name)
         if value is None:
             return None
-        return Props(value, type_name=type_name, path=self.key_path(name), file=self.file)
+        return Props(
+            value, type_name=type_name, path=self.key_path(name), file=self.file, sink=self.sink
+        )
 
     def children(self, name: str, type_name: str) -> list[Props]:
         path = self.key_path(name)
         return [
-            Props(item, type_name=type_name, path=f"{path}[{i}]", file=self.file)
+            Props(item, type_name=type_name, path=f"{path}[{i}]", file=self.file, sink=self.sink)
             for i, item in enumerate(self.list_(name))
         ]
 
@@ -204,26 +210,36 @@ class Props:
             if lower in self._read:
                 continue
             if lower in unsupported_lower and value not in (None, [], {}, False, ""):
-                raise UnsupportedFeature(
-                    f"'{key}' on {self.type_name} is not emulated yet: {unsupported_lower[lower]}",
-                    file=self.file,
-                    path=f"{self.path}.{key}",
-                    fix=f"remove '{key}' to run this template locally",
+                self._problem(
+                    UnsupportedFeature(
+                        f"'{key}' on {self.type_name} is not emulated yet: {unsupported_lower[lower]}",
+                        file=self.file,
+                        path=f"{self.path}.{key}",
+                        fix=f"remove '{key}' to run this template locally",
+                    )
                 )
+                continue
             if lower in unsupported_lower or lower in ignored_lower:
                 if notes is not None and value not in (None, [], {}):
                     notes.add(f"{self.path}.{key}")
                 continue
             if allow_read_only and lower in READ_ONLY_FIELDS:
                 continue
-            raise TemplateError(
-                f"Could not find member '{key}' on object of type '{self.type_name}'. "
-                f"Path '{self.path}.{key}'",
-                file=self.file,
-                path=f"{self.path}.{key}",
-                fix=f"check the spelling of '{key}' or remove it",
-                code="InvalidJson",
+            self._problem(
+                TemplateError(
+                    f"Could not find member '{key}' on object of type '{self.type_name}'. "
+                    f"Path '{self.path}.{key}'",
+                    file=self.file,
+                    path=f"{self.path}.{key}",
+                    fix=f"check the spelling of '{key}' or remove it",
+                    code="InvalidJson",
+                )
             )
+
+    def _problem(self, exc: EmulatorError) -> None:
+        if self.sink is None:
+            raise exc
+        self.sink(exc)
 
 
 def id_leaf(resource_id: str) -> tuple[str, str]:

@@ -691,9 +691,74 @@ def load_template(
         UnsupportedFeature: for valid templates using something the emulator does not do.
     """
     file = str(path)
-    template = _read_json(Path(path), file=file, what="template", code="InvalidTemplate")
+    data = _read_json(Path(path), file=file, what="template", code="InvalidTemplate")
+    return load_template_data(data, parameter_args, file=file, scope=scope, now=now)
+
+
+def _looks_like_gateway_resource(data: Mapping[str, Any]) -> bool:
+    """True for one gateway resource as ``az network application-gateway show`` or the portal's
+    JSON View print it: no ``resources``, a ``properties`` object, and the gateway's type or id."""
+    if get_ci(data, "resources")[0] or not isinstance(get_ci(data, "properties")[1], dict):
+        return False
+    type_ = get_ci(data, "type")[1]
+    rid = get_ci(data, "id")[1]
+    return (isinstance(type_, str) and type_.lower() == GATEWAY_TYPE.lower()) or (
+        isinstance(rid, str) and "/providers/microsoft.network/applicationgateways/" in rid.lower()
+    )
+
+
+#: ``az ... show`` output carries no apiVersion; it is what the newest API returns, so the
+#: gateway is read as that (Passthrough needs 2025-03-01).
+EXPORT_API_VERSION: Final = "2025-03-01"
+
+
+def _exported_gateway(data: Mapping[str, Any], parameter_args: Sequence[str], *, file: str, scope: DeploymentScope) -> LoadedTemplate:
+    if parameter_args:
+        raise TemplateError(
+            "--parameters was given, but the file is a gateway resource (as printed by "
+            "`az network application-gateway show`), which has no parameters.",
+            file=file,
+            fix="drop --parameters, or pass the ARM deployment template instead.",
+            code="InvalidTemplate",
+        )
+    name = get_ci(data, "name")[1]
+    if not isinstance(name, str) or not name:
+        raise TemplateError("The gateway resource has no 'name'.", file=file, path="name", code="InvalidTemplate")
+    rid = get_ci(data, "id")[1]
+    if not isinstance(rid, str) or not rid:
+        rid = resource_id(GATEWAY_TYPE, [name], subscription_id=scope.subscription_id, resource_group=scope.resource_group)
+    api_version = get_ci(data, "apiVersion")[1]
+    location = get_ci(data, "location")[1]
+    gateway = GatewayResource(
+        name=name,
+        api_version=api_version if isinstance(api_version, str) and api_version else EXPORT_API_VERSION,
+        resource_id=rid,
+        location=location if isinstance(location, str) else None,
+        resource=data,
+        file=file,
+        json_path="$",
+    )
+    return LoadedTemplate(file=file, gateways=(gateway,), skipped=(), parameters={}, secure_parameters=frozenset())
+
+
+def load_template_data(
+    data: Any,
+    parameter_args: Sequence[str] = (),
+    *,
+    file: str = "<template>",
+    scope: DeploymentScope = DeploymentScope(),  # noqa: B008 -- frozen, so sharing is safe
+    now: datetime | None = None,
+) -> LoadedTemplate:
+    """:func:`load_template` for JSON already in memory (``file`` only names it in messages).
+
+    Besides a deployment template, ``data`` may be one gateway resource as
+    ``az network application-gateway show`` or the portal's JSON View print it.
+    """
+    template = data
     if not isinstance(template, dict):
         raise TemplateError("The template must be a JSON object.", file=file)
+    if _looks_like_gateway_resource(template):
+        return _exported_gateway(template, parameter_args, file=file, scope=scope)
     members = {key.lower(): key for key in template}
     for lowered, key in members.items():
         if lowered not in _TEMPLATE_MEMBERS:
@@ -729,7 +794,7 @@ def load_template(
         variables={},  # ARM does not allow variables() in parameter defaults
         scope=scope,
         now=now if now is not None else datetime.now(UTC),
-        deployment_name=Path(path).stem,  # the Azure CLI's default --name
+        deployment_name=Path(file).stem,  # the Azure CLI's default --name
         file=file,
     )
     resolver = _ParameterResolver(declared, types, supplied, base_ctx=base_ctx, file=file)

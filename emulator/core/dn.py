@@ -31,7 +31,7 @@ UCS-2/UCS-4, converted to UTF-8 and then escaped.
 Pure functions over values: no I/O.
 """
 
-# ruff: noqa: TRY003 -- DerError carries a one-line reason, like errors.py's classes.
+
 
 from __future__ import annotations
 

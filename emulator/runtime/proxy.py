@@ -13,7 +13,10 @@ The sequence for an HTTPS listener:
 
 Every error becomes a response in one place, :meth:`ClientConnection._fail`: gateway pages for
 what happened before the response started, an aborted connection after (nothing else is
-honest once a status line has gone out).
+honest once a status line has gone out). Every request that reached the HTTP layer gets an access
+record, also when the client left (499, nginx's code) or the backend stalled mid-response. A bug
+met by one connection is logged with its traceback and answered 500; it never reaches the
+gateway's nursery, where it would stop every listener.
 """
 
 from __future__ import annotations

@@ -170,7 +170,9 @@ def test_quickstart_builds_one_passthrough_listener_routed_to_its_pool(
     assert rule.settings.request_timeout_s == 20
     assert rule.rewrite_rule_set is None
     assert "resources[2].properties.gatewayIPConfigurations" in config.notes
-    assert config.warnings == ()
+    # The quickstart forwards no certificate: on a Passthrough listener that is a footgun.
+    assert len(config.warnings) == 1
+    assert "forwards no client certificate" in config.warnings[0]
 
 
 def test_quickstart_turned_strict_trusts_the_uploaded_ca_chain(
