@@ -328,6 +328,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     listen = dict(args.listen)
     _check_listen_ports(config, listen)
     _summary(config, skipped)
+    for template_port, local_port in sorted(listen.items()):
+        _note(
+            f"warning: frontend port {template_port} is served on local port "
+            f"{local_port or 'chosen by the OS'} (--listen); headers and server variables still "
+            f"carry {template_port}, as in Azure"
+        )
     gateway = Gateway(config, bind=args.bind, listen=listen)
 
     async def start(nursery: trio.Nursery) -> None:

@@ -574,7 +574,9 @@ def _ssl_certificates(b: _Builder, props: Props) -> dict[str, ServerCertificate]
                     f"sslCertificate '{name}' has no 'data'",
                     file=b.file,
                     path=inner.path,
-                    fix="set 'data' to the base64 of the server certificate's .pfx",
+                    fix="set 'data' to the base64 of the server certificate's .pfx and 'password' "
+                    "to its password (`az ... show` and the portal never print the PFX, only "
+                    "publicCertData: add them to an exported gateway before running it)",
                     code="ApplicationGatewaySslCertificateDataMustBeSpecified",
                 )
             cert_id = f"{b.gw.resource_id}/sslCertificates/{name}"
@@ -766,6 +768,8 @@ def _listeners(
                     raise inner.error(
                         "hostNames",
                         f"has an invalid host name '{host}'",
+                        fix="use DNS names of letters, digits, hyphens and dots; '*' and '?' "
+                        "are the only wildcards",
                         code="ApplicationGatewayHttpListenerHostNameInvalid",
                     )
             if host_names:

@@ -24,9 +24,25 @@ from emulator.errors import EmulatorError, TemplateError, UnsupportedFeature
 
 __all__ = ["Notes", "Props", "id_leaf"]
 
-#: Read-only fields that ``az ... show`` and the portal's JSON View print on every object.
+#: Read-only fields that ``az ... show`` and the portal's JSON View print: status fields on
+#: every object, the resource group, and back-references (a frontend port lists the listeners
+#: that use it, a pool the rules that route to it, and so on).
 READ_ONLY_FIELDS: frozenset[str] = frozenset(
-    {"etag", "provisioningstate", "type", "resourceguid", "operationalstate"}
+    {
+        "etag",
+        "provisioningstate",
+        "type",
+        "resourceguid",
+        "operationalstate",
+        "resourcegroup",
+        "httplisteners",
+        "requestroutingrules",
+        "urlpathmaps",
+        "pathrules",
+        "redirectconfigurations",
+        "backendipconfigurations",
+        "privatelinkconfigurations",
+    }
 )
 
 
