@@ -29,6 +29,7 @@ import atexit
 import base64
 import contextlib
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -38,12 +39,13 @@ import shutil
 import signal
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -649,29 +651,57 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def median_rows(rows: Sequence[Measurement]) -> list[Measurement]:
-    """One row per case: the repetition with the median proxy CPU per request.
+#: Columns a summary row takes the median of, each on its own, over the repetitions.
+_MEDIAN_FIELDS: Final = (
+    "requests",
+    "errors",
+    "rate",
+    "p50_ms",
+    "p99_ms",
+    "proxy_cpu_s",
+    "proxy_cpu_pct",
+    "proxy_cpu_us_per_req",
+    "backend_cpu_pct",
+    "client_cpu_pct",
+    "rss_mib",
+    "hwm_mib",
+)
 
-    CPU per request is the figure least disturbed by other jobs on the machine, so the median
-    of it picks the most representative repetition; its other columns come along unchanged.
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def median_rows(rows: Sequence[Measurement]) -> list[Measurement]:
+    """One row per case, each column the median of that column over the repetitions.
+
+    Other jobs on a shared machine disturb single runs (see the CPU busy columns); a median per
+    column is robust to one bad repetition whichever column it spoiled. The raw repetitions stay
+    in the JSON (``all_runs``).
     """
     groups: dict[tuple[str, str, str, str, str], list[Measurement]] = {}
     for row in rows:
         key = (row.key_type, row.target, row.mode, row.load, row.variant)
         groups.setdefault(key, []).append(row)
-    chosen = []
+    summary = []
     for group in groups.values():
-        ordered = sorted(group, key=lambda r: r.proxy_cpu_us_per_req or float("inf"))
-        pick = ordered[(len(ordered) - 1) // 2]
-        if len(group) > 1:
-            pick.extra = {
-                **pick.extra,
-                "repeats": len(group),
-                "cpu_us_per_req_all": [r.proxy_cpu_us_per_req for r in group],
-                "rate_all": [r.rate for r in group],
-            }
-        chosen.append(pick)
-    return chosen
+        if len(group) == 1:
+            summary.append(group[0])
+            continue
+        merged = replace(group[0], extra={**group[0].extra, "repeats": len(group)})
+        for name in _MEDIAN_FIELDS:
+            value = _median([getattr(r, name) for r in group])
+            if isinstance(getattr(group[0], name), int) and value is not None:
+                value = round(value)
+            setattr(merged, name, value)
+        merged.cpu_busy_pct = {
+            cpu: _median([r.cpu_busy_pct.get(cpu) for r in group]) or 0.0
+            for cpu in group[0].cpu_busy_pct
+        }
+        merged.error_sample = next((r.error_sample for r in group if r.error_sample), "")
+        summary.append(merged)
+    return summary
 
 
 def results_table(rows: Sequence[Measurement]) -> str:
@@ -754,6 +784,32 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
+def emulator_source_digest() -> str:
+    """SHA-256 over the emulator's Python sources, so a result names the code it measured.
+
+    The tree may change while a run is in progress (others edit it); main() takes the digest at
+    the start and at the end and warns when they differ.
+    """
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "emulator").rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def git_head() -> str:
+    """The checked-out commit (read-only ``git rev-parse``), or "" outside a repository."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+        return done.stdout.strip()
+    return ""
+
+
 def versions() -> dict[str, str]:
     import cryptography
     import h11
@@ -817,6 +873,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1,
         help="measure each case N times; the tables show the run with the median CPU/request",
     )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: recompute the summary of a results file from its runs, "
+        "print the tables and update the file",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary run directory")
     args = parser.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -835,8 +898,31 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def print_tables(summary_rows: Sequence[Measurement]) -> list[dict[str, Any]]:
+    result_ratios = ratios(summary_rows)
+    print()
+    print(results_table(summary_rows))
+    print()
+    print("emulator / nginx (same key type, mode and load; > 1 means the emulator needs more):")
+    print(ratios_table(result_ratios))
+    return result_ratios
+
+
+def rereport(path: Path) -> int:
+    """``--report``: summarise again from the raw runs kept in a results file."""
+    report = json.loads(path.read_text())
+    rows = [Measurement(**raw) for raw in report.get("all_runs") or report["results"]]
+    summary_rows = median_rows(rows)
+    report["results"] = [asdict(r) for r in summary_rows]
+    report["ratios_emulator_over_nginx"] = print_tables(summary_rows)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.report is not None:
+        return rereport(args.report)
     if "nginx" in args.targets and _nginx_binary() is None:
         print(NGINX_MISSING_HINT, file=sys.stderr)
         return 2
@@ -855,6 +941,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     smoke: dict[str, Any] = {}
     started = datetime.datetime.now(datetime.UTC)
     facts = machine_facts()
+    source_before = emulator_source_digest()
     print(f"machine: {facts['nproc']} CPUs, {facts['cpu_model']}, load {facts['loadavg_at_start']}")
     print(f"run directory: {rundir}")
     try:
@@ -903,16 +990,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(rundir, ignore_errors=True)
 
     summary_rows = median_rows(rows)
-    result_ratios = ratios(summary_rows)
-    print()
-    print(results_table(summary_rows))
-    print()
-    print("emulator / nginx (same key type, mode and load; > 1 means the emulator needs more):")
-    print(ratios_table(result_ratios))
+    result_ratios = print_tables(summary_rows)
+    source_after = emulator_source_digest()
+    if source_after != source_before:
+        print(
+            "\nwarning: the emulator's sources changed during the run "
+            f"({source_before} -> {source_after}); rows may mix two versions",
+            file=sys.stderr,
+        )
     report = {
         "started": started.isoformat(timespec="seconds"),
         "machine": facts,
         "versions": versions(),
+        "emulator_source": {
+            "git_head": git_head(),
+            "sha256_at_start": source_before,
+            "sha256_at_end": source_after,
+        },
         "settings": {
             **asdict(settings),
             "key_types": key_types,

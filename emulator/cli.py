@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -141,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--backend-port", type=_port, default=DEFAULT_BACKEND_PORT)
     up.add_argument("--bind", default="127.0.0.1")
     up.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
+    _add_strip_argument(up)
+    _add_verification_arguments(up)
 
     run = sub.add_parser("run", help="run an ARM template's application gateway locally")
     _add_config_arguments(run)
@@ -152,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TEMPLATE_PORT=LOCAL_PORT",
     )
     run.add_argument("--bind", default="127.0.0.1")
+    _add_strip_argument(run)
+    _add_verification_arguments(run)
 
     validate = sub.add_parser(
         "validate",
@@ -168,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("directory", type=Path)
     init.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
     init.add_argument("--force", action="store_true", help="regenerate an existing demo PKI")
+    _add_certificate_commands(sub, certs_sub)
     return parser
 
 
@@ -306,6 +311,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_strip_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strip-client-cert-headers",
+        action="store_true",
+        help="before the rewrite rules run, remove every client header that a rule fills from a "
+        "client certificate variable, so a client can never forge one (Azure does not do this: "
+        "off by default)",
+    )
+
+
 def _check_listen_ports(config: GatewayConfig, listen: Mapping[int, int]) -> None:
     """Refuse a ``--listen`` for a port no listener uses: a typo must not go unnoticed."""
     frontend_ports = sorted({rule.listener.frontend_port for rule in config.rules})
@@ -334,7 +349,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"{local_port or 'chosen by the OS'} (--listen); headers and server variables still "
             f"carry {template_port}, as in Azure"
         )
-    gateway = Gateway(config, bind=args.bind, listen=listen)
+    gateway = Gateway(
+        config,
+        bind=args.bind,
+        listen=listen,
+        strip_client_cert_headers=args.strip_client_cert_headers,
+        **_verification_options(args, config),
+    )
 
     async def start(nursery: trio.Nursery) -> None:
         await nursery.start(gateway.serve)
@@ -439,6 +460,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
             config,
             bind=args.bind,
             listen={strict_port: args.strict_port, passthrough_port: args.passthrough_port},
+            strip_client_cert_headers=args.strip_client_cert_headers,
+            **_verification_options(args, config),
         )
         try:
             await nursery.start(gateway.serve)
@@ -476,6 +499,151 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- certificates: check-ca, OCSP responder, revocation, access log (issue #6) -----------------
+
+
+def _add_verification_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--access-log",
+        metavar="PATH|-",
+        help="append one JSON record per request, in App Gateway's access log shape, to PATH "
+        "(- for stderr); adds clientCertFailureExplained",
+    )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="Strict 400s also carry why the client certificate failed, in the response header "
+        "X-AppGW-Emulator-Client-Cert-Explained (off by default: responses stay as Azure's)",
+    )
+
+
+def _verification_options(args: argparse.Namespace, config: GatewayConfig) -> dict[str, Any]:
+    """Gateway keyword arguments for ``--access-log`` and ``--explain``."""
+    from emulator.access_log import AccessLogWriter
+
+    options: dict[str, Any] = {"explain": args.explain}
+    if args.access_log:
+        try:
+            options["access_log_sink"] = AccessLogWriter(
+                args.access_log, resource_id=config.resource_id
+            )
+        except OSError as exc:
+            raise StartupError(
+                f"cannot open the access log: {exc.strerror or exc}",
+                file=args.access_log,
+                fix="pass a writable file path, or - for stderr",
+                code="EmulatorAccessLogUnwritable",
+            ) from exc
+    return options
+
+
+def _add_certificate_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    certs_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    check = sub.add_parser(
+        "check-ca",
+        help="is this file a valid trusted client CA upload? what to ask for instead; would "
+        "this client certificate pass Strict?",
+    )
+    check.add_argument("file", type=Path, help="what the customer sent (PEM, .cer, bundle, ...)")
+    check.add_argument("--client-cert", type=Path, metavar="CERT")
+    check.add_argument(
+        "--client-chain",
+        type=Path,
+        metavar="BUNDLE",
+        help="intermediates the client sends with its certificate",
+    )
+    check.add_argument("--output", "-o", choices=["text", "json"], default="text")
+
+    responder = certs_sub.add_parser(
+        "ocsp-responder", help="serve OCSP for a demo PKI (the AIA URL of its client certs)"
+    )
+    responder.add_argument("--ca", type=Path, required=True, metavar="DIR")
+    responder.add_argument("--port", type=_port, default=None)
+    responder.add_argument("--bind", default="127.0.0.1")
+
+    revoke = certs_sub.add_parser(
+        "revoke", help="mark a certificate of a demo PKI revoked for its OCSP responder"
+    )
+    revoke.add_argument("directory", type=Path)
+    revoke.add_argument("name", help="certificate file in DIR, e.g. client or client.pem")
+    revoke.add_argument("--reason", help="RFC 5280 reason, e.g. keyCompromise")
+
+
+def _read_input(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+
+
+def _cmd_check_ca(args: argparse.Namespace) -> int:
+    """``check-ca``: exit 0 only when the upload is valid (and the client, if given, passes)."""
+    from datetime import UTC, datetime
+
+    from emulator.checkca import check_ca, render_text, report_json
+
+    if args.client_chain is not None and args.client_cert is None:
+        raise UsageError("--client-chain needs --client-cert")
+    client_cert = client_chain = None
+    if args.client_cert is not None:
+        client_cert = _read_input(args.client_cert, "the client certificate")
+    if args.client_chain is not None:
+        client_chain = _read_input(args.client_chain, "the client chain")
+    report = check_ca(
+        _read_input(args.file, "the CA file"),
+        name=str(args.file),
+        at=datetime.now(UTC),
+        client_cert=client_cert,
+        client_chain=client_chain,
+    )
+    if args.output == "json":
+        _say(json.dumps(report_json(report), indent=2))
+    else:
+        _say(render_text(report))
+    return report.exit_code
+
+
+def _cmd_certs_ocsp_responder(args: argparse.Namespace) -> int:
+    from emulator.ocsp_responder import DEFAULT_OCSP_PORT, load_responder
+
+    responder = load_responder(args.ca)
+    port = DEFAULT_OCSP_PORT if args.port is None else args.port
+
+    async def start(nursery: trio.Nursery) -> None:
+        try:
+            bound = await nursery.start(
+                functools.partial(responder.serve, host=args.bind, port=port)
+            )
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {args.bind}:{port}: {exc.strerror or exc}",
+                fix="stop what uses the port, or choose another: --port PORT (the demo client "
+                f"certificates name port {DEFAULT_OCSP_PORT} in their AIA)",
+                code="EmulatorPortInUse",
+            ) from exc
+        _say(f"ready: OCSP responder http://{args.bind}:{bound}/ for {args.ca}")
+        _say(f"revoke a certificate: appgw-emulator certs revoke {args.ca} client")
+
+    trio.run(_serve_until_signal, start)
+    return 0
+
+
+def _cmd_certs_revoke(args: argparse.Namespace) -> int:
+    from emulator.ocsp_responder import RESPONSE_VALIDITY, revoke
+
+    entry = revoke(args.directory, args.name, reason=args.reason)
+    reason = f" ({entry.reason.value})" if entry.reason is not None else ""
+    _say(f"revoked {entry.name} serial {entry.serial:X}{reason} at {entry.revoked_at.isoformat()}")
+    minutes = int(RESPONSE_VALIDITY.total_seconds() // 60)
+    _say(
+        "a running responder answers 'revoked' at once; a gateway that cached 'good' sees it "
+        f"when that answer expires ({minutes} minutes at most)"
+    )
+    return 0
+
+
 def _emulator_errors(group: BaseExceptionGroup[BaseException]) -> list[EmulatorError] | None:
     """The EmulatorErrors inside a trio nursery's exception group, or None if anything else is."""
     found: list[EmulatorError] = []
@@ -504,7 +672,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "validate":
             return _cmd_validate(args)
+        if args.command == "check-ca":
+            return _cmd_check_ca(args)
         if args.command == "certs":
+            if args.certs_command == "ocsp-responder":
+                return _cmd_certs_ocsp_responder(args)
+            if args.certs_command == "revoke":
+                return _cmd_certs_revoke(args)
             return _cmd_certs_init(args)
     except EmulatorError as exc:
         _note(f"error: {exc}")

@@ -8,6 +8,7 @@ file                              content
 ================================  ======================================================
 ``root-ca.pem``                   client root CA (public certificate)
 ``intermediate-ca.pem``           client issuing CA, signed by the root (public)
+``intermediate-ca.key``           its private key: the local OCSP responder signs with it
 ``trusted-client-ca-chain.pem``   root + intermediate, public only: the upload for an SSL
                                   profile's ``trustedClientCertificates``
 ``trusted-client-ca-chain.b64``   base64 of that file: the value of
@@ -56,6 +57,7 @@ from pathlib import Path
 from typing import Final
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from emulator.errors import EmulatorError
@@ -65,6 +67,7 @@ from emulator.pki import (
     KEY_TYPES,
     LEAF_VALIDITY,
     IssuedCert,
+    PrivateKey,
     ca_bundle_pem,
     self_signed_client,
 )
@@ -82,10 +85,12 @@ __all__ = [
     "CLIENT_UNRELATED_CA_CERT",
     "CLIENT_UNRELATED_CA_KEY",
     "DEMO_CLIENT_CN",
+    "DEMO_OCSP_URL",
     "DEPLOYMENT_PARAMETERS",
     "EXPIRY_MARGIN",
     "FILE_NAMES",
     "INTERMEDIATE_CA",
+    "INTERMEDIATE_CA_KEY",
     "MANIFEST",
     "MANIFEST_FORMAT",
     "MANIFEST_VERSION",
@@ -107,6 +112,7 @@ __all__ = [
 
 ROOT_CA: Final = "root-ca.pem"
 INTERMEDIATE_CA: Final = "intermediate-ca.pem"
+INTERMEDIATE_CA_KEY: Final = "intermediate-ca.key"
 TRUSTED_CLIENT_CA_CHAIN: Final = "trusted-client-ca-chain.pem"
 TRUSTED_CLIENT_CA_CHAIN_B64: Final = "trusted-client-ca-chain.b64"
 SERVER_ROOT_CA: Final = "server-root-ca.pem"
@@ -131,6 +137,7 @@ MANIFEST: Final = "manifest.json"
 FILE_NAMES: Final = (
     ROOT_CA,
     INTERMEDIATE_CA,
+    INTERMEDIATE_CA_KEY,
     TRUSTED_CLIENT_CA_CHAIN,
     TRUSTED_CLIENT_CA_CHAIN_B64,
     SERVER_ROOT_CA,
@@ -155,6 +162,9 @@ MANIFEST_FORMAT: Final = "appgw-emulator-demo-pki"
 MANIFEST_VERSION: Final = 1
 
 DEMO_CLIENT_CN: Final = "demo-client"
+#: The AIA OCSP URL of the demo client certificates: where `appgw-emulator certs
+#: ocsp-responder --ca DIR` listens by default (emulator.ocsp_responder.DEFAULT_OCSP_PORT).
+DEMO_OCSP_URL: Final = "http://127.0.0.1:8888/"
 #: What a local client dials: the name, and both loopback addresses for clients that skip DNS.
 SERVER_HOSTNAMES: Final = ("localhost", "127.0.0.1", "::1")
 
@@ -277,6 +287,15 @@ class _Output:
     entry: ManifestEntry
 
 
+def _key_pem(key: object) -> bytes:
+    assert isinstance(key, PrivateKey)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
 def _iso(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.UTC).isoformat()
 
@@ -347,16 +366,20 @@ def _generate(key_type: str, now: datetime.datetime) -> tuple[list[_Output], str
         not_after=ca_end,
     )
     server = server_root.issue_server(*SERVER_HOSTNAMES, not_before=start, not_after=leaf_end)
-    client = issuing.issue_client(DEMO_CLIENT_CN, not_before=start, not_after=leaf_end)
+    client = issuing.issue_client(
+        DEMO_CLIENT_CN, not_before=start, not_after=leaf_end, ocsp_url=DEMO_OCSP_URL
+    )
     expired = issuing.issue_client(
         "demo-client-expired",
         not_before=now - _OUT_OF_VALIDITY,
         not_after=now - datetime.timedelta(days=1),
+        ocsp_url=DEMO_OCSP_URL,
     )
     not_yet_valid = issuing.issue_client(
         "demo-client-not-yet-valid",
         not_before=now + _OUT_OF_VALIDITY,
         not_after=now + _OUT_OF_VALIDITY + LEAF_VALIDITY,
+        ocsp_url=DEMO_OCSP_URL,
     )
     unrelated = unrelated_root.issue_client(
         "demo-client-unrelated-ca", not_before=start, not_after=leaf_end
@@ -385,6 +408,16 @@ def _generate(key_type: str, now: datetime.datetime) -> tuple[list[_Output], str
             _cert_entry(
                 "Client issuing CA (public), signed by root-ca.pem; issues client.pem.",
                 _KIND_CERTIFICATE,
+                issuing.cert,
+            ),
+        ),
+        _Output(
+            INTERMEDIATE_CA_KEY,
+            _key_pem(issuing.key),
+            _cert_entry(
+                "Private key of intermediate-ca.pem, for the local OCSP responder "
+                "(`appgw-emulator certs ocsp-responder`). Never part of an upload.",
+                _KIND_PRIVATE_KEY,
                 issuing.cert,
             ),
         ),

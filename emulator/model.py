@@ -47,6 +47,7 @@ from emulator.errors import (
 )
 
 __all__ = [
+    "SERVER_VARIABLE_NAMES",
     "BackendAddress",
     "BackendPool",
     "BackendSettings",
@@ -62,6 +63,7 @@ __all__ = [
     "RewriteRuleSet",
     "RoutingRule",
     "SslProfile",
+    "UrlAction",
     "build_gateway_config",
     "with_backend_overrides",
 ]
@@ -152,12 +154,67 @@ class HeaderAction:
     header_value: str
 
 
+#: Every server variable Azure documents for v2 rewrites (rewrite-http-headers-url, "Server
+#: variables" and "Mutual authentication server variables"), plus the ``cookie_NAME`` family.
+#: The names live in the model because validation needs them; how each value is computed is
+#: :mod:`emulator.core.server_variables` (a unit test keeps the two lists equal).
+SERVER_VARIABLE_NAMES: Final = (
+    "add_x_forwarded_for_proxy",
+    "ciphers_supported",
+    "ciphers_used",
+    "client_ip",
+    "client_port",
+    "client_tcp_rtt",
+    "client_user",
+    "host",
+    "http_method",
+    "http_status",
+    "http_version",
+    "query_string",
+    "received_bytes",
+    "request_query",
+    "request_scheme",
+    "request_uri",
+    "sent_bytes",
+    "server_port",
+    "ssl_connection_protocol",
+    "ssl_enabled",
+    "uri_path",
+    "client_certificate",
+    "client_certificate_end_date",
+    "client_certificate_fingerprint",
+    "client_certificate_issuer",
+    "client_certificate_serial",
+    "client_certificate_start_date",
+    "client_certificate_subject",
+    "client_certificate_verification",
+)
+#: ``cookie_NAME`` reads one request cookie.
+COOKIE_VARIABLE_PREFIX: Final = "cookie_"
+#: A placeholder in a header value or URL template (rewrite-http-headers-url, "Rewrite actions").
+PLACEHOLDER: Final = re.compile(r"\{(var|http_req|http_resp)_([^{}]+)\}")
+
+
 @dataclass(frozen=True, slots=True)
 class RewriteCondition:
+    #: ``var_NAME``, ``http_req_NAME`` or ``http_resp_NAME`` (without braces).
     variable: str
     pattern: str
+    #: Azure's default is true (rewrite rule condition REST reference).
     ignore_case: bool
     negate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UrlAction:
+    """``actionSet.urlConfiguration``: None leaves that part of the URL as the client sent it."""
+
+    #: Template of the new path (text and placeholders, like a header value).
+    modified_path: str | None
+    #: Template of the new query string, without ``?``; an empty result removes the query.
+    modified_query_string: str | None
+    #: Re-evaluate the path map with the new path (path-based rules only).
+    reroute: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +224,7 @@ class RewriteRule:
     conditions: tuple[RewriteCondition, ...]
     request_headers: tuple[HeaderAction, ...]
     response_headers: tuple[HeaderAction, ...]
+    url: UrlAction | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -666,19 +724,15 @@ def _ssl_profiles(
                         f"SSL profile '{name}': issuer-DN / OCSP settings have no effect without "
                         "trusted client certificates (the profile requests no client certificate)"
                     )
-            if revocation is RevocationMode.OCSP and client_auth is ClientAuthMode.STRICT:
-                raise UnsupportedFeature(
-                    "verifyClientRevocation 'OCSP' is not emulated yet",
-                    file=b.file,
-                    path=f"{p.path}.properties.clientAuthConfiguration.verifyClientRevocation",
-                    fix="set it to 'None' to run locally",
-                )
-            if issuer_dn and client_auth is ClientAuthMode.STRICT:
-                raise UnsupportedFeature(
-                    "verifyClientCertIssuerDN is not emulated yet",
-                    file=b.file,
-                    path=f"{p.path}.properties.clientAuthConfiguration.verifyClientCertIssuerDN",
-                    fix="set it to false to run locally",
+            # Issuer-DN and OCSP checks are emulated for Strict (emulator.core.chain); the
+            # per-upload clientCertIssuerDN is computed there (emulator.core.issuer_dn), since
+            # the model may not import core. Passthrough verifies nothing, so they do nothing.
+            if client_auth is ClientAuthMode.PASSTHROUGH and (
+                issuer_dn or revocation is RevocationMode.OCSP
+            ):
+                b.warnings.append(
+                    f"SSL profile '{name}': issuer-DN / OCSP settings have no effect in "
+                    "Passthrough mode (the gateway verifies nothing; the backend decides)"
                 )
             out[name] = SslProfile(name, client_auth, issuer_dn, revocation, cas, policy)
     return out
@@ -947,56 +1001,224 @@ def _rewrite_sets(b: _Builder, props: Props) -> dict[str, RewriteRuleSet]:
                     rules.append(_rewrite_rule(b, r))
                 inner.finish()
             rules.sort(key=lambda rule: rule.sequence)  # stable: ties keep document order
+            rerouting = [r.name for r in rules if r.url is not None and r.url.reroute]
+            if rerouting:
+                _reject_reroute(b, props, p, name, rerouting)
             out[name] = RewriteRuleSet(name, tuple(rules))
     return out
+
+
+def _reject_reroute(b: _Builder, props: Props, p: Props, set_name: str, rules: list[str]) -> None:
+    """``reroute`` re-evaluates a path map; Azure refuses it on a set that a Basic rule uses.
+
+    Azure (rewrite-http-headers-url, "common pitfalls"): "Enabling 'Reevaluate path map' isn't
+    allowed for basic request routing rules", to prevent an endless loop. Path maps are not
+    emulated yet, so a set that only path rules could use is not runnable either.
+
+    Raises:
+        TemplateError: a Basic routing rule references the set.
+        UnsupportedFeature: otherwise.
+    """
+    rule_names = ", ".join(f"'{r}'" for r in rules)
+    basic = _basic_rules_using(props, set_name)
+    if basic:
+        raise TemplateError(
+            f"rewrite rule(s) {rule_names} of rule set '{set_name}' set 'reroute' (re-evaluate "
+            f"path map), but Basic routing rule(s) {', '.join(basic)} use the set; Azure allows "
+            "reroute only on path-based rules",
+            file=b.file,
+            path=p.path,
+            fix="set 'reroute' to false, or use the set from a path-based rule's path map",
+            code="EmulatorRerouteOnBasicRule",
+        )
+    raise UnsupportedFeature(
+        f"rewrite rule(s) {rule_names} of rule set '{set_name}' set 'reroute', which re-evaluates "
+        "a URL path map; path-based routing is not emulated yet",
+        file=b.file,
+        path=p.path,
+        fix="set 'reroute' to false to run locally (the URL is still rewritten)",
+    )
+
+
+def _basic_rules_using(props: Props, set_name: str) -> list[str]:
+    """Names of Basic routing rules whose ``rewriteRuleSet`` names ``set_name``.
+
+    Read from the raw JSON without reporting anything: ``_rules`` validates the routing rules
+    and reports their problems once.
+    """
+
+    def ci(obj: object, key: str) -> object:
+        if isinstance(obj, Mapping):
+            for k, v in obj.items():
+                if str(k).lower() == key.lower():
+                    return v
+        return None
+
+    found: list[str] = []
+    routing = props.get("requestRoutingRules")
+    for item in routing if isinstance(routing, list) else []:
+        inner = ci(item, "properties")
+        rule_type = ci(inner, "ruleType")
+        ref = ci(ci(inner, "rewriteRuleSet"), "id")
+        is_basic = not isinstance(rule_type, str) or rule_type.lower() == "basic"
+        if not isinstance(ref, str) or not is_basic:
+            continue
+        if id_leaf(ref)[1].lower() == set_name.lower():
+            found.append(f"'{ci(item, 'name')}'")
+    return found
+
+
+#: Request header names the backend can receive: letters, digits, hyphens
+#: (rewrite-http-headers-url, "Limitations").
+_REQUEST_HEADER_NAME: Final = re.compile(r"[A-Za-z0-9-]+")
+#: Response header names: an RFC 9110 token.
+_RESPONSE_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: ``{var_NAME_3}``: capture group 3 of a condition on ``var_NAME``.
+_CAPTURE_SUFFIX: Final = re.compile(r"^(.+)_(\d+)$")
+
+
+def _valid_variable(name: str, *, allow_capture: bool) -> bool:
+    lower = name.lower()
+    if lower in SERVER_VARIABLE_NAMES or (
+        lower.startswith(COOKIE_VARIABLE_PREFIX) and len(lower) > len(COOKIE_VARIABLE_PREFIX)
+    ):
+        return True
+    capture = _CAPTURE_SUFFIX.match(lower) if allow_capture else None
+    return capture is not None and _valid_variable(capture.group(1), allow_capture=False)
+
+
+def _unknown_variable(name: str, where: str, p: Props, key: str) -> TemplateError:
+    return p.error(
+        key,
+        f"uses the server variable '{name}' in {where}, which Application Gateway does not have "
+        f"(valid: {', '.join(SERVER_VARIABLE_NAMES)}, cookie_NAME; a condition's capture group "
+        "as NAME_1, NAME_2 ...)",
+        fix="use one of the listed server variables; spelling as in the Azure documentation",
+        code="EmulatorUnknownServerVariable",
+    )
+
+
+def _check_template(template: str, p: Props, key: str) -> None:
+    """Every ``{var_NAME}`` of a header value / URL template names a real server variable."""
+    for match in PLACEHOLDER.finditer(template):
+        if match.group(1) == "var" and not _valid_variable(match.group(2), allow_capture=True):
+            raise _unknown_variable(match.group(2), f"'{template}'", p, key)
+
+
+def _condition(c: Props) -> RewriteCondition:
+    variable = c.str_("variable", required=True)
+    pattern = c.str_("pattern", required=True)
+    ignore_case = c.bool_("ignoreCase", True)
+    negate = c.bool_("negate", False)
+    c.finish()
+    assert variable is not None
+    assert pattern is not None
+    variable = variable.strip("{}")
+    lower = variable.lower()
+    if lower.startswith("var_"):
+        if not _valid_variable(variable[len("var_") :], allow_capture=False):
+            raise _unknown_variable(variable[len("var_") :], "a condition", c, "variable")
+    elif not (
+        (lower.startswith("http_req_") and len(lower) > len("http_req_"))
+        or (lower.startswith("http_resp_") and len(lower) > len("http_resp_"))
+    ):
+        raise c.error(
+            "variable",
+            f"is '{variable}'; a condition reads var_NAME (a server variable), http_req_NAME (a "
+            "request header) or http_resp_NAME (a response header)",
+            fix="prefix the name with var_, http_req_ or http_resp_",
+        )
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise c.error(
+            "pattern",
+            f"is not a valid regular expression ({exc})",
+            fix="fix the regular expression, or escape its special characters to match text",
+        ) from None
+    return RewriteCondition(variable, pattern, ignore_case, negate)
+
+
+def _header_action(h: Props, *, response: bool) -> HeaderAction:
+    header = h.str_("headerName", required=True)
+    value = h.str_("headerValue") or ""
+    h.finish(unsupported={"headerValueMatcher": "header value matchers"})
+    assert header is not None
+    if header.lower() in ("connection", "upgrade"):
+        raise h.error(
+            "headerName",
+            f"is '{header}', which App Gateway cannot rewrite",
+            fix="remove this header action; hop-by-hop headers are the gateway's own",
+            code="ApplicationGatewayRewriteRuleHeaderNotAllowed",
+        )
+    allowed = _RESPONSE_HEADER_NAME if response else _REQUEST_HEADER_NAME
+    if not allowed.fullmatch(header):
+        raise h.error(
+            "headerName",
+            f"is '{header}'; "
+            + (
+                "a response header name is an RFC 9110 token"
+                if response
+                else "a request header name may hold only letters, digits and hyphens (others "
+                "are dropped on the way to the backend)"
+            ),
+            fix="rename the header",
+            code="EmulatorInvalidHeaderName",
+        )
+    if not response and header.lower() == "host" and not value:
+        raise h.error(
+            "headerValue",
+            "is empty, which would delete the Host header; Azure does not allow deleting Host",
+            fix="set Host to a value instead (e.g. {var_host}), or remove this action",
+            code="EmulatorHostHeaderCannotBeDeleted",
+        )
+    _check_template(value, h, "headerValue")
+    return HeaderAction(header, value)
+
+
+def _url_action(u: Props) -> UrlAction | None:
+    path = u.str_("modifiedPath")
+    query = u.str_("modifiedQueryString")
+    reroute = u.bool_("reroute", False)
+    u.finish()
+    # Null (absent) leaves that part as sent (REST reference); an empty string is treated the
+    # same, which is how the portal stores an untouched field.
+    path = path or None
+    query = query if query is not None and query != "" else None
+    for key, template in (("modifiedPath", path), ("modifiedQueryString", query)):
+        if template is not None:
+            _check_template(template, u, key)
+    if path is None and query is None and not reroute:
+        return None
+    return UrlAction(path, query, reroute)
 
 
 def _rewrite_rule(b: _Builder, r: Props) -> RewriteRule:
     name = r.str_("name") or ""
     sequence = r.int_("ruleSequence", 100)
-    conditions: list[RewriteCondition] = []
-    for c in r.children("conditions", "ApplicationGatewayRewriteRuleCondition"):
-        variable = c.str_("variable", required=True)
-        pattern = c.str_("pattern", required=True)
-        ignore_case = c.bool_("ignoreCase", True)
-        negate = c.bool_("negate", False)
-        c.finish()
-        assert variable is not None
-        assert pattern is not None
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise c.error(
-                "pattern",
-                f"is not a valid regular expression ({exc})",
-                fix="fix the regular expression, or escape its special characters to match text",
-            ) from None
-        conditions.append(RewriteCondition(variable.strip("{}"), pattern, ignore_case, negate))
+    conditions = [
+        _condition(c) for c in r.children("conditions", "ApplicationGatewayRewriteRuleCondition")
+    ]
     actions = r.child("actionSet", "ApplicationGatewayRewriteRuleActionSet")
     request: list[HeaderAction] = []
     response: list[HeaderAction] = []
+    url: UrlAction | None = None
     if actions is not None:
-        for target, key in (
-            (request, "requestHeaderConfigurations"),
-            (response, "responseHeaderConfigurations"),
+        for h in actions.children(
+            "requestHeaderConfigurations", "ApplicationGatewayHeaderConfiguration"
         ):
-            for h in actions.children(key, "ApplicationGatewayHeaderConfiguration"):
-                header = h.str_("headerName", required=True)
-                value = h.str_("headerValue") or ""
-                h.finish(unsupported={"headerValueMatcher": "header value matchers"})
-                assert header is not None
-                if header.lower() in ("connection", "upgrade"):
-                    raise h.error(
-                        "headerName",
-                        f"is '{header}', which App Gateway cannot rewrite",
-                        fix="remove this header action; hop-by-hop headers are the gateway's own",
-                        code="ApplicationGatewayRewriteRuleHeaderNotAllowed",
-                    )
-                target.append(HeaderAction(header, value))
-        actions.finish(unsupported={"urlConfiguration": "URL rewrites"})
+            request.append(_header_action(h, response=False))
+        for h in actions.children(
+            "responseHeaderConfigurations", "ApplicationGatewayHeaderConfiguration"
+        ):
+            response.append(_header_action(h, response=True))
+        u = actions.child("urlConfiguration", "ApplicationGatewayUrlConfiguration")
+        if u is not None:
+            url = _url_action(u)
+        actions.finish()
     r.finish()
     assert sequence is not None
-    return RewriteRule(name, sequence, tuple(conditions), tuple(request), tuple(response))
+    return RewriteRule(name, sequence, tuple(conditions), tuple(request), tuple(response), url)
 
 
 def _rules(

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from emulator.core.certinfo import CLIENT_CERTIFICATE
 from emulator.core.dn import openssl_rfc2253
-from emulator.core.rewrite import CLIENT_CERTIFICATE
+from emulator.core.rewrite import certificate_header_holes, certificate_headers
 from emulator.model import GatewayConfig, RewriteRuleSet
 
-__all__ = ["describe", "render_text"]
+__all__ = ["describe", "forgeable_certificate_headers", "render_text"]
 
 
 def _forwards_certificate(rule_set: RewriteRuleSet | None) -> list[str]:
@@ -26,6 +27,68 @@ def _forwards_certificate(rule_set: RewriteRuleSet | None) -> list[str]:
         for action in rule.request_headers
         if "{var_" + CLIENT_CERTIFICATE in action.header_value.lower()
     ]
+
+
+def _unconditionally_handled(rule_set: RewriteRuleSet | None) -> set[str]:
+    """Request headers an unconditional rule of the set sets or deletes (lowercase)."""
+    if rule_set is None:
+        return set()
+    return {
+        action.header_name.lower()
+        for rule in rule_set.rules
+        if not rule.conditions
+        for action in rule.request_headers
+    }
+
+
+def forgeable_certificate_headers(config: GatewayConfig) -> list[dict[str, str]]:
+    """Where a client can make the backend see its own certificate header, and the fix.
+
+    Two shapes, both faithful to Azure (which forwards client headers it does not rewrite):
+    a conditional rule fills a certificate header and nothing removes the client's value when
+    the condition is false; and a listener without such a rule shares a backend pool with one
+    that has it, so the backend reads the header from clients of both.
+    """
+    found: list[dict[str, str]] = []
+    for rule in config.rules:
+        for hole in certificate_header_holes(rule.rewrite_rule_set):
+            found.append(
+                {
+                    "listener": rule.listener.name,
+                    "routingRule": rule.name,
+                    "rewriteRule": hole.rule,
+                    "header": hole.header,
+                    "message": hole.message,
+                    "fix": hole.fix,
+                }
+            )
+    for rule in config.rules:
+        handled = _unconditionally_handled(rule.rewrite_rule_set) | set(
+            certificate_headers(rule.rewrite_rule_set)
+        )
+        for other in config.rules:
+            if other is rule or other.pool.name != rule.pool.name:
+                continue
+            for lower, header in certificate_headers(other.rewrite_rule_set).items():
+                if lower in handled:
+                    continue
+                handled.add(lower)
+                found.append(
+                    {
+                        "listener": rule.listener.name,
+                        "routingRule": rule.name,
+                        "rewriteRule": "",
+                        "header": header,
+                        "message": f"a client of listener '{rule.listener.name}' can forge "
+                        f"'{header}': listener '{other.listener.name}' fills it from the client "
+                        f"certificate for the same backend pool '{rule.pool.name}', but rule "
+                        f"'{rule.name}' does not touch it, so a client's own value is forwarded",
+                        "fix": f"give rule '{rule.name}' a rewrite rule that sets '{header}' "
+                        "unconditionally (to the certificate variable, or empty to delete it); "
+                        "or run with --strip-client-cert-headers",
+                    }
+                )
+    return found
 
 
 def describe(config: GatewayConfig) -> dict[str, Any]:
@@ -97,6 +160,7 @@ def describe(config: GatewayConfig) -> dict[str, Any]:
         ],
         "notEmulated": list(config.notes),
         "warnings": list(config.warnings),
+        "forgeableCertificateHeaders": forgeable_certificate_headers(config),
     }
 
 
@@ -130,4 +194,7 @@ def render_text(description: dict[str, Any]) -> str:
     if d["notEmulated"]:
         lines.append("  accepted, not emulated locally: " + ", ".join(d["notEmulated"]))
     lines.extend(f"  warning: {w}" for w in d["warnings"])
+    for hole in d.get("forgeableCertificateHeaders", []):
+        lines.append(f"  WARNING (listener {hole['listener']}): {hole['message']}")
+        lines.append(f"    fix: {hole['fix']}")
     return "\n".join(lines)

@@ -1,46 +1,74 @@
-"""Server variables, the default forwarding headers and the rewrite engine — one pure function.
+"""The rewrite stage: default forwarding headers, then a rule set's rules — one pure engine.
 
 What the backend receives is the point of Passthrough: the backend authenticates the client
 from what a rewrite rule forwards. This module turns a request's facts (:class:`RequestFacts`,
-built once by the I/O shell) and a routing rule's rewrite rule set into the exact header list
-the backend gets, and the response header list the client gets.
+built once by the I/O shell) and a routing rule's rewrite rule set (from the typed gateway model)
+into the exact header list and target the backend gets, and the response header list the client
+gets. Request and response go through the same engine (:func:`_run`).
 
-Order, as on Azure (how-application-gateway-works; rewrite-http-headers-url docs):
+Order, as on Azure (how-application-gateway-works; rewrite-http-headers-url):
 
 1. hop-by-hop headers and header names with characters other than letters, digits and hyphens
-   are dropped from the client's request;
+   are dropped from the client's request; ``Host`` is replaced when the backend settings say so;
 2. the gateway's default headers are added (``X-Forwarded-For`` appended, ``X-Forwarded-Proto``,
-   ``X-Forwarded-Port``, ``X-Original-Host``, ``X-Original-URL``, ``X-AppGW-Trace-Id``);
+   ``X-Forwarded-Port``, ``X-Original-Host``, ``X-Original-URL``, ``X-AppGW-Trace-Id``, and with
+   the 2022 SSL policies ``X-Azure-JA4-Fingerprint``);
 3. rewrite rules run in ``ruleSequence`` order; a rule's actions apply only when all its
-   conditions match; a header action replaces every header of that name, and an empty value
-   (e.g. ``{var_client_certificate}`` when no certificate was sent) deletes it. That last rule
-   is what keeps a client from forging the certificate header on a listener with the rule.
+   conditions match (AND); capture groups of a rule's conditions are visible to that rule's
+   actions only. A header action replaces every header of that name, and an empty value
+   (e.g. ``{var_client_certificate}`` when no certificate was sent) deletes it. Within a rule the
+   header actions run before the URL action; later rules see the rewritten ``uri_path`` and
+   ``query_string`` (nginx's ``$uri`` / ``$args``), while ``request_uri`` and
+   ``X-Original-URL`` keep what the client sent.
+
+Anti-spoofing. A header filled from a ``client_certificate*`` variable by an *unconditional*
+rule never carries a client's value: the rule replaces it, or deletes it when the value is empty.
+Azure forwards client headers unchanged everywhere else — on a listener without such a rule, and
+when a conditional rule's condition is false. This module reproduces that, and says where it
+happens: :func:`certificate_header_holes` (static, for ``validate`` and the startup summary) and
+:attr:`RequestRewrite.forgeable` (per request, for the log). ``strip_client_cert_headers``
+(``--strip-client-cert-headers``, off by default because Azure does not do it) removes every
+header the rule set fills from a certificate variable before the rules run.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Final
-from urllib.parse import unquote
 
-from emulator.core.certinfo import (
-    CLIENT_CERTIFICATE,
-    CLIENT_CERTIFICATE_END_DATE,
-    CLIENT_CERTIFICATE_FINGERPRINT,
-    CLIENT_CERTIFICATE_ISSUER,
-    CLIENT_CERTIFICATE_SERIAL,
-    CLIENT_CERTIFICATE_START_DATE,
-    CLIENT_CERTIFICATE_SUBJECT,
-    ClientCertInfo,
+from emulator.core.certinfo import CLIENT_CERTIFICATE
+from emulator.core.server_variables import (
+    CERTIFICATE_VARIABLE_PREFIX,
+    CLIENT_CERTIFICATE_VERIFICATION,
+    VARIABLES,
+    RequestFacts,
+    normalize_uri_path,
+    server_variable,
 )
-from emulator.model import HeaderAction, RewriteCondition, RewriteRuleSet
+from emulator.model import (
+    PLACEHOLDER,
+    HeaderAction,
+    RewriteCondition,
+    RewriteRule,
+    RewriteRuleSet,
+)
 
 __all__ = [
+    "CLIENT_CERTIFICATE",
     "CLIENT_CERTIFICATE_VERIFICATION",
+    "JA4_HEADER",
+    "SERVER_VARIABLES",
+    "CertHeaderHole",
     "Headers",
     "RequestFacts",
+    "RequestRewrite",
+    "certificate_header_holes",
+    "certificate_headers",
+    "default_forwarding_headers",
+    "normalize_uri_path",
+    "rewrite_request",
     "rewrite_request_headers",
     "rewrite_response_headers",
     "server_variable",
@@ -48,7 +76,8 @@ __all__ = [
 
 Headers = list[tuple[str, str]]
 
-CLIENT_CERTIFICATE_VERIFICATION: Final = "client_certificate_verification"
+#: The header the gateway adds with the 2022 SSL policies (appgw-behaviour.md §7).
+JA4_HEADER: Final = "X-Azure-JA4-Fingerprint"
 
 #: Hop-by-hop headers (RFC 9110 §7.6.1) that a proxy never forwards. Framing headers
 #: (Content-Length, Transfer-Encoding) are re-derived by the HTTP layer.
@@ -66,135 +95,109 @@ HOP_BY_HOP: Final = frozenset(
 )
 #: Used with ``fullmatch``: ``$`` would also match before a trailing newline.
 _TOKEN_NAME: Final = re.compile(r"[A-Za-z0-9-]+")
-_PLACEHOLDER: Final = re.compile(r"\{(var|http_req|http_resp)_([^{}]+)\}")
+#: Characters a rewritten path or query cannot carry raw in a request line: controls, space,
+#: ``#``, DEL and non-ASCII (as UTF-8 bytes). ``?`` is also escaped in a path. ``%`` is kept,
+#: so a template author's own percent-encoding survives.
+_URL_UNSAFE: Final = frozenset(range(0x21)) | {0x23, 0x7F} | frozenset(range(0x80, 0x100))
+
+#: Every server variable name this emulator computes (for validation messages).
+SERVER_VARIABLES: Final = frozenset(v.name for v in VARIABLES)
+
+
+# -- anti-spoofing analysis ------------------------------------------------------------------
+
+
+def _fills_from_certificate(action: HeaderAction) -> bool:
+    return any(
+        m.group(1) == "var" and m.group(2).lower().startswith(CERTIFICATE_VARIABLE_PREFIX)
+        for m in PLACEHOLDER.finditer(action.header_value)
+    )
+
+
+def certificate_headers(rule_set: RewriteRuleSet | None) -> dict[str, str]:
+    """Request headers the set fills from a ``client_certificate*`` variable: lowercase name →
+    the name as the rule spells it."""
+    if rule_set is None:
+        return {}
+    return {
+        action.header_name.lower(): action.header_name
+        for rule in rule_set.rules
+        for action in rule.request_headers
+        if _fills_from_certificate(action)
+    }
 
 
 @dataclass(frozen=True, slots=True)
-class RequestFacts:
-    """Everything the server variables are computed from, gathered once per request."""
+class CertHeaderHole:
+    """A certificate header a client can forge: the rule that fills it may not fire."""
 
-    client_ip: str
-    client_port: int
-    #: The template's frontend port (not the local one a ``--listen`` mapping chose).
-    server_port: int
-    scheme: str
-    method: str
-    target: str
-    http_version: str
-    headers: Sequence[tuple[str, str]]
-    trace_id: str
-    tls_version: str | None = None
-    cipher: str | None = None
-    certificate: ClientCertInfo | None = None
-    #: SUCCESS / PASSTHROUGH / NONE, from the SSL profile's decision.
-    verification: str = "NONE"
-    extra: Mapping[str, str] = field(default_factory=dict)
-
-    def header(self, name: str) -> str | None:
-        lower = name.lower()
-        values = [v for k, v in self.headers if k.lower() == lower]
-        return ", ".join(values) if values else None
+    header: str
+    rule: str
 
     @property
-    def path(self) -> str:
-        return self.target.split("?", 1)[0]
+    def message(self) -> str:
+        return (
+            f"a client can forge '{self.header}': rewrite rule '{self.rule}' fills it from a "
+            "client certificate variable only when its conditions match, and otherwise the "
+            "client's own header reaches the backend unchanged (as on Azure)"
+        )
 
     @property
-    def query(self) -> str:
-        return self.target.split("?", 1)[1] if "?" in self.target else ""
+    def fix(self) -> str:
+        return (
+            f"add an unconditional rule with a lower ruleSequence that sets '{self.header}' to "
+            "an empty value (deletes it) or to the certificate variable; or run with "
+            "--strip-client-cert-headers"
+        )
 
 
-def normalize_uri_path(raw: str) -> str:
-    """nginx's ``$uri``: percent-decoded, dot segments resolved, repeated slashes merged."""
-    decoded = unquote(raw)
-    out: list[str] = []
-    for segment in re.sub("/+", "/", decoded).split("/")[1:]:
-        if segment == ".":
+def _closes(action: HeaderAction) -> bool:
+    """An unconditional action on a header removes the client's value unless it copies it."""
+    own = "{http_req_" + action.header_name.lower() + "}"
+    return own not in action.header_value.lower()
+
+
+def certificate_header_holes(rule_set: RewriteRuleSet | None) -> tuple[CertHeaderHole, ...]:
+    """Every (header, rule) where a conditional rule fills a certificate header and no
+    unconditional action on that header removes a client's value first.
+
+    A static answer for ``validate`` and the startup summary; :class:`RequestRewrite.forgeable`
+    is the per-request one.
+    """
+    if rule_set is None:
+        return ()
+    closed = {
+        action.header_name.lower()
+        for rule in rule_set.rules
+        if not rule.conditions
+        for action in rule.request_headers
+        if _closes(action)
+    }
+    holes: dict[tuple[str, str], CertHeaderHole] = {}
+    for rule in rule_set.rules:
+        if not rule.conditions:
             continue
-        if segment == "..":
-            if out:
-                out.pop()
-            continue
-        out.append(segment)
-    trailing = decoded.endswith("/") or decoded.endswith("/.") or decoded.endswith("/..")
-    path = "/" + "/".join(out)
-    if trailing and not path.endswith("/"):
-        path += "/"
-    return path
+        for action in rule.request_headers:
+            lower = action.header_name.lower()
+            if _fills_from_certificate(action) and lower not in closed:
+                holes.setdefault((lower, rule.name), CertHeaderHole(action.header_name, rule.name))
+    return tuple(holes.values())
 
 
-def _cert_field(getter: Callable[[ClientCertInfo], str]) -> Callable[[RequestFacts], str]:
-    return lambda f: getter(f.certificate) if f.certificate is not None else ""
-
-
-def _forwarded_for(f: RequestFacts) -> str:
-    incoming = f.header("x-forwarded-for")
-    return f"{incoming}, {f.client_ip}" if incoming else f.client_ip
-
-
-def _host(f: RequestFacts) -> str:
-    host = f.header("host") or ""
-    if host.startswith("["):
-        return host.split("]", 1)[0] + "]"
-    return host.rsplit(":", 1)[0] if ":" in host else host
-
-
-_VARIABLES: Final[dict[str, Callable[[RequestFacts], str]]] = {
-    CLIENT_CERTIFICATE: _cert_field(lambda c: c.escaped_pem),
-    CLIENT_CERTIFICATE_END_DATE: _cert_field(lambda c: c.end_date),
-    CLIENT_CERTIFICATE_FINGERPRINT: _cert_field(lambda c: c.fingerprint_sha1),
-    CLIENT_CERTIFICATE_ISSUER: _cert_field(lambda c: c.issuer),
-    CLIENT_CERTIFICATE_SERIAL: _cert_field(lambda c: c.serial),
-    CLIENT_CERTIFICATE_START_DATE: _cert_field(lambda c: c.start_date),
-    CLIENT_CERTIFICATE_SUBJECT: _cert_field(lambda c: c.subject),
-    CLIENT_CERTIFICATE_VERIFICATION: lambda f: f.verification,
-    "add_x_forwarded_for_proxy": _forwarded_for,
-    "ciphers_used": lambda f: f.cipher or "",
-    "client_ip": lambda f: f.client_ip,
-    "client_port": lambda f: str(f.client_port),
-    "host": _host,
-    "http_method": lambda f: f.method,
-    "http_version": lambda f: f"HTTP/{f.http_version}",
-    "query_string": lambda f: f.query,
-    "request_query": lambda f: f.query,
-    "request_scheme": lambda f: f.scheme,
-    "request_uri": lambda f: f.target,
-    "server_port": lambda f: str(f.server_port),
-    "ssl_connection_protocol": lambda f: f.tls_version or "",
-    "ssl_enabled": lambda f: "On" if f.scheme == "https" else "",
-    "uri_path": lambda f: normalize_uri_path(f.path),
-}
-
-#: Every server variable name this emulator computes (for validation messages).
-SERVER_VARIABLES: Final = frozenset(_VARIABLES)
-
-
-def server_variable(name: str, facts: RequestFacts) -> str:
-    """The value of ``{var_NAME}``; ``cookie_NAME`` reads a request cookie; unknown → empty."""
-    getter = _VARIABLES.get(name.lower())
-    if getter is not None:
-        return getter(facts)
-    if name.lower().startswith("cookie_"):
-        wanted = name[len("cookie_") :]
-        # Each Cookie header separately: joining several with ", " (as for other headers)
-        # would glue the last pair of one to the first of the next.
-        for header_value in (v for k, v in facts.headers if k.lower() == "cookie"):
-            for part in header_value.split(";"):
-                key, _, value = part.strip().partition("=")
-                if key == wanted:
-                    return value
-    return facts.extra.get(name, "")
+# -- the engine ------------------------------------------------------------------------------
 
 
 def _get_header(headers: Headers, name: str) -> str:
     lower = name.lower()
-    values = [v for k, v in headers if k.lower() == lower]
-    return ", ".join(values)
+    return ", ".join(v for k, v in headers if k.lower() == lower)
 
 
 @dataclass
 class _Scope:
-    """Values visible to a rule: the request, optionally the response, and capture groups."""
+    """Values visible to a rule: the request, optionally the response, and capture groups.
+
+    Mutable on purpose: one scope lives for one pass over a rule set.
+    """
 
     facts: RequestFacts
     request: Headers
@@ -204,9 +207,11 @@ class _Scope:
     def lookup(self, kind: str, name: str) -> str:
         base, _, index = name.rpartition("_")
         if base and index.isdigit():
-            groups = self.captures.get(f"{kind}_{base}".lower())
-            if groups is not None and int(index) < len(groups):
-                return groups[int(index)] or ""
+            # Case-sensitive, as Azure documents: "the case of the condition variable needs to
+            # match case of the capture variable" ({http_req_user-agent_2} after user-agent).
+            groups = self.captures.get(f"{kind}_{base}")
+            if groups is not None:
+                return groups[int(index)] if int(index) < len(groups) else ""
         if kind == "var":
             return server_variable(name, self.facts)
         if kind == "http_req":
@@ -214,56 +219,82 @@ class _Scope:
         return _get_header(self.response or [], name)
 
     def expand(self, template: str) -> str:
-        return _PLACEHOLDER.sub(lambda m: self.lookup(m.group(1), m.group(2)), template)
+        return PLACEHOLDER.sub(lambda m: self.lookup(m.group(1), m.group(2)), template)
 
     def matches(self, condition: RewriteCondition) -> bool:
-        kind, _, name = condition.variable.partition("_")
-        if condition.variable.lower().startswith("http_req_"):
-            kind, name = "http_req", condition.variable[len("http_req_") :]
-        elif condition.variable.lower().startswith("http_resp_"):
-            kind, name = "http_resp", condition.variable[len("http_resp_") :]
-        elif condition.variable.lower().startswith("var_"):
-            kind, name = "var", condition.variable[len("var_") :]
+        lower = condition.variable.lower()
+        kind, name = "var", condition.variable
+        for prefix in ("http_req_", "http_resp_", "var_"):
+            if lower.startswith(prefix):
+                kind, name = prefix[:-1], condition.variable[len(prefix) :]
+                break
         value = self.lookup(kind, name)
         flags = re.IGNORECASE if condition.ignore_case else 0
         found = re.search(condition.pattern, value, flags)
         if found is not None and not condition.negate:
-            self.captures[f"{kind}_{name}".lower()] = (found.group(0), *found.groups(default=""))
+            self.captures[f"{kind}_{name}"] = (found.group(0), *found.groups(default=""))
         return (found is not None) != condition.negate
 
 
-def _set_header(headers: Headers, name: str, value: str) -> Headers:
+def _set_header(headers: Headers, name: str, value: str, *, keep_host: bool = False) -> Headers:
     lower = name.lower()
+    if keep_host and lower == "host" and not value:
+        # Azure refuses a rule that deletes Host; one whose value comes out empty at run time
+        # (a variable that is empty for this request) leaves Host as it was.
+        return headers
     kept = [(k, v) for k, v in headers if k.lower() != lower]
     if value:
         kept.append((name, value))
     return kept
 
 
-def _apply(rule_set: RewriteRuleSet | None, scope: _Scope, *, response: bool) -> Headers:
-    target = scope.response if response else scope.request
-    assert target is not None
+def _escape(text: str, *, extra: Iterable[int] = ()) -> str:
+    unsafe = _URL_UNSAFE | frozenset(extra)
+    return "".join(f"%{byte:02X}" if byte in unsafe else chr(byte) for byte in text.encode("utf-8"))
+
+
+def _apply_url(rule: RewriteRule, scope: _Scope) -> None:
+    url = rule.url
+    if url is None:
+        return
+    path, query = scope.facts.uri_path, scope.facts.query
+    if url.modified_path is not None:
+        path = scope.expand(url.modified_path)
+        if not path.startswith("/"):
+            path = "/" + path
+    if url.modified_query_string is not None:
+        query = scope.expand(url.modified_query_string)
+    scope.facts = replace(scope.facts, rewritten_path=path, rewritten_query=query)
+
+
+def _run(rule_set: RewriteRuleSet | None, scope: _Scope, *, response: bool) -> list[str]:
+    """Run the set's rules over the request (or response) in ``scope``; returns fired rules."""
+    fired: list[str] = []
     if rule_set is None:
-        return target
+        return fired
     for rule in rule_set.rules:
         scope.captures = {}
         if not all(scope.matches(c) for c in rule.conditions):
             continue
-        actions: tuple[HeaderAction, ...] = (
-            rule.response_headers if response else rule.request_headers
-        )
-        for action in actions:
-            target = _set_header(target, action.header_name, scope.expand(action.header_value))
-            if response:
-                scope.response = target
-            else:
-                scope.request = target
-    return target
+        fired.append(rule.name)
+        if response:
+            assert scope.response is not None
+            for action in rule.response_headers:
+                scope.response = _set_header(
+                    scope.response, action.header_name, scope.expand(action.header_value)
+                )
+            continue
+        for action in rule.request_headers:
+            scope.request = _set_header(
+                scope.request, action.header_name, scope.expand(action.header_value), keep_host=True
+            )
+        _apply_url(rule, scope)
+    return fired
 
 
 def default_forwarding_headers(facts: RequestFacts) -> Headers:
     """The headers Azure adds to every proxied request (how-application-gateway-works)."""
-    return [
+    headers = [
         ("X-Forwarded-For", _forwarded_for_with_port(facts)),
         ("X-Forwarded-Proto", facts.scheme),
         ("X-Forwarded-Port", str(facts.server_port)),
@@ -271,6 +302,9 @@ def default_forwarding_headers(facts: RequestFacts) -> Headers:
         ("X-Original-URL", facts.target),
         ("X-AppGW-Trace-Id", facts.trace_id),
     ]
+    if facts.ja4 is not None:
+        headers.append((JA4_HEADER, facts.ja4))
+    return headers
 
 
 def _forwarded_for_with_port(facts: RequestFacts) -> str:
@@ -280,24 +314,81 @@ def _forwarded_for_with_port(facts: RequestFacts) -> str:
     return f"{incoming}, {own}" if incoming else own
 
 
-def rewrite_request_headers(
-    facts: RequestFacts, rule_set: RewriteRuleSet | None, *, host: str | None = None
-) -> Headers:
-    """The header list the backend receives (see the module docstring for the order).
+@dataclass(frozen=True, slots=True)
+class RequestRewrite:
+    """What the backend receives, and what the rewrite stage noticed on the way."""
+
+    headers: Headers
+    #: The request target for the backend: the client's, unless a URL action rewrote it.
+    target: str
+    url_rewritten: bool
+    #: Rules whose conditions matched, in the order they ran.
+    fired: tuple[str, ...]
+    #: Certificate headers the client sent that reach the backend with the client's value
+    #: (a conditional rule did not fire, see :func:`certificate_header_holes`).
+    forgeable: tuple[str, ...]
+    #: The facts after the rules (a URL action changes ``uri_path`` / ``query_string``); the
+    #: response rules read these.
+    facts: RequestFacts
+
+
+def rewrite_request(
+    facts: RequestFacts,
+    rule_set: RewriteRuleSet | None,
+    *,
+    host: str | None = None,
+    strip_client_cert_headers: bool = False,
+) -> RequestRewrite:
+    """The backend request's headers and target (see the module docstring for the order).
 
     Args:
         host: the Host header to send when the backend settings override it.
+        strip_client_cert_headers: remove every header the set fills from a certificate
+            variable before the rules run (``--strip-client-cert-headers``; not what Azure does).
     """
-    replaced = {name.lower() for name, _ in default_forwarding_headers(facts)}
-    headers: Headers = [
+    defaults = default_forwarding_headers(facts)
+    replaced = {name.lower() for name, _ in defaults}
+    cert_headers = certificate_headers(rule_set)
+    client: Headers = [
         (k, v)
         for k, v in facts.headers
         if k.lower() not in HOP_BY_HOP and _TOKEN_NAME.fullmatch(k) and k.lower() not in replaced
     ]
+    if strip_client_cert_headers:
+        client = [(k, v) for k, v in client if k.lower() not in cert_headers]
+    headers = client
     if host is not None:
         headers = _set_header(headers, "Host", host)
-    headers += [(k, v) for k, v in default_forwarding_headers(facts) if v]
-    return _apply(rule_set, _Scope(facts, headers, None), response=False)
+    headers = headers + [(k, v) for k, v in defaults if v]
+    scope = _Scope(facts, headers, None)
+    fired = _run(rule_set, scope, response=False)
+    final = scope.facts
+    target = facts.target
+    rewritten = final.rewritten_path is not None
+    if rewritten:
+        target = _escape(final.uri_path, extra=(ord("?"),))
+        if final.query:
+            target += "?" + _escape(final.query)
+    forgeable = tuple(
+        spelled
+        for lower, spelled in cert_headers.items()
+        if (sent := [v for k, v in client if k.lower() == lower])
+        and [v for k, v in scope.request if k.lower() == lower] == sent
+    )
+    return RequestRewrite(scope.request, target, rewritten, tuple(fired), forgeable, final)
+
+
+def rewrite_request_headers(
+    facts: RequestFacts,
+    rule_set: RewriteRuleSet | None,
+    *,
+    host: str | None = None,
+    strip_client_cert_headers: bool = False,
+) -> Headers:
+    """The header list the backend receives (:func:`rewrite_request`'s ``headers``)."""
+    return rewrite_request(
+        facts, rule_set, host=host, strip_client_cert_headers=strip_client_cert_headers
+    ).headers
 
 
 def rewrite_response_headers(
@@ -305,7 +396,19 @@ def rewrite_response_headers(
     rule_set: RewriteRuleSet | None,
     request_headers: Headers,
     response_headers: Headers,
+    *,
+    status: int | None = None,
 ) -> Headers:
-    """The response header list the client receives, after hop-by-hop removal and rewrites."""
+    """The response header list the client receives, after hop-by-hop removal and rewrites.
+
+    Args:
+        request_headers: what the backend received (``{http_req_NAME}`` reads these).
+        status: the backend's status (``{var_http_status}``).
+    """
+    if status is not None:
+        facts = replace(facts, status=status)
     headers = [(k, v) for k, v in response_headers if k.lower() not in HOP_BY_HOP]
-    return _apply(rule_set, _Scope(facts, request_headers, headers), response=True)
+    scope = _Scope(facts, request_headers, headers)
+    _run(rule_set, scope, response=True)
+    assert scope.response is not None
+    return scope.response

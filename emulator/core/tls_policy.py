@@ -29,29 +29,47 @@ We do the same with pyOpenSSL:
 The verification result follows OpenSSL's ``SSL_get_verify_result``: with a callback that keeps
 going, each error overwrites the previous one, so the *last* recorded error is the one nginx —
 and therefore the gateway's ``sslClientVerify`` — reports.
+
+4. :func:`assess_handshake` is what the proxy calls: for Strict it hands the handshake's
+   errors to :func:`emulator.core.chain.assess_client_cert`, which adds the issuer-DN check,
+   says whether OCSP must still be asked, and explains a failure in words. OCSP needs I/O, so
+   the proxy asks the responder after the handshake, before routing the first request, and
+   settles the decision with :func:`resolve_ocsp`.
+
+What ``sslClientVerify`` logs on a Passthrough listener is not documented (checked: mutual
+authentication overview, troubleshooting, the passthrough quickstart). We log ``PASSTHROUGH``
+when a certificate was presented and ``NONE`` when not — the documented values of
+``client_certificate_verification`` on such a listener. The raw OpenSSL result would always be
+a failure against an empty trust store (Passthrough trusts nothing), which would only mislead.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Final
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
 
 from emulator.arm.ssl_policies import TlsVersion, openssl_cipher_name
+from emulator.core.chain import ClientCertVerdict, apply_ocsp, assess_client_cert
+from emulator.core.ocsp import OcspOutcome
 from emulator.core.pages import GatewayPage
 from emulator.core.verify import verify_error_text
-from emulator.model import ClientAuthMode, Listener
+from emulator.model import ClientAuthMode, Listener, SslProfile
 
 __all__ = [
     "DECISION_TABLE",
     "CertDecision",
     "CertState",
     "VerifyLog",
+    "assess_handshake",
     "build_server_context",
     "decide_client_cert",
+    "resolve_ocsp",
 ]
 
 _PROTO: Final = {
@@ -126,6 +144,14 @@ class CertDecision:
     ssl_client_verify: str
     page: GatewayPage | None
     reason: str
+    #: The emulator-only ``clientCertFailureExplained``: why a Strict certificate failed.
+    explanation: str = ""
+    #: Strict's full verdict; its ``ocsp`` is set while an OCSP answer is still needed.
+    verdict: ClientCertVerdict | None = None
+
+    @property
+    def ocsp_pending(self) -> bool:
+        return self.verdict is not None and self.verdict.ocsp is not None
 
 
 def decide_client_cert(
@@ -144,6 +170,66 @@ def decide_client_cert(
     else:
         reason = f"{mode_text}: client certificate verification {verify}"
     return CertDecision(rule.allowed, rule.verification, verify, rule.page, reason)
+
+
+def assess_handshake(
+    profile: SslProfile | None,
+    *,
+    presented: Sequence[x509.Certificate],
+    log: VerifyLog | None,
+    at: datetime,
+) -> CertDecision:
+    """The decision for one connection, from what its handshake showed (see the docstring).
+
+    ``presented`` is what the client sent, leaf first; ``log`` the verify callback's record.
+    """
+    mode = profile.client_auth if profile is not None else None
+    base = decide_client_cert(mode, presented=bool(presented), log=log)
+    if mode is ClientAuthMode.PASSTHROUGH:
+        return replace(base, ssl_client_verify="PASSTHROUGH" if presented else "NONE")
+    if mode is not ClientAuthMode.STRICT or profile is None:
+        return base
+    verdict = assess_client_cert(
+        presented,
+        profile.trusted_client_cas,
+        at=at,
+        verify_issuer_dn=profile.verify_issuer_dn,
+        revocation=profile.revocation,
+        openssl_errors=list(log.errors) if log is not None else None,
+    )
+    return _from_verdict(verdict)
+
+
+def _from_verdict(verdict: ClientCertVerdict) -> CertDecision:
+    if verdict.ssl_client_verify == "NONE":
+        state = CertState.ABSENT
+    elif verdict.ssl_client_verify == "SUCCESS":
+        state = CertState.VALID
+    else:
+        state = CertState.INVALID
+    rule = DECISION_TABLE[(ClientAuthMode.STRICT, state)]
+    if state is CertState.ABSENT:
+        reason = "Strict: no client certificate was sent"
+    else:
+        reason = f"Strict: client certificate verification {verdict.ssl_client_verify}"
+        if verdict.ocsp is not None:
+            reason += f" so far; OCSP answer pending from {verdict.ocsp.url}"
+    return CertDecision(
+        rule.allowed,
+        rule.verification,
+        verdict.ssl_client_verify,
+        rule.page,
+        reason,
+        explanation=verdict.explanation,
+        verdict=verdict,
+    )
+
+
+def resolve_ocsp(decision: CertDecision, outcome: OcspOutcome) -> CertDecision:
+    """Settle a decision whose OCSP check was pending, with the responder's (or cache's) answer."""
+    if decision.verdict is None or decision.verdict.ocsp is None:
+        return decision
+    return _from_verdict(apply_ocsp(decision.verdict, outcome))
 
 
 def _record_verify(

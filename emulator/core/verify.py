@@ -11,7 +11,50 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["VERIFY_ERROR_TEXTS", "verify_error_text"]
+__all__ = [
+    "CERT_CHAIN_TOO_LONG",
+    "CERT_HAS_EXPIRED",
+    "CERT_NOT_YET_VALID",
+    "CERT_REVOKED",
+    "CERT_SIGNATURE_FAILURE",
+    "DEPTH_ZERO_SELF_SIGNED_CERT",
+    "INVALID_CA",
+    "INVALID_PURPOSE",
+    "ISSUER_DN_MISMATCH_TEXT",
+    "OCSP_FAILED_TEXT",
+    "PATH_LENGTH_EXCEEDED",
+    "SELF_SIGNED_CERT_IN_CHAIN",
+    "UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY",
+    "UNABLE_TO_GET_ISSUER_CERT",
+    "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+    "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+    "VERIFY_ERROR_TEXTS",
+    "verify_error_text",
+]
+
+# The numbers the chain emulation (:mod:`emulator.core.chain`) reports, named as in x509_vfy.h.
+UNABLE_TO_GET_ISSUER_CERT: Final = 2
+UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY: Final = 6
+CERT_SIGNATURE_FAILURE: Final = 7
+CERT_NOT_YET_VALID: Final = 9
+CERT_HAS_EXPIRED: Final = 10
+DEPTH_ZERO_SELF_SIGNED_CERT: Final = 18
+SELF_SIGNED_CERT_IN_CHAIN: Final = 19
+UNABLE_TO_GET_ISSUER_CERT_LOCALLY: Final = 20
+UNABLE_TO_VERIFY_LEAF_SIGNATURE: Final = 21
+CERT_CHAIN_TOO_LONG: Final = 22
+CERT_REVOKED: Final = 23
+INVALID_CA: Final = 24
+PATH_LENGTH_EXCEEDED: Final = 25
+INVALID_PURPOSE: Final = 26
+
+#: The gateway's own reason when ``verifyClientCertIssuerDN`` rejects a certificate whose chain
+#: verified (appgw-behaviour.md §3, Azure "Troubleshoot mutual authentication").
+ISSUER_DN_MISMATCH_TEXT: Final = "Unable to verify the client certificate issuer"
+#: nginx's ``$ssl_client_verify`` reason when OCSP could not give an answer (no responder URL,
+#: responder unreachable, bad or ``unknown`` response): ``ngx_ssl_ocsp_get_status`` in
+#: ``ngx_event_openssl_stapling.c``. A revoked certificate gets OpenSSL's "certificate revoked".
+OCSP_FAILED_TEXT: Final = "certificate status request failed"
 
 VERIFY_ERROR_TEXTS: Final[dict[int, str]] = {
     2: "unable to get issuer certificate",

@@ -1,30 +1,57 @@
 """The running gateway: listeners bound to local ports, serving connections until cancelled.
 
-:class:`Gateway` is the one object the CLI, the tests and (later) the pytest plugin drive: give
-it a :class:`~emulator.model.GatewayConfig`, ``await nursery.start(gateway.serve)`` (or use it
-as an async context manager), and read the bound ports from :attr:`Gateway.ports`.
+:class:`Gateway` is the one object the CLI, the tests and the pytest plugin drive. Build it from
+a template (:meth:`Gateway.from_template`), from JSON already in memory or a resolved model
+(:meth:`Gateway.from_config`), or from a :class:`~emulator.model.GatewayConfig` directly; then
+either ``async with gateway:`` (it serves in the background for the block) or
+``await nursery.start(gateway.serve)`` (it serves until the nursery is cancelled).
+
+Resource ownership: the sockets belong to whoever started serving. Leaving the ``async with``
+block, or cancelling ``serve``, closes every listening socket, every client connection and the
+backend client before control returns, so the ports are free again at that point.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
+import json
 import logging
 import os
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Final
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self, TypeAlias
 
 import trio
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from emulator.core.tls_policy import build_server_context
 from emulator.errors import StartupError, UnsupportedFeature
-from emulator.model import GatewayConfig, Listener, ListenerProtocol
+from emulator.model import (
+    BackendAddress,
+    GatewayConfig,
+    Listener,
+    ListenerProtocol,
+    build_gateway_config,
+    with_backend_overrides,
+)
 from emulator.runtime.backend import BackendClient
+from emulator.runtime.ocsp_client import OcspChecker
 from emulator.runtime.proxy import AccessRecord, ListenerRuntime, serve_connection
 
-__all__ = ["Gateway"]
+__all__ = [
+    "ACCESS_WAIT_S",
+    "BackendSpec",
+    "Gateway",
+    "Parameters",
+    "load_config",
+    "parse_backends",
+]
 
 LOGGER = logging.getLogger("emulator.gateway")
 
@@ -32,6 +59,150 @@ LOGGER = logging.getLogger("emulator.gateway")
 LISTEN_BACKLOG: Final = 511
 #: Access records kept in memory for ``Gateway.access_log`` (tests, the later dashboard).
 ACCESS_LOG_KEEP: Final = 10_000
+#: Default bound of :meth:`Gateway.wait_for_access`: the gateway logs a request right after the
+#: response's last byte, so anything longer than a few milliseconds means it never will.
+ACCESS_WAIT_S: Final = 5.0
+_DEPLOYMENT_PARAMETERS_SCHEMA: Final = (
+    "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#"
+)
+
+#: Template parameters: ``--parameters``-style strings (``NAME=VALUE``, ``@file.json``, inline
+#: JSON) or a mapping of name to value (``bytes`` values are base64-encoded, as a template's
+#: ``data`` fields expect).
+Parameters: TypeAlias = Mapping[str, object] | Sequence[str]
+_Address: TypeAlias = str | tuple[str, int] | BackendAddress
+#: One pool's replacement: ``"host:port"``, ``("host", port)``, a ``BackendAddress``, or a
+#: sequence of those; a bare ``"host"`` keeps the backend settings' port.
+BackendSpec: TypeAlias = _Address | Sequence[_Address]
+
+
+def _parameter_args(parameters: Parameters) -> list[str]:
+    """``parameters`` as the loader's ``--parameters`` strings.
+
+    A mapping becomes one inline deploymentParameters document, so values keep their JSON type
+    (an ``int`` parameter gets an int) instead of going through ``NAME=VALUE`` text conversion.
+    """
+    if isinstance(parameters, str):
+        # A lone string would otherwise be read as a sequence of one-character arguments.
+        return [parameters]
+    if not isinstance(parameters, Mapping):
+        return list(parameters)
+    if not parameters:
+        return []
+    entries: dict[str, dict[str, Any]] = {}
+    for name, value in parameters.items():
+        plain = base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
+        entries[name] = {"value": plain}
+    document = {
+        "$schema": _DEPLOYMENT_PARAMETERS_SCHEMA,
+        "contentVersion": "1.0.0.0",
+        "parameters": entries,
+    }
+    try:
+        return [json.dumps(document)]
+    except TypeError as exc:
+        msg = f"template parameter values must be JSON values or bytes: {exc}"
+        raise TypeError(msg) from exc
+
+
+def _backend_address(pool: str, item: object) -> BackendAddress:
+    if isinstance(item, BackendAddress):
+        return item
+    if isinstance(item, tuple) and _is_host_port_pair(item):
+        return BackendAddress(str(item[0]), int(item[1]))
+    if isinstance(item, str) and item:
+        host, sep, port_text = item.rpartition(":")
+        if sep and host and port_text.isdigit() and not host.endswith(":"):
+            return BackendAddress(host.strip("[]"), int(port_text))
+        if ":" not in item or item.startswith("["):
+            return BackendAddress(item.strip("[]"))
+    msg = (
+        f"backend for pool '{pool}' must be 'host:port', ('host', port) or a BackendAddress, "
+        f"not {item!r}"
+    )
+    raise ValueError(msg)
+
+
+def _is_host_port_pair(item: object) -> bool:
+    return (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], int)
+        and not isinstance(item[1], bool)
+    )
+
+
+def parse_backends(backends: Mapping[str, BackendSpec]) -> dict[str, tuple[BackendAddress, ...]]:
+    """Normalise a ``backends=`` argument to what :func:`with_backend_overrides` takes.
+
+    Raises:
+        ValueError: an address that is none of the accepted forms, or a pool with no address.
+    """
+    out: dict[str, tuple[BackendAddress, ...]] = {}
+    for pool, spec in backends.items():
+        if isinstance(spec, str | BackendAddress) or _is_host_port_pair(spec):
+            out[pool] = (_backend_address(pool, spec),)
+            continue
+        addresses = tuple(_backend_address(pool, item) for item in spec)
+        if not addresses:
+            msg = f"backend pool '{pool}' needs at least one address"
+            raise ValueError(msg)
+        out[pool] = addresses
+    return out
+
+
+def load_config(
+    template: str | os.PathLike[str] | Mapping[str, Any],
+    parameters: Parameters = (),
+    *,
+    gateway: str | None = None,
+) -> GatewayConfig:
+    """Load and resolve a template (a file, or JSON already in memory) into the gateway model.
+
+    The same path ``appgw-emulator run`` takes, so a template that loads here loads there.
+
+    Raises:
+        TemplateError, UnsupportedFeature, CertificateError: what the template loader and the
+            model report, with file, JSON path and fix.
+    """
+    # Imported here: the loader is only needed when a template is given, not for a ready config.
+    from emulator.arm.template import load_template, load_template_data, select_gateway
+
+    args = _parameter_args(parameters)
+    if isinstance(template, Mapping):
+        loaded = load_template_data(dict(template), args)
+    else:
+        loaded = load_template(Path(template), args)
+    return build_gateway_config(select_gateway(loaded, gateway))
+
+
+def _check_listen(config: GatewayConfig, listen: Mapping[int, int]) -> None:
+    """Refuse a ``listen`` entry for a port no listener uses: a typo must not go unnoticed."""
+    frontend_ports = sorted({rule.listener.frontend_port for rule in config.rules})
+    unknown = sorted(set(listen) - set(frontend_ports))
+    if unknown:
+        raise StartupError(
+            f"listen maps template port {', '.join(map(str, unknown))}, which no listener of "
+            "the gateway uses",
+            file=config.file,
+            fix="map one of the template's frontend ports: "
+            + ", ".join(f"{{{port}: 0}}" for port in frontend_ports),
+            code="EmulatorUnknownListenPort",
+        )
+
+
+def _trust_anchor(listener: Listener) -> x509.Certificate | None:
+    """What a client should trust for this listener: the PFX chain's root when it carries one,
+    else the leaf itself (trusted directly, which needs ``VERIFY_X509_PARTIAL_CHAIN``)."""
+    server_cert = listener.server_certificate
+    if listener.protocol is not ListenerProtocol.HTTPS or server_cert is None:
+        return None
+    if server_cert.chain:
+        top = server_cert.chain[-1]
+        if top.issuer == top.subject:
+            return top
+    return server_cert.certificate
 
 
 class Gateway:
@@ -42,6 +213,18 @@ class Gateway:
         bind: the local address to listen on (loopback by default: this is a development tool).
         listen: template frontend port → local port; 0 picks a free port. Ports not in the map
             are bound as written in the template.
+        server_ca: PEM that clients should trust, overriding what :attr:`server_ca` derives from
+            the listeners' PFX files (which usually do not carry their root).
+        strip_client_cert_headers: remove, before the rewrite rules run, every client header that
+            a rule fills from a client certificate variable (not what Azure does; off by default).
+        access_log_sink: called with every access record, after it is kept in
+            :attr:`access_log` (``--access-log``: :class:`emulator.access_log.AccessLogWriter`).
+        ocsp: the OCSP checker (and so the answer cache) for ``verifyClientRevocation: OCSP``
+            listeners; one is made when not given.
+        explain: ``--explain``: Strict 400s carry the failure's explanation in a header.
+
+    One instance serves at most once at a time; after it stops it may be started again, and
+    :attr:`ports` keeps the last bound ports until then.
     """
 
     def __init__(
@@ -50,13 +233,112 @@ class Gateway:
         *,
         bind: str = "127.0.0.1",
         listen: Mapping[int, int] | None = None,
+        server_ca: bytes | None = None,
+        strip_client_cert_headers: bool = False,
+        access_log_sink: Callable[[AccessRecord], None] | None = None,
+        ocsp: OcspChecker | None = None,
+        explain: bool = False,
     ) -> None:
         self.config = config
+        self.access_log_sink = access_log_sink
+        self.ocsp = ocsp if ocsp is not None else OcspChecker()
+        self.explain = explain
         self.bind = bind
         self.listen = dict(listen or {})
+        self.strip_client_cert_headers = strip_client_cert_headers
         self.ports: dict[str, int] = {}
         self.access_log: deque[AccessRecord] = deque(maxlen=ACCESS_LOG_KEEP)
+        self._server_ca = server_ca
         self._runtimes = self._build_runtimes()
+        self._serving = False
+        self._access_event = trio.Event()
+        # Set while inside ``async with gateway:``; the nursery serving the block's listeners.
+        self._nursery: trio.Nursery | None = None
+        self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_template(
+        cls,
+        path: str | os.PathLike[str],
+        parameters: Parameters = (),
+        *,
+        backends: Mapping[str, BackendSpec] | None = None,
+        listen: Mapping[int, int] | None = None,
+        bind: str = "127.0.0.1",
+        gateway: str | None = None,
+        server_ca: bytes | None = None,
+    ) -> Self:
+        """A gateway for the ARM template at ``path``, as ``appgw-emulator run`` would load it.
+
+        Args:
+            path: the deployment template (or one exported gateway resource).
+            parameters: ``--parameters``-style strings, or a mapping of name to value (``bytes``
+                values are base64-encoded, the form a template's ``data`` fields take).
+            backends: pool name → replacement address(es), like ``--backend``; the port given
+                replaces the backend settings' port for that pool.
+            listen: template frontend port → local port; 0 picks a free port (read it back with
+                :meth:`port`). A port no listener uses is an error, to catch typos.
+            bind: local address to listen on.
+            gateway: which gateway resource, when the template declares several.
+            server_ca: PEM overriding :attr:`server_ca` (pass the root that issued the PFX).
+
+        Raises:
+            TemplateError, UnsupportedFeature, CertificateError: the template cannot be run.
+            StartupError: ``listen`` names a port that no listener uses.
+            ValueError: a malformed ``backends`` entry.
+        """
+        config = load_config(path, parameters, gateway=gateway)
+        return cls._prepared(config, backends, listen, bind=bind, server_ca=server_ca)
+
+    @classmethod
+    def from_config(
+        cls,
+        source: Mapping[str, Any] | GatewayConfig,
+        parameters: Parameters = (),
+        *,
+        backends: Mapping[str, BackendSpec] | None = None,
+        listen: Mapping[int, int] | None = None,
+        bind: str = "127.0.0.1",
+        gateway: str | None = None,
+        server_ca: bytes | None = None,
+    ) -> Self:
+        """A gateway from Python objects, for tests that do not keep a template file.
+
+        ``source`` is a template as a dict (what ``json.load`` gives for a deployment template,
+        evaluated like a file) or an already-built :class:`GatewayConfig`. The other arguments
+        are those of :meth:`from_template`; ``parameters`` and ``gateway`` only apply to a dict.
+
+        Raises:
+            ValueError: ``parameters`` or ``gateway`` given with a ``GatewayConfig``.
+            TemplateError, UnsupportedFeature, CertificateError, StartupError: as
+                :meth:`from_template`.
+        """
+        if isinstance(source, GatewayConfig):
+            if parameters or gateway is not None:
+                msg = "parameters and gateway apply to a template; this config is already resolved"
+                raise ValueError(msg)
+            config = source
+        else:
+            config = load_config(source, parameters, gateway=gateway)
+        return cls._prepared(config, backends, listen, bind=bind, server_ca=server_ca)
+
+    @classmethod
+    def _prepared(
+        cls,
+        config: GatewayConfig,
+        backends: Mapping[str, BackendSpec] | None,
+        listen: Mapping[int, int] | None,
+        *,
+        bind: str,
+        server_ca: bytes | None,
+    ) -> Self:
+        if backends:
+            config = with_backend_overrides(config, parse_backends(backends))
+        listen = dict(listen or {})
+        _check_listen(config, listen)
+        return cls(config, bind=bind, listen=listen, server_ca=server_ca)
 
     def _build_runtimes(self) -> dict[int, ListenerRuntime]:
         by_port: dict[int, ListenerRuntime] = {}
@@ -76,19 +358,98 @@ class Gateway:
                 if listener.protocol is ListenerProtocol.HTTPS
                 else None
             )
-            by_port[listener.frontend_port] = ListenerRuntime(listener, rule, ctx)
+            by_port[listener.frontend_port] = ListenerRuntime(
+                listener,
+                rule,
+                ctx,
+                strip_client_cert_headers=self.strip_client_cert_headers,
+                explain=self.explain,
+                ocsp=self.ocsp,
+            )
         return by_port
+
+    # -- what a client needs ------------------------------------------------------------------
 
     def local_port_for(self, listener: Listener) -> int:
         return self.listen.get(listener.frontend_port, listener.frontend_port)
 
-    def url(self, listener_name: str, host: str = "localhost") -> str:
-        listener = self.config.listener(listener_name)
+    @property
+    def listener_names(self) -> tuple[str, ...]:
+        """The listeners this gateway serves, in rule order."""
+        return tuple(runtime.listener.name for runtime in self._runtimes.values())
+
+    def _listener_name(self, listener: str | None) -> str:
+        names = self.listener_names
+        if listener is None:
+            if len(names) == 1:
+                return names[0]
+            msg = f"this gateway has several listeners; name one of: {', '.join(names)}"
+            raise ValueError(msg)
+        if listener not in names:
+            msg = f"no listener '{listener}' is served; listeners: {', '.join(names)}"
+            raise KeyError(msg)
+        return listener
+
+    def port(self, listener: str | None = None) -> int:
+        """The local port ``listener`` is bound to (the only listener when ``None``).
+
+        Raises:
+            RuntimeError: the gateway has not started serving yet.
+            KeyError, ValueError: an unknown listener, or ``None`` with several listeners.
+        """
+        name = self._listener_name(listener)
+        if name not in self.ports:
+            msg = "the gateway is not serving yet: use 'async with gateway:' or nursery.start"
+            raise RuntimeError(msg)
+        return self.ports[name]
+
+    def url(self, listener_name: str | None = None, host: str = "localhost") -> str:
+        """``https://localhost:PORT/`` for a listener (``localhost`` matches the usual SAN)."""
+        name = self._listener_name(listener_name)
+        listener = self.config.listener(name)
         scheme = "https" if listener.protocol is ListenerProtocol.HTTPS else "http"
-        return f"{scheme}://{host}:{self.ports[listener_name]}/"
+        return f"{scheme}://{host}:{self.port(name)}/"
+
+    @property
+    def server_ca(self) -> bytes:
+        """PEM certificates a client should trust to reach every HTTPS listener.
+
+        The ``server_ca=`` given at construction when there was one. Otherwise, per listener,
+        the root at the end of its PFX chain when the PFX carries it, else the listener's leaf
+        certificate: an Azure PFX usually holds leaf + intermediates only. A leaf (or an
+        intermediate) is not self-signed, so a stdlib client must set
+        ``ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN`` to trust it directly. Empty when
+        no listener is HTTPS.
+        """
+        if self._server_ca is not None:
+            return self._server_ca
+        seen: dict[bytes, bytes] = {}
+        for runtime in self._runtimes.values():
+            anchor = _trust_anchor(runtime.listener)
+            if anchor is not None:
+                seen.setdefault(
+                    anchor.public_bytes(Encoding.DER), anchor.public_bytes(Encoding.PEM)
+                )
+        return b"".join(seen.values())
 
     def _record(self, record: AccessRecord) -> None:
         self.access_log.append(record)
+        # Wake every waiter, then arm a fresh event for the next record; before the sink, so a
+        # failing sink cannot leave a ``wait_for_access`` hanging.
+        self._access_event.set()
+        self._access_event = trio.Event()
+        if self.access_log_sink is not None:
+            self.access_log_sink(record)
+
+    async def wait_for_access(self, count: int = 1) -> None:
+        """Wait until :attr:`access_log` holds at least ``count`` records.
+
+        The gateway logs a request after sending the response's last byte, so a client that
+        just read a response may look at the log a moment too early; this closes that gap.
+        It waits as long as it takes: bound it with ``trio.fail_after(ACCESS_WAIT_S)``.
+        """
+        while len(self.access_log) < count:
+            await self._access_event.wait()
 
     async def _bind(self, runtime: ListenerRuntime) -> trio.SocketListener:
         listener = runtime.listener
@@ -113,33 +474,67 @@ class Gateway:
             if exc.errno == errno.EADDRINUSE:
                 raise StartupError(
                     f"port {port} on {self.bind} is already in use (listener '{listener.name}')",
-                    fix=f"stop what uses it, or choose another port: --listen {listener.frontend_port}=PORT",
+                    fix="stop what uses it, or choose another port: "
+                    f"--listen {listener.frontend_port}=PORT",
                     code="EmulatorPortInUse",
                 ) from exc
             raise StartupError(
-                f"cannot listen on {self.bind}:{port} for listener '{listener.name}': {exc.strerror}",
+                f"cannot listen on {self.bind}:{port} for listener '{listener.name}': "
+                f"{exc.strerror}",
                 fix="check --bind and --listen",
                 code="EmulatorBindFailed",
             ) from exc
         self.ports[listener.name] = sock.getsockname()[1]
         return trio.SocketListener(sock)
 
-    async def serve(
-        self, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Bind every listener, report ``self`` as started, then serve until cancelled.
+    async def _bind_all(self) -> list[tuple[trio.SocketListener, ListenerRuntime]]:
+        """Bind every listener in rule order; on failure close what was bound and re-raise.
 
-        Raises:
-            StartupError: a port is busy or needs root; nothing stays bound then.
+        ``ports`` keeps the ports bound before the failure (the CLI names the next listener).
         """
         listeners: list[tuple[trio.SocketListener, ListenerRuntime]] = []
         try:
             for runtime in self._runtimes.values():
                 listeners.append((await self._bind(runtime), runtime))
-        except StartupError:
-            for sock_listener, _ in listeners:
-                await sock_listener.aclose()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                for sock_listener, _ in listeners:
+                    await sock_listener.aclose()
             raise
+        return listeners
+
+    def _claim(self) -> None:
+        if self._serving:
+            msg = "this gateway is already serving; one instance serves once at a time"
+            raise RuntimeError(msg)
+        self._serving = True
+        self.ports = {}
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Bind every listener, report ``self`` as started, then serve until cancelled.
+
+        Cancelling it closes the listening sockets, the client connections and the backend
+        client before it returns.
+
+        Raises:
+            StartupError: a port is busy or needs root; nothing stays bound then.
+            RuntimeError: this instance is already serving.
+        """
+        self._claim()
+        try:
+            listeners = await self._bind_all()
+            await self._serve_bound(listeners, task_status=task_status)
+        finally:
+            self._serving = False
+
+    async def _serve_bound(
+        self,
+        listeners: list[tuple[trio.SocketListener, ListenerRuntime]],
+        *,
+        task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         backend = BackendClient()
         try:
             async with trio.open_nursery() as nursery:
@@ -177,10 +572,61 @@ class Gateway:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
-        """``async with gateway.running():`` — serve in the background for the block's duration."""
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.serve)
-            try:
-                yield self
-            finally:
-                nursery.cancel_scope.cancel()
+        """``async with gateway.running():`` — the same as ``async with gateway:``."""
+        async with self as gateway:
+            yield gateway
+
+    async def __aenter__(self) -> Self:
+        """Bind every listener, then serve in a nursery owned by this block.
+
+        Ports are bound before the nursery opens, so a busy port raises a plain
+        :class:`StartupError` rather than one wrapped in an exception group. The block runs
+        inside the nursery: if serving crashes, the block is cancelled and the error raised.
+
+        Raises:
+            StartupError: a port is busy or needs root; nothing stays bound then.
+            RuntimeError: this instance is already serving.
+        """
+        self._claim()
+        try:
+            listeners = await self._bind_all()
+        except BaseException:
+            self._serving = False
+            raise
+        manager = trio.open_nursery()
+        try:
+            nursery = await manager.__aenter__()
+            await nursery.start(self._serve_bound, listeners)
+        except BaseException as exc:
+            self._serving = False
+            await manager.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._nursery = nursery
+        self._nursery_manager = manager
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        """Stop serving and close every socket before returning.
+
+        An exception from the block propagates as it was raised, not wrapped in the nursery's
+        exception group, so ``pytest.raises`` and plain ``except`` keep working around it.
+        """
+        manager, nursery = self._nursery_manager, self._nursery
+        if manager is None or nursery is None:
+            msg = "__aexit__ without a matching __aenter__"
+            raise RuntimeError(msg)
+        self._nursery_manager = self._nursery = None
+        nursery.cancel_scope.cancel()
+        try:
+            return bool(await manager.__aexit__(exc_type, exc, tb))
+        except BaseExceptionGroup as group:
+            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+                return False  # re-raised by the ``async with`` statement itself, unwrapped
+            raise
+        finally:
+            self._serving = False

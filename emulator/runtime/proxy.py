@@ -4,8 +4,11 @@ The sequence for an HTTPS listener:
 
 1. TLS handshake over the accepted socket (:mod:`emulator.runtime.tls_stream`), bounded by
    ``HANDSHAKE_TIMEOUT_S``. Plain HTTP on the port gets nginx's 400 page in plain text.
-2. :func:`emulator.core.tls_policy.decide_client_cert` turns what the client presented into a
+2. :func:`emulator.core.tls_policy.assess_handshake` turns what the client presented into a
    decision, once per connection (client certificates are per connection, not per request).
+   With ``verifyClientRevocation: OCSP`` the decision stays pending until the OCSP checker has
+   answered (cache or responder), which happens here, before the first request is routed: the
+   handshake's verify callback cannot do I/O.
 3. An h11 server loop serves requests. A Strict failure answers every request with the gateway's
    400 page and closes (``Connection: close``, a lingering read so a client still sending a body
    reads the 400 instead of a reset, then close_notify). Otherwise the request goes to the
@@ -21,12 +24,17 @@ gateway's nursery, where it would stop every listener.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
+import socket
+import ssl
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 import h11
@@ -34,16 +42,26 @@ import trio
 from OpenSSL import SSL
 
 from emulator.core.certinfo import ClientCertInfo
+from emulator.core.ja4 import ClientHelloError, parse_client_hello_records
+from emulator.core.ja4 import ja4 as ja4_fingerprint
 from emulator.core.pages import SERVER_TOKEN, GatewayPage, render_page
 from emulator.core.rewrite import (
     RequestFacts,
-    rewrite_request_headers,
+    rewrite_request,
     rewrite_response_headers,
 )
-from emulator.core.tls_policy import CertDecision, VerifyLog, decide_client_cert
+from emulator.core.server_variables import openssl_cipher_list
+from emulator.core.tls_policy import (
+    CertDecision,
+    VerifyLog,
+    assess_handshake,
+    decide_client_cert,
+    resolve_ocsp,
+)
 from emulator.errors import BackendError, BackendTimeout
 from emulator.model import ClientAuthMode, Listener, ListenerProtocol, RoutingRule
 from emulator.runtime.backend import BackendClient, BackendConnection
+from emulator.runtime.ocsp_client import OcspChecker
 from emulator.runtime.tls_stream import PlainHttpOnTlsPort, TlsHandshakeError, TlsServerStream
 
 __all__ = ["AccessRecord", "ListenerRuntime", "serve_connection"]
@@ -70,6 +88,9 @@ DEFAULT_HTTP_PORT: Final = 80
 #: nginx's access-log status for a request whose client closed the connection before the
 #: response started (not sent on the wire; Azure's access log shows it too).
 CLIENT_CLOSED_REQUEST: Final = 499
+#: ``--explain`` only (off by default, so responses stay byte-identical to Azure's): the
+#: response header that carries why a Strict client certificate was rejected.
+EXPLAIN_HEADER: Final = "X-AppGW-Emulator-Client-Cert-Explained"
 #: The blank line that ends a request head (h11 also accepts bare LF line endings).
 _HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
 
@@ -81,6 +102,12 @@ class ListenerRuntime:
     listener: Listener
     rule: RoutingRule
     ssl_context: SSL.Context | None
+    #: ``--strip-client-cert-headers``: drop client headers that rules fill from a certificate.
+    strip_client_cert_headers: bool = False
+    #: ``--explain``: Strict 400s carry the failure's explanation in ``EXPLAIN_HEADER``.
+    explain: bool = False
+    #: Revocation lookups for ``verifyClientRevocation: OCSP`` (one checker per gateway).
+    ocsp: OcspChecker | None = None
 
     @property
     def mode(self) -> ClientAuthMode | None:
@@ -111,6 +138,17 @@ class AccessRecord:
     timeTaken: float
     transactionId: str
     clientCertSubject: str = ""
+    #: ISO 8601 UTC time the request completed (the envelope's ``timeStamp``).
+    timeStamp: str = ""
+    httpVersion: str = ""
+    originalRequestUriWithArgs: str = ""
+    requestQuery: str = ""
+    userAgent: str = ""
+    host: str = ""
+    originalHost: str = ""
+    backendSettingName: str = ""
+    #: Emulator-only: why a Strict client certificate failed, in words (empty otherwise).
+    clientCertFailureExplained: str = ""
 
 
 class _ClientGone(Exception):
@@ -191,6 +229,7 @@ class ClientConnection:
             if self.runtime.listener.protocol is ListenerProtocol.HTTPS:
                 if not await self._handshake():
                     return
+                await self._check_revocation()
             else:
                 self.decision = decide_client_cert(None, presented=False, log=None)
             await self._serve_requests()
@@ -248,7 +287,19 @@ class ClientConnection:
         chain = tls.peer_chain
         if chain:
             self.cert = ClientCertInfo.from_certificates(chain[0], chain[1:])
-        self.decision = decide_client_cert(self.runtime.mode, presented=bool(chain), log=log)
+        self.decision = assess_handshake(
+            self.runtime.listener.ssl_profile,
+            presented=chain,
+            log=log,
+            at=datetime.now(UTC),
+        )
+        if self.decision.explanation:
+            LOGGER.info(
+                "tls.client_cert_rejected listener=%s client=%s:%s reason=%s",
+                name,
+                *self.peer,
+                self.decision.explanation,
+            )
         LOGGER.info(
             "tls.client_cert listener=%s client=%s:%s sni=%s version=%s subject=%s issuer=%s "
             "verify=%s decision=%s",
@@ -262,6 +313,39 @@ class ClientConnection:
             "allow" if self.decision.allowed else "reject",
         )
         return True
+
+    async def _check_revocation(self) -> None:
+        """The OCSP step: after the handshake, before the first request is routed.
+
+        The verify callback cannot wait for a responder, so a Strict decision whose chain and
+        issuer DN passed stays pending until the checker (cache or responder) answers.
+        """
+        decision = self.decision
+        if decision is None or decision.verdict is None or decision.verdict.ocsp is None:
+            return
+        checker = self.runtime.ocsp
+        if checker is None:
+            # The gateway always passes a checker to listeners with OCSP; a runtime built by
+            # hand without one gets a private checker rather than a silent pass.
+            checker = OcspChecker()
+        outcome = await checker.check(decision.verdict.ocsp)
+        self.decision = resolve_ocsp(decision, outcome)
+        LOGGER.info(
+            "tls.client_cert_ocsp listener=%s client=%s:%s status=%s verify=%s",
+            self.runtime.listener.name,
+            *self.peer,
+            outcome.status.value,
+            self.decision.ssl_client_verify,
+        )
+
+    def _explain_headers(self, page: GatewayPage) -> list[tuple[str, str]]:
+        """``--explain``: the failure's sentence on a client-certificate 400, else nothing."""
+        decision = self.decision
+        if not self.runtime.explain or decision is None or not decision.explanation:
+            return []
+        if page not in (GatewayPage.NO_CLIENT_CERT, GatewayPage.CLIENT_CERT_ERROR):
+            return []
+        return [(EXPLAIN_HEADER, _header_safe(decision.explanation))]
 
     async def _plain_http_answer(self, tls: TlsServerStream) -> None:
         """nginx's answer to plain HTTP on an HTTPS port, sent without TLS."""
@@ -341,7 +425,7 @@ class ClientConnection:
             )
             page = GatewayPage.BAD_REQUEST
         if page is not None:
-            await self._send_page(page, close=True)
+            await self._send_page(page, close=True, extra_headers=self._explain_headers(page))
             self._access(facts, page.status, started, routed="", server_status="")
             await self._linger()
             return False
@@ -349,6 +433,25 @@ class ClientConnection:
 
     def _facts(self, request: h11.Request, decision: CertDecision) -> RequestFacts:
         tls = self.tls
+        ja4: str | None = None
+        ciphers_supported = ""
+        if tls is not None:
+            try:
+                hello = parse_client_hello_records(tls.client_hello)
+            except ClientHelloError as exc:
+                LOGGER.debug(
+                    "tls.client_hello_unparsed listener=%s reason=%s",
+                    self.runtime.listener.name,
+                    exc,
+                )
+            else:
+                ciphers_supported = openssl_cipher_list(
+                    hello.cipher_suites, _openssl_cipher_names()
+                )
+                # X-Azure-JA4-Fingerprint comes with the 2022 policies, which are also the ones
+                # that offer TLS 1.3 (CustomV2 too: the docs are silent, it is the same family).
+                if self.runtime.listener.ssl_policy.tls13:
+                    ja4 = ja4_fingerprint(hello)
         return RequestFacts(
             client_ip=self.peer[0],
             client_port=self.peer[1],
@@ -365,6 +468,9 @@ class ClientConnection:
             cipher=tls.cipher if tls else None,
             certificate=self.cert,
             verification=decision.verification,
+            ja4=ja4,
+            ciphers_supported=ciphers_supported,
+            tcp_rtt_us=_tcp_rtt_us(tls.transport_stream if tls is not None else self.stream),
         )
 
     async def _proxy(self, request: h11.Request, facts: RequestFacts, started: float) -> bool:
@@ -377,8 +483,31 @@ class ClientConnection:
         host_override = settings.host_name
         if settings.pick_host_name_from_backend_address:
             host_override = address[0]
-        headers = rewrite_request_headers(facts, rule.rewrite_rule_set, host=host_override)
-        headers = [(k, v) for k, v in headers if k.lower() != "expect"]
+        rewritten = rewrite_request(
+            facts,
+            rule.rewrite_rule_set,
+            host=host_override,
+            strip_client_cert_headers=self.runtime.strip_client_cert_headers,
+        )
+        for header in rewritten.forgeable:
+            LOGGER.warning(
+                "rewrite.client_cert_header_forwarded listener=%s client=%s:%s header=%s: the "
+                "client's own %s reached the backend, because the rule that fills it from the "
+                "certificate did not fire (fix: an unconditional rule deleting it first, or "
+                "--strip-client-cert-headers)",
+                self.runtime.listener.name,
+                *self.peer,
+                header,
+                header,
+            )
+        if rewritten.url_rewritten:
+            LOGGER.debug(
+                "rewrite.url listener=%s from=%s to=%s",
+                self.runtime.listener.name,
+                facts.target,
+                rewritten.target,
+            )
+        headers = [(k, v) for k, v in rewritten.headers if k.lower() != "expect"]
         routed = f"{address[0]}:{address[1]}"
         if not any(k.lower() == "host" for k, _ in headers):
             # An HTTP/1.0 client may omit Host, but the backend request is HTTP/1.1, which
@@ -390,19 +519,22 @@ class ClientConnection:
             async with self.backend.connection(address) as backend:
                 await backend.send(
                     h11.Request(
-                        method=request.method, target=request.target, headers=_encode(headers)
+                        method=request.method,
+                        target=rewritten.target.encode("latin-1"),
+                        headers=_encode(headers),
                     )
                 )
                 await self._forward_request_body(backend)
                 response = await self._backend_response(backend, settings.request_timeout_s)
                 out_headers = rewrite_response_headers(
-                    facts,
+                    rewritten.facts,
                     rule.rewrite_rule_set,
                     headers,
                     [
                         (k.decode("latin-1"), v.decode("latin-1"))
                         for k, v in response.headers.raw_items()
                     ],
+                    status=response.status_code,
                 )
                 response_started = True
                 await self._send(
@@ -516,9 +648,18 @@ class ClientConnection:
         self._access(facts, page.status, started, routed=routed, server_status="")
         return not close
 
-    async def _send_page(self, page: GatewayPage, *, close: bool) -> None:
+    async def _send_page(
+        self, page: GatewayPage, *, close: bool, extra_headers: list[tuple[str, str]] | None = None
+    ) -> None:
         body = render_page(page)
-        await self._send(_page_response(page, close=close, length=len(body)))
+        response = _page_response(page, close=close, length=len(body))
+        if extra_headers:
+            response = h11.Response(
+                status_code=response.status_code,
+                headers=[*response.headers.raw_items(), *_encode(extra_headers)],
+                reason=response.reason,
+            )
+        await self._send(response)
         await self._send(h11.Data(data=body))
         await self._send(h11.EndOfMessage())
 
@@ -560,6 +701,15 @@ class ClientConnection:
             timeTaken=round(time.perf_counter() - started, 4),
             transactionId=facts.trace_id,
             clientCertSubject=cert.subject if cert else "",
+            timeStamp=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            httpVersion=f"HTTP/{facts.http_version}",
+            originalRequestUriWithArgs=facts.target,
+            requestQuery=facts.target.partition("?")[2],
+            userAgent=_header(facts, "user-agent"),
+            host=_header(facts, "host").rsplit(":", 1)[0] if _header(facts, "host") else "",
+            originalHost=_header(facts, "host"),
+            backendSettingName=self.runtime.rule.settings.name,
+            clientCertFailureExplained=decision.explanation if decision else "",
         )
         ACCESS_LOGGER.info(
             '%s %s:%s "%s %s HTTP/%s" %s verify=%s backend=%s %.1fms',
@@ -575,6 +725,55 @@ class ClientConnection:
             record.timeTaken * 1000,
         )
         self.on_access(record)
+
+
+@functools.cache
+def _openssl_cipher_names() -> dict[int, str]:
+    """Cipher suite code → OpenSSL name, for ``ciphers_supported`` (nginx ``$ssl_ciphers``).
+
+    Read once from the local OpenSSL with every suite enabled; the two signalling values are
+    added by hand because OpenSSL names them but lists them nowhere.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        ctx.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
+    except ssl.SSLError:
+        LOGGER.debug("the local OpenSSL refuses 'ALL:COMPLEMENTOFALL'; using its defaults")
+    # ``id`` is 0x0300XXXX: the protocol's 0x03 byte, then the 2-byte code.
+    names = {int(c["id"]) & 0xFFFF: str(c["name"]) for c in ctx.get_ciphers()}
+    names.setdefault(0x00FF, "TLS_EMPTY_RENEGOTIATION_INFO_SCSV")
+    names.setdefault(0x5600, "TLS_FALLBACK_SCSV")
+    return names
+
+
+#: ``struct tcp_info`` (linux/tcp.h): 8 one-byte fields, then 32-bit fields; ``tcpi_rtt`` (µs)
+#: is the 16th of those.
+_TCPI_RTT_OFFSET: Final = 8 + 15 * 4
+_TCP_INFO_SIZE: Final = 104
+
+
+def _tcp_rtt_us(stream: trio.abc.Stream) -> int | None:
+    """The kernel's smoothed RTT of the client connection (``client_tcp_rtt``), Linux only."""
+    tcp_info = getattr(socket, "TCP_INFO", None)
+    if tcp_info is None or not isinstance(stream, trio.SocketStream):
+        return None
+    try:
+        raw = stream.socket.getsockopt(socket.IPPROTO_TCP, tcp_info, _TCP_INFO_SIZE)
+    except OSError:
+        return None
+    if len(raw) < _TCPI_RTT_OFFSET + 4:
+        return None
+    return int(struct.unpack_from("=I", raw, _TCPI_RTT_OFFSET)[0])
+
+
+def _header(facts: RequestFacts, name: str) -> str:
+    return next((v for k, v in facts.headers if k.lower() == name), "")
+
+
+def _header_safe(text: str) -> str:
+    """``text`` as a header value: Latin-1 only (escapes beyond), no control characters."""
+    escaped = text.encode("latin-1", "backslashreplace").decode("latin-1")
+    return "".join(ch if ch >= " " and ch != "\x7f" else " " for ch in escaped)
 
 
 def _ambiguous_framing(request: h11.Request) -> bool:

@@ -70,8 +70,9 @@ DEMO_PKI_FILES: Final = frozenset(
             for ext in ("pem", "key")
         ),
         "deploymentParameters.json",
-        # Not in the README table: the CA behind client-unrelated-ca.pem, for a backend's tests.
         "unrelated-root-ca.pem",
+        # The issuing CA's key: the demo OCSP responder signs with it.
+        "intermediate-ca.key",
     }
 )
 #: Seconds within which a signal must end ``up`` (it normally takes a fraction of a second).

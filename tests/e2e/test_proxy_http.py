@@ -645,7 +645,7 @@ async def test_internal_error_answers_500_and_the_gateway_keeps_serving(
 
     port = demo_stack.port(PASSTHROUGH_LISTENER)
     with monkeypatch.context() as patch:
-        patch.setattr(proxy, "rewrite_request_headers", broken_rewrite)
+        patch.setattr(proxy, "rewrite_request", broken_rewrite)
         reply = await https_request(port, client_context(pki))
     assert_gateway_page(reply, GatewayPage.INTERNAL_ERROR)
     assert reply.header("Connection") == "close"

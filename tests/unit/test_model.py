@@ -704,25 +704,17 @@ def test_strict_profile_without_trusted_certificates_warns_about_useless_checks(
     assert any("strict-profile" in w and "no effect" in w for w in config.warnings)
 
 
-@pytest.mark.parametrize(
-    ("setting", "value"),
-    [("verifyClientCertIssuerDN", True), ("verifyClientRevocation", "OCSP")],
-)
-def test_strict_issuer_dn_and_ocsp_checks_are_unsupported(
-    demo: GatewayResource, setting: str, value: object
-) -> None:
+def test_strict_profile_carries_issuer_dn_and_ocsp_settings(demo: GatewayResource) -> None:
     def enable(res: Resource) -> None:
-        inner(res, "sslProfiles")["clientAuthConfiguration"][setting] = value
+        auth = inner(res, "sslProfiles")["clientAuthConfiguration"]
+        auth["verifyClientCertIssuerDN"] = True
+        auth["verifyClientRevocation"] = "OCSP"
 
-    with pytest.raises(UnsupportedFeature) as info:
-        build(demo, enable)
-
-    assert_error(
-        info.value,
-        code="EmulatorUnsupportedFeature",
-        path="resources[0].properties.sslProfiles[0].properties.clientAuthConfiguration." + setting,
-        kind=UnsupportedFeature,
-    )
+    profile = build(demo, enable).listener("strict-listener").ssl_profile
+    assert profile is not None
+    assert profile.client_auth is ClientAuthMode.STRICT
+    assert profile.verify_issuer_dn is True
+    assert profile.revocation is RevocationMode.OCSP
 
 
 def test_profile_ssl_policy_overrides_the_gateway_policy(demo: GatewayResource) -> None:

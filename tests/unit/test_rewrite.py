@@ -5,22 +5,43 @@ Pure functions only: a ``RequestFacts`` goes in, header lists come out (appgw-be
 
 from __future__ import annotations
 
+import base64
+import copy
 import dataclasses
+import json
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
+from emulator.arm.template import GatewayResource, load_template, select_gateway
+from emulator.cli import _parser
 from emulator.core.certinfo import ClientCertInfo
 from emulator.core.rewrite import (
+    JA4_HEADER,
     Headers,
     RequestFacts,
+    certificate_header_holes,
+    certificate_headers,
     normalize_uri_path,
+    rewrite_request,
     rewrite_request_headers,
     rewrite_response_headers,
     server_variable,
 )
-from emulator.model import HeaderAction, RewriteCondition, RewriteRule, RewriteRuleSet
-from emulator.pki import CA
+from emulator.demo import demo_template
+from emulator.errors import TemplateError, UnsupportedFeature
+from emulator.model import (
+    GatewayConfig,
+    HeaderAction,
+    RewriteCondition,
+    RewriteRule,
+    RewriteRuleSet,
+    UrlAction,
+    build_gateway_config,
+)
+from emulator.pki import CA, ca_bundle_pem
+from emulator.summary import describe, forgeable_certificate_headers, render_text
 
 CLIENT_IP = "203.0.113.7"
 CLIENT_PORT = 51234
@@ -480,7 +501,7 @@ def test_add_x_forwarded_for_proxy_has_no_port(incoming: list[str], expected: st
         ("a=1; session=abc; b=2", "session", "abc"),
         ("a=1;session=abc", "session", "abc"),
         ("a=1; b=2", "session", ""),
-        ("Session=abc", "session", ""),
+        ("Session=abc", "session", "abc"),
         ("token=x=y", "token", "x=y"),
     ],
 )
@@ -589,3 +610,482 @@ def test_request_actions_do_not_touch_responses() -> None:
     out = rewrite_response_headers(facts(), rule_set, [], [("ETag", '"1"')])
 
     assert out == [("ETag", '"1"')]
+
+
+# --- the JA4 header -------------------------------------------------------------------------------
+
+JA4 = "t13d1516h2_8daaf6152771_d8a2da3f94cd"
+
+
+def test_ja4_header_follows_the_trace_id_when_the_policy_sends_it() -> None:
+    out = rewrite_request_headers(facts(ja4=JA4), None)
+
+    assert out[-2:] == [("X-AppGW-Trace-Id", TRACE_ID), ("X-Azure-JA4-Fingerprint", JA4)]
+
+
+def test_client_sent_ja4_header_is_replaced_when_the_gateway_sends_one() -> None:
+    sent = [("Host", "gw"), ("X-Azure-JA4-Fingerprint", "forged")]
+
+    assert values(rewrite_request_headers(facts(sent, ja4=JA4), None), JA4_HEADER) == [JA4]
+
+
+# --- URL rewrites ---------------------------------------------------------------------------------
+
+
+def url_rule(
+    path: str | None = None,
+    query: str | None = None,
+    *,
+    conditions: Sequence[RewriteCondition] = (),
+    request: Sequence[tuple[str, str]] = (),
+    name: str = "url",
+    sequence: int = 100,
+) -> RewriteRule:
+    return dataclasses.replace(
+        rule(*request, conditions=conditions, name=name, sequence=sequence),
+        url=UrlAction(path, query),
+    )
+
+
+def test_url_rewrite_with_capture_groups_from_uri_path() -> None:
+    # The documentation's scenario: /fashion/shirts → /buy.aspx?category=fashion&product=shirts.
+    rewrite = url_rule(
+        "buy.aspx",
+        "category={var_uri_path_1}&product={var_uri_path_2}",
+        conditions=[cond("var_uri_path", "/(.+)/(.+)")],
+    )
+
+    result = rewrite_request(facts(target="/fashion/shirts"), rules(rewrite))
+
+    assert result.target == "/buy.aspx?category=fashion&product=shirts"
+    assert result.url_rewritten
+    assert one(result.headers, "X-Original-URL") == "/fashion/shirts"
+
+
+def test_path_only_rewrite_keeps_the_query_and_query_only_rewrite_keeps_the_path() -> None:
+    request = facts(target="/old?keep=1")
+
+    assert rewrite_request(request, rules(url_rule("/new"))).target == "/new?keep=1"
+    assert rewrite_request(request, rules(url_rule(query="q=2"))).target == "/old?q=2"
+
+
+def test_empty_query_result_removes_the_query() -> None:
+    rewrite = url_rule(query="{var_cookie_absent}")
+
+    assert rewrite_request(facts(target="/p?x=1"), rules(rewrite)).target == "/p"
+
+
+def test_without_url_action_the_raw_target_is_sent_unchanged() -> None:
+    result = rewrite_request(facts(target="/a/../b%2F?q=%41"), rules(rule(("X-A", "1"))))
+
+    assert result.target == "/a/../b%2F?q=%41"
+    assert not result.url_rewritten
+
+
+def test_rewritten_path_is_escaped_for_the_request_line() -> None:
+    # uri_path is decoded ("c d", "é"); the backend's request line cannot carry it raw.
+    rewrite = url_rule("/x/{var_uri_path_1}", conditions=[cond("var_uri_path", "^/(.*)$")])
+
+    result = rewrite_request(facts(target="/c%20d/caf%C3%A9%3F"), rules(rewrite))
+
+    assert result.target == "/x/c%20d/caf%C3%A9%3F"
+
+
+def test_condition_false_means_no_url_rewrite() -> None:
+    rewrite = url_rule("/new", conditions=[cond("var_query_string", "category=shoes")])
+
+    assert rewrite_request(facts(target="/l?category=bags"), rules(rewrite)).target == (
+        "/l?category=bags"
+    )
+
+
+def test_later_rules_see_the_rewritten_path_but_request_uri_stays_original() -> None:
+    first = url_rule("/v2/items", name="first", sequence=1)
+    second = rule(
+        ("X-Path", "{var_uri_path}"), ("X-Uri", "{var_request_uri}"), name="second", sequence=2
+    )
+
+    result = rewrite_request(facts(target="/v1/items?x=1"), rules(first, second))
+
+    assert one(result.headers, "X-Path") == "/v2/items"
+    assert one(result.headers, "X-Uri") == "/v1/items?x=1"
+    assert result.facts.uri_path == "/v2/items"
+
+
+def test_header_actions_of_a_rule_see_the_path_before_its_own_url_action() -> None:
+    both = url_rule("/new", request=[("X-Before", "{var_uri_path}")])
+
+    result = rewrite_request(facts(target="/old"), rules(both))
+
+    assert one(result.headers, "X-Before") == "/old"
+    assert result.target == "/new"
+
+
+# --- host, response status ------------------------------------------------------------------------
+
+
+def test_a_host_action_that_comes_out_empty_keeps_host() -> None:
+    out = rewrite_request_headers(facts(), rules(rule(("Host", "{var_client_certificate}"))))
+
+    assert one(out, "Host") == "gw.contoso.com:444"
+
+
+def test_host_can_be_set() -> None:
+    out = rewrite_request_headers(facts(), rules(rule(("Host", "internal.{var_host}"))))
+
+    assert one(out, "Host") == "internal.gw.contoso.com"
+
+
+def test_response_rules_read_the_status() -> None:
+    rule_set = rules(
+        rule(response=[("Cache-Control", "no-store")], conditions=[cond("var_http_status", "^5")])
+    )
+
+    assert rewrite_response_headers(facts(), rule_set, [], [], status=503) == [
+        ("Cache-Control", "no-store")
+    ]
+    assert rewrite_response_headers(facts(), rule_set, [], [], status=200) == []
+
+
+def test_response_rewrite_removes_server_and_adds_hsts() -> None:
+    rule_set = rules(
+        rule(
+            response=[
+                ("Server", ""),
+                ("Strict-Transport-Security", "max-age=31536000; includeSubDomains"),
+            ]
+        )
+    )
+
+    out = rewrite_response_headers(facts(), rule_set, [], [("Server", "nginx/1.25"), ("A", "1")])
+
+    assert out == [("A", "1"), ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")]
+
+
+# --- anti-spoofing --------------------------------------------------------------------------------
+
+FORWARD_CERT = ("X-Client-Cert", "{var_client_certificate}")
+ONLY_WHEN_VERIFIED = cond("var_client_certificate_verification", "^SUCCESS$")
+
+
+def test_certificate_headers_lists_headers_filled_from_certificate_variables() -> None:
+    rule_set = rules(
+        rule(
+            FORWARD_CERT,
+            ("X-Subject", "cn={var_CLIENT_CERTIFICATE_SUBJECT}"),
+            ("X-Ip", "{var_client_ip}"),
+        )
+    )
+
+    assert certificate_headers(rule_set) == {
+        "x-client-cert": "X-Client-Cert",
+        "x-subject": "X-Subject",
+    }
+
+
+def test_conditional_certificate_rule_is_a_hole() -> None:
+    rule_set = rules(rule(FORWARD_CERT, conditions=[ONLY_WHEN_VERIFIED], name="verified-only"))
+
+    (hole,) = certificate_header_holes(rule_set)
+
+    assert (hole.header, hole.rule) == ("X-Client-Cert", "verified-only")
+    assert "verified-only" in hole.message
+    assert "unconditional" in hole.fix
+
+
+@pytest.mark.parametrize("value", ["", "{var_client_certificate}", "none"])
+def test_an_unconditional_action_on_the_header_closes_the_hole(value: str) -> None:
+    rule_set = rules(
+        rule(("X-Client-Cert", value), name="clear", sequence=1),
+        rule(FORWARD_CERT, conditions=[ONLY_WHEN_VERIFIED], name="verified-only", sequence=2),
+    )
+
+    assert certificate_header_holes(rule_set) == ()
+
+
+def test_an_unconditional_rule_copying_the_clients_value_does_not_close_the_hole() -> None:
+    rule_set = rules(
+        rule(("X-Client-Cert", "{http_req_X-Client-Cert}"), name="copy", sequence=1),
+        rule(FORWARD_CERT, conditions=[ONLY_WHEN_VERIFIED], name="verified-only", sequence=2),
+    )
+
+    assert [h.rule for h in certificate_header_holes(rule_set)] == ["verified-only"]
+
+
+def test_unconditional_certificate_rule_has_no_hole() -> None:
+    assert certificate_header_holes(rules(rule(FORWARD_CERT))) == ()
+    assert certificate_header_holes(None) == ()
+
+
+def test_forged_header_passes_when_the_conditional_rule_does_not_fire() -> None:
+    # As on Azure: the condition is false, nothing touches the header, the client's value goes.
+    sent = [("Host", "gw"), ("X-Client-Cert", "forged")]
+    rule_set = rules(rule(FORWARD_CERT, conditions=[ONLY_WHEN_VERIFIED]))
+
+    result = rewrite_request(facts(sent, verification="NONE"), rule_set)
+
+    assert values(result.headers, "X-Client-Cert") == ["forged"]
+    assert result.forgeable == ("X-Client-Cert",)
+
+
+def test_strip_option_removes_the_forged_header_before_the_rules() -> None:
+    sent = [("Host", "gw"), ("x-client-cert", "forged"), ("X-Other", "kept")]
+    rule_set = rules(rule(FORWARD_CERT, conditions=[ONLY_WHEN_VERIFIED]))
+
+    result = rewrite_request(facts(sent), rule_set, strip_client_cert_headers=True)
+
+    assert values(result.headers, "X-Client-Cert") == []
+    assert one(result.headers, "X-Other") == "kept"
+    assert result.forgeable == ()
+
+
+def test_strip_option_keeps_the_certificate_when_the_rule_fires(
+    client_cert: ClientCertInfo,
+) -> None:
+    sent = [("Host", "gw"), ("X-Client-Cert", "forged")]
+    rule_set = rules(rule(FORWARD_CERT, conditions=[ONLY_WHEN_VERIFIED]))
+    request = facts(sent, certificate=client_cert, verification="SUCCESS")
+
+    result = rewrite_request(request, rule_set, strip_client_cert_headers=True)
+
+    assert values(result.headers, "X-Client-Cert") == [client_cert.escaped_pem]
+
+
+def test_unconditional_rule_never_reports_a_forgeable_header() -> None:
+    sent = [("Host", "gw"), ("X-Client-Cert", "forged")]
+
+    result = rewrite_request(facts(sent), rules(rule(FORWARD_CERT)))
+
+    assert values(result.headers, "X-Client-Cert") == []
+    assert result.forgeable == ()
+
+
+def test_fired_lists_the_rules_whose_conditions_matched() -> None:
+    rule_set = rules(
+        rule(("X-A", "1"), name="always", sequence=1),
+        rule(("X-B", "1"), conditions=[cond("var_uri_path", "^/nope")], name="never", sequence=2),
+    )
+
+    assert rewrite_request(facts(), rule_set).fired == ("always",)
+
+
+def test_negated_case_sensitive_condition() -> None:
+    condition = cond("http_req_User-Agent", "^Mozilla", ignore_case=False, negate=True)
+    rule_set = rules(rule(("X-Bot", "yes"), conditions=[condition]))
+
+    def bot(agent: str) -> list[str]:
+        return values(
+            rewrite_request_headers(facts([("Host", "gw"), ("User-Agent", agent)]), rule_set),
+            "X-Bot",
+        )
+
+    assert bot("curl/8") == ["yes"]
+    assert bot("mozilla/5.0") == ["yes"]  # case-sensitive: lowercase does not match ^Mozilla
+    assert bot("Mozilla/5.0") == []
+
+
+# --- validation in the model ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_gateway(tmp_path_factory: pytest.TempPathFactory) -> GatewayResource:
+    root = CA("Rewrite Model Root")
+    issuing = root.intermediate("Rewrite Model Issuing")
+    server = CA("Rewrite Model Server Root").issue_server("gateway.test")
+    path = tmp_path_factory.mktemp("rewrite-model") / "demo.json"
+    path.write_text(
+        json.dumps(
+            demo_template(
+                strict_port=8443, passthrough_port=9443, backend_host="10.0.0.5", backend_port=80
+            )
+        )
+    )
+    loaded = load_template(
+        path,
+        [
+            "certData=" + base64.b64encode(server.pfx("pw")).decode(),
+            "certPassword=pw",
+            "trustedClientCaData=" + base64.b64encode(ca_bundle_pem(root, issuing)).decode(),
+        ],
+    )
+    return select_gateway(loaded, None)
+
+
+def build_with(base: GatewayResource, rewrite_rules: list[dict[str, Any]]) -> GatewayConfig:
+    resource = copy.deepcopy(dict(base.resource))
+    resource["properties"]["rewriteRuleSets"][0]["properties"]["rewriteRules"] = rewrite_rules
+    return build_gateway_config(dataclasses.replace(base, resource=resource))
+
+
+def with_actions(**action_set: Any) -> list[dict[str, Any]]:
+    return [{"name": "r", "ruleSequence": 100, "actionSet": action_set}]
+
+
+def test_url_configuration_is_read(demo_gateway: GatewayResource) -> None:
+    config = build_with(
+        demo_gateway,
+        with_actions(
+            urlConfiguration={"modifiedPath": "/new/{var_uri_path_1}", "modifiedQueryString": ""}
+        ),
+    )
+
+    rule_set = config.rule_for("strict-listener").rewrite_rule_set
+    assert rule_set is not None
+    assert rule_set.rules[0].url == UrlAction("/new/{var_uri_path_1}", None, False)
+
+
+def test_unknown_server_variable_is_an_error_listing_the_valid_ones(
+    demo_gateway: GatewayResource,
+) -> None:
+    header = {"headerName": "X-A", "headerValue": "{var_client_certificate_sha256}"}
+
+    with pytest.raises(TemplateError) as info:
+        build_with(demo_gateway, with_actions(requestHeaderConfigurations=[header]))
+
+    assert "client_certificate_sha256" in info.value.message
+    assert "client_certificate_fingerprint" in info.value.message
+    assert info.value.path is not None
+    assert info.value.path.endswith("requestHeaderConfigurations[0].headerValue")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["{var_cookie_session}", "{var_uri_path_2}", "{VAR_CLIENT_IP}x", "{http_req_Any-Thing}", "{x}"],
+)
+def test_valid_placeholders_are_accepted(demo_gateway: GatewayResource, value: str) -> None:
+    header = {"headerName": "X-A", "headerValue": value}
+
+    build_with(demo_gateway, with_actions(requestHeaderConfigurations=[header]))
+
+
+def test_unknown_variable_in_a_condition_is_an_error(demo_gateway: GatewayResource) -> None:
+    rules_json = [
+        {
+            "name": "r",
+            "ruleSequence": 1,
+            "conditions": [{"variable": "var_client_cert", "pattern": "."}],
+            "actionSet": {},
+        }
+    ]
+
+    with pytest.raises(TemplateError, match="client_cert'"):
+        build_with(demo_gateway, rules_json)
+
+
+def test_condition_variable_needs_a_known_prefix(demo_gateway: GatewayResource) -> None:
+    rules_json = [
+        {
+            "name": "r",
+            "ruleSequence": 1,
+            "conditions": [{"variable": "User-Agent", "pattern": "."}],
+            "actionSet": {},
+        }
+    ]
+
+    with pytest.raises(TemplateError, match="http_req_NAME"):
+        build_with(demo_gateway, rules_json)
+
+
+def test_deleting_host_is_an_error(demo_gateway: GatewayResource) -> None:
+    header = {"headerName": "host", "headerValue": ""}
+
+    with pytest.raises(TemplateError) as info:
+        build_with(demo_gateway, with_actions(requestHeaderConfigurations=[header]))
+
+    assert info.value.error_code == "EmulatorHostHeaderCannotBeDeleted"
+
+
+def test_request_header_name_with_an_underscore_is_an_error(demo_gateway: GatewayResource) -> None:
+    header = {"headerName": "X_Client_Cert", "headerValue": "{var_client_certificate}"}
+
+    with pytest.raises(TemplateError, match="letters, digits and hyphens"):
+        build_with(demo_gateway, with_actions(requestHeaderConfigurations=[header]))
+
+
+def test_reroute_on_a_set_used_by_a_basic_rule_is_an_error(demo_gateway: GatewayResource) -> None:
+    with pytest.raises(TemplateError) as info:
+        build_with(
+            demo_gateway, with_actions(urlConfiguration={"modifiedPath": "/x", "reroute": True})
+        )
+
+    assert type(info.value) is TemplateError
+    assert "strict-rule" in info.value.message
+    assert "reroute" in info.value.message
+
+
+def test_reroute_on_an_unused_set_is_not_emulated_yet(demo_gateway: GatewayResource) -> None:
+    resource = copy.deepcopy(dict(demo_gateway.resource))
+    sets = resource["properties"]["rewriteRuleSets"]
+    spare = copy.deepcopy(sets[0])
+    spare["name"] = "spare"
+    spare["properties"]["rewriteRules"] = with_actions(
+        urlConfiguration={"modifiedPath": "/x", "reroute": True}
+    )
+    sets.append(spare)
+
+    with pytest.raises(UnsupportedFeature, match="path-based routing"):
+        build_gateway_config(dataclasses.replace(demo_gateway, resource=resource))
+
+
+# --- where a client can forge: the summary and the command line ----------------------------------
+
+
+def test_summary_names_the_conditional_rule_and_the_fix(demo_gateway: GatewayResource) -> None:
+    conditional = [
+        {
+            "name": "verified-only",
+            "ruleSequence": 100,
+            "conditions": [
+                {"variable": "var_client_certificate_verification", "pattern": "^SUCCESS$"}
+            ],
+            "actionSet": {
+                "requestHeaderConfigurations": [
+                    {"headerName": "X-Client-Cert", "headerValue": "{var_client_certificate}"}
+                ]
+            },
+        }
+    ]
+
+    text = render_text(describe(build_with(demo_gateway, conditional)))
+
+    assert "WARNING (listener strict-listener): a client can forge 'X-Client-Cert'" in text
+    assert "'verified-only'" in text
+    assert "fix: add an unconditional rule with a lower ruleSequence" in text
+
+
+def test_summary_flags_a_listener_without_the_rule_sharing_the_pool(
+    demo_gateway: GatewayResource,
+) -> None:
+    resource = copy.deepcopy(dict(demo_gateway.resource))
+    rules_json = resource["properties"]["requestRoutingRules"]
+    del rules_json[1]["properties"]["rewriteRuleSet"]  # the Passthrough listener's rule
+    config = build_gateway_config(dataclasses.replace(demo_gateway, resource=resource))
+
+    holes = forgeable_certificate_headers(config)
+
+    assert {(h["listener"], h["header"]) for h in holes} >= {
+        ("passthrough-listener", "X-Client-Cert")
+    }
+    assert all(h["listener"] == "passthrough-listener" for h in holes)
+
+
+def test_demo_gateway_has_no_forgeable_header(demo_gateway: GatewayResource) -> None:
+    assert forgeable_certificate_headers(build_gateway_config(demo_gateway)) == []
+
+
+@pytest.mark.parametrize("command", [["run", "--template-file", "t.json"], ["up"]])
+def test_strip_flag_is_off_by_default_and_can_be_set(command: list[str]) -> None:
+    assert _parser().parse_args(command).strip_client_cert_headers is False
+    assert _parser().parse_args([*command, "--strip-client-cert-headers"]).strip_client_cert_headers
+
+
+def test_capture_reference_must_use_the_conditions_case_as_azure_documents() -> None:
+    condition = cond("http_req_user-agent", r"(curl)/([\d.]+)")
+    action = ("X-Tool", "[{http_req_user-agent_2}][{http_req_User-Agent_2}]")
+
+    out = rewrite_request_headers(
+        facts([("Host", "gw"), ("User-Agent", "curl/8.5.0")]),
+        rules(rule(action, conditions=[condition])),
+    )
+
+    assert one(out, "X-Tool") == "[8.5.0][]"

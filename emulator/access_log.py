@@ -1,0 +1,99 @@
+"""Access records as Azure Application Gateway (v2) writes them, one JSON object per line.
+
+``--access-log PATH`` (or ``-`` for stderr) on ``run`` and ``up`` writes each request the
+gateway served in the shape of App Gateway's access log as a diagnostic setting delivers it
+(appgw-behaviour.md §7b): an envelope (``timeStamp``, ``resourceId`` upper-cased,
+``listenerName``, ``ruleName``, ``backendPoolName``, ``backendSettingName``,
+``operationName: ApplicationGatewayAccess``, ``category: ApplicationGatewayAccessLog``) and
+``properties`` with Azure's field names, so the same queries and parsers work on both.
+
+Fields the emulator cannot know (WAF timings, byte counts of the raw connection, the upstream
+source port) are left out rather than invented. One field is the emulator's own:
+``properties.clientCertFailureExplained``, the sentence that says why a Strict certificate
+failed (empty otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import IO, Final
+
+from emulator.runtime.proxy import AccessRecord
+
+__all__ = ["OPERATION_NAME", "AccessLogWriter", "access_log_entry"]
+
+OPERATION_NAME: Final = "ApplicationGatewayAccess"
+CATEGORY: Final = "ApplicationGatewayAccessLog"
+#: ``properties.instanceId``: Azure names the scale-set instance; there is one here.
+INSTANCE_ID: Final = "appgw-emulator_0"
+STDERR_TARGET: Final = "-"
+
+
+def access_log_entry(record: AccessRecord, *, resource_id: str) -> dict[str, object]:
+    """One access record in Azure's JSON shape (plain data)."""
+    uri_with_args = record.originalRequestUriWithArgs or record.requestUri
+    return {
+        "timeStamp": record.timeStamp,
+        "resourceId": resource_id.upper(),
+        "listenerName": record.listenerName,
+        "ruleName": record.ruleName,
+        "backendPoolName": record.backendPoolName,
+        "backendSettingName": record.backendSettingName,
+        "operationName": OPERATION_NAME,
+        "category": CATEGORY,
+        "properties": {
+            "instanceId": INSTANCE_ID,
+            "clientIP": record.clientIP,
+            "clientPort": record.clientPort,
+            "httpMethod": record.httpMethod,
+            "originalRequestUriWithArgs": uri_with_args,
+            "requestUri": record.requestUri,
+            "requestQuery": record.requestQuery,
+            "userAgent": record.userAgent,
+            "httpStatus": record.httpStatus,
+            "httpVersion": record.httpVersion,
+            "timeTaken": record.timeTaken,
+            "transactionId": record.transactionId,
+            "sslEnabled": record.sslEnabled,
+            "sslCipher": record.sslCipher,
+            "sslProtocol": record.sslProtocol,
+            "sslClientVerify": record.sslClientVerify,
+            "sslClientCertificateFingerprint": record.sslClientCertificateFingerprint,
+            "sslClientCertificateIssuerName": record.sslClientCertificateIssuerName,
+            "serverRouted": record.serverRouted,
+            "serverStatus": record.serverStatus,
+            "originalHost": record.originalHost,
+            "host": record.host,
+            "clientCertFailureExplained": record.clientCertFailureExplained,
+        },
+    }
+
+
+class AccessLogWriter:
+    """A sink for the gateway's access records: appends JSON lines to a file, or stderr.
+
+    The file is opened at construction (a bad path fails at startup, not at the first request)
+    and flushed after every record so ``tail -f`` and tests see each request at once. Owns the
+    file: :meth:`close` closes it (stderr is never closed).
+    """
+
+    def __init__(self, target: str | Path, *, resource_id: str) -> None:
+        self.resource_id = resource_id
+        self._stream: IO[str]
+        if str(target) == STDERR_TARGET:
+            self._stream = sys.stderr
+            self._owned = False
+        else:
+            self._stream = Path(target).open("a", encoding="utf-8")  # noqa: SIM115 - owned
+            self._owned = True
+
+    def __call__(self, record: AccessRecord) -> None:
+        line = json.dumps(access_log_entry(record, resource_id=self.resource_id))
+        self._stream.write(line + "\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self._owned:
+            self._stream.close()

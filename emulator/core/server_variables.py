@@ -1,0 +1,355 @@
+"""Application Gateway's server variables: one table, name → format → how it is computed.
+
+Rewrite rules read these as ``{var_NAME}`` (rewrite-http-headers-url, "Server variables").
+Azure Application Gateway v2 is nginx underneath, and each variable is an nginx variable, so each
+value has nginx's format: ``client_certificate_*`` are ``$ssl_client_*`` (see
+:mod:`emulator.core.certinfo`), ``uri_path`` is ``$uri``, ``host`` is ``$host``, and so on. The
+:data:`VARIABLES` table says, per name, the format, an example, and the function computing it from
+:class:`RequestFacts`; the README's "What the backend receives" table is this table.
+
+Sans-I/O: the I/O shell gathers a request's facts once (:class:`RequestFacts`); everything here is
+a pure function of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import unquote, urlsplit
+
+from emulator.core.certinfo import (
+    CLIENT_CERTIFICATE,
+    CLIENT_CERTIFICATE_END_DATE,
+    CLIENT_CERTIFICATE_FINGERPRINT,
+    CLIENT_CERTIFICATE_ISSUER,
+    CLIENT_CERTIFICATE_SERIAL,
+    CLIENT_CERTIFICATE_START_DATE,
+    CLIENT_CERTIFICATE_SUBJECT,
+    ClientCertInfo,
+)
+from emulator.model import COOKIE_VARIABLE_PREFIX, SERVER_VARIABLE_NAMES
+
+__all__ = [
+    "CERTIFICATE_VARIABLE_PREFIX",
+    "CLIENT_CERTIFICATE_VERIFICATION",
+    "VARIABLES",
+    "RequestFacts",
+    "Variable",
+    "normalize_uri_path",
+    "openssl_cipher_list",
+    "server_variable",
+]
+
+CLIENT_CERTIFICATE_VERIFICATION: Final = "client_certificate_verification"
+#: Every mTLS variable starts with this; a header filled from one carries the client's identity.
+CERTIFICATE_VARIABLE_PREFIX: Final = "client_certificate"
+#: ``http_status`` before the backend answered: nginx prints ``$status`` as ``%03d`` of 0.
+NO_STATUS: Final = "000"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """Everything the server variables are computed from, gathered once per request."""
+
+    client_ip: str
+    client_port: int
+    #: The template's frontend port (not the local one a ``--listen`` mapping chose).
+    server_port: int
+    scheme: str
+    method: str
+    #: The request target exactly as received (``request_uri``, ``X-Original-URL``).
+    target: str
+    http_version: str
+    headers: Sequence[tuple[str, str]]
+    trace_id: str
+    tls_version: str | None = None
+    cipher: str | None = None
+    certificate: ClientCertInfo | None = None
+    #: SUCCESS / PASSTHROUGH / NONE, from the SSL profile's decision.
+    verification: str = "NONE"
+    #: JA4 of the ClientHello, when the listener's SSL policy makes the gateway send it.
+    ja4: str | None = None
+    #: ``ciphers_supported``, already formatted (:func:`openssl_cipher_list`).
+    ciphers_supported: str = ""
+    #: Smoothed TCP round-trip time in microseconds (Linux ``TCP_INFO``), when known.
+    tcp_rtt_us: int | None = None
+    #: The response status, in the response phase only.
+    status: int | None = None
+    #: Bytes sent to the client so far (0 while headers are rewritten: nothing has gone out).
+    sent_bytes: int = 0
+    #: The decoded path after a URL rewrite (``uri_path`` of later rules and of the backend).
+    rewritten_path: str | None = None
+    #: The query string after a URL rewrite.
+    rewritten_query: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        lower = name.lower()
+        values = [v for k, v in self.headers if k.lower() == lower]
+        return ", ".join(values) if values else None
+
+    @property
+    def path(self) -> str:
+        """The raw path of the target (an absolute-form target's path part)."""
+        raw = self.target.split("?", 1)[0]
+        if "://" in raw:
+            return urlsplit(raw).path or "/"
+        return raw
+
+    @property
+    def query(self) -> str:
+        if self.rewritten_query is not None:
+            return self.rewritten_query
+        return self.target.split("?", 1)[1] if "?" in self.target else ""
+
+    @property
+    def uri_path(self) -> str:
+        if self.rewritten_path is not None:
+            return self.rewritten_path
+        return normalize_uri_path(self.path)
+
+
+def normalize_uri_path(raw: str) -> str:
+    """nginx's ``$uri``: percent-decoded, dot segments resolved, repeated slashes merged."""
+    decoded = unquote(raw)
+    out: list[str] = []
+    for segment in re.sub("/+", "/", decoded).split("/")[1:]:
+        if segment == ".":
+            continue
+        if segment == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(segment)
+    trailing = decoded.endswith("/") or decoded.endswith("/.") or decoded.endswith("/..")
+    path = "/" + "/".join(out)
+    if trailing and not path.endswith("/"):
+        path += "/"
+    return path
+
+
+def openssl_cipher_list(codes: Sequence[int], names: Mapping[int, str]) -> str:
+    """``ciphers_supported`` (nginx ``$ssl_ciphers``): the client's cipher suites in its order.
+
+    nginx prints each suite the client offered by OpenSSL's name, and one OpenSSL does not know
+    (GREASE included) as ``0x`` + 4 lowercase hex digits, joined by ``:``.
+
+    Args:
+        codes: the cipher suite codes of the ClientHello, as sent.
+        names: code → OpenSSL name (the shell builds it from the local OpenSSL).
+    """
+    return ":".join(names.get(code, f"0x{code:04x}") for code in codes)
+
+
+def _cert(getter: Callable[[ClientCertInfo], str]) -> Callable[[RequestFacts], str]:
+    return lambda f: getter(f.certificate) if f.certificate is not None else ""
+
+
+def _forwarded_for(f: RequestFacts) -> str:
+    incoming = f.header("x-forwarded-for")
+    return f"{incoming}, {f.client_ip}" if incoming else f.client_ip
+
+
+def _host(f: RequestFacts) -> str:
+    """nginx ``$host``: the request line's host, else the Host header's; no port, lowercase."""
+    if "://" in f.target:
+        host = urlsplit(f.target).netloc.rpartition("@")[2]
+    else:
+        host = f.header("host") or ""
+    if host.startswith("["):
+        host = host.split("]", 1)[0] + "]"
+    elif ":" in host:
+        host = host.rsplit(":", 1)[0]
+    return host.lower()
+
+
+def _client_user(f: RequestFacts) -> str:
+    """nginx ``$remote_user``: the user name of a Basic ``Authorization`` header, else empty."""
+    scheme, _, credentials = (f.header("authorization") or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("latin-1")
+    except (binascii.Error, ValueError):
+        return ""
+    return decoded.partition(":")[0]
+
+
+def _received_bytes(f: RequestFacts) -> str:
+    """The request line and headers as they arrived (the body is not read yet at rewrite time)."""
+    line = len(f"{f.method} {f.target} HTTP/{f.http_version}\r\n")
+    headers = sum(len(f"{k}: {v}\r\n") for k, v in f.headers)
+    return str(line + headers + len("\r\n"))
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """One row of the server variable table."""
+
+    name: str
+    #: The value's format, in words (the README prints it).
+    format: str
+    example: str
+    compute: Callable[[RequestFacts], str]
+
+
+#: The table; its order is the README's. Without a client certificate every
+#: ``client_certificate*`` variable is empty, except ``_verification`` (``NONE``).
+VARIABLES: Final[tuple[Variable, ...]] = (
+    Variable(
+        "add_x_forwarded_for_proxy",
+        "incoming X-Forwarded-For, `, `, client IP (no port)",
+        "198.51.100.1, 203.0.113.7",
+        _forwarded_for,
+    ),
+    Variable(
+        "ciphers_supported",
+        "the client's cipher suites in its order, OpenSSL names, unknown ones as 0x + hex, `:`",
+        "0x2a2a:TLS_AES_128_GCM_SHA256:ECDHE-ECDSA-AES128-GCM-SHA256",
+        lambda f: f.ciphers_supported,
+    ),
+    Variable(
+        "ciphers_used",
+        "negotiated cipher, OpenSSL name",
+        "TLS_AES_256_GCM_SHA384",
+        lambda f: f.cipher or "",
+    ),
+    Variable("client_ip", "client address", "203.0.113.7", lambda f: f.client_ip),
+    Variable("client_port", "client TCP port", "51234", lambda f: str(f.client_port)),
+    Variable(
+        "client_tcp_rtt",
+        "smoothed TCP RTT in microseconds (Linux TCP_INFO); empty elsewhere",
+        "35",
+        lambda f: str(f.tcp_rtt_us) if f.tcp_rtt_us is not None else "",
+    ),
+    Variable("client_user", "user of a Basic Authorization header", "alice", _client_user),
+    Variable(
+        "host", "host of the request line, else of Host; lowercase, no port", "contoso.com", _host
+    ),
+    Variable("http_method", "request method", "GET", lambda f: f.method),
+    Variable(
+        "http_status",
+        "response status (response rules); 000 before the backend answered",
+        "200",
+        lambda f: str(f.status) if f.status is not None else NO_STATUS,
+    ),
+    Variable("http_version", "HTTP/ + version", "HTTP/1.1", lambda f: f"HTTP/{f.http_version}"),
+    Variable(
+        "query_string",
+        "query after `?` (after a URL rewrite: the new one)",
+        "id=7",
+        lambda f: f.query,
+    ),
+    Variable("received_bytes", "bytes of request line + headers", "312", _received_bytes),
+    Variable("request_query", "same as query_string", "id=7", lambda f: f.query),
+    Variable("request_scheme", "http or https", "https", lambda f: f.scheme),
+    Variable(
+        "request_uri",
+        "target as received, never rewritten",
+        "/a/../b%20c?id=7",
+        lambda f: f.target,
+    ),
+    Variable("sent_bytes", "bytes sent to the client so far", "0", lambda f: str(f.sent_bytes)),
+    Variable(
+        "server_port",
+        "the template's frontend port (not the --listen one)",
+        "443",
+        lambda f: str(f.server_port),
+    ),
+    Variable(
+        "ssl_connection_protocol",
+        "TLS version, OpenSSL spelling",
+        "TLSv1.3",
+        lambda f: f.tls_version or "",
+    ),
+    Variable(
+        "ssl_enabled",
+        "On over TLS, else empty",
+        "On",
+        lambda f: "On" if f.scheme == "https" else "",
+    ),
+    Variable(
+        "uri_path",
+        "path percent-decoded, dot segments resolved, // merged (nginx $uri)",
+        "/b c",
+        lambda f: f.uri_path,
+    ),
+    Variable(
+        CLIENT_CERTIFICATE,
+        "leaf PEM (64-char lines, trailing newline), every byte but A-Z a-z 0-9 -._~ as %XX",
+        "-----BEGIN%20CERTIFICATE-----%0AMIIB...%0A-----END%20CERTIFICATE-----%0A",
+        _cert(lambda c: c.escaped_pem),
+    ),
+    Variable(
+        CLIENT_CERTIFICATE_END_DATE,
+        "notAfter as OpenSSL prints it: month, day padded to 2, time, year, GMT",
+        "Jan  6 13:41:09 2045 GMT",
+        _cert(lambda c: c.end_date),
+    ),
+    Variable(
+        CLIENT_CERTIFICATE_FINGERPRINT,
+        "SHA-1 of the DER, lowercase hex, no separators",
+        "2fd4e1c67a2d28fced849ee1bb76e7391b93eb12",
+        _cert(lambda c: c.fingerprint_sha1),
+    ),
+    Variable(
+        CLIENT_CERTIFICATE_ISSUER,
+        "issuer DN, RFC 2253 as OpenSSL prints it (most specific first, `,`, UTF-8 as \\XX)",
+        "CN=Issuing CA,O=Contoso,C=US",
+        _cert(lambda c: c.issuer),
+    ),
+    Variable(
+        CLIENT_CERTIFICATE_SERIAL,
+        "serial, uppercase hex, whole bytes, no separators",
+        "0A1B2C3D",
+        _cert(lambda c: c.serial),
+    ),
+    Variable(
+        CLIENT_CERTIFICATE_START_DATE,
+        "notBefore, same format as the end date",
+        "Mar  1 09:05:00 2025 GMT",
+        _cert(lambda c: c.start_date),
+    ),
+    Variable(
+        CLIENT_CERTIFICATE_SUBJECT,
+        "subject DN, same format as the issuer",
+        "emailAddress=a@contoso.com,UID=42+CN=J\\C3\\BCrgen,O=Contoso",
+        _cert(lambda c: c.subject),
+    ),
+    Variable(
+        CLIENT_CERTIFICATE_VERIFICATION,
+        "Strict: SUCCESS; Passthrough: PASSTHROUGH with a certificate; NONE without one",
+        "SUCCESS",
+        lambda f: f.verification,
+    ),
+)
+
+_BY_NAME: Final = {v.name: v for v in VARIABLES}
+if set(_BY_NAME) != set(SERVER_VARIABLE_NAMES):  # pragma: no cover - caught by the unit tests
+    raise ImportError("the server variable table and the model's name list differ")
+
+
+def _cookie(facts: RequestFacts, wanted: str) -> str:
+    """nginx ``$cookie_NAME``: the first cookie of that name, name compared case-insensitively."""
+    # Each Cookie header separately: joining several with ", " (as for other headers) would glue
+    # the last pair of one to the first of the next.
+    for header_value in (v for k, v in facts.headers if k.lower() == "cookie"):
+        for part in header_value.split(";"):
+            key, _, value = part.strip().partition("=")
+            if key.lower() == wanted.lower():
+                return value
+    return ""
+
+
+def server_variable(name: str, facts: RequestFacts) -> str:
+    """The value of ``{var_NAME}``; names compare case-insensitively; unknown → empty."""
+    variable = _BY_NAME.get(name.lower())
+    if variable is not None:
+        return variable.compute(facts)
+    if name.lower().startswith(COOKIE_VARIABLE_PREFIX):
+        return _cookie(facts, name[len(COOKIE_VARIABLE_PREFIX) :])
+    return facts.extra.get(name, "")
