@@ -446,6 +446,7 @@ def start_emulator(
     pin: bool,
     log_level: str,
     all_headers: bool,
+    source_root: Path,
 ) -> Proxy:
     variant = f"{pki.key_type}-{log_level}-{'allheaders' if all_headers else 'certheader'}"
     template = write_emulator_template(
@@ -466,7 +467,7 @@ def start_emulator(
             _pinned(PROXY_CPU, argv, pin=pin),
             stdout=subprocess.PIPE,
             stderr=err,
-            cwd=REPO,
+            cwd=source_root,
         )
     try:
         matches = _wait_for_lines(proc, _READY, 2, "emulator", log)
@@ -784,16 +785,26 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
-def emulator_source_digest() -> str:
-    """SHA-256 over the emulator's Python sources, so a result names the code it measured.
-
-    The tree may change while a run is in progress (others edit it); main() takes the digest at
-    the start and at the end and warns when they differ.
-    """
+def emulator_source_digest(root: Path = REPO) -> str:
+    """SHA-256 over the emulator's Python sources under ``root``, naming the code measured."""
     digest = hashlib.sha256()
-    for path in sorted((REPO / "emulator").rglob("*.py")):
-        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    for path in sorted((root / "emulator").rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def snapshot_emulator(rundir: Path) -> Path:
+    """Copy the emulator package into the run directory and return the directory holding it.
+
+    Every emulator process of the run imports this copy (it is their working directory, which
+    ``python -m`` puts first on sys.path), so a run measures one version of the code even when
+    the checkout is edited while it is in progress.
+    """
+    root = rundir / "src"
+    shutil.copytree(
+        REPO / "emulator", root / "emulator", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return root
 
 
 def git_head() -> str:
@@ -941,9 +952,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     smoke: dict[str, Any] = {}
     started = datetime.datetime.now(datetime.UTC)
     facts = machine_facts()
-    source_before = emulator_source_digest()
     print(f"machine: {facts['nproc']} CPUs, {facts['cpu_model']}, load {facts['loadavg_at_start']}")
     print(f"run directory: {rundir}")
+    source_root = snapshot_emulator(rundir)
+    source_digest = emulator_source_digest(source_root)
+    print(f"emulator sources: snapshot {source_digest} (git HEAD {git_head() or '?'} + edits)")
     try:
         backend, backend_port = start_backend(procs, rundir, pin=pin)
         for index, key_type in enumerate(key_types):
@@ -961,6 +974,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         pin=pin,
                         log_level="warning",
                         all_headers=False,
+                        source_root=source_root,
                     )
                 )
             for proxy in proxies:
@@ -979,7 +993,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for proxy in proxies:
                 procs.stop(proxy.proc)
             if index == 0 and "emulator" in args.targets and not args.no_extras:
-                rows += _extra_runs(procs, rundir, pki, backend, backend_port, settings, args)
+                rows += _extra_runs(
+                    procs, rundir, pki, backend, backend_port, settings, args, source_root
+                )
         procs.stop(backend)
     except KeyboardInterrupt:
         print("interrupted; stopping every process started", file=sys.stderr)
@@ -991,11 +1007,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     summary_rows = median_rows(rows)
     result_ratios = print_tables(summary_rows)
-    source_after = emulator_source_digest()
-    if source_after != source_before:
+    if emulator_source_digest() != source_digest:
         print(
-            "\nwarning: the emulator's sources changed during the run "
-            f"({source_before} -> {source_after}); rows may mix two versions",
+            f"\nnote: the checkout's emulator sources changed during the run; the figures are "
+            f"of the snapshot taken at the start ({source_digest})",
             file=sys.stderr,
         )
     report = {
@@ -1004,8 +1019,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "versions": versions(),
         "emulator_source": {
             "git_head": git_head(),
-            "sha256_at_start": source_before,
-            "sha256_at_end": source_after,
+            "sha256": source_digest,
         },
         "settings": {
             **asdict(settings),
@@ -1033,6 +1047,7 @@ def _extra_runs(
     backend_port: int,
     settings: LoadSettings,
     args: argparse.Namespace,
+    source_root: Path,
 ) -> list[Measurement]:
     """The emulator as users run it: info logging (one access line per request to a file), and
     the ``up`` template's eight certificate headers. Strict listener only, both loads."""
@@ -1046,6 +1061,7 @@ def _extra_runs(
             pin=settings.pin,
             log_level=log_level,
             all_headers=all_headers,
+            source_root=source_root,
         )
         try:
             warm_up(proxy, backend, pki, settings)

@@ -23,6 +23,11 @@ import trio
 
 from emulator.arm.expressions import DeploymentScope
 from emulator.arm.template import load_template, select_gateway
+from emulator.dashboard.wiring import (
+    add_dashboard_arguments,
+    backend_observations,
+    start_dashboard_for_cli,
+)
 from emulator.demo import CERT_HEADERS, PASSTHROUGH_LISTENER, STRICT_LISTENER, write_demo_template
 from emulator.errors import EmulatorError, InvalidConfiguration, StartupError, UnsupportedFeature
 from emulator.model import (
@@ -143,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
     _add_strip_argument(up)
     _add_verification_arguments(up)
+    add_dashboard_arguments(up, command="up")
 
     run = sub.add_parser("run", help="run an ARM template's application gateway locally")
     _add_config_arguments(run)
@@ -156,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--bind", default="127.0.0.1")
     _add_strip_argument(run)
     _add_verification_arguments(run)
+    add_dashboard_arguments(run, command="run")
 
     validate = sub.add_parser(
         "validate",
@@ -209,7 +216,7 @@ def _ready_lines(gateway: object, config: GatewayConfig) -> None:
             else "no client auth"
         )
         _say(
-            f"ready: {listener.name} ({mode}) {gateway.url(listener.name)} -> pool {rule.pool.name}"
+            f"ready: {listener.name} ({mode}) {gateway.url(listener.name)} -> {rule.target_text}"
         )
 
 
@@ -359,6 +366,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     async def start(nursery: trio.Nursery) -> None:
         await nursery.start(gateway.serve)
+        # Before the ready lines: a bad --pki or a busy dashboard port fails start-up first.
+        await start_dashboard_for_cli(
+            nursery, gateway, args, pki_dir=None, observations=None, say=_say, note=_note
+        )
         _ready_lines(gateway, config)
 
     trio.run(_serve_until_signal, start)
@@ -424,6 +435,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             f"init {pki.directory} --key-type {args.key_type} --force`)"
         )
     backend_host = "127.0.0.1"
+    observations = backend_observations(args)  # what the stub received, for the dashboard
     parameters = [
         "certData=" + base64.b64encode(pki.server_pfx).decode(),
         "certPassword=" + pki.server_pfx_password,
@@ -438,6 +450,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
                     backend_stub.StubConfig(),
                     host=backend_host,
                     port=args.backend_port,
+                    recorder=observations.record if observations is not None else None,
                 )
             )
         except backend_stub.StubStartupError as exc:
@@ -470,6 +483,15 @@ def _cmd_up(args: argparse.Namespace) -> int:
             raise
         _say(f"ready: stub backend http://{host}:{port}/")
         _ready_lines(gateway, config)
+        await start_dashboard_for_cli(
+            nursery,
+            gateway,
+            args,
+            pki_dir=pki.directory,
+            observations=observations,
+            say=_say,
+            note=_note,
+        )
         d = pki.directory
         # Quoted for a POSIX shell: the commands are meant to be pasted as they are.
         cacert = f"--cacert {shlex.quote(str(d / SERVER_ROOT_CA))}"

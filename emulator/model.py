@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol, TypeVar
 
+from cryptography import x509
+
 from emulator.arm.certdata import (
     ServerCertificate,
     TrustedClientCa,
@@ -47,6 +49,7 @@ from emulator.errors import (
 )
 
 __all__ = [
+    "DEFAULT_AFFINITY_COOKIE",
     "SERVER_VARIABLE_NAMES",
     "BackendAddress",
     "BackendPool",
@@ -57,6 +60,10 @@ __all__ = [
     "HeaderAction",
     "Listener",
     "ListenerProtocol",
+    "PathRule",
+    "Probe",
+    "RedirectConfig",
+    "RedirectType",
     "RevocationMode",
     "RewriteCondition",
     "RewriteRule",
@@ -64,6 +71,7 @@ __all__ = [
     "RoutingRule",
     "SslProfile",
     "UrlAction",
+    "UrlPathMap",
     "build_gateway_config",
     "with_backend_overrides",
 ]
@@ -136,6 +144,35 @@ class BackendPool:
     addresses: tuple[BackendAddress, ...]
 
 
+#: The default affinity cookie's name (configuration-http-settings, "Cookie-based affinity").
+DEFAULT_AFFINITY_COOKIE: Final = "ApplicationGatewayAffinity"
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A custom health probe (``probes[]``), attached to backend settings by ``probe``.
+
+    Defaults are the REST reference's; a backend is unhealthy after ``unhealthy_threshold``
+    consecutive failures and healthy again after one success (application-gateway-probe-overview).
+    """
+
+    name: str
+    protocol: ListenerProtocol
+    #: None: ``127.0.0.1``, or the settings' host name with ``pick_host_from_settings``.
+    host: str | None
+    path: str
+    interval_s: int
+    timeout_s: int
+    unhealthy_threshold: int
+    pick_host_from_settings: bool
+    #: None: the backend settings' port.
+    port: int | None
+    #: Inclusive status ranges that count as healthy (default 200-399).
+    status_ranges: tuple[tuple[int, int], ...]
+    #: A substring the body must contain; None checks the status only.
+    body: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class BackendSettings:
     name: str
@@ -144,6 +181,19 @@ class BackendSettings:
     request_timeout_s: int
     host_name: str | None
     pick_host_name_from_backend_address: bool
+    #: ``path``: replaces the matched path prefix on the way to the backend (None: no override).
+    path: str | None = None
+    #: ``cookieBasedAffinity: Enabled``: the gateway pins a client to one backend by cookie.
+    cookie_affinity: bool = False
+    affinity_cookie_name: str = DEFAULT_AFFINITY_COOKIE
+    #: HTTPS backends: root certificates to trust (``trustedRootCertificates``); empty: the
+    #: system's well-known CAs, as Azure v2 does without uploads.
+    trusted_roots: tuple[x509.Certificate, ...] = ()
+    #: HTTPS backends: the SNI to send (``sniName``); None: the Host sent to the backend.
+    sni_name: str | None = None
+    validate_cert_chain_and_expiry: bool = True
+    validate_sni: bool = True
+    probe: Probe | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,14 +284,111 @@ class RewriteRuleSet:
     rules: tuple[RewriteRule, ...]
 
 
+class RedirectType(enum.Enum):
+    """``redirectType`` and the status the gateway answers with (redirect-overview)."""
+
+    PERMANENT = "Permanent"
+    FOUND = "Found"
+    SEE_OTHER = "SeeOther"
+    TEMPORARY = "Temporary"
+
+    @property
+    def status(self) -> int:
+        return _REDIRECT_STATUS[self.value]
+
+
+_REDIRECT_STATUS: Final = {"Permanent": 301, "Found": 302, "SeeOther": 303, "Temporary": 307}
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectConfig:
+    """``redirectConfigurations[]``: answer with a redirect instead of proxying."""
+
+    name: str
+    redirect_type: RedirectType
+    #: Redirect to another listener (its protocol and port; the request's host) ...
+    target_listener: Listener | None
+    #: ... or to a fixed URL (exactly one of the two is set).
+    target_url: str | None
+    include_path: bool
+    include_query_string: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PathRule:
+    """One ``pathRules[]`` entry of a URL path map: its path patterns and where they go."""
+
+    name: str
+    #: ``/images/*`` (prefix) or ``/images/logo.png`` (exact), in the template's order.
+    paths: tuple[str, ...]
+    pool: BackendPool | None
+    settings: BackendSettings | None
+    rewrite_rule_set: RewriteRuleSet | None
+    redirect: RedirectConfig | None
+
+
+@dataclass(frozen=True, slots=True)
+class UrlPathMap:
+    """``urlPathMaps[]``: path rules checked in order, then the defaults."""
+
+    name: str
+    path_rules: tuple[PathRule, ...]
+    default_pool: BackendPool | None
+    default_settings: BackendSettings | None
+    default_rewrite_rule_set: RewriteRuleSet | None
+    default_redirect: RedirectConfig | None
+
+
 @dataclass(frozen=True, slots=True)
 class RoutingRule:
+    """A request routing rule. A Basic rule proxies to ``pool`` via ``settings`` or answers with
+    ``redirect``; a PathBasedRouting rule defers to ``url_path_map`` (``pool`` / ``settings``
+    are then None)."""
+
     name: str
     priority: int | None
     listener: Listener
-    pool: BackendPool
-    settings: BackendSettings
+    pool: BackendPool | None
+    settings: BackendSettings | None
     rewrite_rule_set: RewriteRuleSet | None
+    redirect: RedirectConfig | None = None
+    url_path_map: UrlPathMap | None = None
+
+    @property
+    def rewrite_rule_sets(self) -> tuple[RewriteRuleSet, ...]:
+        """Every rewrite rule set a request of this rule can run (its own and its path map's)."""
+        found: dict[str, RewriteRuleSet] = {}
+        candidates = [self.rewrite_rule_set]
+        if self.url_path_map is not None:
+            candidates.append(self.url_path_map.default_rewrite_rule_set)
+            candidates += [p.rewrite_rule_set for p in self.url_path_map.path_rules]
+        for rule_set in candidates:
+            if rule_set is not None:
+                found.setdefault(rule_set.name, rule_set)
+        return tuple(found.values())
+
+    @property
+    def pools(self) -> tuple[BackendPool, ...]:
+        """Every backend pool this rule can send a request to."""
+        found: dict[str, BackendPool] = {}
+        candidates = [self.pool]
+        if self.url_path_map is not None:
+            candidates.append(self.url_path_map.default_pool)
+            candidates += [p.pool for p in self.url_path_map.path_rules]
+        for pool in candidates:
+            if pool is not None:
+                found.setdefault(pool.name, pool)
+        return tuple(found.values())
+
+    @property
+    def target_text(self) -> str:
+        """Where the rule sends requests, in words (startup lines, summaries)."""
+        if self.url_path_map is not None:
+            return f"path map {self.url_path_map.name}"
+        if self.redirect is not None:
+            return f"redirect {self.redirect.name}"
+        assert self.pool is not None
+        return f"pool {self.pool.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +408,8 @@ class GatewayConfig:
     notes: tuple[str, ...] = ()
     #: Things that work here but differ in Azure (shown at startup).
     warnings: tuple[str, ...] = ()
+    #: Every listener of the template, routed or not (redirect targets may be unrouted).
+    all_listeners: tuple[Listener, ...] = ()
 
     def rule_for(self, listener_name: str) -> RoutingRule:
         return next(r for r in self.rules if r.listener.name == listener_name)
@@ -314,17 +463,13 @@ _PROPERTIES_IGNORED: Final = (
     "enableFips",
     "forceFirewallPolicyAssociation",
     "defaultPredefinedSslPolicy",
-    # Differs from Azure: WAF inspection and health probes are not emulated; noted at startup.
+    # Differs from Azure: WAF inspection is not emulated; noted at startup.
     "webApplicationFirewallConfiguration",
     "firewallPolicy",
-    "probes",
     "globalConfiguration",
 )
 _PROPERTIES_UNSUPPORTED: Final = {
     "authenticationCertificates": "v1 backend authentication certificates",
-    "trustedRootCertificates": "HTTPS backends",
-    "urlPathMaps": "path-based routing",
-    "redirectConfigurations": "redirects",
     "customErrorConfigurations": "custom error pages",
     "loadDistributionPolicies": "load distribution policies",
     "listeners": "TCP/TLS (layer 4) listeners",
@@ -473,9 +618,13 @@ def build_gateway_config(gw: GatewayResourceLike) -> GatewayConfig:
     ports = _frontend_ports(b, props)
     listeners = _listeners(b, props, ports, certs, profiles, default_policy)
     pools = _pools(b, props)
-    settings = _settings(b, props)
+    roots = _trusted_root_certs(b, props)
+    probes = _probes(b, props)
+    settings = _settings(b, props, roots, probes)
     rewrites = _rewrite_sets(b, props)
-    rules = _rules(b, props, listeners, pools, settings, rewrites)
+    redirects = _redirects(b, props, listeners)
+    path_maps = _url_path_maps(b, props, pools, settings, rewrites, redirects)
+    rules = _rules(b, props, listeners, pools, settings, rewrites, redirects, path_maps)
     enable_http2 = False
     with b.section():
         enable_http2 = props.bool_("enableHttp2", False)
@@ -499,6 +648,7 @@ def build_gateway_config(gw: GatewayResourceLike) -> GatewayConfig:
             )
         )
     _check_gateway_limits(b, props, listeners, profiles, trusted)
+    _check_rule_order(b, rules)
     _warn_unforwarded_passthrough(b, rules)
     if b.problems:
         if len(b.problems) == 1:
@@ -520,6 +670,7 @@ def build_gateway_config(gw: GatewayResourceLike) -> GatewayConfig:
         enable_http2=enable_http2,
         notes=tuple(b.notes.items),
         warnings=tuple(b.warnings),
+        all_listeners=tuple(listeners.values()),
     )
 
 
@@ -826,12 +977,13 @@ def _listeners(
                         "are the only wildcards",
                         code="ApplicationGatewayHttpListenerHostNameInvalid",
                     )
-            if host_names:
-                raise UnsupportedFeature(
-                    "multi-site listeners (hostName / hostNames) are not emulated yet",
-                    file=b.file,
-                    path=inner.key_path("hostNames" if inner.has("hostNames") else "hostName"),
-                    fix="remove the host names to run the listener as a basic listener locally",
+            if len(host_names) > MAX_HOST_NAMES_PER_LISTENER:
+                raise inner.error(
+                    "hostNames",
+                    f"has {len(host_names)} host names; a multi-site listener takes at most "
+                    f"{MAX_HOST_NAMES_PER_LISTENER}",
+                    fix="split the host names over several listeners",
+                    code="EmulatorTooManyHostNames",
                 )
             cert_ref = inner.ref("sslCertificate")
             profile_ref = inner.ref("sslProfile")
@@ -911,7 +1063,148 @@ def _pools(b: _Builder, props: Props) -> dict[str, BackendPool]:
     return out
 
 
-def _settings(b: _Builder, props: Props) -> dict[str, BackendSettings]:
+def _trusted_root_certs(b: _Builder, props: Props) -> dict[str, tuple[x509.Certificate, ...]]:
+    """``trustedRootCertificates[]``: CA certificates that HTTPS backends' chains end in."""
+    out: dict[str, tuple[x509.Certificate, ...]] = {}
+    for p in props.children("trustedRootCertificates", "ApplicationGatewayTrustedRootCertificate"):
+        with b.item("trustedRootCertificates", p):
+            name = _named(p)
+            _unique(b, out, name, p, "trustedRootCertificates")
+            inner = p.child(
+                "properties", "ApplicationGatewayTrustedRootCertificatePropertiesFormat"
+            )
+            p.finish()
+            if inner is None:
+                raise TemplateError(
+                    f"trusted root certificate '{name}' has no 'properties'",
+                    file=b.file,
+                    path=p.path,
+                )
+            if inner.get("keyVaultSecretId"):
+                raise UnsupportedFeature(
+                    "keyVaultSecretId cannot be read offline",
+                    file=b.file,
+                    path=inner.key_path("keyVaultSecretId"),
+                    fix="put the root certificate's base64 (.cer) in 'data' instead",
+                )
+            data = inner.str_("data") or ""
+            inner.finish()
+            raw = decode_base64_field(data, what=f"trustedRootCertificate '{name}' data")
+            certs = _load_certificates(raw)
+            if not certs:
+                raise inner.error(
+                    "data",
+                    "holds no certificate",
+                    fix="set 'data' to the base64 of the backend's root CA certificate (.cer)",
+                    code="EmulatorTrustedRootCertificateInvalidData",
+                )
+            out[name] = certs
+    return out
+
+
+def _load_certificates(raw: bytes) -> tuple[x509.Certificate, ...]:
+    """PEM blocks, or one DER certificate (a .cer file is either). Empty when neither."""
+    if b"-----BEGIN CERTIFICATE-----" in raw:
+        try:
+            return tuple(x509.load_pem_x509_certificates(raw))
+        except ValueError:
+            return ()
+    try:
+        return (x509.load_der_x509_certificate(raw),)
+    except ValueError:
+        return ()
+
+
+#: Probe defaults (ApplicationGatewayProbePropertiesFormat; probe overview): healthy is
+#: 200-399, interval and timeout 30 s, three failures make a backend unhealthy.
+DEFAULT_PROBE_STATUS: Final = ((200, 399),)
+DEFAULT_PROBE_INTERVAL_S: Final = 30
+DEFAULT_PROBE_TIMEOUT_S: Final = 30
+DEFAULT_PROBE_UNHEALTHY_THRESHOLD: Final = 3
+_STATUS_RANGE: Final = re.compile(r"^(\d{3})(?:-(\d{3}))?$")
+
+
+def _probes(b: _Builder, props: Props) -> dict[str, Probe]:
+    out: dict[str, Probe] = {}
+    for p in props.children("probes", "ApplicationGatewayProbe"):
+        with b.item("probes", p):
+            name = _named(p)
+            _unique(b, out, name, p, "probes")
+            inner = p.child("properties", "ApplicationGatewayProbePropertiesFormat")
+            p.finish()
+            if inner is None:
+                raise TemplateError(f"probe '{name}' has no 'properties'", file=b.file, path=p.path)
+            protocol = _enum(
+                b, ListenerProtocol, inner.str_("protocol") or "Http", inner, "protocol"
+            )
+            host = inner.str_("host") or None
+            path = inner.str_("path") or "/"
+            interval = inner.int_("interval", DEFAULT_PROBE_INTERVAL_S)
+            timeout = inner.int_("timeout", DEFAULT_PROBE_TIMEOUT_S)
+            threshold = inner.int_("unhealthyThreshold", DEFAULT_PROBE_UNHEALTHY_THRESHOLD)
+            pick = inner.bool_("pickHostNameFromBackendHttpSettings", False)
+            port = inner.int_("port")
+            match = inner.child("match", "ApplicationGatewayProbeHealthResponseMatch")
+            ranges: list[tuple[int, int]] = []
+            body: str | None = None
+            if match is not None:
+                body = match.str_("body") or None
+                for text in match.list_("statusCodes"):
+                    found = _STATUS_RANGE.match(str(text).strip())
+                    if found is None:
+                        raise match.error(
+                            "statusCodes",
+                            f"has '{text}'; use a status or a range such as 200-399",
+                            fix="write each entry as NNN or NNN-NNN",
+                        )
+                    low = int(found.group(1))
+                    ranges.append((low, int(found.group(2) or low)))
+                match.finish()
+            inner.finish(
+                ignored=("minServers", "pickHostNameFromBackendSettings", "backendHttpSettings"),
+                unsupported={"enableProbeProxyProtocolHeader": "PROXY protocol probes"},
+                notes=b.notes,
+            )
+            if not path.startswith("/"):
+                raise inner.error("path", f"is '{path}'; it must start with '/'", fix="use /path")
+            for key, value in (("interval", interval), ("timeout", timeout)):
+                if value is None or not 1 <= value <= 86400:
+                    raise inner.error(key, f"is {value}; it must be 1-86400 seconds")
+            if threshold is None or not 1 <= threshold <= 20:
+                raise inner.error("unhealthyThreshold", f"is {threshold}; it must be 1-20")
+            if host and pick:
+                raise inner.error(
+                    "host",
+                    "is set together with pickHostNameFromBackendHttpSettings",
+                    fix="use one of the two",
+                    code="EmulatorProbeHostConflict",
+                )
+            if port is not None and not 1 <= port <= 65535:
+                raise inner.error("port", f"is {port}; it must be 1-65535")
+            assert interval is not None
+            assert timeout is not None
+            out[name] = Probe(
+                name=name,
+                protocol=protocol,
+                host=host,
+                path=path,
+                interval_s=interval,
+                timeout_s=timeout,
+                unhealthy_threshold=threshold,
+                pick_host_from_settings=pick,
+                port=port,
+                status_ranges=tuple(ranges) or DEFAULT_PROBE_STATUS,
+                body=body,
+            )
+    return out
+
+
+def _settings(
+    b: _Builder,
+    props: Props,
+    roots: dict[str, tuple[x509.Certificate, ...]],
+    probes: dict[str, Probe],
+) -> dict[str, BackendSettings]:
     out: dict[str, BackendSettings] = {}
     for p in props.children(
         "backendHttpSettingsCollection", "ApplicationGatewayBackendHttpSettings"
@@ -933,47 +1226,41 @@ def _settings(b: _Builder, props: Props) -> dict[str, BackendSettings]:
             host_name = inner.str_("hostName")
             pick = inner.bool_("pickHostNameFromBackendAddress", False)
             affinity = (inner.str_("cookieBasedAffinity") or "Disabled").lower()
+            cookie_name = inner.str_("affinityCookieName") or DEFAULT_AFFINITY_COOKIE
+            path = inner.str_("path") or None
+            sni_name = inner.str_("sniName") or None
+            validate_chain = inner.bool_("validateCertChainAndExpiry", True)
+            validate_sni = inner.bool_("validateSNI", True)
             draining = inner.child("connectionDraining", "ApplicationGatewayConnectionDraining")
             if draining is not None:
                 draining.get("enabled")
                 draining.get("drainTimeoutInSec")
                 draining.finish()
                 b.notes.add(draining.path)
-            inner.ref("probe") if inner.has("probe") else None
+            probe_ref = inner.ref("probe")
+            root_refs = inner.refs("trustedRootCertificates")
             inner.finish(
-                ignored=(
-                    "probeEnabled",
-                    "affinityCookieName",
-                    "authenticationCertificates",
-                    "trustedRootCertificates",
-                ),
-                unsupported={
-                    "path": "backend path override",
-                    "dedicatedBackendConnection": "dedicated backend connections",
-                    "sniName": "backend SNI names",
-                    "validateCertChainAndExpiry": "HTTPS backends",
-                    "validateSNI": "HTTPS backends",
-                },
+                ignored=("probeEnabled", "authenticationCertificates"),
+                unsupported={"dedicatedBackendConnection": "dedicated backend connections"},
                 notes=b.notes,
             )
             if port is None or not 1 <= port <= 65535:
                 raise inner.error(
                     "port", f"is {port}; it must be 1-65535", fix="use the backend's port, 1-65535"
                 )
-            if protocol is ListenerProtocol.HTTPS:
-                raise UnsupportedFeature(
-                    "HTTPS to the backend is not emulated yet",
-                    file=b.file,
-                    path=inner.key_path("protocol"),
-                    fix="use 'Http' backend settings locally (and --backend to point at a plain-HTTP "
-                    "backend)",
+            if affinity not in ("enabled", "disabled"):
+                raise inner.error(
+                    "cookieBasedAffinity",
+                    f"is '{inner.str_('cookieBasedAffinity')}'",
+                    fix="use Enabled or Disabled",
+                    code="InvalidRequestContent",
                 )
-            if affinity == "enabled":
-                raise UnsupportedFeature(
-                    "cookieBasedAffinity is not emulated yet",
-                    file=b.file,
-                    path=inner.key_path("cookieBasedAffinity"),
-                    fix="set it to 'Disabled' to run locally",
+            if path is not None and not path.startswith("/"):
+                raise inner.error(
+                    "path",
+                    f"is '{path}'; an override path starts with '/'",
+                    fix="write it as /prefix/",
+                    code="EmulatorBackendPathInvalid",
                 )
             assert timeout is not None
             if not 1 <= timeout <= 86400:
@@ -983,7 +1270,43 @@ def _settings(b: _Builder, props: Props) -> dict[str, BackendSettings]:
                     fix="use a number of seconds from 1 to 86400 (default "
                     f"{DEFAULT_REQUEST_TIMEOUT_S})",
                 )
-            out[name] = BackendSettings(name, port, protocol, timeout, host_name, pick)
+            trusted: list[x509.Certificate] = []
+            for ref, ref_path in root_refs:
+                root_name = b.ref_name(ref, "trustedRootCertificates", roots, path=ref_path)
+                trusted += roots[root_name]
+            if trusted and protocol is not ListenerProtocol.HTTPS:
+                b.warnings.append(
+                    f"backend settings '{name}': trustedRootCertificates have no effect with "
+                    "protocol Http"
+                )
+            probe = None
+            if probe_ref is not None:
+                probe_name = b.ref_name(probe_ref, "probes", probes, path=inner.key_path("probe"))
+                probe = probes[probe_name]
+                if pick and probe.host is None and not probe.pick_host_from_settings:
+                    # Azure refuses this pairing: the probe would send 127.0.0.1 as Host to a
+                    # backend that needs its own name (application-gateway-probe-overview).
+                    b.warnings.append(
+                        f"backend settings '{name}' pick the host name from the backend address, "
+                        f"but probe '{probe.name}' neither sets 'host' nor picks it from the "
+                        "settings; Azure refuses that combination"
+                    )
+            out[name] = BackendSettings(
+                name,
+                port,
+                protocol,
+                timeout,
+                host_name,
+                pick,
+                path=path,
+                cookie_affinity=affinity == "enabled",
+                affinity_cookie_name=cookie_name,
+                trusted_roots=tuple(trusted),
+                sni_name=sni_name,
+                validate_cert_chain_and_expiry=validate_chain,
+                validate_sni=validate_sni,
+                probe=probe,
+            )
     return out
 
 
@@ -1012,12 +1335,11 @@ def _reject_reroute(b: _Builder, props: Props, p: Props, set_name: str, rules: l
     """``reroute`` re-evaluates a path map; Azure refuses it on a set that a Basic rule uses.
 
     Azure (rewrite-http-headers-url, "common pitfalls"): "Enabling 'Reevaluate path map' isn't
-    allowed for basic request routing rules", to prevent an endless loop. Path maps are not
-    emulated yet, so a set that only path rules could use is not runnable either.
+    allowed for basic request routing rules", to prevent an endless loop. On a path-based rule
+    it is emulated (:mod:`emulator.core.routing`: re-evaluation, a loop ends with 500).
 
     Raises:
         TemplateError: a Basic routing rule references the set.
-        UnsupportedFeature: otherwise.
     """
     rule_names = ", ".join(f"'{r}'" for r in rules)
     basic = _basic_rules_using(props, set_name)
@@ -1031,13 +1353,6 @@ def _reject_reroute(b: _Builder, props: Props, p: Props, set_name: str, rules: l
             fix="set 'reroute' to false, or use the set from a path-based rule's path map",
             code="EmulatorRerouteOnBasicRule",
         )
-    raise UnsupportedFeature(
-        f"rewrite rule(s) {rule_names} of rule set '{set_name}' set 'reroute', which re-evaluates "
-        "a URL path map; path-based routing is not emulated yet",
-        file=b.file,
-        path=p.path,
-        fix="set 'reroute' to false to run locally (the URL is still rewritten)",
-    )
 
 
 def _basic_rules_using(props: Props, set_name: str) -> list[str]:
@@ -1221,6 +1536,244 @@ def _rewrite_rule(b: _Builder, r: Props) -> RewriteRule:
     return RewriteRule(name, sequence, tuple(conditions), tuple(request), tuple(response), url)
 
 
+def _redirects(
+    b: _Builder, props: Props, listeners: dict[str, Listener]
+) -> dict[str, RedirectConfig]:
+    out: dict[str, RedirectConfig] = {}
+    for p in props.children(
+        "redirectConfigurations", "ApplicationGatewayRedirectConfiguration"
+    ):
+        with b.item("redirectConfigurations", p):
+            name = _named(p)
+            _unique(b, out, name, p, "redirectConfigurations")
+            inner = p.child(
+                "properties", "ApplicationGatewayRedirectConfigurationPropertiesFormat"
+            )
+            p.finish()
+            if inner is None:
+                raise TemplateError(
+                    f"redirect configuration '{name}' has no 'properties'",
+                    file=b.file,
+                    path=p.path,
+                    fix="set 'redirectType' and 'targetListener' or 'targetUrl'",
+                )
+            type_text = inner.str_("redirectType", required=True)
+            assert type_text is not None
+            target_ref = inner.ref("targetListener")
+            target_url = inner.str_("targetUrl") or None
+            include_path = inner.bool_("includePath", False)
+            include_query = inner.bool_("includeQueryString", False)
+            # Read-only back-references printed by `az ... show`.
+            inner.get("requestRoutingRules")
+            inner.get("urlPathMaps")
+            inner.get("pathRules")
+            inner.finish()
+            redirect_type = _enum(b, RedirectType, type_text, inner, "redirectType")
+            if (target_ref is None) == (target_url is None):
+                raise TemplateError(
+                    f"redirect configuration '{name}' needs exactly one of 'targetListener' and "
+                    "'targetUrl'",
+                    file=b.file,
+                    path=inner.path,
+                    fix="redirect to another listener (e.g. HTTP to HTTPS) or to a URL, not both",
+                    code="EmulatorRedirectTarget",
+                )
+            target = None
+            if target_ref is not None:
+                target = listeners[
+                    b.ref_name(
+                        target_ref,
+                        "httpListeners",
+                        listeners,
+                        path=inner.key_path("targetListener"),
+                    )
+                ]
+            elif target_url is not None and not re.match(r"^https?://[^/?#]+", target_url):
+                raise inner.error(
+                    "targetUrl",
+                    f"is '{target_url}'; it must be an absolute http:// or https:// URL",
+                    fix="write the full URL, e.g. https://www.contoso.com/",
+                    code="EmulatorRedirectTargetUrlInvalid",
+                )
+            out[name] = RedirectConfig(
+                name, redirect_type, target, target_url, include_path, include_query
+            )
+    return out
+
+
+#: A path rule's pattern: starts with '/', and '*' only as the last character after '/'
+#: (url-route-overview, "PathPattern"); no '?' or '#' (only the path is matched).
+_PATH_PATTERN: Final = re.compile(r"^(?:/[^*?#]*)?/\*$|^/[^*?#]*$")
+
+
+def _targets(
+    b: _Builder,
+    p: Props,
+    *,
+    pool_key: str,
+    settings_key: str,
+    redirect_key: str,
+    pools: dict[str, BackendPool],
+    settings: dict[str, BackendSettings],
+    redirects: dict[str, RedirectConfig],
+    what: str,
+) -> tuple[BackendPool | None, BackendSettings | None, RedirectConfig | None]:
+    """A pool + settings pair, or a redirect: what a rule, path map or path rule points at."""
+    pool_ref = p.ref(pool_key)
+    settings_ref = p.ref(settings_key)
+    redirect_ref = p.ref(redirect_key)
+    if redirect_ref is not None:
+        if pool_ref is not None or settings_ref is not None:
+            raise TemplateError(
+                f"{what} has both a redirect configuration and a backend pool / settings",
+                file=b.file,
+                path=p.path,
+                fix=f"remove '{redirect_key}', or '{pool_key}' and '{settings_key}'",
+                code="EmulatorRedirectWithBackend",
+            )
+        redirect = redirects[
+            b.ref_name(
+                redirect_ref,
+                "redirectConfigurations",
+                redirects,
+                path=p.key_path(redirect_key),
+            )
+        ]
+        return None, None, redirect
+    if pool_ref is None or settings_ref is None:
+        raise TemplateError(
+            f"{what} needs '{pool_key}' and '{settings_key}', or '{redirect_key}'",
+            file=b.file,
+            path=p.path,
+            fix="reference a backend pool and backend settings, or a redirect configuration",
+            code="InvalidTemplate",
+        )
+    pool = pools[b.ref_name(pool_ref, "backendAddressPools", pools, path=p.key_path(pool_key))]
+    setting = settings[
+        b.ref_name(
+            settings_ref,
+            "backendHttpSettingsCollection",
+            settings,
+            path=p.key_path(settings_key),
+        )
+    ]
+    return pool, setting, None
+
+
+def _rewrite_ref(
+    b: _Builder, p: Props, key: str, rewrites: dict[str, RewriteRuleSet]
+) -> RewriteRuleSet | None:
+    ref = p.ref(key)
+    if ref is None:
+        return None
+    return rewrites[b.ref_name(ref, "rewriteRuleSets", rewrites, path=p.key_path(key))]
+
+
+def _url_path_maps(
+    b: _Builder,
+    props: Props,
+    pools: dict[str, BackendPool],
+    settings: dict[str, BackendSettings],
+    rewrites: dict[str, RewriteRuleSet],
+    redirects: dict[str, RedirectConfig],
+) -> dict[str, UrlPathMap]:
+    out: dict[str, UrlPathMap] = {}
+    for p in props.children("urlPathMaps", "ApplicationGatewayUrlPathMap"):
+        with b.item("urlPathMaps", p):
+            name = _named(p)
+            _unique(b, out, name, p, "urlPathMaps")
+            inner = p.child("properties", "ApplicationGatewayUrlPathMapPropertiesFormat")
+            p.finish()
+            if inner is None:
+                raise TemplateError(
+                    f"URL path map '{name}' has no 'properties'",
+                    file=b.file,
+                    path=p.path,
+                    fix="set the default pool and settings (or redirect) and 'pathRules'",
+                )
+            default_pool, default_settings, default_redirect = _targets(
+                b,
+                inner,
+                pool_key="defaultBackendAddressPool",
+                settings_key="defaultBackendHttpSettings",
+                redirect_key="defaultRedirectConfiguration",
+                what=f"URL path map '{name}'",
+                pools=pools,
+                settings=settings,
+                redirects=redirects,
+            )
+            default_rewrite = _rewrite_ref(b, inner, "defaultRewriteRuleSet", rewrites)
+            path_rules: list[PathRule] = []
+            rule_names: dict[str, None] = {}
+            for r in inner.children("pathRules", "ApplicationGatewayPathRule"):
+                rule_name = _named(r)
+                _unique(b, rule_names, rule_name, r, "pathRules")
+                rule_names[rule_name] = None
+                rp = r.child("properties", "ApplicationGatewayPathRulePropertiesFormat")
+                r.finish()
+                if rp is None:
+                    raise TemplateError(
+                        f"path rule '{rule_name}' has no 'properties'", file=b.file, path=r.path
+                    )
+                paths = [str(x) for x in rp.list_("paths")]
+                if not paths:
+                    raise rp.error(
+                        "paths",
+                        "is empty",
+                        fix="list at least one path pattern, e.g. /images/*",
+                        code="EmulatorPathRuleWithoutPaths",
+                    )
+                for pattern in paths:
+                    if not _PATH_PATTERN.match(pattern):
+                        raise rp.error(
+                            "paths",
+                            f"has '{pattern}'; a path starts with '/' and may end in '/*' "
+                            "(no other '*', no '?' or '#')",
+                            fix="write /images/* for a prefix or /images/logo.png for one path",
+                            code="EmulatorPathRuleInvalidPath",
+                        )
+                pool, setting, redirect = _targets(
+                    b,
+                    rp,
+                    pool_key="backendAddressPool",
+                    settings_key="backendHttpSettings",
+                    redirect_key="redirectConfiguration",
+                    what=f"path rule '{rule_name}'",
+                    pools=pools,
+                settings=settings,
+                redirects=redirects,
+                )
+                rewrite = _rewrite_ref(b, rp, "rewriteRuleSet", rewrites)
+                rp.finish(
+                    unsupported={
+                        "firewallPolicy": "per-path WAF policies",
+                        "loadDistributionPolicy": "load distribution policies",
+                    }
+                )
+                path_rules.append(
+                    PathRule(rule_name, tuple(paths), pool, setting, rewrite, redirect)
+                )
+            inner.finish(
+                unsupported={"defaultLoadDistributionPolicy": "load distribution policies"}
+            )
+            if not path_rules:
+                raise inner.error(
+                    "pathRules",
+                    "is empty",
+                    fix="add at least one path rule (a path map must hold one)",
+                    code="EmulatorUrlPathMapWithoutPathRules",
+                )
+            out[name] = UrlPathMap(
+                name,
+                tuple(path_rules),
+                default_pool,
+                default_settings,
+                default_rewrite,
+                default_redirect,
+            )
+    return out
+
+
 def _rules(
     b: _Builder,
     props: Props,
@@ -1228,6 +1781,8 @@ def _rules(
     pools: dict[str, BackendPool],
     settings: dict[str, BackendSettings],
     rewrites: dict[str, RewriteRuleSet],
+    redirects: dict[str, RedirectConfig],
+    path_maps: dict[str, UrlPathMap],
 ) -> list[RoutingRule]:
     out: list[RoutingRule] = []
     names: dict[str, None] = {}
@@ -1247,24 +1802,15 @@ def _rules(
             rule_type = inner.str_("ruleType") or "Basic"
             priority = inner.int_("priority")
             listener_ref = inner.ref("httpListener")
-            pool_ref = inner.ref("backendAddressPool")
-            settings_ref = inner.ref("backendHttpSettings")
-            rewrite_ref = inner.ref("rewriteRuleSet")
-            inner.finish(
-                unsupported={
-                    "urlPathMap": "path-based routing",
-                    "redirectConfiguration": "redirects",
-                    "loadDistributionPolicy": "load distribution policies",
-                    "entraJWTValidationConfig": "JWT validation",
-                }
-            )
-            if rule_type.lower() != "basic":
-                raise UnsupportedFeature(
-                    f"ruleType '{rule_type}' is not emulated yet",
-                    file=b.file,
-                    path=inner.key_path("ruleType"),
-                    fix="use a Basic rule to run locally",
+            path_map_ref = inner.ref("urlPathMap")
+            if rule_type.lower() not in ("basic", "pathbasedrouting"):
+                raise inner.error(
+                    "ruleType",
+                    f"is '{rule_type}'",
+                    fix="use Basic or PathBasedRouting",
+                    code="InvalidRequestContent",
                 )
+            path_based = rule_type.lower() == "pathbasedrouting"
             if priority is None and b.gw.api_version >= "2021-08-01":
                 raise TemplateError(
                     f"routing rule '{name}' has no priority",
@@ -1306,42 +1852,103 @@ def _rules(
                     code="ApplicationGatewayHttpListenerUsedByMultipleRules",
                 )
             seen_listeners[listener.name] = name
-            if pool_ref is None or settings_ref is None:
-                raise TemplateError(
-                    f"Basic rule '{name}' needs backendAddressPool and backendHttpSettings",
-                    file=b.file,
-                    path=inner.path,
-                    fix="reference a pool and backend settings (redirect rules are not emulated yet)",
-                )
-            pool = pools[
-                b.ref_name(
-                    pool_ref,
-                    "backendAddressPools",
-                    pools,
-                    path=inner.key_path("backendAddressPool"),
-                )
-            ]
-            setting = settings[
-                b.ref_name(
-                    settings_ref,
-                    "backendHttpSettingsCollection",
-                    settings,
-                    path=inner.key_path("backendHttpSettings"),
-                )
-            ]
-            rewrite = None
-            if rewrite_ref is not None:
-                rewrite = rewrites[
+            pool: BackendPool | None = None
+            setting: BackendSettings | None = None
+            redirect: RedirectConfig | None = None
+            path_map: UrlPathMap | None = None
+            if path_based:
+                if path_map_ref is None:
+                    raise inner.error(
+                        "urlPathMap",
+                        "is missing; a PathBasedRouting rule routes through a URL path map",
+                        fix="reference one of urlPathMaps",
+                        code="EmulatorPathBasedRuleWithoutUrlPathMap",
+                    )
+                for key in ("backendAddressPool", "backendHttpSettings", "redirectConfiguration"):
+                    if inner.get(key) is not None:
+                        raise inner.error(
+                            key,
+                            "is set on a PathBasedRouting rule; its URL path map says where "
+                            "requests go",
+                            fix=f"remove '{key}' (use the path map's defaults)",
+                            code="EmulatorPathBasedRuleWithBackend",
+                        )
+                path_map = path_maps[
                     b.ref_name(
-                        rewrite_ref,
-                        "rewriteRuleSets",
-                        rewrites,
-                        path=inner.key_path("rewriteRuleSet"),
+                        path_map_ref, "urlPathMaps", path_maps, path=inner.key_path("urlPathMap")
                     )
                 ]
-            out.append(RoutingRule(name, priority, listener, pool, setting, rewrite))
+            else:
+                if path_map_ref is not None:
+                    raise inner.error(
+                        "urlPathMap",
+                        "is set on a Basic rule",
+                        fix="set 'ruleType' to 'PathBasedRouting', or remove 'urlPathMap'",
+                        code="EmulatorBasicRuleWithUrlPathMap",
+                    )
+                pool, setting, redirect = _targets(
+                    b,
+                    inner,
+                    pool_key="backendAddressPool",
+                    settings_key="backendHttpSettings",
+                    redirect_key="redirectConfiguration",
+                    pools=pools,
+                    settings=settings,
+                    redirects=redirects,
+                    what=f"Basic rule '{name}'",
+                )
+            rewrite = _rewrite_ref(b, inner, "rewriteRuleSet", rewrites)
+            if path_based and rewrite is not None:
+                raise inner.error(
+                    "rewriteRuleSet",
+                    "is set on a PathBasedRouting rule; rewrite sets go on its path rules",
+                    fix="set 'defaultRewriteRuleSet' on the path map or 'rewriteRuleSet' on a "
+                    "path rule",
+                    code="EmulatorPathBasedRuleWithRewriteSet",
+                )
+            inner.finish(
+                unsupported={
+                    "loadDistributionPolicy": "load distribution policies",
+                    "entraJWTValidationConfig": "JWT validation",
+                }
+            )
+            out.append(
+                RoutingRule(name, priority, listener, pool, setting, rewrite, redirect, path_map)
+            )
     out.sort(key=lambda r: r.priority if r.priority is not None else 20001)
     return out
+
+
+def _check_rule_order(b: _Builder, rules: list[RoutingRule]) -> None:
+    """Every rule has a priority, or none has: Azure refuses a mix (multiple-site-overview:
+    "to use rule priority, you must specify rule priority field values for all existing
+    request routing rules"). Listeners sharing a port must share a protocol too."""
+    with_priority = [r.name for r in rules if r.priority is not None]
+    without = [r.name for r in rules if r.priority is None]
+    if with_priority and without:
+        b.report(
+            TemplateError(
+                f"routing rule(s) {', '.join(without)} have no priority while "
+                f"{', '.join(with_priority)} have one",
+                fix="give every routing rule a priority (1-20000, unique), or none",
+                code="ApplicationGatewayRequestRoutingRulePriorityCannotBeEmpty",
+            )
+        )
+    protocols: dict[int, Listener] = {}
+    for rule in rules:
+        listener = rule.listener
+        other = protocols.setdefault(listener.frontend_port, listener)
+        if other.protocol is not listener.protocol:
+            b.report(
+                TemplateError(
+                    f"listeners '{other.name}' ({other.protocol.value}) and '{listener.name}' "
+                    f"({listener.protocol.value}) share frontend port {listener.frontend_port}",
+                    path=listener.path,
+                    fix="listeners on one frontend port use one protocol; give one of them "
+                    "another port",
+                    code="EmulatorMixedProtocolsOnPort",
+                )
+            )
 
 
 #: Azure limits (application-gateway limits doc; appgw-behaviour.md §5).
@@ -1412,11 +2019,14 @@ def _warn_unforwarded_passthrough(b: _Builder, rules: list[RoutingRule]) -> None
         profile = rule.listener.ssl_profile
         if profile is None or profile.client_auth is not ClientAuthMode.PASSTHROUGH:
             continue
-        forwards = rule.rewrite_rule_set is not None and any(
+        forwards = any(
             "{var_client_certificate" in action.header_value.lower()
-            for r in rule.rewrite_rule_set.rules
+            for rule_set in rule.rewrite_rule_sets
+            for r in rule_set.rules
             for action in r.request_headers
         )
+        if rule.redirect is not None:
+            continue  # a redirect never reaches a backend
         if not forwards:
             b.warnings.append(
                 f"listener '{rule.listener.name}' is Passthrough but rule '{rule.name}' forwards no "
@@ -1464,8 +2074,24 @@ def with_backend_overrides(
             f"backend pool '{name}': {before} replaced by {shown} (--backend); the port "
             "overrides the backend settings' port for this pool"
         )
-    rules = tuple(replace(r, pool=new_pools[r.pool.name]) for r in config.rules)
+    rules = tuple(_with_pools(r, new_pools) for r in config.rules)
     return replace(config, pools=tuple(new_pools.values()), rules=rules, warnings=tuple(warnings))
+
+
+def _with_pools(rule: RoutingRule, pools: Mapping[str, BackendPool]) -> RoutingRule:
+    """``rule`` with every pool it references (its own, its path map's) taken from ``pools``."""
+
+    def swap(pool: BackendPool | None) -> BackendPool | None:
+        return pools.get(pool.name, pool) if pool is not None else None
+
+    path_map = rule.url_path_map
+    if path_map is not None:
+        path_map = replace(
+            path_map,
+            default_pool=swap(path_map.default_pool),
+            path_rules=tuple(replace(p, pool=swap(p.pool)) for p in path_map.path_rules),
+        )
+    return replace(rule, pool=swap(rule.pool), url_path_map=path_map)
 
 
 def describe_error(exc: EmulatorError) -> str:

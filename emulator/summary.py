@@ -12,7 +12,14 @@ from typing import Any
 from emulator.core.certinfo import CLIENT_CERTIFICATE
 from emulator.core.dn import openssl_rfc2253
 from emulator.core.rewrite import certificate_header_holes, certificate_headers
-from emulator.model import GatewayConfig, RewriteRuleSet
+from emulator.model import (
+    BackendPool,
+    BackendSettings,
+    GatewayConfig,
+    RedirectConfig,
+    RewriteRuleSet,
+    UrlPathMap,
+)
 
 __all__ = ["describe", "forgeable_certificate_headers", "render_text"]
 
@@ -51,7 +58,7 @@ def forgeable_certificate_headers(config: GatewayConfig) -> list[dict[str, str]]
     """
     found: list[dict[str, str]] = []
     for rule in config.rules:
-        for hole in certificate_header_holes(rule.rewrite_rule_set):
+        for hole in (h for rs in rule.rewrite_rule_sets for h in certificate_header_holes(rs)):
             found.append(
                 {
                     "listener": rule.listener.name,
@@ -63,13 +70,18 @@ def forgeable_certificate_headers(config: GatewayConfig) -> list[dict[str, str]]
                 }
             )
     for rule in config.rules:
-        handled = _unconditionally_handled(rule.rewrite_rule_set) | set(
-            certificate_headers(rule.rewrite_rule_set)
-        )
+        handled: set[str] = set()
+        for rule_set in rule.rewrite_rule_sets:
+            handled |= _unconditionally_handled(rule_set) | set(certificate_headers(rule_set))
+        own_pools = {pool.name for pool in rule.pools}
         for other in config.rules:
-            if other is rule or other.pool.name != rule.pool.name:
+            shared = sorted(own_pools & {pool.name for pool in other.pools})
+            if other is rule or not shared:
                 continue
-            for lower, header in certificate_headers(other.rewrite_rule_set).items():
+            other_headers: dict[str, str] = {}
+            for rule_set in other.rewrite_rule_sets:
+                other_headers.update(certificate_headers(rule_set))
+            for lower, header in other_headers.items():
                 if lower in handled:
                     continue
                 handled.add(lower)
@@ -81,7 +93,7 @@ def forgeable_certificate_headers(config: GatewayConfig) -> list[dict[str, str]]
                         "header": header,
                         "message": f"a client of listener '{rule.listener.name}' can forge "
                         f"'{header}': listener '{other.listener.name}' fills it from the client "
-                        f"certificate for the same backend pool '{rule.pool.name}', but rule "
+                        f"certificate for the same backend pool '{shared[0]}', but rule "
                         f"'{rule.name}' does not touch it, so a client's own value is forwarded",
                         "fix": f"give rule '{rule.name}' a rewrite rule that sets '{header}' "
                         "unconditionally (to the certificate variable, or empty to delete it); "
@@ -119,18 +131,25 @@ def describe(config: GatewayConfig) -> dict[str, Any]:
                 ],
             }
         listeners.append(entry)
-    rules = [
-        {
+    rules = []
+    for rule in config.rules:
+        entry = {
             "name": rule.name,
             "priority": rule.priority,
             "listener": rule.listener.name,
-            "pool": rule.pool.name,
-            "backendSettings": rule.settings.name,
+            "pool": rule.pool.name if rule.pool else None,
+            "backendSettings": rule.settings.name if rule.settings else None,
             "rewriteRuleSet": rule.rewrite_rule_set.name if rule.rewrite_rule_set else None,
-            "forwardsClientCertificateIn": _forwards_certificate(rule.rewrite_rule_set),
+            "forwardsClientCertificateIn": [
+                h for rs in rule.rewrite_rule_sets for h in _forwards_certificate(rs)
+            ],
         }
-        for rule in config.rules
-    ]
+        # Present only when used, so a Basic rule's entry keeps its established shape.
+        if rule.redirect is not None:
+            entry["redirect"] = _redirect(rule.redirect)
+        if rule.url_path_map is not None:
+            entry["urlPathMap"] = _path_map(rule.url_path_map)
+        rules.append(entry)
     pools = [
         {
             "name": pool.name,
@@ -139,9 +158,7 @@ def describe(config: GatewayConfig) -> dict[str, Any]:
         for pool in config.pools
     ]
     rewrites = sorted(
-        {
-            r.rewrite_rule_set.name: r.rewrite_rule_set for r in config.rules if r.rewrite_rule_set
-        }.items()
+        {rs.name: rs for r in config.rules for rs in r.rewrite_rule_sets}.items()
     )
     return {
         "gateway": config.name,
@@ -164,6 +181,63 @@ def describe(config: GatewayConfig) -> dict[str, Any]:
     }
 
 
+def _redirect(redirect: RedirectConfig) -> dict[str, Any]:
+    target = redirect.target_url
+    if redirect.target_listener is not None:
+        target = f"listener {redirect.target_listener.name}"
+    return {
+        "name": redirect.name,
+        "status": redirect.redirect_type.status,
+        "target": target,
+        "includePath": redirect.include_path,
+        "includeQueryString": redirect.include_query_string,
+    }
+
+
+def _destination(
+    pool: BackendPool | None,
+    settings: BackendSettings | None,
+    redirect: RedirectConfig | None,
+    rewrite: RewriteRuleSet | None,
+) -> str:
+    if redirect is not None:
+        r = _redirect(redirect)
+        text = f"redirect {r['status']} to {r['target']}"
+    else:
+        assert pool is not None
+        assert settings is not None
+        text = f"pool {pool.name} via {settings.name} ({settings.protocol.value})"
+        if settings.path:
+            text += f", path {settings.path}"
+        if settings.cookie_affinity:
+            text += f", affinity cookie {settings.affinity_cookie_name}"
+        if settings.probe is not None:
+            text += f", probe {settings.probe.name} {settings.probe.path}"
+    if rewrite is not None:
+        text += f", rewrites {rewrite.name}"
+    return text
+
+
+def _path_map(path_map: UrlPathMap) -> dict[str, Any]:
+    return {
+        "name": path_map.name,
+        "pathRules": [
+            {
+                "name": p.name,
+                "paths": list(p.paths),
+                "to": _destination(p.pool, p.settings, p.redirect, p.rewrite_rule_set),
+            }
+            for p in path_map.path_rules
+        ],
+        "default": _destination(
+            path_map.default_pool,
+            path_map.default_settings,
+            path_map.default_redirect,
+            path_map.default_rewrite_rule_set,
+        ),
+    }
+
+
 def render_text(description: dict[str, Any]) -> str:
     """The human form of :func:`describe`."""
     d = description
@@ -172,10 +246,12 @@ def render_text(description: dict[str, Any]) -> str:
         profile = listener.get("sslProfile")
         mode = "no SSL profile"
         if profile is not None:
-            mode = f"SSL profile {profile['name']}: {profile['clientAuth'] or 'no client authentication'}"
+            auth = profile["clientAuth"] or "no client authentication"
+            mode = f"SSL profile {profile['name']}: {auth}"
         hosts = ", ".join(listener["hostNames"]) or "any host"
         lines.append(
-            f"  listener {listener['name']}: {listener['protocol']} port {listener['port']}, {hosts}, {mode}"
+            f"  listener {listener['name']}: {listener['protocol']} port {listener['port']}, "
+            f"{hosts}, {mode}"
         )
         if profile is not None:
             for subject in profile["trustedClientCaSubjects"]:
@@ -185,10 +261,27 @@ def render_text(description: dict[str, Any]) -> str:
         forwarded = ""
         if rule["forwardsClientCertificateIn"]:
             forwarded = f" (client certificate -> {', '.join(rule['forwardsClientCertificateIn'])})"
+        if rule.get("redirect"):
+            r = rule["redirect"]
+            to = f"redirect {r['status']} to {r['target']}"
+            to += " (path" + (" kept" if r["includePath"] else " dropped")
+            to += ", query" + (" kept)" if r["includeQueryString"] else " dropped)")
+        elif rule.get("urlPathMap"):
+            to = f"path map {rule['urlPathMap']['name']}"
+        else:
+            to = f"pool {rule['pool']} via {rule['backendSettings']}"
         lines.append(
             f"  rule {rule['name']} (priority {rule['priority']}): {rule['listener']} -> "
-            f"pool {rule['pool']} via {rule['backendSettings']}{rewrite}{forwarded}"
+            f"{to}{rewrite}{forwarded}"
         )
+        path_map = rule.get("urlPathMap")
+        if path_map:
+            for path_rule in path_map["pathRules"]:
+                lines.append(
+                    f"    {', '.join(path_rule['paths'])} -> {path_rule['to']} "
+                    f"(path rule {path_rule['name']})"
+                )
+            lines.append(f"    anything else -> {path_map['default']}")
     for pool in d["pools"]:
         lines.append(f"  pool {pool['name']}: {', '.join(pool['addresses']) or 'no addresses'}")
     if d["notEmulated"]:

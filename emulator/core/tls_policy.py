@@ -58,8 +58,9 @@ from emulator.arm.ssl_policies import TlsVersion, openssl_cipher_name
 from emulator.core.chain import ClientCertVerdict, apply_ocsp, assess_client_cert
 from emulator.core.ocsp import OcspOutcome
 from emulator.core.pages import GatewayPage
+from emulator.core.routing import select_tls_rule
 from emulator.core.verify import verify_error_text
-from emulator.model import ClientAuthMode, Listener, SslProfile
+from emulator.model import ClientAuthMode, Listener, RoutingRule, SslProfile
 
 __all__ = [
     "DECISION_TABLE",
@@ -67,8 +68,10 @@ __all__ = [
     "CertState",
     "VerifyLog",
     "assess_handshake",
+    "build_port_contexts",
     "build_server_context",
     "decide_client_cert",
+    "negotiated_version_allowed",
     "resolve_ocsp",
 ]
 
@@ -291,6 +294,75 @@ def build_server_context(listener: Listener) -> SSL.Context:
                     store.add_cert(crypto.X509.from_cryptography(ca))
                     ctx.add_client_ca(ca)
     return ctx
+
+
+_VERSION_NAMES: Final = {
+    "TLSv1": TlsVersion.TLSV1_0,
+    "TLSv1.1": TlsVersion.TLSV1_1,
+    "TLSv1.2": TlsVersion.TLSV1_2,
+    "TLSv1.3": TlsVersion.TLSV1_3,
+}
+_VERSION_ORDER: Final = list(_PROTO)
+
+
+def negotiated_version_allowed(listener: Listener, version: str | None) -> bool:
+    """True when the listener's SSL policy allows the TLS version a handshake negotiated.
+
+    OpenSSL chooses the version before the SNI callback chooses the listener, so a port whose
+    listeners have different policies negotiates within the widest range; this check applies
+    the selected listener's own range afterwards.
+    """
+    got = _VERSION_NAMES.get(version or "")
+    if got is None:
+        return True
+    policy = listener.ssl_policy
+    if _VERSION_ORDER.index(got) < _VERSION_ORDER.index(policy.min_version):
+        return False
+    return got is not TlsVersion.TLSV1_3 or policy.tls13
+
+
+def build_port_contexts(
+    rules: Sequence[RoutingRule],
+) -> tuple[SSL.Context, dict[str, SSL.Context]]:
+    """The contexts of one HTTPS frontend port: the one handshakes start with, and each
+    listener's own (by listener name).
+
+    Every handshake starts with the port context; its servername callback, which OpenSSL
+    calls for every ClientHello (with or without SNI), picks the listener as
+    :func:`emulator.core.routing.select_tls_rule` says and switches the connection to that
+    listener's context, so the server certificate, the trusted client CAs (store and the
+    CertificateRequest's CA names) and the cipher list are the listener's. OpenSSL copies the
+    verify mode and callback into the connection when it is created, so they are set again on
+    the connection from the selected context: a Strict listener behind a port whose first
+    listener asks for no certificate still asks for one. The port context allows the widest
+    protocol range of the port's listeners (the version is negotiated before the callback);
+    :func:`negotiated_version_allowed` applies each listener's own range after the handshake.
+    """
+    contexts = {rule.listener.name: build_server_context(rule.listener) for rule in rules}
+    default = select_tls_rule(rules, None) or rules[0]
+    port_ctx = build_server_context(default.listener)
+    policies = [rule.listener.ssl_policy for rule in rules]
+    lowest = min((p.min_version for p in policies), key=_VERSION_ORDER.index)
+    port_ctx.set_min_proto_version(_PROTO[lowest])
+    tls13 = any(p.tls13 for p in policies)
+    port_ctx.set_max_proto_version(SSL.TLS1_3_VERSION if tls13 else SSL.TLS1_2_VERSION)
+    if tls13:
+        port_ctx.set_tls13_ciphersuites(TLS13_SUITES)
+
+    def on_server_name(conn: SSL.Connection) -> None:
+        raw = conn.get_servername()
+        name = raw.decode("ascii", errors="replace") if raw else None
+        rule = select_tls_rule(rules, name) or default
+        ctx = contexts[rule.listener.name]
+        conn.set_context(ctx)
+        mode = ctx.get_verify_mode()
+        if mode & SSL.VERIFY_PEER:
+            conn.set_verify(mode, _record_verify)
+        else:
+            conn.set_verify(SSL.VERIFY_NONE)
+
+    port_ctx.set_tlsext_servername_callback(on_server_name)
+    return port_ctx, contexts
 
 
 def client_auth_mode(listener: Listener) -> ClientAuthMode | None:

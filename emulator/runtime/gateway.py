@@ -29,9 +29,11 @@ from typing import Any, Final, Self, TypeAlias
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
 
-from emulator.core.tls_policy import build_server_context
-from emulator.errors import StartupError, UnsupportedFeature
+from emulator.core.routing import rules_by_port
+from emulator.core.tls_policy import build_port_contexts
+from emulator.errors import StartupError
 from emulator.model import (
     BackendAddress,
     GatewayConfig,
@@ -42,6 +44,7 @@ from emulator.model import (
 )
 from emulator.runtime.backend import BackendClient
 from emulator.runtime.ocsp_client import OcspChecker
+from emulator.runtime.probes import HealthTable, run_probes
 from emulator.runtime.proxy import AccessRecord, ListenerRuntime, serve_connection
 
 __all__ = [
@@ -249,6 +252,8 @@ class Gateway:
         self.ports: dict[str, int] = {}
         self.access_log: deque[AccessRecord] = deque(maxlen=ACCESS_LOG_KEEP)
         self._server_ca = server_ca
+        #: Backend health as the custom probes last saw it (shared by every connection).
+        self.health = HealthTable()
         self._runtimes = self._build_runtimes()
         self._serving = False
         self._access_event = trio.Event()
@@ -341,32 +346,41 @@ class Gateway:
         return cls(config, bind=bind, listen=listen, server_ca=server_ca)
 
     def _build_runtimes(self) -> dict[int, ListenerRuntime]:
+        """One runtime per frontend port, holding every listener on it in Azure's order.
+
+        An HTTPS port gets one TLS context per listener plus the port's starting context,
+        which picks among them by SNI (:func:`build_port_contexts`).
+        """
         by_port: dict[int, ListenerRuntime] = {}
-        for rule in self.config.rules:
-            listener = rule.listener
-            if listener.frontend_port in by_port:
-                other = by_port[listener.frontend_port].listener.name
-                raise UnsupportedFeature(
-                    f"listeners '{other}' and '{listener.name}' share frontend port "
-                    f"{listener.frontend_port}; several listeners on one port are not emulated yet",
-                    file=self.config.file,
-                    path=listener.path,
-                    fix="give each listener its own frontend port",
-                )
-            ctx = (
-                build_server_context(listener)
-                if listener.protocol is ListenerProtocol.HTTPS
-                else None
-            )
-            by_port[listener.frontend_port] = ListenerRuntime(
-                listener,
-                rule,
-                ctx,
+        for port, rules in rules_by_port(self.config.rules).items():
+            port_ctx = None
+            contexts: dict[str, SSL.Context] = {}
+            if rules[0].listener.protocol is ListenerProtocol.HTTPS:
+                port_ctx, contexts = build_port_contexts(rules)
+            by_port[port] = ListenerRuntime(
+                rules,
+                port_ctx,
+                contexts,
                 strip_client_cert_headers=self.strip_client_cert_headers,
                 explain=self.explain,
                 ocsp=self.ocsp,
+                local_port=self._bound_port,
+                health=self.health,
             )
         return by_port
+
+    def _bound_port(self, listener: Listener) -> int | None:
+        """The local port a client reaches ``listener`` on (redirect Locations use it).
+
+        A redirect may target a listener without a rule of its own; it shares its frontend
+        port with listeners that are served, so the port is theirs.
+        """
+        if listener.name in self.ports:
+            return self.ports[listener.name]
+        for rule in self.config.rules:
+            if rule.listener.frontend_port == listener.frontend_port:
+                return self.ports.get(rule.listener.name)
+        return None
 
     # -- what a client needs ------------------------------------------------------------------
 
@@ -376,7 +390,7 @@ class Gateway:
     @property
     def listener_names(self) -> tuple[str, ...]:
         """The listeners this gateway serves, in rule order."""
-        return tuple(runtime.listener.name for runtime in self._runtimes.values())
+        return tuple(rule.listener.name for rule in self.config.rules)
 
     def _listener_name(self, listener: str | None) -> str:
         names = self.listener_names
@@ -424,8 +438,8 @@ class Gateway:
         if self._server_ca is not None:
             return self._server_ca
         seen: dict[bytes, bytes] = {}
-        for runtime in self._runtimes.values():
-            anchor = _trust_anchor(runtime.listener)
+        for rule in self.config.rules:
+            anchor = _trust_anchor(rule.listener)
             if anchor is not None:
                 seen.setdefault(
                     anchor.public_bytes(Encoding.DER), anchor.public_bytes(Encoding.PEM)
@@ -484,7 +498,9 @@ class Gateway:
                 fix="check --bind and --listen",
                 code="EmulatorBindFailed",
             ) from exc
-        self.ports[listener.name] = sock.getsockname()[1]
+        bound = sock.getsockname()[1]
+        for rule in runtime.rules:  # every listener of the port answers on it
+            self.ports[rule.listener.name] = bound
         return trio.SocketListener(sock)
 
     async def _bind_all(self) -> list[tuple[trio.SocketListener, ListenerRuntime]]:
@@ -540,6 +556,7 @@ class Gateway:
             async with trio.open_nursery() as nursery:
                 for sock_listener, runtime in listeners:
                     nursery.start_soon(self._accept_loop, sock_listener, runtime, backend, nursery)
+                nursery.start_soon(run_probes, self.config.rules, self.health)
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):

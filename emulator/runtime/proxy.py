@@ -14,6 +14,13 @@ The sequence for an HTTPS listener:
    reads the 400 instead of a reset, then close_notify). Otherwise the request goes to the
    backend with the headers :mod:`emulator.core.rewrite` computed, and the response streams back.
 
+Several listeners can share a port (:class:`ListenerRuntime` holds them all, in Azure's order).
+The TLS handshake starts with the port's context and switches, in the SNI callback, to the
+context of the listener the SNI picks (:func:`emulator.core.tls_policy.build_port_contexts`);
+that listener's SSL profile makes the client-certificate decision. Each request then picks its
+listener by Host, and its backend (or redirect) through the rule and its path map
+(:mod:`emulator.core.routing`).
+
 Every error becomes a response in one place, :meth:`ClientConnection._fail`: gateway pages for
 what happened before the response started, an aborted connection after (nothing else is
 honest once a status line has gone out). Every request that reached the HTTP layer gets an access
@@ -32,10 +39,11 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final
+from urllib.parse import urlsplit
 
 import h11
 import trio
@@ -47,8 +55,23 @@ from emulator.core.ja4 import ja4 as ja4_fingerprint
 from emulator.core.pages import SERVER_TOKEN, GatewayPage, render_page
 from emulator.core.rewrite import (
     RequestFacts,
+    RequestRewrite,
     rewrite_request,
     rewrite_response_headers,
+)
+from emulator.core.routing import (
+    AFFINITY_CORS_SUFFIX,
+    MAX_REROUTES,
+    Route,
+    affinity_cookie_value,
+    backend_target,
+    cookie_value,
+    misdirected,
+    normalize_host,
+    redirect_location,
+    render_status_page,
+    route,
+    select_rule,
 )
 from emulator.core.server_variables import openssl_cipher_list
 from emulator.core.tls_policy import (
@@ -56,12 +79,23 @@ from emulator.core.tls_policy import (
     VerifyLog,
     assess_handshake,
     decide_client_cert,
+    negotiated_version_allowed,
     resolve_ocsp,
 )
-from emulator.errors import BackendError, BackendTimeout
-from emulator.model import ClientAuthMode, Listener, ListenerProtocol, RoutingRule
+from emulator.errors import BackendConnectError, BackendError, BackendTimeout
+from emulator.model import (
+    BackendAddress,
+    BackendPool,
+    BackendSettings,
+    ClientAuthMode,
+    Listener,
+    ListenerProtocol,
+    RedirectConfig,
+    RoutingRule,
+)
 from emulator.runtime.backend import BackendClient, BackendConnection
 from emulator.runtime.ocsp_client import OcspChecker
+from emulator.runtime.probes import HealthTable, backend_tls
 from emulator.runtime.tls_stream import PlainHttpOnTlsPort, TlsHandshakeError, TlsServerStream
 
 __all__ = ["AccessRecord", "ListenerRuntime", "serve_connection"]
@@ -83,6 +117,9 @@ MAX_REQUEST_HEADER_BYTES: Final = 32 * 1024
 LINGER_TOTAL_S: Final = 2.0
 LINGER_IDLE_S: Final = 0.5
 RECEIVE_SIZE: Final = 65536
+#: A request the gateway answers itself (redirect, 404, 421) keeps its connection when its body
+#: is at most this long: it is read and dropped; a longer one closes the connection instead.
+DISCARD_BODY_LIMIT: Final = 64 * 1024
 #: The port a Host header leaves out (RFC 9110 section 7.2: the scheme's default).
 DEFAULT_HTTP_PORT: Final = 80
 #: nginx's access-log status for a request whose client closed the connection before the
@@ -97,22 +134,49 @@ _HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
 
 @dataclass(frozen=True, slots=True)
 class ListenerRuntime:
-    """What a connection needs to know about the listener that accepted it."""
+    """What a connection needs to know about the frontend port that accepted it.
 
-    listener: Listener
-    rule: RoutingRule
+    ``rules`` are the routing rules of every listener on the port, in the order Azure tries
+    them (:func:`emulator.core.routing.ordered_rules`).
+    """
+
+    rules: tuple[RoutingRule, ...]
+    #: The context every handshake starts with (None: an HTTP port); its SNI callback switches
+    #: to the selected listener's own context, one of ``contexts``.
     ssl_context: SSL.Context | None
+    #: Listener name → that listener's own context.
+    contexts: Mapping[str, SSL.Context] = field(default_factory=dict)
     #: ``--strip-client-cert-headers``: drop client headers that rules fill from a certificate.
     strip_client_cert_headers: bool = False
     #: ``--explain``: Strict 400s carry the failure's explanation in ``EXPLAIN_HEADER``.
     explain: bool = False
     #: Revocation lookups for ``verifyClientRevocation: OCSP`` (one checker per gateway).
     ocsp: OcspChecker | None = None
+    #: The local port a listener is reachable on (redirect Locations); None: not served here.
+    local_port: Callable[[Listener], int | None] | None = None
+    #: Backend health from the custom probes; None: every backend is healthy.
+    health: HealthTable | None = None
+
+    @property
+    def listener(self) -> Listener:
+        """The port's first listener (for messages about the port itself)."""
+        return self.rules[0].listener
+
+    @property
+    def port(self) -> int:
+        return self.listener.frontend_port
 
     @property
     def mode(self) -> ClientAuthMode | None:
         profile = self.listener.ssl_profile
         return profile.client_auth if profile is not None else None
+
+    def rule_for_context(self, context: SSL.Context) -> RoutingRule:
+        """The rule whose listener's context the handshake ended with (the SNI's choice)."""
+        for rule in self.rules:
+            if self.contexts.get(rule.listener.name) is context:
+                return rule
+        return self.rules[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,11 +231,24 @@ class ClientConnection:
     tls: TlsServerStream | None = None
     cert: ClientCertInfo | None = None
     decision: CertDecision | None = None
+    #: The rule whose listener the handshake selected by SNI (HTTPS ports only).
+    tls_rule: RoutingRule | None = None
+    #: The rule (listener) and route of the request being served, for logs and access records.
+    current_rule: RoutingRule | None = None
+    current: Route | None = None
     h11conn: h11.Connection = field(
         default_factory=lambda: h11.Connection(
             h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEADER_BYTES
         )
     )
+
+    @property
+    def listener(self) -> Listener:
+        """The listener serving right now: the request's, else the handshake's, else the port's."""
+        for rule in (self.current_rule, self.tls_rule):
+            if rule is not None:
+                return rule.listener
+        return self.runtime.listener
 
     # -- reading from the client --------------------------------------------------------------
 
@@ -226,7 +303,7 @@ class ClientConnection:
     async def run(self) -> None:
         """Serve the connection until it closes. Closes the stream in all cases."""
         try:
-            if self.runtime.listener.protocol is ListenerProtocol.HTTPS:
+            if self.runtime.ssl_context is not None:
                 if not await self._handshake():
                     return
                 await self._check_revocation()
@@ -235,7 +312,7 @@ class ClientConnection:
             await self._serve_requests()
         except _ClientGone:
             LOGGER.debug(
-                "client.gone listener=%s client=%s:%s", self.runtime.listener.name, *self.peer
+                "client.gone listener=%s client=%s:%s", self.listener.name, *self.peer
             )
         except Exception:
             # A bug met by one connection must not stop the gateway: the exception would
@@ -243,7 +320,7 @@ class ClientConnection:
             # traceback (it is a bug to report), answered 500 when nothing was sent yet.
             LOGGER.exception(
                 "connection.internal_error listener=%s client=%s:%s",
-                self.runtime.listener.name,
+                self.listener.name,
                 *self.peer,
             )
             await self._internal_error_page()
@@ -284,11 +361,29 @@ class ClientConnection:
         except trio.TooSlowError:
             LOGGER.info("tls.handshake_timeout listener=%s client=%s:%s", name, *self.peer)
             return False
+        self.tls_rule = self.runtime.rule_for_context(tls.connection.get_context())
+        listener = self.tls_rule.listener
+        name = listener.name
+        if listener.require_sni and not tls.server_name:
+            # requireServerNameIndication: this listener serves only clients that name a host.
+            LOGGER.info("tls.sni_required listener=%s client=%s:%s", name, *self.peer)
+            return False
+        if not negotiated_version_allowed(listener, tls.tls_version):
+            # The version was negotiated before SNI chose the listener (OpenSSL picks it from
+            # the port's widest range); a listener whose policy refuses it drops the connection.
+            LOGGER.info(
+                "tls.protocol_refused listener=%s client=%s:%s version=%s policy=%s",
+                name,
+                *self.peer,
+                tls.tls_version,
+                listener.ssl_policy.name,
+            )
+            return False
         chain = tls.peer_chain
         if chain:
             self.cert = ClientCertInfo.from_certificates(chain[0], chain[1:])
         self.decision = assess_handshake(
-            self.runtime.listener.ssl_profile,
+            listener.ssl_profile,
             presented=chain,
             log=log,
             at=datetime.now(UTC),
@@ -332,7 +427,7 @@ class ClientConnection:
         self.decision = resolve_ocsp(decision, outcome)
         LOGGER.info(
             "tls.client_cert_ocsp listener=%s client=%s:%s status=%s verify=%s",
-            self.runtime.listener.name,
+            self.listener.name,
             *self.peer,
             outcome.status.value,
             self.decision.ssl_client_verify,
@@ -379,7 +474,7 @@ class ClientConnection:
             except h11.RemoteProtocolError as exc:
                 LOGGER.info(
                     "http.bad_request listener=%s client=%s:%s reason=%s",
-                    self.runtime.listener.name,
+                    self.listener.name,
                     *self.peer,
                     exc,
                 )
@@ -412,72 +507,215 @@ class ClientConnection:
         decision = self.decision
         assert decision is not None
         facts = self._facts(request, decision)
-        page = decision.page if not decision.allowed else None
+        host = normalize_host(facts.header("host") or _target_authority(facts.target))
+        rule = select_rule(self.runtime.rules, host)
+        self.current_rule = rule
+        self.current = None
         if _ambiguous_framing(request):
             # Content-Length beside Transfer-Encoding is the request-smuggling shape: h11 goes
             # by Transfer-Encoding, but forwarding both lets a backend frame by the other.
             # nginx (since 1.21.1), and so the gateway, answers 400 before anything else.
             LOGGER.info(
                 "http.bad_request listener=%s client=%s:%s reason=%s",
-                self.runtime.listener.name,
+                self.listener.name,
                 *self.peer,
                 "both Content-Length and Transfer-Encoding",
             )
-            page = GatewayPage.BAD_REQUEST
-        if page is not None:
-            await self._send_page(page, close=True, extra_headers=self._explain_headers(page))
-            self._access(facts, page.status, started, routed="", server_status="")
-            await self._linger()
-            return False
-        return await self._proxy(request, facts, started)
+            return await self._refuse(GatewayPage.BAD_REQUEST, facts, started)
+        if rule is None:
+            # v2: no listener on this port takes the host (appgw-behaviour.md section 7).
+            LOGGER.info(
+                "http.no_listener port=%s client=%s:%s host=%s",
+                self.runtime.port,
+                *self.peer,
+                host or "-",
+            )
+            return await self._status_page(HTTP_NOT_FOUND, facts, started)
+        tls_rule = self.tls_rule
+        if tls_rule is not None and misdirected(tls_rule.listener, rule.listener):
+            LOGGER.info(
+                "http.misdirected client=%s:%s sni_listener=%s host_listener=%s",
+                *self.peer,
+                tls_rule.listener.name,
+                rule.listener.name,
+            )
+            return await self._status_page(HTTP_MISDIRECTED, facts, started)
+        if tls_rule is not None and tls_rule.listener.name != rule.listener.name:
+            # Routed by Host to a listener that does not authenticate clients: the handshake's
+            # profile does not apply to it.
+            decision = decide_client_cert(None, presented=self.cert is not None, log=None)
+            facts = replace(facts, verification=decision.verification)
+        if not decision.allowed and decision.page is not None:
+            return await self._refuse(decision.page, facts, started)
+        return await self._route(request, rule, facts, started)
 
-    def _facts(self, request: h11.Request, decision: CertDecision) -> RequestFacts:
-        tls = self.tls
-        ja4: str | None = None
-        ciphers_supported = ""
-        if tls is not None:
-            try:
-                hello = parse_client_hello_records(tls.client_hello)
-            except ClientHelloError as exc:
-                LOGGER.debug(
-                    "tls.client_hello_unparsed listener=%s reason=%s",
-                    self.runtime.listener.name,
-                    exc,
-                )
-            else:
-                ciphers_supported = openssl_cipher_list(
-                    hello.cipher_suites, _openssl_cipher_names()
-                )
-                # X-Azure-JA4-Fingerprint comes with the 2022 policies, which are also the ones
-                # that offer TLS 1.3 (CustomV2 too: the docs are silent, it is the same family).
-                if self.runtime.listener.ssl_policy.tls13:
-                    ja4 = ja4_fingerprint(hello)
-        return RequestFacts(
-            client_ip=self.peer[0],
-            client_port=self.peer[1],
-            server_port=self.runtime.listener.frontend_port,
-            scheme="https" if tls is not None else "http",
-            method=request.method.decode("ascii"),
-            target=request.target.decode("latin-1"),
-            http_version=request.http_version.decode("ascii"),
-            headers=[
-                (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw_items()
-            ],
-            trace_id=secrets.token_hex(16),
-            tls_version=tls.tls_version if tls else None,
-            cipher=tls.cipher if tls else None,
-            certificate=self.cert,
-            verification=decision.verification,
-            ja4=ja4,
-            ciphers_supported=ciphers_supported,
-            tcp_rtt_us=_tcp_rtt_us(tls.transport_stream if tls is not None else self.stream),
+    async def _refuse(self, page: GatewayPage, facts: RequestFacts, started: float) -> bool:
+        """A gateway 400 before routing: the page, ``Connection: close``, a lingering close."""
+        await self._send_page(page, close=True, extra_headers=self._explain_headers(page))
+        self._access(facts, page.status, started, routed="", server_status="")
+        await self._linger()
+        return False
+
+    async def _status_page(
+        self,
+        status: int,
+        facts: RequestFacts,
+        started: float,
+        *,
+        extra_headers: list[tuple[str, str]] | None = None,
+    ) -> bool:
+        """A page routing produces (redirect, 404, 421, 500); keeps the connection when it can."""
+        reason, body = render_status_page(status)
+        close = not await self._discard_body()
+        headers = [
+            ("Server", SERVER_TOKEN),
+            ("Content-Type", "text/html"),
+            ("Content-Length", str(len(body))),
+            *(extra_headers or []),
+        ]
+        if close:
+            headers.append(("Connection", "close"))
+        await self._send(h11.Response(status_code=status, headers=_encode(headers), reason=reason))
+        await self._send(h11.Data(data=body))
+        await self._send(h11.EndOfMessage())
+        self._access(facts, status, started, routed="", server_status="")
+        return not close
+
+    async def _discard_body(self) -> bool:
+        """Read and drop a request body the gateway answers without forwarding.
+
+        True when the whole body was read, so the connection can serve the next request; a
+        body over ``DISCARD_BODY_LIMIT`` or one that stalls is not waited for (close instead).
+        """
+        seen = 0
+        try:
+            while self.h11conn.their_state is h11.SEND_BODY:
+                event = await self._next_event(LINGER_TOTAL_S)
+                if isinstance(event, h11.Data):
+                    seen += len(event.data)
+                    if seen > DISCARD_BODY_LIMIT:
+                        return False
+                elif not isinstance(event, h11.EndOfMessage):
+                    return False
+        except (trio.TooSlowError, h11.RemoteProtocolError):
+            return False
+        return self.h11conn.their_state is h11.DONE
+
+    async def _route(
+        self, request: h11.Request, rule: RoutingRule, facts: RequestFacts, started: float
+    ) -> bool:
+        """Path map, redirects and rewrites' ``reroute``, then the backend.
+
+        A rewrite that sets ``reroute`` on a path-based rule sends the rewritten path through
+        the path map again (rewrite-http-headers-url); more than ``MAX_REROUTES`` rounds is a
+        loop, which ends with 500 as on the gateway.
+        """
+        current = route(rule, facts.uri_path)
+        for _ in range(MAX_REROUTES + 1):
+            self.current = current
+            if current.redirect is not None:
+                return await self._redirect(current.redirect, facts, started)
+            assert current.settings is not None
+            trial = rewrite_request(
+                facts,
+                current.rewrite_rule_set,
+                host=current.settings.host_name,
+                strip_client_cert_headers=self.runtime.strip_client_cert_headers,
+            )
+            if not _rerouted(current, trial):
+                return await self._proxy(request, facts, started, current)
+            LOGGER.debug(
+                "rewrite.reroute listener=%s from=%s to=%s",
+                self.listener.name,
+                facts.uri_path,
+                trial.facts.uri_path,
+            )
+            facts = trial.facts
+            current = route(rule, facts.uri_path)
+        LOGGER.warning(
+            "rewrite.reroute_loop listener=%s client=%s:%s: more than %s re-evaluations",
+            self.listener.name,
+            *self.peer,
+            MAX_REROUTES,
+        )
+        return await self._status_page(HTTP_INTERNAL_ERROR, facts, started)
+
+    async def _redirect(
+        self, redirect: RedirectConfig, facts: RequestFacts, started: float
+    ) -> bool:
+        target_port = None
+        if redirect.target_listener is not None:
+            local = self.runtime.local_port
+            target_port = local(redirect.target_listener) if local is not None else None
+            if target_port is None:
+                target_port = redirect.target_listener.frontend_port
+        raw_path, _, query = facts.target.partition("?")
+        location = redirect_location(
+            redirect,
+            request_host=facts.header("host") or _target_authority(facts.target),
+            target_port=target_port,
+            path=urlsplit(raw_path).path if "://" in raw_path else raw_path,
+            query=query,
+        )
+        LOGGER.info(
+            "http.redirect listener=%s redirect=%s status=%s location=%s",
+            self.listener.name,
+            redirect.name,
+            redirect.redirect_type.status,
+            location,
+        )
+        return await self._status_page(
+            redirect.redirect_type.status,
+            facts,
+            started,
+            extra_headers=[("Location", _header_safe(location))],
         )
 
-    async def _proxy(self, request: h11.Request, facts: RequestFacts, started: float) -> bool:
-        rule = self.runtime.rule
-        settings = rule.settings
+    def _choose_backend(
+        self, pool: BackendPool, settings: BackendSettings, facts: RequestFacts
+    ) -> tuple[tuple[str, int], list[tuple[str, str]]]:
+        """The backend address, and the affinity cookies to set on the response (if any).
+
+        Unhealthy backends (custom probes) are skipped; a pool with addresses but none healthy
+        is a 502. With ``cookieBasedAffinity`` a client whose cookie names a healthy backend of
+        the pool goes there; any other client is placed round-robin and gets the cookie.
+        """
+        health = self.runtime.health
+
+        def port_of(address: BackendAddress) -> int:
+            return address.port if address.port is not None else settings.port
+
+        healthy = tuple(
+            a
+            for a in pool.addresses
+            if health is None or health.healthy(pool.name, a.host, port_of(a))
+        )
+        if pool.addresses and not healthy:
+            raise BackendConnectError(f"no healthy backend in pool '{pool.name}' (health probe)")
+        if not settings.cookie_affinity:
+            return self.backend.pick(replace(pool, addresses=healthy), settings.port), []
+        name = settings.affinity_cookie_name
+        wanted = cookie_value(facts.headers, name)
+        for address in healthy:
+            if affinity_cookie_value(pool.name, address.host, port_of(address)) == wanted:
+                return (address.host, port_of(address)), []
+        chosen = self.backend.pick(replace(pool, addresses=healthy), settings.port)
+        value = affinity_cookie_value(pool.name, *chosen)
+        cookies = [
+            ("Set-Cookie", f"{name}={value}; Path=/"),
+            ("Set-Cookie", f"{name}{AFFINITY_CORS_SUFFIX}={value}; Path=/; SameSite=None; Secure"),
+        ]
+        return chosen, cookies
+
+    async def _proxy(
+        self, request: h11.Request, facts: RequestFacts, started: float, current: Route
+    ) -> bool:
+        settings = current.settings
+        pool = current.pool
+        assert settings is not None
+        assert pool is not None
         try:
-            address = self.backend.pick(rule.pool, settings.port)
+            address, cookies = self._choose_backend(pool, settings, facts)
         except BackendError as exc:
             return await self._fail(exc, facts, started, routed="")
         host_override = settings.host_name
@@ -485,7 +723,7 @@ class ClientConnection:
             host_override = address[0]
         rewritten = rewrite_request(
             facts,
-            rule.rewrite_rule_set,
+            current.rewrite_rule_set,
             host=host_override,
             strip_client_cert_headers=self.runtime.strip_client_cert_headers,
         )
@@ -495,7 +733,7 @@ class ClientConnection:
                 "client's own %s reached the backend, because the rule that fills it from the "
                 "certificate did not fire (fix: an unconditional rule deleting it first, or "
                 "--strip-client-cert-headers)",
-                self.runtime.listener.name,
+                self.listener.name,
                 *self.peer,
                 header,
                 header,
@@ -503,24 +741,33 @@ class ClientConnection:
         if rewritten.url_rewritten:
             LOGGER.debug(
                 "rewrite.url listener=%s from=%s to=%s",
-                self.runtime.listener.name,
+                self.listener.name,
                 facts.target,
                 rewritten.target,
             )
+        target = backend_target(rewritten.target, settings, current.matched_pattern)
         headers = [(k, v) for k, v in rewritten.headers if k.lower() != "expect"]
         routed = f"{address[0]}:{address[1]}"
         if not any(k.lower() == "host" for k, _ in headers):
             # An HTTP/1.0 client may omit Host, but the backend request is HTTP/1.1, which
             # requires one: name the backend, as nginx's default ``Host $proxy_host`` does.
             headers.insert(0, ("Host", routed if address[1] != DEFAULT_HTTP_PORT else address[0]))
-        response: h11.Response | None = None
+        upgrade = _upgrade_token(request)
+        if upgrade is not None:
+            # Hop-by-hop headers were dropped; an Upgrade request (WebSocket) carries them on.
+            headers += [("Connection", "Upgrade"), ("Upgrade", upgrade)]
+        tls = None
+        if settings.protocol is ListenerProtocol.HTTPS:
+            sent_host = next((v for k, v in headers if k.lower() == "host"), address[0])
+            tls = backend_tls(settings, normalize_host(sent_host) or address[0])
+        response: h11.Response | h11.InformationalResponse | None = None
         response_started = False
         try:
-            async with self.backend.connection(address) as backend:
+            async with self.backend.connection(address, tls=tls) as backend:
                 await backend.send(
                     h11.Request(
                         method=request.method,
-                        target=rewritten.target.encode("latin-1"),
+                        target=target.encode("latin-1"),
                         headers=_encode(headers),
                     )
                 )
@@ -528,7 +775,7 @@ class ClientConnection:
                 response = await self._backend_response(backend, settings.request_timeout_s)
                 out_headers = rewrite_response_headers(
                     rewritten.facts,
-                    rule.rewrite_rule_set,
+                    current.rewrite_rule_set,
                     headers,
                     [
                         (k.decode("latin-1"), v.decode("latin-1"))
@@ -536,11 +783,16 @@ class ClientConnection:
                     ],
                     status=response.status_code,
                 )
+                if isinstance(response, h11.InformationalResponse):
+                    response_started = True
+                    await self._switch_protocols(backend, response, out_headers, rewritten)
+                    self._access(facts, 101, started, routed=routed, server_status="101")
+                    return False
                 response_started = True
                 await self._send(
                     h11.Response(
                         status_code=response.status_code,
-                        headers=_encode(out_headers),
+                        headers=_encode(out_headers + cookies),
                         reason=response.reason,
                     )
                 )
@@ -549,7 +801,7 @@ class ClientConnection:
             if response is not None and response_started:
                 LOGGER.warning(
                     "backend.error_midstream listener=%s backend=%s reason=%s",
-                    self.runtime.listener.name,
+                    self.listener.name,
                     routed,
                     exc,
                 )
@@ -580,6 +832,94 @@ class ClientConnection:
         )
         return True
 
+    async def _switch_protocols(
+        self,
+        backend: BackendConnection,
+        response: h11.InformationalResponse,
+        headers: list[tuple[str, str]],
+        rewritten: RequestRewrite,
+    ) -> None:
+        """101 from the backend: tell the client, then copy bytes both ways until one side ends.
+
+        App Gateway passes WebSocket (and other Upgrade) connections through; after the 101 the
+        bytes are the two ends' business, so both h11 state machines step aside.
+        """
+        upgrade = response.headers
+        names = {k.lower(): v for k, v in upgrade.raw_items()}
+        headers = [*headers, ("Connection", "Upgrade")]
+        if b"upgrade" in names:
+            headers.append(("Upgrade", names[b"upgrade"].decode("latin-1")))
+        await self._send(
+            h11.InformationalResponse(status_code=101, headers=_encode(headers), reason=b"")
+        )
+        client_rest = self.h11conn.trailing_data[0]
+        backend_rest = backend.conn.trailing_data[0]
+        LOGGER.info(
+            "http.upgraded listener=%s client=%s:%s backend=%s target=%s",
+            self.listener.name,
+            *self.peer,
+            backend.addr_text,
+            rewritten.target,
+        )
+        async with trio.open_nursery() as nursery:
+
+            async def pump(
+                source: trio.abc.ReceiveStream, sink: trio.abc.SendStream, first: bytes
+            ) -> None:
+                try:
+                    if first:
+                        await sink.send_all(first)
+                    while data := await source.receive_some(RECEIVE_SIZE):
+                        await sink.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(pump, self.stream, backend.stream, client_rest)
+            nursery.start_soon(pump, backend.stream, self.stream, backend_rest)
+
+    def _facts(self, request: h11.Request, decision: CertDecision) -> RequestFacts:
+        tls = self.tls
+        ja4: str | None = None
+        ciphers_supported = ""
+        if tls is not None:
+            try:
+                hello = parse_client_hello_records(tls.client_hello)
+            except ClientHelloError as exc:
+                LOGGER.debug(
+                    "tls.client_hello_unparsed listener=%s reason=%s",
+                    self.listener.name,
+                    exc,
+                )
+            else:
+                ciphers_supported = openssl_cipher_list(
+                    hello.cipher_suites, _openssl_cipher_names()
+                )
+                # X-Azure-JA4-Fingerprint comes with the 2022 policies, which are also the ones
+                # that offer TLS 1.3 (CustomV2 too: the docs are silent, it is the same family).
+                if self.listener.ssl_policy.tls13:
+                    ja4 = ja4_fingerprint(hello)
+        return RequestFacts(
+            client_ip=self.peer[0],
+            client_port=self.peer[1],
+            server_port=self.runtime.port,
+            scheme="https" if tls is not None else "http",
+            method=request.method.decode("ascii"),
+            target=request.target.decode("latin-1"),
+            http_version=request.http_version.decode("ascii"),
+            headers=[
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw_items()
+            ],
+            trace_id=secrets.token_hex(16),
+            tls_version=tls.tls_version if tls else None,
+            cipher=tls.cipher if tls else None,
+            certificate=self.cert,
+            verification=decision.verification,
+            ja4=ja4,
+            ciphers_supported=ciphers_supported,
+            tcp_rtt_us=_tcp_rtt_us(tls.transport_stream if tls is not None else self.stream),
+        )
+
     async def _forward_request_body(self, backend: BackendConnection) -> None:
         if self.h11conn.they_are_waiting_for_100_continue:
             await self._send(h11.InformationalResponse(status_code=100, headers=[]))
@@ -598,12 +938,17 @@ class ClientConnection:
             else:
                 raise _ClientGone
 
-    async def _backend_response(self, backend: BackendConnection, timeout_s: int) -> h11.Response:
+    async def _backend_response(
+        self, backend: BackendConnection, timeout_s: int
+    ) -> h11.Response | h11.InformationalResponse:
+        """The backend's final response; or its 101 when the request asked for an upgrade."""
         try:
             with trio.fail_after(timeout_s):
                 while True:
                     event = await backend.next_event()
                     if isinstance(event, h11.Response):
+                        return event
+                    if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
                         return event
                     if not isinstance(event, h11.InformationalResponse):
                         raise BackendTimeout(
@@ -637,7 +982,7 @@ class ClientConnection:
         )
         LOGGER.warning(
             "backend.error listener=%s backend=%s status=%s reason=%s",
-            self.runtime.listener.name,
+            self.listener.name,
             routed or "-",
             page.status,
             exc,
@@ -681,10 +1026,12 @@ class ClientConnection:
         decision = self.decision
         tls = self.tls
         cert = self.cert
+        rule = self.current_rule
+        current = self.current
         record = AccessRecord(
-            listenerName=self.runtime.listener.name,
-            ruleName=self.runtime.rule.name,
-            backendPoolName=self.runtime.rule.pool.name,
+            listenerName=self.listener.name,
+            ruleName=rule.name if rule is not None else "",
+            backendPoolName=current.pool.name if current and current.pool else "",
             clientIP=facts.client_ip,
             clientPort=facts.client_port,
             httpMethod=facts.method,
@@ -708,7 +1055,7 @@ class ClientConnection:
             userAgent=_header(facts, "user-agent"),
             host=_header(facts, "host").rsplit(":", 1)[0] if _header(facts, "host") else "",
             originalHost=_header(facts, "host"),
-            backendSettingName=self.runtime.rule.settings.name,
+            backendSettingName=current.settings.name if current and current.settings else "",
             clientCertFailureExplained=decision.explanation if decision else "",
         )
         ACCESS_LOGGER.info(
@@ -764,6 +1111,36 @@ def _tcp_rtt_us(stream: trio.abc.Stream) -> int | None:
     if len(raw) < _TCPI_RTT_OFFSET + 4:
         return None
     return int(struct.unpack_from("=I", raw, _TCPI_RTT_OFFSET)[0])
+
+
+#: Statuses routing answers with itself (render_status_page has their reasons).
+HTTP_NOT_FOUND: Final = 404
+HTTP_MISDIRECTED: Final = 421
+HTTP_INTERNAL_ERROR: Final = 500
+
+
+def _target_authority(target: str) -> str:
+    """The host of an absolute-form request target (``GET http://host/path``), else ''."""
+    return urlsplit(target).netloc if "://" in target.split("?", 1)[0] else ""
+
+
+def _rerouted(current: Route, rewritten: RequestRewrite) -> bool:
+    """True when a rule that fired rewrote the URL with ``reroute`` on a path-based rule."""
+    rule_set = current.rewrite_rule_set
+    if rule_set is None or current.rule.url_path_map is None or not rewritten.url_rewritten:
+        return False
+    fired = set(rewritten.fired)
+    return any(r.url is not None and r.url.reroute and r.name in fired for r in rule_set.rules)
+
+
+def _upgrade_token(request: h11.Request) -> str | None:
+    """The ``Upgrade`` value of a request that asks to switch protocols, else None."""
+    names = {k.lower(): v for k, v in request.headers.raw_items()}
+    connection = names.get(b"connection", b"").lower()
+    upgrade = names.get(b"upgrade")
+    if upgrade is None or b"upgrade" not in connection:
+        return None
+    return upgrade.decode("latin-1")
 
 
 def _header(facts: RequestFacts, name: str) -> str:

@@ -765,63 +765,6 @@ def test_unknown_predefined_policy_is_rejected(demo: GatewayResource) -> None:
 # --- unsupported features -------------------------------------------------------------------------
 
 
-def _url_path_maps(res: Resource) -> None:
-    props(res)["urlPathMaps"] = [{"name": "paths", "properties": {}}]
-
-
-def _redirects(res: Resource) -> None:
-    props(res)["redirectConfigurations"] = [{"name": "r", "properties": {}}]
-
-
-def _host_names(res: Resource) -> None:
-    inner(res, "httpListeners")["hostNames"] = ["www.contoso.com"]
-
-
-def _host_name(res: Resource) -> None:
-    inner(res, "httpListeners")["hostName"] = "www.contoso.com"
-
-
-def _https_backend(res: Resource) -> None:
-    inner(res, "backendHttpSettingsCollection")["protocol"] = "Https"
-
-
-def _affinity(res: Resource) -> None:
-    inner(res, "backendHttpSettingsCollection")["cookieBasedAffinity"] = "Enabled"
-
-
-def _path_based_rule(res: Resource) -> None:
-    inner(res, "requestRoutingRules")["ruleType"] = "PathBasedRouting"
-
-
-@pytest.mark.parametrize(
-    ("change", "path"),
-    [
-        (_url_path_maps, "resources[0].properties.urlPathMaps"),
-        (_redirects, "resources[0].properties.redirectConfigurations"),
-        (_host_names, "resources[0].properties.httpListeners[0].properties.hostNames"),
-        (_host_name, "resources[0].properties.httpListeners[0].properties.hostName"),
-        (
-            _https_backend,
-            "resources[0].properties.backendHttpSettingsCollection[0].properties.protocol",
-        ),
-        (
-            _affinity,
-            "resources[0].properties.backendHttpSettingsCollection[0].properties"
-            ".cookieBasedAffinity",
-        ),
-        (_path_based_rule, "resources[0].properties.requestRoutingRules[0].properties.ruleType"),
-    ],
-)
-def test_known_but_not_emulated_properties_are_unsupported_features(
-    demo: GatewayResource, change: Callable[[Resource], None], path: str
-) -> None:
-    with pytest.raises(UnsupportedFeature) as info:
-        build(demo, change)
-
-    assert_error(info.value, code="EmulatorUnsupportedFeature", path=path, kind=UnsupportedFeature)
-    assert path.rsplit(".", 1)[1] in str(info.value)
-
-
 def test_empty_unsupported_collection_is_only_noted(demo: GatewayResource) -> None:
     config = build(demo, lambda r: props(r).__setitem__("urlPathMaps", []))
 

@@ -30,7 +30,7 @@ from emulator.core.rewrite import (
     server_variable,
 )
 from emulator.demo import demo_template
-from emulator.errors import TemplateError, UnsupportedFeature
+from emulator.errors import TemplateError
 from emulator.model import (
     GatewayConfig,
     HeaderAction,
@@ -1011,20 +1011,6 @@ def test_reroute_on_a_set_used_by_a_basic_rule_is_an_error(demo_gateway: Gateway
     assert type(info.value) is TemplateError
     assert "strict-rule" in info.value.message
     assert "reroute" in info.value.message
-
-
-def test_reroute_on_an_unused_set_is_not_emulated_yet(demo_gateway: GatewayResource) -> None:
-    resource = copy.deepcopy(dict(demo_gateway.resource))
-    sets = resource["properties"]["rewriteRuleSets"]
-    spare = copy.deepcopy(sets[0])
-    spare["name"] = "spare"
-    spare["properties"]["rewriteRules"] = with_actions(
-        urlConfiguration={"modifiedPath": "/x", "reroute": True}
-    )
-    sets.append(spare)
-
-    with pytest.raises(UnsupportedFeature, match="path-based routing"):
-        build_gateway_config(dataclasses.replace(demo_gateway, resource=resource))
 
 
 # --- where a client can forge: the summary and the command line ----------------------------------

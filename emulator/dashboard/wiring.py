@@ -1,0 +1,143 @@
+"""The dashboard's command-line flags and start-up, kept here so ``cli.py`` only calls a few.
+
+``up`` serves the dashboard by default on 127.0.0.1:8000 (``--dashboard-port``, ``--no-dashboard``);
+``run`` serves it only with ``--dashboard PORT`` and takes the "try it" identities from
+``--pki DIR``. Both accept ``--dashboard-bind``; anything but loopback gets a warning, because
+the dashboard has no authentication and can make the gateway send requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from emulator.dashboard.identities import load_identities
+from emulator.dashboard.server import DEFAULT_DASHBOARD_PORT, Dashboard
+from emulator.dashboard.views import BackendObservations
+from emulator.errors import StartupError
+
+if TYPE_CHECKING:
+    from emulator.runtime.gateway import Gateway
+
+__all__ = ["add_dashboard_arguments", "backend_observations", "start_dashboard_for_cli"]
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number (0-65535)")
+    return int(text)
+
+
+def add_dashboard_arguments(parser: argparse.ArgumentParser, *, command: str) -> None:
+    """``up``: ``--dashboard-port``/``--no-dashboard``; ``run``: ``--dashboard``/``--pki``."""
+    if command == "up":
+        parser.add_argument(
+            "--dashboard-port",
+            type=_port,
+            default=None,
+            metavar="PORT",
+            help=f"web dashboard port (default {DEFAULT_DASHBOARD_PORT}; 0 picks a free port)",
+        )
+        parser.add_argument(
+            "--no-dashboard", action="store_true", help="do not serve the web dashboard"
+        )
+    else:
+        parser.add_argument(
+            "--dashboard",
+            type=_port,
+            default=None,
+            metavar="PORT",
+            help="serve the web dashboard on PORT (0 picks a free port)",
+        )
+        parser.add_argument(
+            "--pki",
+            type=Path,
+            default=None,
+            metavar="DIR",
+            help="a `certs init` directory: the client identities the dashboard's 'try it' "
+            "panel presents",
+        )
+    parser.add_argument(
+        "--dashboard-bind",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address the dashboard listens on (default 127.0.0.1; anything else is reachable "
+        "from other machines)",
+    )
+
+
+def backend_observations(args: argparse.Namespace) -> BackendObservations | None:
+    """What to pass as the stub backend's ``recorder`` (``up`` with the dashboard on)."""
+    return None if getattr(args, "no_dashboard", False) else BackendObservations()
+
+
+def _is_loopback(bind: str) -> bool:
+    if bind.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        return False
+
+
+async def start_dashboard_for_cli(
+    nursery: trio.Nursery,
+    gateway: Gateway,
+    args: argparse.Namespace,
+    *,
+    pki_dir: Path | None,
+    observations: BackendObservations | None,
+    say: Callable[[str], None],
+    note: Callable[[str], None],
+) -> Dashboard | None:
+    """Start the dashboard the flags ask for and print its ready line; None when it is off.
+
+    Under ``up`` the default port is a convenience: when 8000 is taken, ``up`` still runs and
+    says how to pick another port. A port the user chose must bind, or start-up fails.
+
+    Raises:
+        StartupError: the chosen port is busy or the address cannot be bound.
+        DemoPkiError: ``--pki`` is not a usable demo PKI.
+    """
+    if args.command == "up":
+        if args.no_dashboard:
+            return None
+        port, optional, flag = args.dashboard_port, args.dashboard_port is None, "--dashboard-port"
+    else:
+        if args.dashboard is None:
+            if args.pki is not None:
+                note("warning: --pki is only used by the dashboard; add --dashboard PORT")
+            return None
+        port, optional, flag = args.dashboard, False, "--dashboard"
+        pki_dir = args.pki
+    dashboard = Dashboard(
+        gateway,
+        identities=load_identities(pki_dir),
+        observations=observations,
+        bind=args.dashboard_bind,
+        port=DEFAULT_DASHBOARD_PORT if port is None else port,
+        port_flag=flag,
+    )
+    try:
+        url = await nursery.start(dashboard.serve)
+    except StartupError as exc:
+        if not optional or exc.error_code != "EmulatorPortInUse":
+            raise
+        note(
+            f"warning: dashboard not started: port {DEFAULT_DASHBOARD_PORT} is in use; choose "
+            f"another with {flag} PORT (0 picks a free one) or turn it off with --no-dashboard"
+        )
+        return None
+    if not _is_loopback(args.dashboard_bind):
+        note(
+            f"warning: the dashboard listens on {args.dashboard_bind}, not on loopback: anyone "
+            "who can reach this address can read the request log and make the gateway send "
+            "requests (it has no authentication)"
+        )
+    say(f"ready: dashboard {url}")
+    return dashboard
