@@ -8,6 +8,11 @@ one connection at a time with blocking sockets:
         ``Connection: close``, then close. There is no session resumption: a fresh context per
         connection is not needed because the client never offers a session.
 
+``--rate R`` paces either mode to R requests per second in total: each thread sends on a fixed
+schedule (``conns / R`` seconds apart, threads offset from one another) instead of as fast as
+it can, so latency is measured below saturation (issue #9's p99 target). A request that is late
+for its slot is sent at once; the latency is measured from the send.
+
 The measurement window is ``[start_at, start_at + duration]`` on CLOCK_MONOTONIC, which every
 process on the machine shares: the caller (bench/run.py) passes ``--start-at`` and samples the
 proxy's CPU counters at exactly those instants. Only requests that *complete* inside the window
@@ -95,6 +100,8 @@ class _Plan:
     end_at: float
     budget: int
     tls: bool
+    #: Seconds between the requests of one thread; 0: no pacing.
+    interval: float = 0.0
 
 
 def _connect(plan: _Plan, ctx: ssl.SSLContext | None, *, reset_on_close: bool) -> socket.socket:
@@ -118,8 +125,11 @@ def _note_error(tally: _Tally, exc: BaseException) -> None:
     time.sleep(ERROR_BACKOFF_S)
 
 
-def _drive(plan: _Plan, ctx: ssl.SSLContext | None, tally: _Tally) -> None:
-    """One client thread: wait for the window, then request until it closes."""
+def _drive(plan: _Plan, ctx: ssl.SSLContext | None, tally: _Tally, phase: float = 0.0) -> None:
+    """One client thread: wait for the window, then request until it closes.
+
+    ``phase`` (a fraction of ``plan.interval``) offsets this thread's schedule from the others.
+    """
     host = plan.server_name.encode()
     keep = b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % host
     close = b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host
@@ -128,8 +138,13 @@ def _drive(plan: _Plan, ctx: ssl.SSLContext | None, tally: _Tally) -> None:
         time.sleep(min(wait, 0.05))
     sock: socket.socket | None = None
     buf = bytearray()
+    slot = plan.start_at + phase * plan.interval
     try:
         while tally.done < plan.budget:
+            if plan.interval:
+                if (wait := slot - clock()) > 0:
+                    time.sleep(wait)
+                slot += plan.interval
             began = clock()
             if began >= plan.end_at:
                 break
@@ -176,11 +191,15 @@ def _worker(
     threads: int,
     tls_files: tuple[str, str | None, str | None],
     results: mp.Queue[tuple[int, int, list[float], str]],
+    phases: tuple[float, ...] = (),
 ) -> None:
     ctx = _client_context(*tls_files) if plan.tls else None
     tallies = [_Tally() for _ in range(threads)]
     pool = [
-        threading.Thread(target=_drive, args=(plan, ctx, tally), daemon=True) for tally in tallies
+        threading.Thread(
+            target=_drive, args=(plan, ctx, tally, phases[i] if phases else 0.0), daemon=True
+        )
+        for i, tally in enumerate(tallies)
     ]
     for thread in pool:
         thread.start()
@@ -218,6 +237,7 @@ def run(
     key: str | None,
     server_name: str = "localhost",
     max_requests: int = DEFAULT_MAX_REQUESTS,
+    rate: float = 0.0,
 ) -> dict[str, object]:
     """Run one bounded measurement and return its summary (see the module docstring)."""
     duration = min(max(duration, 0.1), MAX_DURATION_S)
@@ -232,12 +252,24 @@ def run(
         end_at=begin + duration,
         budget=max(1, max_requests // conns),
         tls=cacert is not None,
+        interval=conns / rate if rate > 0 else 0.0,
     )
     shares = [conns // procs + (1 if i < conns % procs else 0) for i in range(procs)]
     results: mp.Queue[tuple[int, int, list[float], str]] = mp.Queue()
+    # Each process's threads take the next phases, so the schedules of all threads interleave.
     workers = [
-        mp.Process(target=_worker, args=(plan, share, (cacert, cert, key), results), daemon=True)
-        for share in shares
+        mp.Process(
+            target=_worker,
+            args=(
+                plan,
+                share,
+                (cacert, cert, key),
+                results,
+                tuple((sum(shares[:i]) + t) / conns for t in range(share)),
+            ),
+            daemon=True,
+        )
+        for i, share in enumerate(shares)
     ]
     for worker in workers:
         worker.start()
@@ -288,6 +320,9 @@ def main() -> int:
     parser.add_argument("--plain", action="store_true", help="plain HTTP (to measure a backend)")
     parser.add_argument("--server-name", default="localhost")
     parser.add_argument("--max-requests", type=int, default=DEFAULT_MAX_REQUESTS)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="total requests per second (0: unpaced)"
+    )
     args = parser.parse_args()
     if not args.plain and not args.cacert:
         parser.error("--cacert is required unless --plain")
@@ -304,6 +339,7 @@ def main() -> int:
         key=args.key,
         server_name=args.server_name,
         max_requests=args.max_requests,
+        rate=args.rate,
     )
     print(json.dumps(summary), flush=True)
     return 0

@@ -74,6 +74,8 @@ from emulator.demo_pki import (  # noqa: E402
 #: CPU 0 for the proxy under test, CPU 1 for the client and the backend (see module docstring).
 PROXY_CPU: Final = "0"
 LOAD_CPU: Final = "1"
+#: ``--workers`` runs: the workers may use both CPUs.
+ALL_CPUS: Final = "0,1"
 #: Template frontend ports of the emulator's listeners; the local ports are picked free (0).
 STRICT_TEMPLATE_PORT: Final = 8443
 PASSTHROUGH_TEMPLATE_PORT: Final = 9443
@@ -447,8 +449,11 @@ def start_emulator(
     log_level: str,
     all_headers: bool,
     source_root: Path,
+    workers: int = 1,
 ) -> Proxy:
     variant = f"{pki.key_type}-{log_level}-{'allheaders' if all_headers else 'certheader'}"
+    if workers > 1:
+        variant += f"-workers{workers}"
     template = write_emulator_template(
         rundir / f"emulator-{variant}.json", backend_port, all_headers=all_headers
     )
@@ -460,11 +465,14 @@ def start_emulator(
         "--parameters", f"@{pki.parameters}",
         "--listen", f"{STRICT_TEMPLATE_PORT}=0",
         "--listen", f"{PASSTHROUGH_TEMPLATE_PORT}=0",
+        *(["--workers", str(workers)] if workers > 1 else []),
     ]  # fmt: skip
     with stderr_log.open("wb") as err:
         proc = procs.start(
             "emulator",
-            _pinned(PROXY_CPU, argv, pin=pin),
+            # Several workers get both CPUs (the client shares CPU 1 with them): pinned to one
+            # core they could only split it.
+            _pinned(PROXY_CPU if workers == 1 else ALL_CPUS, argv, pin=pin),
             stdout=subprocess.PIPE,
             stderr=err,
             cwd=source_root,
@@ -479,6 +487,8 @@ def start_emulator(
         "passthrough": by_listener[PASSTHROUGH_LISTENER],
     }
     detail = f"log={log_level}, headers={'8' if all_headers else '1'}"
+    if workers > 1:
+        detail += f", workers={workers}"
     return Proxy("emulator", proc, ports, stderr_log, detail)
 
 
@@ -569,10 +579,18 @@ def measure(
     settings: LoadSettings,
     variant: str = "",
     duration: float | None = None,
+    rate: float = 0.0,
+    conns: int | None = None,
 ) -> Measurement:
-    """Run load.py against one listener and sample the proxy's CPU over exactly its window."""
+    """Run load.py against one listener and sample the proxy's CPU over exactly its window.
+
+    ``rate`` paces the client (requests per second in total; 0: as fast as it can). The CPU
+    time of each process of the proxy's tree is kept in ``extra["process_cpu_s"]`` (root
+    first), which shows how ``--workers`` spread the load.
+    """
     seconds = min(duration if duration is not None else settings.duration, MAX_DURATION_S)
-    conns = settings.hs_conns if load == "hs" else settings.ka_conns
+    if conns is None:
+        conns = settings.hs_conns if load == "hs" else settings.ka_conns
     tree = _process_tree(proxy.proc.pid)
     start_at = time.monotonic() + WINDOW_LEAD_S
     argv = [
@@ -582,6 +600,7 @@ def measure(
         "--duration", str(seconds), "--start-at", repr(start_at),
         "--cacert", str(pki.server_ca),
         "--cert", str(pki.client_cert), "--key", str(pki.client_key),
+        *(["--rate", repr(rate)] if rate > 0 else []),
     ]  # fmt: skip
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     client = subprocess.Popen(
@@ -590,9 +609,11 @@ def measure(
     try:
         time.sleep(max(0.0, start_at - time.monotonic()))
         proxy_cpu0, backend_cpu0 = _cpu_seconds(tree), _cpu_seconds([backend.pid])
+        per_process0 = [_cpu_seconds([pid]) for pid in tree]
         busy0 = _cpu_busy_ticks()
         time.sleep(max(0.0, start_at + seconds - time.monotonic()))
         proxy_cpu1, backend_cpu1 = _cpu_seconds(tree), _cpu_seconds([backend.pid])
+        per_process1 = [_cpu_seconds([pid]) for pid in tree]
         busy1 = _cpu_busy_ticks()
         rss, hwm = _memory_kib(tree, "VmRSS"), _memory_kib(tree, "VmHWM")
         out, err = client.communicate(timeout=seconds + 60)
@@ -635,6 +656,12 @@ def measure(
             f"cpu{n}": round(100 * (busy1[n] - busy0[n]) / CLK_TCK / seconds, 1) for n in busy1
         },
         error_sample=str(summary["error_sample"]),
+        extra={
+            "process_cpu_s": [
+                round(b - a, 3) for a, b in zip(per_process0, per_process1, strict=True)
+            ],
+            **({"paced_rate": rate} if rate > 0 else {}),
+        },
     )
 
 
@@ -643,6 +670,201 @@ def warm_up(
 ) -> None:
     for mode in proxy.ports:
         measure(proxy, backend, pki, mode=mode, load="ka", settings=settings, duration=WARMUP_S)
+
+
+# -- issue #9's other targets ---------------------------------------------------------------------
+
+#: Idle keep-alive connections for the memory target (issue #9: 1,000 add at most 40 MB).
+IDLE_CONNECTIONS: Final = 1000
+#: p99 target: this many keep-alive connections, paced to this share of nginx's keep-alive rate.
+PACED_CONNS: Final = 8
+PACED_SHARE_OF_NGINX: Final = 0.5
+#: Start-up runs of the quickstart template; the median is reported.
+STARTUP_RUNS: Final = 5
+QUICKSTART: Final = REPO / "tests" / "fixtures" / "quickstart" / "deploymentTemplate.json"
+#: Issue #9's limits, as ratios to nginx (same run) or absolute values.
+TARGET_KA_CPU_RATIO: Final = 2.0
+TARGET_HS_CPU_RATIO: Final = 1.15
+TARGET_P99_RATIO: Final = 2.5
+TARGET_SPREAD_PCT: Final = 20.0
+TARGET_IDLE_MIB: Final = 40 * 1000 * 1000 / 2**20  # "40 MB"
+TARGET_STARTUP_S: Final = 0.5
+
+
+def idle_connections_rss(proxy: Proxy, pki: Pki, *, mode: str, count: int) -> dict[str, Any]:
+    """RSS the proxy gains holding ``count`` idle keep-alive mTLS connections.
+
+    Each connection completes a handshake with the client certificate and one request, then
+    stays open and idle while the proxy's RSS is read; then all are closed.
+    """
+    tree = _process_tree(proxy.proc.pid)
+    before = _memory_kib(tree, "VmRSS")
+    ctx = ssl.create_default_context(cafile=str(pki.server_ca))
+    ctx.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+    request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    held: list[ssl.SSLSocket] = []
+    failed = 0
+    try:
+        for _ in range(count):
+            try:
+                raw = socket.create_connection(("127.0.0.1", proxy.ports[mode]), 10)
+                tls = ctx.wrap_socket(raw, server_hostname="localhost")
+            except OSError:
+                failed += 1
+                continue
+            held.append(tls)
+            tls.sendall(request)
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.endswith(b"ok\n"):
+                chunk = tls.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        time.sleep(0.5)  # let the proxy settle (freed buffers, pending closes)
+        after = _memory_kib(_process_tree(proxy.proc.pid), "VmRSS")
+    finally:
+        for tls in held:
+            with contextlib.suppress(OSError):
+                tls.close()
+    return {
+        "target": proxy.name,
+        "mode": mode,
+        "connections": len(held),
+        "failed": failed,
+        "rss_before_mib": round(before / 1024, 1),
+        "rss_after_mib": round(after / 1024, 1),
+        "added_mib": round((after - before) / 1024, 1),
+    }
+
+
+def startup_times(rundir: Path, backend_port: int, *, runs: int) -> dict[str, Any]:
+    """Seconds from starting ``run`` on the quickstart template to its ready line.
+
+    A demo PKI made beforehand supplies the parameters file, as ``certs init`` does for the
+    README's quickstart (PKI generation excluded, as the issue asks).
+    """
+    workdir = rundir / "quickstart"
+    write_demo_pki(workdir / "certs", key_type="ec")
+    argv = [
+        sys.executable, "-m", "emulator", "--log-level", "warning", "run",
+        "--template-file", str(QUICKSTART),
+        "--parameters", "@certs/deploymentParameters.json",
+        "--backend", f"pool2=127.0.0.1:{backend_port}",
+        "--listen", "444=0",
+    ]  # fmt: skip
+    seconds: list[float] = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=workdir
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            elapsed = time.perf_counter() - began
+            if not line.startswith(b"ready:"):
+                raise RuntimeError(f"quickstart run did not start: {line!r}")
+            seconds.append(elapsed)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=STOP_GRACE_S)
+    return {
+        "runs": [round(x, 3) for x in seconds],
+        "median_s": round(statistics.median(seconds), 3),
+        "template": str(QUICKSTART.relative_to(REPO)),
+    }
+
+
+def worker_spread(row: Measurement) -> float | None:
+    """How far the busiest or idlest worker is from the mean, in % of the mean (CPU time).
+
+    Every worker does the same work per request, so its share of the CPU time is its share of
+    the requests; the parent (first in ``process_cpu_s``) only supervises.
+    """
+    workers = row.extra.get("process_cpu_s", [])[1:]
+    if len(workers) < 2:
+        return None
+    mean = statistics.mean(workers)
+    return round(100 * max(abs(w - mean) for w in workers) / mean, 1) if mean else None
+
+
+def targets(rows: Sequence[Measurement], checks: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue #9's targets with the value this run measured and whether it is met."""
+
+    def row(target: str, load: str, mode: str = "strict", kind: str = "") -> Measurement | None:
+        """The summary row of a case: a main one, or an extra run of ``kind``."""
+        for r in rows:
+            if (r.target, r.load, r.mode) != (target, load, mode):
+                continue
+            if kind and r.extra.get("kind") == kind:
+                return r
+            if not kind and not r.extra.get("extra_run"):
+                return r
+        return None
+
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, limit: float, unit: str) -> None:
+        out.append(
+            {
+                "target": name,
+                "value": value,
+                "limit": limit,
+                "unit": unit,
+                "met": None if value is None else value <= limit,
+            }
+        )
+
+    for mode in ("strict", "passthrough"):
+        for load, limit in (("ka", TARGET_KA_CPU_RATIO), ("hs", TARGET_HS_CPU_RATIO)):
+            emu, ngx = row("emulator", load, mode), row("nginx", load, mode)
+            value = None
+            if emu and ngx and emu.proxy_cpu_us_per_req and ngx.proxy_cpu_us_per_req:
+                value = round(emu.proxy_cpu_us_per_req / ngx.proxy_cpu_us_per_req, 2)
+            add(f"{mode} {load}: CPU per request / nginx", value, limit, "x")
+    emu, ngx = row("emulator", "ka", kind="paced"), row("nginx", "ka", kind="paced")
+    p99 = None
+    if emu and ngx and emu.p99_ms and ngx.p99_ms:
+        p99 = round(emu.p99_ms / ngx.p99_ms, 2)
+    add(f"p99 / nginx at {PACED_CONNS} paced keep-alive connections", p99, TARGET_P99_RATIO, "x")
+    for load in ("ka", "hs"):
+        many = row("emulator", load, kind="workers")
+        one = row("emulator", load)
+        if many is None:
+            continue
+        add(
+            f"--workers {load}: worst worker off the mean",
+            worker_spread(many),
+            TARGET_SPREAD_PCT,
+            "%",
+        )
+        ratio = None
+        if one and one.proxy_cpu_us_per_req and many.proxy_cpu_us_per_req:
+            ratio = round(many.proxy_cpu_us_per_req / one.proxy_cpu_us_per_req, 2)
+        add(f"--workers {load}: CPU per request / one worker", ratio, 1.0, "x")
+    idle = checks.get("idle_connections", {}).get("emulator")
+    if idle:
+        add(
+            f"{idle['connections']} idle keep-alive mTLS connections: added RSS",
+            idle["added_mib"],
+            round(TARGET_IDLE_MIB, 1),
+            "MiB",
+        )
+    startup = checks.get("startup")
+    if startup:
+        add(
+            "start-up to listening, quickstart template", startup["median_s"], TARGET_STARTUP_S, "s"
+        )
+    return out
+
+
+def targets_table(items: Sequence[dict[str, Any]]) -> str:
+    lines = ["| target (issue #9) | measured | limit | met |", "|---|---|---|---|"]
+    for item in items:
+        met = "-" if item["met"] is None else ("yes" if item["met"] else "no")
+        value = "-" if item["value"] is None else f"{item['value']:,} {item['unit']}"
+        lines.append(f"| {item['target']} | {value} | {item['limit']:,} {item['unit']} | {met} |")
+    return "\n".join(lines)
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -691,6 +913,10 @@ def median_rows(rows: Sequence[Measurement]) -> list[Measurement]:
             summary.append(group[0])
             continue
         merged = replace(group[0], extra={**group[0].extra, "repeats": len(group)})
+        per_process = [r.extra.get("process_cpu_s", []) for r in group]
+        if len({len(p) for p in per_process}) == 1:
+            # The same processes served every repetition: their CPU time adds up.
+            merged.extra["process_cpu_s"] = [round(sum(col), 3) for col in zip(*per_process)]
         for name in _MEDIAN_FIELDS:
             value = _median([getattr(r, name) for r in group])
             if isinstance(getattr(group[0], name), int) and value is not None:
@@ -891,6 +1117,18 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="measure nothing: recompute the summary of a results file from its runs, "
         "print the tables and update the file",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="also measure the emulator with --workers N (first key type, Strict; 1 skips it)",
+    )
+    parser.add_argument(
+        "--no-targets",
+        action="store_true",
+        help="skip issue #9's other checks (paced p99, idle connections, start-up, --workers)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary run directory")
     args = parser.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -904,19 +1142,28 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--targets takes nginx and/or emulator")
     if not 1 <= args.repeat <= MAX_REPEAT:
         parser.error(f"--repeat must be between 1 and {MAX_REPEAT}")
+    if not 1 <= args.workers <= 16:
+        parser.error("--workers must be between 1 and 16")
     if not 0.1 <= args.duration <= MAX_DURATION_S:
         parser.error(f"--duration must be between 0.1 and {MAX_DURATION_S:g}")
     return args
 
 
-def print_tables(summary_rows: Sequence[Measurement]) -> list[dict[str, Any]]:
+def print_tables(
+    summary_rows: Sequence[Measurement], checks: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Print the results, the ratios and issue #9's targets; returns the last two."""
     result_ratios = ratios(summary_rows)
     print()
     print(results_table(summary_rows))
     print()
     print("emulator / nginx (same key type, mode and load; > 1 means the emulator needs more):")
     print(ratios_table(result_ratios))
-    return result_ratios
+    met = targets(summary_rows, checks or {})
+    if met:
+        print()
+        print(targets_table(met))
+    return result_ratios, met
 
 
 def rereport(path: Path) -> int:
@@ -925,7 +1172,9 @@ def rereport(path: Path) -> int:
     rows = [Measurement(**raw) for raw in report.get("all_runs") or report["results"]]
     summary_rows = median_rows(rows)
     report["results"] = [asdict(r) for r in summary_rows]
-    report["ratios_emulator_over_nginx"] = print_tables(summary_rows)
+    report["ratios_emulator_over_nginx"], report["targets"] = print_tables(
+        summary_rows, report.get("checks", {})
+    )
     path.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
@@ -950,6 +1199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rundir = Path(tempfile.mkdtemp(prefix="appgw-bench-"))
     rows: list[Measurement] = []
     smoke: dict[str, Any] = {}
+    checks: dict[str, Any] = {}
     started = datetime.datetime.now(datetime.UTC)
     facts = machine_facts()
     print(f"machine: {facts['nproc']} CPUs, {facts['cpu_model']}, load {facts['loadavg_at_start']}")
@@ -990,12 +1240,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                             rows.append(row)
                             _progress(row)
                             time.sleep(SETTLE_S)
+            if index == 0 and not args.no_targets:
+                rows += _paced_runs(proxies, backend, pki, settings, rows, args.repeat)
+                checks["idle_connections"] = {
+                    proxy.name: idle_connections_rss(
+                        proxy, pki, mode="strict", count=IDLE_CONNECTIONS
+                    )
+                    for proxy in proxies
+                }
+                print(f"  idle connections: {checks['idle_connections']}", flush=True)
             for proxy in proxies:
                 procs.stop(proxy.proc)
             if index == 0 and "emulator" in args.targets and not args.no_extras:
                 rows += _extra_runs(
                     procs, rundir, pki, backend, backend_port, settings, args, source_root
                 )
+            if index == 0 and "emulator" in args.targets and not args.no_targets:
+                if args.workers > 1:
+                    rows += _worker_runs(
+                        procs, rundir, pki, backend, backend_port, settings, args, source_root
+                    )
+                checks["startup"] = startup_times(rundir, backend_port, runs=STARTUP_RUNS)
+                print(f"  start-up: {checks['startup']}", flush=True)
         procs.stop(backend)
     except KeyboardInterrupt:
         print("interrupted; stopping every process started", file=sys.stderr)
@@ -1006,7 +1272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(rundir, ignore_errors=True)
 
     summary_rows = median_rows(rows)
-    result_ratios = print_tables(summary_rows)
+    result_ratios, met = print_tables(summary_rows, checks)
     if emulator_source_digest() != source_digest:
         print(
             f"\nnote: the checkout's emulator sources changed during the run; the figures are "
@@ -1032,6 +1298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": [asdict(r) for r in summary_rows],
         "all_runs": [asdict(r) for r in rows],
         "ratios_emulator_over_nginx": result_ratios,
+        "checks": checks,
+        "targets": met,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -1068,12 +1336,88 @@ def _extra_runs(
             for load in args.loads:
                 for _ in range(args.repeat):
                     row = measure(proxy, backend, pki, mode="strict", load=load, settings=settings)
-                    row.extra = {"extra_run": True, "log_bytes": proxy.log.stat().st_size}
+                    row.extra |= {"extra_run": True, "log_bytes": proxy.log.stat().st_size}
                     rows.append(row)
                     _progress(row)
                     time.sleep(SETTLE_S)
         finally:
             procs.stop(proxy.proc)
+    return rows
+
+
+def _paced_runs(
+    proxies: Sequence[Proxy],
+    backend: subprocess.Popen[bytes],
+    pki: Pki,
+    settings: LoadSettings,
+    rows: Sequence[Measurement],
+    repeat: int,
+) -> list[Measurement]:
+    """Latency below saturation: ``PACED_CONNS`` keep-alive connections (Strict), paced to
+    ``PACED_SHARE_OF_NGINX`` of the keep-alive rate nginx reached in this run."""
+    nginx_rates = [
+        r.rate
+        for r in rows
+        if (r.target, r.mode, r.load) == ("nginx", "strict", "ka") and not r.extra.get("extra_run")
+    ]
+    if not nginx_rates:
+        return []
+    rate = round(PACED_SHARE_OF_NGINX * statistics.median(nginx_rates))
+    out = []
+    for proxy in proxies:
+        for _ in range(repeat):
+            row = measure(
+                proxy,
+                backend,
+                pki,
+                mode="strict",
+                load="ka",
+                settings=settings,
+                rate=rate,
+                conns=PACED_CONNS,
+                variant=f"paced: {PACED_CONNS} conns at {rate} req/s",
+            )
+            row.extra |= {"extra_run": True, "kind": "paced"}
+            out.append(row)
+            _progress(row)
+            time.sleep(SETTLE_S)
+    return out
+
+
+def _worker_runs(
+    procs: Processes,
+    rundir: Path,
+    pki: Pki,
+    backend: subprocess.Popen[bytes],
+    backend_port: int,
+    settings: LoadSettings,
+    args: argparse.Namespace,
+    source_root: Path,
+) -> list[Measurement]:
+    """The emulator with ``--workers N`` (Strict, both loads): CPU per request and spread."""
+    proxy = start_emulator(
+        procs,
+        rundir,
+        pki,
+        backend_port,
+        pin=settings.pin,
+        log_level="warning",
+        all_headers=False,
+        source_root=source_root,
+        workers=args.workers,
+    )
+    rows = []
+    try:
+        warm_up(proxy, backend, pki, settings)
+        for load in args.loads:
+            for _ in range(args.repeat):
+                row = measure(proxy, backend, pki, mode="strict", load=load, settings=settings)
+                row.extra |= {"extra_run": True, "kind": "workers"}
+                rows.append(row)
+                _progress(row)
+                time.sleep(SETTLE_S)
+    finally:
+        procs.stop(proxy.proc)
     return rows
 
 

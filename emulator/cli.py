@@ -12,6 +12,7 @@ import base64
 import functools
 import json
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -160,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TEMPLATE_PORT=LOCAL_PORT",
     )
     run.add_argument("--bind", default="127.0.0.1")
+    _add_workers_argument(run)
     _add_strip_argument(run)
     _add_verification_arguments(run)
     add_dashboard_arguments(run, command="run")
@@ -223,16 +225,39 @@ def _ready_lines(gateway: object, config: GatewayConfig) -> None:
 async def _serve_until_signal(
     start: Callable[[trio.Nursery], object],
 ) -> None:
-    """Run ``start(nursery)`` (which starts the servers) until SIGINT/SIGTERM, then stop cleanly."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    """Run ``start(nursery)`` (which starts the servers) until SIGINT/SIGTERM, then stop cleanly.
+
+    The first signal drains the gateways started by ``start`` (no new connections, requests in
+    flight may finish for up to ``DRAIN_GRACE_S``, idle connections close at once), then stops
+    everything; a second signal during the drain stops at once.
+    """
+    from emulator.runtime.gateway import DRAIN_GRACE_S, drain_serving, serving_gateways
+
+    with (
+        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+        serving_gateways() as gateways,
+    ):
         async with trio.open_nursery() as nursery:
             await start(nursery)  # type: ignore[misc]
 
             async def _wait_signal() -> None:
                 async for signum in signals:
                     _note(f"stopping ({signal.Signals(signum).name})")
-                    nursery.cancel_scope.cancel()
+                    break
+                else:
                     return
+                async with trio.open_nursery() as draining:
+
+                    async def _second_signal() -> None:
+                        async for again in signals:
+                            _note(f"stopping now ({signal.Signals(again).name})")
+                            draining.cancel_scope.cancel()
+                            return
+
+                    draining.start_soon(_second_signal)
+                    await drain_serving(gateways, DRAIN_GRACE_S)
+                    draining.cancel_scope.cancel()
+                nursery.cancel_scope.cancel()
 
             nursery.start_soon(_wait_signal)
 
@@ -318,6 +343,44 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(text: str) -> int:
+    from emulator.runtime.workers import MAX_WORKERS
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a worker count (1-{MAX_WORKERS})")
+    return int(text)
+
+
+def _add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the listening sockets, one core each (default 1; "
+        "a worker that dies is restarted; the dashboard is not served with N > 1)",
+    )
+
+
+def _serve_workers(gateway: object, config: GatewayConfig, count: int) -> int:
+    """``--workers N``: bind here, print the ready lines, then fork and supervise N workers."""
+    from emulator.runtime.workers import WorkerGateway, run_workers
+
+    assert isinstance(gateway, WorkerGateway)
+    gateway.bind_in_parent()
+    _note(f"serving from {count} worker processes (parent pid {os.getpid()})")
+
+    def serve(index: int) -> int:
+        async def start(nursery: trio.Nursery) -> None:
+            await nursery.start(gateway.serve)
+
+        trio.run(_serve_until_signal, start)
+        return 0
+
+    _ready_lines(gateway, config)
+    return run_workers(count, serve, note=_note)
+
+
 def _add_strip_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strip-client-cert-headers",
@@ -345,6 +408,7 @@ def _check_listen_ports(config: GatewayConfig, listen: Mapping[int, int]) -> Non
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from emulator.runtime.gateway import Gateway
+    from emulator.runtime.workers import WorkerGateway
 
     config, skipped = _load_config(args)
     listen = dict(args.listen)
@@ -356,13 +420,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"{local_port or 'chosen by the OS'} (--listen); headers and server variables still "
             f"carry {template_port}, as in Azure"
         )
-    gateway = Gateway(
+    gateway = (WorkerGateway if args.workers > 1 else Gateway)(
         config,
         bind=args.bind,
         listen=listen,
         strip_client_cert_headers=args.strip_client_cert_headers,
         **_verification_options(args, config),
     )
+    if args.workers > 1:
+        if args.dashboard is not None:
+            _note("note: the dashboard is not served with --workers (it shows one process)")
+        return _serve_workers(gateway, config, args.workers)
 
     async def start(nursery: trio.Nursery) -> None:
         await nursery.start(gateway.serve)

@@ -17,7 +17,9 @@ each stage can only fail when the one before it passed:
    the final verdict (:func:`apply_ocsp`); ``emulator.runtime`` does the asking.
 
 Where the handshake happened (the listener), stage 1's errors are the real ones OpenSSL gave
-the verify callback. Where it did not (``check-ca --client-cert``), :func:`verify_chain`
+the verify callback, and the emulation below only runs to explain a failure in words: a chain
+OpenSSL passed is not verified a second time (for OCSP only its path is built, to find the
+leaf's issuer). Where it did not (``check-ca --client-cert``), :func:`verify_chain`
 reproduces OpenSSL 3's ``verify_chain`` step by step (``crypto/x509/x509_vfy.c``: ``build_chain``,
 ``check_extensions``, ``internal_verify``), reporting every error as an always-continue callback
 would see it. Why not just ``X509StoreContext``: pyOpenSSL's store context stops at the first
@@ -230,26 +232,23 @@ def _find_issuer(
 # --- stage 1: the chain ---------------------------------------------------------------------
 
 
-def verify_chain(
+def _build_path(
     presented: Sequence[x509.Certificate],
     trusted: Sequence[x509.Certificate],
     *,
     at: datetime,
-    max_depth: int = DEFAULT_VERIFY_DEPTH,
-) -> ChainResult:
-    """OpenSSL's verification of ``presented`` (leaf first) against ``trusted`` at ``at``.
+    max_depth: int,
+) -> tuple[list[x509.Certificate], list[bool], bool]:
+    """OpenSSL's ``build_chain``, trusted-first (the OpenSSL >= 1.1 default).
 
-    Reports every error an always-continue verify callback would see, in OpenSSL's order.
+    Returns the path (leaf first), for each certificate whether it came from the uploads, and
+    whether the path hit ``max_depth``. Names and key identifiers only, no signatures: cheap
+    enough for the OCSP step, which needs the leaf's issuer even when OpenSSL found no error.
     """
-    if not presented:
-        raise ValueError("verify_chain needs at least the leaf certificate")
     leaf = presented[0]
     untrusted = [c for c in presented[1:] if c != leaf]
     path = [leaf]
     from_upload = [False]
-    errors: list[VerifyProblem] = []
-
-    # build_chain, trusted-first (the OpenSSL >= 1.1 default).
     too_long = False
     while True:
         top = path[-1]
@@ -268,6 +267,24 @@ def verify_chain(
         from_upload.append(came_from_upload)
         if not came_from_upload:
             untrusted.remove(issuer)
+    return path, from_upload, too_long
+
+
+def verify_chain(
+    presented: Sequence[x509.Certificate],
+    trusted: Sequence[x509.Certificate],
+    *,
+    at: datetime,
+    max_depth: int = DEFAULT_VERIFY_DEPTH,
+) -> ChainResult:
+    """OpenSSL's verification of ``presented`` (leaf first) against ``trusted`` at ``at``.
+
+    Reports every error an always-continue verify callback would see, in OpenSSL's order.
+    """
+    if not presented:
+        raise ValueError("verify_chain needs at least the leaf certificate")
+    path, from_upload, too_long = _build_path(presented, trusted, at=at, max_depth=max_depth)
+    errors: list[VerifyProblem] = []
     top = path[-1]
     # A self-signed top is a trust anchor only when it is one of the uploaded certificates.
     is_anchor = _self_issued(top) and top in trusted
@@ -560,14 +577,19 @@ def assess_client_cert(
     if not presented:
         return ClientCertVerdict("NONE", NO_CERT_EXPLANATION, Stage.NO_CERT)
     trusted = [c for upload in uploads for c in upload.certificates]
-    result = verify_chain(presented, trusted, at=at)
-    errors = (
-        tuple(VerifyProblem(e, d) for e, d in openssl_errors)
-        if openssl_errors is not None
-        else result.errors
-    )
+    # After a handshake OpenSSL has already verified the chain: the emulation runs only to
+    # explain a failure. A chain OpenSSL passed needs, at most, its path (OCSP asks about the
+    # leaf's issuer on it), and building that checks no signature.
+    result: ChainResult | None = None
+    if openssl_errors is None:
+        result = verify_chain(presented, trusted, at=at)
+        errors = result.errors
+    else:
+        errors = tuple(VerifyProblem(e, d) for e, d in openssl_errors)
     if errors:
         last = errors[-1]
+        if result is None:
+            result = verify_chain(presented, trusted, at=at)
         return ClientCertVerdict(
             "FAILED:" + last.text,
             explain_chain(result, trusted, at=at, problem=last),
@@ -589,7 +611,11 @@ def assess_client_cert(
             )
     if revocation is RevocationMode.OCSP:
         url = responder_url(leaf)
-        issuer = result.issuer
+        if result is not None:
+            issuer = result.issuer
+        else:
+            path, _, _ = _build_path(presented, trusted, at=at, max_depth=DEFAULT_VERIFY_DEPTH)
+            issuer = path[1] if len(path) > 1 else None
         if url is None or issuer is None:
             return ClientCertVerdict(
                 "FAILED:" + v.OCSP_FAILED_TEXT,

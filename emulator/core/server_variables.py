@@ -18,7 +18,7 @@ import binascii
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 from urllib.parse import unquote, urlsplit
 
 from emulator.core.certinfo import (
@@ -37,6 +37,7 @@ __all__ = [
     "CERTIFICATE_VARIABLE_PREFIX",
     "CLIENT_CERTIFICATE_VERIFICATION",
     "VARIABLES",
+    "ConnectionFacts",
     "RequestFacts",
     "Variable",
     "normalize_uri_path",
@@ -51,9 +52,29 @@ CERTIFICATE_VARIABLE_PREFIX: Final = "client_certificate"
 NO_STATUS: Final = "000"
 
 
+class ConnectionFacts(Protocol):
+    """Facts of the client connection that cost work to compute and that few rules read.
+
+    ``ciphers_supported`` needs the ClientHello parsed and formatted, ``client_tcp_rtt`` a
+    ``getsockopt`` system call; most requests read neither. The I/O shell hands one object per
+    connection (:attr:`RequestFacts.connection`) whose properties compute their value when a
+    rule first asks, instead of filling the fields of every request up front.
+    """
+
+    @property
+    def ciphers_supported(self) -> str: ...
+
+    @property
+    def tcp_rtt_us(self) -> int | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RequestFacts:
-    """Everything the server variables are computed from, gathered once per request."""
+    """Everything the server variables are computed from, gathered once per request.
+
+    ``ciphers_supported`` and ``tcp_rtt_us`` are given either directly (tests, one-off callers)
+    or through ``connection``, which computes them on first use; ``connection`` wins when set.
+    """
 
     client_ip: str
     client_port: int
@@ -86,6 +107,9 @@ class RequestFacts:
     #: The query string after a URL rewrite.
     rewritten_query: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    #: The connection's lazily computed facts (see :class:`ConnectionFacts`), when the shell
+    #: has them.
+    connection: ConnectionFacts | None = None
 
     def header(self, name: str) -> str | None:
         lower = name.lower()
@@ -143,6 +167,15 @@ def openssl_cipher_list(codes: Sequence[int], names: Mapping[int, str]) -> str:
         names: code → OpenSSL name (the shell builds it from the local OpenSSL).
     """
     return ":".join(names.get(code, f"0x{code:04x}") for code in codes)
+
+
+def _ciphers_supported(f: RequestFacts) -> str:
+    return f.connection.ciphers_supported if f.connection is not None else f.ciphers_supported
+
+
+def _tcp_rtt(f: RequestFacts) -> str:
+    rtt = f.connection.tcp_rtt_us if f.connection is not None else f.tcp_rtt_us
+    return str(rtt) if rtt is not None else ""
 
 
 def _cert(getter: Callable[[ClientCertInfo], str]) -> Callable[[RequestFacts], str]:
@@ -210,7 +243,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "ciphers_supported",
         "the client's cipher suites in its order, OpenSSL names, unknown ones as 0x + hex, `:`",
         "0x2a2a:TLS_AES_128_GCM_SHA256:ECDHE-ECDSA-AES128-GCM-SHA256",
-        lambda f: f.ciphers_supported,
+        _ciphers_supported,
     ),
     Variable(
         "ciphers_used",
@@ -224,7 +257,7 @@ VARIABLES: Final[tuple[Variable, ...]] = (
         "client_tcp_rtt",
         "smoothed TCP RTT in microseconds (Linux TCP_INFO); empty elsewhere",
         "35",
-        lambda f: str(f.tcp_rtt_us) if f.tcp_rtt_us is not None else "",
+        _tcp_rtt,
     ),
     Variable("client_user", "user of a Basic Authorization header", "alice", _client_user),
     Variable(

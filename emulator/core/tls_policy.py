@@ -272,6 +272,9 @@ def build_server_context(listener: Listener) -> SSL.Context:
     ctx.set_options(
         SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION
     )
+    # An idle keep-alive connection gives its ~34 KB of record buffers back to OpenSSL's
+    # allocator (nginx does the same): 1,000 idle mTLS clients must not cost 1,000 × 34 KB.
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     ctx.use_certificate(cert.certificate)
     ctx.use_privatekey(cert.key)
     for extra in cert.chain:

@@ -2,7 +2,12 @@
 
 One :class:`BackendClient` per gateway keeps idle keep-alive connections per backend address.
 A connection that the backend closed while idle is detected before reuse (a non-blocking peek
-sees EOF) and dropped, so a request is never written into a dead socket.
+sees EOF) and dropped, so a request is never written into a dead socket. The backend can still
+close it a moment later, while our request is on its way (its keep-alive timeout firing just
+then): when a *reused* connection fails before a single response byte arrived, a GET, HEAD or
+OPTIONS without a body is sent once more on a new connection (RFC 9110 section 9.2.2: those are
+safe to repeat; nginx's ``proxy_next_upstream error`` does the same). Anything else, a POST
+above all, is never repeated: the client gets 502.
 
 trio's network errors are mapped exactly once, here (httpcore's ``map_exceptions`` idea):
 connection failures become :class:`~emulator.errors.BackendConnectError` (the proxy answers
@@ -27,7 +32,7 @@ import ssl
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
 import h11
@@ -38,7 +43,7 @@ from cryptography.x509.oid import NameOID
 from emulator.errors import BackendConnectError, BackendTimeout
 from emulator.model import BackendPool
 
-__all__ = ["BackendClient", "BackendConnection", "BackendTls"]
+__all__ = ["RETRY_METHODS", "BackendClient", "BackendConnection", "BackendTls"]
 
 LOGGER = logging.getLogger("emulator.backend")
 
@@ -50,6 +55,10 @@ CONNECT_TIMEOUT_S: Final = 5.0
 IDLE_REUSE_S: Final = 4.0
 MAX_IDLE_PER_ADDRESS: Final = 64
 RECEIVE_SIZE: Final = 65536
+#: Methods repeated on a new connection when a reused one failed before any response byte
+#: (safe methods, RFC 9110 section 9.2.1; PUT and DELETE are idempotent too, but a gateway
+#: that repeats a write surprises more than it helps).
+RETRY_METHODS: Final = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,19 +139,43 @@ def _raw_socket(stream: trio.abc.Stream) -> trio.socket.SocketType:
 
 @dataclass(eq=False)
 class BackendConnection:
-    """One connection to a backend (TCP, or TLS over TCP) with its h11 client state."""
+    """One connection to a backend (TCP, or TLS over TCP) with its h11 client state.
+
+    A request on a connection taken from the pool (``reused``) may be repeated once, on a new
+    connection, when the old one fails before any response byte (see the module docstring);
+    ``stream`` and ``conn`` are then replaced, so the caller keeps using the same object.
+    """
 
     stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
     conn: h11.Connection
     address: tuple[str, int]
     idle_since: float = 0.0
+    tls: BackendTls | None = None
+    #: Taken from the pool of idle connections (cleared once it was replaced by a new one).
+    reused: bool = False
+    #: What the current request sent so far, to send again: its head and, once sent, its end
+    #: (never body bytes: a request with a body is not repeated).
+    _replay: list[h11.Event] = field(default_factory=list)
+    _body_sent: bool = False
+    _received: int = 0
 
     async def send(self, event: h11.Event) -> None:
+        if isinstance(event, h11.Request):
+            self._replay = [event]
+            self._body_sent = False
+            self._received = 0
+        elif isinstance(event, h11.Data):
+            self._body_sent = True
+        else:
+            self._replay.append(event)
         data = self.conn.send(event)
         if data:
             try:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                if self._may_repeat():
+                    await self._repeat_on_new_connection(f"sending failed: {exc}")
+                    return
                 raise BackendConnectError(
                     f"backend {self.addr_text} closed the connection while sending"
                 ) from exc
@@ -159,9 +192,16 @@ class BackendConnection:
                 try:
                     data = await self.stream.receive_some(RECEIVE_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    if self._may_repeat():
+                        await self._repeat_on_new_connection(f"reset: {exc}")
+                        continue
                     raise BackendConnectError(
                         f"backend {self.addr_text} reset the connection"
                     ) from exc
+                if not data and self._may_repeat():
+                    await self._repeat_on_new_connection("closed without answering")
+                    continue
+                self._received += len(data)
                 self.conn.receive_data(bytes(data))
                 continue
             if isinstance(event, h11.ConnectionClosed):
@@ -172,12 +212,68 @@ class BackendConnection:
                 return event
             return h11.PAUSED
 
+    def _may_repeat(self) -> bool:
+        """True when the current request can go again on a new connection: this one came
+        from the pool, not one response byte has arrived, and the request is a body-less
+        GET, HEAD or OPTIONS."""
+        if not self.reused or self._received or self._body_sent or not self._replay:
+            return False
+        request = self._replay[0]
+        if not isinstance(request, h11.Request) or request.method not in RETRY_METHODS:
+            return False
+        for name, value in request.headers:
+            if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+                return False
+        return True
+
+    async def _repeat_on_new_connection(self, reason: str) -> None:
+        """Replace the failed pooled connection by a new one and send the request again.
+
+        Raises:
+            BackendConnectError, BackendTimeout: the new connection failed too (no third try).
+        """
+        request = self._replay[0]
+        assert isinstance(request, h11.Request)
+        LOGGER.info(
+            "backend.retry backend=%s method=%s target=%s reason=%s: a reused keep-alive "
+            "connection failed before any response byte; sending the request again on a new "
+            "connection",
+            self.addr_text,
+            request.method.decode("ascii", "replace"),
+            request.target.decode("latin-1"),
+            reason,
+        )
+        self.reused = False
+        old = self.stream
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(old)
+        fresh = await open_backend_connection(self.address, self.tls)
+        self.stream = fresh.stream
+        self.conn = fresh.conn
+        for event in self._replay:
+            data = self.conn.send(event)
+            if not data:
+                continue
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise BackendConnectError(
+                    f"backend {self.addr_text} closed the connection while sending"
+                ) from exc
+
     @property
     def addr_text(self) -> str:
         return f"{self.address[0]}:{self.address[1]}"
 
     def reusable(self) -> bool:
-        return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
+        """True when the exchange ended cleanly and nothing else arrived: bytes past the end
+        of the response would be read as the answer to the next request (response desync),
+        so such a connection is closed, never pooled."""
+        return (
+            self.conn.our_state is h11.DONE
+            and self.conn.their_state is h11.DONE
+            and self.conn.trailing_data == (b"", False)
+        )
 
     def peer_closed(self) -> bool:
         """True when an idle connection became readable: the backend closed it (EOF) or sent
@@ -236,6 +332,7 @@ class BackendClient:
         while idle:
             conn = idle.pop()
             if now - conn.idle_since < IDLE_REUSE_S and not conn.peer_closed():
+                conn.reused = True
                 return conn
             _raw_socket(conn.stream).close()
         return None
@@ -281,7 +378,7 @@ async def open_backend_connection(
         ) from exc
     tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if tls is None:
-        return BackendConnection(tcp, h11.Connection(h11.CLIENT), address)
+        return BackendConnection(tcp, h11.Connection(h11.CLIENT), address, tls=None)
     server_name = tls.server_name if tls.server_name and not _is_ip(tls.server_name) else None
     stream = trio.SSLStream(tcp, tls.context(), server_hostname=server_name)
     try:
@@ -307,4 +404,4 @@ async def open_backend_connection(
                 f"backend {host}:{port}: its certificate does not name '{tls.server_name}' "
                 "(validateSNI: the CN or a DNS name must match the SNI)"
             )
-    return BackendConnection(stream, h11.Connection(h11.CLIENT), address)
+    return BackendConnection(stream, h11.Connection(h11.CLIENT), address, tls=tls)

@@ -9,23 +9,32 @@ either ``async with gateway:`` (it serves in the background for the block) or
 Resource ownership: the sockets belong to whoever started serving. Leaving the ``async with``
 block, or cancelling ``serve``, closes every listening socket, every client connection and the
 backend client before control returns, so the ports are free again at that point.
+
+Hostile and busy clients: connections are counted, in total and per client address; one over
+either limit is closed as soon as it is accepted, with a ``connection.limit_reached`` warning
+(at most one line per second, with the count since the last one). :meth:`Gateway.drain` is the
+graceful stop (SIGTERM in the CLI): stop accepting, close idle keep-alive connections, let
+requests in flight finish for a bounded grace period, then cancel what is left.
 """
 
 from __future__ import annotations
 
 import base64
+import contextvars
 import errno
 import json
 import logging
 import os
 import socket
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeAlias
 
+import h11
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -45,15 +54,20 @@ from emulator.model import (
 from emulator.runtime.backend import BackendClient
 from emulator.runtime.ocsp_client import OcspChecker
 from emulator.runtime.probes import HealthTable, run_probes
-from emulator.runtime.proxy import AccessRecord, ListenerRuntime, serve_connection
+from emulator.runtime.proxy import AccessRecord, ClientConnection, ListenerRuntime
 
 __all__ = [
     "ACCESS_WAIT_S",
+    "DRAIN_GRACE_S",
+    "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_CLIENT",
     "BackendSpec",
     "Gateway",
     "Parameters",
+    "drain_serving",
     "load_config",
     "parse_backends",
+    "serving_gateways",
 ]
 
 LOGGER = logging.getLogger("emulator.gateway")
@@ -65,6 +79,28 @@ ACCESS_LOG_KEEP: Final = 10_000
 #: Default bound of :meth:`Gateway.wait_for_access`: the gateway logs a request right after the
 #: response's last byte, so anything longer than a few milliseconds means it never will.
 ACCESS_WAIT_S: Final = 5.0
+#: Open client connections the whole gateway keeps; one more is closed as soon as it is accepted.
+#: Each costs a file descriptor (two while it talks to a backend), so this stays well under a
+#: raised ``ulimit -n``; nginx's ``worker_connections`` plays the same role. Azure scales out
+#: instead and documents no number.
+MAX_CONNECTIONS: Final = 10_000
+#: Open connections per client IP address, so one noisy client (a load test, a slow-loris
+#: script) cannot take every slot from the others. Generous: local load tests come from one
+#: address. nginx's ``limit_conn`` is the model; Azure documents no such limit.
+MAX_CONNECTIONS_PER_CLIENT: Final = 2_000
+#: ``connection.limit_reached`` is logged at most this often; the line counts what it skipped.
+LIMIT_LOG_INTERVAL_S: Final = 1.0
+#: :meth:`Gateway.drain`: how long requests in flight may take to finish after a stop request
+#: before they are cancelled (Kubernetes gives 30 s by default; a local tool should stop fast).
+DRAIN_GRACE_S: Final = 5.0
+#: While draining, how often connections are looked at to close the ones that became idle.
+DRAIN_POLL_S: Final = 0.05
+#: After the grace period, how long cancelled connections get to close their sockets (each
+#: close is bounded by the TLS stream's close_notify timeout of 1 s).
+DRAIN_CANCEL_WAIT_S: Final = 2.0
+#: TLS alert ``no_renegotiation`` (RFC 5246 section 7.2.2), and OpenSSL's info-callback value
+#: for an alert the server writes.
+_ALERT_NO_RENEGOTIATION: Final = 100
 _DEPLOYMENT_PARAMETERS_SCHEMA: Final = (
     "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#"
 )
@@ -225,6 +261,8 @@ class Gateway:
         ocsp: the OCSP checker (and so the answer cache) for ``verifyClientRevocation: OCSP``
             listeners; one is made when not given.
         explain: ``--explain``: Strict 400s carry the failure's explanation in a header.
+        max_connections: open client connections at most, over all listeners.
+        max_connections_per_client: open client connections at most from one IP address.
 
     One instance serves at most once at a time; after it stops it may be started again, and
     :attr:`ports` keeps the last bound ports until then.
@@ -241,7 +279,12 @@ class Gateway:
         access_log_sink: Callable[[AccessRecord], None] | None = None,
         ocsp: OcspChecker | None = None,
         explain: bool = False,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
     ) -> None:
+        if max_connections < 1 or max_connections_per_client < 1:
+            msg = "max_connections and max_connections_per_client must be at least 1"
+            raise ValueError(msg)
         self.config = config
         self.access_log_sink = access_log_sink
         self.ocsp = ocsp if ocsp is not None else OcspChecker()
@@ -260,6 +303,13 @@ class Gateway:
         # Set while inside ``async with gateway:``; the nursery serving the block's listeners.
         self._nursery: trio.Nursery | None = None
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
+        self._limits = _ConnectionLimits(max_connections, max_connections_per_client)
+        # Set while serving: the accept loops' scope, the bound sockets, the open connections.
+        self._accepting: trio.CancelScope | None = None
+        self._accept_done = trio.Event()
+        self._sockets: list[trio.SocketListener] = []
+        self._connections: set[_Tracked] = set()
+        self._connections_changed = trio.Event()
 
     # -- construction ------------------------------------------------------------------------
 
@@ -357,6 +407,9 @@ class Gateway:
             contexts: dict[str, SSL.Context] = {}
             if rules[0].listener.protocol is ListenerProtocol.HTTPS:
                 port_ctx, contexts = build_port_contexts(rules)
+                _log_refused_renegotiation(port_ctx, rules[0].listener.name)
+                for listener_name, ctx in contexts.items():
+                    _log_refused_renegotiation(ctx, listener_name)
             by_port[port] = ListenerRuntime(
                 rules,
                 port_ctx,
@@ -552,17 +605,43 @@ class Gateway:
         task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         backend = BackendClient()
+        registry = _SERVING.get()
+        self._sockets = [sock_listener for sock_listener, _ in listeners]
+        self._accepting = trio.CancelScope()
+        self._accept_done = trio.Event()
         try:
             async with trio.open_nursery() as nursery:
-                for sock_listener, runtime in listeners:
-                    nursery.start_soon(self._accept_loop, sock_listener, runtime, backend, nursery)
+                nursery.start_soon(self._accept_all, listeners, backend, nursery)
                 nursery.start_soon(run_probes, self.config.rules, self.health)
+                if registry is not None:
+                    registry.add(self)
                 task_status.started(self)
         finally:
+            if registry is not None:
+                registry.discard(self)
+            self._accepting = None
             with trio.CancelScope(shield=True):
                 await backend.aclose()
                 for sock_listener, _ in listeners:
                     await sock_listener.aclose()
+
+    async def _accept_all(
+        self,
+        listeners: list[tuple[trio.SocketListener, ListenerRuntime]],
+        backend: BackendClient,
+        connections: trio.Nursery,
+    ) -> None:
+        """Run every listener's accept loop until :meth:`drain` (or the nursery) cancels them."""
+        assert self._accepting is not None
+        try:
+            with self._accepting:
+                async with trio.open_nursery() as nursery:
+                    for sock_listener, runtime in listeners:
+                        nursery.start_soon(
+                            self._accept_loop, sock_listener, runtime, backend, connections
+                        )
+        finally:
+            self._accept_done.set()
 
     async def _accept_loop(
         self,
@@ -584,8 +663,91 @@ class Gateway:
                     await trio.sleep(0.1)
                     continue
                 raise
-            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            nursery.start_soon(serve_connection, stream, runtime, backend, self._record)
+            try:
+                stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                address = stream.socket.getpeername()
+            except OSError:
+                # The client is already gone (reset while queued); nothing to serve.
+                await trio.aclose_forcefully(stream)
+                continue
+            peer = (str(address[0]), int(address[1]))
+            if not self._limits.admit(peer, runtime.listener.name):
+                await trio.aclose_forcefully(stream)
+                continue
+            nursery.start_soon(self._serve_client, stream, peer, runtime, backend)
+
+    async def _serve_client(
+        self,
+        stream: trio.SocketStream,
+        peer: tuple[str, int],
+        runtime: ListenerRuntime,
+        backend: BackendClient,
+    ) -> None:
+        """Serve one admitted connection; it counts against the limits until it has closed."""
+        tracked = _Tracked(ClientConnection(runtime, stream, peer, backend, self._record))
+        self._connections.add(tracked)
+        try:
+            with tracked.scope:
+                await tracked.connection.run()
+        finally:
+            self._connections.discard(tracked)
+            self._limits.release(peer[0])
+            self._connections_changed.set()
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections open right now (admitted and not yet closed)."""
+        return len(self._connections)
+
+    async def drain(self, grace_s: float = DRAIN_GRACE_S) -> int:
+        """Stop gracefully: no new connections, requests in flight may finish, then cancel.
+
+        The listening sockets are closed at once (new clients are refused; the ports are free).
+        A connection with no request in progress (idle keep-alive, or still in its handshake)
+        is closed at once, and a busy one as soon as its response is complete; after
+        ``grace_s`` whatever is left is cancelled. Returns once every client connection is
+        closed, with the number that had to be cancelled. The gateway keeps running otherwise
+        (health probes); cancel ``serve`` or leave the ``async with`` block afterwards.
+        A gateway that is not serving returns 0 at once.
+        """
+        accepting = self._accepting
+        if accepting is None:
+            await trio.lowlevel.checkpoint()
+            return 0
+        accepting.cancel()
+        with trio.CancelScope(shield=True):
+            await self._accept_done.wait()
+            for sock_listener in self._sockets:
+                await sock_listener.aclose()
+        LOGGER.info(
+            "gateway.draining connections=%s grace=%ss: no longer accepting",
+            len(self._connections),
+            grace_s,
+        )
+        with trio.move_on_after(grace_s):
+            while self._connections:
+                for tracked in list(self._connections):
+                    if tracked.idle():
+                        tracked.scope.cancel()
+                self._connections_changed = trio.Event()
+                with trio.move_on_after(DRAIN_POLL_S):
+                    await self._connections_changed.wait()
+        cancelled = len(self._connections)
+        for tracked in list(self._connections):
+            tracked.scope.cancel()
+        with trio.move_on_after(DRAIN_CANCEL_WAIT_S):
+            while self._connections:
+                self._connections_changed = trio.Event()
+                await self._connections_changed.wait()
+        if cancelled:
+            LOGGER.warning(
+                "gateway.drained cancelled=%s: requests still running after %ss were cut off",
+                cancelled,
+                grace_s,
+            )
+        else:
+            LOGGER.info("gateway.drained: every request in flight finished")
+        return cancelled
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Gateway]:
@@ -647,3 +809,129 @@ class Gateway:
             raise
         finally:
             self._serving = False
+
+
+@dataclass(eq=False, slots=True)
+class _Tracked:
+    """One open client connection and the scope that cancels it (compared by identity)."""
+
+    connection: ClientConnection
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    def idle(self) -> bool:
+        """True when no request is in progress: between keep-alive requests, or before the
+        first one (also during the TLS handshake). Closing it then loses nothing."""
+        http = self.connection.h11conn
+        return (
+            http.our_state is h11.IDLE
+            and http.their_state is h11.IDLE
+            and not http.trailing_data[0]
+        )
+
+
+@dataclass(slots=True)
+class _ConnectionLimits:
+    """Open connections in total and per client address, and the refusal log's throttle."""
+
+    max_total: int
+    max_per_client: int
+    total: int = 0
+    per_client: Counter[str] = field(default_factory=Counter)
+    refused_unlogged: int = 0
+    last_logged: float | None = None
+
+    def admit(self, peer: tuple[str, int], listener: str) -> bool:
+        """Count the connection in, or log why it is refused (the caller closes it)."""
+        client_ip = peer[0]
+        if self.total >= self.max_total:
+            scope, limit, active = "gateway", self.max_total, self.total
+        elif self.per_client[client_ip] >= self.max_per_client:
+            scope, limit, active = "client", self.max_per_client, self.per_client[client_ip]
+        else:
+            self.total += 1
+            self.per_client[client_ip] += 1
+            return True
+        self.refused_unlogged += 1
+        now = trio.current_time()
+        if self.last_logged is None or now - self.last_logged >= LIMIT_LOG_INTERVAL_S:
+            LOGGER.warning(
+                "connection.limit_reached listener=%s client=%s:%s scope=%s limit=%s open=%s "
+                "refused=%s: connection closed on accept (refused counts this one and those "
+                "not logged in the last %ss)",
+                listener,
+                *peer,
+                scope,
+                limit,
+                active,
+                self.refused_unlogged,
+                LIMIT_LOG_INTERVAL_S,
+            )
+            self.last_logged = now
+            self.refused_unlogged = 0
+        return False
+
+    def release(self, client_ip: str) -> None:
+        self.total -= 1
+        self.per_client[client_ip] -= 1
+        if self.per_client[client_ip] <= 0:
+            del self.per_client[client_ip]
+
+
+def _log_refused_renegotiation(context: SSL.Context, listener: str) -> None:
+    """Log a client's TLS 1.2 renegotiation attempt, which the context refuses.
+
+    ``build_server_context`` sets ``OP_NO_RENEGOTIATION``: OpenSSL answers the client's new
+    ClientHello with a ``no_renegotiation`` warning alert and carries on (the client usually
+    gives up and closes). Nothing reaches the proxy but a closed connection, so the info
+    callback, which sees every alert the server writes, is where it can be said.
+    """
+
+    def on_info(conn: SSL.Connection, where: int, ret: int) -> None:
+        if where & SSL.SSL_CB_WRITE_ALERT and ret & 0xFF == _ALERT_NO_RENEGOTIATION:
+            LOGGER.info(
+                "tls.renegotiation_refused listener=%s sni=%s: the client asked to renegotiate "
+                "TLS; refused with a no_renegotiation alert",
+                listener,
+                (conn.get_servername() or b"-").decode("ascii", "replace"),
+            )
+
+    context.set_info_callback(on_info)
+
+
+#: The gateways serving inside the current :func:`serving_gateways` block (a context variable,
+#: so tasks started from that block see it and nothing else does).
+_SERVING: contextvars.ContextVar[set[Gateway] | None] = contextvars.ContextVar(
+    "appgw_emulator_serving", default=None
+)
+
+
+@contextmanager
+def serving_gateways() -> Iterator[set[Gateway]]:
+    """Collect every :class:`Gateway` that starts serving from tasks started in this block.
+
+    The CLI wraps its servers in it so that a stop signal can :func:`drain_serving` the
+    gateways without being handed each one. The set is live: a gateway is in it while it
+    serves.
+    """
+    serving: set[Gateway] = set()
+    token = _SERVING.set(serving)
+    try:
+        yield serving
+    finally:
+        _SERVING.reset(token)
+
+
+async def drain_serving(gateways: set[Gateway], grace_s: float = DRAIN_GRACE_S) -> int:
+    """:meth:`Gateway.drain` every gateway in ``gateways`` at the same time.
+
+    Returns the number of connections cancelled after the grace period, over all gateways.
+    """
+    cancelled: list[int] = []
+
+    async def one(gateway: Gateway) -> None:
+        cancelled.append(await gateway.drain(grace_s))
+
+    async with trio.open_nursery() as nursery:
+        for gateway in list(gateways):
+            nursery.start_soon(one, gateway)
+    return sum(cancelled)

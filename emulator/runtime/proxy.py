@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import re
-import secrets
 import socket
 import ssl
 import struct
@@ -47,10 +47,11 @@ from urllib.parse import urlsplit
 
 import h11
 import trio
+from cryptography import x509
 from OpenSSL import SSL
 
 from emulator.core.certinfo import ClientCertInfo
-from emulator.core.ja4 import ClientHelloError, parse_client_hello_records
+from emulator.core.ja4 import ClientHello, ClientHelloError, parse_client_hello_records
 from emulator.core.ja4 import ja4 as ja4_fingerprint
 from emulator.core.pages import SERVER_TOKEN, GatewayPage, render_page
 from emulator.core.rewrite import (
@@ -112,6 +113,10 @@ REQUEST_HEADER_TIMEOUT_S: Final = 60.0
 KEEPALIVE_IDLE_S: Final = 120.0
 #: Maximum request line + headers: 32 KB (Azure application gateway limits).
 MAX_REQUEST_HEADER_BYTES: Final = 32 * 1024
+#: Header fields per request; one more → 431. Differs from Azure: it documents no count (nginx
+#: is bounded only by the 32 KB); 1,000 is far above what clients send (browsers send ~20) and
+#: bounds the per-request work of rewrites and routing.
+MAX_REQUEST_HEADER_FIELDS: Final = 1000
 #: Lingering close after a gateway-generated 400: read and discard for at most this long,
 #: stopping after ``LINGER_IDLE_S`` of silence (nginx lingering_close, shortened).
 LINGER_TOTAL_S: Final = 2.0
@@ -241,6 +246,11 @@ class ClientConnection:
             h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEADER_BYTES
         )
     )
+    #: Facts of the connection that every request shares, computed at first use.
+    _connection_facts: _ConnectionFacts | None = None
+    #: Bytes for the client not sent yet (:meth:`_queue`, :meth:`_flush`), and their length.
+    _outgoing: list[bytes] = field(default_factory=list)
+    _outgoing_bytes: int = 0
 
     @property
     def listener(self) -> Listener:
@@ -254,25 +264,54 @@ class ClientConnection:
 
     async def _next_event(self, idle_s: float) -> h11.Event | type[h11.PAUSED]:
         while True:
+            if self.h11conn.their_state is h11.IDLE:
+                self._check_head()
             event = self.h11conn.next_event()
             # Two tests rather than `is not NEED_DATA`, so the sentinel types narrow for mypy.
             if isinstance(event, h11.Event):
                 return event
             if event is h11.PAUSED:
                 return h11.PAUSED
-            with trio.move_on_after(idle_s) as scope:
-                try:
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    raise _ClientGone from exc
-            if scope.cancelled_caught:
-                raise trio.TooSlowError
+            try:
+                data = await self._receive(idle_s)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise _ClientGone from exc
             if self._head_too_large(data):
                 raise h11.RemoteProtocolError(
                     f"request line and headers exceed {MAX_REQUEST_HEADER_BYTES} bytes",
                     error_status_hint=431,
                 )
             self.h11conn.receive_data(bytes(data))
+
+    async def _receive(self, idle_s: float) -> bytes:
+        """The client's next bytes, waiting at most ``idle_s``.
+
+        Raises:
+            trio.TooSlowError: nothing came in time.
+        """
+        tls = self.tls
+        if tls is not None and self.stream is tls:
+            # The TLS stream only starts a timer when it has to wait (most reads under load
+            # find the request already there); a cancel scope per read costs ~5 µs.
+            return await tls.receive_some(RECEIVE_SIZE, deadline=trio.current_time() + idle_s)
+        with trio.fail_after(idle_s):
+            return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+
+    def _check_head(self) -> None:
+        """Refuse a buffered request head that h11 would accept but a backend might read
+        differently (issue #10): checked on the raw bytes, before h11 normalises them.
+
+        Raises:
+            h11.RemoteProtocolError: with the status (400 or 431) in ``error_status_hint``.
+        """
+        pending = self.h11conn.trailing_data[0]
+        head_end = _HEAD_END.search(pending) if pending else None
+        if head_end is None:
+            return  # incomplete: the size limit covers it until it completes
+        problem = _head_problem(pending[: head_end.end()])
+        if problem is not None:
+            reason, status = problem
+            raise h11.RemoteProtocolError(reason, error_status_hint=status)
 
     def _head_too_large(self, data: bytes | bytearray) -> bool:
         """True when a request head being read, with ``data`` added, ends past the size limit.
@@ -290,13 +329,33 @@ class ClientConnection:
         head_end = _HEAD_END.search(pending + data)
         return head_end is None or head_end.end() > MAX_REQUEST_HEADER_BYTES
 
-    async def _send(self, event: h11.Event) -> None:
+    def _queue(self, event: h11.Event) -> None:
+        """Serialise ``event`` for the client; the bytes go out with the next :meth:`_flush`.
+
+        A response's head, its body and its end usually travel in one TLS record and one
+        system call this way, instead of one of each per event.
+        """
         data = self.h11conn.send(event)
         if data:
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise _ClientGone from exc
+            self._outgoing.append(data)
+            self._outgoing_bytes += len(data)
+
+    async def _flush(self) -> None:
+        """Send what :meth:`_queue` collected (nothing to do when it is empty)."""
+        if not self._outgoing:
+            return
+        outgoing = self._outgoing
+        data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
+        self._outgoing = []
+        self._outgoing_bytes = 0
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _ClientGone from exc
+
+    async def _send(self, event: h11.Event) -> None:
+        self._queue(event)
+        await self._flush()
 
     # -- the connection's life ----------------------------------------------------------------
 
@@ -381,7 +440,7 @@ class ClientConnection:
             return False
         chain = tls.peer_chain
         if chain:
-            self.cert = ClientCertInfo.from_certificates(chain[0], chain[1:])
+            self.cert = _cert_info(chain[0], chain[1:])
         self.decision = assess_handshake(
             listener.ssl_profile,
             presented=chain,
@@ -522,6 +581,17 @@ class ClientConnection:
                 "both Content-Length and Transfer-Encoding",
             )
             return await self._refuse(GatewayPage.BAD_REQUEST, facts, started)
+        if request.method == b"CONNECT":
+            # A tunnel request: the gateway is no forward proxy, and forwarded, a backend's 2xx
+            # would switch h11 to tunnel mode mid-proxy. Differs from Azure: nginx answers 405,
+            # a status the gateway has no page for.
+            LOGGER.info(
+                "http.bad_request listener=%s client=%s:%s reason=%s",
+                self.listener.name,
+                *self.peer,
+                "CONNECT is not supported",
+            )
+            return await self._refuse(GatewayPage.BAD_REQUEST, facts, started)
         if rule is None:
             # v2: no listener on this port takes the host (appgw-behaviour.md section 7).
             LOGGER.info(
@@ -575,8 +645,8 @@ class ClientConnection:
         ]
         if close:
             headers.append(("Connection", "close"))
-        await self._send(h11.Response(status_code=status, headers=_encode(headers), reason=reason))
-        await self._send(h11.Data(data=body))
+        self._queue(h11.Response(status_code=status, headers=_encode(headers), reason=reason))
+        self._queue(h11.Data(data=body))
         await self._send(h11.EndOfMessage())
         self._access(facts, status, started, routed="", server_status="")
         return not close
@@ -692,14 +762,18 @@ class ClientConnection:
         )
         if pool.addresses and not healthy:
             raise BackendConnectError(f"no healthy backend in pool '{pool.name}' (health probe)")
+        # The usual case, every address healthy, picks from the pool itself (no copy per request).
+        candidates = (
+            pool if len(healthy) == len(pool.addresses) else replace(pool, addresses=healthy)
+        )
         if not settings.cookie_affinity:
-            return self.backend.pick(replace(pool, addresses=healthy), settings.port), []
+            return self.backend.pick(candidates, settings.port), []
         name = settings.affinity_cookie_name
         wanted = cookie_value(facts.headers, name)
         for address in healthy:
             if affinity_cookie_value(pool.name, address.host, port_of(address)) == wanted:
                 return (address.host, port_of(address)), []
-        chosen = self.backend.pick(replace(pool, addresses=healthy), settings.port)
+        chosen = self.backend.pick(candidates, settings.port)
         value = affinity_cookie_value(pool.name, *chosen)
         cookies = [
             ("Set-Cookie", f"{name}={value}; Path=/"),
@@ -789,7 +863,8 @@ class ClientConnection:
                     self._access(facts, 101, started, routed=routed, server_status="101")
                     return False
                 response_started = True
-                await self._send(
+                # Queued: it goes out with the first body bytes (see _backend_event).
+                self._queue(
                     h11.Response(
                         status_code=response.status_code,
                         headers=_encode(out_headers + cookies),
@@ -879,26 +954,12 @@ class ClientConnection:
             nursery.start_soon(pump, backend.stream, self.stream, backend_rest)
 
     def _facts(self, request: h11.Request, decision: CertDecision) -> RequestFacts:
+        connection = self._connection_facts
+        if connection is None:
+            connection = self._connection_facts = _ConnectionFacts(
+                self.tls, self.stream, self.runtime.listener.name
+            )
         tls = self.tls
-        ja4: str | None = None
-        ciphers_supported = ""
-        if tls is not None:
-            try:
-                hello = parse_client_hello_records(tls.client_hello)
-            except ClientHelloError as exc:
-                LOGGER.debug(
-                    "tls.client_hello_unparsed listener=%s reason=%s",
-                    self.listener.name,
-                    exc,
-                )
-            else:
-                ciphers_supported = openssl_cipher_list(
-                    hello.cipher_suites, _openssl_cipher_names()
-                )
-                # X-Azure-JA4-Fingerprint comes with the 2022 policies, which are also the ones
-                # that offer TLS 1.3 (CustomV2 too: the docs are silent, it is the same family).
-                if self.listener.ssl_policy.tls13:
-                    ja4 = ja4_fingerprint(hello)
         return RequestFacts(
             client_ip=self.peer[0],
             client_port=self.peer[1],
@@ -910,14 +971,15 @@ class ClientConnection:
             headers=[
                 (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw_items()
             ],
-            trace_id=secrets.token_hex(16),
-            tls_version=tls.tls_version if tls else None,
-            cipher=tls.cipher if tls else None,
+            trace_id=_trace_id(),
+            tls_version=connection.tls_version,
+            cipher=connection.cipher,
             certificate=self.cert,
             verification=decision.verification,
-            ja4=ja4,
-            ciphers_supported=ciphers_supported,
-            tcp_rtt_us=_tcp_rtt_us(tls.transport_stream if tls is not None else self.stream),
+            # X-Azure-JA4-Fingerprint comes with the 2022 policies, which are also the ones that
+            # offer TLS 1.3 (CustomV2 too: the docs are silent, it is the same family).
+            ja4=connection.ja4 if self.listener.ssl_policy.tls13 else None,
+            connection=connection,
         )
 
     async def _forward_request_body(self, backend: BackendConnection) -> None:
@@ -938,36 +1000,71 @@ class ClientConnection:
             else:
                 raise _ClientGone
 
+    async def _backend_event(
+        self, backend: BackendConnection, deadline: float
+    ) -> h11.Event | type[h11.PAUSED]:
+        """The backend's next event: at once when h11 already holds its bytes; otherwise the
+        client's queued bytes go out first (a streamed body must not wait in our buffer) and
+        the backend has until ``deadline`` (trio's clock) to send more.
+
+        Raises:
+            trio.TooSlowError: nothing by ``deadline``.
+            BackendConnectError: the backend broke the protocol or the connection.
+        """
+        pending, closed = backend.conn.trailing_data
+        if not pending and not closed and backend.conn.their_state is h11.SEND_RESPONSE:
+            # A response head needs bytes, and none are buffered: skip asking h11 twice.
+            await self._flush()
+            with trio.fail_at(deadline):
+                return await backend.next_event()
+        try:
+            event = backend.conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            await self._flush()
+            raise BackendConnectError(
+                f"backend {backend.addr_text} sent an invalid HTTP response: {exc}"
+            ) from exc
+        if isinstance(event, h11.Event) and not isinstance(event, h11.ConnectionClosed):
+            return event
+        # NEED_DATA, PAUSED or ConnectionClosed: BackendConnection.next_event reads (or
+        # reports) those itself.
+        await self._flush()
+        with trio.fail_at(deadline):
+            return await backend.next_event()
+
     async def _backend_response(
         self, backend: BackendConnection, timeout_s: int
     ) -> h11.Response | h11.InformationalResponse:
         """The backend's final response; or its 101 when the request asked for an upgrade."""
+        deadline = trio.current_time() + timeout_s
         try:
-            with trio.fail_after(timeout_s):
-                while True:
-                    event = await backend.next_event()
-                    if isinstance(event, h11.Response):
-                        return event
-                    if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
-                        return event
-                    if not isinstance(event, h11.InformationalResponse):
-                        raise BackendTimeout(
-                            f"backend {backend.addr_text} sent {event!r} instead of a response"
-                        )
+            while True:
+                event = await self._backend_event(backend, deadline)
+                if isinstance(event, h11.Response):
+                    return event
+                if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                    return event
+                if not isinstance(event, h11.InformationalResponse):
+                    raise BackendTimeout(
+                        f"backend {backend.addr_text} sent {event!r} instead of a response"
+                    )
         except trio.TooSlowError as exc:
             raise BackendTimeout(
                 f"backend {backend.addr_text} did not answer within requestTimeout ({timeout_s} s)"
             ) from exc
 
     async def _forward_response_body(self, backend: BackendConnection, timeout_s: int) -> None:
+        """Copy the body to the client: what is already buffered is queued behind the head,
+        and sent whenever the backend has to be waited for, or the body ends."""
         while True:
             try:
-                with trio.fail_after(timeout_s):
-                    event = await backend.next_event()
+                event = await self._backend_event(backend, trio.current_time() + timeout_s)
             except trio.TooSlowError as exc:
                 raise BackendTimeout(f"backend {backend.addr_text} stalled mid-response") from exc
             if isinstance(event, h11.Data):
-                await self._send(h11.Data(data=event.data))
+                self._queue(h11.Data(data=event.data))
+                if self._outgoing_bytes >= RECEIVE_SIZE:
+                    await self._flush()
             elif isinstance(event, h11.EndOfMessage):
                 await self._send(h11.EndOfMessage())
                 return
@@ -1004,8 +1101,8 @@ class ClientConnection:
                 headers=[*response.headers.raw_items(), *_encode(extra_headers)],
                 reason=response.reason,
             )
-        await self._send(response)
-        await self._send(h11.Data(data=body))
+        self._queue(response)
+        self._queue(h11.Data(data=body))
         await self._send(h11.EndOfMessage())
 
     async def _linger(self) -> None:
@@ -1024,10 +1121,17 @@ class ClientConnection:
         self, facts: RequestFacts, status: int, started: float, *, routed: str, server_status: str
     ) -> None:
         decision = self.decision
-        tls = self.tls
         cert = self.cert
         rule = self.current_rule
         current = self.current
+        tls_on = self.tls is not None
+        user_agent = original_host = ""
+        for name, value in facts.headers:  # one pass for both (the first of each, as nginx)
+            lower = name.lower()
+            if lower == "host":
+                original_host = original_host or value
+            elif lower == "user-agent":
+                user_agent = user_agent or value
         record = AccessRecord(
             listenerName=self.listener.name,
             ruleName=rule.name if rule is not None else "",
@@ -1037,9 +1141,9 @@ class ClientConnection:
             httpMethod=facts.method,
             requestUri=facts.path,
             httpStatus=status,
-            sslEnabled="on" if tls is not None else "off",
-            sslProtocol=(tls.tls_version or "") if tls else "",
-            sslCipher=(tls.cipher or "") if tls else "",
+            sslEnabled="on" if tls_on else "off",
+            sslProtocol=(facts.tls_version or "") if tls_on else "",
+            sslCipher=(facts.cipher or "") if tls_on else "",
             sslClientVerify=decision.ssl_client_verify if decision else "NONE",
             sslClientCertificateFingerprint=cert.fingerprint_sha1 if cert else "",
             sslClientCertificateIssuerName=cert.issuer if cert else "",
@@ -1048,30 +1152,134 @@ class ClientConnection:
             timeTaken=round(time.perf_counter() - started, 4),
             transactionId=facts.trace_id,
             clientCertSubject=cert.subject if cert else "",
-            timeStamp=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            timeStamp=_timestamp(),
             httpVersion=f"HTTP/{facts.http_version}",
             originalRequestUriWithArgs=facts.target,
             requestQuery=facts.target.partition("?")[2],
-            userAgent=_header(facts, "user-agent"),
-            host=_header(facts, "host").rsplit(":", 1)[0] if _header(facts, "host") else "",
-            originalHost=_header(facts, "host"),
+            userAgent=user_agent,
+            host=original_host.rsplit(":", 1)[0],
+            originalHost=original_host,
             backendSettingName=current.settings.name if current and current.settings else "",
             clientCertFailureExplained=decision.explanation if decision else "",
         )
-        ACCESS_LOGGER.info(
-            '%s %s:%s "%s %s HTTP/%s" %s verify=%s backend=%s %.1fms',
-            record.listenerName,
-            record.clientIP,
-            record.clientPort,
-            record.httpMethod,
-            facts.target,
-            facts.http_version,
-            status,
-            record.sslClientVerify,
-            routed or "-",
-            record.timeTaken * 1000,
-        )
+        if ACCESS_LOGGER.isEnabledFor(logging.INFO):
+            ACCESS_LOGGER.info(
+                '%s %s:%s "%s %s HTTP/%s" %s verify=%s backend=%s %.1fms',
+                record.listenerName,
+                record.clientIP,
+                record.clientPort,
+                record.httpMethod,
+                facts.target,
+                facts.http_version,
+                status,
+                record.sslClientVerify,
+                routed or "-",
+                record.timeTaken * 1000,
+            )
         self.on_access(record)
+
+
+class _ConnectionFacts:
+    """What every request of one connection shares, each computed once and only when needed.
+
+    The ClientHello, the negotiated version and cipher do not change during a connection, so
+    parsing the ClientHello for every keep-alive request (JA4, ``ciphers_supported``) would
+    repeat the same work; ``ciphers_supported`` is only formatted when a rule reads it. The
+    TCP round-trip time does change, so ``tcp_rtt_us`` asks the kernel at each read — which
+    only happens when a rule uses ``client_tcp_rtt``. Implements
+    :class:`emulator.core.server_variables.ConnectionFacts`.
+    """
+
+    __slots__ = (
+        "_ciphers",
+        "_ja4",
+        "_ja4_done",
+        "_listener",
+        "_socket_stream",
+        "_tls",
+        "cipher",
+        "tls_version",
+    )
+
+    def __init__(
+        self, tls: TlsServerStream | None, stream: trio.abc.Stream, listener_name: str
+    ) -> None:
+        self._tls = tls
+        self._socket_stream = tls.transport_stream if tls is not None else stream
+        self._listener = listener_name
+        self._ja4: str | None = None
+        self._ja4_done = False
+        self._ciphers: str | None = None
+        self.tls_version = tls.tls_version if tls is not None else None
+        self.cipher = tls.cipher if tls is not None else None
+
+    def _client_hello(self) -> ClientHello | None:
+        """The parsed ClientHello; not kept (an idle connection holds only the results)."""
+        if self._tls is None:
+            return None
+        try:
+            return parse_client_hello_records(self._tls.client_hello)
+        except ClientHelloError as exc:
+            LOGGER.debug("tls.client_hello_unparsed listener=%s reason=%s", self._listener, exc)
+            return None
+
+    @property
+    def ja4(self) -> str | None:
+        if not self._ja4_done:
+            self._ja4_done = True
+            hello = self._client_hello()
+            self._ja4 = ja4_fingerprint(hello) if hello is not None else None
+        return self._ja4
+
+    @property
+    def ciphers_supported(self) -> str:
+        if self._ciphers is None:
+            hello = self._client_hello()
+            self._ciphers = (
+                openssl_cipher_list(hello.cipher_suites, _openssl_cipher_names())
+                if hello is not None
+                else ""
+            )
+        return self._ciphers
+
+    @property
+    def tcp_rtt_us(self) -> int | None:
+        return _tcp_rtt_us(self._socket_stream)
+
+
+#: Client certificates whose server variables are kept computed. Clients reconnect with the
+#: same certificate, and formatting the DNs and escaping the PEM costs ~70 µs per connection.
+CERT_INFO_CACHE_SIZE: Final = 256
+
+
+@functools.lru_cache(maxsize=CERT_INFO_CACHE_SIZE)
+def _cert_info(leaf: x509.Certificate, chain: tuple[x509.Certificate, ...]) -> ClientCertInfo:
+    """:meth:`ClientCertInfo.from_certificates`, cached: certificates hash and compare by DER."""
+    return ClientCertInfo.from_certificates(leaf, chain)
+
+
+@functools.lru_cache(maxsize=2)
+def _second_text(second: int) -> str:
+    """``second`` (Unix time) as ISO 8601 UTC up to the seconds. Cached: a busy gateway stamps
+    many records per second, and only their milliseconds differ."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+def _timestamp() -> str:
+    """Now as the access record's ``timeStamp``: ISO 8601 UTC with milliseconds and ``Z``."""
+    now = time.time()
+    second = int(now)
+    return f"{_second_text(second)}.{int((now - second) * 1000):03d}Z"
+
+
+def _trace_id() -> str:
+    """A fresh ``X-AppGW-Trace-Id``: 32 lowercase hex digits.
+
+    It correlates a request's log lines and headers; it is not a secret, so the process's
+    Mersenne Twister serves (no ``getrandom`` system call per request, as ``secrets`` makes).
+    The ``random`` module reseeds itself in a forked child, so workers never share a sequence.
+    """
+    return f"{random.getrandbits(128):032x}"
 
 
 @functools.cache
@@ -1143,18 +1351,43 @@ def _upgrade_token(request: h11.Request) -> str | None:
     return upgrade.decode("latin-1")
 
 
-def _header(facts: RequestFacts, name: str) -> str:
-    return next((v for k, v in facts.headers if k.lower() == name), "")
-
-
 def _header_safe(text: str) -> str:
     """``text`` as a header value: Latin-1 only (escapes beyond), no control characters."""
     escaped = text.encode("latin-1", "backslashreplace").decode("latin-1")
     return "".join(ch if ch >= " " and ch != "\x7f" else " " for ch in escaped)
 
 
+def _head_problem(head: bytes) -> tuple[str, int] | None:
+    """Why a complete request head (through its blank line) is refused, with the status.
+
+    h11 is lenient where RFC 9112 allows it to be, and these are the leniencies a smuggling
+    attack relies on: obsolete line folding (section 5.2), bare LF line ends (section 2.2;
+    nginx accepts them, the emulator does not), Content-Length given twice or as a list
+    (section 6.3: h11 merges equal values; nginx refuses a duplicate line). Also the count of
+    header fields (``MAX_REQUEST_HEADER_FIELDS``, 431).
+    """
+    lines = head.split(b"\n")[:-1]  # the split after the final LF leaves an empty item
+    content_lengths = 0
+    for index, line in enumerate(lines):
+        if not line.endswith(b"\r"):
+            return "bare LF line ending in the request head", 400
+        if index == 0 or line == b"\r":
+            continue
+        if line[:1] in (b" ", b"\t"):
+            return "obsolete line folding in the request head", 400
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            content_lengths += 1
+            if content_lengths > 1 or b"," in value:
+                return "Content-Length given more than once", 400
+    if len(lines) - 2 > MAX_REQUEST_HEADER_FIELDS:  # minus the request line and the blank line
+        return f"more than {MAX_REQUEST_HEADER_FIELDS} header fields", 431
+    return None
+
+
 def _ambiguous_framing(request: h11.Request) -> bool:
-    names = {name for name, _ in request.headers}  # h11 gives them lower-cased
+    # raw_items is a plain list; iterating h11's Headers goes through Sequence.__getitem__.
+    names = {name.lower() for name, _ in request.headers.raw_items()}
     return b"content-length" in names and b"transfer-encoding" in names
 
 

@@ -41,6 +41,28 @@ network waits can:
 When both a send and a receive are needed, only the send is done and the loop goes round again,
 because by the time the send finishes another task may have fed the bytes we wanted.
 
+Both locks are taken with ``acquire_nowait`` first: the lock is almost always free, and trio's
+``acquire`` would make every send and receive a full trip through the scheduler even then.
+
+Cost per byte and per call
+--------------------------
+A keep-alive request is one receive and one send on this stream, so their fixed cost matters
+as much as the cryptography:
+
+* Over a TCP transport (``trio.SocketStream``) the socket is read and written directly
+  (``os.read`` / ``os.write`` on its non-blocking descriptor, ``trio.lowlevel.wait_readable`` /
+  ``wait_writable`` only when the kernel says "would block"). trio's own socket methods add a
+  context manager and a forced schedule point to each call, several times the system call
+  itself. Any other transport (memory streams in tests) goes through its ``receive_some`` /
+  ``send_all``.
+* :meth:`TlsServerStream.receive_some` and :meth:`TlsServerStream.send_all` are always cancel
+  points, and schedule points whenever they wait; an operation that completes at once does not
+  yield. A proxy waits for its backend on every request, so no connection can hog the loop.
+* The outgoing BIO is drained with reads as large as the BIO may hold, so a drain that finds
+  bytes stops without the extra ``WantReadError`` an empty read raises. A ``recv`` that
+  returned data does not drain at all: what it may have queued (a TLS 1.3 KeyUpdate answer)
+  goes out in front of the next send, or before the stream next waits for input.
+
 Verification
 ------------
 This module verifies nothing. The caller's ``Context`` carries a ``set_verify`` callback (installed
@@ -83,16 +105,21 @@ stream is BROKEN and every later call raises ``trio.BrokenResourceError``.
 from __future__ import annotations
 
 import enum
+import errno
+import functools
 import logging
+import math
+import os
 import re
 from collections.abc import Callable
 from typing import Final, TypeVar
 
 import trio
 from cryptography import x509
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 
 __all__ = [
+    "CERTIFICATE_CACHE_SIZE",
     "CLIENT_HELLO_CAPTURE_LIMIT",
     "CLOSE_NOTIFY_TIMEOUT_S",
     "DEFAULT_MAX_BYTES",
@@ -215,6 +242,23 @@ def _is_unexpected_eof(exc: SSL.Error) -> bool:
     return "unexpected eof" in _ssl_reason(exc)
 
 
+#: Client certificates kept parsed, by DER. A client reconnects with the same certificate: its
+#: connections share one object instead of parsing it again (~10 µs) and each holding a copy.
+CERTIFICATE_CACHE_SIZE: Final = 256
+
+
+@functools.lru_cache(maxsize=CERTIFICATE_CACHE_SIZE)
+def _certificate(der: bytes) -> x509.Certificate:
+    return x509.load_der_x509_certificate(der)
+
+
+def _transport_error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
+    """A socket error as trio's ``SocketStream`` would report it."""
+    if exc.errno == errno.EBADF:
+        return trio.ClosedResourceError(_CLOSED_MESSAGE)
+    return trio.BrokenResourceError(f"socket connection broken: {exc}")
+
+
 def _looks_like_http(data: bytes) -> bool:
     return data[0] != _TLS_HANDSHAKE_RECORD and _HTTP_METHOD_PREFIX.match(data) is not None
 
@@ -243,6 +287,8 @@ class TlsServerStream(trio.abc.Stream):
         app_data: object = None,
     ) -> None:
         self._transport = transport
+        #: The TCP socket under a ``trio.SocketStream`` transport, read and written directly.
+        self._socket = transport.socket if isinstance(transport, trio.SocketStream) else None
         self._conn = SSL.Connection(context, None)
         self._conn.set_accept_state()
         self._conn.set_app_data(app_data)
@@ -257,6 +303,7 @@ class TlsServerStream(trio.abc.Stream):
         self._receiving = False
 
         self._transport_eof = False  # the transport returned b"" and the BIO was shut
+        self._undrained = False  # a recv may have left bytes in the outgoing BIO
         self._plaintext_eof = False  # receive_some returned b"" once; keep returning it
         self._delayed_outgoing = b""  # TLS 1.3 session tickets waiting for the next send
         self._server_spoke = False  # the first server flight has been produced
@@ -341,12 +388,23 @@ class TlsServerStream(trio.abc.Stream):
             raise trio.ClosedResourceError(_CLOSED_MESSAGE)
 
     def _drain_outgoing(self) -> bytes:
-        chunks: list[bytes] = []
+        self._undrained = False
+        try:
+            first = self._conn.bio_read(_BIO_READ_SIZE)
+        except SSL.WantReadError:
+            return b""
+        if len(first) < _BIO_READ_SIZE:
+            return first  # a short read emptied the BIO: no second read to raise WantReadError
+        chunks = [first]
         while True:
             try:
-                chunks.append(self._conn.bio_read(_BIO_READ_SIZE))
+                chunk = self._conn.bio_read(_BIO_READ_SIZE)
             except SSL.WantReadError:
-                return b"".join(chunks)
+                break
+            chunks.append(chunk)
+            if len(chunk) < _BIO_READ_SIZE:
+                break
+        return b"".join(chunks)
 
     def _feed(self, data: bytes) -> None:
         """Give bytes received from the transport to OpenSSL (b"" means EOF)."""
@@ -369,19 +427,24 @@ class TlsServerStream(trio.abc.Stream):
         *args: object,
         is_handshake: bool = False,
         ignore_want_read: bool = False,
+        drain_on_success: bool = True,
+        deadline: float = math.inf,
     ) -> T | None:
         """Run one SSL operation to completion, moving bytes between the BIOs and the transport.
 
         Raises the operation's ``SSL.Error`` and the transport's errors unchanged (after sending
         whatever alert OpenSSL queued); the public methods map them via :meth:`_failure`.
         ``ignore_want_read`` runs ``fn`` once and only flushes its output (used for
-        close_notify, where we do not wait for the peer's reply).
+        close_notify, where we do not wait for the peer's reply). ``drain_on_success=False``
+        (``recv``) leaves the output of a successful call in the BIO for the next send or
+        wait (see "Cost per byte and per call"). Waiting for the transport to receive ends at
+        ``deadline`` (trio's clock) with ``trio.TooSlowError``.
 
+        Always a cancel point; a schedule point when it waits for the transport.
         Cancellation: safe while waiting for the transport to receive (nothing is lost); during
         a transport send the stream becomes BROKEN because part of a record may be on the wire.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        yielded = False
         while True:
             want_read = False
             result: T | None = None
@@ -400,6 +463,9 @@ class TlsServerStream(trio.abc.Stream):
                 self._mark_broken()
                 raise
 
+            if not want_read and not drain_on_success:
+                self._undrained = True
+                return result
             to_send = self._drain_outgoing()
             if to_send:
                 self._server_spoke = True
@@ -414,38 +480,100 @@ class TlsServerStream(trio.abc.Stream):
 
             if to_send:
                 await self._send_to_transport(to_send)
-                yielded = True
             elif want_read:
                 if self._transport_eof:
                     # OpenSSL reports EOF itself after bio_shutdown; this is only a guard
                     # against looping on a transport that keeps returning b"".
                     raise trio.BrokenResourceError(_PEER_CLOSED)
-                seen = self._recv_count
-                async with self._recv_lock:
-                    yielded = True
-                    if seen == self._recv_count:
-                        data = await self._transport.receive_some(RECEIVE_SIZE)
-                        self._feed(bytes(data))
-                        self._recv_count += 1
+                await self._receive_into_bio(deadline)
             if not want_read:
-                break
-        if not yielded:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return result
+                return result
+
+    async def _receive_into_bio(self, deadline: float) -> None:
+        """Feed the incoming BIO with the next bytes from the transport (one receiver at a time).
+
+        A task that had to wait for the lock checks ``_recv_count`` afterwards: when another
+        task fed the BIO meanwhile, it retries its SSL call instead of waiting for bytes that
+        may never come.
+        """
+        seen = self._recv_count
+        lock = self._recv_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            if seen == self._recv_count:
+                data = await self._transport_receive(deadline)
+                self._feed(data)
+                self._recv_count += 1
+        finally:
+            lock.release()
+
+    async def _transport_receive(self, deadline: float) -> bytes:
+        sock = self._socket
+        if sock is None:
+            with trio.fail_at(deadline):
+                return bytes(await self._transport.receive_some(RECEIVE_SIZE))
+        while True:
+            # The descriptor is looked up on every pass: a closed socket says -1, and a cached
+            # number could meanwhile belong to another connection.
+            fd = sock.fileno()
+            if fd < 0:
+                raise trio.ClosedResourceError(_CLOSED_MESSAGE)
+            try:
+                return os.read(fd, RECEIVE_SIZE)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise _transport_error(exc) from exc
+            # The scope only when waiting: a read the kernel answers at once needs no deadline.
+            # A bare CancelScope, not fail_at: every idle connection sits here, and fail_at's
+            # generator-based context manager would cost each one another frame.
+            with trio.CancelScope(deadline=deadline) as waiting:
+                await trio.lowlevel.wait_readable(sock)
+            if waiting.cancelled_caught:
+                raise trio.TooSlowError
 
     async def _send_to_transport(self, data: bytes) -> None:
         # No await between taking `data` from the BIO and queueing on the FIFO lock (see
         # "Concurrency"), so records reach the wire in the order OpenSSL produced them.
+        lock = self._send_lock
         try:
-            async with self._send_lock:
+            try:
+                lock.acquire_nowait()
+            except trio.WouldBlock:
+                await lock.acquire()
+            try:
                 if self._delayed_outgoing:
                     data = self._delayed_outgoing + data
                     self._delayed_outgoing = b""
-                await self._transport.send_all(data)
+                await self._transport_send(data)
+            finally:
+                lock.release()
         except BaseException:
             # An unknown part of a record may have been sent: the TLS stream cannot continue.
             self._mark_broken()
             raise
+
+    async def _transport_send(self, data: bytes) -> None:
+        sock = self._socket
+        if sock is None:
+            await self._transport.send_all(data)
+            return
+        view = memoryview(data)
+        while view:
+            fd = sock.fileno()
+            if fd < 0:
+                raise trio.ClosedResourceError(_CLOSED_MESSAGE)
+            try:
+                view = view[os.write(fd, view) :]
+                continue
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise _transport_error(exc) from exc
+            await trio.lowlevel.wait_writable(sock)
 
     def _mark_broken(self) -> None:
         if self._state is _State.OK:
@@ -516,29 +644,40 @@ class TlsServerStream(trio.abc.Stream):
                 raise
             self._handshake_done = True
             self._record_peer_certificates()
-            LOGGER.debug(
-                "tls.handshake_done: version=%s cipher=%s sni=%s alpn=%s client_cert=%s",
-                self.tls_version,
-                self.cipher,
-                self.server_name,
-                self.alpn_protocol,
-                self._peer_certificate.subject.rfc4514_string()
-                if self._peer_certificate is not None
-                else None,
-            )
+            if LOGGER.isEnabledFor(logging.DEBUG):  # the arguments cost more than the call
+                LOGGER.debug(
+                    "tls.handshake_done: version=%s cipher=%s sni=%s alpn=%s client_cert=%s",
+                    self.tls_version,
+                    self.cipher,
+                    self.server_name,
+                    self.alpn_protocol,
+                    self._peer_certificate.subject.rfc4514_string()
+                    if self._peer_certificate is not None
+                    else None,
+                )
 
     def _record_peer_certificates(self) -> None:
-        leaf = self._conn.get_peer_certificate(as_cryptography=True)
-        sent = self._conn.get_peer_cert_chain(as_cryptography=True) or []
+        leaf_x509 = self._conn.get_peer_certificate()
+        sent = self._conn.get_peer_cert_chain() or []
         # On the server side SSL_get_peer_cert_chain has historically left out the leaf
         # (SSL_get_peer_cert_chain(3)); normalise to "leaf first, each certificate once".
         # Certificates compare and hash by their DER encoding, so a dict keeps first positions.
-        ordered = [leaf, *sent] if leaf is not None else sent
-        self._peer_certificate = leaf
-        self._peer_chain = tuple(dict.fromkeys(ordered))
+        ordered = [leaf_x509, *sent] if leaf_x509 is not None else sent
+        certificates = [
+            _certificate(crypto.dump_certificate(crypto.FILETYPE_ASN1, c)) for c in ordered
+        ]
+        self._peer_certificate = certificates[0] if leaf_x509 is not None else None
+        self._peer_chain = tuple(dict.fromkeys(certificates))
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(
+        self, max_bytes: int | None = None, *, deadline: float = math.inf
+    ) -> bytes:
         """Return up to ``max_bytes`` of plaintext, waiting for at least one byte.
+
+        ``deadline`` (trio's clock, e.g. ``trio.current_time() + 60``) bounds the wait for the
+        client: past it, ``trio.TooSlowError`` is raised and nothing is lost (a later call
+        returns the data). It costs nothing when data is already there, unlike a
+        ``trio.fail_after`` scope around every call, which a proxy would pay per request.
 
         Returns b"" at the end of the stream: after the client's close_notify, and also when the
         transport ends without one (common for HTTP clients; logged at debug level). OpenSSL
@@ -559,9 +698,14 @@ class TlsServerStream(trio.abc.Stream):
             if self._plaintext_eof:
                 await trio.lowlevel.checkpoint()
                 return b""
-            await self.do_handshake()
+            if self._handshake_done:
+                self._check_state()
+            else:
+                await self.do_handshake()
             try:
-                data = await self._retry(self._conn.recv, max_bytes)
+                data = await self._retry(
+                    self._conn.recv, max_bytes, drain_on_success=False, deadline=deadline
+                )
             except SSL.ZeroReturnError:
                 self._plaintext_eof = True
                 return b""
@@ -593,7 +737,10 @@ class TlsServerStream(trio.abc.Stream):
             raise trio.BusyResourceError(_BUSY_SENDING)
         self._sending = True
         try:
-            await self.do_handshake()
+            if self._handshake_done:
+                self._check_state()
+            else:
+                await self.do_handshake()
             view = memoryview(data).cast("B")
             if not view:
                 await trio.lowlevel.checkpoint()

@@ -1,0 +1,354 @@
+"""Property-based fuzzing of the gateway's two entry points (issue #10, item 3), with hypothesis.
+
+* TLS entry: arbitrary bytes where a ClientHello belongs (before one, instead of one, with the
+  connection half-closed or left open). The gateway answers plain HTTP with its 400 page, says
+  nothing in HTTP to anything else, closes within its handshake timeout, and stays up.
+* HTTP entry: after a good handshake, request bytes from a grammar of *almost* valid requests
+  (odd methods and versions, framing headers valid and invalid, obs-fold, bare LF and CR, NUL,
+  forged certificate headers in many spellings, chunked bodies good and bad, a smuggled
+  request inside the body), optionally followed by a well-formed request. Properties: every
+  answer is a complete, well-framed HTTP/1.1 response; a gateway error page closes the
+  connection; every request the backend received got exactly one answer (no desync); no
+  client-chosen value reaches the backend in a certificate header; no internal error.
+
+The gateway and the stub backend run in their own trio loop on a thread
+(:class:`emulator.sync.LoopThread`), shared by all examples, with short timeouts so a stalled
+example ends in well under a second. CI runs ``FUZZ_EXAMPLES`` examples per property (50);
+``python fuzz/run.py`` runs many more (see fuzz/README.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Final
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+from emulator.core.pages import GatewayPage, render_page
+from emulator.demo import CERT_HEADERS, PASSTHROUGH_LISTENER, STRICT_LISTENER
+from emulator.runtime import proxy
+from emulator.sync import LoopThread
+from tests.e2e.hostile import SERVER_TOKEN, client_hello, start_demo
+from tests.e2e.stack import PkiBundle, Reply, Stack, client_context, read_to_eof
+
+#: Examples per property: 50 in CI; ``fuzz/run.py`` raises it through the environment.
+FUZZ_EXAMPLES: Final = int(os.environ.get("APPGW_FUZZ_EXAMPLES", "50"))
+#: Seconds a fuzz client waits for the gateway; every gateway timeout below is far shorter,
+#: so hitting this means the gateway hung.
+CLIENT_TIMEOUT_S: Final = 10.0
+#: The gateway's timeouts while fuzzing (seconds): a stalled example ends quickly.
+SHORT_TIMEOUTS: Final = {
+    "HANDSHAKE_TIMEOUT_S": 0.5,
+    "REQUEST_HEADER_TIMEOUT_S": 0.5,
+    "KEEPALIVE_IDLE_S": 0.2,
+    "LINGER_IDLE_S": 0.05,
+    "LINGER_TOTAL_S": 0.5,
+}
+FORGED: Final = "FORGED-BY-FUZZ"
+OWNED_HEADERS: Final = tuple(name for name, _ in CERT_HEADERS)
+#: What ``_looks_like_http`` in tls_stream treats as plain HTTP on the TLS port.
+PLAIN_HTTP_START: Final = re.compile(rb"[A-Z][A-Z-]{0,19}(?: |\Z)")
+
+#: Hypothesis's example database: none in CI (nothing written into the checkout); fuzz/run.py
+#: keeps one in fuzz/.hypothesis so a failure it found is replayed first next time.
+_DATABASE_DIR: Final = os.environ.get("APPGW_FUZZ_DATABASE")
+
+FUZZ_SETTINGS = settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    database=DirectoryBasedExampleDatabase(_DATABASE_DIR) if _DATABASE_DIR else None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+class _ErrorRecords(logging.Handler):
+    """Collects the gateway's ERROR records from every thread (internal errors it survived)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("emulator"):
+            self.messages.append(record.getMessage())
+
+
+@dataclass
+class FuzzTarget:
+    stack: Stack
+    errors: _ErrorRecords
+
+
+@pytest.fixture(scope="module")
+def target(pki: PkiBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget]:
+    """The demo gateway and the stub backend, served from a thread for blocking clients."""
+    tmp_path = tmp_path_factory.mktemp("fuzz")
+
+    @asynccontextmanager
+    async def serve() -> AsyncIterator[Stack]:
+        async with trio.open_nursery() as nursery:
+            yield await start_demo(nursery, pki, tmp_path)
+            nursery.cancel_scope.cancel()
+
+    errors = _ErrorRecords()
+    logger = logging.getLogger("emulator")
+    logger.addHandler(errors)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in SHORT_TIMEOUTS.items():
+            patch.setattr(proxy, name, value)
+        loop = LoopThread(serve, name="fuzz-gateway")
+        try:
+            yield FuzzTarget(loop.start(), errors)
+        finally:
+            loop.close()
+            logger.removeHandler(errors)
+
+
+@pytest.fixture(autouse=True)
+def _alive_and_bug_free(target: FuzzTarget, pki: PkiBundle) -> Iterator[None]:
+    """After each property: no internal error was logged, and a normal client is served."""
+    yield
+    assert target.errors.messages == []
+    port = target.stack.port(STRICT_LISTENER)
+    request = b"GET /alive HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    with _tls(port, client_context(pki, pki.client)) as tls:
+        tls.sendall(request)
+        assert read_to_eof(tls).startswith(b"HTTP/1.1 200 ")
+
+
+def _tls(port: int, ctx: ssl.SSLContext) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT_S)
+    return ctx.wrap_socket(raw, server_hostname="localhost")
+
+
+# -- the TLS entry ----------------------------------------------------------------------------
+
+HELLO = client_hello()
+
+
+@FUZZ_SETTINGS
+@given(
+    prefix=st.binary(max_size=3000),
+    then=st.sampled_from(["nothing", "client-hello", "truncated-hello"]),
+    cut=st.integers(min_value=1, max_value=len(HELLO) - 1),
+    half_close=st.booleans(),
+    listener=st.sampled_from([STRICT_LISTENER, PASSTHROUGH_LISTENER]),
+)
+def test_tls_entry_survives_any_bytes_before_or_instead_of_a_client_hello(
+    target: FuzzTarget, prefix: bytes, then: str, cut: int, half_close: bool, listener: str
+) -> None:
+    data = prefix + {"nothing": b"", "client-hello": HELLO, "truncated-hello": HELLO[:cut]}[then]
+    port = target.stack.port(listener)
+    with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT_S) as sock:
+        if data:
+            sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        answer = read_to_eof(sock)  # a hang raises socket.timeout and fails the example
+    plain_http = bool(data) and data[0] != 0x16 and PLAIN_HTTP_START.match(data) is not None
+    if plain_http:
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:80]
+        assert answer.endswith(render_page(GatewayPage.PLAIN_HTTP_TO_HTTPS))
+    else:
+        assert b"HTTP/" not in answer
+
+
+# -- the HTTP entry: a grammar of almost-valid requests ---------------------------------------
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+methods = st.sampled_from(
+    [
+        b"GET",
+        b"POST",
+        b"PUT",
+        b"DELETE",
+        b"OPTIONS",
+        b"PATCH",
+        b"get",
+        b"G\x00T",
+        b"",
+        b"M-SEARCH",
+        b"CONNECT",
+        b"TRACE",
+    ]
+)
+targets = st.sampled_from(
+    [
+        b"/",
+        b"/a/b?c=d",
+        b"/%2e%2e/x",
+        b"*",
+        b"http://localhost/abs",
+        b"/a b",
+        b"",
+        b"/\x7f",
+        b"//double//slash",
+        b"/" + b"x" * 3000,
+    ]
+)
+versions = st.sampled_from(
+    [b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1 ", b"http/1.1", b"HTTP/1", b""]
+)
+line_ends = st.sampled_from([b"\r\n"] * 12 + [b"\n", b"\r", b"\r\r\n"])
+
+
+def _forged_name(name: str, style: int) -> bytes:
+    variants = [name, name.lower(), name.upper(), name.replace("-", "_"), name.swapcase()]
+    return variants[style % len(variants)].encode()
+
+
+header_lines = st.one_of(
+    st.sampled_from(
+        [
+            b"User-Agent: fuzz",
+            b"Accept: */*",
+            b"Host: localhost",
+            b"Host: other.example",
+            b"Connection: close",
+            b"Connection: keep-alive",
+            b"Expect: 100-continue",
+            b"Content-Length: 0",
+            b"Content-Length: 5",
+            b"Content-Length: 5, 5",
+            b"Content-Length: -1",
+            b"Content-Length: 99999999999999999999",
+            b"Content-Length : 5",
+            b"Content-Length:5",
+            b"Transfer-Encoding: chunked",
+            b"Transfer-Encoding: xchunked",
+            b"Transfer-Encoding: chunked, identity",
+            b"Transfer-Encoding:\tchunked",
+            b" folded-continuation",
+            b"\tfolded-tab",
+            b"X-Nul: a\x00b",
+            b"Bad Name: x",
+            b": empty",
+            b"X-Forwarded-For: 203.0.113.9",
+            b"Upgrade: websocket",
+        ]
+    ),
+    st.builds(
+        lambda name, style, value: _forged_name(name, style) + b": " + value,
+        st.sampled_from(OWNED_HEADERS),
+        st.integers(0, 4),
+        st.sampled_from([FORGED.encode(), b"", FORGED.encode() + b"\x00"]),
+    ),
+)
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["none", "raw", "chunked", "bad-chunked", "smuggle"]))
+    if kind == "none":
+        return b""
+    if kind == "raw":
+        return draw(st.binary(max_size=200))
+    if kind == "smuggle":
+        return draw(st.sampled_from([b"", b"0\r\n\r\n", b"hello"])) + SMUGGLED
+    chunks = draw(st.lists(st.binary(min_size=1, max_size=40), max_size=4))
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+    if kind == "bad-chunked":
+        cut = draw(st.integers(0, len(body)))
+        body = body[:cut] + draw(st.sampled_from([b"zz\r\n", b"\n", b"-1\r\n", b"0x5\r\n"]))
+    return body
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> bytes:
+    end = draw(line_ends)
+    request_line = b" ".join([draw(methods), draw(targets), draw(versions)])
+    lines = [request_line, b"Host: localhost", *draw(st.lists(header_lines, max_size=8))]
+    head = b"".join(line + (draw(line_ends) if i else end) for i, line in enumerate(lines))
+    return head + draw(line_ends) + draw(bodies())
+
+
+FOLLOW_UP = b"GET /follow HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+#: The other follow-up: a cheap request that also ends the connection (both are forwarded).
+CLOSING_REQUEST = b"OPTIONS * HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+def parse_strictly(data: bytes) -> list[Reply]:
+    """Responses in ``data``; fails unless every one is complete per its framing."""
+    replies = []
+    rest = data
+    while rest:
+        head, sep, rest = rest.partition(b"\r\n\r\n")
+        assert sep, f"incomplete response head: {head[:120]!r}"
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        assert re.fullmatch(r"HTTP/1\.1 \d{3} .*", status_line), status_line
+        status = int(status_line[9:12])
+        headers = [(k.strip(), v.strip()) for k, _, v in (ln.partition(":") for ln in lines)]
+        names = {k.lower(): v for k, v in headers}
+        if status < 200 or status in (204, 304):
+            body = b""
+        elif "content-length" in names:
+            length = int(names["content-length"])
+            assert len(rest) >= length, f"body cut short: {len(rest)} of {length} bytes"
+            body, rest = rest[:length], rest[length:]
+        else:
+            assert names.get("transfer-encoding", "").lower() == "chunked", headers
+            body, rest = _dechunk_strictly(rest)
+        replies.append(Reply(status, headers, body))
+    return replies
+
+
+def _dechunk_strictly(data: bytes) -> tuple[bytes, bytes]:
+    body = bytearray()
+    while True:
+        size_line, sep, data = data.partition(b"\r\n")
+        assert sep, "chunked body cut short"
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            assert data.startswith(b"\r\n"), "chunked body without its final CRLF"
+            return bytes(body), data[2:]
+        assert len(data) >= size + 2, "chunk cut short"
+        body += data[:size]
+        data = data[size + 2 :]
+
+
+def _is_gateway_page(reply: Reply) -> bool:
+    return reply.header("Server") == SERVER_TOKEN and reply.body.startswith(b"<html>")
+
+
+@FUZZ_SETTINGS
+@given(
+    request=requests(),
+    follow_up=st.booleans(),
+    listener=st.sampled_from([STRICT_LISTENER, PASSTHROUGH_LISTENER]),
+)
+def test_http_entry_answers_almost_valid_requests_with_framed_responses_and_no_forgery(
+    target: FuzzTarget, pki: PkiBundle, request: bytes, follow_up: bool, listener: str
+) -> None:
+    stack = target.stack
+    before = len(stack.recorded)
+    # The follow-up ends the connection (Connection: close) when the gateway reads it as a
+    # request; otherwise the gateway's short timeouts do.
+    data = request + (FOLLOW_UP if follow_up else CLOSING_REQUEST)
+    with _tls(stack.port(listener), client_context(pki, pki.client)) as tls:
+        tls.sendall(data)
+        answer = read_to_eof(tls)
+    replies = parse_strictly(answer)
+    recorded = stack.recorded[before:]
+    for index, reply in enumerate(replies):
+        assert reply.status != 500, reply.body[:200]
+        if _is_gateway_page(reply) and reply.status in (400, 408, 431):
+            assert reply.header("Connection") == "close"
+            assert index == len(replies) - 1, "an answer after a gateway error page"
+    answered_by_backend = [r for r in replies if not _is_gateway_page(r)]
+    assert len(answered_by_backend) == len(recorded), (replies, recorded)
+    for seen in recorded:
+        for name in OWNED_HEADERS:
+            assert all(FORGED not in value for value in seen.header_values(name)), seen.headers
+        assert not any("_" in name for name, _ in seen.headers)
