@@ -839,7 +839,9 @@ def _ssl_profiles(
             # still checked; the profile cannot run anyway while the build has problems.
             cas_list: list[TrustedClientCa] = []
             for ref, ref_path in inner.refs("trustedClientCertificates"):
-                ca_name = b.ref_name_or_none(ref, "trustedClientCertificates", trusted, path=ref_path)
+                ca_name = b.ref_name_or_none(
+                    ref, "trustedClientCertificates", trusted, path=ref_path
+                )
                 if ca_name is not None:
                     cas_list.append(trusted[ca_name])
             cas = tuple(cas_list)
@@ -860,7 +862,8 @@ def _ssl_profiles(
             if mode is ClientAuthMode.PASSTHROUGH and b.gw.api_version < PASSTHROUGH_MIN_API:
                 assert cac is not None
                 raise TemplateError(
-                    f"verifyClientAuthMode 'Passthrough' needs API version {PASSTHROUGH_MIN_API} or "
+                    "verifyClientAuthMode 'Passthrough' needs API version "
+                    f"{PASSTHROUGH_MIN_API} or "
                     f"later; this gateway uses {b.gw.api_version}",
                     file=b.file,
                     path=cac.key_path("verifyClientAuthMode"),
@@ -1540,15 +1543,11 @@ def _redirects(
     b: _Builder, props: Props, listeners: dict[str, Listener]
 ) -> dict[str, RedirectConfig]:
     out: dict[str, RedirectConfig] = {}
-    for p in props.children(
-        "redirectConfigurations", "ApplicationGatewayRedirectConfiguration"
-    ):
+    for p in props.children("redirectConfigurations", "ApplicationGatewayRedirectConfiguration"):
         with b.item("redirectConfigurations", p):
             name = _named(p)
             _unique(b, out, name, p, "redirectConfigurations")
-            inner = p.child(
-                "properties", "ApplicationGatewayRedirectConfigurationPropertiesFormat"
-            )
+            inner = p.child("properties", "ApplicationGatewayRedirectConfigurationPropertiesFormat")
             p.finish()
             if inner is None:
                 raise TemplateError(
@@ -1740,8 +1739,8 @@ def _url_path_maps(
                     redirect_key="redirectConfiguration",
                     what=f"path rule '{rule_name}'",
                     pools=pools,
-                settings=settings,
-                redirects=redirects,
+                    settings=settings,
+                    redirects=redirects,
                 )
                 rewrite = _rewrite_ref(b, rp, "rewriteRuleSet", rewrites)
                 rp.finish(
@@ -1967,7 +1966,8 @@ def _check_gateway_limits(
     if len(trusted) > MAX_TRUSTED_CAS_PER_GATEWAY:
         b.report(
             TemplateError(
-                f"{len(trusted)} trusted client certificates; a gateway takes at most {MAX_TRUSTED_CAS_PER_GATEWAY}",
+                f"{len(trusted)} trusted client certificates; a gateway takes at most "
+                f"{MAX_TRUSTED_CAS_PER_GATEWAY}",
                 path=props.key_path("trustedClientCertificates"),
                 fix="remove chains that no client uses",
                 code="ApplicationGatewayTrustedClientCertificateLimitReached",
@@ -1977,7 +1977,8 @@ def _check_gateway_limits(
         if len(profile.trusted_client_cas) > MAX_TRUSTED_CAS_PER_PROFILE:
             b.report(
                 TemplateError(
-                    f"SSL profile '{profile.name}' references {len(profile.trusted_client_cas)} trusted "
+                    f"SSL profile '{profile.name}' references "
+                    f"{len(profile.trusted_client_cas)} trusted "
                     f"client certificates; a profile takes at most {MAX_TRUSTED_CAS_PER_PROFILE}",
                     path=props.key_path("sslProfiles"),
                     fix="split the clients over several profiles and listeners",
@@ -2003,7 +2004,8 @@ def _check_gateway_limits(
         if cert is not None and cert.certificate.not_valid_after_utc < _now_utc():
             b.warnings.append(
                 f"listener '{listener.name}': server certificate '{cert.name}' expired on "
-                f"{cert.certificate.not_valid_after_utc:%Y-%m-%d}; clients that check it will refuse it"
+                f"{cert.certificate.not_valid_after_utc:%Y-%m-%d}; clients that check it will "
+                "refuse it"
             )
 
 
@@ -2029,7 +2031,8 @@ def _warn_unforwarded_passthrough(b: _Builder, rules: list[RoutingRule]) -> None
             continue  # a redirect never reaches a backend
         if not forwards:
             b.warnings.append(
-                f"listener '{rule.listener.name}' is Passthrough but rule '{rule.name}' forwards no "
+                f"listener '{rule.listener.name}' is Passthrough but rule '{rule.name}' "
+                "forwards no "
                 "client certificate: the backend cannot authenticate anyone (add a rewrite rule "
                 "setting a header to {var_client_certificate})"
             )

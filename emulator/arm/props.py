@@ -228,7 +228,8 @@ class Props:
             if lower in unsupported_lower and value not in (None, [], {}, False, ""):
                 self._problem(
                     UnsupportedFeature(
-                        f"'{key}' on {self.type_name} is not emulated yet: {unsupported_lower[lower]}",
+                        f"'{key}' on {self.type_name} is not emulated yet: "
+                        f"{unsupported_lower[lower]}",
                         file=self.file,
                         path=f"{self.path}.{key}",
                         fix=f"remove '{key}' to run this template locally",

@@ -712,7 +712,9 @@ def _looks_like_gateway_resource(data: Mapping[str, Any]) -> bool:
 EXPORT_API_VERSION: Final = "2025-03-01"
 
 
-def _exported_gateway(data: Mapping[str, Any], parameter_args: Sequence[str], *, file: str, scope: DeploymentScope) -> LoadedTemplate:
+def _exported_gateway(
+    data: Mapping[str, Any], parameter_args: Sequence[str], *, file: str, scope: DeploymentScope
+) -> LoadedTemplate:
     if parameter_args:
         raise TemplateError(
             "--parameters was given, but the file is a gateway resource (as printed by "
@@ -723,22 +725,33 @@ def _exported_gateway(data: Mapping[str, Any], parameter_args: Sequence[str], *,
         )
     name = get_ci(data, "name")[1]
     if not isinstance(name, str) or not name:
-        raise TemplateError("The gateway resource has no 'name'.", file=file, path="name", code="InvalidTemplate")
+        raise TemplateError(
+            "The gateway resource has no 'name'.", file=file, path="name", code="InvalidTemplate"
+        )
     rid = get_ci(data, "id")[1]
     if not isinstance(rid, str) or not rid:
-        rid = resource_id(GATEWAY_TYPE, [name], subscription_id=scope.subscription_id, resource_group=scope.resource_group)
+        rid = resource_id(
+            GATEWAY_TYPE,
+            [name],
+            subscription_id=scope.subscription_id,
+            resource_group=scope.resource_group,
+        )
     api_version = get_ci(data, "apiVersion")[1]
     location = get_ci(data, "location")[1]
     gateway = GatewayResource(
         name=name,
-        api_version=api_version if isinstance(api_version, str) and api_version else EXPORT_API_VERSION,
+        api_version=api_version
+        if isinstance(api_version, str) and api_version
+        else EXPORT_API_VERSION,
         resource_id=rid,
         location=location if isinstance(location, str) else None,
         resource=data,
         file=file,
         json_path="$",
     )
-    return LoadedTemplate(file=file, gateways=(gateway,), skipped=(), parameters={}, secure_parameters=frozenset())
+    return LoadedTemplate(
+        file=file, gateways=(gateway,), skipped=(), parameters={}, secure_parameters=frozenset()
+    )
 
 
 def load_template_data(
