@@ -129,7 +129,7 @@ class UnsupportedFeature(TemplateError):
 class CertificateError(EmulatorError):
     """A server certificate (PFX) or trusted client CA upload that Azure would refuse."""
 
-    code = "ApplicationGatewaySslCertificateDataMustBeValid"
+    code = "EmulatorCertificateInvalid"
 
 
 class StartupError(EmulatorError):

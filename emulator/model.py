@@ -644,7 +644,7 @@ def build_gateway_config(gw: GatewayResourceLike) -> GatewayConfig:
                 file=gw.file,
                 path=props.key_path("sku"),
                 fix="use Standard_v2 or WAF_v2",
-                code="ApplicationGatewaySslProfileNotSupportedForSku",
+                code="EmulatorSslProfileNeedsV2Sku",
             )
         )
     _check_gateway_limits(b, props, listeners, profiles, trusted)
@@ -711,7 +711,7 @@ def _policy_from(b: _Builder, p: Props | None) -> SslPolicy | None:
                 file=b.file,
                 path=p.key_path("policyName"),
                 fix="use one of " + ", ".join(PREDEFINED_POLICIES),
-                code="ApplicationGatewaySslPolicyNameNotValid",
+                code="EmulatorSslPolicyNameInvalid",
             )
         return PREDEFINED_POLICIES[match]
     if policy_type in ("custom", "customv2"):
@@ -786,7 +786,7 @@ def _ssl_certificates(b: _Builder, props: Props) -> dict[str, ServerCertificate]
                     fix="set 'data' to the base64 of the server certificate's .pfx and 'password' "
                     "to its password (`az ... show` and the portal never print the PFX, only "
                     "publicCertData: add them to an exported gateway before running it)",
-                    code="ApplicationGatewaySslCertificateDataMustBeSpecified",
+                    code="EmulatorSslCertificateWithoutData",
                 )
             cert_id = f"{b.gw.resource_id}/sslCertificates/{name}"
             try:
@@ -926,7 +926,7 @@ def _frontend_ports(b: _Builder, props: Props) -> dict[str, int]:
                     f"is {port}; a frontend port is 1-65535",
                     fix="use a port from 1 to 65535 (`run --listen PORT=LOCAL` maps it to a local "
                     "port)",
-                    code="ApplicationGatewayFrontendPortOutOfRange",
+                    code="EmulatorFrontendPortOutOfRange",
                 )
             out[name] = port
     return out
@@ -978,7 +978,7 @@ def _listeners(
                         f"has an invalid host name '{host}'",
                         fix="use DNS names of letters, digits, hyphens and dots; '*' and '?' "
                         "are the only wildcards",
-                        code="ApplicationGatewayHttpListenerHostNameInvalid",
+                        code="EmulatorHostNameInvalid",
                     )
             if len(host_names) > MAX_HOST_NAMES_PER_LISTENER:
                 raise inner.error(
@@ -1002,7 +1002,7 @@ def _listeners(
                         file=b.file,
                         path=inner.path,
                         fix="reference one of sslCertificates in 'sslCertificate'",
-                        code="ApplicationGatewayHttpsListenerMustReferenceSslCertificate",
+                        code="EmulatorHttpsListenerWithoutCertificate",
                     )
                 cert = certs[
                     b.ref_name(
@@ -1021,7 +1021,7 @@ def _listeners(
                     file=b.file,
                     path=inner.path,
                     fix="set 'protocol' to 'Https' or remove the sslCertificate / sslProfile",
-                    code="ApplicationGatewaySslProfileCannotBeUsedWithHttpListener",
+                    code="EmulatorSslProfileOnHttpListener",
                 )
             policy = (
                 profile.ssl_policy if profile and profile.ssl_policy else None
@@ -1467,7 +1467,7 @@ def _header_action(h: Props, *, response: bool) -> HeaderAction:
             "headerName",
             f"is '{header}', which App Gateway cannot rewrite",
             fix="remove this header action; hop-by-hop headers are the gateway's own",
-            code="ApplicationGatewayRewriteRuleHeaderNotAllowed",
+            code="EmulatorHeaderNotRewritable",
         )
     allowed = _RESPONSE_HEADER_NAME if response else _REQUEST_HEADER_NAME
     if not allowed.fullmatch(header):
@@ -1811,8 +1811,11 @@ def _rules(
                 )
             path_based = rule_type.lower() == "pathbasedrouting"
             if priority is None and b.gw.api_version >= "2021-08-01":
+                # Azure's code and wording (seen in az CLI and ARM deployment errors).
                 raise TemplateError(
-                    f"routing rule '{name}' has no priority",
+                    f"Priority for the request routing rule {b.gw.resource_id}/requestRoutingRules/"
+                    f"{name} cannot be empty. All request routing rules should have a priority "
+                    "defined starting from api-version 2021-08-01",
                     file=b.file,
                     path=inner.path,
                     fix='add "priority": a number from 1 to 20000, unique per rule (lower wins)',
@@ -1824,14 +1827,14 @@ def _rules(
                         "priority",
                         f"is {priority}; it must be 1-20000",
                         fix="use a number from 1 to 20000, unique per rule (lower wins)",
-                        code="ApplicationGatewayRequestRoutingRulePriorityOutOfRange",
+                        code="EmulatorRulePriorityOutOfRange",
                     )
                 if priority in priorities:
                     raise inner.error(
                         "priority",
                         f"{priority} is also used by rule '{priorities[priority]}'",
                         fix="give each rule a unique priority",
-                        code="ApplicationGatewayRequestRoutingRulesWithSamePriority",
+                        code="EmulatorDuplicateRulePriority",
                     )
                 priorities[priority] = name
             if listener_ref is None:
@@ -1848,7 +1851,7 @@ def _rules(
                     "httpListener",
                     f"'{listener.name}' is already used by rule '{seen_listeners[listener.name]}'",
                     fix="give each rule its own listener (one routing rule per listener)",
-                    code="ApplicationGatewayHttpListenerUsedByMultipleRules",
+                    code="EmulatorListenerUsedByMultipleRules",
                 )
             seen_listeners[listener.name] = name
             pool: BackendPool | None = None
@@ -1927,10 +1930,11 @@ def _check_rule_order(b: _Builder, rules: list[RoutingRule]) -> None:
     if with_priority and without:
         b.report(
             TemplateError(
-                f"routing rule(s) {', '.join(without)} have no priority while "
-                f"{', '.join(with_priority)} have one",
+                # Azure's code and message for a mix (az CLI / ARM deployment errors).
+                "Either all or no rule should have the priority specified. Without: "
+                f"{', '.join(without)}; with: {', '.join(with_priority)}",
                 fix="give every routing rule a priority (1-20000, unique), or none",
-                code="ApplicationGatewayRequestRoutingRulePriorityCannotBeEmpty",
+                code="ApplicationGatewayRequestRoutingRulePartialPriorityDefined",
             )
         )
     protocols: dict[int, Listener] = {}
@@ -1970,7 +1974,7 @@ def _check_gateway_limits(
                 f"{MAX_TRUSTED_CAS_PER_GATEWAY}",
                 path=props.key_path("trustedClientCertificates"),
                 fix="remove chains that no client uses",
-                code="ApplicationGatewayTrustedClientCertificateLimitReached",
+                code="EmulatorTrustedClientCertificatesPerGatewayLimit",
             )
         )
     for profile in profiles.values():
@@ -1982,7 +1986,7 @@ def _check_gateway_limits(
                     f"client certificates; a profile takes at most {MAX_TRUSTED_CAS_PER_PROFILE}",
                     path=props.key_path("sslProfiles"),
                     fix="split the clients over several profiles and listeners",
-                    code="ApplicationGatewayTrustedClientCertificateLimitPerSslProfileReached",
+                    code="EmulatorTrustedClientCertificatesPerProfileLimit",
                 )
             )
     seen: dict[tuple[int, tuple[str, ...]], str] = {}
@@ -1996,7 +2000,7 @@ def _check_gateway_limits(
                     f"{listener.frontend_port} for {hosts}",
                     path=listener.path,
                     fix="give one of them another frontend port or other host names",
-                    code="ApplicationGatewayHttpListenersUsingSameFrontendPortAndFrontendIpConfiguration",
+                    code="EmulatorDuplicateListener",
                 )
             )
         seen.setdefault(key, listener.name)

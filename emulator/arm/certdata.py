@@ -96,7 +96,7 @@ def load_server_pfx(
             f"Data or Password for certificate {cert_id} is invalid.",
             fix="check that 'data' is the base64 of a .pfx file and 'password' opens it "
             "(`openssl pkcs12 -in cert.pfx -noout` asks for the password)",
-            code="ApplicationGatewaySslCertificateInvalidData",
+            code="EmulatorSslCertificateInvalidData",
         ) from exc
     if cert is None or key is None:
         # A PFX exported without its key still holds the certificate, but OpenSSL (and so
@@ -106,7 +106,7 @@ def load_server_pfx(
             f"the PFX of certificate {cert_id} holds no "
             + ("private key" if key is None else "certificate"),
             fix="export the server certificate together with its private key into the .pfx",
-            code="ApplicationGatewaySslCertificateInvalidData",
+            code="EmulatorSslCertificateInvalidData",
         )
     if not isinstance(
         key,
@@ -118,7 +118,7 @@ def load_server_pfx(
         raise CertificateError(
             f"the PFX of certificate {cert_id} holds an unsupported key type {type(key).__name__}",
             fix="use an RSA or ECDSA server key",
-            code="ApplicationGatewaySslCertificateInvalidData",
+            code="EmulatorSslCertificateInvalidData",
         )
     chain = tuple(c for c in extra if c != cert)
     return ServerCertificate(name=name, key=key, certificate=cert, chain=_order_chain(cert, chain))

@@ -153,7 +153,7 @@ def test_wrong_certificate_password_given_later_wins_and_is_refused(workspace: W
     )
     assert "Data or Password for certificate" in error
     assert "sslCertificates/sslCert is invalid" in error
-    assert "[ApplicationGatewaySslCertificateInvalidData]" in error
+    assert "[EmulatorSslCertificateInvalidData]" in error
     assert "\n  fix: " in error
 
 

@@ -294,7 +294,7 @@ def test_server_pfx_with_wrong_password_is_azures_message(pki: Pki, password: st
     with pytest.raises(CertificateError) as info:
         load_server_pfx("c", pki.server.pfx("pw"), password, cert_id=CERT_ID)
 
-    assert info.value.error_code == "ApplicationGatewaySslCertificateInvalidData"
+    assert info.value.error_code == "EmulatorSslCertificateInvalidData"
     assert info.value.message == f"Data or Password for certificate {CERT_ID} is invalid."
     assert info.value.fix
 
@@ -303,7 +303,7 @@ def test_server_pfx_that_is_not_a_pfx_is_azures_message(pki: Pki) -> None:
     with pytest.raises(CertificateError) as info:
         load_server_pfx("c", pki.server.cert_pem, "pw", cert_id=CERT_ID)
 
-    assert info.value.error_code == "ApplicationGatewaySslCertificateInvalidData"
+    assert info.value.error_code == "EmulatorSslCertificateInvalidData"
 
 
 def test_server_pfx_without_private_key_is_rejected(pki: Pki) -> None:
@@ -314,7 +314,7 @@ def test_server_pfx_without_private_key_is_rejected(pki: Pki) -> None:
     with pytest.raises(CertificateError) as info:
         load_server_pfx("c", data, None, cert_id=CERT_ID)
 
-    assert info.value.error_code == "ApplicationGatewaySslCertificateInvalidData"
+    assert info.value.error_code == "EmulatorSslCertificateInvalidData"
     assert "private key" in info.value.message
     assert info.value.fix
 

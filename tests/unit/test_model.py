@@ -231,7 +231,7 @@ def test_wrong_pfx_password_is_azures_invalid_data_error(demo: GatewayResource) 
 
     assert_error(
         info.value,
-        code="ApplicationGatewaySslCertificateInvalidData",
+        code="EmulatorSslCertificateInvalidData",
         path="resources[0].properties.sslCertificates[0].properties.data",
         kind=CertificateError,
     )
@@ -250,7 +250,7 @@ def test_pfx_data_that_is_not_base64_is_rejected(demo: GatewayResource) -> None:
 
     assert_error(
         info.value,
-        code="ApplicationGatewaySslCertificateDataMustBeValid",
+        code="EmulatorCertificateInvalid",
         path="resources[0].properties.sslCertificates[0].properties.data",
         kind=CertificateError,
     )
@@ -492,7 +492,7 @@ def test_priority_out_of_range_is_rejected(demo: GatewayResource, priority: int)
 
     assert_error(
         info.value,
-        code="ApplicationGatewayRequestRoutingRulePriorityOutOfRange",
+        code="EmulatorRulePriorityOutOfRange",
         path="resources[0].properties.requestRoutingRules[0].properties.priority",
     )
     assert "1-20000" in info.value.message
@@ -512,7 +512,7 @@ def test_duplicate_priority_is_rejected(demo: GatewayResource) -> None:
 
     assert_error(
         info.value,
-        code="ApplicationGatewayRequestRoutingRulesWithSamePriority",
+        code="EmulatorDuplicateRulePriority",
         path="resources[0].properties.requestRoutingRules[1].properties.priority",
     )
     assert "strict-rule" in info.value.message
@@ -529,7 +529,7 @@ def test_two_rules_on_one_listener_are_rejected(demo: GatewayResource) -> None:
 
     assert_error(
         info.value,
-        code="ApplicationGatewayHttpListenerUsedByMultipleRules",
+        code="EmulatorListenerUsedByMultipleRules",
         path="resources[0].properties.requestRoutingRules[1].properties.httpListener",
     )
     assert "strict-rule" in info.value.message
@@ -562,7 +562,7 @@ def test_https_listener_without_certificate_is_rejected(demo: GatewayResource) -
 
     assert_error(
         info.value,
-        code="ApplicationGatewayHttpsListenerMustReferenceSslCertificate",
+        code="EmulatorHttpsListenerWithoutCertificate",
         path="resources[0].properties.httpListeners[0].properties",
     )
 
@@ -577,7 +577,7 @@ def test_ssl_profile_on_an_http_listener_is_rejected(demo: GatewayResource) -> N
 
     assert_error(
         info.value,
-        code="ApplicationGatewaySslProfileCannotBeUsedWithHttpListener",
+        code="EmulatorSslProfileOnHttpListener",
         path="resources[0].properties.httpListeners[0].properties",
     )
 
@@ -654,7 +654,7 @@ def test_ssl_profile_on_a_v1_sku_is_rejected(demo: GatewayResource) -> None:
 
     assert_error(
         info.value,
-        code="ApplicationGatewaySslProfileNotSupportedForSku",
+        code="EmulatorSslProfileNeedsV2Sku",
         path="resources[0].properties.sku",
     )
     assert "Standard_Medium" in info.value.message
@@ -667,7 +667,7 @@ def test_frontend_port_out_of_range_is_rejected(demo: GatewayResource, port: int
 
     assert_error(
         info.value,
-        code="ApplicationGatewayFrontendPortOutOfRange",
+        code="EmulatorFrontendPortOutOfRange",
         path="resources[0].properties.frontendPorts[0].properties.port",
     )
     assert str(port) in info.value.message
@@ -757,7 +757,7 @@ def test_unknown_predefined_policy_is_rejected(demo: GatewayResource) -> None:
 
     assert_error(
         info.value,
-        code="ApplicationGatewaySslPolicyNameNotValid",
+        code="EmulatorSslPolicyNameInvalid",
         path="resources[0].properties.sslPolicy.policyName",
     )
 
@@ -839,7 +839,7 @@ def test_connection_and_upgrade_headers_cannot_be_rewritten(
     with pytest.raises(TemplateError) as info:
         build(demo, bad)
 
-    assert info.value.error_code == "ApplicationGatewayRewriteRuleHeaderNotAllowed"
+    assert info.value.error_code == "EmulatorHeaderNotRewritable"
 
 
 # --- backend overrides ----------------------------------------------------------------------------

@@ -489,7 +489,7 @@ def _root_without_certificate(t: dict[str, Any]) -> None:
         (_basic_with_map, "EmulatorBasicRuleWithUrlPathMap", "urlPathMap"),
         (
             _mixed_priorities,
-            "ApplicationGatewayRequestRoutingRulePriorityCannotBeEmpty",
+            "ApplicationGatewayRequestRoutingRulePartialPriorityDefined",
             "",
         ),
         (_mixed_protocols, "EmulatorMixedProtocolsOnPort", "httpListeners"),

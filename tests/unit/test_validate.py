@@ -187,13 +187,13 @@ CASES: list[tuple[str, Callable[[dict[str, Any], dict[str, Any]], None], str, st
     (
         "SSL profiles on a v1 SKU",
         _set((*GW, "sku"), {"name": "Standard_Medium", "tier": "Standard", "capacity": 2}),
-        "ApplicationGatewaySslProfileNotSupportedForSku",
+        "EmulatorSslProfileNeedsV2Sku",
         "properties.sku",
     ),
     (
         "wrong PFX password",
         _set((*GW, "sslCertificates", 0, "properties", "password"), "not-the-password"),
-        "ApplicationGatewaySslCertificateInvalidData",
+        "EmulatorSslCertificateInvalidData",
         "sslCertificates[0].properties.data",
     ),
     (
@@ -201,19 +201,19 @@ CASES: list[tuple[str, Callable[[dict[str, Any], dict[str, Any]], None], str, st
         _set(
             (*GW, "sslCertificates", 0, "properties", "data"), base64.b64encode(b"hello").decode()
         ),
-        "ApplicationGatewaySslCertificateInvalidData",
+        "EmulatorSslCertificateInvalidData",
         "sslCertificates[0].properties.data",
     ),
     (
         "HTTPS listener without a certificate",
         lambda t, m: _at(t, *GW, "httpListeners", 0, "properties").pop("sslCertificate"),
-        "ApplicationGatewayHttpsListenerMustReferenceSslCertificate",
+        "EmulatorHttpsListenerWithoutCertificate",
         "httpListeners[0].properties",
     ),
     (
         "SSL profile on an HTTP listener",
         _set((*GW, "httpListeners", 0, "properties", "protocol"), "Http"),
-        "ApplicationGatewaySslProfileCannotBeUsedWithHttpListener",
+        "EmulatorSslProfileOnHttpListener",
         "httpListeners[0].properties",
     ),
     (
@@ -228,7 +228,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any], dict[str, Any]], None], str, st
     (
         "two listeners on the same port and host names",
         _set((*GW, "frontendPorts", 1, "properties", "port"), 8443),
-        "ApplicationGatewayHttpListenersUsingSameFrontendPortAndFrontendIpConfiguration",
+        "EmulatorDuplicateListener",
         "httpListeners[1]",
     ),
     (
@@ -240,13 +240,13 @@ CASES: list[tuple[str, Callable[[dict[str, Any], dict[str, Any]], None], str, st
     (
         "duplicate rule priority",
         _set((*GW, "requestRoutingRules", 1, "properties", "priority"), 100),
-        "ApplicationGatewayRequestRoutingRulesWithSamePriority",
+        "EmulatorDuplicateRulePriority",
         "requestRoutingRules[1].properties.priority",
     ),
     (
         "priority out of range",
         _set((*GW, "requestRoutingRules", 0, "properties", "priority"), 20001),
-        "ApplicationGatewayRequestRoutingRulePriorityOutOfRange",
+        "EmulatorRulePriorityOutOfRange",
         "requestRoutingRules[0].properties.priority",
     ),
     (
@@ -267,13 +267,13 @@ CASES: list[tuple[str, Callable[[dict[str, Any], dict[str, Any]], None], str, st
             (*GW, "requestRoutingRules", 1, "properties", "httpListener"),
             {"id": "x/httpListeners/strict-listener"},
         ),
-        "ApplicationGatewayHttpListenerUsedByMultipleRules",
+        "EmulatorListenerUsedByMultipleRules",
         "requestRoutingRules[1].properties.httpListener",
     ),
     (
         "frontend port out of range",
         _set((*GW, "frontendPorts", 0, "properties", "port"), 70000),
-        "ApplicationGatewayFrontendPortOutOfRange",
+        "EmulatorFrontendPortOutOfRange",
         "frontendPorts[0].properties.port",
     ),
     (
@@ -303,7 +303,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any], dict[str, Any]], None], str, st
     (
         "invalid multi-site host name",
         _set((*GW, "httpListeners", 0, "properties", "hostName"), "bad host!"),
-        "ApplicationGatewayHttpListenerHostNameInvalid",
+        "EmulatorHostNameInvalid",
         "httpListeners[0].properties.hostNames",
     ),
 ]
@@ -349,7 +349,7 @@ def test_validate_lists_every_problem_not_just_the_first(
     codes = sorted(p["code"] for p in report["problems"])
     assert codes == sorted(
         [
-            "ApplicationGatewayFrontendPortOutOfRange",
+            "EmulatorFrontendPortOutOfRange",
             "InvalidTemplate",
             "InvalidJson",
             "ApplicationGatewayTrustedClientCertificateDoesNotContainAnyCACertificate",
@@ -369,7 +369,7 @@ def test_validate_text_output_names_file_path_fix_and_code(
     assert (
         f"error: {path}: resources[0].properties.requestRoutingRules[0].properties.priority:" in out
     )
-    assert "[ApplicationGatewayRequestRoutingRulePriorityOutOfRange]" in out
+    assert "[EmulatorRulePriorityOutOfRange]" in out
     assert "  fix: " in out
     assert "1 problem(s) found" in out
 
@@ -471,7 +471,7 @@ def test_portal_export_without_the_pfx_explains_what_to_add(
     path.write_text(json.dumps(data))
     assert main(["validate", "-f", str(path), "-o", "json"]) == 1
     problem = json.loads(capsys.readouterr().out)["problems"][0]
-    assert problem["code"] == "ApplicationGatewaySslCertificateDataMustBeSpecified"
+    assert problem["code"] == "EmulatorSslCertificateWithoutData"
     assert "publicCertData" in problem["fix"]
 
 
