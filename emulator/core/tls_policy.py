@@ -273,7 +273,7 @@ def build_server_context(listener: Listener) -> SSL.Context:
         SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION
     )
     # An idle keep-alive connection gives its ~34 KB of record buffers back to OpenSSL's
-    # allocator (nginx does the same): 1,000 idle mTLS clients must not cost 1,000 × 34 KB.
+    # allocator (nginx does the same): 1,000 idle mTLS clients must not hold 34 MB.
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     ctx.use_certificate(cert.certificate)
     ctx.use_privatekey(cert.key)

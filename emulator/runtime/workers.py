@@ -20,7 +20,8 @@ How
 3. The parent only supervises: a worker that dies is forked again (a crash loop — every worker
    dying within ``CRASH_WINDOW_S`` of its start, ``MAX_QUICK_DEATHS`` times in a row — stops the
    whole pool instead); SIGTERM or SIGINT is passed on to every worker, which drains as a single
-   gateway does, and the parent exits when they are gone (SIGKILL after ``STOP_GRACE_S``).
+   gateway does, and the parent exits when they are gone (SIGKILL after ``STOP_GRACE_S``). A
+   parent killed outright takes its workers with it (``PR_SET_PDEATHSIG`` on Linux).
 
 Shared listening socket, not SO_REUSEPORT
 -----------------------------------------
@@ -44,6 +45,7 @@ The dashboard is not served with ``--workers`` (it reads one process's requests)
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -80,6 +82,8 @@ MAX_QUICK_DEATHS: Final = 5
 STOP_GRACE_S: Final = 10.0
 #: Exit status of a worker whose serving function raised (its traceback is on stderr).
 WORKER_FAILED: Final = 70
+#: prctl(2) option: the signal the kernel sends this process when its parent dies.
+_PR_SET_PDEATHSIG: Final = 1
 
 
 class WorkerGateway(Gateway):
@@ -205,6 +209,7 @@ def _fork_worker(
 ) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         running[pid] = (index, time.monotonic())
@@ -215,6 +220,7 @@ def _fork_worker(
     try:
         for sig in parent_handlers:
             signal.signal(sig, signal.SIG_DFL)
+        _stop_with_parent(parent)
         code = serve(index)
     except BaseException:  # the worker's last line of defence: report, then exit
         LOGGER.exception("worker.failed index=%s pid=%s", index, os.getpid())
@@ -222,6 +228,21 @@ def _fork_worker(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Have the kernel SIGTERM this worker when the parent dies, even by SIGKILL (Linux).
+
+    Without it a killed parent would leave its workers serving the port, with nobody left to
+    stop them. Elsewhere the parent's own SIGTERM handling is all there is.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        LOGGER.warning("worker.no_parent_death_signal errno=%s", ctypes.get_errno())
+    if os.getppid() != parent:  # the parent died before prctl: nobody will send the signal
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _signal(pid: int, sig: int) -> None:
