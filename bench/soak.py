@@ -280,49 +280,39 @@ class Load:
             conn.close()
         return 5
 
-    def new_connection_passthrough(self, rng: random.Random) -> int:
-        conn = self._https(self.passthrough, self.anonymous)
+    def _one_request(
+        self,
+        port: int,
+        ctx: ssl.SSLContext,
+        method: str,
+        path: str,
+        expected: int,
+        body: bytes | None = None,
+    ) -> int:
+        """One request on a new connection; checks the status, returns 1 (one answer)."""
+        conn = self._https(port, ctx)
         try:
-            conn.request("GET", f"/bytes/{rng.randrange(1, 200_000)}")
+            conn.request(method, path, body=body)
             response = conn.getresponse()
             response.read()
-            assert response.status == 200, response.status
+            assert response.status == expected, response.status
         finally:
             conn.close()
         return 1
+
+    def new_connection_passthrough(self, rng: random.Random) -> int:
+        path = f"/bytes/{rng.randrange(1, 200_000)}"
+        return self._one_request(self.passthrough, self.anonymous, "GET", path, 200)
 
     def strict_without_certificate(self, rng: random.Random) -> int:
-        conn = self._https(self.strict, self.anonymous)
-        try:
-            conn.request("GET", "/")
-            response = conn.getresponse()
-            response.read()
-            assert response.status == 400, response.status
-        finally:
-            conn.close()
-        return 1
+        return self._one_request(self.strict, self.anonymous, "GET", "/", 400)
 
     def strict_expired_certificate(self, rng: random.Random) -> int:
-        conn = self._https(self.strict, self.expired)
-        try:
-            conn.request("GET", "/")
-            response = conn.getresponse()
-            response.read()
-            assert response.status == 400, response.status
-        finally:
-            conn.close()
-        return 1
+        return self._one_request(self.strict, self.expired, "GET", "/", 400)
 
     def upload(self, rng: random.Random) -> int:
-        conn = self._https(self.passthrough, self.valid)
-        try:
-            conn.request("POST", "/upload", body=os.urandom(rng.randrange(1, 256 * 1024)))
-            response = conn.getresponse()
-            response.read()
-            assert response.status == 200, response.status
-        finally:
-            conn.close()
-        return 1
+        body = os.urandom(rng.randrange(1, 256 * 1024))
+        return self._one_request(self.passthrough, self.valid, "POST", "/upload", 200, body)
 
     def pipelined(self, rng: random.Random) -> int:
         requests = b"".join(
