@@ -49,6 +49,7 @@ from emulator.errors import (
 )
 
 __all__ = [
+    "CERTIFICATE_VARIABLE_PREFIX",
     "DEFAULT_AFFINITY_COOKIE",
     "SERVER_VARIABLE_NAMES",
     "BackendAddress",
@@ -73,6 +74,7 @@ __all__ = [
     "UrlAction",
     "UrlPathMap",
     "build_gateway_config",
+    "fills_from_certificate",
     "with_backend_overrides",
 ]
 
@@ -243,6 +245,8 @@ SERVER_VARIABLE_NAMES: Final = (
 COOKIE_VARIABLE_PREFIX: Final = "cookie_"
 #: A placeholder in a header value or URL template (rewrite-http-headers-url, "Rewrite actions").
 PLACEHOLDER: Final = re.compile(r"\{(var|http_req|http_resp)_([^{}]+)\}")
+#: Every mTLS variable starts with this; a header filled from one carries the client's identity.
+CERTIFICATE_VARIABLE_PREFIX: Final = "client_certificate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -2018,6 +2022,15 @@ def _now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+def fills_from_certificate(action: HeaderAction) -> bool:
+    """True when the action's value reads a ``client_certificate*`` server variable: the one
+    test behind the Passthrough warning here and the forgery analysis in the rewrite engine."""
+    return any(
+        m.group(1) == "var" and m.group(2).lower().startswith(CERTIFICATE_VARIABLE_PREFIX)
+        for m in PLACEHOLDER.finditer(action.header_value)
+    )
+
+
 def _warn_unforwarded_passthrough(b: _Builder, rules: list[RoutingRule]) -> None:
     """A Passthrough listener whose rule forwards no certificate lets the backend authenticate
     no one: the gateway checks nothing and the backend is told nothing."""
@@ -2025,20 +2038,19 @@ def _warn_unforwarded_passthrough(b: _Builder, rules: list[RoutingRule]) -> None
         profile = rule.listener.ssl_profile
         if profile is None or profile.client_auth is not ClientAuthMode.PASSTHROUGH:
             continue
+        if rule.redirect is not None:
+            continue  # a redirect never reaches a backend
         forwards = any(
-            "{var_client_certificate" in action.header_value.lower()
+            fills_from_certificate(action)
             for rule_set in rule.rewrite_rule_sets
             for r in rule_set.rules
             for action in r.request_headers
         )
-        if rule.redirect is not None:
-            continue  # a redirect never reaches a backend
         if not forwards:
             b.warnings.append(
                 f"listener '{rule.listener.name}' is Passthrough but rule '{rule.name}' "
-                "forwards no "
-                "client certificate: the backend cannot authenticate anyone (add a rewrite rule "
-                "setting a header to {var_client_certificate})"
+                "forwards no client certificate: the backend cannot authenticate anyone (add a "
+                "rewrite rule setting a header to {var_client_certificate})"
             )
 
 

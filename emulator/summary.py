@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator.core.certinfo import CLIENT_CERTIFICATE
 from emulator.core.dn import openssl_rfc2253
 from emulator.core.rewrite import certificate_header_holes, certificate_headers
 from emulator.model import (
@@ -22,18 +21,6 @@ from emulator.model import (
 )
 
 __all__ = ["describe", "forgeable_certificate_headers", "render_text"]
-
-
-def _forwards_certificate(rule_set: RewriteRuleSet | None) -> list[str]:
-    """Headers a rule set fills from a ``client_certificate*`` variable."""
-    if rule_set is None:
-        return []
-    return [
-        action.header_name
-        for rule in rule_set.rules
-        for action in rule.request_headers
-        if "{var_" + CLIENT_CERTIFICATE in action.header_value.lower()
-    ]
 
 
 def _unconditionally_handled(rule_set: RewriteRuleSet | None) -> set[str]:
@@ -141,7 +128,7 @@ def describe(config: GatewayConfig) -> dict[str, Any]:
             "backendSettings": rule.settings.name if rule.settings else None,
             "rewriteRuleSet": rule.rewrite_rule_set.name if rule.rewrite_rule_set else None,
             "forwardsClientCertificateIn": [
-                h for rs in rule.rewrite_rule_sets for h in _forwards_certificate(rs)
+                h for rs in rule.rewrite_rule_sets for h in certificate_headers(rs).values()
             ],
         }
         # Present only when used, so a Basic rule's entry keeps its established shape.
@@ -157,9 +144,7 @@ def describe(config: GatewayConfig) -> dict[str, Any]:
         }
         for pool in config.pools
     ]
-    rewrites = sorted(
-        {rs.name: rs for r in config.rules for rs in r.rewrite_rule_sets}.items()
-    )
+    rewrites = sorted({rs.name: rs for r in config.rules for rs in r.rewrite_rule_sets}.items())
     return {
         "gateway": config.name,
         "resourceId": config.resource_id,

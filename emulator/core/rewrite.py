@@ -40,7 +40,6 @@ from typing import Final
 
 from emulator.core.certinfo import CLIENT_CERTIFICATE
 from emulator.core.server_variables import (
-    CERTIFICATE_VARIABLE_PREFIX,
     CLIENT_CERTIFICATE_VERIFICATION,
     VARIABLES,
     RequestFacts,
@@ -53,6 +52,7 @@ from emulator.model import (
     RewriteCondition,
     RewriteRule,
     RewriteRuleSet,
+    fills_from_certificate,
 )
 
 __all__ = [
@@ -107,13 +107,6 @@ SERVER_VARIABLES: Final = frozenset(v.name for v in VARIABLES)
 # -- anti-spoofing analysis ------------------------------------------------------------------
 
 
-def _fills_from_certificate(action: HeaderAction) -> bool:
-    return any(
-        m.group(1) == "var" and m.group(2).lower().startswith(CERTIFICATE_VARIABLE_PREFIX)
-        for m in PLACEHOLDER.finditer(action.header_value)
-    )
-
-
 def certificate_headers(rule_set: RewriteRuleSet | None) -> dict[str, str]:
     """Request headers the set fills from a ``client_certificate*`` variable: lowercase name →
     the name as the rule spells it."""
@@ -123,7 +116,7 @@ def certificate_headers(rule_set: RewriteRuleSet | None) -> dict[str, str]:
         action.header_name.lower(): action.header_name
         for rule in rule_set.rules
         for action in rule.request_headers
-        if _fills_from_certificate(action)
+        if fills_from_certificate(action)
     }
 
 
@@ -179,7 +172,7 @@ def certificate_header_holes(rule_set: RewriteRuleSet | None) -> tuple[CertHeade
             continue
         for action in rule.request_headers:
             lower = action.header_name.lower()
-            if _fills_from_certificate(action) and lower not in closed:
+            if fills_from_certificate(action) and lower not in closed:
                 holes.setdefault((lower, rule.name), CertHeaderHole(action.header_name, rule.name))
     return tuple(holes.values())
 

@@ -31,7 +31,11 @@ from emulator.core.certinfo import (
     CLIENT_CERTIFICATE_SUBJECT,
     ClientCertInfo,
 )
-from emulator.model import COOKIE_VARIABLE_PREFIX, SERVER_VARIABLE_NAMES
+from emulator.model import (
+    CERTIFICATE_VARIABLE_PREFIX,
+    COOKIE_VARIABLE_PREFIX,
+    SERVER_VARIABLE_NAMES,
+)
 
 __all__ = [
     "CERTIFICATE_VARIABLE_PREFIX",
@@ -46,8 +50,6 @@ __all__ = [
 ]
 
 CLIENT_CERTIFICATE_VERIFICATION: Final = "client_certificate_verification"
-#: Every mTLS variable starts with this; a header filled from one carries the client's identity.
-CERTIFICATE_VARIABLE_PREFIX: Final = "client_certificate"
 #: ``http_status`` before the backend answered: nginx prints ``$status`` as ``%03d`` of 0.
 NO_STATUS: Final = "000"
 
