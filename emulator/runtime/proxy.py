@@ -370,9 +370,7 @@ class ClientConnection:
                 self.decision = decide_client_cert(None, presented=False, log=None)
             await self._serve_requests()
         except _ClientGone:
-            LOGGER.debug(
-                "client.gone listener=%s client=%s:%s", self.listener.name, *self.peer
-            )
+            LOGGER.debug("client.gone listener=%s client=%s:%s", self.listener.name, *self.peer)
         except Exception:
             # A bug met by one connection must not stop the gateway: the exception would
             # reach the listeners' nursery and take every listener down. Logged with the
@@ -507,8 +505,10 @@ class ClientConnection:
         conn = h11.Connection(h11.SERVER)
         conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         conn.next_event()
-        data = conn.send(_page_response(GatewayPage.PLAIN_HTTP_TO_HTTPS, close=True))
         body = render_page(GatewayPage.PLAIN_HTTP_TO_HTTPS)
+        data = conn.send(
+            _page_response(GatewayPage.PLAIN_HTTP_TO_HTTPS, close=True, length=len(body))
+        )
         data = (
             (data or b"")
             + (conn.send(h11.Data(data=body)) or b"")
@@ -1391,12 +1391,13 @@ def _ambiguous_framing(request: h11.Request) -> bool:
     return b"content-length" in names and b"transfer-encoding" in names
 
 
-def _page_response(page: GatewayPage, *, close: bool, length: int | None = None) -> h11.Response:
-    headers = [("Server", SERVER_TOKEN), ("Content-Type", "text/html")]
-    if length is not None:
-        headers.append(("Content-Length", str(length)))
-    else:
-        headers.append(("Content-Length", str(len(render_page(page)))))
+def _page_response(page: GatewayPage, *, close: bool, length: int) -> h11.Response:
+    """The head of a gateway page whose rendered body is ``length`` bytes."""
+    headers = [
+        ("Server", SERVER_TOKEN),
+        ("Content-Type", "text/html"),
+        ("Content-Length", str(length)),
+    ]
     if close:
         headers.append(("Connection", "close"))
     return h11.Response(status_code=page.status, headers=_encode(headers), reason=page.reason)
