@@ -132,6 +132,12 @@ class Listener:
     require_sni: bool
     path: str
 
+    @property
+    def client_auth(self) -> ClientAuthMode | None:
+        """The client-certificate mode this listener applies; None: it requests no certificate
+        (no SSL profile, or a profile without client authentication)."""
+        return self.ssl_profile.client_auth if self.ssl_profile is not None else None
+
 
 @dataclass(frozen=True, slots=True)
 class BackendAddress:
@@ -2111,8 +2117,3 @@ def _with_pools(rule: RoutingRule, pools: Mapping[str, BackendPool]) -> RoutingR
             path_rules=tuple(replace(p, pool=swap(p.pool)) for p in path_map.path_rules),
         )
     return replace(rule, pool=swap(rule.pool), url_path_map=path_map)
-
-
-def describe_error(exc: EmulatorError) -> str:
-    """One place that formats an error for the terminal (the CLI prints this)."""
-    return f"error: {exc}"

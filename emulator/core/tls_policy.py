@@ -285,7 +285,7 @@ def build_server_context(listener: Listener) -> SSL.Context:
     ctx.set_session_id(b"appgw-emulator/" + listener.name.encode()[:16])
 
     profile = listener.ssl_profile
-    mode = profile.client_auth if profile is not None else None
+    mode = listener.client_auth
     if profile is not None and mode is not None:
         ctx.set_verify(SSL.VERIFY_PEER, _record_verify)
         if mode is ClientAuthMode.STRICT:
@@ -366,18 +366,3 @@ def build_port_contexts(
 
     port_ctx.set_tlsext_servername_callback(on_server_name)
     return port_ctx, contexts
-
-
-def client_auth_mode(listener: Listener) -> ClientAuthMode | None:
-    """The listener's effective client authentication mode (None: no certificate requested)."""
-    return listener.ssl_profile.client_auth if listener.ssl_profile is not None else None
-
-
-def peer_certificates(conn: SSL.Connection) -> tuple[x509.Certificate, ...]:
-    """What the client sent, leaf first (helper for callers holding a raw connection)."""
-    leaf = conn.get_peer_certificate(as_cryptography=True)
-    if leaf is None:
-        return ()
-    chain = conn.get_peer_cert_chain(as_cryptography=True) or []
-    rest = [c for c in chain if c != leaf]
-    return (leaf, *rest)

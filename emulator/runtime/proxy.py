@@ -173,8 +173,7 @@ class ListenerRuntime:
 
     @property
     def mode(self) -> ClientAuthMode | None:
-        profile = self.listener.ssl_profile
-        return profile.client_auth if profile is not None else None
+        return self.listener.client_auth
 
     def rule_for_context(self, context: SSL.Context) -> RoutingRule:
         """The rule whose listener's context the handshake ended with (the SNI's choice)."""

@@ -24,7 +24,6 @@ from emulator.core.tls_policy import (
     CertState,
     VerifyLog,
     build_server_context,
-    client_auth_mode,
     decide_client_cert,
 )
 from emulator.core.verify import verify_error_text
@@ -292,7 +291,7 @@ def test_verify_mode_requests_but_never_requires_a_certificate(
 
     assert ctx.get_verify_mode() == verify_mode
     assert not ctx.get_verify_mode() & SSL.VERIFY_FAIL_IF_NO_PEER_CERT
-    assert client_auth_mode(listener) is mode
+    assert listener.client_auth is mode
 
 
 def test_listener_without_server_certificate_has_no_context(pki: Pki) -> None:
