@@ -28,11 +28,13 @@ on purpose); the records are reassembled before parsing.
 
 from __future__ import annotations
 
-import hashlib
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from hashlib import sha256
+from itertools import filterfalse
+from struct import Struct, pack, unpack_from
+from struct import error as struct_error
+from typing import Final, TypeAlias
 
 __all__ = [
     "ClientHello",
@@ -81,6 +83,13 @@ _EMPTY_HASH: Final = "0" * _HASH_LEN
 _ALPHANUMERIC: Final = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
+#: What :func:`ja4` caches by: legacy version, cipher suites, extension types, first ALPN
+#: protocol, supported versions and signature algorithms, all as sent.
+_CacheKey: TypeAlias = tuple[
+    int, tuple[int, ...], tuple[int, ...], bytes | None, tuple[int, ...], tuple[int, ...]
+]
+
+
 class ClientHelloError(ValueError):
     """The bytes are not a complete, well-formed TLS ClientHello."""
 
@@ -92,6 +101,9 @@ def is_grease(value: int) -> bool:
 
 #: :func:`is_grease` as a set (0x0A0A, 0x1A1A, … 0xFAFA), to filter whole lists in one pass.
 _GREASE: Final = frozenset(0x0A0A + 0x1010 * i for i in range(16))
+_IS_GREASE: Final = _GREASE.__contains__
+#: Extensions left out of JA4's hashed extension list: GREASE, SNI and ALPN.
+_IS_UNHASHED_EXTENSION: Final = (_GREASE | {EXT_SERVER_NAME, EXT_ALPN}).__contains__
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,38 +125,18 @@ class ClientHello:
     signature_algorithms: tuple[int, ...]
 
 
-class _Reader:
-    """A cursor over bytes that raises :class:`ClientHelloError` instead of reading past the end."""
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data = data
-        self.pos = 0
-        self.what = what
-
-    def take(self, count: int) -> bytes:
-        if self.pos + count > len(self.data):
-            raise ClientHelloError(f"truncated {self.what}")
-        chunk = self.data[self.pos : self.pos + count]
-        self.pos += count
-        return chunk
-
-    def uint(self, size: int) -> int:
-        return int.from_bytes(self.take(size), "big")
-
-    def vector(self, length_size: int) -> _Reader:
-        return _Reader(self.take(self.uint(length_size)), self.what)
-
-    def u16_list(self, length_size: int) -> tuple[int, ...]:
-        raw = self.take(self.uint(length_size))
-        if len(raw) % 2:
-            raise ClientHelloError(f"odd-length list of 16-bit values in {self.what}")
-        # One struct call for the whole list: a ClientHello carries dozens of these values,
-        # and the proxy parses one per connection.
-        return struct.unpack(f">{len(raw) // 2}H", raw)
-
-    @property
-    def done(self) -> bool:
-        return self.pos >= len(self.data)
+#: Messages of :class:`ClientHelloError`, named once so every bounds check raises the same text.
+_TRUNCATED_HEADER: Final = "truncated handshake header"
+_TRUNCATED_BODY: Final = "truncated ClientHello"
+_ODD_LIST: Final = "odd-length list of 16-bit values in ClientHello"
+#: An extension's header: type and body length, both 16-bit.
+_UNPACK_EXTENSION_HEADER: Final = Struct(">HH").unpack_from
+#: The extensions whose bodies the parser reads; the others are stepped over.
+_READ_EXTENSIONS: Final = frozenset(
+    (EXT_SERVER_NAME, EXT_ALPN, EXT_SUPPORTED_VERSIONS, EXT_SIGNATURE_ALGORITHMS)
+)
+#: Where the ClientHello body starts when the first record holds the whole message.
+_FIRST_BODY: Final = _RECORD_HEADER_LEN + _HANDSHAKE_HEADER_LEN
 
 
 def parse_client_hello_records(records: bytes) -> ClientHello:
@@ -157,19 +149,29 @@ def parse_client_hello_records(records: bytes) -> ClientHello:
     Raises:
         ClientHelloError: not handshake records, not a ClientHello, or incomplete.
     """
+    # Nearly every client sends its whole ClientHello in the first record: parse it in place,
+    # without copying, when that record holds the complete message.
+    size = len(records)
+    if size >= _FIRST_BODY and records[0] == _RECORD_HANDSHAKE:
+        record_len = (records[3] << 8) | records[4]
+        body_len = (records[6] << 16) | (records[7] << 8) | records[8]
+        body_end = _FIRST_BODY + body_len
+        if _HANDSHAKE_HEADER_LEN + body_len <= record_len and body_end <= size:
+            if records[_RECORD_HEADER_LEN] != _HANDSHAKE_CLIENT_HELLO:
+                raise ClientHelloError("the handshake message is not a ClientHello")
+            return _parse_body(records, _FIRST_BODY, body_end)
     handshake = bytearray()
     offset = 0
-    while offset < len(records):
-        if len(records) - offset < _RECORD_HEADER_LEN:
+    while offset < size:
+        if size - offset < _RECORD_HEADER_LEN:
             break
         content_type = records[offset]
-        length = int.from_bytes(records[offset + 3 : offset + 5], "big")
+        length = (records[offset + 3] << 8) | records[offset + 4]
         if content_type != _RECORD_HANDSHAKE:
             if not handshake:
                 raise ClientHelloError(f"record type {content_type:#04x} is not a handshake")
             break
-        body = records[offset + _RECORD_HEADER_LEN : offset + _RECORD_HEADER_LEN + length]
-        handshake += body
+        handshake += records[offset + _RECORD_HEADER_LEN : offset + _RECORD_HEADER_LEN + length]
         offset += _RECORD_HEADER_LEN + length
         if len(handshake) >= _HANDSHAKE_HEADER_LEN:
             needed = _HANDSHAKE_HEADER_LEN + int.from_bytes(handshake[1:4], "big")
@@ -181,74 +183,148 @@ def parse_client_hello_records(records: bytes) -> ClientHello:
 def parse_client_hello(message: bytes) -> ClientHello:
     """Parse one ClientHello handshake message (type, 3-byte length, body).
 
+    Bytes after the length the header announces are ignored.
+
     Raises:
         ClientHelloError: not a ClientHello, or malformed.
     """
-    head = _Reader(message, "handshake header")
-    if head.uint(1) != _HANDSHAKE_CLIENT_HELLO:
+    if not message:
+        raise ClientHelloError(_TRUNCATED_HEADER)
+    if message[0] != _HANDSHAKE_CLIENT_HELLO:
         raise ClientHelloError("the handshake message is not a ClientHello")
-    r = _Reader(head.take(head.uint(3)), "ClientHello")
-    legacy_version = r.uint(2)
-    r.take(_RANDOM_LEN)
-    r.vector(1)  # legacy_session_id
-    ciphers = r.u16_list(2)
-    r.vector(1)  # legacy_compression_methods
+    if len(message) < _HANDSHAKE_HEADER_LEN:
+        raise ClientHelloError(_TRUNCATED_HEADER)
+    end = _HANDSHAKE_HEADER_LEN + int.from_bytes(message[1:4], "big")
+    if end > len(message):
+        raise ClientHelloError(_TRUNCATED_HEADER)
+    return _parse_body(message, _HANDSHAKE_HEADER_LEN, end)
+
+
+def _parse_body(buf: bytes, pos: int, end: int) -> ClientHello:
+    """Parse the ClientHello body held in ``buf[pos:end]``.
+
+    One function walking integer offsets over the caller's buffer: the proxy parses one
+    ClientHello per connection, and a cursor object or a slice per field cost several times the
+    parse itself. Every length is checked against the end of the vector that encloses it (the
+    body, the extension block, one extension), so a lying length raises
+    :class:`ClientHelloError` instead of reading a neighbour's bytes. Extension bodies the
+    fingerprint does not read are stepped over, never copied.
+    """
+    # legacy_version (2) and random (32).
+    p = pos + 2 + _RANDOM_LEN
+    if p >= end:  # also needs the session id's length byte
+        raise ClientHelloError(_TRUNCATED_BODY)
+    legacy_version = (buf[pos] << 8) | buf[pos + 1]
+    p += 1 + buf[p]  # legacy_session_id
+    if p + 2 > end:
+        raise ClientHelloError(_TRUNCATED_BODY)
+    length = (buf[p] << 8) | buf[p + 1]
+    p += 2
+    if p + length > end:
+        raise ClientHelloError(_TRUNCATED_BODY)
+    if length & 1:
+        raise ClientHelloError(_ODD_LIST)
+    ciphers: tuple[int, ...] = unpack_from(f">{length >> 1}H", buf, p)
+    p += length
+    if p >= end:  # legacy_compression_methods' length byte
+        raise ClientHelloError(_TRUNCATED_BODY)
+    p += 1 + buf[p]
+    if p > end:
+        raise ClientHelloError(_TRUNCATED_BODY)
     extensions: list[int] = []
     server_name: str | None = None
     alpn: tuple[bytes, ...] = ()
     versions: tuple[int, ...] = ()
     sigalgs: tuple[int, ...] = ()
-    # A TLS 1.0-1.2 ClientHello may end here: extensions are optional before TLS 1.3.
-    if not r.done:
-        block = r.vector(2)
-        while not block.done:
-            ext_type = block.uint(2)
-            data = block.vector(2)
-            extensions.append(ext_type)
+    # A TLS 1.0-1.2 ClientHello may end here: extensions are optional before TLS 1.3. Bytes
+    # after the extension block are ignored.
+    if p < end:
+        if p + 2 > end:
+            raise ClientHelloError(_TRUNCATED_BODY)
+        block_end = p + 2 + ((buf[p] << 8) | buf[p + 1])
+        p += 2
+        if block_end > end:
+            raise ClientHelloError(_TRUNCATED_BODY)
+        append = extensions.append
+        while p < block_end:
+            data = p + 4
+            if data > block_end:
+                raise ClientHelloError(_TRUNCATED_BODY)
+            ext_type, length = _UNPACK_EXTENSION_HEADER(buf, p)
+            p = data + length
+            if p > block_end:
+                raise ClientHelloError(_TRUNCATED_BODY)
+            append(ext_type)
+            if ext_type not in _READ_EXTENSIONS:
+                continue
             if ext_type == EXT_SERVER_NAME:
-                server_name = _server_name(data)
+                server_name = _server_name(buf, data, p)
             elif ext_type == EXT_ALPN:
-                alpn = _alpn(data)
+                alpn = _alpn(buf, data, p)
             elif ext_type == EXT_SUPPORTED_VERSIONS:
-                versions = data.u16_list(1)
+                if data >= p:
+                    raise ClientHelloError(_TRUNCATED_BODY)
+                versions = _u16_list(buf, data + 1, buf[data], p)
             elif ext_type == EXT_SIGNATURE_ALGORITHMS:
-                sigalgs = data.u16_list(2)
+                if data + 2 > p:
+                    raise ClientHelloError(_TRUNCATED_BODY)
+                sigalgs = _u16_list(buf, data + 2, (buf[data] << 8) | buf[data + 1], p)
+    # Positional: a third cheaper than keywords, and this runs once per connection.
     return ClientHello(
-        legacy_version=legacy_version,
-        cipher_suites=ciphers,
-        extensions=tuple(extensions),
-        server_name=server_name,
-        alpn=alpn,
-        supported_versions=versions,
-        signature_algorithms=sigalgs,
+        legacy_version, ciphers, tuple(extensions), server_name, alpn, versions, sigalgs
     )
 
 
-def _server_name(data: _Reader) -> str | None:
+def _u16_list(buf: bytes, start: int, length: int, end: int) -> tuple[int, ...]:
+    """The ``length`` bytes at ``start`` (which must end by ``end``) as big-endian 16-bit values."""
+    if start + length > end:
+        raise ClientHelloError(_TRUNCATED_BODY)
+    if length & 1:
+        raise ClientHelloError(_ODD_LIST)
+    # One struct call for the whole list (its format strings are cached by the struct module).
+    values: tuple[int, ...] = unpack_from(f">{length >> 1}H", buf, start)
+    return values
+
+
+def _server_name(buf: bytes, p: int, end: int) -> str | None:
     """The host_name entry of a server_name extension (RFC 6066 section 3); None when empty."""
-    if data.done:
+    if p >= end:
         return None
-    names = data.vector(2)
-    while not names.done:
-        name_type = names.uint(1)
-        name = names.take(names.uint(2))
+    if p + 2 > end:
+        raise ClientHelloError(_TRUNCATED_BODY)
+    names_end = p + 2 + ((buf[p] << 8) | buf[p + 1])
+    if names_end > end:
+        raise ClientHelloError(_TRUNCATED_BODY)
+    p += 2
+    while p < names_end:
+        if p + 3 > names_end:
+            raise ClientHelloError(_TRUNCATED_BODY)
+        name_type = buf[p]
+        name_end = p + 3 + ((buf[p + 1] << 8) | buf[p + 2])
+        if name_end > names_end:
+            raise ClientHelloError(_TRUNCATED_BODY)
         if name_type == 0:
-            return name.decode("ascii", errors="replace")
+            return str(buf[p + 3 : name_end], "ascii", "replace")
+        p = name_end
     return None
 
 
-def _alpn(data: _Reader) -> tuple[bytes, ...]:
-    protocols = data.vector(2)
+def _alpn(buf: bytes, p: int, end: int) -> tuple[bytes, ...]:
+    """The protocol names of an ALPN extension (RFC 7301 section 3.1), in the order sent."""
+    if p + 2 > end:
+        raise ClientHelloError(_TRUNCATED_BODY)
+    protocols_end = p + 2 + ((buf[p] << 8) | buf[p + 1])
+    if protocols_end > end:
+        raise ClientHelloError(_TRUNCATED_BODY)
+    p += 2
     out: list[bytes] = []
-    while not protocols.done:
-        out.append(protocols.take(protocols.uint(1)))
+    while p < protocols_end:
+        name_end = p + 1 + buf[p]
+        if name_end > protocols_end:
+            raise ClientHelloError(_TRUNCATED_BODY)
+        out.append(bytes(buf[p + 1 : name_end]))
+        p = name_end
     return tuple(out)
-
-
-def _version(hello: ClientHello) -> str:
-    offered = [v for v in hello.supported_versions if not is_grease(v)]
-    version = max(offered) if offered else hello.legacy_version
-    return _VERSIONS.get(version, "00")
 
 
 def _alpn_chars(hello: ClientHello) -> str:
@@ -262,46 +338,94 @@ def _alpn_chars(hello: ClientHello) -> str:
     return hexed[0] + hexed[-1]
 
 
-def _count(values: Sequence[int]) -> str:
-    return f"{min(len(values), _MAX_COUNT):02d}"
-
-
 def _hex_list(values: Sequence[int]) -> str:
-    return ",".join(map("{:04x}".format, values))
+    """``values`` as comma-separated 4-digit lowercase hex (``002f,0035``)."""
+    try:
+        # Packing to big-endian 16-bit words and letting bytes.hex insert a comma every two
+        # bytes is the same text as formatting each value, several times faster.
+        return pack(f">{len(values)}H", *values).hex(",", 2)
+    except struct_error:
+        # A hand-built ClientHello with a value outside 0..0xFFFF: format it digit by digit.
+        return ",".join(map("{:04x}".format, values))
 
 
 def _parts(hello: ClientHello) -> tuple[str, str, str]:
     """JA4's ``a`` part and the two raw lists that ``b`` and ``c`` hash."""
-    grease = _GREASE
-    ciphers = [c for c in hello.cipher_suites if c not in grease]
-    extensions = [e for e in hello.extensions if e not in grease]
-    a = (
-        "t"
-        + _version(hello)
-        + ("d" if EXT_SERVER_NAME in extensions else "i")
-        + _count(ciphers)
-        + _count(extensions)
-        + _alpn_chars(hello)
+    # filterfalse with a set's __contains__ filters in C, without a Python-level loop.
+    ciphers = sorted(filterfalse(_IS_GREASE, hello.cipher_suites))
+    extensions = hello.extensions
+    hashed_extensions = sorted(filterfalse(_IS_UNHASHED_EXTENSION, extensions))
+    # SNI and ALPN are counted but not hashed (and are never GREASE).
+    extension_count = (
+        len(hashed_extensions) + extensions.count(EXT_SERVER_NAME) + extensions.count(EXT_ALPN)
     )
-    b_raw = _hex_list(sorted(ciphers))
-    hashed_extensions = sorted(e for e in extensions if e not in (EXT_SERVER_NAME, EXT_ALPN))
-    sigalgs = [s for s in hello.signature_algorithms if s not in grease]
+    versions = list(filterfalse(_IS_GREASE, hello.supported_versions))
+    version = max(versions) if versions else hello.legacy_version
+    a = (
+        f"t{_VERSIONS.get(version, '00')}{'d' if EXT_SERVER_NAME in extensions else 'i'}"
+        f"{min(len(ciphers), _MAX_COUNT):02d}{min(extension_count, _MAX_COUNT):02d}"
+        f"{_alpn_chars(hello)}"
+    )
+    b_raw = _hex_list(ciphers)
     c_raw = _hex_list(hashed_extensions)
-    if c_raw and sigalgs:
-        c_raw += "_" + _hex_list(sigalgs)
+    if c_raw:
+        sigalgs = list(filterfalse(_IS_GREASE, hello.signature_algorithms))
+        if sigalgs:
+            c_raw += "_" + _hex_list(sigalgs)
     return a, b_raw, c_raw
 
 
 def _truncated_sha256(text: str) -> str:
     if not text:
         return _EMPTY_HASH
-    return hashlib.sha256(text.encode("ascii")).hexdigest()[:_HASH_LEN]
+    return sha256(text.encode("ascii")).hexdigest()[:_HASH_LEN]
+
+
+def _fingerprint(hello: ClientHello) -> str:
+    a, b_raw, c_raw = _parts(hello)
+    return f"{a}_{_truncated_sha256(b_raw)}_{_truncated_sha256(c_raw)}"
+
+
+#: Most fingerprints the process has computed, keyed by everything :func:`ja4` reads.
+_JA4_CACHE: Final[dict[_CacheKey, str]] = {}
+#: Bound of :data:`_JA4_CACHE`, in entries. A ClientHello's shape is chosen by the client, so
+#: an unbounded cache would let one client grow the process without limit by varying it; the
+#: clients of one local emulator send a handful of shapes, far below this. When full the cache
+#: is emptied whole, not trimmed one entry at a time: ``dict.clear`` is atomic under the GIL,
+#: so emulators running in several threads share it safely, and a miss costs only the hashing.
+_JA4_CACHE_SIZE: Final = 256
 
 
 def ja4(hello: ClientHello) -> str:
-    """The JA4 fingerprint, e.g. ``t13d1516h2_8daaf6152771_d8a2da3f94cd``."""
-    a, b_raw, c_raw = _parts(hello)
-    return f"{a}_{_truncated_sha256(b_raw)}_{_truncated_sha256(c_raw)}"
+    """The JA4 fingerprint, e.g. ``t13d1516h2_8daaf6152771_d8a2da3f94cd``.
+
+    The proxy computes one per connection, and a client sends the same ClientHello shape on
+    every connection (only its random, session id and key shares change), so the finished
+    string is cached by the fields it depends on: a hit skips the sorting, the two SHA-256 and
+    the formatting. Clients that shuffle their extensions or pick new GREASE values per
+    connection (Chrome) miss, and pay the full computation, which is still a few microseconds.
+    """
+    alpn = hello.alpn
+    key = (
+        hello.legacy_version,
+        hello.cipher_suites,
+        hello.extensions,
+        alpn[0] if alpn else None,
+        hello.supported_versions,
+        hello.signature_algorithms,
+    )
+    cache = _JA4_CACHE
+    try:
+        fingerprint = cache.get(key)
+    except TypeError:
+        # A hand-built ClientHello holding lists or bytearrays: unhashable, so not cached.
+        return _fingerprint(hello)
+    if fingerprint is None:
+        fingerprint = _fingerprint(hello)
+        if len(cache) >= _JA4_CACHE_SIZE:
+            cache.clear()
+        cache[key] = fingerprint
+    return fingerprint
 
 
 def ja4_raw(hello: ClientHello) -> str:

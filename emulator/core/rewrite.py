@@ -34,17 +34,20 @@ header the rule set fills from a certificate variable before the rules run.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Final
+from types import MappingProxyType
+from typing import Final, TypeAlias
 
 from emulator.core.certinfo import CLIENT_CERTIFICATE
 from emulator.core.server_variables import (
     CLIENT_CERTIFICATE_VERIFICATION,
+    NO_STATUS,
     VARIABLES,
     RequestFacts,
     normalize_uri_path,
     server_variable,
+    variable_getter,
 )
 from emulator.model import (
     PLACEHOLDER,
@@ -99,6 +102,9 @@ _TOKEN_NAME: Final = re.compile(r"[A-Za-z0-9-]+")
 #: ``#``, DEL and non-ASCII (as UTF-8 bytes). ``?`` is also escaped in a path. ``%`` is kept,
 #: so a template author's own percent-encoding survives.
 _URL_UNSAFE: Final = frozenset(range(0x21)) | {0x23, 0x7F} | frozenset(range(0x80, 0x100))
+
+#: The certificate headers of no rule set (read-only: shared by every request without one).
+_NO_CERT_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
 
 #: Every server variable name this emulator computes (for validation messages).
 SERVER_VARIABLES: Final = frozenset(v.name for v in VARIABLES)
@@ -177,15 +183,223 @@ def certificate_header_holes(rule_set: RewriteRuleSet | None) -> tuple[CertHeade
     return tuple(holes.values())
 
 
+# -- rule sets, compiled once ---------------------------------------------------------------
+#
+# A rule set is frozen and lives as long as the gateway configuration, while the rewrite stage
+# runs on every request. Everything that depends on the rule set alone (parsed templates,
+# lower-cased header names, resolved server variables, compiled condition patterns, the set of
+# certificate headers) is computed once per rule set and kept in ``_COMPILED``.
+
+
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    """One ``{KIND_NAME}`` placeholder or condition variable, resolved once.
+
+    ``capture_key`` is set when the name ends in ``_<digits>``: if a condition of the same rule
+    captured ``KIND_BASE``, the value is that capture group instead.
+    """
+
+    kind: str
+    name: str
+    #: The header name to read (``http_req`` / ``http_resp``), lower-cased.
+    lower: str
+    capture_key: str | None
+    #: The group number as written; ``int()`` runs only on a capture hit, as before.
+    capture_index: str
+    #: The server variable's function (``var`` only); None for ``http_status``, which the
+    #: response phase takes from the backend's answer (:attr:`_Scope.status`).
+    compute: Callable[[RequestFacts], str] | None
+    is_status: bool
+
+
+#: A template split once into literal text and placeholders (what ``PLACEHOLDER.sub`` finds).
+_Template: TypeAlias = tuple[str | _Ref, ...]
+
+
+def _ref(kind: str, name: str) -> _Ref:
+    base, _, index = name.rpartition("_")
+    capture_key = f"{kind}_{base}" if base and index.isdigit() else None
+    is_status = kind == "var" and name.lower() == "http_status"
+    compute = variable_getter(name) if kind == "var" and not is_status else None
+    return _Ref(kind, name, name.lower(), capture_key, index, compute, is_status)
+
+
+def _template(text: str) -> _Template:
+    parts: list[str | _Ref] = []
+    position = 0
+    for match in PLACEHOLDER.finditer(text):
+        if match.start() > position:
+            parts.append(text[position : match.start()])
+        parts.append(_ref(match.group(1), match.group(2)))
+        position = match.end()
+    if position < len(text):
+        parts.append(text[position:])
+    return tuple(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Action:
+    """A header action with its name lower-cased and its value template parsed."""
+
+    name: str
+    lower: str
+    value: _Template
+
+
+@dataclass(frozen=True, slots=True)
+class _Condition:
+    ref: _Ref
+    #: Where the match's groups go (``KIND_NAME``, as the condition spells it).
+    capture_key: str
+    #: None when the pattern does not compile: ``re.search`` then raises at match time, as it
+    #: did before patterns were compiled ahead.
+    regex: re.Pattern[str] | None
+    pattern: str
+    flags: int
+    negate: bool
+
+
+def _condition(condition: RewriteCondition) -> _Condition:
+    lower = condition.variable.lower()
+    kind, name = "var", condition.variable
+    for prefix in ("http_req_", "http_resp_", "var_"):
+        if lower.startswith(prefix):
+            kind, name = prefix[:-1], condition.variable[len(prefix) :]
+            break
+    flags = re.IGNORECASE if condition.ignore_case else 0
+    try:
+        regex: re.Pattern[str] | None = re.compile(condition.pattern, flags)
+    except re.error:
+        regex = None
+    return _Condition(
+        _ref(kind, name), f"{kind}_{name}", regex, condition.pattern, flags, condition.negate
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    name: str
+    conditions: tuple[_Condition, ...]
+    request_headers: tuple[_Action, ...]
+    response_headers: tuple[_Action, ...]
+    #: The rule has a URL action (even one changing neither part: it still marks the URL as
+    #: rewritten, with the normalised path).
+    has_url: bool
+    modified_path: _Template | None
+    modified_query: _Template | None
+
+
+def _actions(actions: Iterable[HeaderAction]) -> tuple[_Action, ...]:
+    return tuple(
+        _Action(a.header_name, a.header_name.lower(), _template(a.header_value)) for a in actions
+    )
+
+
+def _rule(rule: RewriteRule) -> _Rule:
+    url = rule.url
+    path = query = None
+    if url is not None and url.modified_path is not None:
+        path = _template(url.modified_path)
+    if url is not None and url.modified_query_string is not None:
+        query = _template(url.modified_query_string)
+    return _Rule(
+        rule.name,
+        tuple(_condition(c) for c in rule.conditions),
+        _actions(rule.request_headers),
+        _actions(rule.response_headers),
+        url is not None,
+        path,
+        query,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledSet:
+    #: Kept so the set stays alive while cached: its ``id()`` (the cache key) cannot be reused.
+    rule_set: RewriteRuleSet
+    rules: tuple[_Rule, ...]
+    cert_headers: Mapping[str, str]
+    #: False when the response pass cannot change anything (no response actions) and cannot
+    #: fail (no conditions to evaluate): it is then skipped.
+    response_work: bool
+
+
+#: Compiled rule sets by ``id()`` of the frozen :class:`RewriteRuleSet`. Hashing the set itself
+#: would walk every rule on each request; ``id()`` is free, and the entry holds the set, so the
+#: id stays unique while cached.
+_COMPILED: Final[dict[int, _CompiledSet]] = {}
+#: A gateway has a handful of rule sets (Azure allows a few hundred); the bound only keeps a
+#: long test run, which builds a new configuration per test, from growing the cache forever.
+_COMPILED_MAX: Final = 1024
+
+
+def _compiled(rule_set: RewriteRuleSet) -> _CompiledSet:
+    entry = _COMPILED.get(id(rule_set))
+    if entry is not None and entry.rule_set is rule_set:
+        return entry
+    if len(_COMPILED) >= _COMPILED_MAX:
+        _COMPILED.clear()
+    rules = tuple(_rule(r) for r in rule_set.rules)
+    entry = _CompiledSet(
+        rule_set,
+        rules,
+        certificate_headers(rule_set),
+        any(r.conditions or r.response_headers for r in rules),
+    )
+    _COMPILED[id(rule_set)] = entry
+    return entry
+
+
+#: Header name as sent → (lower-cased, may be forwarded: token characters, not hop-by-hop).
+#: Clients send the same few names on every request; this saves a ``lower()`` and a regex per
+#: header and request.
+_NAMES: Final[dict[str, tuple[str, bool]]] = {}
+#: Names are client input: past this many distinct ones the cache starts over...
+_NAMES_MAX: Final = 4096
+#: ...and only names up to this many characters are kept (real ones are short), so the cache
+#: stays around a megabyte whatever clients send.
+_NAMES_MAX_LENGTH: Final = 64
+
+
+def _name_info(name: str) -> tuple[str, bool]:
+    info = _NAMES.get(name)
+    if info is None:
+        lower = name.lower()
+        info = (lower, lower not in HOP_BY_HOP and _TOKEN_NAME.fullmatch(name) is not None)
+        if len(name) <= _NAMES_MAX_LENGTH:
+            if len(_NAMES) >= _NAMES_MAX:
+                _NAMES.clear()
+            _NAMES[name] = info
+    return info
+
+
 # -- the engine ------------------------------------------------------------------------------
 
 
-def _get_header(headers: Headers, name: str) -> str:
-    lower = name.lower()
+def _get_header(headers: Headers, names: set[str] | None, lower: str) -> str:
+    """Every value of header ``lower``, joined; ``names`` (lower-cased names present), when
+    known, answers "absent" without a scan."""
+    if names is not None and lower not in names:
+        return ""
     return ", ".join(v for k, v in headers if k.lower() == lower)
 
 
-@dataclass
+def _set_header(headers: Headers, names: set[str], name: str, lower: str, value: str) -> Headers:
+    """Replace every header ``lower`` by one ``name: value`` (none when the value is empty).
+
+    ``headers`` must be a list the caller owns: an absent name is appended in place. ``names``
+    is kept equal to the lower-cased names in the result.
+    """
+    if lower in names:
+        headers = [(k, v) for k, v in headers if k.lower() != lower]
+        names.discard(lower)
+    if value:
+        headers.append((name, value))
+        names.add(lower)
+    return headers
+
+
+@dataclass(slots=True)
 class _Scope:
     """Values visible to a rule: the request, optionally the response, and capture groups.
 
@@ -193,118 +407,148 @@ class _Scope:
     """
 
     facts: RequestFacts
+    #: ``http_status``: the backend's status in the response pass (instead of a copy of
+    #: ``facts`` per response).
+    status: int | None
     request: Headers
+    #: Lower-cased names in ``request``, when known.
+    request_names: set[str] | None
     response: Headers | None
+    response_names: set[str]
     captures: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def lookup(self, kind: str, name: str) -> str:
-        base, _, index = name.rpartition("_")
-        if base and index.isdigit():
+    def lookup(self, ref: _Ref) -> str:
+        if ref.capture_key is not None and self.captures:
             # Case-sensitive, as Azure documents: "the case of the condition variable needs to
             # match case of the capture variable" ({http_req_user-agent_2} after user-agent).
-            groups = self.captures.get(f"{kind}_{base}")
+            groups = self.captures.get(ref.capture_key)
             if groups is not None:
-                return groups[int(index)] if int(index) < len(groups) else ""
-        if kind == "var":
-            return server_variable(name, self.facts)
-        if kind == "http_req":
-            return _get_header(self.request, name)
-        return _get_header(self.response or [], name)
+                index = int(ref.capture_index)
+                return groups[index] if index < len(groups) else ""
+        if ref.compute is not None:
+            return ref.compute(self.facts)
+        if ref.is_status:
+            return str(self.status) if self.status is not None else NO_STATUS
+        if ref.kind == "http_req":
+            return _get_header(self.request, self.request_names, ref.lower)
+        return _get_header(self.response or [], self.response_names, ref.lower)
 
-    def expand(self, template: str) -> str:
-        return PLACEHOLDER.sub(lambda m: self.lookup(m.group(1), m.group(2)), template)
+    def expand(self, template: _Template) -> str:
+        if len(template) == 1:
+            part = template[0]
+            return part if isinstance(part, str) else self.lookup(part)
+        return "".join(part if isinstance(part, str) else self.lookup(part) for part in template)
 
-    def matches(self, condition: RewriteCondition) -> bool:
-        lower = condition.variable.lower()
-        kind, name = "var", condition.variable
-        for prefix in ("http_req_", "http_resp_", "var_"):
-            if lower.startswith(prefix):
-                kind, name = prefix[:-1], condition.variable[len(prefix) :]
-                break
-        value = self.lookup(kind, name)
-        flags = re.IGNORECASE if condition.ignore_case else 0
-        found = re.search(condition.pattern, value, flags)
+    def matches(self, condition: _Condition) -> bool:
+        value = self.lookup(condition.ref)
+        if condition.regex is not None:
+            found = condition.regex.search(value)
+        else:
+            found = re.search(condition.pattern, value, condition.flags)
         if found is not None and not condition.negate:
-            self.captures[f"{kind}_{name}"] = (found.group(0), *found.groups(default=""))
+            self.captures[condition.capture_key] = (found.group(0), *found.groups(default=""))
         return (found is not None) != condition.negate
 
 
-def _set_header(headers: Headers, name: str, value: str, *, keep_host: bool = False) -> Headers:
-    lower = name.lower()
-    if keep_host and lower == "host" and not value:
-        # Azure refuses a rule that deletes Host; one whose value comes out empty at run time
-        # (a variable that is empty for this request) leaves Host as it was.
-        return headers
-    kept = [(k, v) for k, v in headers if k.lower() != lower]
-    if value:
-        kept.append((name, value))
-    return kept
-
-
-def _escape(text: str, *, extra: Iterable[int] = ()) -> str:
-    unsafe = _URL_UNSAFE | frozenset(extra)
+def _escape(text: str, *, unsafe: frozenset[int] = _URL_UNSAFE) -> str:
     return "".join(f"%{byte:02X}" if byte in unsafe else chr(byte) for byte in text.encode("utf-8"))
 
 
-def _apply_url(rule: RewriteRule, scope: _Scope) -> None:
-    url = rule.url
-    if url is None:
+#: A rewritten path also escapes ``?``, which would start the query.
+_PATH_UNSAFE: Final = _URL_UNSAFE | {ord("?")}
+
+
+def _apply_url(rule: _Rule, scope: _Scope) -> None:
+    if not rule.has_url:
         return
     path, query = scope.facts.uri_path, scope.facts.query
-    if url.modified_path is not None:
-        path = scope.expand(url.modified_path)
+    if rule.modified_path is not None:
+        path = scope.expand(rule.modified_path)
         if not path.startswith("/"):
             path = "/" + path
-    if url.modified_query_string is not None:
-        query = scope.expand(url.modified_query_string)
+    if rule.modified_query is not None:
+        query = scope.expand(rule.modified_query)
     scope.facts = replace(scope.facts, rewritten_path=path, rewritten_query=query)
 
 
-def _run(rule_set: RewriteRuleSet | None, scope: _Scope, *, response: bool) -> list[str]:
+def _run(compiled: _CompiledSet, scope: _Scope, *, response: bool) -> list[str]:
     """Run the set's rules over the request (or response) in ``scope``; returns fired rules."""
     fired: list[str] = []
-    if rule_set is None:
-        return fired
-    for rule in rule_set.rules:
-        scope.captures = {}
-        if not all(scope.matches(c) for c in rule.conditions):
+    for rule in compiled.rules:
+        if scope.captures:
+            scope.captures = {}
+        if rule.conditions and not all(scope.matches(c) for c in rule.conditions):
             continue
         fired.append(rule.name)
         if response:
             assert scope.response is not None
             for action in rule.response_headers:
                 scope.response = _set_header(
-                    scope.response, action.header_name, scope.expand(action.header_value)
+                    scope.response,
+                    scope.response_names,
+                    action.name,
+                    action.lower,
+                    scope.expand(action.value),
                 )
             continue
+        assert scope.request_names is not None
         for action in rule.request_headers:
+            value = scope.expand(action.value)
+            if action.lower == "host" and not value:
+                # Azure refuses a rule that deletes Host; one whose value comes out empty at
+                # run time (a variable that is empty for this request) leaves Host as it was.
+                continue
             scope.request = _set_header(
-                scope.request, action.header_name, scope.expand(action.header_value), keep_host=True
+                scope.request, scope.request_names, action.name, action.lower, value
             )
         _apply_url(rule, scope)
     return fired
 
 
+#: Lower-cased names of the default headers: a client's own header of that name is dropped.
+_DEFAULT_NAMES: Final = frozenset(
+    {
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-original-host",
+        "x-original-url",
+        "x-appgw-trace-id",
+    }
+)
+_DEFAULT_NAMES_WITH_JA4: Final = _DEFAULT_NAMES | {JA4_HEADER.lower()}
+
+
 def default_forwarding_headers(facts: RequestFacts) -> Headers:
     """The headers Azure adds to every proxied request (how-application-gateway-works)."""
+    hosts: list[str] = []
+    forwarded: list[str] = []
+    for name, value in facts.headers:
+        lower = name.lower()
+        if lower == "host":
+            hosts.append(value)
+        elif lower == "x-forwarded-for":
+            forwarded.append(value)
+    return _defaults(facts, hosts, forwarded)
+
+
+def _defaults(facts: RequestFacts, hosts: list[str], forwarded: list[str]) -> Headers:
+    """The default headers, from the client's Host and X-Forwarded-For values (found by the
+    caller's own pass over the headers, so the request is scanned once)."""
+    # The default header carries ip:port; the add_x_forwarded_for_proxy variable does not.
+    incoming = ", ".join(forwarded)
+    own = f"{facts.client_ip}:{facts.client_port}"
     headers = [
-        ("X-Forwarded-For", _forwarded_for_with_port(facts)),
+        ("X-Forwarded-For", f"{incoming}, {own}" if incoming else own),
         ("X-Forwarded-Proto", facts.scheme),
         ("X-Forwarded-Port", str(facts.server_port)),
-        ("X-Original-Host", facts.header("host") or ""),
+        ("X-Original-Host", ", ".join(hosts)),
         ("X-Original-URL", facts.target),
         ("X-AppGW-Trace-Id", facts.trace_id),
     ]
     if facts.ja4 is not None:
         headers.append((JA4_HEADER, facts.ja4))
     return headers
-
-
-def _forwarded_for_with_port(facts: RequestFacts) -> str:
-    # The default header carries ip:port; the add_x_forwarded_for_proxy variable does not.
-    incoming = facts.header("x-forwarded-for")
-    own = f"{facts.client_ip}:{facts.client_port}"
-    return f"{incoming}, {own}" if incoming else own
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,35 +583,55 @@ def rewrite_request(
         strip_client_cert_headers: remove every header the set fills from a certificate
             variable before the rules run (``--strip-client-cert-headers``; not what Azure does).
     """
-    defaults = default_forwarding_headers(facts)
-    replaced = {name.lower() for name, _ in defaults}
-    cert_headers = certificate_headers(rule_set)
-    client: Headers = [
-        (k, v)
-        for k, v in facts.headers
-        if k.lower() not in HOP_BY_HOP and _TOKEN_NAME.fullmatch(k) and k.lower() not in replaced
-    ]
-    if strip_client_cert_headers:
-        client = [(k, v) for k, v in client if k.lower() not in cert_headers]
-    headers = client
+    compiled = _compiled(rule_set) if rule_set is not None else None
+    cert_headers = compiled.cert_headers if compiled is not None else _NO_CERT_HEADERS
+    replaced = _DEFAULT_NAMES if facts.ja4 is None else _DEFAULT_NAMES_WITH_JA4
+    # One pass over the client's headers: what is forwarded, and the Host / X-Forwarded-For
+    # values the default headers need.
+    hosts: list[str] = []
+    forwarded: list[str] = []
+    headers: Headers = []
+    names: set[str] = set()
+    sent_cert_header = False
+    for name, value in facts.headers:
+        lower, forwardable = _name_info(name)
+        if lower == "host":
+            hosts.append(value)
+        elif lower == "x-forwarded-for":
+            forwarded.append(value)
+        if not forwardable or lower in replaced:
+            continue
+        if lower in cert_headers:
+            if strip_client_cert_headers:
+                continue
+            sent_cert_header = True
+        headers.append((name, value))
+        names.add(lower)
+    # What the client sent, for the forgery check; needed only when it sent a certificate header.
+    client = list(headers) if sent_cert_header else None
     if host is not None:
-        headers = _set_header(headers, "Host", host)
-    headers = headers + [(k, v) for k, v in defaults if v]
-    scope = _Scope(facts, headers, None)
-    fired = _run(rule_set, scope, response=False)
+        headers = _set_header(headers, names, "Host", "host", host)
+    for name, value in _defaults(facts, hosts, forwarded):
+        if value:
+            headers.append((name, value))
+            names.add(name.lower())
+    scope = _Scope(facts, facts.status, headers, names, None, set())
+    fired = _run(compiled, scope, response=False) if compiled is not None else []
     final = scope.facts
     target = facts.target
     rewritten = final.rewritten_path is not None
     if rewritten:
-        target = _escape(final.uri_path, extra=(ord("?"),))
+        target = _escape(final.uri_path, unsafe=_PATH_UNSAFE)
         if final.query:
             target += "?" + _escape(final.query)
-    forgeable = tuple(
-        spelled
-        for lower, spelled in cert_headers.items()
-        if (sent := [v for k, v in client if k.lower() == lower])
-        and [v for k, v in scope.request if k.lower() == lower] == sent
-    )
+    forgeable: tuple[str, ...] = ()
+    if client is not None:
+        forgeable = tuple(
+            spelled
+            for lower, spelled in cert_headers.items()
+            if (sent := [v for k, v in client if k.lower() == lower])
+            and [v for k, v in scope.request if k.lower() == lower] == sent
+        )
     return RequestRewrite(scope.request, target, rewritten, tuple(fired), forgeable, final)
 
 
@@ -398,10 +662,19 @@ def rewrite_response_headers(
         request_headers: what the backend received (``{http_req_NAME}`` reads these).
         status: the backend's status (``{var_http_status}``).
     """
-    if status is not None:
-        facts = replace(facts, status=status)
-    headers = [(k, v) for k, v in response_headers if k.lower() not in HOP_BY_HOP]
-    scope = _Scope(facts, request_headers, headers)
-    _run(rule_set, scope, response=True)
+    headers: Headers = []
+    names: set[str] = set()
+    for name, value in response_headers:
+        lower = name.lower()
+        if lower not in HOP_BY_HOP:
+            headers.append((name, value))
+            names.add(lower)
+    compiled = _compiled(rule_set) if rule_set is not None else None
+    if compiled is None or not compiled.response_work:
+        return headers
+    scope = _Scope(
+        facts, status if status is not None else facts.status, request_headers, None, headers, names
+    )
+    _run(compiled, scope, response=True)
     assert scope.response is not None
     return scope.response

@@ -47,6 +47,7 @@ __all__ = [
     "normalize_uri_path",
     "openssl_cipher_list",
     "server_variable",
+    "variable_getter",
 ]
 
 CLIENT_CERTIFICATE_VERIFICATION: Final = "client_certificate_verification"
@@ -380,11 +381,21 @@ def _cookie(facts: RequestFacts, wanted: str) -> str:
     return ""
 
 
-def server_variable(name: str, facts: RequestFacts) -> str:
-    """The value of ``{var_NAME}``; names compare case-insensitively; unknown → empty."""
+def variable_getter(name: str) -> Callable[[RequestFacts], str]:
+    """The function computing ``{var_NAME}`` from a request's facts.
+
+    The name is resolved here once; the rewrite engine keeps the result per rule set, so a
+    request pays only for computing the value, not for looking the name up again.
+    """
     variable = _BY_NAME.get(name.lower())
     if variable is not None:
-        return variable.compute(facts)
+        return variable.compute
     if name.lower().startswith(COOKIE_VARIABLE_PREFIX):
-        return _cookie(facts, name[len(COOKIE_VARIABLE_PREFIX) :])
-    return facts.extra.get(name, "")
+        cookie = name[len(COOKIE_VARIABLE_PREFIX) :]
+        return lambda f: _cookie(f, cookie)
+    return lambda f: f.extra.get(name, "")
+
+
+def server_variable(name: str, facts: RequestFacts) -> str:
+    """The value of ``{var_NAME}``; names compare case-insensitively; unknown → empty."""
+    return variable_getter(name)(facts)

@@ -30,20 +30,26 @@ import select
 import socket
 import ssl
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, TypeAlias
 
-import h11
 import trio
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from emulator.core.http1 import BodyReader, HttpError, ResponseHead, parse_response_head
 from emulator.errors import BackendConnectError, BackendTimeout
 from emulator.model import BackendPool
 
-__all__ = ["RETRY_METHODS", "BackendClient", "BackendConnection", "BackendTls"]
+__all__ = [
+    "RETRY_METHODS",
+    "BackendClient",
+    "BackendConnection",
+    "BackendTls",
+    "open_backend_connection",
+    "read_response",
+    "receive_response_head",
+]
 
 LOGGER = logging.getLogger("emulator.backend")
 
@@ -58,7 +64,7 @@ RECEIVE_SIZE: Final = 65536
 #: Methods repeated on a new connection when a reused one failed before any response byte
 #: (safe methods, RFC 9110 section 9.2.1; PUT and DELETE are idempotent too, but a gateway
 #: that repeats a write surprises more than it helps).
-RETRY_METHODS: Final = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+RETRY_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,101 +136,159 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _raw_socket(stream: trio.abc.Stream) -> trio.socket.SocketType:
-    if isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    assert isinstance(stream, trio.SocketStream)
-    return stream.socket
-
-
-@dataclass(eq=False)
 class BackendConnection:
-    """One connection to a backend (TCP, or TLS over TCP) with its h11 client state.
+    """One connection to a backend (TCP, or TLS over TCP): bytes out, bytes in, and what has
+    been received but not yet used.
+
+    The proxy parses responses itself (:mod:`emulator.core.http1`) from :attr:`buffer`; this
+    class only moves bytes and knows when a request may be sent again. A plain TCP connection
+    is driven through its non-blocking socket directly (``send``/``recv``, and
+    ``trio.lowlevel.wait_readable`` / ``wait_writable`` only when the kernel says "would
+    block"): trio's socket methods add a forced schedule point and a context manager to every
+    call, which for a keep-alive request costs more than the system calls themselves. HTTPS
+    backends go through ``trio.SSLStream``.
 
     A request on a connection taken from the pool (``reused``) may be repeated once, on a new
     connection, when the old one fails before any response byte (see the module docstring);
-    ``stream`` and ``conn`` are then replaced, so the caller keeps using the same object.
+    the socket or stream is then replaced, so the caller keeps using the same object.
     """
 
-    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
-    conn: h11.Connection
-    address: tuple[str, int]
-    idle_since: float = 0.0
-    tls: BackendTls | None = None
-    #: Taken from the pool of idle connections (cleared once it was replaced by a new one).
-    reused: bool = False
-    #: What the current request sent so far, to send again: its head and, once sent, its end
-    #: (never body bytes: a request with a body is not repeated).
-    _replay: list[h11.Event] = field(default_factory=list)
-    _body_sent: bool = False
-    _received: int = 0
+    __slots__ = (
+        "_body_sent",
+        "_received",
+        "_repeatable",
+        "_replay",
+        "_sock",
+        "address",
+        "buffer",
+        "eof",
+        "idle_since",
+        "reused",
+        "stream",
+        "tls",
+    )
 
-    async def send(self, event: h11.Event) -> None:
-        if isinstance(event, h11.Request):
-            self._replay = [event]
-            self._body_sent = False
-            self._received = 0
-        elif isinstance(event, h11.Data):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        sock: socket.socket | None = None,
+        stream: trio.SSLStream[trio.SocketStream] | None = None,
+        tls: BackendTls | None = None,
+    ) -> None:
+        self.address = address
+        #: The TCP socket of a plain connection (non-blocking); None for TLS.
+        self._sock = sock
+        #: The TLS stream of an HTTPS connection; None for plain TCP.
+        self.stream = stream
+        self.tls = tls
+        #: Bytes received and not consumed yet (the start of a response, or its body).
+        self.buffer = b""
+        #: The backend closed its side (a receive returned no bytes).
+        self.eof = False
+        self.idle_since = 0.0
+        #: Taken from the pool of idle connections (cleared once it was replaced by a new one).
+        self.reused = False
+        #: The current request's head, to send again (never body bytes: a request with a body
+        #: is not repeated), and whether the request may be repeated at all.
+        self._replay = b""
+        self._repeatable = False
+        self._body_sent = False
+        self._received = 0
+
+    @property
+    def addr_text(self) -> str:
+        return f"{self.address[0]}:{self.address[1]}"
+
+    def start_request(self, head: bytes, *, repeatable: bool) -> None:
+        """A new request begins with ``head``: remember it in case it has to go again."""
+        self._replay = head
+        self._repeatable = repeatable
+        self._body_sent = False
+        self._received = 0
+
+    async def send(self, data: bytes, *, body: bool = False) -> None:
+        """Send ``data`` (the request's head, or body bytes when ``body``).
+
+        Raises:
+            BackendConnectError: the connection broke and the request cannot be repeated.
+        """
+        if body:
             self._body_sent = True
-        else:
-            self._replay.append(event)
-        data = self.conn.send(event)
-        if data:
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                if self._may_repeat():
-                    await self._repeat_on_new_connection(f"sending failed: {exc}")
-                    return
-                raise BackendConnectError(
-                    f"backend {self.addr_text} closed the connection while sending"
-                ) from exc
+        try:
+            await self._send_raw(data)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if self._may_repeat():
+                await self._repeat_on_new_connection(f"sending failed: {exc}")
+                return
+            raise BackendConnectError(
+                f"backend {self.addr_text} closed the connection while sending"
+            ) from exc
 
-    async def next_event(self) -> h11.Event | type[h11.PAUSED]:
+    async def receive(self, deadline: float) -> bytes:
+        """The backend's next bytes (b"" once it closed), waiting until ``deadline`` at most.
+
+        Raises:
+            trio.TooSlowError: nothing arrived by ``deadline`` (trio's clock).
+            BackendConnectError: the connection broke (after one repeat, when allowed).
+        """
         while True:
             try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise BackendConnectError(
-                    f"backend {self.addr_text} sent an invalid HTTP response: {exc}"
-                ) from exc
-            if event is h11.NEED_DATA:
-                try:
-                    data = await self.stream.receive_some(RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    if self._may_repeat():
-                        await self._repeat_on_new_connection(f"reset: {exc}")
-                        continue
-                    raise BackendConnectError(
-                        f"backend {self.addr_text} reset the connection"
-                    ) from exc
-                if not data and self._may_repeat():
-                    await self._repeat_on_new_connection("closed without answering")
+                data = await self._receive_raw(deadline)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                if self._may_repeat():
+                    await self._repeat_on_new_connection(f"reset: {exc}")
                     continue
-                self._received += len(data)
-                self.conn.receive_data(bytes(data))
+                raise BackendConnectError(f"backend {self.addr_text} reset the connection") from exc
+            if not data and self._may_repeat():
+                await self._repeat_on_new_connection("closed without answering")
                 continue
-            if isinstance(event, h11.ConnectionClosed):
-                raise BackendConnectError(
-                    f"backend {self.addr_text} closed the connection without a complete response"
-                )
-            if isinstance(event, h11.Event):
-                return event
-            return h11.PAUSED
+            self._received += len(data)
+            return data
+
+    async def _send_raw(self, data: bytes) -> None:
+        sock = self._sock
+        if sock is None:
+            assert self.stream is not None
+            await self.stream.send_all(data)
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[sock.send(view) :]
+                continue
+            except BlockingIOError:
+                pass
+            await trio.lowlevel.wait_writable(sock)
+
+    async def _receive_raw(self, deadline: float) -> bytes:
+        sock = self._sock
+        if sock is None:
+            assert self.stream is not None
+            with trio.fail_at(deadline):
+                return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        while True:
+            try:
+                return sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                pass
+            # A scope only when waiting: most responses of a fast backend are already there.
+            with trio.CancelScope(deadline=deadline) as waiting:
+                await trio.lowlevel.wait_readable(sock)
+            if waiting.cancelled_caught:
+                raise trio.TooSlowError
 
     def _may_repeat(self) -> bool:
         """True when the current request can go again on a new connection: this one came
         from the pool, not one response byte has arrived, and the request is a body-less
         GET, HEAD or OPTIONS."""
-        if not self.reused or self._received or self._body_sent or not self._replay:
-            return False
-        request = self._replay[0]
-        if not isinstance(request, h11.Request) or request.method not in RETRY_METHODS:
-            return False
-        for name, value in request.headers:
-            if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-                return False
-        return True
+        return (
+            self.reused
+            and self._repeatable
+            and not self._received
+            and not self._body_sent
+            and bool(self._replay)
+        )
 
     async def _repeat_on_new_connection(self, reason: str) -> None:
         """Replace the failed pooled connection by a new one and send the request again.
@@ -232,55 +296,68 @@ class BackendConnection:
         Raises:
             BackendConnectError, BackendTimeout: the new connection failed too (no third try).
         """
-        request = self._replay[0]
-        assert isinstance(request, h11.Request)
+        method, target, _version = self._replay.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
         LOGGER.info(
             "backend.retry backend=%s method=%s target=%s reason=%s: a reused keep-alive "
             "connection failed before any response byte; sending the request again on a new "
             "connection",
             self.addr_text,
-            request.method.decode("ascii", "replace"),
-            request.target.decode("latin-1"),
+            method,
+            target,
             reason,
         )
         self.reused = False
-        old = self.stream
-        with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(old)
+        await self.aclose()
         fresh = await open_backend_connection(self.address, self.tls)
-        self.stream = fresh.stream
-        self.conn = fresh.conn
-        for event in self._replay:
-            data = self.conn.send(event)
-            if not data:
-                continue
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise BackendConnectError(
-                    f"backend {self.addr_text} closed the connection while sending"
-                ) from exc
-
-    @property
-    def addr_text(self) -> str:
-        return f"{self.address[0]}:{self.address[1]}"
-
-    def reusable(self) -> bool:
-        """True when the exchange ended cleanly and nothing else arrived: bytes past the end
-        of the response would be read as the answer to the next request (response desync),
-        so such a connection is closed, never pooled."""
-        return (
-            self.conn.our_state is h11.DONE
-            and self.conn.their_state is h11.DONE
-            and self.conn.trailing_data == (b"", False)
-        )
+        self._sock, self.stream = fresh._sock, fresh.stream
+        self.buffer = b""
+        self.eof = False
+        try:
+            await self._send_raw(self._replay)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise BackendConnectError(
+                f"backend {self.addr_text} closed the connection while sending"
+            ) from exc
 
     def peer_closed(self) -> bool:
         """True when an idle connection became readable: the backend closed it (EOF) or sent
         bytes nobody asked for. Either way it cannot carry another request."""
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
+            return True  # EOF (b"") or unsolicited bytes
+        assert self.stream is not None
         poller = select.poll()
-        poller.register(_raw_socket(self.stream).fileno(), select.POLLIN | select.POLLRDHUP)
+        poller.register(
+            self.stream.transport_stream.socket.fileno(), select.POLLIN | select.POLLRDHUP
+        )
         return bool(poller.poll(0))
+
+    def close_now(self) -> None:
+        """Drop an idle connection without waiting (no task waits on an idle socket)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        elif self.stream is not None:
+            self.stream.transport_stream.socket.close()
+            self.stream = None
+
+    async def aclose(self) -> None:
+        """Close at once (no TLS close_notify: a backend connection is dropped, not ended)."""
+        sock = self._sock
+        if sock is not None:
+            self._sock = None
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
+        elif self.stream is not None:
+            stream, self.stream = self.stream, None
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
 
 
 class BackendClient:
@@ -298,54 +375,54 @@ class BackendClient:
         address = pool.addresses[next(counter) % len(pool.addresses)]
         return (address.host, address.port if address.port is not None else default_port)
 
-    @asynccontextmanager
-    async def connection(
+    async def acquire(
         self, address: tuple[str, int], *, tls: BackendTls | None = None
-    ) -> AsyncIterator[BackendConnection]:
-        """A connection for one request; returned to the pool afterwards when still usable.
+    ) -> BackendConnection:
+        """A connection for one request: an idle one of the pool, else a new one.
 
         ``tls`` makes it an HTTPS connection; idle connections are only reused for the same
-        address *and* TLS settings (another SNI is another connection).
-        The connection is closed when the body of the ``async with`` raises or leaves it in a
-        state that cannot carry another request.
+        address *and* TLS settings (another SNI is another connection). Every connection
+        acquired goes back through :meth:`release`.
+
+        Raises:
+            BackendConnectError, BackendTimeout: a new connection could not be opened.
         """
-        key = (address, tls)
-        conn = self._take_idle(key)
+        conn = self._take_idle((address, tls))
         if conn is None:
-            conn = await self._open(address, tls)
-        ok = False
-        try:
-            yield conn
-            ok = True
-        finally:
-            if ok and conn.reusable() and len(self._idle[key]) < MAX_IDLE_PER_ADDRESS:
-                conn.conn.start_next_cycle()
-                conn.idle_since = trio.current_time()
-                self._idle[key].append(conn)
-            else:
-                with trio.CancelScope(shield=True):
-                    await trio.aclose_forcefully(conn.stream)
+            conn = await open_backend_connection(address, tls)
+        return conn
+
+    async def release(self, conn: BackendConnection, *, reusable: bool) -> None:
+        """Give ``conn`` back after a request: pooled when ``reusable`` (the exchange ended
+        cleanly and nothing else arrived), closed otherwise.
+
+        Bytes past the end of a response would be read as the answer to the next request
+        (response desync), so the caller says ``reusable`` only when :attr:`buffer` is empty.
+        """
+        idle = self._idle[(conn.address, conn.tls)]
+        if reusable and not conn.buffer and not conn.eof and len(idle) < MAX_IDLE_PER_ADDRESS:
+            conn.idle_since = trio.current_time()
+            idle.append(conn)
+            return
+        await conn.aclose()
 
     def _take_idle(self, key: _PoolKey) -> BackendConnection | None:
         idle = self._idle.get(key)
+        if not idle:
+            return None
         now = trio.current_time()
         while idle:
             conn = idle.pop()
             if now - conn.idle_since < IDLE_REUSE_S and not conn.peer_closed():
                 conn.reused = True
                 return conn
-            _raw_socket(conn.stream).close()
+            conn.close_now()
         return None
-
-    async def _open(
-        self, address: tuple[str, int], tls: BackendTls | None = None
-    ) -> BackendConnection:
-        return await open_backend_connection(address, tls)
 
     async def aclose(self) -> None:
         for conns in self._idle.values():
             for conn in conns:
-                await trio.aclose_forcefully(conn.stream)
+                await conn.aclose()
         self._idle.clear()
 
 
@@ -378,7 +455,11 @@ async def open_backend_connection(
         ) from exc
     tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if tls is None:
-        return BackendConnection(tcp, h11.Connection(h11.CLIENT), address, tls=None)
+        # Take the descriptor over from trio's socket object: from here on it is driven
+        # directly (see BackendConnection). trio never waited on it, so nothing to notify.
+        sock = socket.socket(fileno=tcp.socket.detach())
+        sock.setblocking(False)
+        return BackendConnection(address, sock=sock)
     server_name = tls.server_name if tls.server_name and not _is_ip(tls.server_name) else None
     stream = trio.SSLStream(tcp, tls.context(), server_hostname=server_name)
     try:
@@ -404,4 +485,80 @@ async def open_backend_connection(
                 f"backend {host}:{port}: its certificate does not name '{tls.server_name}' "
                 "(validateSNI: the CN or a DNS name must match the SNI)"
             )
-    return BackendConnection(stream, h11.Connection(h11.CLIENT), address, tls=tls)
+    return BackendConnection(address, stream=stream, tls=tls)
+
+
+async def read_response(
+    conn: BackendConnection, *, request_method: str, deadline: float, max_body: int
+) -> tuple[ResponseHead, bytes]:
+    """A whole response (1xx skipped), keeping at most ``max_body`` bytes of its body; for
+    callers that need the answer, not a stream (the health probes).
+
+    Raises:
+        trio.TooSlowError: not complete by ``deadline``.
+        BackendConnectError: invalid response, or the connection ended early.
+    """
+    while True:
+        head = await receive_response_head(conn, request_method=request_method, deadline=deadline)
+        if not 100 <= head.status < 200:
+            break
+    reader = BodyReader(head.framing, head.length)
+    body = bytearray()
+    while True:
+        data = conn.buffer
+        conn.buffer = b""
+        try:
+            if data:
+                chunk, conn.buffer = reader.feed(data)
+                if len(body) < max_body:
+                    body += chunk[: max_body - len(body)]
+            elif conn.eof:
+                reader.eof()
+        except HttpError as exc:
+            raise BackendConnectError(
+                f"backend {conn.addr_text} sent an invalid HTTP response: {exc.reason}"
+            ) from exc
+        if reader.done:
+            return head, bytes(body)
+        if not conn.buffer:
+            await _fill(conn, deadline)
+
+
+async def receive_response_head(
+    conn: BackendConnection, *, request_method: str, deadline: float
+) -> ResponseHead:
+    """The next response head on ``conn`` (an interim 1xx is returned like any other).
+
+    Raises:
+        trio.TooSlowError: no complete head by ``deadline``.
+        BackendConnectError: the backend sent something that is not an HTTP response, or
+            closed the connection before a complete head.
+    """
+    while True:
+        if not conn.buffer and not conn.eof:
+            await _fill(conn, deadline)
+            continue
+        try:
+            parsed = parse_response_head(conn.buffer, request_method=request_method)
+        except HttpError as exc:
+            raise BackendConnectError(
+                f"backend {conn.addr_text} sent an invalid HTTP response: {exc.reason}"
+            ) from exc
+        if parsed is not None:
+            head, used = parsed
+            conn.buffer = conn.buffer[used:]
+            return head
+        if conn.eof:
+            raise BackendConnectError(
+                f"backend {conn.addr_text} closed the connection without a complete response"
+            )
+        await _fill(conn, deadline)
+
+
+async def _fill(conn: BackendConnection, deadline: float) -> None:
+    """Append the backend's next bytes to ``conn.buffer`` (or note its EOF)."""
+    data = await conn.receive(deadline)
+    if data:
+        conn.buffer += data
+    else:
+        conn.eof = True

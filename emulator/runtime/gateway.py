@@ -34,7 +34,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeAlias
 
-import h11
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -299,7 +298,8 @@ class Gateway:
         self.health = HealthTable()
         self._runtimes = self._build_runtimes()
         self._serving = False
-        self._access_event = trio.Event()
+        #: Set at the next access record; made only while someone waits (wait_for_access).
+        self._access_event: trio.Event | None = None
         # Set while inside ``async with gateway:``; the nursery serving the block's listeners.
         self._nursery: trio.Nursery | None = None
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
@@ -501,10 +501,12 @@ class Gateway:
 
     def _record(self, record: AccessRecord) -> None:
         self.access_log.append(record)
-        # Wake every waiter, then arm a fresh event for the next record; before the sink, so a
-        # failing sink cannot leave a ``wait_for_access`` hanging.
-        self._access_event.set()
-        self._access_event = trio.Event()
+        # Wake every waiter (the next wait arms a fresh event); before the sink, so a failing
+        # sink cannot leave a ``wait_for_access`` hanging.
+        event = self._access_event
+        if event is not None:
+            self._access_event = None
+            event.set()
         if self.access_log_sink is not None:
             self.access_log_sink(record)
 
@@ -516,6 +518,8 @@ class Gateway:
         It waits as long as it takes: bound it with ``trio.fail_after(ACCESS_WAIT_S)``.
         """
         while len(self.access_log) < count:
+            if self._access_event is None:
+                self._access_event = trio.Event()
             await self._access_event.wait()
 
     async def _bind(self, runtime: ListenerRuntime) -> trio.SocketListener:
@@ -821,12 +825,7 @@ class _Tracked:
     def idle(self) -> bool:
         """True when no request is in progress: between keep-alive requests, or before the
         first one (also during the TLS handshake). Closing it then loses nothing."""
-        http = self.connection.h11conn
-        return (
-            http.our_state is h11.IDLE
-            and http.their_state is h11.IDLE
-            and not http.trailing_data[0]
-        )
+        return self.connection.idle
 
 
 @dataclass(slots=True)

@@ -16,17 +16,18 @@ healthy until a probe says otherwise.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-import h11
 import trio
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from emulator.core.http1 import request_head_bytes
 from emulator.errors import BackendError
 from emulator.model import BackendPool, BackendSettings, ListenerProtocol, Probe, RoutingRule
-from emulator.runtime.backend import BackendConnection, BackendTls, open_backend_connection
+from emulator.runtime.backend import BackendTls, open_backend_connection, read_response
 
 __all__ = [
     "HealthTable",
@@ -137,17 +138,19 @@ async def probe_once(target: ProbeTarget) -> tuple[bool, str]:
         with trio.fail_after(probe.timeout_s):
             conn = await open_backend_connection((target.host, target.probe_port), tls)
             try:
-                await conn.send(
-                    h11.Request(
-                        method="GET",
-                        target=probe.path,
-                        headers=[("Host", target.host_header), ("User-Agent", "Azure-AppGW")],
-                    )
+                request = request_head_bytes(
+                    "GET",
+                    probe.path,
+                    [("Host", target.host_header), ("User-Agent", "Azure-AppGW")],
                 )
-                await conn.send(h11.EndOfMessage())
-                status, body = await _read_response(conn)
+                conn.start_request(request, repeatable=False)
+                await conn.send(request)
+                head, body = await read_response(
+                    conn, request_method="GET", deadline=math.inf, max_body=MAX_PROBE_BODY
+                )
+                status = head.status
             finally:
-                await trio.aclose_forcefully(conn.stream)
+                await conn.aclose()
     except trio.TooSlowError:
         return False, f"no answer within {probe.timeout_s} s"
     except BackendError as exc:
@@ -168,19 +171,6 @@ def backend_tls(settings: BackendSettings, server_name: str | None) -> BackendTl
         validate_chain=settings.validate_cert_chain_and_expiry,
         validate_sni=settings.validate_sni,
     )
-
-
-async def _read_response(conn: BackendConnection) -> tuple[int, bytes]:
-    status = 0
-    body = bytearray()
-    while True:
-        event = await conn.next_event()
-        if isinstance(event, h11.Response):
-            status = event.status_code
-        elif isinstance(event, h11.Data) and len(body) < MAX_PROBE_BODY:
-            body += event.data
-        elif isinstance(event, h11.EndOfMessage):
-            return status, bytes(body)
 
 
 async def run_probes(rules: Iterable[RoutingRule], table: HealthTable) -> None:

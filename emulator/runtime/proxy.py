@@ -9,7 +9,8 @@ The sequence for an HTTPS listener:
    With ``verifyClientRevocation: OCSP`` the decision stays pending until the OCSP checker has
    answered (cache or responder), which happens here, before the first request is routed: the
    handshake's verify callback cannot do I/O.
-3. An h11 server loop serves requests. A Strict failure answers every request with the gateway's
+3. An HTTP/1.1 server loop (:mod:`emulator.core.http1` parses and writes the messages) serves
+   requests. A Strict failure answers every request with the gateway's
    400 page and closes (``Connection: close``, a lingering read so a client still sending a body
    reads the 400 instead of a reset, then close_notify). Otherwise the request goes to the
    backend with the headers :mod:`emulator.core.rewrite` computed, and the response streams back.
@@ -33,8 +34,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
-import re
 import socket
 import ssl
 import struct
@@ -45,12 +46,23 @@ from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import urlsplit
 
-import h11
 import trio
 from cryptography import x509
 from OpenSSL import SSL
 
 from emulator.core.certinfo import ClientCertInfo
+from emulator.core.http1 import (
+    LAST_CHUNK,
+    BodyReader,
+    Framing,
+    HttpError,
+    RequestHead,
+    ResponseHead,
+    chunk,
+    parse_request_head,
+    request_head_bytes,
+    response_head_bytes,
+)
 from emulator.core.ja4 import ClientHello, ClientHelloError, parse_client_hello_records
 from emulator.core.ja4 import ja4 as ja4_fingerprint
 from emulator.core.pages import SERVER_TOKEN, GatewayPage, render_page
@@ -94,7 +106,12 @@ from emulator.model import (
     RedirectConfig,
     RoutingRule,
 )
-from emulator.runtime.backend import BackendClient, BackendConnection
+from emulator.runtime.backend import (
+    RETRY_METHODS,
+    BackendClient,
+    BackendConnection,
+    receive_response_head,
+)
 from emulator.runtime.ocsp_client import OcspChecker
 from emulator.runtime.probes import HealthTable, backend_tls
 from emulator.runtime.tls_stream import PlainHttpOnTlsPort, TlsHandshakeError, TlsServerStream
@@ -133,8 +150,13 @@ CLIENT_CLOSED_REQUEST: Final = 499
 #: ``--explain`` only (off by default, so responses stay byte-identical to Azure's): the
 #: response header that carries why a Strict client certificate was rejected.
 EXPLAIN_HEADER: Final = "X-AppGW-Emulator-Client-Cert-Explained"
-#: The blank line that ends a request head (h11 also accepts bare LF line endings).
-_HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
+#: The gateway's own interim answer to ``Expect: 100-continue`` (nginx's wording).
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+HTTP_SWITCHING_PROTOCOLS: Final = 101
+#: How much of a refused request head's first line the access record may show.
+MAX_LOGGED_REQUEST_LINE: Final = 8 * 1024
+#: Statuses whose responses never have a body (RFC 9110 sections 15.3.5 and 15.4.5).
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,13 +262,18 @@ class ClientConnection:
     #: The rule (listener) and route of the request being served, for logs and access records.
     current_rule: RoutingRule | None = None
     current: Route | None = None
-    h11conn: h11.Connection = field(
-        default_factory=lambda: h11.Connection(
-            h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEADER_BYTES
-        )
-    )
     #: Facts of the connection that every request shares, computed at first use.
     _connection_facts: _ConnectionFacts | None = None
+    #: Client bytes received and not used yet: a request head being read, body bytes, or the
+    #: next pipelined request.
+    _inbuf: bytes = b""
+    #: The client closed its side of the connection.
+    _eof: bool = False
+    #: The request being served, and the decoder of its body (None: it has no body).
+    _request: RequestHead | None = None
+    _body: BodyReader | None = None
+    #: A response head for the current request is queued or sent: no gateway page after it.
+    _responded: bool = False
     #: Bytes for the client not sent yet (:meth:`_queue`, :meth:`_flush`), and their length.
     _outgoing: list[bytes] = field(default_factory=list)
     _outgoing_bytes: int = 0
@@ -261,83 +288,93 @@ class ClientConnection:
 
     # -- reading from the client --------------------------------------------------------------
 
-    async def _next_event(self, idle_s: float) -> h11.Event | type[h11.PAUSED]:
-        while True:
-            if self.h11conn.their_state is h11.IDLE:
-                self._check_head()
-            event = self.h11conn.next_event()
-            # Two tests rather than `is not NEED_DATA`, so the sentinel types narrow for mypy.
-            if isinstance(event, h11.Event):
-                return event
-            if event is h11.PAUSED:
-                return h11.PAUSED
-            try:
-                data = await self._receive(idle_s)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise _ClientGone from exc
-            if self._head_too_large(data):
-                raise h11.RemoteProtocolError(
-                    f"request line and headers exceed {MAX_REQUEST_HEADER_BYTES} bytes",
-                    error_status_hint=431,
-                )
-            self.h11conn.receive_data(bytes(data))
-
     async def _receive(self, idle_s: float) -> bytes:
-        """The client's next bytes, waiting at most ``idle_s``.
+        """The client's next bytes (b"" once it closed), waiting at most ``idle_s``.
 
         Raises:
             trio.TooSlowError: nothing came in time.
+            _ClientGone: the connection broke.
         """
         tls = self.tls
-        if tls is not None and self.stream is tls:
-            # The TLS stream only starts a timer when it has to wait (most reads under load
-            # find the request already there); a cancel scope per read costs ~5 µs.
-            return await tls.receive_some(RECEIVE_SIZE, deadline=trio.current_time() + idle_s)
-        with trio.fail_after(idle_s):
-            return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        try:
+            if tls is not None and self.stream is tls:
+                # The TLS stream only starts a timer when it has to wait (most reads under load
+                # find the request already there); a cancel scope per read costs ~5 µs.
+                return await tls.receive_some(RECEIVE_SIZE, deadline=trio.current_time() + idle_s)
+            with trio.fail_after(idle_s):
+                return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _ClientGone from exc
 
-    def _check_head(self) -> None:
-        """Refuse a buffered request head that h11 would accept but a backend might read
-        differently (issue #10): checked on the raw bytes, before h11 normalises them.
+    async def _read_head(self, idle_s: float) -> RequestHead | None:
+        """The next request head, or None when the client closed between requests.
 
         Raises:
-            h11.RemoteProtocolError: with the status (400 or 431) in ``error_status_hint``.
+            HttpError: the head is malformed or too large (``status`` says 400 or 431).
+            trio.TooSlowError: no complete head within ``idle_s`` of silence.
         """
-        pending = self.h11conn.trailing_data[0]
-        head_end = _HEAD_END.search(pending) if pending else None
-        if head_end is None:
-            return  # incomplete: the size limit covers it until it completes
-        problem = _head_problem(pending[: head_end.end()])
-        if problem is not None:
-            reason, status = problem
-            raise h11.RemoteProtocolError(reason, error_status_hint=status)
+        while True:
+            parsed = (
+                parse_request_head(
+                    self._inbuf,
+                    max_size=MAX_REQUEST_HEADER_BYTES,
+                    max_fields=MAX_REQUEST_HEADER_FIELDS,
+                )
+                if self._inbuf
+                else None
+            )
+            if parsed is not None:
+                head, used = parsed
+                self._inbuf = self._inbuf[used:]
+                return head
+            if self._eof:
+                if self._inbuf:
+                    raise HttpError("the client closed the connection inside a request head")
+                return None
+            data = await self._receive(idle_s)
+            if data:
+                self._inbuf += data
+            else:
+                self._eof = True
 
-    def _head_too_large(self, data: bytes | bytearray) -> bool:
-        """True when a request head being read, with ``data`` added, ends past the size limit.
+    async def _read_body(self, idle_s: float) -> bytes | None:
+        """The current request's next body bytes; None once the whole body has been read.
 
-        h11's ``max_incomplete_event_size`` only fires while the head is still incomplete when
-        it is checked: a head that completes in the same read that takes it past the limit (a
-        40 KB head arriving as 16 KB TLS records: 16, 32, 40) would be accepted. So the limit is
-        checked here, on the head itself, before h11 sees the bytes.
+        Raises:
+            HttpError: the body's framing is broken (or the client closed inside it).
+            trio.TooSlowError: nothing within ``idle_s``.
         """
-        if self.h11conn.their_state is not h11.IDLE:
-            return False
-        pending, _closed = self.h11conn.trailing_data
-        if len(pending) + len(data) <= MAX_REQUEST_HEADER_BYTES:
-            return False
-        head_end = _HEAD_END.search(pending + data)
-        return head_end is None or head_end.end() > MAX_REQUEST_HEADER_BYTES
+        reader = self._body
+        while reader is not None and not reader.done:
+            if self._inbuf:
+                data, self._inbuf = self._inbuf, b""
+                body, self._inbuf = reader.feed(data)
+                if body:
+                    return body
+            elif self._eof:
+                reader.eof()
+            else:
+                data = await self._receive(idle_s)
+                if data:
+                    self._inbuf = data
+                else:
+                    self._eof = True
+        return None
 
-    def _queue(self, event: h11.Event) -> None:
-        """Serialise ``event`` for the client; the bytes go out with the next :meth:`_flush`.
+    # -- writing to the client ----------------------------------------------------------------
+
+    def _queue(self, data: bytes) -> None:
+        """Bytes for the client; they go out with the next :meth:`_flush`.
 
         A response's head, its body and its end usually travel in one TLS record and one
-        system call this way, instead of one of each per event.
+        system call this way.
         """
-        data = self.h11conn.send(event)
-        if data:
-            self._outgoing.append(data)
-            self._outgoing_bytes += len(data)
+        self._outgoing.append(data)
+        self._outgoing_bytes += len(data)
+
+    def _queue_head(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+        self._queue(response_head_bytes(status, reason, headers))
+        self._responded = True
 
     async def _flush(self) -> None:
         """Send what :meth:`_queue` collected (nothing to do when it is empty)."""
@@ -352,9 +389,17 @@ class ClientConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _ClientGone from exc
 
-    async def _send(self, event: h11.Event) -> None:
-        self._queue(event)
-        await self._flush()
+    @property
+    def idle(self) -> bool:
+        """No request in progress: before the first (also during the handshake) or between
+        two, with none of the next one received. Closing the connection then loses nothing."""
+        return self._request is None and not self._inbuf
+
+    def _keep_alive(self) -> bool:
+        """The client lets the connection carry another request (HTTP/1.1 without
+        ``Connection: close``); False before a request head was read."""
+        request = self._request
+        return request is not None and request.keep_alive
 
     # -- the connection's life ----------------------------------------------------------------
 
@@ -385,11 +430,13 @@ class ClientConnection:
                 await self.stream.aclose()
 
     async def _internal_error_page(self) -> None:
-        if self.h11conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        if self._responded:
             return
+        self._outgoing = []
+        self._outgoing_bytes = 0
         try:
             await self._send_page(GatewayPage.INTERNAL_ERROR, close=True)
-        except (_ClientGone, h11.LocalProtocolError) as exc:
+        except _ClientGone as exc:
             LOGGER.debug("the 500 page could not be sent: %s", exc)
 
     async def _handshake(self) -> bool:
@@ -500,67 +547,62 @@ class ClientConnection:
 
     async def _plain_http_answer(self, tls: TlsServerStream) -> None:
         """nginx's answer to plain HTTP on an HTTPS port, sent without TLS."""
-        transport = tls.transport_stream
-        conn = h11.Connection(h11.SERVER)
-        conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        conn.next_event()
-        body = render_page(GatewayPage.PLAIN_HTTP_TO_HTTPS)
-        data = conn.send(
-            _page_response(GatewayPage.PLAIN_HTTP_TO_HTTPS, close=True, length=len(body))
-        )
-        data = (
-            (data or b"")
-            + (conn.send(h11.Data(data=body)) or b"")
-            + (conn.send(h11.EndOfMessage()) or b"")
-        )
+        page = GatewayPage.PLAIN_HTTP_TO_HTTPS
+        body = render_page(page)
+        data = response_head_bytes(page.status, page.reason, _page_headers(len(body), close=True))
         try:
-            await transport.send_all(data)
+            await tls.transport_stream.send_all(data + body)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             LOGGER.debug("client.gone before the plain-HTTP 400 was sent")
 
     async def _serve_requests(self) -> None:
         first = True
         while True:
+            self._request = None
+            self._body = None
+            self._responded = False
             try:
-                event = await self._next_event(
+                head = await self._read_head(
                     KEEPALIVE_IDLE_S if not first else REQUEST_HEADER_TIMEOUT_S
                 )
             except trio.TooSlowError:
-                if first or self.h11conn.their_state is not h11.IDLE:
+                if first:
                     await self._send_page(GatewayPage.REQUEST_TIMEOUT, close=True)
                 return
-            except h11.RemoteProtocolError as exc:
+            except HttpError as exc:
                 LOGGER.info(
                     "http.bad_request listener=%s client=%s:%s reason=%s",
                     self.listener.name,
                     *self.peer,
-                    exc,
+                    exc.reason,
                 )
-                if self.h11conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    status_page = (
-                        GatewayPage.HEADERS_TOO_LARGE
-                        if exc.error_status_hint == 431
-                        else GatewayPage.BAD_REQUEST
-                    )
-                    await self._send_page(status_page, close=True)
-                    # The client may still be sending the rest of a too-large head; closing
-                    # with its bytes unread would reset the connection and lose our answer.
-                    await self._linger()
+                page = (
+                    GatewayPage.HEADERS_TOO_LARGE if exc.status == 431 else GatewayPage.BAD_REQUEST
+                )
+                started = time.perf_counter()
+                await self._send_page(page, close=True)
+                # Logged like any request (nginx logs its 400s too), with what the request
+                # line says when it can be read.
+                self._access(
+                    self._unparsed_facts(), page.status, started, routed="", server_status=""
+                )
+                # The client may still be sending the rest of a too-large head; closing
+                # with its bytes unread would reset the connection and lose our answer.
+                await self._linger()
+                return
+            if head is None:
                 return
             first = False
-            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                return
-            if not isinstance(event, h11.Request):
-                return
-            keep_going = await self._handle_request(event)
-            if not keep_going or self.h11conn.our_state is h11.MUST_CLOSE:
-                return
-            try:
-                self.h11conn.start_next_cycle()
-            except h11.LocalProtocolError:
+            self._request = head
+            if head.framing is not Framing.NONE:
+                self._body = BodyReader(head.framing, head.length)
+            keep_going = await self._handle_request(head)
+            body = self._body
+            if not keep_going or not head.keep_alive or (body is not None and not body.done):
                 return
 
-    async def _handle_request(self, request: h11.Request) -> bool:
+    async def _handle_request(self, request: RequestHead) -> bool:
+        """Serve one request; True when the connection can carry the next one."""
         started = time.perf_counter()
         decision = self.decision
         assert decision is not None
@@ -569,21 +611,9 @@ class ClientConnection:
         rule = select_rule(self.runtime.rules, host)
         self.current_rule = rule
         self.current = None
-        if _ambiguous_framing(request):
-            # Content-Length beside Transfer-Encoding is the request-smuggling shape: h11 goes
-            # by Transfer-Encoding, but forwarding both lets a backend frame by the other.
-            # nginx (since 1.21.1), and so the gateway, answers 400 before anything else.
-            LOGGER.info(
-                "http.bad_request listener=%s client=%s:%s reason=%s",
-                self.listener.name,
-                *self.peer,
-                "both Content-Length and Transfer-Encoding",
-            )
-            return await self._refuse(GatewayPage.BAD_REQUEST, facts, started)
-        if request.method == b"CONNECT":
-            # A tunnel request: the gateway is no forward proxy, and forwarded, a backend's 2xx
-            # would switch h11 to tunnel mode mid-proxy. Differs from Azure: nginx answers 405,
-            # a status the gateway has no page for.
+        if request.method == "CONNECT":
+            # A tunnel request: the gateway is no forward proxy. Differs from Azure: nginx
+            # answers 405, a status the gateway has no page for.
             LOGGER.info(
                 "http.bad_request listener=%s client=%s:%s reason=%s",
                 self.listener.name,
@@ -636,17 +666,7 @@ class ClientConnection:
         """A page routing produces (redirect, 404, 421, 500); keeps the connection when it can."""
         reason, body = render_status_page(status)
         close = not await self._discard_body()
-        headers = [
-            ("Server", SERVER_TOKEN),
-            ("Content-Type", "text/html"),
-            ("Content-Length", str(len(body))),
-            *(extra_headers or []),
-        ]
-        if close:
-            headers.append(("Connection", "close"))
-        self._queue(h11.Response(status_code=status, headers=_encode(headers), reason=reason))
-        self._queue(h11.Data(data=body))
-        await self._send(h11.EndOfMessage())
+        close = await self._answer(status, reason, body, close=close, extra_headers=extra_headers)
         self._access(facts, status, started, routed="", server_status="")
         return not close
 
@@ -658,20 +678,16 @@ class ClientConnection:
         """
         seen = 0
         try:
-            while self.h11conn.their_state is h11.SEND_BODY:
-                event = await self._next_event(LINGER_TOTAL_S)
-                if isinstance(event, h11.Data):
-                    seen += len(event.data)
-                    if seen > DISCARD_BODY_LIMIT:
-                        return False
-                elif not isinstance(event, h11.EndOfMessage):
+            while (data := await self._read_body(LINGER_TOTAL_S)) is not None:
+                seen += len(data)
+                if seen > DISCARD_BODY_LIMIT:
                     return False
-        except (trio.TooSlowError, h11.RemoteProtocolError):
+        except (trio.TooSlowError, HttpError):
             return False
-        return self.h11conn.their_state is h11.DONE
+        return True
 
     async def _route(
-        self, request: h11.Request, rule: RoutingRule, facts: RequestFacts, started: float
+        self, request: RequestHead, rule: RoutingRule, facts: RequestFacts, started: float
     ) -> bool:
         """Path map, redirects and rewrites' ``reroute``, then the backend.
 
@@ -685,6 +701,8 @@ class ClientConnection:
             if current.redirect is not None:
                 return await self._redirect(current.redirect, facts, started)
             assert current.settings is not None
+            if not _may_reroute(current):
+                return await self._proxy(request, facts, started, current)
             trial = rewrite_request(
                 facts,
                 current.rewrite_rule_set,
@@ -781,7 +799,7 @@ class ClientConnection:
         return chosen, cookies
 
     async def _proxy(
-        self, request: h11.Request, facts: RequestFacts, started: float, current: Route
+        self, request: RequestHead, facts: RequestFacts, started: float, current: Route
     ) -> bool:
         settings = current.settings
         pool = current.pool
@@ -819,13 +837,15 @@ class ClientConnection:
                 rewritten.target,
             )
         target = backend_target(rewritten.target, settings, current.matched_pattern)
-        headers = [(k, v) for k, v in rewritten.headers if k.lower() != "expect"]
+        headers = _with_framing(
+            [(k, v) for k, v in rewritten.headers if k.lower() != "expect"], request
+        )
         routed = f"{address[0]}:{address[1]}"
         if not any(k.lower() == "host" for k, _ in headers):
             # An HTTP/1.0 client may omit Host, but the backend request is HTTP/1.1, which
             # requires one: name the backend, as nginx's default ``Host $proxy_host`` does.
             headers.insert(0, ("Host", routed if address[1] != DEFAULT_HTTP_PORT else address[0]))
-        upgrade = _upgrade_token(request)
+        upgrade = request.upgrade
         if upgrade is not None:
             # Hop-by-hop headers were dropped; an Upgrade request (WebSocket) carries them on.
             headers += [("Connection", "Upgrade"), ("Upgrade", upgrade)]
@@ -833,46 +853,36 @@ class ClientConnection:
         if settings.protocol is ListenerProtocol.HTTPS:
             sent_host = next((v for k, v in headers if k.lower() == "host"), address[0])
             tls = backend_tls(settings, normalize_host(sent_host) or address[0])
-        response: h11.Response | h11.InformationalResponse | None = None
-        response_started = False
+        request_head = request_head_bytes(request.method, target, headers)
+        response: ResponseHead | None = None
         try:
-            async with self.backend.connection(address, tls=tls) as backend:
-                await backend.send(
-                    h11.Request(
-                        method=request.method,
-                        target=target.encode("latin-1"),
-                        headers=_encode(headers),
-                    )
-                )
-                await self._forward_request_body(backend)
-                response = await self._backend_response(backend, settings.request_timeout_s)
-                out_headers = rewrite_response_headers(
-                    rewritten.facts,
-                    current.rewrite_rule_set,
-                    headers,
-                    [
-                        (k.decode("latin-1"), v.decode("latin-1"))
-                        for k, v in response.headers.raw_items()
-                    ],
-                    status=response.status_code,
-                )
-                if isinstance(response, h11.InformationalResponse):
-                    response_started = True
-                    await self._switch_protocols(backend, response, out_headers, rewritten)
-                    self._access(facts, 101, started, routed=routed, server_status="101")
-                    return False
-                response_started = True
-                # Queued: it goes out with the first body bytes (see _backend_event).
-                self._queue(
-                    h11.Response(
-                        status_code=response.status_code,
-                        headers=_encode(out_headers + cookies),
-                        reason=response.reason,
-                    )
-                )
-                await self._forward_response_body(backend, settings.request_timeout_s)
+            backend = await self.backend.acquire(address, tls=tls)
         except BackendError as exc:
-            if response is not None and response_started:
+            return await self._fail(exc, facts, started, routed=routed)
+        reusable = False
+        try:
+            backend.start_request(
+                request_head,
+                repeatable=self._body is None and request.method in RETRY_METHODS,
+            )
+            await self._forward_request(backend, request_head)
+            response = await self._backend_response(backend, request, settings.request_timeout_s)
+            out_headers = rewrite_response_headers(
+                rewritten.facts,
+                current.rewrite_rule_set,
+                headers,
+                response.headers,
+                status=response.status,
+            )
+            if response.status == HTTP_SWITCHING_PROTOCOLS:
+                await self._switch_protocols(backend, response, out_headers, rewritten)
+                self._access(facts, 101, started, routed=routed, server_status="101")
+                return False
+            close, reusable = await self._forward_response(
+                backend, response, out_headers + cookies, settings.request_timeout_s
+            )
+        except BackendError as exc:
+            if response is not None and self._responded:
                 LOGGER.warning(
                     "backend.error_midstream listener=%s backend=%s reason=%s",
                     self.listener.name,
@@ -880,7 +890,7 @@ class ClientConnection:
                     exc,
                 )
                 # The status line is out; the log says what the client was told.
-                status = response.status_code
+                status = response.status
                 self._access(facts, status, started, routed=routed, server_status=str(status))
                 return False
             return await self._fail(exc, facts, started, routed=routed)
@@ -889,45 +899,158 @@ class ClientConnection:
             # when no response had started, else the status it was sending.
             self._access(
                 facts,
-                response.status_code
-                if response is not None and response_started
+                response.status
+                if response is not None and self._responded
                 else CLIENT_CLOSED_REQUEST,
                 started,
                 routed=routed,
-                server_status=str(response.status_code) if response is not None else "",
+                server_status=str(response.status) if response is not None else "",
             )
             raise
+        finally:
+            await self.backend.release(backend, reusable=reusable)
         self._access(
             facts,
-            response.status_code,
+            response.status,
             started,
             routed=routed,
-            server_status=str(response.status_code),
+            server_status=str(response.status),
         )
-        return True
+        return not close
+
+    async def _forward_request(self, backend: BackendConnection, head: bytes) -> None:
+        """The request head, then its body (re-chunked when chunked), to the backend.
+
+        A body already received travels with the head in one send; an ``Expect:
+        100-continue`` client whose body has not come yet gets the gateway's own 100 first.
+        """
+        if self._body is None:
+            await backend.send(head)
+            return
+        request = self._request
+        assert request is not None
+        chunked = request.framing is Framing.CHUNKED
+        pending = head
+        if not self._inbuf:
+            if request.expect_continue:
+                self._queue(CONTINUE)
+                await self._flush()
+            await backend.send(head)
+            pending = b""
+        while True:
+            try:
+                data = await self._read_body(REQUEST_HEADER_TIMEOUT_S)
+            except (trio.TooSlowError, HttpError) as exc:
+                raise _ClientGone from exc
+            if data is None:
+                if chunked:
+                    pending += LAST_CHUNK
+                if pending:
+                    await backend.send(pending)
+                return
+            await backend.send(pending + chunk(data) if chunked else pending + data)
+            pending = b""
+
+    async def _backend_response(
+        self, backend: BackendConnection, request: RequestHead, timeout_s: int
+    ) -> ResponseHead:
+        """The backend's final response head; or its 101 when the request asked for an
+        upgrade. Interim responses (100, 103) are not forwarded, as nginx does not."""
+        deadline = trio.current_time() + timeout_s
+        try:
+            while True:
+                response = await receive_response_head(
+                    backend, request_method=request.method, deadline=deadline
+                )
+                if response.status == HTTP_SWITCHING_PROTOCOLS:
+                    if request.upgrade is None:
+                        raise BackendConnectError(
+                            f"backend {backend.addr_text} switched protocols unasked"
+                        )
+                    return response
+                if response.status >= 200:
+                    return response
+        except trio.TooSlowError as exc:
+            raise BackendTimeout(
+                f"backend {backend.addr_text} did not answer within requestTimeout ({timeout_s} s)"
+            ) from exc
+
+    async def _forward_response(
+        self,
+        backend: BackendConnection,
+        response: ResponseHead,
+        headers: list[tuple[str, str]],
+        timeout_s: int,
+    ) -> tuple[bool, bool]:
+        """Send the response head and copy the body to the client.
+
+        What is buffered is queued behind the head and sent whenever the backend has to be
+        waited for, or the body ends. Returns (close the client connection, the backend
+        connection can be reused).
+        """
+        request = self._request
+        assert request is not None
+        headers, chunked, close = _client_framing(headers, request, response.status)
+        self._queue_head(response.status, response.reason, headers)
+        reader = BodyReader(response.framing, response.length)
+        while not reader.done:
+            data = backend.buffer
+            try:
+                if data:
+                    backend.buffer = b""
+                    body, backend.buffer = reader.feed(data)
+                    if body:
+                        self._queue(chunk(body) if chunked else body)
+                        if self._outgoing_bytes >= RECEIVE_SIZE:
+                            await self._flush()
+                    continue
+                if backend.eof:
+                    reader.eof()
+                    continue
+            except HttpError as exc:
+                raise BackendConnectError(
+                    f"backend {backend.addr_text} broke its response body: {exc.reason}"
+                ) from exc
+            await self._flush()
+            try:
+                data = await backend.receive(trio.current_time() + timeout_s)
+            except trio.TooSlowError as exc:
+                raise BackendTimeout(f"backend {backend.addr_text} stalled mid-response") from exc
+            if data:
+                backend.buffer = data
+            else:
+                backend.eof = True
+        if chunked:
+            self._queue(LAST_CHUNK)
+        await self._flush()
+        reusable = (
+            response.keep_alive
+            and response.framing is not Framing.CLOSE
+            and not backend.buffer
+            and not backend.eof
+        )
+        return close, reusable
 
     async def _switch_protocols(
         self,
         backend: BackendConnection,
-        response: h11.InformationalResponse,
+        response: ResponseHead,
         headers: list[tuple[str, str]],
         rewritten: RequestRewrite,
     ) -> None:
         """101 from the backend: tell the client, then copy bytes both ways until one side ends.
 
         App Gateway passes WebSocket (and other Upgrade) connections through; after the 101 the
-        bytes are the two ends' business, so both h11 state machines step aside.
+        bytes are the two ends' business.
         """
-        upgrade = response.headers
-        names = {k.lower(): v for k, v in upgrade.raw_items()}
         headers = [*headers, ("Connection", "Upgrade")]
-        if b"upgrade" in names:
-            headers.append(("Upgrade", names[b"upgrade"].decode("latin-1")))
-        await self._send(
-            h11.InformationalResponse(status_code=101, headers=_encode(headers), reason=b"")
-        )
-        client_rest = self.h11conn.trailing_data[0]
-        backend_rest = backend.conn.trailing_data[0]
+        upgrade = next((v for k, v in response.headers if k.lower() == "upgrade"), None)
+        if upgrade is not None:
+            headers.append(("Upgrade", upgrade))
+        self._queue_head(HTTP_SWITCHING_PROTOCOLS, response.reason, headers)
+        await self._flush()
+        client_rest, self._inbuf = self._inbuf, b""
+        backend_rest, backend.buffer = backend.buffer, b""
         LOGGER.info(
             "http.upgraded listener=%s client=%s:%s backend=%s target=%s",
             self.listener.name,
@@ -935,41 +1058,72 @@ class ClientConnection:
             backend.addr_text,
             rewritten.target,
         )
+        stream = self.stream
         async with trio.open_nursery() as nursery:
 
-            async def pump(
-                source: trio.abc.ReceiveStream, sink: trio.abc.SendStream, first: bytes
-            ) -> None:
+            async def client_to_backend() -> None:
                 try:
-                    if first:
-                        await sink.send_all(first)
-                    while data := await source.receive_some(RECEIVE_SIZE):
-                        await sink.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    if client_rest:
+                        await backend.send(client_rest)
+                    while data := await stream.receive_some(RECEIVE_SIZE):
+                        await backend.send(bytes(data))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, BackendError):
                     pass
                 nursery.cancel_scope.cancel()
 
-            nursery.start_soon(pump, self.stream, backend.stream, client_rest)
-            nursery.start_soon(pump, backend.stream, self.stream, backend_rest)
+            async def backend_to_client() -> None:
+                try:
+                    if backend_rest:
+                        await stream.send_all(backend_rest)
+                    while data := await backend.receive(math.inf):
+                        await stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, BackendError):
+                    pass
+                nursery.cancel_scope.cancel()
 
-    def _facts(self, request: h11.Request, decision: CertDecision) -> RequestFacts:
+            nursery.start_soon(client_to_backend)
+            nursery.start_soon(backend_to_client)
+
+    def _unparsed_facts(self) -> RequestFacts:
+        """The facts of a request whose head was refused: the connection's, and the method
+        and target when the first line has the usual three parts."""
+        line = self._inbuf[:MAX_LOGGED_REQUEST_LINE].split(b"\r\n", 1)[0].decode("latin-1")
+        parts = line.split(" ")
+        method, target = (parts[0], parts[1]) if len(parts) == 3 else ("", "")
+        connection = self._connection_facts
+        decision = self.decision
+        return RequestFacts(
+            client_ip=self.peer[0],
+            client_port=self.peer[1],
+            server_port=self.runtime.port,
+            scheme="https" if self.tls is not None else "http",
+            method=method,
+            target=target,
+            http_version="1.1",
+            headers=(),
+            trace_id=_trace_id(),
+            tls_version=self.tls.tls_version if self.tls is not None else None,
+            cipher=self.tls.cipher if self.tls is not None else None,
+            certificate=self.cert,
+            verification=decision.verification if decision is not None else "NONE",
+            connection=connection,
+        )
+
+    def _facts(self, request: RequestHead, decision: CertDecision) -> RequestFacts:
         connection = self._connection_facts
         if connection is None:
             connection = self._connection_facts = _ConnectionFacts(
                 self.tls, self.stream, self.runtime.listener.name
             )
-        tls = self.tls
         return RequestFacts(
             client_ip=self.peer[0],
             client_port=self.peer[1],
             server_port=self.runtime.port,
-            scheme="https" if tls is not None else "http",
-            method=request.method.decode("ascii"),
-            target=request.target.decode("latin-1"),
-            http_version=request.http_version.decode("ascii"),
-            headers=[
-                (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw_items()
-            ],
+            scheme="https" if self.tls is not None else "http",
+            method=request.method,
+            target=request.target,
+            http_version=request.version,
+            headers=request.headers,
             trace_id=_trace_id(),
             tls_version=connection.tls_version,
             cipher=connection.cipher,
@@ -980,93 +1134,6 @@ class ClientConnection:
             ja4=connection.ja4 if self.listener.ssl_policy.tls13 else None,
             connection=connection,
         )
-
-    async def _forward_request_body(self, backend: BackendConnection) -> None:
-        if self.h11conn.they_are_waiting_for_100_continue:
-            await self._send(h11.InformationalResponse(status_code=100, headers=[]))
-        while True:
-            try:
-                event = await self._next_event(REQUEST_HEADER_TIMEOUT_S)
-            except trio.TooSlowError as exc:
-                raise _ClientGone from exc
-            except h11.RemoteProtocolError as exc:
-                raise _ClientGone from exc
-            if isinstance(event, h11.Data):
-                await backend.send(h11.Data(data=event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                await backend.send(h11.EndOfMessage())
-                return
-            else:
-                raise _ClientGone
-
-    async def _backend_event(
-        self, backend: BackendConnection, deadline: float
-    ) -> h11.Event | type[h11.PAUSED]:
-        """The backend's next event: at once when h11 already holds its bytes; otherwise the
-        client's queued bytes go out first (a streamed body must not wait in our buffer) and
-        the backend has until ``deadline`` (trio's clock) to send more.
-
-        Raises:
-            trio.TooSlowError: nothing by ``deadline``.
-            BackendConnectError: the backend broke the protocol or the connection.
-        """
-        pending, closed = backend.conn.trailing_data
-        if not pending and not closed and backend.conn.their_state is h11.SEND_RESPONSE:
-            # A response head needs bytes, and none are buffered: skip asking h11 twice.
-            await self._flush()
-            with trio.fail_at(deadline):
-                return await backend.next_event()
-        try:
-            event = backend.conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            await self._flush()
-            raise BackendConnectError(
-                f"backend {backend.addr_text} sent an invalid HTTP response: {exc}"
-            ) from exc
-        if isinstance(event, h11.Event) and not isinstance(event, h11.ConnectionClosed):
-            return event
-        # NEED_DATA, PAUSED or ConnectionClosed: BackendConnection.next_event reads (or
-        # reports) those itself.
-        await self._flush()
-        with trio.fail_at(deadline):
-            return await backend.next_event()
-
-    async def _backend_response(
-        self, backend: BackendConnection, timeout_s: int
-    ) -> h11.Response | h11.InformationalResponse:
-        """The backend's final response; or its 101 when the request asked for an upgrade."""
-        deadline = trio.current_time() + timeout_s
-        try:
-            while True:
-                event = await self._backend_event(backend, deadline)
-                if isinstance(event, h11.Response):
-                    return event
-                if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
-                    return event
-                if not isinstance(event, h11.InformationalResponse):
-                    raise BackendTimeout(
-                        f"backend {backend.addr_text} sent {event!r} instead of a response"
-                    )
-        except trio.TooSlowError as exc:
-            raise BackendTimeout(
-                f"backend {backend.addr_text} did not answer within requestTimeout ({timeout_s} s)"
-            ) from exc
-
-    async def _forward_response_body(self, backend: BackendConnection, timeout_s: int) -> None:
-        """Copy the body to the client: what is already buffered is queued behind the head,
-        and sent whenever the backend has to be waited for, or the body ends."""
-        while True:
-            try:
-                event = await self._backend_event(backend, trio.current_time() + timeout_s)
-            except trio.TooSlowError as exc:
-                raise BackendTimeout(f"backend {backend.addr_text} stalled mid-response") from exc
-            if isinstance(event, h11.Data):
-                self._queue(h11.Data(data=event.data))
-                if self._outgoing_bytes >= RECEIVE_SIZE:
-                    await self._flush()
-            elif isinstance(event, h11.EndOfMessage):
-                await self._send(h11.EndOfMessage())
-                return
 
     async def _fail(
         self, exc: BackendError, facts: RequestFacts, started: float, *, routed: str
@@ -1084,25 +1151,47 @@ class ClientConnection:
             exc,
         )
         # The request body may still be unread; closing is the only safe way to resync.
-        close = self.h11conn.their_state is not h11.DONE
-        await self._send_page(page, close=close)
+        body = self._body
+        close = body is not None and not body.done
+        close = await self._send_page(page, close=close)
         self._access(facts, page.status, started, routed=routed, server_status="")
         return not close
 
     async def _send_page(
         self, page: GatewayPage, *, close: bool, extra_headers: list[tuple[str, str]] | None = None
-    ) -> None:
-        body = render_page(page)
-        response = _page_response(page, close=close, length=len(body))
+    ) -> bool:
+        """One of the gateway's pages; returns whether the connection closes after it."""
+        return await self._answer(
+            page.status, page.reason, render_page(page), close=close, extra_headers=extra_headers
+        )
+
+    async def _answer(
+        self,
+        status: int,
+        reason: str,
+        body: bytes,
+        *,
+        close: bool,
+        extra_headers: list[tuple[str, str]] | None = None,
+    ) -> bool:
+        """A response the gateway writes itself, head and body in one send.
+
+        ``Connection: close`` goes with it when ``close`` or when the client does not keep
+        the connection; returns whether the connection closes after it. A HEAD request gets
+        the head only.
+        """
+        close = close or not self._keep_alive()
+        headers = _page_headers(len(body), close=False)
         if extra_headers:
-            response = h11.Response(
-                status_code=response.status_code,
-                headers=[*response.headers.raw_items(), *_encode(extra_headers)],
-                reason=response.reason,
-            )
-        self._queue(response)
-        self._queue(h11.Data(data=body))
-        await self._send(h11.EndOfMessage())
+            headers += extra_headers
+        if close:
+            headers.append(("Connection", "close"))
+        self._queue_head(status, reason, headers)
+        request = self._request
+        if request is None or request.method != "HEAD":
+            self._queue(body)
+        await self._flush()
+        return close
 
     async def _linger(self) -> None:
         """Read and drop what the client still sends, so it reads our 400 rather than a reset."""
@@ -1331,6 +1420,15 @@ def _target_authority(target: str) -> str:
     return urlsplit(target).netloc if "://" in target.split("?", 1)[0] else ""
 
 
+def _may_reroute(current: Route) -> bool:
+    """True when a rule of the route's rewrite set could send the request through the path map
+    again (``reroute`` on a path-based rule); only then is the rewrite tried before proxying."""
+    rule_set = current.rewrite_rule_set
+    if rule_set is None or current.rule.url_path_map is None:
+        return False
+    return any(r.url is not None and r.url.reroute for r in rule_set.rules)
+
+
 def _rerouted(current: Route, rewritten: RequestRewrite) -> bool:
     """True when a rule that fired rewrote the URL with ``reroute`` on a path-based rule."""
     rule_set = current.rewrite_rule_set
@@ -1340,57 +1438,13 @@ def _rerouted(current: Route, rewritten: RequestRewrite) -> bool:
     return any(r.url is not None and r.url.reroute and r.name in fired for r in rule_set.rules)
 
 
-def _upgrade_token(request: h11.Request) -> str | None:
-    """The ``Upgrade`` value of a request that asks to switch protocols, else None."""
-    names = {k.lower(): v for k, v in request.headers.raw_items()}
-    connection = names.get(b"connection", b"").lower()
-    upgrade = names.get(b"upgrade")
-    if upgrade is None or b"upgrade" not in connection:
-        return None
-    return upgrade.decode("latin-1")
-
-
 def _header_safe(text: str) -> str:
     """``text`` as a header value: Latin-1 only (escapes beyond), no control characters."""
     escaped = text.encode("latin-1", "backslashreplace").decode("latin-1")
     return "".join(ch if ch >= " " and ch != "\x7f" else " " for ch in escaped)
 
 
-def _head_problem(head: bytes) -> tuple[str, int] | None:
-    """Why a complete request head (through its blank line) is refused, with the status.
-
-    h11 is lenient where RFC 9112 allows it to be, and these are the leniencies a smuggling
-    attack relies on: obsolete line folding (section 5.2), bare LF line ends (section 2.2;
-    nginx accepts them, the emulator does not), Content-Length given twice or as a list
-    (section 6.3: h11 merges equal values; nginx refuses a duplicate line). Also the count of
-    header fields (``MAX_REQUEST_HEADER_FIELDS``, 431).
-    """
-    lines = head.split(b"\n")[:-1]  # the split after the final LF leaves an empty item
-    content_lengths = 0
-    for index, line in enumerate(lines):
-        if not line.endswith(b"\r"):
-            return "bare LF line ending in the request head", 400
-        if index == 0 or line == b"\r":
-            continue
-        if line[:1] in (b" ", b"\t"):
-            return "obsolete line folding in the request head", 400
-        name, _, value = line.partition(b":")
-        if name.lower() == b"content-length":
-            content_lengths += 1
-            if content_lengths > 1 or b"," in value:
-                return "Content-Length given more than once", 400
-    if len(lines) - 2 > MAX_REQUEST_HEADER_FIELDS:  # minus the request line and the blank line
-        return f"more than {MAX_REQUEST_HEADER_FIELDS} header fields", 431
-    return None
-
-
-def _ambiguous_framing(request: h11.Request) -> bool:
-    # raw_items is a plain list; iterating h11's Headers goes through Sequence.__getitem__.
-    names = {name.lower() for name, _ in request.headers.raw_items()}
-    return b"content-length" in names and b"transfer-encoding" in names
-
-
-def _page_response(page: GatewayPage, *, close: bool, length: int) -> h11.Response:
+def _page_headers(length: int, *, close: bool) -> list[tuple[str, str]]:
     """The head of a gateway page whose rendered body is ``length`` bytes."""
     headers = [
         ("Server", SERVER_TOKEN),
@@ -1399,11 +1453,61 @@ def _page_response(page: GatewayPage, *, close: bool, length: int) -> h11.Respon
     ]
     if close:
         headers.append(("Connection", "close"))
-    return h11.Response(status_code=page.status, headers=_encode(headers), reason=page.reason)
+    return headers
 
 
-def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+_FRAMING_HEADERS: Final = ("content-length", "transfer-encoding")
+
+
+def _with_framing(headers: list[tuple[str, str]], request: RequestHead) -> list[tuple[str, str]]:
+    """``headers`` for the backend, framed as the body will be sent: the client's
+    Content-Length, or ``Transfer-Encoding: chunked`` (the body is re-chunked), whatever a
+    rewrite rule did to those two headers. Unchanged in the usual case."""
+    if request.framing is Framing.LENGTH:
+        wanted = [("content-length", str(request.length))]
+    elif request.framing is Framing.CHUNKED:
+        wanted = [("transfer-encoding", "chunked")]
+    else:
+        wanted = []
+    found = [(k.lower(), v.lower()) for k, v in headers if k.lower() in _FRAMING_HEADERS]
+    if found == wanted:
+        return headers
+    kept = [(k, v) for k, v in headers if k.lower() not in _FRAMING_HEADERS]
+    return kept + [(k.title(), v) for k, v in wanted]
+
+
+def _client_framing(
+    headers: list[tuple[str, str]], request: RequestHead, status: int
+) -> tuple[list[tuple[str, str]], bool, bool]:
+    """How a backend response goes to the client: (headers, chunk the body, close after).
+
+    A body of known length keeps its Content-Length. One of unknown length (the backend
+    chunked it, or ends it by closing) is chunked for an HTTP/1.1 client and ends with the
+    connection for an HTTP/1.0 one. ``Connection: close`` is added whenever the connection
+    ends after the response. 204 and 304 have no body whatever their headers say; the head
+    of a HEAD response is framed as the GET response would be.
+    """
+    close = not request.keep_alive
+    chunked = False
+    if status not in _NO_BODY_STATUSES:
+        has_length = has_encoding = False
+        for name, _ in headers:
+            lower = name.lower()
+            if lower == "content-length":
+                has_length = True
+            elif lower == "transfer-encoding":
+                has_encoding = True
+        if has_encoding or not has_length:
+            headers = [(k, v) for k, v in headers if k.lower() not in _FRAMING_HEADERS]
+            if request.version == "1.1":
+                headers.append(("Transfer-Encoding", "chunked"))
+                chunked = request.method != "HEAD"
+            elif request.method != "HEAD":
+                close = True
+    if close:
+        headers = [(k, v) for k, v in headers if k.lower() != "connection"]
+        headers.append(("Connection", "close"))
+    return headers, chunked, close
 
 
 async def serve_connection(

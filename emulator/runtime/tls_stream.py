@@ -32,17 +32,19 @@ network waits can:
 * Transport sends are serialised by ``_send_lock``, a :class:`trio.StrictFIFOLock`. Bytes taken
   from the outgoing BIO must reach the wire in the order they were taken; a task takes its bytes
   and queues on the FIFO lock without yielding in between, so queue order is BIO order.
-* Transport receives are serialised by ``_recv_lock``. A task that waited for the lock while
-  another task received checks ``_recv_count``: if someone else already fed the incoming BIO, it
-  retries its SSL call instead of waiting for bytes that may never come.
+* Transport receives are serialised by a flag (``_transport_receiving``). A task that waited
+  while another task received checks ``_recv_count``: if someone else already fed the incoming
+  BIO, it retries its SSL call instead of waiting for bytes that may never come.
 * Two tasks receiving at the same time (or sending at the same time) is a caller bug and raises
   :class:`trio.BusyResourceError`, as for every trio stream.
 
 When both a send and a receive are needed, only the send is done and the loop goes round again,
 because by the time the send finishes another task may have fed the bytes we wanted.
 
-Both locks are taken with ``acquire_nowait`` first: the lock is almost always free, and trio's
-``acquire`` would make every send and receive a full trip through the scheduler even then.
+A send that finds the lock free writes to the socket at once, without taking it: a write the
+kernel takes whole contains no ``await``, so no other task can come in between. The lock is
+taken (``acquire_nowait`` first) only when the kernel makes the send wait, or another send is
+already waiting.
 
 Cost per byte and per call
 --------------------------
@@ -295,7 +297,8 @@ class TlsServerStream(trio.abc.Stream):
         self._state = _State.OK
 
         self._send_lock = trio.StrictFIFOLock()
-        self._recv_lock = trio.Lock()
+        self._transport_receiving = False  # a task is receiving from the transport
+        self._transport_free: trio.Event | None = None  # set when it is done (if awaited)
         self._recv_count = 0
         self._handshake_lock = trio.Lock()
         self._handshake_done = False
@@ -463,10 +466,17 @@ class TlsServerStream(trio.abc.Stream):
                 self._mark_broken()
                 raise
 
-            if not want_read and not drain_on_success:
+            if not drain_on_success and (not want_read or self._handshake_done):
+                # A recv: what it may have queued (a TLS 1.3 KeyUpdate answer) waits for the
+                # next send, which RFC 8446 section 4.6.3 allows ("prior to sending its next
+                # Application Data record"); draining here would cost a failed bio_read per
+                # request.
                 self._undrained = True
-                return result
-            to_send = self._drain_outgoing()
+                if not want_read:
+                    return result
+                to_send = b""
+            else:
+                to_send = self._drain_outgoing()
             if to_send:
                 self._server_spoke = True
             if (
@@ -492,23 +502,29 @@ class TlsServerStream(trio.abc.Stream):
     async def _receive_into_bio(self, deadline: float) -> None:
         """Feed the incoming BIO with the next bytes from the transport (one receiver at a time).
 
-        A task that had to wait for the lock checks ``_recv_count`` afterwards: when another
-        task fed the BIO meanwhile, it retries its SSL call instead of waiting for bytes that
-        may never come.
+        A task that had to wait for another task's receive checks ``_recv_count`` afterwards:
+        when that task fed the BIO meanwhile, it retries its SSL call instead of waiting for
+        bytes that may never come. A flag and an event made only when a second task has to
+        wait, rather than a ``trio.Lock``: the lock's owner bookkeeping costs more than the
+        read itself, on every request, for a contention that almost never happens.
         """
         seen = self._recv_count
-        lock = self._recv_lock
+        while self._transport_receiving:
+            if self._transport_free is None:
+                self._transport_free = trio.Event()
+            await self._transport_free.wait()
+        if seen != self._recv_count:
+            return
+        self._transport_receiving = True
         try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
-        try:
-            if seen == self._recv_count:
-                data = await self._transport_receive(deadline)
-                self._feed(data)
-                self._recv_count += 1
+            data = await self._transport_receive(deadline)
+            self._feed(data)
+            self._recv_count += 1
         finally:
-            lock.release()
+            self._transport_receiving = False
+            if self._transport_free is not None:
+                self._transport_free.set()
+                self._transport_free = None
 
     async def _transport_receive(self, deadline: float) -> bytes:
         sock = self._socket
@@ -539,6 +555,19 @@ class TlsServerStream(trio.abc.Stream):
         # No await between taking `data` from the BIO and queueing on the FIFO lock (see
         # "Concurrency"), so records reach the wire in the order OpenSSL produced them.
         lock = self._send_lock
+        if self._delayed_outgoing:
+            data = self._delayed_outgoing + data
+            self._delayed_outgoing = b""
+        if not lock.locked():
+            # Nobody is sending: a write the kernel takes whole involves no await, so no other
+            # task can come in between, and no lock is needed (the common case).
+            try:
+                data = self._write_now(data)
+            except BaseException:
+                self._mark_broken()
+                raise
+            if not data:
+                return
         try:
             try:
                 lock.acquire_nowait()
@@ -555,6 +584,25 @@ class TlsServerStream(trio.abc.Stream):
             # An unknown part of a record may have been sent: the TLS stream cannot continue.
             self._mark_broken()
             raise
+
+    def _write_now(self, data: bytes) -> bytes:
+        """Write what the socket takes without waiting; returns the rest (b"" when all went).
+        A transport that is not a socket takes nothing here."""
+        sock = self._socket
+        if sock is None:
+            return data
+        fd = sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError(_CLOSED_MESSAGE)
+        sent = 0
+        try:
+            while sent < len(data):
+                sent += os.write(fd, data[sent:] if sent else data)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            raise _transport_error(exc) from exc
+        return data[sent:] if sent else data
 
     async def _transport_send(self, data: bytes) -> None:
         sock = self._socket

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 
 import pytest
 
+from emulator.core import ja4 as ja4_module
 from emulator.core.ja4 import (
+    ClientHello,
     ClientHelloError,
     is_grease,
     ja4,
@@ -310,3 +312,73 @@ def test_incomplete_client_hello_is_an_error() -> None:
 def test_not_a_client_hello_is_an_error(data: bytes) -> None:
     with pytest.raises(ClientHelloError):
         parse_client_hello_records(data)
+
+
+def test_client_hello_in_a_bytearray_or_memoryview_parses_like_bytes() -> None:
+    data = records(chrome_hello(replace=[(0x0000, sni("gw.contoso.com"))]))
+    expected = parse_client_hello_records(data)
+
+    assert parse_client_hello_records(bytearray(data)) == expected  # type: ignore[arg-type]
+    assert parse_client_hello_records(memoryview(data)) == expected  # type: ignore[arg-type]
+
+
+# -- the fingerprint cache -------------------------------------------------------------------------
+
+
+def test_same_shape_with_a_new_random_and_session_id_gives_the_same_fingerprint() -> None:
+    # What a client does on every new connection: only the random and the session id change.
+    first = chrome_hello()
+    second = first[:6] + bytes(range(32)) + b"\x20" + bytes(range(32, 64)) + first[71:]
+
+    assert second != first
+    assert fingerprint(first) == fingerprint(second) == CHROME_JA4
+
+
+def test_cached_fingerprint_is_not_reused_for_another_shape() -> None:
+    assert fingerprint(chrome_hello()) == CHROME_JA4
+
+    assert fingerprint(chrome_hello(drop=[0x0000])).startswith("t13i1515h2_")
+    assert fingerprint(chrome_hello(replace=[(0x0010, alpn(b"http/1.1"))]))[8:10] == "h1"
+    assert fingerprint(chrome_hello()) == CHROME_JA4
+
+
+def test_fingerprint_cache_stays_bounded_under_many_shapes() -> None:
+    limit = ja4_module._JA4_CACHE_SIZE
+    shapes = [client_hello([0x0100 + i], []) for i in range(limit + 10)]
+
+    fingerprints = [fingerprint(message) for message in shapes]
+
+    assert len(ja4_module._JA4_CACHE) <= limit
+    assert fingerprints[0] == f"t12i010000_{truncated_sha256('0100')}_000000000000"
+    assert fingerprint(shapes[0]) == fingerprints[0]
+
+
+def test_hand_built_client_hello_with_lists_is_fingerprinted_uncached() -> None:
+    # Lists and bytearrays cannot key the cache; the fingerprint must not depend on that.
+    parsed = parse_client_hello_records(records(chrome_hello()))
+    hand_built = ClientHello(
+        legacy_version=parsed.legacy_version,
+        cipher_suites=list(parsed.cipher_suites),  # type: ignore[arg-type]
+        extensions=list(parsed.extensions),  # type: ignore[arg-type]
+        server_name=parsed.server_name,
+        alpn=tuple(bytearray(p) for p in parsed.alpn),  # type: ignore[misc]
+        supported_versions=parsed.supported_versions,
+        signature_algorithms=list(parsed.signature_algorithms),  # type: ignore[arg-type]
+    )
+
+    assert ja4(hand_built) == CHROME_JA4
+    assert ja4_raw(hand_built) == CHROME_JA4_RAW
+
+
+def test_values_beyond_16_bits_in_a_hand_built_hello_are_printed_in_full() -> None:
+    hello = ClientHello(
+        legacy_version=0x0303,
+        cipher_suites=(0x1FFFF, 0x002F),
+        extensions=(0x000D,),
+        server_name=None,
+        alpn=(),
+        supported_versions=(),
+        signature_algorithms=(0x0403,),
+    )
+
+    assert ja4_raw(hello) == "t12i020100_002f,1ffff_000d_0403"
