@@ -217,9 +217,7 @@ def _ready_lines(gateway: object, config: GatewayConfig) -> None:
             if profile is not None and profile.client_auth is not None
             else "no client auth"
         )
-        _say(
-            f"ready: {listener.name} ({mode}) {gateway.url(listener.name)} -> {rule.target_text}"
-        )
+        _say(f"ready: {listener.name} ({mode}) {gateway.url(listener.name)} -> {rule.target_text}")
 
 
 async def _serve_until_signal(

@@ -31,8 +31,6 @@ UCS-2/UCS-4, converted to UTF-8 and then escaped.
 Pure functions over values: no I/O.
 """
 
-
-
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -155,6 +155,7 @@ class BackendConnection:
 
     __slots__ = (
         "_body_sent",
+        "_just_sent",
         "_received",
         "_repeatable",
         "_replay",
@@ -195,6 +196,9 @@ class BackendConnection:
         self._repeatable = False
         self._body_sent = False
         self._received = 0
+        #: A request went out since the last read: its answer cannot be there yet, so the
+        #: next read waits for readiness first instead of failing a recv with EAGAIN.
+        self._just_sent = False
 
     @property
     def addr_text(self) -> str:
@@ -215,6 +219,7 @@ class BackendConnection:
         """
         if body:
             self._body_sent = True
+        self._just_sent = True
         try:
             await self._send_raw(data)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -267,12 +272,16 @@ class BackendConnection:
             assert self.stream is not None
             with trio.fail_at(deadline):
                 return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        wait = self._just_sent
+        self._just_sent = False
         while True:
-            try:
-                return sock.recv(RECEIVE_SIZE)
-            except BlockingIOError:
-                pass
-            # A scope only when waiting: most responses of a fast backend are already there.
+            if not wait:
+                try:
+                    return sock.recv(RECEIVE_SIZE)
+                except BlockingIOError:
+                    pass
+            wait = False
+            # A scope only when waiting: the rest of a response is often already here.
             with trio.CancelScope(deadline=deadline) as waiting:
                 await trio.lowlevel.wait_readable(sock)
             if waiting.cancelled_caught:
@@ -392,7 +401,7 @@ class BackendClient:
             conn = await open_backend_connection(address, tls)
         return conn
 
-    async def release(self, conn: BackendConnection, *, reusable: bool) -> None:
+    def release(self, conn: BackendConnection, *, reusable: bool) -> None:
         """Give ``conn`` back after a request: pooled when ``reusable`` (the exchange ended
         cleanly and nothing else arrived), closed otherwise.
 
@@ -404,7 +413,7 @@ class BackendClient:
             conn.idle_since = trio.current_time()
             idle.append(conn)
             return
-        await conn.aclose()
+        conn.close_now()
 
     def _take_idle(self, key: _PoolKey) -> BackendConnection | None:
         idle = self._idle.get(key)

@@ -272,6 +272,9 @@ class ClientConnection:
     #: The request being served, and the decoder of its body (None: it has no body).
     _request: RequestHead | None = None
     _body: BodyReader | None = None
+    #: The last Host a request named, and the rule it selected (:func:`select_rule` is pure).
+    _routed_host: str | None = None
+    _routed_rule: RoutingRule | None = None
     #: A response head for the current request is queued or sent: no gateway page after it.
     _responded: bool = False
     #: Bytes for the client not sent yet (:meth:`_queue`, :meth:`_flush`), and their length.
@@ -608,7 +611,11 @@ class ClientConnection:
         assert decision is not None
         facts = self._facts(request, decision)
         host = normalize_host(facts.header("host") or _target_authority(facts.target))
-        rule = select_rule(self.runtime.rules, host)
+        if host != self._routed_host:
+            # Keep-alive requests of a connection nearly always name the same host.
+            self._routed_host = host
+            self._routed_rule = select_rule(self.runtime.rules, host)
+        rule = self._routed_rule
         self.current_rule = rule
         self.current = None
         if request.method == "CONNECT":
@@ -837,22 +844,20 @@ class ClientConnection:
                 rewritten.target,
             )
         target = backend_target(rewritten.target, settings, current.matched_pattern)
-        headers = _with_framing(
-            [(k, v) for k, v in rewritten.headers if k.lower() != "expect"], request
-        )
         routed = f"{address[0]}:{address[1]}"
-        if not any(k.lower() == "host" for k, _ in headers):
+        headers, host_sent = _backend_headers(rewritten.headers, request)
+        if host_sent is None:
             # An HTTP/1.0 client may omit Host, but the backend request is HTTP/1.1, which
             # requires one: name the backend, as nginx's default ``Host $proxy_host`` does.
-            headers.insert(0, ("Host", routed if address[1] != DEFAULT_HTTP_PORT else address[0]))
+            host_sent = routed if address[1] != DEFAULT_HTTP_PORT else address[0]
+            headers = [("Host", host_sent), *headers]
         upgrade = request.upgrade
         if upgrade is not None:
             # Hop-by-hop headers were dropped; an Upgrade request (WebSocket) carries them on.
-            headers += [("Connection", "Upgrade"), ("Upgrade", upgrade)]
+            headers = [*headers, ("Connection", "Upgrade"), ("Upgrade", upgrade)]
         tls = None
         if settings.protocol is ListenerProtocol.HTTPS:
-            sent_host = next((v for k, v in headers if k.lower() == "host"), address[0])
-            tls = backend_tls(settings, normalize_host(sent_host) or address[0])
+            tls = backend_tls(settings, normalize_host(host_sent) or address[0])
         request_head = request_head_bytes(request.method, target, headers)
         response: ResponseHead | None = None
         try:
@@ -908,7 +913,7 @@ class ClientConnection:
             )
             raise
         finally:
-            await self.backend.release(backend, reusable=reusable)
+            self.backend.release(backend, reusable=reusable)
         self._access(
             facts,
             response.status,
@@ -1355,9 +1360,8 @@ def _second_text(second: int) -> str:
 
 def _timestamp() -> str:
     """Now as the access record's ``timeStamp``: ISO 8601 UTC with milliseconds and ``Z``."""
-    now = time.time()
-    second = int(now)
-    return f"{_second_text(second)}.{int((now - second) * 1000):03d}Z"
+    second, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    return f"{_second_text(second)}.{nanoseconds // 1_000_000:03d}Z"
 
 
 def _trace_id() -> str:
@@ -1459,21 +1463,42 @@ def _page_headers(length: int, *, close: bool) -> list[tuple[str, str]]:
 _FRAMING_HEADERS: Final = ("content-length", "transfer-encoding")
 
 
-def _with_framing(headers: list[tuple[str, str]], request: RequestHead) -> list[tuple[str, str]]:
-    """``headers`` for the backend, framed as the body will be sent: the client's
-    Content-Length, or ``Transfer-Encoding: chunked`` (the body is re-chunked), whatever a
-    rewrite rule did to those two headers. Unchanged in the usual case."""
+def _backend_headers(
+    headers: list[tuple[str, str]], request: RequestHead
+) -> tuple[list[tuple[str, str]], str | None]:
+    """The rewritten headers as the backend gets them, and the Host among them (None: none).
+
+    ``Expect`` is the gateway's business (it answers 100 itself). The body is framed as it
+    will be sent — the client's Content-Length, or ``Transfer-Encoding: chunked`` (it is
+    re-chunked) — whatever a rewrite rule did to those two headers; in the usual case the
+    list comes back as it was, after one pass.
+    """
+    host: str | None = None
+    framing: list[tuple[str, str]] = []
+    expect = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "host":
+            if host is None:
+                host = value
+        elif lower in _FRAMING_HEADERS:
+            framing.append((lower, value.lower()))
+        elif lower == "expect":
+            expect = True
     if request.framing is Framing.LENGTH:
         wanted = [("content-length", str(request.length))]
     elif request.framing is Framing.CHUNKED:
         wanted = [("transfer-encoding", "chunked")]
     else:
         wanted = []
-    found = [(k.lower(), v.lower()) for k, v in headers if k.lower() in _FRAMING_HEADERS]
-    if found == wanted:
-        return headers
-    kept = [(k, v) for k, v in headers if k.lower() not in _FRAMING_HEADERS]
-    return kept + [(k.title(), v) for k, v in wanted]
+    if framing == wanted and not expect:
+        return headers, host
+    kept = [(k, v) for k, v in headers if k.lower() not in _BACKEND_DROPPED]
+    return kept + [(k.title(), v) for k, v in wanted], host
+
+
+#: Headers :func:`_backend_headers` rewrites.
+_BACKEND_DROPPED: Final = frozenset({"expect", *_FRAMING_HEADERS})
 
 
 def _client_framing(

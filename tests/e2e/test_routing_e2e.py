@@ -531,9 +531,7 @@ async def test_probe_takes_an_unhealthy_backend_out_and_502_when_none_is_left(
         }
     )
     orders_settings = gw["backendHttpSettingsCollection"][0]["properties"]
-    orders_settings["probe"] = {
-        "id": "[concat(variables('gatewayId'), '/probes/orders-probe')]"
-    }
+    orders_settings["probe"] = {"id": "[concat(variables('gatewayId'), '/probes/orders-probe')]"}
     orders_settings["cookieBasedAffinity"] = "Disabled"
     async with running(rpki, template) as routing:
         routing.orders[1].health_status = 503

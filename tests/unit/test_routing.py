@@ -238,9 +238,7 @@ def test_validate_accepts_star_only_as_the_last_segment(
     parameters: dict[str, object], pattern: str, valid: bool
 ) -> None:
     template = _example()
-    _gw(template)["urlPathMaps"][0]["properties"]["pathRules"][0]["properties"]["paths"] = [
-        pattern
-    ]
+    _gw(template)["urlPathMaps"][0]["properties"]["pathRules"][0]["properties"]["paths"] = [pattern]
 
     if valid:
         load_config(template, parameters)
@@ -292,9 +290,7 @@ def test_backend_path_override_replaces_the_matched_part(
 
 def _to_listener(include_path: bool, include_query: bool) -> RedirectConfig:
     target = listener("https", protocol=ListenerProtocol.HTTPS, port=443)
-    return RedirectConfig(
-        "r", RedirectType.PERMANENT, target, None, include_path, include_query
-    )
+    return RedirectConfig("r", RedirectType.PERMANENT, target, None, include_path, include_query)
 
 
 @pytest.mark.parametrize(
