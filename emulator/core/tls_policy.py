@@ -324,6 +324,16 @@ def negotiated_version_allowed(listener: Listener, version: str | None) -> bool:
     return got is not TlsVersion.TLSV1_3 or policy.tls13
 
 
+def _acknowledge_server_name(conn: SSL.Connection) -> None:
+    """The servername callback of a port with one listener: nothing to choose.
+
+    It exists only because a servername callback that accepts the name is what makes OpenSSL
+    acknowledge SNI in its reply and keep the name in a TLS 1.2 session, so that a resumed
+    connection still reports it (``requireServerNameIndication`` checks it); a port with one
+    listener must look the same on the wire as a port with several.
+    """
+
+
 def build_port_contexts(
     rules: Sequence[RoutingRule],
 ) -> tuple[SSL.Context, dict[str, SSL.Context]]:
@@ -336,12 +346,22 @@ def build_port_contexts(
     listener's context, so the server certificate, the trusted client CAs (store and the
     CertificateRequest's CA names) and the cipher list are the listener's. OpenSSL copies the
     verify mode and callback into the connection when it is created, so they are set again on
-    the connection from the selected context: a Strict listener behind a port whose first
-    listener asks for no certificate still asks for one. The port context allows the widest
-    protocol range of the port's listeners (the version is negotiated before the callback);
-    :func:`negotiated_version_allowed` applies each listener's own range after the handshake.
+    the connection from the selected context when its mode differs: a Strict listener behind a
+    port whose first listener asks for no certificate still asks for one. The port context
+    allows the widest protocol range of the port's listeners (the version is negotiated before
+    the callback); :func:`negotiated_version_allowed` applies each listener's own range after
+    the handshake.
+
+    A port with a single listener (the usual case) has nothing to choose: its port context is
+    that listener's own context, and the callback only acknowledges the name. Switching
+    contexts costs a handshake tens of microseconds (``SSL_set_SSL_CTX`` copies the
+    certificate set, and pyOpenSSL's ``Connection.set_verify`` makes a new C callback).
     """
     contexts = {rule.listener.name: build_server_context(rule.listener) for rule in rules}
+    if len(contexts) == 1:
+        (only,) = contexts.values()
+        only.set_tlsext_servername_callback(_acknowledge_server_name)
+        return only, contexts
     default = select_tls_rule(rules, None) or rules[0]
     port_ctx = build_server_context(default.listener)
     policies = [rule.listener.ssl_policy for rule in rules]
@@ -351,14 +371,21 @@ def build_port_contexts(
     port_ctx.set_max_proto_version(SSL.TLS1_3_VERSION if tls13 else SSL.TLS1_2_VERSION)
     if tls13:
         port_ctx.set_tls13_ciphersuites(TLS13_SUITES)
+    #: The verify mode each listener's context asks for; the connection starts with the port
+    #: context's, so only a listener that asks for another one needs ``set_verify``.
+    start_mode = port_ctx.get_verify_mode()
+    modes = {name: ctx.get_verify_mode() for name, ctx in contexts.items()}
 
     def on_server_name(conn: SSL.Connection) -> None:
         raw = conn.get_servername()
         name = raw.decode("ascii", errors="replace") if raw else None
         rule = select_tls_rule(rules, name) or default
-        ctx = contexts[rule.listener.name]
-        conn.set_context(ctx)
-        mode = ctx.get_verify_mode()
+        listener_name = rule.listener.name
+        conn.set_context(contexts[listener_name])
+        mode = modes[listener_name]
+        if mode == start_mode:
+            # Same mode, same callback (every context that verifies uses _record_verify).
+            return
         if mode & SSL.VERIFY_PEER:
             conn.set_verify(mode, _record_verify)
         else:

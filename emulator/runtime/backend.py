@@ -29,6 +29,7 @@ import logging
 import select
 import socket
 import ssl
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Final, TypeAlias
@@ -257,14 +258,20 @@ class BackendConnection:
             assert self.stream is not None
             await self.stream.send_all(data)
             return
-        view = memoryview(data)
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return  # the usual case: the kernel took it all
+        view = memoryview(data)[sent:]
         while view:
-            try:
-                view = view[sock.send(view) :]
-                continue
-            except BlockingIOError:
-                pass
             await trio.lowlevel.wait_writable(sock)
+            try:
+                sent = sock.send(view)
+            except BlockingIOError:
+                continue  # readiness can be spurious
+            view = view[sent:]
 
     async def _receive_raw(self, deadline: float) -> bytes:
         sock = self._sock
@@ -410,7 +417,7 @@ class BackendClient:
         """
         idle = self._idle[(conn.address, conn.tls)]
         if reusable and not conn.buffer and not conn.eof and len(idle) < MAX_IDLE_PER_ADDRESS:
-            conn.idle_since = trio.current_time()
+            conn.idle_since = time.monotonic()
             idle.append(conn)
             return
         conn.close_now()
@@ -419,7 +426,7 @@ class BackendClient:
         idle = self._idle.get(key)
         if not idle:
             return None
-        now = trio.current_time()
+        now = time.monotonic()
         while idle:
             conn = idle.pop()
             if now - conn.idle_since < IDLE_REUSE_S and not conn.peer_closed():

@@ -668,7 +668,7 @@ class Gateway:
                     continue
                 raise
             try:
-                stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                # No TCP_NODELAY here: trio.SocketStream sets it when it wraps the socket.
                 address = stream.socket.getpeername()
             except OSError:
                 # The client is already gone (reset while queued); nothing to serve.

@@ -38,8 +38,15 @@ network waits can:
 * Two tasks receiving at the same time (or sending at the same time) is a caller bug and raises
   :class:`trio.BusyResourceError`, as for every trio stream.
 
-When both a send and a receive are needed, only the send is done and the loop goes round again,
-because by the time the send finishes another task may have fed the bytes we wanted.
+When both a send and a receive are needed, the send comes first; then the loop receives only if
+no other task fed the incoming BIO meanwhile (``_recv_count`` unchanged), and otherwise goes round
+again. Calling the operation again without new input would only repeat "want read": writing to a
+memory BIO never waits, so an operation that asked for input has nothing else to do. For the
+same reason a handshake receives the ClientHello before its first ``do_handshake``.
+
+One handshake runs at a time: a task that needs it while another runs it waits for that one's
+outcome (an event made per handshake), rather than queueing on a ``trio.Lock``, whose
+``async with`` would add a schedule point to every connection.
 
 A send that finds the lock free writes to the socket at once, without taking it: a write the
 kernel takes whole contains no ``await``, so no other task can come in between. The lock is
@@ -300,7 +307,7 @@ class TlsServerStream(trio.abc.Stream):
         self._transport_receiving = False  # a task is receiving from the transport
         self._transport_free: trio.Event | None = None  # set when it is done (if awaited)
         self._recv_count = 0
-        self._handshake_lock = trio.Lock()
+        self._handshake_running: trio.Event | None = None  # set when the running one ends
         self._handshake_done = False
         self._sending = False
         self._receiving = False
@@ -448,9 +455,14 @@ class TlsServerStream(trio.abc.Stream):
         a transport send the stream becomes BROKEN because part of a record may be on the wire.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        if is_handshake and not self._seen_bytes and not self._transport_eof:
+            # The client speaks first: before its ClientHello the handshake could only say
+            # "want read" (and the empty outgoing BIO another), so receive it first.
+            await self._receive_into_bio(deadline, self._recv_count)
         while True:
             want_read = False
             result: T | None = None
+            seen = self._recv_count
             try:
                 result = fn(*args)
             except SSL.WantReadError:
@@ -490,25 +502,28 @@ class TlsServerStream(trio.abc.Stream):
 
             if to_send:
                 await self._send_to_transport(to_send)
-            elif want_read:
-                if self._transport_eof:
-                    # OpenSSL reports EOF itself after bio_shutdown; this is only a guard
-                    # against looping on a transport that keeps returning b"".
-                    raise trio.BrokenResourceError(_PEER_CLOSED)
-                await self._receive_into_bio(deadline)
             if not want_read:
                 return result
+            if seen != self._recv_count:
+                continue  # another task fed the incoming BIO while we sent: try again
+            if self._transport_eof:
+                # OpenSSL reports EOF itself after bio_shutdown; this is only a guard
+                # against looping on a transport that keeps returning b"".
+                raise trio.BrokenResourceError(_PEER_CLOSED)
+            # The operation wants input and nothing came since it said so: calling it again
+            # after the send would only repeat "want read" (writes to a memory BIO never wait).
+            await self._receive_into_bio(deadline, seen)
 
-    async def _receive_into_bio(self, deadline: float) -> None:
+    async def _receive_into_bio(self, deadline: float, seen: int) -> None:
         """Feed the incoming BIO with the next bytes from the transport (one receiver at a time).
 
-        A task that had to wait for another task's receive checks ``_recv_count`` afterwards:
-        when that task fed the BIO meanwhile, it retries its SSL call instead of waiting for
-        bytes that may never come. A flag and an event made only when a second task has to
+        ``seen`` is ``_recv_count`` when the caller's SSL call last ran. A task that had to wait
+        for another task's receive checks it afterwards: when that task fed the BIO meanwhile,
+        it returns so the caller retries its SSL call instead of waiting for bytes that may
+        never come. A flag and an event made only when a second task has to
         wait, rather than a ``trio.Lock``: the lock's owner bookkeeping costs more than the
         read itself, on every request, for a contention that almost never happens.
         """
-        seen = self._recv_count
         while self._transport_receiving:
             if self._transport_free is None:
                 self._transport_free = trio.Event()
@@ -678,44 +693,54 @@ class TlsServerStream(trio.abc.Stream):
         if self._handshake_done:
             await trio.lowlevel.checkpoint()
             return
-        async with self._handshake_lock:
+        while self._handshake_running is not None:
+            # Another task is running the handshake: its outcome is ours too.
+            await self._handshake_running.wait()
             self._check_state()
             if self._handshake_done:
                 return
-            try:
-                await self._retry(self._conn.do_handshake, is_handshake=True)
-            except (SSL.Error, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise self._failure(exc, handshake=True) from exc
-            except BaseException:
-                # Cancelled (the caller's handshake timeout) or PlainHttpOnTlsPort.
-                self._mark_broken()
-                raise
+        running = self._handshake_running = trio.Event()
+        try:
+            await self._retry(self._conn.do_handshake, is_handshake=True)
             self._handshake_done = True
             self._record_peer_certificates()
-            if LOGGER.isEnabledFor(logging.DEBUG):  # the arguments cost more than the call
-                LOGGER.debug(
-                    "tls.handshake_done: version=%s cipher=%s sni=%s alpn=%s client_cert=%s",
-                    self.tls_version,
-                    self.cipher,
-                    self.server_name,
-                    self.alpn_protocol,
-                    self._peer_certificate.subject.rfc4514_string()
-                    if self._peer_certificate is not None
-                    else None,
-                )
+        except (SSL.Error, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise self._failure(exc, handshake=True) from exc
+        except BaseException:
+            # Cancelled (the caller's handshake timeout) or PlainHttpOnTlsPort.
+            self._mark_broken()
+            raise
+        finally:
+            self._handshake_running = None
+            running.set()
+        if LOGGER.isEnabledFor(logging.DEBUG):  # the arguments cost more than the call
+            LOGGER.debug(
+                "tls.handshake_done: version=%s cipher=%s sni=%s alpn=%s client_cert=%s",
+                self.tls_version,
+                self.cipher,
+                self.server_name,
+                self.alpn_protocol,
+                self._peer_certificate.subject.rfc4514_string()
+                if self._peer_certificate is not None
+                else None,
+            )
 
     def _record_peer_certificates(self) -> None:
-        leaf_x509 = self._conn.get_peer_certificate()
-        sent = self._conn.get_peer_cert_chain() or []
+        conn = self._conn
+        leaf_x509 = conn.get_peer_certificate()
+        sent = conn.get_peer_cert_chain()
         # On the server side SSL_get_peer_cert_chain has historically left out the leaf
         # (SSL_get_peer_cert_chain(3)); normalise to "leaf first, each certificate once".
-        # Certificates compare and hash by their DER encoding, so a dict keeps first positions.
-        ordered = [leaf_x509, *sent] if leaf_x509 is not None else sent
-        certificates = [
-            _certificate(crypto.dump_certificate(crypto.FILETYPE_ASN1, c)) for c in ordered
-        ]
-        self._peer_certificate = certificates[0] if leaf_x509 is not None else None
-        self._peer_chain = tuple(dict.fromkeys(certificates))
+        # Duplicates are dropped by DER, which is how certificates compare, and cheaper to
+        # hash than the parsed objects; a dict keeps first positions.
+        ders = [crypto.dump_certificate(crypto.FILETYPE_ASN1, c) for c in sent] if sent else []
+        if leaf_x509 is not None:
+            ders.insert(0, crypto.dump_certificate(crypto.FILETYPE_ASN1, leaf_x509))
+        if len(ders) > 1:
+            ders = list(dict.fromkeys(ders))
+        chain = tuple(map(_certificate, ders))
+        self._peer_certificate = chain[0] if leaf_x509 is not None else None
+        self._peer_chain = chain
 
     async def receive_some(
         self, max_bytes: int | None = None, *, deadline: float = math.inf

@@ -6,7 +6,7 @@ sockets, no event loop, the same OpenSSL code paths the runtime drives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from OpenSSL import SSL
@@ -23,11 +23,19 @@ from emulator.core.tls_policy import (
     DECISION_TABLE,
     CertState,
     VerifyLog,
+    build_port_contexts,
     build_server_context,
     decide_client_cert,
 )
 from emulator.core.verify import verify_error_text
-from emulator.model import ClientAuthMode, Listener, ListenerProtocol, RevocationMode, SslProfile
+from emulator.model import (
+    ClientAuthMode,
+    Listener,
+    ListenerProtocol,
+    RevocationMode,
+    RoutingRule,
+    SslProfile,
+)
 from emulator.pki import CA, IssuedCert, self_signed_client
 
 #: OpenSSL's X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY and X509_V_ERR_CERT_HAS_EXPIRED.
@@ -146,13 +154,17 @@ def _pump(src: SSL.Connection, dst: SSL.Connection) -> None:
     dst.bio_write(data)
 
 
-def handshake(server_ctx: SSL.Context, client_ctx: SSL.Context) -> Handshake:
+def handshake(
+    server_ctx: SSL.Context, client_ctx: SSL.Context, *, server_name: bytes | None = None
+) -> Handshake:
     """Run a complete TLS handshake in memory; raises ``SSL.Error`` when either side fails."""
     log = VerifyLog()
     server = SSL.Connection(server_ctx, None)
     server.set_app_data(log)
     server.set_accept_state()
     client = SSL.Connection(client_ctx, None)
+    if server_name is not None:
+        client.set_tlsext_host_name(server_name)
     client.set_connect_state()
     client_done = server_done = False
     for _ in range(MAX_HANDSHAKE_ROUNDS):
@@ -388,6 +400,71 @@ def test_passthrough_forwards_any_certificate(pki: Pki, which: str) -> None:
     decision = decide_client_cert(ClientAuthMode.PASSTHROUGH, presented=True, log=hs.log)
     assert decision.allowed
     assert decision.verification == "PASSTHROUGH"
+
+
+# --- build_port_contexts: the listener a handshake ends with ------------------------------------
+
+
+def _rule(listener: Listener) -> RoutingRule:
+    return RoutingRule(f"rule-{listener.name}", None, listener, None, None, None)
+
+
+def test_single_listener_port_handshakes_with_the_listeners_own_context(pki: Pki) -> None:
+    strict = make_listener(pki, mode=ClientAuthMode.STRICT)
+    port_ctx, contexts = build_port_contexts([_rule(strict)])
+    assert port_ctx is contexts["listener"]
+
+    good = handshake(port_ctx, client_context(cert=pki.client), server_name=b"gateway.test")
+    assert good.server.get_context() is contexts["listener"]
+    assert good.server.get_servername() == b"gateway.test"
+    assert good.server.get_peer_certificate() is not None
+    assert good.log.errors == []
+
+    bad = handshake(port_ctx, client_context(cert=pki.stranger), server_name=b"gateway.test")
+    assert (UNABLE_TO_GET_LOCAL_ISSUER, 0) in bad.log.errors
+
+
+def test_multi_listener_port_switches_to_the_sni_listeners_context_and_verify_mode(
+    pki: Pki,
+) -> None:
+    # The first listener (the default without SNI) asks for no certificate; the Strict one,
+    # chosen by SNI, must still ask for one and verify it with the recording callback.
+    plain = replace(make_listener(pki, with_profile=False), name="plain")
+    strict = replace(
+        make_listener(pki, mode=ClientAuthMode.STRICT), name="strict", host_names=("strict.test",)
+    )
+    # In Azure's order: the multi-site listener before the basic one.
+    port_ctx, contexts = build_port_contexts([_rule(strict), _rule(plain)])
+    assert port_ctx is not contexts["plain"]
+    assert port_ctx is not contexts["strict"]
+
+    default = handshake(port_ctx, client_context(cert=pki.client))
+    assert default.server.get_context() is contexts["plain"]
+    assert default.server.get_peer_certificate() is None
+
+    good = handshake(port_ctx, client_context(cert=pki.client), server_name=b"strict.test")
+    assert good.server.get_context() is contexts["strict"]
+    assert good.server.get_peer_certificate() is not None
+    assert good.log.errors == []
+
+    bad = handshake(port_ctx, client_context(cert=pki.stranger), server_name=b"strict.test")
+    assert bad.server.get_context() is contexts["strict"]
+    assert (UNABLE_TO_GET_LOCAL_ISSUER, 0) in bad.log.errors
+
+
+def test_multi_listener_port_keeps_the_verify_callback_when_modes_match(pki: Pki) -> None:
+    first = replace(
+        make_listener(pki, mode=ClientAuthMode.PASSTHROUGH), name="first", host_names=("a.test",)
+    )
+    second = replace(
+        make_listener(pki, mode=ClientAuthMode.STRICT), name="second", host_names=("b.test",)
+    )
+    port_ctx, contexts = build_port_contexts([_rule(first), _rule(second)])
+    for name, host in (("first", b"a.test"), ("second", b"b.test")):
+        done = handshake(port_ctx, client_context(cert=pki.stranger), server_name=host)
+        assert done.server.get_context() is contexts[name]
+        assert done.server.get_peer_certificate() is not None
+        assert (UNABLE_TO_GET_LOCAL_ISSUER, 0) in done.log.errors
 
 
 # --- build_server_context: protocol versions and ciphers ------------------------------------------

@@ -539,6 +539,63 @@ async def test_cancelled_handshake_leaves_stream_broken_and_aclose_closes_transp
         await pair.server.transport_stream.send_all(b"x")
 
 
+async def test_concurrent_handshake_callers_share_one_handshake(pki: Pki) -> None:
+    # A receive that needs the handshake while do_handshake runs it waits for that handshake
+    # instead of starting another one.
+    pair = make_pair(server_context(pki), client_context(pki, ssl.TLSVersion.TLSv1_3))
+    received: list[bytes] = []
+
+    async def receive() -> None:
+        received.append(await pair.server.receive_some())
+
+    async def client() -> None:
+        await pair.client.do_handshake()
+        await pair.client.send_all(b"after")
+
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pair.server.do_handshake)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(receive)
+            nursery.start_soon(client)
+    assert received == [b"after"]
+    assert pair.server.tls_version == "TLSv1.3"
+
+
+async def test_waiter_on_a_failed_handshake_sees_the_stream_broken(pki: Pki) -> None:
+    pair = make_pair(server_context(pki), client_context(pki, ssl.TLSVersion.TLSv1_3))
+    outcomes: list[type[BaseException]] = []
+
+    async def attempt() -> None:
+        try:
+            await pair.server.do_handshake()
+        except (TlsHandshakeError, trio.BrokenResourceError) as exc:
+            outcomes.append(type(exc))
+
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(attempt)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(attempt)
+            await trio.testing.wait_all_tasks_blocked()
+            await pair.client_transport.send_all(bytes([0x00, 0xFF, 0x01, 0x02, 0x03]) * 20)
+    assert outcomes == [TlsHandshakeError, trio.BrokenResourceError]
+
+
+async def test_handshake_started_before_the_client_hello_completes(pki: Pki) -> None:
+    # The server waits for the ClientHello before its first SSL call; a client that connects
+    # and only later starts the handshake is served the same.
+    pair = make_pair(server_context(pki), client_context(pki, ssl.TLSVersion.TLSv1_2))
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pair.server.do_handshake)
+            await trio.testing.wait_all_tasks_blocked()
+            assert pair.server.tls_version is None
+            nursery.start_soon(pair.client.do_handshake)
+    assert pair.server.tls_version == "TLSv1.2"
+    assert pair.server.peer_certificate is None
+
+
 # --------------------------------------------------------------------------- concurrency
 
 
