@@ -814,6 +814,19 @@ class TlsServerStream(trio.abc.Stream):
                 self._check_state()
             else:
                 await self.do_handshake()
+            if len(data) <= SEND_CHUNK_SIZE and isinstance(data, bytes):
+                # The usual response: one SSL_write call can take it, no view needed.
+                if not data:
+                    await trio.lowlevel.checkpoint()
+                    return
+                try:
+                    written = await self._retry(self._conn.send, data)
+                    assert written is not None  # send either returns a count or raises
+                except (SSL.Error, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise self._failure(exc, handshake=False) from exc
+                if written == len(data):
+                    return
+                data = data[written:]
             view = memoryview(data).cast("B")
             if not view:
                 await trio.lowlevel.checkpoint()
