@@ -275,6 +275,10 @@ class ClientConnection:
     #: The last Host a request named, and the rule it selected (:func:`select_rule` is pure).
     _routed_host: str | None = None
     _routed_rule: RoutingRule | None = None
+    #: Bounds the wait for a request head (its deadline is set only during that wait).
+    _idle_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    #: Requests whose head was read on this connection.
+    _served: int = 0
     #: A response head for the current request is queued or sent: no gateway page after it.
     _responded: bool = False
     #: Bytes for the client not sent yet (:meth:`_queue`, :meth:`_flush`), and their length.
@@ -291,8 +295,9 @@ class ClientConnection:
 
     # -- reading from the client --------------------------------------------------------------
 
-    async def _receive(self, idle_s: float) -> bytes:
-        """The client's next bytes (b"" once it closed), waiting at most ``idle_s``.
+    async def _receive(self, idle_s: float | None) -> bytes:
+        """The client's next bytes (b"" once it closed), waiting at most ``idle_s`` (None: as
+        long as it takes; the caller bounds the wait some other way).
 
         Raises:
             trio.TooSlowError: nothing came in time.
@@ -303,7 +308,10 @@ class ClientConnection:
             if tls is not None and self.stream is tls:
                 # The TLS stream only starts a timer when it has to wait (most reads under load
                 # find the request already there); a cancel scope per read costs ~5 µs.
-                return await tls.receive_some(RECEIVE_SIZE, deadline=trio.current_time() + idle_s)
+                deadline = math.inf if idle_s is None else trio.current_time() + idle_s
+                return await tls.receive_some(RECEIVE_SIZE, deadline=deadline)
+            if idle_s is None:
+                return bytes(await self.stream.receive_some(RECEIVE_SIZE))
             with trio.fail_after(idle_s):
                 return bytes(await self.stream.receive_some(RECEIVE_SIZE))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -312,10 +320,14 @@ class ClientConnection:
     async def _read_head(self, idle_s: float) -> RequestHead | None:
         """The next request head, or None when the client closed between requests.
 
+        The wait is bounded by the connection's idle scope (see :meth:`_serve_requests`),
+        whose deadline is set for the wait and lifted afterwards: cheaper than a cancel scope
+        per wait, and a head that does not come ends the connection anyway.
+
         Raises:
             HttpError: the head is malformed or too large (``status`` says 400 or 431).
-            trio.TooSlowError: no complete head within ``idle_s`` of silence.
         """
+        idle = self._idle_scope
         while True:
             parsed = (
                 parse_request_head(
@@ -334,7 +346,9 @@ class ClientConnection:
                 if self._inbuf:
                     raise HttpError("the client closed the connection inside a request head")
                 return None
-            data = await self._receive(idle_s)
+            idle.deadline = trio.current_time() + idle_s
+            data = await self._receive(None)
+            idle.deadline = math.inf
             if data:
                 self._inbuf += data
             else:
@@ -564,19 +578,22 @@ class ClientConnection:
             LOGGER.debug("client.gone before the plain-HTTP 400 was sent")
 
     async def _serve_requests(self) -> None:
-        first = True
+        """Serve requests until the connection ends; a client that sends no first request
+        within ``REQUEST_HEADER_TIMEOUT_S`` gets 408, an idle keep-alive one is closed."""
+        with self._idle_scope:
+            await self._request_loop()
+        if self._idle_scope.cancelled_caught and not self._served:
+            await self._send_page(GatewayPage.REQUEST_TIMEOUT, close=True)
+
+    async def _request_loop(self) -> None:
         while True:
             self._request = None
             self._body = None
             self._responded = False
             try:
                 head = await self._read_head(
-                    KEEPALIVE_IDLE_S if not first else REQUEST_HEADER_TIMEOUT_S
+                    KEEPALIVE_IDLE_S if self._served else REQUEST_HEADER_TIMEOUT_S
                 )
-            except trio.TooSlowError:
-                if first:
-                    await self._send_page(GatewayPage.REQUEST_TIMEOUT, close=True)
-                return
             except HttpError as exc:
                 LOGGER.info(
                     "http.bad_request listener=%s client=%s:%s reason=%s",
@@ -600,7 +617,7 @@ class ClientConnection:
                 return
             if head is None:
                 return
-            first = False
+            self._served += 1
             self._request = head
             if head.framing is not Framing.NONE:
                 self._body = BodyReader(head.framing, head.length)

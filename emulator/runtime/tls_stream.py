@@ -558,6 +558,10 @@ class TlsServerStream(trio.abc.Stream):
                 pass
             except OSError as exc:
                 raise _transport_error(exc) from exc
+            if deadline == math.inf:
+                # No deadline of ours (the caller bounds the wait another way): no scope.
+                await trio.lowlevel.wait_readable(sock)
+                continue
             # The scope only when waiting: a read the kernel answers at once needs no deadline.
             # A bare CancelScope, not fail_at: every idle connection sits here, and fail_at's
             # generator-based context manager would cost each one another frame.
