@@ -46,10 +46,11 @@ a failure against an empty trust store (Passthrough trusts nothing), which would
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Final
+from typing import Final, TypeAlias
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
@@ -59,7 +60,7 @@ from emulator.core.chain import ClientCertVerdict, apply_ocsp, assess_client_cer
 from emulator.core.ocsp import OcspOutcome
 from emulator.core.pages import GatewayPage
 from emulator.core.routing import select_tls_rule
-from emulator.core.verify import verify_error_text
+from emulator.core.verify import CERT_HAS_EXPIRED, CERT_NOT_YET_VALID, verify_error_text
 from emulator.model import ClientAuthMode, Listener, RoutingRule, SslProfile
 
 __all__ = [
@@ -184,23 +185,163 @@ def assess_handshake(
 ) -> CertDecision:
     """The decision for one connection, from what its handshake showed (see the docstring).
 
-    ``presented`` is what the client sent, leaf first; ``log`` the verify callback's record.
+    ``presented`` is what the client sent, leaf first; ``log`` the verify callback's record;
+    ``at`` the verification time (timezone-aware, like the certificates' validity).
+
+    Strict verdicts are remembered (:class:`_VerdictCache`): clients reconnect with the same
+    chain again and again, and explaining, checking the issuer DN and finding the OCSP issuer
+    cost tens of microseconds per connection (hundreds for a failure, whose explanation
+    verifies signatures). The OCSP answer itself is never part of it: a verdict whose OCSP
+    check is pending is remembered as pending, and each connection asks (the runtime's OCSP
+    cache) on its own.
     """
     mode = profile.client_auth if profile is not None else None
+    if mode is ClientAuthMode.STRICT and profile is not None:
+        return _assess_strict(profile, presented, log, at)
     base = decide_client_cert(mode, presented=bool(presented), log=log)
     if mode is ClientAuthMode.PASSTHROUGH:
         return replace(base, ssl_client_verify="PASSTHROUGH" if presented else "NONE")
-    if mode is not ClientAuthMode.STRICT or profile is None:
-        return base
+    return base
+
+
+#: How many Strict verdicts :func:`assess_handshake` remembers, over all profiles. The working
+#: set is one entry per (profile, client chain, OpenSSL errors): a handful for a test setup,
+#: tens for a load test with per-client certificates. An entry holds its certificates (a few
+#: KB), so 256 bound the cache to about a megabyte whatever clients send.
+_VERDICT_CACHE_SIZE: Final = 256
+#: OpenSSL errors that depend on the verification time; their explanation also names that
+#: time ("checked at ..."), so a verdict with one is never remembered.
+_TIME_ERRORS: Final = frozenset({CERT_NOT_YET_VALID, CERT_HAS_EXPIRED})
+
+#: (id of the profile, signatures of the presented certificates, OpenSSL's errors or None).
+#: Signatures are a cheap stand-in for the certificates (``Certificate.__hash__`` costs about
+#: 1 µs each); a hit still compares the certificates themselves, so two chains that share
+#: signatures (a tampered copy of a certificate) never share a verdict.
+_VerdictKey: TypeAlias = tuple[int, tuple[bytes, ...], tuple[tuple[int, int], ...] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedDecision:
+    """One remembered Strict decision and the time window in which it holds."""
+
+    #: Held so that ``id(profile)`` in the key cannot be reused by another profile while the
+    #: entry lives (hashing an ``SslProfile`` hashes every uploaded certificate, ~1 µs each).
+    profile: SslProfile
+    presented: tuple[x509.Certificate, ...]
+    #: Latest ``not_valid_before`` and earliest ``not_valid_after`` over the presented and the
+    #: trusted certificates: inside this window no certificate is expired or not yet valid,
+    #: which is the only way the verdict depends on the time.
+    valid_from: datetime
+    valid_until: datetime
+    decision: CertDecision
+
+
+class _VerdictCache:
+    """Strict decisions by (profile, presented chain, OpenSSL errors), valid in a time window.
+
+    A decision is a function of the profile (uploads, issuer-DN and revocation settings; the
+    frozen ``SslProfile`` object stands for all of them), the presented certificates, the
+    handshake's verify errors and the time. The time only matters through certificate
+    validity: path building prefers an issuer valid at that time, and a certificate outside its
+    validity fails. So an entry is used only while the time is inside every involved
+    certificate's validity, and a decision made outside that window (or on OpenSSL errors that
+    are about validity) is not stored. Decisions are frozen and nothing changes them (OCSP
+    settles a *new* decision), so one object can serve many connections.
+
+    When full, the cache is emptied rather than evicting the least recently used entry: LRU
+    bookkeeping would cost every hit, while a clear only costs each live chain one fresh
+    verdict; a client that sends a new chain every time cannot grow it past the bound.
+
+    Lookups take no lock (a dict read is atomic in CPython); stores do, so that gateways
+    running in several threads of one process keep the bound.
+    """
+
+    __slots__ = ("_entries", "_lock", "max_entries")
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[_VerdictKey, _CachedDecision] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def lookup(
+        self,
+        key: _VerdictKey,
+        profile: SslProfile,
+        presented: tuple[x509.Certificate, ...],
+        at: datetime,
+    ) -> CertDecision | None:
+        entry = self._entries.get(key)
+        if (
+            entry is None
+            or entry.profile is not profile
+            or entry.presented != presented
+            or not entry.valid_from <= at <= entry.valid_until
+        ):
+            return None
+        return entry.decision
+
+    def store(
+        self,
+        key: _VerdictKey,
+        profile: SslProfile,
+        presented: tuple[x509.Certificate, ...],
+        at: datetime,
+        decision: CertDecision,
+    ) -> None:
+        errors = key[2]
+        if errors is not None and any(errno in _TIME_ERRORS for errno, _ in errors):
+            return
+        certs = [
+            *presented,
+            *(c for upload in profile.trusted_client_cas for c in upload.certificates),
+        ]
+        if not certs:
+            return
+        valid_from = max(c.not_valid_before_utc for c in certs)
+        valid_until = min(c.not_valid_after_utc for c in certs)
+        if not valid_from <= at <= valid_until:
+            return
+        entry = _CachedDecision(profile, presented, valid_from, valid_until, decision)
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = entry
+
+
+_VERDICTS: Final = _VerdictCache(_VERDICT_CACHE_SIZE)
+
+
+def _assess_strict(
+    profile: SslProfile,
+    presented: Sequence[x509.Certificate],
+    log: VerifyLog | None,
+    at: datetime,
+) -> CertDecision:
+    """:func:`assess_handshake` for a Strict profile, through :data:`_VERDICTS`."""
+    chain = tuple(presented)
+    errors = tuple(log.errors) if log is not None else None
+    key: _VerdictKey = (id(profile), tuple([c.signature for c in chain]), errors)
+    cached = _VERDICTS.lookup(key, profile, chain, at)
+    if cached is not None:
+        return cached
     verdict = assess_client_cert(
-        presented,
+        chain,
         profile.trusted_client_cas,
         at=at,
         verify_issuer_dn=profile.verify_issuer_dn,
         revocation=profile.revocation,
-        openssl_errors=list(log.errors) if log is not None else None,
+        openssl_errors=errors,
     )
-    return _from_verdict(verdict)
+    decision = _from_verdict(verdict)
+    _VERDICTS.store(key, profile, chain, at, decision)
+    return decision
 
 
 def _from_verdict(verdict: ClientCertVerdict) -> CertDecision:
