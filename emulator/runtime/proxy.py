@@ -393,16 +393,24 @@ class ClientConnection:
         self._queue(response_head_bytes(status, reason, headers))
         self._responded = True
 
-    async def _flush(self) -> None:
-        """Send what :meth:`_queue` collected (nothing to do when it is empty)."""
+    async def _flush(self, *, last: bool = False) -> None:
+        """Send what :meth:`_queue` collected (nothing to do when it is empty).
+
+        ``last``: nothing follows on this connection, so over TLS close_notify travels in the
+        same write (:meth:`TlsServerStream.send_last`).
+        """
         if not self._outgoing:
             return
         outgoing = self._outgoing
         data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
         self._outgoing = []
         self._outgoing_bytes = 0
+        tls = self.tls
         try:
-            await self.stream.send_all(data)
+            if last and tls is not None and self.stream is tls:
+                await tls.send_last(data)
+            else:
+                await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _ClientGone from exc
 
@@ -1049,7 +1057,7 @@ class ClientConnection:
                 backend.eof = True
         if chunked:
             self._queue(LAST_CHUNK)
-        await self._flush()
+        await self._flush(last=close)
         reusable = (
             response.keep_alive
             and response.framing is not Framing.CLOSE
@@ -1217,7 +1225,7 @@ class ClientConnection:
         request = self._request
         if request is None or request.method != "HEAD":
             self._queue(body)
-        await self._flush()
+        await self._flush(last=close)
         return close
 
     async def _linger(self) -> None:

@@ -315,6 +315,7 @@ class TlsServerStream(trio.abc.Stream):
         self._transport_eof = False  # the transport returned b"" and the BIO was shut
         self._undrained = False  # a recv may have left bytes in the outgoing BIO
         self._plaintext_eof = False  # receive_some returned b"" once; keep returning it
+        self._close_notify_sent = False  # send_last ended the sending side
         self._delayed_outgoing = b""  # TLS 1.3 session tickets waiting for the next send
         self._server_spoke = False  # the first server flight has been produced
         self._seen_bytes = 0
@@ -850,6 +851,52 @@ class TlsServerStream(trio.abc.Stream):
         finally:
             self._sending = False
 
+    async def send_last(self, data: bytes) -> None:
+        """:meth:`send_all`, then close_notify, in one transport write when possible: the last
+        bytes of a connection the server ends (``Connection: close``), without a separate
+        record, system call and packet for close_notify. Nothing can be sent afterwards;
+        :meth:`aclose` then only closes the transport. Falls back to :meth:`send_all` (and
+        close_notify at :meth:`aclose`) outside the common case.
+
+        Raises:
+            trio.BrokenResourceError: the peer or the transport failed.
+            trio.BusyResourceError: another task is sending.
+        """
+        if (
+            self._sending
+            or not self._handshake_done
+            or self._state is not _State.OK
+            or len(data) > SEND_CHUNK_SIZE
+        ):
+            await self.send_all(data)
+            return
+        self._sending = True
+        written = 0
+        try:
+            conn = self._conn
+            try:
+                while written < len(data):
+                    # A memory BIO takes every record; with partial writes on, one call may
+                    # still stop at a record boundary.
+                    written += conn.send(data[written:] if written else data)
+                conn.shutdown()
+                self._close_notify_sent = True
+            except SSL.WantReadError:
+                # Cannot happen once the handshake is done (memory BIOs, renegotiation off);
+                # should it, the rest goes the usual way below.
+                pass
+            except SSL.Error as exc:
+                await self._flush_alert()
+                raise self._failure(exc, handshake=False) from exc
+            try:
+                await self._send_to_transport(self._drain_outgoing())
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise self._failure(exc, handshake=False) from exc
+        finally:
+            self._sending = False
+        if written < len(data):
+            await self.send_all(data[written:])
+
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the transport can take more data (see :class:`trio.abc.SendStream`)."""
         if self._sending:
@@ -875,7 +922,7 @@ class TlsServerStream(trio.abc.Stream):
             await trio.lowlevel.checkpoint()
             return
         try:
-            if self._state is _State.OK and self._handshake_done:
+            if self._state is _State.OK and self._handshake_done and not self._close_notify_sent:
                 with trio.move_on_after(CLOSE_NOTIFY_TIMEOUT_S) as scope:
                     try:
                         await self._retry(self._conn.shutdown, ignore_want_read=True)

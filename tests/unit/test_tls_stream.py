@@ -443,6 +443,35 @@ async def test_aclose_sends_close_notify(connected: Pair) -> None:
         assert await connected.client.receive_some() == b""
 
 
+async def test_send_last_puts_the_data_and_close_notify_in_one_transport_write(
+    connected: Pair,
+) -> None:
+    # The last response of a closing connection and close_notify leave together: the client
+    # reads the data, then EOF, from that single write; aclose sends nothing more.
+    server_transport = connected.server.transport_stream
+    assert isinstance(server_transport, trio.StapledStream)
+    memory_send = server_transport.send_stream
+    assert isinstance(memory_send, trio.testing.MemorySendStream)
+    writes: list[int] = []
+    original = memory_send.send_all_hook
+
+    async def count_writes() -> None:
+        writes.append(1)
+        if original is not None:
+            await original()
+
+    memory_send.send_all_hook = count_writes
+    with trio.fail_after(TEST_TIMEOUT_S):
+        await connected.server.send_last(b"the end")
+        assert len(writes) == 1
+        assert await receive_exactly(connected.client, 7) == b"the end"
+        assert await connected.client.receive_some() == b""
+        await connected.server.aclose()
+    assert len(writes) == 1
+    with pytest.raises(trio.ClosedResourceError):
+        await connected.server.send_all(b"more")
+
+
 # --------------------------------------------------------------------------- handshake failures
 
 
