@@ -34,7 +34,9 @@ and therefore the gateway's ``sslClientVerify`` — reports.
    errors to :func:`emulator.core.chain.assess_client_cert`, which adds the issuer-DN check,
    says whether OCSP must still be asked, and explains a failure in words. OCSP needs I/O, so
    the proxy asks the responder after the handshake, before routing the first request, and
-   settles the decision with :func:`resolve_ocsp`.
+   settles the decision with :func:`resolve_ocsp`. Clients reconnect with the same chain, so
+   the decision is cached per (profile, presented chain, OpenSSL errors) — only while the time
+   is inside every involved certificate's validity window, never for a time failure.
 
 What ``sslClientVerify`` logs on a Passthrough listener is not documented (checked: mutual
 authentication overview, troubleshooting, the passthrough quickstart). We log ``PASSTHROUGH``
