@@ -323,7 +323,7 @@ class BackendConnection:
             reason,
         )
         self.reused = False
-        await self.aclose()
+        self.close()
         fresh = await open_backend_connection(self.address, self.tls)
         self._sock, self.stream = fresh._sock, fresh.stream
         self.buffer = b""
@@ -354,26 +354,17 @@ class BackendConnection:
         )
         return bool(poller.poll(0))
 
-    def close_now(self) -> None:
-        """Drop an idle connection without waiting (no task waits on an idle socket)."""
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        elif self.stream is not None:
-            self.stream.transport_stream.socket.close()
-            self.stream = None
-
-    async def aclose(self) -> None:
-        """Close at once (no TLS close_notify: a backend connection is dropped, not ended)."""
+    def close(self) -> None:
+        """Close at once, without TLS close_notify (a backend connection is dropped, not
+        ended); no task may be waiting on it."""
         sock = self._sock
         if sock is not None:
             self._sock = None
             trio.lowlevel.notify_closing(sock)
             sock.close()
         elif self.stream is not None:
-            stream, self.stream = self.stream, None
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(stream)
+            self.stream.transport_stream.socket.close()
+            self.stream = None
 
 
 class BackendClient:
@@ -420,7 +411,7 @@ class BackendClient:
             conn.idle_since = time.monotonic()
             idle.append(conn)
             return
-        conn.close_now()
+        conn.close()
 
     def _take_idle(self, key: _PoolKey) -> BackendConnection | None:
         idle = self._idle.get(key)
@@ -432,13 +423,13 @@ class BackendClient:
             if now - conn.idle_since < IDLE_REUSE_S and not conn.peer_closed():
                 conn.reused = True
                 return conn
-            conn.close_now()
+            conn.close()
         return None
 
     async def aclose(self) -> None:
         for conns in self._idle.values():
             for conn in conns:
-                await conn.aclose()
+                conn.close()
         self._idle.clear()
 
 

@@ -150,7 +150,7 @@ async def probe_once(target: ProbeTarget) -> tuple[bool, str]:
                 )
                 status = head.status
             finally:
-                await conn.aclose()
+                conn.close()
     except trio.TooSlowError:
         return False, f"no answer within {probe.timeout_s} s"
     except BackendError as exc:
