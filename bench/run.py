@@ -18,6 +18,10 @@ its whole process tree, from /proc) divided by the requests served is a per-requ
 does not depend on who the bottleneck was. Rates compare only when the proxy's CPU column is
 near 100 %.
 
+``--targets nginx,emulator,floor`` adds ``bench/floor_proxy.py``: a proxy on the emulator's
+libraries (trio + pyOpenSSL over memory BIOs) that does only the transport work, the floor of the
+stack; its rows are compared with both (floor / nginx, emulator / floor).
+
 Everything listens on 127.0.0.1; every process started here is stopped by PID on the way out
 (normal end, error, Ctrl-C or SIGTERM).
 """
@@ -99,6 +103,10 @@ HS_CONNS: Final = 8
 KA_CONNS: Final = 16
 LOAD_PROCS: Final = 2
 NGINX_MISSING_HINT: Final = "nginx not found; install it with: apt-get install -y nginx-light"
+#: Proxies ``--targets`` accepts; ``floor`` (bench/floor_proxy.py) is opt-in.
+TARGETS: Final = ("nginx", "emulator", "floor")
+#: Variant of the floor proxy's rows: it treats Strict and Passthrough alike (no verdicts).
+FLOOR_VARIANT: Final = "floor: transport only"
 
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
@@ -492,29 +500,50 @@ def start_emulator(
     return Proxy("emulator", proc, ports, stderr_log, detail)
 
 
+_FLOOR_READY: Final = re.compile(r"^ready: floor https?://[^/]+:(\d+)/")
+
+
+def start_floor(procs: Processes, rundir: Path, pki: Pki, backend_port: int, *, pin: bool) -> Proxy:
+    """bench/floor_proxy.py on nginx's PEM files, pinned like the others.
+
+    It has one port and no Strict / Passthrough difference, so both modes measure that port.
+    """
+    log = rundir / f"floor-{pki.key_type}.log"
+    stderr_log = rundir / f"floor-{pki.key_type}.stderr"
+    argv = [
+        sys.executable, str(HERE / "floor_proxy.py"),
+        "--port", "0", "--backend-port", str(backend_port),
+        "--cert-chain", str(pki.server_cert), "--key", str(pki.server_key),
+        "--client-ca", str(pki.client_ca),
+    ]  # fmt: skip
+    with stderr_log.open("wb") as err:
+        proc = procs.start(
+            "floor", _pinned(PROXY_CPU, argv, pin=pin), stdout=subprocess.PIPE, stderr=err
+        )
+    try:
+        (match,) = _wait_for_lines(proc, _FLOOR_READY, 1, "floor proxy", log)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\n{_tail(stderr_log)}") from None
+    port = int(match.group(1))
+    return Proxy("floor", proc, {"strict": port, "passthrough": port}, stderr_log, FLOOR_VARIANT)
+
+
 # -- checks and measurements ----------------------------------------------------------------------
 
 
 def smoke_check(proxy: Proxy, pki: Pki) -> dict[str, str]:
     """One request per case, so a misconfigured proxy fails loudly instead of measuring errors."""
     outcomes: dict[str, str] = {}
+    if proxy.name == "floor":
+        # No verdicts to check: one GET with a certificate that the backend must see.
+        outcomes["floor cert"] = _smoke_get(proxy.ports["strict"], pki, with_cert=True)
+        if outcomes["floor cert"] != "200 backend_saw_cert=1":
+            raise RuntimeError(f"{proxy.name} smoke check failed: {outcomes}")
+        return outcomes
     for mode, port in proxy.ports.items():
         for with_cert in (True, False):
-            ctx = ssl.create_default_context(cafile=str(pki.server_ca))
-            if with_cert:
-                ctx.load_cert_chain(str(pki.client_cert), str(pki.client_key))
-            with (
-                socket.create_connection(("127.0.0.1", port), 5) as raw,
-                ctx.wrap_socket(raw, server_hostname="localhost") as tls,
-            ):
-                tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                answer = b""
-                while chunk := tls.recv(65536):
-                    answer += chunk
-            status = answer[9:12].decode()
-            saw = re.search(rb"(?i)\r\nx-saw-client-cert: *(\d)", answer)
-            outcomes[f"{mode} {'cert' if with_cert else 'no cert'}"] = (
-                f"{status} backend_saw_cert={saw.group(1).decode() if saw else '-'}"
+            outcomes[f"{mode} {'cert' if with_cert else 'no cert'}"] = _smoke_get(
+                port, pki, with_cert=with_cert
             )
     expected = {
         "strict cert": "200 backend_saw_cert=1",
@@ -527,6 +556,24 @@ def smoke_check(proxy: Proxy, pki: Pki) -> dict[str, str]:
     if wrong or not outcomes.get("strict no cert", "").startswith("400"):
         raise RuntimeError(f"{proxy.name} smoke check failed: {outcomes}")
     return outcomes
+
+
+def _smoke_get(port: int, pki: Pki, *, with_cert: bool) -> str:
+    """One GET with ``Connection: close``: "<status> backend_saw_cert=<0|1|->"."""
+    ctx = ssl.create_default_context(cafile=str(pki.server_ca))
+    if with_cert:
+        ctx.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+    with (
+        socket.create_connection(("127.0.0.1", port), 5) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+    status = answer[9:12].decode()
+    saw = re.search(rb"(?i)\r\nx-saw-client-cert: *(\d)", answer)
+    return f"{status} backend_saw_cert={saw.group(1).decode() if saw else '-'}"
 
 
 @dataclass(slots=True)
@@ -668,8 +715,11 @@ def measure(
 def warm_up(
     proxy: Proxy, backend: subprocess.Popen[bytes], pki: Pki, settings: LoadSettings
 ) -> None:
-    for mode in proxy.ports:
-        measure(proxy, backend, pki, mode=mode, load="ka", settings=settings, duration=WARMUP_S)
+    warmed: set[int] = set()
+    for mode, port in proxy.ports.items():
+        if port not in warmed:  # the floor proxy serves both modes on one port
+            warmed.add(port)
+            measure(proxy, backend, pki, mode=mode, load="ka", settings=settings, duration=WARMUP_S)
 
 
 # -- issue #9's other targets ---------------------------------------------------------------------
@@ -959,18 +1009,21 @@ def results_table(rows: Sequence[Measurement]) -> str:
     return "\n".join(lines)
 
 
-def ratios(rows: Sequence[Measurement]) -> list[dict[str, Any]]:
-    """emulator / nginx for each (key type, mode, load) measured on both, main variant only."""
+def ratios(
+    rows: Sequence[Measurement], target: str = "emulator", reference: str = "nginx"
+) -> list[dict[str, Any]]:
+    """``target`` / ``reference`` for each (key type, mode, load) measured on both, main variant
+    only (emulator / nginx unless told otherwise)."""
     main = [r for r in rows if not r.extra.get("extra_run")]
     out = []
     for r in main:
-        if r.target != "emulator":
+        if r.target != target:
             continue
         ref = next(
             (
                 n
                 for n in main
-                if n.target == "nginx"
+                if n.target == reference
                 and (n.key_type, n.mode, n.load) == (r.key_type, r.mode, r.load)
             ),
             None,
@@ -994,6 +1047,24 @@ def ratios(rows: Sequence[Measurement]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def floor_ratios(rows: Sequence[Measurement]) -> dict[str, list[dict[str, Any]]]:
+    """The floor proxy against both: what the stack costs (floor / nginx) and what the gateway
+    adds on top of it (emulator / floor). Empty lists when the floor was not measured."""
+    return {
+        "ratios_floor_over_nginx": ratios(rows, "floor", "nginx"),
+        "ratios_emulator_over_floor": ratios(rows, "emulator", "floor"),
+    }
+
+
+#: Headings of the floor's ratio tables, by their JSON key.
+_FLOOR_HEADINGS: Final = {
+    "ratios_floor_over_nginx": "floor / nginx (the stack's own cost: trio + pyOpenSSL doing only "
+    "the transport work; > 1 means the floor needs more than nginx):",
+    "ratios_emulator_over_floor": "emulator / floor (what the gateway adds on top of the stack; "
+    "> 1 means the emulator needs more):",
+}
 
 
 def ratios_table(items: Sequence[dict[str, Any]]) -> str:
@@ -1105,7 +1176,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--modes", default="strict,passthrough", help="comma-separated listener modes"
     )
     parser.add_argument("--loads", default="ka,hs", help="comma-separated load modes (ka, hs)")
-    parser.add_argument("--targets", default="nginx,emulator", help="comma-separated proxies")
+    parser.add_argument(
+        "--targets",
+        default="nginx,emulator",
+        help="comma-separated proxies: nginx, emulator, floor (opt-in: bench/floor_proxy.py)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     parser.add_argument("--hs-conns", type=int, default=HS_CONNS)
     parser.add_argument("--ka-conns", type=int, default=KA_CONNS)
@@ -1150,8 +1225,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--modes takes strict and/or passthrough")
     if not set(args.loads) <= {"ka", "hs"}:
         parser.error("--loads takes ka and/or hs")
-    if not set(args.targets) <= {"nginx", "emulator"}:
-        parser.error("--targets takes nginx and/or emulator")
+    if not set(args.targets) <= set(TARGETS):
+        parser.error("--targets takes nginx, emulator and/or floor")
     if not 1 <= args.repeat <= MAX_REPEAT:
         parser.error(f"--repeat must be between 1 and {MAX_REPEAT}")
     if not 1 <= args.workers <= 16:
@@ -1171,6 +1246,11 @@ def print_tables(
     print()
     print("emulator / nginx (same key type, mode and load; > 1 means the emulator needs more):")
     print(ratios_table(result_ratios))
+    for key, items in floor_ratios(summary_rows).items():
+        if items:
+            print()
+            print(_FLOOR_HEADINGS[key])
+            print(ratios_table(items))
     met = targets(summary_rows, checks or {})
     if met:
         print()
@@ -1187,6 +1267,7 @@ def rereport(path: Path) -> int:
     report["ratios_emulator_over_nginx"], report["targets"] = print_tables(
         summary_rows, report.get("checks", {})
     )
+    report |= {key: items for key, items in floor_ratios(summary_rows).items() if items}
     path.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
@@ -1239,6 +1320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         source_root=source_root,
                     )
                 )
+            if "floor" in args.targets:
+                proxies.append(start_floor(procs, rundir, pki, backend_port, pin=pin))
             for proxy in proxies:
                 smoke[f"{proxy.name} {key_type}"] = smoke_check(proxy, pki)
                 warm_up(proxy, backend, pki, settings)
@@ -1291,7 +1374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"of the snapshot taken at the start ({source_digest})",
             file=sys.stderr,
         )
-    report = {
+    report: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
         "machine": facts,
         "versions": versions(),
@@ -1310,6 +1393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": [asdict(r) for r in summary_rows],
         "all_runs": [asdict(r) for r in rows],
         "ratios_emulator_over_nginx": result_ratios,
+        **{key: items for key, items in floor_ratios(summary_rows).items() if items},
         "checks": checks,
         "targets": met,
     }
