@@ -245,7 +245,7 @@ class _ClientGone(Exception):
     """The client closed or broke the connection; nothing more can be sent to it."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ClientConnection:
     """State of one accepted connection (mutable: it lives exactly as long as the connection)."""
 
@@ -320,7 +320,7 @@ class ClientConnection:
     async def _read_head(self, idle_s: float) -> RequestHead | None:
         """The next request head, or None when the client closed between requests.
 
-        The wait is bounded by the connection's idle scope (see :meth:`_serve_requests`),
+        The wait is bounded by the connection's idle scope (see :meth:`run`),
         whose deadline is set for the wait and lifted afterwards: cheaper than a cancel scope
         per wait, and a head that does not come ends the connection anyway.
 
@@ -347,7 +347,16 @@ class ClientConnection:
                     raise HttpError("the client closed the connection inside a request head")
                 return None
             idle.deadline = trio.current_time() + idle_s
-            data = await self._receive(None)
+            tls = self.tls
+            if tls is not None and self.stream is tls:
+                # Straight to the TLS stream, without _receive's frame: every idle keep-alive
+                # connection waits here, and each frame is memory per connection.
+                try:
+                    data = await tls.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise _ClientGone from exc
+            else:
+                data = await self._receive(None)
             idle.deadline = math.inf
             if data:
                 self._inbuf += data
@@ -437,7 +446,13 @@ class ClientConnection:
                 await self._check_revocation()
             else:
                 self.decision = decide_client_cert(None, presented=False, log=None)
-            await self._serve_requests()
+            # The request loop runs in the idle scope, whose deadline bounds each wait for a
+            # request head (see _read_head); inline here rather than in a method of its own,
+            # because every idle connection keeps the frames of this await chain.
+            with self._idle_scope:
+                await self._request_loop()
+            if self._idle_scope.cancelled_caught and not self._served:
+                await self._send_page(GatewayPage.REQUEST_TIMEOUT, close=True)
         except _ClientGone:
             LOGGER.debug("client.gone listener=%s client=%s:%s", self.listener.name, *self.peer)
         except Exception:
@@ -585,15 +600,10 @@ class ClientConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             LOGGER.debug("client.gone before the plain-HTTP 400 was sent")
 
-    async def _serve_requests(self) -> None:
-        """Serve requests until the connection ends; a client that sends no first request
-        within ``REQUEST_HEADER_TIMEOUT_S`` gets 408, an idle keep-alive one is closed."""
-        with self._idle_scope:
-            await self._request_loop()
-        if self._idle_scope.cancelled_caught and not self._served:
-            await self._send_page(GatewayPage.REQUEST_TIMEOUT, close=True)
-
     async def _request_loop(self) -> None:
+        """Serve requests until the connection ends (a client that sends no first request
+        within ``REQUEST_HEADER_TIMEOUT_S`` gets 408 from :meth:`run`; an idle keep-alive one
+        is closed)."""
         while True:
             self._request = None
             self._body = None
@@ -1314,9 +1324,10 @@ class _ConnectionFacts:
     """
 
     __slots__ = (
+        "_cipher_codes",
         "_ciphers",
+        "_hello_done",
         "_ja4",
-        "_ja4_done",
         "_listener",
         "_socket_stream",
         "_tls",
@@ -1330,37 +1341,49 @@ class _ConnectionFacts:
         self._tls = tls
         self._socket_stream = tls.transport_stream if tls is not None else stream
         self._listener = listener_name
+        self._hello_done = False
         self._ja4: str | None = None
-        self._ja4_done = False
+        self._cipher_codes = b""
         self._ciphers: str | None = None
         self.tls_version = tls.tls_version if tls is not None else None
         self.cipher = tls.cipher if tls is not None else None
 
-    def _client_hello(self) -> ClientHello | None:
-        """The parsed ClientHello; not kept (an idle connection holds only the results)."""
-        if self._tls is None:
-            return None
+    def _take_client_hello(self) -> None:
+        """Parse the ClientHello once and keep only what the variables need — the JA4 and the
+        offered cipher codes (2 bytes each) — then let the stream drop the raw records: an
+        idle connection should not hold the 0.5 to 2 KB it no longer needs."""
+        if self._hello_done:
+            return
+        self._hello_done = True
+        tls = self._tls
+        if tls is None:
+            return
         try:
-            return parse_client_hello_records(self._tls.client_hello)
+            hello: ClientHello | None = parse_client_hello_records(tls.client_hello)
         except ClientHelloError as exc:
             LOGGER.debug("tls.client_hello_unparsed listener=%s reason=%s", self._listener, exc)
-            return None
+            hello = None
+        tls.forget_client_hello()
+        if hello is not None:
+            self._ja4 = ja4_fingerprint(hello)
+            codes = hello.cipher_suites
+            self._cipher_codes = struct.pack(f">{len(codes)}H", *codes)
 
     @property
     def ja4(self) -> str | None:
-        if not self._ja4_done:
-            self._ja4_done = True
-            hello = self._client_hello()
-            self._ja4 = ja4_fingerprint(hello) if hello is not None else None
+        self._take_client_hello()
         return self._ja4
 
     @property
     def ciphers_supported(self) -> str:
         if self._ciphers is None:
-            hello = self._client_hello()
+            self._take_client_hello()
+            codes = self._cipher_codes
             self._ciphers = (
-                openssl_cipher_list(hello.cipher_suites, _openssl_cipher_names())
-                if hello is not None
+                openssl_cipher_list(
+                    struct.unpack(f">{len(codes) // 2}H", codes), _openssl_cipher_names()
+                )
+                if codes
                 else ""
             )
         return self._ciphers

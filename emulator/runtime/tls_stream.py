@@ -288,6 +288,32 @@ class TlsServerStream(trio.abc.Stream):
     ``trio.fail_after(...)`` -- a cancelled handshake leaves the stream BROKEN.
     """
 
+    # Slots: one of these lives for every open connection (idle keep-alive ones included).
+    __slots__ = (
+        "_client_hello",
+        "_close_notify_sent",
+        "_conn",
+        "_delayed_outgoing",
+        "_handshake_done",
+        "_handshake_running",
+        "_peer_certificate",
+        "_peer_chain",
+        "_plaintext_eof",
+        "_receiving",
+        "_recv_count",
+        "_seen_bytes",
+        "_send_lock",
+        "_sending",
+        "_server_spoke",
+        "_socket",
+        "_state",
+        "_transport",
+        "_transport_eof",
+        "_transport_free",
+        "_transport_receiving",
+        "_undrained",
+    )
+
     def __init__(
         self,
         transport: trio.abc.Stream,
@@ -389,6 +415,11 @@ class TlsServerStream(trio.abc.Stream):
         Normally exactly the ClientHello record(s); input for a JA4 fingerprint.
         """
         return bytes(self._client_hello)
+
+    def forget_client_hello(self) -> None:
+        """Drop the captured ClientHello (:attr:`client_hello` is empty afterwards): a caller
+        that has taken what it needs from it spares every idle connection its bytes."""
+        self._client_hello = bytearray()
 
     # ------------------------------------------------------------- the loop
 
@@ -533,7 +564,37 @@ class TlsServerStream(trio.abc.Stream):
             return
         self._transport_receiving = True
         try:
-            data = await self._transport_receive(deadline)
+            sock = self._socket
+            if sock is None:
+                with trio.fail_at(deadline):
+                    data = bytes(await self._transport.receive_some(RECEIVE_SIZE))
+            else:
+                # Read here rather than in a helper coroutine: every idle keep-alive connection
+                # waits in this frame, and each frame of that chain is memory per connection.
+                while True:
+                    # The descriptor is looked up on every pass: a closed socket says -1, and a
+                    # cached number could meanwhile belong to another connection.
+                    fd = sock.fileno()
+                    if fd < 0:
+                        raise trio.ClosedResourceError(_CLOSED_MESSAGE)
+                    try:
+                        data = os.read(fd, RECEIVE_SIZE)
+                        break
+                    except BlockingIOError:
+                        pass
+                    except OSError as exc:
+                        raise _transport_error(exc) from exc
+                    if deadline == math.inf:
+                        # No deadline of ours (the caller bounds the wait another way).
+                        await trio.lowlevel.wait_readable(sock)
+                        continue
+                    # The scope only when waiting (a read the kernel answers at once needs no
+                    # deadline), and a bare CancelScope: fail_at's generator-based context
+                    # manager would cost each waiting connection another frame.
+                    with trio.CancelScope(deadline=deadline) as waiting:
+                        await trio.lowlevel.wait_readable(sock)
+                    if waiting.cancelled_caught:
+                        raise trio.TooSlowError
             self._feed(data)
             self._recv_count += 1
         finally:
@@ -541,35 +602,6 @@ class TlsServerStream(trio.abc.Stream):
             if self._transport_free is not None:
                 self._transport_free.set()
                 self._transport_free = None
-
-    async def _transport_receive(self, deadline: float) -> bytes:
-        sock = self._socket
-        if sock is None:
-            with trio.fail_at(deadline):
-                return bytes(await self._transport.receive_some(RECEIVE_SIZE))
-        while True:
-            # The descriptor is looked up on every pass: a closed socket says -1, and a cached
-            # number could meanwhile belong to another connection.
-            fd = sock.fileno()
-            if fd < 0:
-                raise trio.ClosedResourceError(_CLOSED_MESSAGE)
-            try:
-                return os.read(fd, RECEIVE_SIZE)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise _transport_error(exc) from exc
-            if deadline == math.inf:
-                # No deadline of ours (the caller bounds the wait another way): no scope.
-                await trio.lowlevel.wait_readable(sock)
-                continue
-            # The scope only when waiting: a read the kernel answers at once needs no deadline.
-            # A bare CancelScope, not fail_at: every idle connection sits here, and fail_at's
-            # generator-based context manager would cost each one another frame.
-            with trio.CancelScope(deadline=deadline) as waiting:
-                await trio.lowlevel.wait_readable(sock)
-            if waiting.cancelled_caught:
-                raise trio.TooSlowError
 
     async def _send_to_transport(self, data: bytes) -> None:
         # No await between taking `data` from the BIO and queueing on the FIFO lock (see
