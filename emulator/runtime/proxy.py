@@ -536,6 +536,8 @@ class ClientConnection:
             log=log,
             at=datetime.now(UTC),
         )
+        # The verify callback's record has been read; the connection need not keep it.
+        tls.connection.set_app_data(None)
         if self.decision.explanation:
             LOGGER.info(
                 "tls.client_cert_rejected listener=%s client=%s:%s reason=%s",
