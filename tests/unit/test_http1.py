@@ -650,6 +650,23 @@ def test_chunked_body_decodes_fed_one_byte_at_a_time() -> None:
     assert (body, reader.done) == (CHUNKED_DECODED, True)
 
 
+def test_chunked_body_broken_after_a_valid_chunk_returns_that_chunk_then_fails() -> None:
+    # A proxy forwards what was valid before the framing broke (the client sees a cut
+    # response, not nothing); the error comes with the next call, and at EOF.
+    reader = BodyReader(Framing.CHUNKED)
+    body, rest = reader.feed(b"5\r\nhello\r\nzz\r\nnope\r\n")
+    assert (body, rest, reader.done) == (b"hello", b"", False)
+    with pytest.raises(HttpError, match="chunk size"):
+        reader.feed(b"more")
+    with pytest.raises(HttpError, match="chunk size"):
+        reader.eof()
+
+
+def test_chunked_body_broken_before_any_chunk_fails_at_once() -> None:
+    with pytest.raises(HttpError, match="chunk size"):
+        BodyReader(Framing.CHUNKED).feed(b"zz\r\nhello\r\n")
+
+
 def test_chunked_body_in_one_call_returns_body_and_leftover() -> None:
     reader = BodyReader(Framing.CHUNKED)
     assert reader.feed(CHUNKED_BODY + NEXT_REQUEST) == (CHUNKED_DECODED, NEXT_REQUEST)
