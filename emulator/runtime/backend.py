@@ -155,7 +155,6 @@ class BackendConnection:
     """
 
     __slots__ = (
-        "_body_sent",
         "_just_sent",
         "_received",
         "_repeatable",
@@ -192,10 +191,9 @@ class BackendConnection:
         #: Taken from the pool of idle connections (cleared once it was replaced by a new one).
         self.reused = False
         #: The current request's head, to send again (never body bytes: a request with a body
-        #: is not repeated), and whether the request may be repeated at all.
+        #: is not repeatable), and whether the request may be repeated at all.
         self._replay = b""
         self._repeatable = False
-        self._body_sent = False
         self._received = 0
         #: A request went out since the last read: its answer cannot be there yet, so the
         #: next read waits for readiness first instead of failing a recv with EAGAIN.
@@ -209,17 +207,14 @@ class BackendConnection:
         """A new request begins with ``head``: remember it in case it has to go again."""
         self._replay = head
         self._repeatable = repeatable
-        self._body_sent = False
         self._received = 0
 
-    async def send(self, data: bytes, *, body: bool = False) -> None:
-        """Send ``data`` (the request's head, or body bytes when ``body``).
+    async def send(self, data: bytes) -> None:
+        """Send ``data``: the request's head, or body bytes.
 
         Raises:
             BackendConnectError: the connection broke and the request cannot be repeated.
         """
-        if body:
-            self._body_sent = True
         self._just_sent = True
         try:
             await self._send_raw(data)
@@ -296,15 +291,9 @@ class BackendConnection:
 
     def _may_repeat(self) -> bool:
         """True when the current request can go again on a new connection: this one came
-        from the pool, not one response byte has arrived, and the request is a body-less
-        GET, HEAD or OPTIONS."""
-        return (
-            self.reused
-            and self._repeatable
-            and not self._received
-            and not self._body_sent
-            and bool(self._replay)
-        )
+        from the pool, not one response byte has arrived, and :meth:`start_request` said the
+        request may go again (a body-less GET, HEAD or OPTIONS)."""
+        return self.reused and self._repeatable and not self._received and bool(self._replay)
 
     async def _repeat_on_new_connection(self, reason: str) -> None:
         """Replace the failed pooled connection by a new one and send the request again.
