@@ -40,7 +40,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final
@@ -254,6 +254,7 @@ class ClientConnection:
     peer: tuple[str, int]
     backend: BackendClient
     on_access: Callable[[AccessRecord], None]
+    #: The TLS stream, once the handshake started; then also :attr:`stream`.
     tls: TlsServerStream | None = None
     cert: ClientCertInfo | None = None
     decision: CertDecision | None = None
@@ -305,7 +306,7 @@ class ClientConnection:
         """
         tls = self.tls
         try:
-            if tls is not None and self.stream is tls:
+            if tls is not None:
                 # The TLS stream only starts a timer when it has to wait (most reads under load
                 # find the request already there); a cancel scope per read costs ~5 µs.
                 deadline = math.inf if idle_s is None else trio.current_time() + idle_s
@@ -348,7 +349,7 @@ class ClientConnection:
                 return None
             idle.deadline = trio.current_time() + idle_s
             tls = self.tls
-            if tls is not None and self.stream is tls:
+            if tls is not None:
                 # Straight to the TLS stream, without _receive's frame: every idle keep-alive
                 # connection waits here, and each frame is memory per connection.
                 try:
@@ -416,7 +417,7 @@ class ClientConnection:
         self._outgoing_bytes = 0
         tls = self.tls
         try:
-            if last and tls is not None and self.stream is tls:
+            if last and tls is not None:
                 await tls.send_last(data)
             else:
                 await self.stream.send_all(data)
@@ -651,7 +652,13 @@ class ClientConnection:
         started = time.perf_counter()
         decision = self.decision
         assert decision is not None
-        facts = self._facts(request, decision)
+        facts = self._facts(
+            request.method,
+            request.target,
+            request.version,
+            request.headers,
+            decision.verification,
+        )
         host = normalize_host(facts.header("host") or _target_authority(facts.target))
         if host != self._routed_host:
             # Keep-alive requests of a connection nearly always name the same host.
@@ -1137,26 +1144,19 @@ class ClientConnection:
         line = self._inbuf[:MAX_LOGGED_REQUEST_LINE].split(b"\r\n", 1)[0].decode("latin-1")
         parts = line.split(" ")
         method, target = (parts[0], parts[1]) if len(parts) == 3 else ("", "")
-        connection = self._connection_facts
         decision = self.decision
-        return RequestFacts(
-            client_ip=self.peer[0],
-            client_port=self.peer[1],
-            server_port=self.runtime.port,
-            scheme="https" if self.tls is not None else "http",
-            method=method,
-            target=target,
-            http_version="1.1",
-            headers=(),
-            trace_id=_trace_id(),
-            tls_version=self.tls.tls_version if self.tls is not None else None,
-            cipher=self.tls.cipher if self.tls is not None else None,
-            certificate=self.cert,
-            verification=decision.verification if decision is not None else "NONE",
-            connection=connection,
-        )
+        verification = decision.verification if decision is not None else "NONE"
+        return self._facts(method, target, "1.1", (), verification)
 
-    def _facts(self, request: RequestHead, decision: CertDecision) -> RequestFacts:
+    def _facts(
+        self,
+        method: str,
+        target: str,
+        version: str,
+        headers: Sequence[tuple[str, str]],
+        verification: str,
+    ) -> RequestFacts:
+        """One request's facts: the connection's (computed once) and the request's own."""
         connection = self._connection_facts
         if connection is None:
             connection = self._connection_facts = _ConnectionFacts(
@@ -1167,15 +1167,15 @@ class ClientConnection:
             client_port=self.peer[1],
             server_port=self.runtime.port,
             scheme="https" if self.tls is not None else "http",
-            method=request.method,
-            target=request.target,
-            http_version=request.version,
-            headers=request.headers,
+            method=method,
+            target=target,
+            http_version=version,
+            headers=headers,
             trace_id=_trace_id(),
             tls_version=connection.tls_version,
             cipher=connection.cipher,
             certificate=self.cert,
-            verification=decision.verification,
+            verification=verification,
             # X-Azure-JA4-Fingerprint comes with the 2022 policies, which are also the ones that
             # offer TLS 1.3 (CustomV2 too: the docs are silent, it is the same family).
             ja4=connection.ja4 if self.listener.ssl_policy.tls13 else None,
