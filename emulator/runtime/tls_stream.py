@@ -603,7 +603,7 @@ class TlsServerStream(trio.abc.Stream):
                 self._transport_free.set()
                 self._transport_free = None
 
-    async def _send_to_transport(self, data: bytes) -> None:
+    async def _send_to_transport(self, data: bytes | memoryview) -> None:
         # No await between taking `data` from the BIO and queueing on the FIFO lock (see
         # "Concurrency"), so records reach the wire in the order OpenSSL produced them.
         lock = self._send_lock
@@ -637,42 +637,34 @@ class TlsServerStream(trio.abc.Stream):
             self._mark_broken()
             raise
 
-    def _write_now(self, data: bytes) -> bytes:
-        """Write what the socket takes without waiting; returns the rest (b"" when all went).
+    def _write_now(self, data: bytes | memoryview) -> bytes | memoryview:
+        """Write what the socket takes without waiting; returns the rest (empty when all went).
         A transport that is not a socket takes nothing here."""
         sock = self._socket
         if sock is None:
             return data
-        fd = sock.fileno()
-        if fd < 0:
-            raise trio.ClosedResourceError(_CLOSED_MESSAGE)
-        sent = 0
+        rest = data
         try:
-            while sent < len(data):
-                sent += os.write(fd, data[sent:] if sent else data)
+            while rest:
+                # The descriptor is looked up on every pass: a closed socket says -1, and a
+                # cached number could meanwhile belong to another connection.
+                fd = sock.fileno()
+                if fd < 0:
+                    raise trio.ClosedResourceError(_CLOSED_MESSAGE)
+                sent = os.write(fd, rest)
+                rest = b"" if sent == len(rest) else memoryview(rest)[sent:]
         except BlockingIOError:
             pass
         except OSError as exc:
             raise _transport_error(exc) from exc
-        return data[sent:] if sent else data
+        return rest
 
-    async def _transport_send(self, data: bytes) -> None:
+    async def _transport_send(self, data: bytes | memoryview) -> None:
         sock = self._socket
         if sock is None:
             await self._transport.send_all(data)
             return
-        view = memoryview(data)
-        while view:
-            fd = sock.fileno()
-            if fd < 0:
-                raise trio.ClosedResourceError(_CLOSED_MESSAGE)
-            try:
-                view = view[os.write(fd, view) :]
-                continue
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise _transport_error(exc) from exc
+        while data := self._write_now(data):
             await trio.lowlevel.wait_writable(sock)
 
     def _mark_broken(self) -> None:
@@ -851,20 +843,10 @@ class TlsServerStream(trio.abc.Stream):
                 self._check_state()
             else:
                 await self.do_handshake()
-            if len(data) <= SEND_CHUNK_SIZE and isinstance(data, bytes):
-                # The usual response: one SSL_write call can take it, no view needed.
-                if not data:
-                    await trio.lowlevel.checkpoint()
-                    return
-                try:
-                    written = await self._retry(self._conn.send, data)
-                    assert written is not None  # send either returns a count or raises
-                except (SSL.Error, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    raise self._failure(exc, handshake=False) from exc
-                if written == len(data):
-                    return
-                data = data[written:]
-            view = memoryview(data).cast("B")
+            # The usual response is bytes that one SSL_write can take: no view needed. A
+            # larger or other buffer is cut into chunks through a view (no copies).
+            whole = isinstance(data, bytes) and len(data) <= SEND_CHUNK_SIZE
+            view = data if whole else memoryview(data).cast("B")
             if not view:
                 await trio.lowlevel.checkpoint()
                 return
@@ -874,7 +856,11 @@ class TlsServerStream(trio.abc.Stream):
                     self._check_state()
                     # pyOpenSSL turns on SSL_MODE_ENABLE_PARTIAL_WRITE, so SSL_write may take
                     # fewer bytes than offered (as little as one record): go by its count.
-                    chunk = view[position : position + SEND_CHUNK_SIZE]
+                    chunk = (
+                        view
+                        if whole and not position
+                        else view[position : position + SEND_CHUNK_SIZE]
+                    )
                     written = await self._retry(self._conn.send, chunk)
                     assert written is not None  # send either returns a count or raises
                     position += written
