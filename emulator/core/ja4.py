@@ -36,6 +36,8 @@ from struct import Struct, pack, unpack_from
 from struct import error as struct_error
 from typing import Final, TypeAlias
 
+from emulator.core.bounded_cache import ClearingCache
+
 __all__ = [
     "ClientHello",
     "ClientHelloError",
@@ -386,14 +388,12 @@ def _fingerprint(hello: ClientHello) -> str:
     return f"{a}_{_truncated_sha256(b_raw)}_{_truncated_sha256(c_raw)}"
 
 
-#: Most fingerprints the process has computed, keyed by everything :func:`ja4` reads.
-_JA4_CACHE: Final[dict[_CacheKey, str]] = {}
-#: Bound of :data:`_JA4_CACHE`, in entries. A ClientHello's shape is chosen by the client, so
-#: an unbounded cache would let one client grow the process without limit by varying it; the
-#: clients of one local emulator send a handful of shapes, far below this. When full the cache
-#: is emptied whole, not trimmed one entry at a time: ``dict.clear`` is atomic under the GIL,
-#: so emulators running in several threads share it safely, and a miss costs only the hashing.
+#: Bound of :data:`_JA4_CACHE`, in entries. A ClientHello's shape is chosen by the client
+#: (see :mod:`emulator.core.bounded_cache`); the clients of one local emulator send a handful of
+#: shapes, far below this.
 _JA4_CACHE_SIZE: Final = 256
+#: Most fingerprints the process has computed, keyed by everything :func:`ja4` reads.
+_JA4_CACHE: Final[ClearingCache[_CacheKey, str]] = ClearingCache(_JA4_CACHE_SIZE)
 
 
 def ja4(hello: ClientHello) -> str:
@@ -422,9 +422,7 @@ def ja4(hello: ClientHello) -> str:
         return _fingerprint(hello)
     if fingerprint is None:
         fingerprint = _fingerprint(hello)
-        if len(cache) >= _JA4_CACHE_SIZE:
-            cache.clear()
-        cache[key] = fingerprint
+        cache.put(key, fingerprint)
     return fingerprint
 
 

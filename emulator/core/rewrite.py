@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Final, TypeAlias
 
+from emulator.core.bounded_cache import ClearingCache
 from emulator.core.certinfo import CLIENT_CERTIFICATE
 from emulator.core.server_variables import (
     CLIENT_CERTIFICATE_VERIFICATION,
@@ -327,18 +328,15 @@ class _CompiledSet:
 #: Compiled rule sets by ``id()`` of the frozen :class:`RewriteRuleSet`. Hashing the set itself
 #: would walk every rule on each request; ``id()`` is free, and the entry holds the set, so the
 #: id stays unique while cached.
-_COMPILED: Final[dict[int, _CompiledSet]] = {}
 #: A gateway has a handful of rule sets (Azure allows a few hundred); the bound only keeps a
 #: long test run, which builds a new configuration per test, from growing the cache forever.
-_COMPILED_MAX: Final = 1024
+_COMPILED: Final[ClearingCache[int, _CompiledSet]] = ClearingCache(1024)
 
 
 def _compiled(rule_set: RewriteRuleSet) -> _CompiledSet:
     entry = _COMPILED.get(id(rule_set))
     if entry is not None and entry.rule_set is rule_set:
         return entry
-    if len(_COMPILED) >= _COMPILED_MAX:
-        _COMPILED.clear()
     rules = tuple(_rule(r) for r in rule_set.rules)
     entry = _CompiledSet(
         rule_set,
@@ -346,16 +344,15 @@ def _compiled(rule_set: RewriteRuleSet) -> _CompiledSet:
         certificate_headers(rule_set),
         any(r.conditions or r.response_headers for r in rules),
     )
-    _COMPILED[id(rule_set)] = entry
+    _COMPILED.put(id(rule_set), entry)
     return entry
 
 
 #: Header name as sent → (lower-cased, may be forwarded: token characters, not hop-by-hop).
 #: Clients send the same few names on every request; this saves a ``lower()`` and a regex per
 #: header and request.
-_NAMES: Final[dict[str, tuple[str, bool]]] = {}
-#: Names are client input: past this many distinct ones the cache starts over...
-_NAMES_MAX: Final = 4096
+#: Names are client input: past 4,096 distinct ones the cache starts over...
+_NAMES: Final[ClearingCache[str, tuple[str, bool]]] = ClearingCache(4096)
 #: ...and only names up to this many characters are kept (real ones are short), so the cache
 #: stays around a megabyte whatever clients send.
 _NAMES_MAX_LENGTH: Final = 64
@@ -367,9 +364,7 @@ def _name_info(name: str) -> tuple[str, bool]:
         lower = name.lower()
         info = (lower, lower not in HOP_BY_HOP and _TOKEN_NAME.fullmatch(name) is not None)
         if len(name) <= _NAMES_MAX_LENGTH:
-            if len(_NAMES) >= _NAMES_MAX:
-                _NAMES.clear()
-            _NAMES[name] = info
+            _NAMES.put(name, info)
     return info
 
 

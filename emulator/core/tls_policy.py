@@ -48,7 +48,6 @@ a failure against an empty trust store (Passthrough trusts nothing), which would
 from __future__ import annotations
 
 import enum
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -58,6 +57,7 @@ from cryptography import x509
 from OpenSSL import SSL, crypto
 
 from emulator.arm.ssl_policies import TlsVersion, openssl_cipher_name
+from emulator.core.bounded_cache import ClearingCache
 from emulator.core.chain import ClientCertVerdict, apply_ocsp, assess_client_cert
 from emulator.core.ocsp import OcspOutcome
 from emulator.core.pages import GatewayPage
@@ -250,27 +250,20 @@ class _VerdictCache:
     are about validity) is not stored. Decisions are frozen and nothing changes them (OCSP
     settles a *new* decision), so one object can serve many connections.
 
-    When full, the cache is emptied rather than evicting the least recently used entry: LRU
-    bookkeeping would cost every hit, while a clear only costs each live chain one fresh
-    verdict; a client that sends a new chain every time cannot grow it past the bound.
-
-    Lookups take no lock (a dict read is atomic in CPython); stores do, so that gateways
-    running in several threads of one process keep the bound.
+    Bounded like the other caches of the hot paths (:mod:`emulator.core.bounded_cache`): a
+    client that sends a new chain every time cannot grow it past the bound.
     """
 
-    __slots__ = ("_entries", "_lock", "max_entries")
+    __slots__ = ("_entries",)
 
     def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self._entries: dict[_VerdictKey, _CachedDecision] = {}
-        self._lock = threading.Lock()
+        self._entries: ClearingCache[_VerdictKey, _CachedDecision] = ClearingCache(max_entries)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        self._entries.clear()
 
     def lookup(
         self,
@@ -310,11 +303,9 @@ class _VerdictCache:
         valid_until = min(c.not_valid_after_utc for c in certs)
         if not valid_from <= at <= valid_until:
             return
-        entry = _CachedDecision(profile, presented, valid_from, valid_until, decision)
-        with self._lock:
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()
-            self._entries[key] = entry
+        self._entries.put(
+            key, _CachedDecision(profile, presented, valid_from, valid_until, decision)
+        )
 
 
 _VERDICTS: Final = _VerdictCache(_VERDICT_CACHE_SIZE)
