@@ -28,11 +28,11 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Self, TypeVar, Unpack
 
 import trio
 
-from emulator.runtime.gateway import ACCESS_WAIT_S, BackendSpec, Parameters
+from emulator.runtime.gateway import ACCESS_WAIT_S, GatewayOptions, Parameters
 from emulator.runtime.gateway import Gateway as AsyncGateway
 
 if TYPE_CHECKING:
@@ -191,50 +191,20 @@ class Gateway:
         cls,
         path: str | os.PathLike[str],
         parameters: Parameters = (),
-        *,
-        backends: Mapping[str, BackendSpec] | None = None,
-        listen: Mapping[int, int] | None = None,
-        bind: str = "127.0.0.1",
-        gateway: str | None = None,
-        server_ca: bytes | None = None,
+        **options: Unpack[GatewayOptions],
     ) -> Self:
         """See :meth:`emulator.runtime.gateway.Gateway.from_template`; not started yet."""
-        return cls(
-            AsyncGateway.from_template(
-                path,
-                parameters,
-                backends=backends,
-                listen=listen,
-                bind=bind,
-                gateway=gateway,
-                server_ca=server_ca,
-            )
-        )
+        return cls(AsyncGateway.from_template(path, parameters, **options))
 
     @classmethod
     def from_config(
         cls,
         source: Mapping[str, Any] | GatewayConfig,
         parameters: Parameters = (),
-        *,
-        backends: Mapping[str, BackendSpec] | None = None,
-        listen: Mapping[int, int] | None = None,
-        bind: str = "127.0.0.1",
-        gateway: str | None = None,
-        server_ca: bytes | None = None,
+        **options: Unpack[GatewayOptions],
     ) -> Self:
         """See :meth:`emulator.runtime.gateway.Gateway.from_config`; not started yet."""
-        return cls(
-            AsyncGateway.from_config(
-                source,
-                parameters,
-                backends=backends,
-                listen=listen,
-                bind=bind,
-                gateway=gateway,
-                server_ca=server_ca,
-            )
-        )
+        return cls(AsyncGateway.from_config(source, parameters, **options))
 
     # -- lifecycle -----------------------------------------------------------------------------
 

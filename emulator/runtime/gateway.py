@@ -32,7 +32,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, context
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self, TypeAlias
+from typing import Any, Final, Self, TypeAlias, TypedDict
 
 import trio
 from cryptography import x509
@@ -241,6 +241,19 @@ def _trust_anchor(listener: Listener) -> x509.Certificate | None:
         if top.issuer == top.subject:
             return top
     return server_cert.certificate
+
+
+class GatewayOptions(TypedDict, total=False):
+    """The keyword options of :meth:`Gateway.from_template` and :meth:`Gateway.from_config`,
+    for wrappers that pass them on unchanged (:class:`emulator.sync.Gateway`): written once
+    here, so a new option cannot be forgotten in one of them. The meanings and defaults are
+    those of :meth:`Gateway.from_template`."""
+
+    backends: Mapping[str, BackendSpec] | None
+    listen: Mapping[int, int] | None
+    bind: str
+    gateway: str | None
+    server_ca: bytes | None
 
 
 class Gateway:
