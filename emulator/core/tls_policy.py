@@ -20,8 +20,8 @@ We do the same with pyOpenSSL:
    client sends can pass, and nothing is rejected.
 2. The TLS stream gives each connection a fresh :class:`VerifyLog` as the pyOpenSSL
    connection's app data. OpenSSL calls the callback for every certificate of the chain it
-   builds, and again for every problem; we record each problem and return True so the handshake
-   goes on.
+   builds, and again for every problem; we count every call, record each problem and return
+   True so the handshake goes on.
 3. After the handshake the HTTP layer calls :func:`decide_client_cert` with the profile's mode,
    whether a certificate came, and the log. The decision comes from :data:`DECISION_TABLE`, the
    spec of what each mode does; the tests iterate over it.
@@ -37,6 +37,22 @@ and therefore the gateway's ``sslClientVerify`` — reports.
    settles the decision with :func:`resolve_ocsp`. Clients reconnect with the same chain, so
    the decision is cached per (profile, presented chain, OpenSSL errors) — only while the time
    is inside every involved certificate's validity window, never for a time failure.
+
+Session resumption is off
+-------------------------
+OpenSSL verifies nothing on a resumed handshake: the callback is not called, and the peer
+certificate is the one stored in the session. nginx keeps the session's verification result
+with it and reads that back; pyOpenSSL does not expose the stored result
+(``SSL_SESSION_get_verify_result`` has no binding). A resumed session would therefore carry a
+certificate nobody verified on this connection, or one a Passthrough listener of the same port
+accepted into a Strict listener (the shape of nginx CVE-2025-23419). So no context resumes:
+:func:`_forbid_resumption` turns off both the server's session cache and session tickets (either
+alone still lets TLS 1.3 resume), on every listener context and on each port's starting context,
+where OpenSSL looks sessions up. A client offering a session gets a full handshake.
+
+Second line of defence: :class:`VerifyLog` counts the callback's calls, and a presented
+certificate with none is ``FAILED:unspecified certificate verification error``, never
+``SUCCESS`` (an empty record only means "no problem" when the callback ran).
 
 What ``sslClientVerify`` logs on a Passthrough listener is not documented (checked: mutual
 authentication overview, troubleshooting, the passthrough quickstart). We log ``PASSTHROUGH``
@@ -58,15 +74,21 @@ from OpenSSL import SSL, crypto
 
 from emulator.arm.ssl_policies import TlsVersion, openssl_cipher_name
 from emulator.core.bounded_cache import ClearingCache
-from emulator.core.chain import ClientCertVerdict, apply_ocsp, assess_client_cert
+from emulator.core.chain import ClientCertVerdict, Stage, apply_ocsp, assess_client_cert
 from emulator.core.ocsp import OcspOutcome
 from emulator.core.pages import GatewayPage
 from emulator.core.routing import select_tls_rule
-from emulator.core.verify import CERT_HAS_EXPIRED, CERT_NOT_YET_VALID, verify_error_text
+from emulator.core.verify import (
+    CERT_HAS_EXPIRED,
+    CERT_NOT_YET_VALID,
+    UNSPECIFIED,
+    verify_error_text,
+)
 from emulator.model import ClientAuthMode, Listener, RoutingRule, SslProfile
 
 __all__ = [
     "DECISION_TABLE",
+    "NOT_VERIFIED_EXPLANATION",
     "CertDecision",
     "CertState",
     "VerifyLog",
@@ -123,19 +145,40 @@ DECISION_TABLE: Final[dict[tuple[ClientAuthMode | None, CertState], _Rule]] = {
 }
 
 
+#: ``sslClientVerify`` for a presented certificate the handshake did not verify.
+NOT_VERIFIED: Final = "FAILED:" + verify_error_text(UNSPECIFIED)
+NOT_VERIFIED_EXPLANATION: Final = (
+    "the handshake ran no verification of the client certificate (OpenSSL never called the "
+    "verify callback, as on a resumed TLS session); the gateway refuses a certificate it did "
+    "not verify on this connection: connect again without offering a session"
+)
+
+
 @dataclass
 class VerifyLog:
-    """Per-connection record of OpenSSL's verification problems: (error number, depth).
+    """Per-connection record of OpenSSL's verification: how often the callback ran, and the
+    problems it reported as (error number, depth).
 
-    Mutable by design: OpenSSL's callback appends to it during the handshake; nothing reads it
-    before the handshake is over.
+    Mutable by design: OpenSSL's callback updates it during the handshake; nothing reads it
+    before the handshake is over. ``calls`` is what tells "verified, no problem" (calls, no
+    errors) from "never verified" (no calls): a resumed handshake does not call the callback.
     """
 
     errors: list[tuple[int, int]] = field(default_factory=list)
+    #: Verify callback calls: one per certificate of the chain and one per problem.
+    calls: int = 0
+
+    @property
+    def verified(self) -> bool:
+        """True when OpenSSL ran the verification in this handshake."""
+        return self.calls > 0
 
     @property
     def result(self) -> str:
-        """``SUCCESS`` or ``FAILED:<OpenSSL reason>``, as nginx's ``$ssl_client_verify``."""
+        """``SUCCESS`` or ``FAILED:<OpenSSL reason>`` for a presented chain, as nginx's
+        ``$ssl_client_verify``; a chain the callback never saw failed."""
+        if not self.calls:
+            return NOT_VERIFIED
         if not self.errors:
             return "SUCCESS"
         return "FAILED:" + verify_error_text(self.errors[-1][0])
@@ -163,11 +206,15 @@ class CertDecision:
 def decide_client_cert(
     mode: ClientAuthMode | None, *, presented: bool, log: VerifyLog | None
 ) -> CertDecision:
-    """Apply :data:`DECISION_TABLE` to one connection's handshake outcome."""
+    """Apply :data:`DECISION_TABLE` to one connection's handshake outcome.
+
+    A presented certificate without a log, or with a log the callback never wrote to, was not
+    verified: it is INVALID, never VALID.
+    """
     if not presented:
         state, verify = CertState.ABSENT, "NONE"
     else:
-        verify = log.result if log is not None else "SUCCESS"
+        verify = log.result if log is not None else NOT_VERIFIED
         state = CertState.VALID if verify == "SUCCESS" else CertState.INVALID
     rule = DECISION_TABLE[(mode, state)]
     mode_text = mode.value if mode is not None else "no client authentication"
@@ -187,8 +234,9 @@ def assess_handshake(
 ) -> CertDecision:
     """The decision for one connection, from what its handshake showed (see the docstring).
 
-    ``presented`` is what the client sent, leaf first; ``log`` the verify callback's record;
-    ``at`` the verification time (timezone-aware, like the certificates' validity).
+    ``presented`` is what the client sent, leaf first; ``log`` the verify callback's record
+    (None: no handshake, e.g. ``check-ca``, and the chain emulation verifies); ``at`` the
+    verification time (timezone-aware, like the certificates' validity).
 
     Strict verdicts are remembered (:class:`_VerdictCache`): clients reconnect with the same
     chain again and again, and explaining, checking the issuer DN and finding the OCSP issuer
@@ -319,6 +367,10 @@ def _assess_strict(
 ) -> CertDecision:
     """:func:`assess_handshake` for a Strict profile, through :data:`_VERDICTS`."""
     chain = tuple(presented)
+    if chain and log is not None and not log.verified:
+        # A handshake that verified nothing (see "Session resumption is off"); never cached,
+        # because it says nothing about the chain.
+        return _from_verdict(ClientCertVerdict(NOT_VERIFIED, NOT_VERIFIED_EXPLANATION, Stage.CHAIN))
     errors = tuple(log.errors) if log is not None else None
     key: _VerdictKey = (id(profile), tuple([c.signature for c in chain]), errors)
     cached = _VERDICTS.lookup(key, profile, chain, at)
@@ -372,12 +424,24 @@ def resolve_ocsp(decision: CertDecision, outcome: OcspOutcome) -> CertDecision:
 def _record_verify(
     conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int
 ) -> bool:
-    """OpenSSL's verify callback: note the problem, never stop the handshake."""
-    if not ok:
-        log = conn.get_app_data()
-        if isinstance(log, VerifyLog):
+    """OpenSSL's verify callback: count the call, note the problem, never stop the handshake."""
+    log = conn.get_app_data()
+    if isinstance(log, VerifyLog):
+        log.calls += 1
+        if not ok:
             log.errors.append((errno, depth))
     return True
+
+
+def _forbid_resumption(ctx: SSL.Context) -> None:
+    """No session cache, no session tickets: every handshake is a full one, which verifies.
+
+    Both are needed: without the cache OpenSSL still resumes from a ticket, and with
+    ``OP_NO_TICKET`` alone a TLS 1.3 server keeps sessions in its cache and resumes from there
+    (checked on pyOpenSSL 26.4). See "Session resumption is off" in the module docstring.
+    """
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    ctx.set_options(SSL.OP_NO_TICKET)
 
 
 def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes | object:
@@ -415,8 +479,7 @@ def build_server_context(listener: Listener) -> SSL.Context:
         ctx.add_extra_chain_cert(extra)
     ctx.check_privatekey()
     ctx.set_alpn_select_callback(_select_alpn)  # type: ignore[arg-type]  # pyOpenSSL accepts the sentinel
-    # Resumed sessions must keep the client certificate; OpenSSL requires an id context then.
-    ctx.set_session_id(b"appgw-emulator/" + listener.name.encode()[:16])
+    _forbid_resumption(ctx)
 
     profile = listener.ssl_profile
     mode = listener.client_auth
@@ -462,9 +525,8 @@ def _acknowledge_server_name(conn: SSL.Connection) -> None:
     """The servername callback of a port with one listener: nothing to choose.
 
     It exists only because a servername callback that accepts the name is what makes OpenSSL
-    acknowledge SNI in its reply and keep the name in a TLS 1.2 session, so that a resumed
-    connection still reports it (``requireServerNameIndication`` checks it); a port with one
-    listener must look the same on the wire as a port with several.
+    acknowledge SNI in its reply: a port with one listener must look the same on the wire as a
+    port with several.
     """
 
 
@@ -487,9 +549,13 @@ def build_port_contexts(
     the handshake.
 
     A port with a single listener (the usual case) has nothing to choose: its port context is
-    that listener's own context, and the callback only acknowledges the name. Switching
-    contexts costs a handshake tens of microseconds (``SSL_set_SSL_CTX`` copies the
-    certificate set, and pyOpenSSL's ``Connection.set_verify`` makes a new C callback).
+    that listener's own context, and the callback only acknowledges the name. No context
+    resumes sessions (:func:`_forbid_resumption`), the port context included: OpenSSL looks a
+    session up in the context the handshake started with, before the callback has chosen, so
+    a session made under one listener would otherwise be offered to every listener of the
+    port. Switching contexts costs a handshake tens of microseconds (``SSL_set_SSL_CTX``
+    copies the certificate set, and pyOpenSSL's ``Connection.set_verify`` makes a new C
+    callback).
     """
     contexts = {rule.listener.name: build_server_context(rule.listener) for rule in rules}
     if len(contexts) == 1:

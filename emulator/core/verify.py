@@ -28,11 +28,16 @@ __all__ = [
     "UNABLE_TO_GET_ISSUER_CERT",
     "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
     "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+    "UNSPECIFIED",
     "VERIFY_ERROR_TEXTS",
     "verify_error_text",
 ]
 
 # The numbers the chain emulation (:mod:`emulator.core.chain`) reports, named as in x509_vfy.h.
+#: X509_V_ERR_UNSPECIFIED: OpenSSL's verdict when verification produced no result. The TLS
+#: policy reports it for a certificate the handshake did not verify at all (see
+#: :class:`emulator.core.tls_policy.VerifyLog`).
+UNSPECIFIED: Final = 1
 UNABLE_TO_GET_ISSUER_CERT: Final = 2
 UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY: Final = 6
 CERT_SIGNATURE_FAILURE: Final = 7
@@ -57,6 +62,7 @@ ISSUER_DN_MISMATCH_TEXT: Final = "Unable to verify the client certificate issuer
 OCSP_FAILED_TEXT: Final = "certificate status request failed"
 
 VERIFY_ERROR_TEXTS: Final[dict[int, str]] = {
+    1: "unspecified certificate verification error",
     2: "unable to get issuer certificate",
     3: "unable to get certificate CRL",
     4: "unable to decrypt certificate's signature",

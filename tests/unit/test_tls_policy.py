@@ -214,17 +214,20 @@ def _inputs(state: CertState) -> list[tuple[bool, VerifyLog | None, str]]:
             (False, None, "NONE"),
             (False, VerifyLog(), "NONE"),
             # A log with errors but no certificate cannot happen; "absent" still wins.
-            (False, VerifyLog([(UNABLE_TO_GET_LOCAL_ISSUER, 0)]), "NONE"),
+            (False, VerifyLog([(UNABLE_TO_GET_LOCAL_ISSUER, 0)], calls=2), "NONE"),
         ]
     if state is CertState.VALID:
-        return [(True, None, "SUCCESS"), (True, VerifyLog(), "SUCCESS")]
+        return [(True, VerifyLog(calls=2), "SUCCESS")]
     return [
         (
             True,
-            VerifyLog([(UNABLE_TO_GET_LOCAL_ISSUER, 0)]),
+            VerifyLog([(UNABLE_TO_GET_LOCAL_ISSUER, 0)], calls=2),
             "FAILED:unable to get local issuer certificate",
         ),
-        (True, VerifyLog([(CERT_HAS_EXPIRED, 0)]), "FAILED:certificate has expired"),
+        (True, VerifyLog([(CERT_HAS_EXPIRED, 0)], calls=3), "FAILED:certificate has expired"),
+        # A certificate nobody verified (a resumed session, or no log at all) is not valid.
+        (True, VerifyLog(), "FAILED:unspecified certificate verification error"),
+        (True, None, "FAILED:unspecified certificate verification error"),
     ]
 
 
@@ -244,7 +247,7 @@ def test_decide_client_cert_follows_the_table(key: tuple[ClientAuthMode | None, 
 
 def test_decision_reason_names_the_mode_and_the_verification_result() -> None:
     decision = decide_client_cert(
-        ClientAuthMode.STRICT, presented=True, log=VerifyLog([(CERT_HAS_EXPIRED, 0)])
+        ClientAuthMode.STRICT, presented=True, log=VerifyLog([(CERT_HAS_EXPIRED, 0)], calls=2)
     )
     assert (
         decision.reason == "Strict: client certificate verification FAILED:certificate has expired"
@@ -268,7 +271,13 @@ def test_decision_reason_names_the_mode_and_the_verification_result() -> None:
 def test_verify_log_result_is_the_last_errors_openssl_text(
     errors: list[tuple[int, int]], result: str
 ) -> None:
-    assert VerifyLog(list(errors)).result == result
+    assert VerifyLog(list(errors), calls=len(errors) + 1).result == result
+
+
+def test_verify_log_without_callback_calls_is_a_failure_not_success() -> None:
+    # What a resumed handshake leaves: OpenSSL verified nothing, so nothing was recorded.
+    assert VerifyLog().result == "FAILED:unspecified certificate verification error"
+    assert not VerifyLog().verified
 
 
 def test_verify_error_texts_match_openssl_wording() -> None:

@@ -108,7 +108,7 @@ def copy_of(chain: Chain) -> Chain:
 def openssl_log(pki: Pki, chain: Chain, at: datetime.datetime) -> VerifyLog:
     """What the verify callback would have recorded for ``chain`` at ``at``."""
     result = verify_chain(chain, pki.upload.certificates, at=at)
-    return VerifyLog([(p.errno, p.depth) for p in result.errors])
+    return VerifyLog([(p.errno, p.depth) for p in result.errors], calls=1)
 
 
 def fresh(
@@ -236,13 +236,13 @@ def test_verdict_is_recomputed_outside_its_window_even_with_the_same_handshake_e
     # The key (profile, chain, errors) matches; only the time says the entry no longer holds.
     profile = strict(pki, revocation=RevocationMode.OCSP)
     chain = pki.with_ocsp
-    cached = assess_handshake(profile, presented=chain, log=VerifyLog(), at=T0)
+    cached = assess_handshake(profile, presented=chain, log=VerifyLog(calls=1), at=T0)
     late = chain[0].not_valid_after_utc + SECOND
 
-    again = assess_handshake(profile, presented=chain, log=VerifyLog(), at=late)
+    again = assess_handshake(profile, presented=chain, log=VerifyLog(calls=1), at=late)
 
     assert again is not cached
-    assert again == fresh(profile, chain, VerifyLog(), late)
+    assert again == fresh(profile, chain, VerifyLog(calls=1), late)
 
 
 def test_an_expiring_uploaded_ca_bounds_the_window(pki: Pki) -> None:
@@ -271,8 +271,8 @@ def test_an_equal_but_distinct_profile_gets_its_own_entry(pki: Pki) -> None:
     assert first == twin
     assert first is not twin
 
-    a = assess_handshake(first, presented=pki.valid, log=VerifyLog(), at=T0)
-    b = assess_handshake(twin, presented=pki.valid, log=VerifyLog(), at=T0)
+    a = assess_handshake(first, presented=pki.valid, log=VerifyLog(calls=1), at=T0)
+    b = assess_handshake(twin, presented=pki.valid, log=VerifyLog(calls=1), at=T0)
 
     assert a == b
     assert a is not b
@@ -281,9 +281,9 @@ def test_an_equal_but_distinct_profile_gets_its_own_entry(pki: Pki) -> None:
 
 def test_profiles_with_different_settings_never_share_a_verdict(pki: Pki) -> None:
     chain = pki.by_root
-    lenient = assess_handshake(strict(pki), presented=chain, log=VerifyLog(), at=T0)
+    lenient = assess_handshake(strict(pki), presented=chain, log=VerifyLog(calls=1), at=T0)
     checking = assess_handshake(
-        strict(pki, issuer_dn=True), presented=chain, log=VerifyLog(), at=T0
+        strict(pki, issuer_dn=True), presented=chain, log=VerifyLog(calls=1), at=T0
     )
 
     assert lenient.allowed
@@ -307,18 +307,24 @@ def test_different_openssl_errors_never_share_a_verdict(
     # Another error list for the same chain and profile is remembered first.
     for other in ([], [(20, 0)], [(26, 0)], [(20, 0), (26, 0)]):
         if other != errors:
-            assess_handshake(profile, presented=pki.valid, log=VerifyLog(list(other)), at=T0)
+            assess_handshake(
+                profile, presented=pki.valid, log=VerifyLog(list(other), calls=1), at=T0
+            )
 
-    decision = assess_handshake(profile, presented=pki.valid, log=VerifyLog(list(errors)), at=T0)
+    decision = assess_handshake(
+        profile, presented=pki.valid, log=VerifyLog(list(errors), calls=1), at=T0
+    )
 
     assert decision.ssl_client_verify == expected
-    assert decision == fresh(profile, pki.valid, VerifyLog(list(errors)), T0)
+    assert decision == fresh(profile, pki.valid, VerifyLog(list(errors), calls=1), T0)
 
 
 def test_handshake_errors_and_no_handshake_never_share_a_verdict(pki: Pki) -> None:
     # log=None means "no handshake: verify here"; an empty log means "OpenSSL found nothing".
     profile = strict(pki)
-    trusted_openssl = assess_handshake(profile, presented=pki.unrelated, log=VerifyLog(), at=T0)
+    trusted_openssl = assess_handshake(
+        profile, presented=pki.unrelated, log=VerifyLog(calls=1), at=T0
+    )
     emulated = assess_handshake(profile, presented=pki.unrelated, log=None, at=T0)
 
     assert trusted_openssl.allowed
@@ -359,12 +365,14 @@ def test_openssl_validity_errors_inside_the_window_are_not_remembered(pki: Pki) 
     # OpenSSL's clock and ``at`` may disagree near a boundary; the explanation names ``at``.
     profile = strict(pki)
     log = [(10, 0)]
-    first = assess_handshake(profile, presented=pki.valid, log=VerifyLog(list(log)), at=T0)
+    first = assess_handshake(profile, presented=pki.valid, log=VerifyLog(list(log), calls=1), at=T0)
     later = T0 + 5 * SECOND
 
-    again = assess_handshake(profile, presented=pki.valid, log=VerifyLog(list(log)), at=later)
+    again = assess_handshake(
+        profile, presented=pki.valid, log=VerifyLog(list(log), calls=1), at=later
+    )
 
-    assert again == fresh(profile, pki.valid, VerifyLog(list(log)), later)
+    assert again == fresh(profile, pki.valid, VerifyLog(list(log), calls=1), later)
     assert again.explanation != first.explanation
 
 
@@ -374,11 +382,13 @@ def test_openssl_validity_errors_inside_the_window_are_not_remembered(pki: Pki) 
 def test_a_cached_pending_ocsp_decision_is_settled_per_connection(pki: Pki) -> None:
     profile = strict(pki, issuer_dn=True, revocation=RevocationMode.OCSP)
     chain = pki.with_ocsp
-    pending = assess_handshake(profile, presented=copy_of(chain), log=VerifyLog(), at=T0)
+    pending = assess_handshake(profile, presented=copy_of(chain), log=VerifyLog(calls=1), at=T0)
     assert pending.ocsp_pending
 
     revoked = resolve_ocsp(pending, OcspOutcome(OcspStatus.REVOKED))
-    next_connection = assess_handshake(profile, presented=copy_of(chain), log=VerifyLog(), at=T0)
+    next_connection = assess_handshake(
+        profile, presented=copy_of(chain), log=VerifyLog(calls=1), at=T0
+    )
     good = resolve_ocsp(next_connection, OcspOutcome(OcspStatus.GOOD))
 
     assert not revoked.allowed
@@ -399,19 +409,24 @@ def test_the_cache_never_holds_more_than_its_bound(pki: Pki) -> None:
     last = None
     for i in range(_VERDICT_CACHE_SIZE * 2 + 10):
         profile = replace(base, name=f"profile-{i}")
-        last = (profile, assess_handshake(profile, presented=pki.valid, log=VerifyLog(), at=T0))
+        last = (
+            profile,
+            assess_handshake(profile, presented=pki.valid, log=VerifyLog(calls=1), at=T0),
+        )
         sizes.append(len(_VERDICTS))
 
     assert max(sizes) == _VERDICT_CACHE_SIZE
     assert last is not None
     profile, decision = last
-    assert assess_handshake(profile, presented=pki.valid, log=VerifyLog(), at=T0) is decision
+    assert assess_handshake(profile, presented=pki.valid, log=VerifyLog(calls=1), at=T0) is decision
 
 
 def test_non_strict_profiles_use_no_cache(pki: Pki) -> None:
     passthrough = replace(strict(pki), client_auth=ClientAuthMode.PASSTHROUGH)
 
-    decision = assess_handshake(passthrough, presented=pki.valid, log=VerifyLog([(20, 0)]), at=T0)
+    decision = assess_handshake(
+        passthrough, presented=pki.valid, log=VerifyLog([(20, 0)], calls=1), at=T0
+    )
     none = assess_handshake(None, presented=(), log=None, at=T0)
 
     assert decision.ssl_client_verify == "PASSTHROUGH"

@@ -1,0 +1,282 @@
+"""Attacks on what the TLS handshake proves (issue #15, findings 1 and 2).
+
+Each test attacks the gateway the way a hostile client would: real TLS from the stdlib client
+over real sockets on 127.0.0.1, hand-made certificates, and a backend that records the exact
+bytes it received. The promise under attack is Strict's: a client without a certificate from
+the uploaded chain never reaches the backend, and what the backend is told about the client
+certificate is what the handshake showed.
+
+* Session resumption (findings 1 and 2): a client whose certificate Strict refused, or that
+  got its session from a Passthrough host name of the same port, offers that session again
+  (``session=``, a TLS 1.2 session id or ticket and a TLS 1.3 ticket). OpenSSL does not verify
+  anything on a resumed handshake, so the gateway must not resume: the second connection is a
+  full handshake (``session_reused`` false) and Strict judges the certificate again.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+import trio
+from OpenSSL import SSL
+
+from emulator.core import tls_policy
+from emulator.core.pages import GatewayPage
+from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
+from emulator.pki import CA, IssuedCert, self_signed_client
+from emulator.runtime import proxy
+from tests.e2e.hostile import assert_gateway_page, no_internal_errors, start_demo
+from tests.e2e.stack import (
+    RAW_SOCKET_TIMEOUT_S,
+    TLS_VERSIONS,
+    PkiBundle,
+    Reply,
+    Stack,
+    client_context,
+    parse_responses,
+    read_to_eof,
+)
+from tests.e2e.test_routing_e2e import EXAMPLE, RoutingPki, _client_ctx, rpki, running
+
+__all__ = ["no_internal_errors", "rpki"]
+
+pytestmark = pytest.mark.usefixtures("no_internal_errors")
+
+TLS_IDS: Final = ["tls12", "tls13"]
+
+
+@pytest.fixture(autouse=True)
+def _short_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused client sends nothing after its request: a short silence ends the linger."""
+    monkeypatch.setattr(proxy, "LINGER_IDLE_S", 0.05)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One connection of an attack: whether TLS resumed, and the gateway's answer."""
+
+    reused: bool
+    reply: Reply
+
+
+def _connect(
+    port: int, ctx: ssl.SSLContext, sni: str, host: str, session: ssl.SSLSession | None
+) -> tuple[Attempt, ssl.SSLSession | None]:
+    """One GET on its own connection, offering ``session``; the session to offer next."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=RAW_SOCKET_TIMEOUT_S)
+    with ctx.wrap_socket(raw, server_hostname=sni, session=session) as tls:
+        reused = bool(tls.session_reused)
+        tls.sendall(f"GET /resume HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        # Reading to the end also reads the TLS 1.3 tickets, which the server sends with the
+        # first response bytes: only then does the session hold one.
+        data = read_to_eof(tls)
+        next_session = tls.session
+    (reply,) = parse_responses(data)
+    return Attempt(reused, reply), next_session
+
+
+def _resume(port: int, ctx: ssl.SSLContext, hops: Sequence[tuple[str, str]]) -> list[Attempt]:
+    """Connect once per (SNI, Host) in ``hops``, each connection offering the last one's
+    session, with the same client context (the stdlib only resumes within one)."""
+    attempts = []
+    session = None
+    for sni, host in hops:
+        attempt, offered = _connect(port, ctx, sni, host, session)
+        attempts.append(attempt)
+        assert offered is not None
+        session = offered
+    return attempts
+
+
+def _pinned(ctx: ssl.SSLContext, version: ssl.TLSVersion) -> ssl.SSLContext:
+    ctx.minimum_version = version
+    ctx.maximum_version = version
+    return ctx
+
+
+# -- finding 1: resuming a session Strict refused ---------------------------------------------
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=TLS_IDS)
+async def test_resuming_a_refused_session_is_a_full_handshake_and_refused_again(
+    demo_stack: Stack, pki: PkiBundle, version: ssl.TLSVersion
+) -> None:
+    admin = self_signed_client("admin")
+    ctx = _pinned(client_context(pki), version)
+    admin.configure_ssl_context(ctx)
+    port = demo_stack.port(STRICT_LISTENER)
+    first, second, third = await trio.to_thread.run_sync(
+        _resume, port, ctx, [("localhost", "localhost")] * 3
+    )
+    for attempt in (first, second, third):
+        assert not attempt.reused
+        assert_gateway_page(attempt.reply, GatewayPage.CLIENT_CERT_ERROR)
+    assert demo_stack.recorded == []
+    verdicts = [r.sslClientVerify for r in demo_stack.gateway.access_log]
+    assert len(verdicts) == 3
+    assert all(v.startswith("FAILED:") for v in verdicts), verdicts
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=TLS_IDS)
+async def test_no_listener_of_either_kind_resumes_a_session(
+    demo_stack: Stack, pki: PkiBundle, version: ssl.TLSVersion
+) -> None:
+    # A good certificate on both listeners: nothing is refused, and still nothing resumes.
+    for listener in (STRICT_LISTENER, PASSTHROUGH_LISTENER):
+        ctx = _pinned(client_context(pki, pki.client), version)
+        port = demo_stack.port(listener)
+        attempts = await trio.to_thread.run_sync(
+            _resume, port, ctx, [("localhost", "localhost")] * 2
+        )
+        assert [a.reused for a in attempts] == [False, False]
+        assert [a.reply.status for a in attempts] == [200, 200]
+    assert len(demo_stack.recorded) == 4
+
+
+def _resuming_contexts(ctx: SSL.Context) -> None:
+    """OpenSSL's defaults, which resume: a server session cache, tickets, and the session id
+    context OpenSSL needs before it resumes a session that holds a client certificate."""
+    ctx.set_session_id(b"resuming-for-the-test")
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=TLS_IDS)
+async def test_a_resumed_handshake_is_refused_even_if_a_context_resumed(
+    nursery: trio.Nursery,
+    pki: PkiBundle,
+    tmp_path: Path,
+    version: ssl.TLSVersion,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second line of defence, with the first taken out: a gateway whose contexts resume
+    (OpenSSL's defaults) still refuses a certificate the resumed handshake never verified."""
+    monkeypatch.setattr(tls_policy, "_forbid_resumption", _resuming_contexts)
+    stack = await start_demo(nursery, pki, tmp_path)
+    admin = self_signed_client("admin")
+    ctx = _pinned(client_context(pki), version)
+    admin.configure_ssl_context(ctx)
+    full, resumed = await trio.to_thread.run_sync(
+        _resume, stack.port(STRICT_LISTENER), ctx, [("localhost", "localhost")] * 2
+    )
+    assert (full.reused, resumed.reused) == (False, True)  # the attack really resumed
+    for attempt in (full, resumed):
+        assert_gateway_page(attempt.reply, GatewayPage.CLIENT_CERT_ERROR)
+    assert stack.recorded == []
+    first, second = stack.gateway.access_log
+    assert first.sslClientVerify == "FAILED:self-signed certificate"
+    assert second.sslClientVerify == "FAILED:unspecified certificate verification error"
+
+
+# -- finding 2: a session from one listener offered to another of the same port ---------------
+
+
+def _routing_ctx(rpki: RoutingPki, cert: IssuedCert, version: ssl.TLSVersion) -> ssl.SSLContext:
+    return _pinned(_client_ctx(rpki, cert), version)
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=TLS_IDS)
+async def test_passthrough_session_resumed_under_the_strict_host_name_is_refused(
+    rpki: RoutingPki, version: ssl.TLSVersion
+) -> None:
+    admin = self_signed_client("admin")
+    async with running(rpki) as routing:
+        ctx = _routing_ctx(rpki, admin, version)
+        passthrough, strict = await trio.to_thread.run_sync(
+            _resume,
+            routing.https_port,
+            ctx,
+            [
+                ("api.contoso.test", "api.contoso.test"),
+                ("partners.contoso.test", "partners.contoso.test"),
+            ],
+        )
+        log = list(routing.gateway.access_log)
+
+    assert passthrough.reply.status == 200
+    assert passthrough.reply.json()["backend"].startswith("orders-")
+    assert not strict.reused
+    assert strict.reply.status == 400
+    assert b"The SSL certificate error" in strict.reply.body
+    assert [r.listenerName for r in log] == ["api-listener", "partners-listener"]
+    assert log[1].sslClientVerify.startswith("FAILED:")
+    # Only the Passthrough request reached a backend.
+    assert sum(len(b.requests) for b in (*routing.orders, routing.inventory)) == 1
+
+
+def _resource_id(path: str) -> str:
+    return f"[concat(variables('gatewayId'), '/{path}')]"
+
+
+def _two_strict_cas(template: dict[str, Any]) -> dict[str, Any]:
+    """The routing example with api-listener made Strict too, trusting another CA."""
+    changed = copy.deepcopy(template)
+    gateway = changed["resources"][0]["properties"]
+    gateway["trustedClientCertificates"].append(
+        {"name": "other-ca", "properties": {"data": "[parameters('otherCaData')]"}}
+    )
+    gateway["sslProfiles"].append(
+        {
+            "name": "other-strict-profile",
+            "properties": {
+                "trustedClientCertificates": [
+                    {"id": _resource_id("trustedClientCertificates/other-ca")}
+                ],
+                "clientAuthConfiguration": {"verifyClientAuthMode": "Strict"},
+            },
+        }
+    )
+    (api,) = [x for x in gateway["httpListeners"] if x["name"] == "api-listener"]
+    api["properties"]["sslProfile"]["id"] = _resource_id("sslProfiles/other-strict-profile")
+    changed["parameters"]["otherCaData"] = {"type": "string"}
+    return changed
+
+
+@dataclass(frozen=True)
+class _WithOtherCa(RoutingPki):
+    """The routing example's certificates plus the other Strict listener's CA."""
+
+    other_ca: bytes = b""
+
+    def parameters(self) -> dict[str, object]:
+        return super().parameters() | {"otherCaData": self.other_ca}
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=TLS_IDS)
+async def test_session_of_one_strict_listener_is_not_resumed_by_another_trusting_another_ca(
+    rpki: RoutingPki, version: ssl.TLSVersion
+) -> None:
+    other_root = CA("Other Partner Root")
+    other_client = other_root.issue_client("other-partner-app")
+    template = _two_strict_cas(json.loads(EXAMPLE.read_text()))
+    both = _WithOtherCa(
+        **{f.name: getattr(rpki, f.name) for f in fields(rpki)}, other_ca=other_root.cert_pem
+    )
+    async with running(both, template) as routing:
+        ctx = _routing_ctx(rpki, other_client, version)
+        other, partners = await trio.to_thread.run_sync(
+            _resume,
+            routing.https_port,
+            ctx,
+            [
+                ("api.contoso.test", "api.contoso.test"),
+                ("partners.contoso.test", "partners.contoso.test"),
+            ],
+        )
+        log = list(routing.gateway.access_log)
+
+    # The other CA's client passes its own listener ...
+    assert other.reply.status == 200
+    assert log[0].sslClientVerify == "SUCCESS"
+    # ... and its session does not carry it past the partners' CA.
+    assert not partners.reused
+    assert partners.reply.status == 400
+    assert log[1].listenerName == "partners-listener"
+    assert log[1].sslClientVerify.startswith("FAILED:")
+    assert sum(len(b.requests) for b in (*routing.orders, routing.inventory)) == 1
