@@ -98,6 +98,7 @@ __all__ = [
     "decide_client_cert",
     "negotiated_version_allowed",
     "resolve_ocsp",
+    "without_client_auth",
 ]
 
 _PROTO: Final = {
@@ -412,6 +413,18 @@ def _from_verdict(verdict: ClientCertVerdict) -> CertDecision:
         explanation=verdict.explanation,
         verdict=verdict,
     )
+
+
+def without_client_auth(decision: CertDecision) -> CertDecision:
+    """The handshake's decision for a request whose Host picked a listener that does not
+    authenticate clients: that listener refuses nothing, and the verification stays what the
+    handshake found (nginx's ``$ssl_client_verify`` is a fact of the connection, whichever
+    server block the Host selects). So a certificate Strict rejected is forwarded as
+    ``FAILED:<reason>`` with its certificate variables, never as ``NONE``, which means "no
+    certificate"; a certificate Strict passed stays ``SUCCESS``, a Passthrough one
+    ``PASSTHROUGH``.
+    """
+    return replace(decision, allowed=True, page=None, verification=decision.ssl_client_verify)
 
 
 def resolve_ocsp(decision: CertDecision, outcome: OcspOutcome) -> CertDecision:

@@ -94,6 +94,7 @@ from emulator.core.tls_policy import (
     decide_client_cert,
     negotiated_version_allowed,
     resolve_ocsp,
+    without_client_auth,
 )
 from emulator.errors import BackendConnectError, BackendError, BackendTimeout
 from emulator.model import (
@@ -695,10 +696,17 @@ class ClientConnection:
                 rule.listener.name,
             )
             return await self._status_page(HTTP_MISDIRECTED, facts, started)
-        if tls_rule is not None and tls_rule.listener.name != rule.listener.name:
-            # Routed by Host to a listener that does not authenticate clients: the handshake's
-            # profile does not apply to it.
-            decision = decide_client_cert(None, presented=self.cert is not None, log=None)
+        if (
+            tls_rule is not None
+            and rule.listener.client_auth is None
+            and tls_rule.listener.client_auth is not None
+        ):
+            # Routed by Host to a listener that does not authenticate clients (one that does,
+            # with another profile, got 421 above; with the same profile the decision stands).
+            # It refuses nothing, but the verification is a fact of the connection, as nginx's
+            # $ssl_client_verify: the backend learns the handshake's result, FAILED:<reason>
+            # included, never NONE ("no certificate") for a certificate Strict rejected.
+            decision = without_client_auth(decision)
             facts = replace(facts, verification=decision.verification)
         if not decision.allowed and decision.page is not None:
             return await self._refuse(decision.page, facts, started)

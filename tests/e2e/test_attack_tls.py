@@ -1,4 +1,4 @@
-"""Attacks on what the TLS handshake proves (issue #15, findings 1 and 2).
+"""Attacks on what the TLS handshake proves (issue #15, findings 1, 2 and 6).
 
 Each test attacks the gateway the way a hostile client would: real TLS from the stdlib client
 over real sockets on 127.0.0.1, hand-made certificates, and a backend that records the exact
@@ -11,6 +11,9 @@ certificate is what the handshake showed.
   (``session=``, a TLS 1.2 session id or ticket and a TLS 1.3 ticket). OpenSSL does not verify
   anything on a resumed handshake, so the gateway must not resume: the second connection is a
   full handshake (``session_reused`` false) and Strict judges the certificate again.
+* Verification is a fact of the connection (finding 6): a certificate Strict refused in the
+  handshake, then a request whose Host picks a listener without client authentication. The
+  backend is told ``FAILED:<reason>``, never ``NONE`` (which means "no certificate").
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ from tests.e2e.test_routing_e2e import EXAMPLE, RoutingPki, _client_ctx, rpki, r
 __all__ = ["no_internal_errors", "rpki"]
 
 pytestmark = pytest.mark.usefixtures("no_internal_errors")
+
+#: The forward-client-cert rule set of examples/routing/ fills these from the certificate.
+VERIFICATION_HEADER: Final = "X-Client-Cert-Verification"
+CERT_HEADER: Final = "X-Client-Cert"
+SUBJECT_HEADER: Final = "X-Client-Cert-Subject"
 
 TLS_IDS: Final = ["tls12", "tls13"]
 
@@ -280,3 +288,42 @@ async def test_session_of_one_strict_listener_is_not_resumed_by_another_trusting
     assert log[1].listenerName == "partners-listener"
     assert log[1].sslClientVerify.startswith("FAILED:")
     assert sum(len(b.requests) for b in (*routing.orders, routing.inventory)) == 1
+
+
+# -- finding 6: a refused certificate keeps its verdict when Host picks another listener -------
+
+
+@pytest.mark.parametrize("version", TLS_VERSIONS, ids=TLS_IDS)
+async def test_certificate_strict_refused_is_forwarded_as_failed_to_a_listener_without_client_auth(
+    rpki: RoutingPki, version: ssl.TLSVersion
+) -> None:
+    async with running(rpki) as routing:
+        ctx = _routing_ctx(rpki, rpki.expired, version)
+        (attempt,) = await trio.to_thread.run_sync(
+            _resume, routing.https_port, ctx, [("partners.contoso.test", "www.contoso.test")]
+        )
+        log = list(routing.gateway.access_log)
+        (seen,) = [r for b in routing.orders for r in b.requests]
+
+    assert attempt.reply.status == 200
+    headers = dict(seen["headers"])
+    assert headers[VERIFICATION_HEADER] == "FAILED:certificate has expired"
+    # The certificate variables are what the handshake showed.
+    assert "partner-expired" in headers[SUBJECT_HEADER]
+    assert headers[CERT_HEADER].startswith("-----BEGIN%20CERTIFICATE-----")
+    assert log[-1].listenerName == "www-listener"
+    assert log[-1].sslClientVerify == "FAILED:certificate has expired"
+
+
+async def test_certificate_strict_passed_is_forwarded_as_success_to_a_listener_without_client_auth(
+    rpki: RoutingPki,
+) -> None:
+    async with running(rpki) as routing:
+        ctx = _client_ctx(rpki, rpki.client)
+        (attempt,) = await trio.to_thread.run_sync(
+            _resume, routing.https_port, ctx, [("partners.contoso.test", "www.contoso.test")]
+        )
+        (seen,) = [r for b in routing.orders for r in b.requests]
+
+    assert attempt.reply.status == 200
+    assert dict(seen["headers"])[VERIFICATION_HEADER] == "SUCCESS"
