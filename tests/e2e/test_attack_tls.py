@@ -327,3 +327,31 @@ async def test_certificate_strict_passed_is_forwarded_as_success_to_a_listener_w
 
     assert attempt.reply.status == 200
     assert dict(seen["headers"])[VERIFICATION_HEADER] == "SUCCESS"
+
+
+def _api_shares_the_strict_profile(template: dict[str, Any]) -> dict[str, Any]:
+    """The routing example with api-listener under the partners' Strict profile too."""
+    changed = copy.deepcopy(template)
+    listeners = changed["resources"][0]["properties"]["httpListeners"]
+    (api,) = [x for x in listeners if x["name"] == "api-listener"]
+    api["properties"]["sslProfile"]["id"] = _resource_id("sslProfiles/strict-profile")
+    return changed
+
+
+async def test_host_picking_another_listener_of_the_same_strict_profile_is_still_refused(
+    rpki: RoutingPki,
+) -> None:
+    # No 421 here (both listeners check clients with the same profile), so the handshake's
+    # Strict decision is the one that applies to the Host's listener.
+    template = _api_shares_the_strict_profile(json.loads(EXAMPLE.read_text()))
+    async with running(rpki, template) as routing:
+        ctx = _client_ctx(rpki, self_signed_client("admin"))
+        (attempt,) = await trio.to_thread.run_sync(
+            _resume, routing.https_port, ctx, [("partners.contoso.test", "api.contoso.test")]
+        )
+        log = list(routing.gateway.access_log)
+
+    assert attempt.reply.status == 400
+    assert b"The SSL certificate error" in attempt.reply.body
+    assert log[-1].sslClientVerify == "FAILED:self-signed certificate"
+    assert all(not b.requests for b in (*routing.orders, routing.inventory))
