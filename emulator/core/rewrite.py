@@ -501,6 +501,9 @@ def _run(compiled: _CompiledSet, scope: _Scope, *, response: bool) -> list[str]:
 
 
 #: Lower-cased names of the default headers: a client's own header of that name is dropped.
+#: The JA4 header is among them whether or not the gateway sends a fingerprint for this
+#: request (no 2022 policy, or a ClientHello it could not fingerprint): a backend must be able
+#: to trust that the header, when present, is the gateway's.
 _DEFAULT_NAMES: Final = frozenset(
     {
         "x-forwarded-for",
@@ -509,9 +512,9 @@ _DEFAULT_NAMES: Final = frozenset(
         "x-original-host",
         "x-original-url",
         "x-appgw-trace-id",
+        JA4_HEADER.lower(),
     }
 )
-_DEFAULT_NAMES_WITH_JA4: Final = _DEFAULT_NAMES | {JA4_HEADER.lower()}
 
 
 def default_forwarding_headers(facts: RequestFacts) -> Headers:
@@ -580,7 +583,6 @@ def rewrite_request(
     """
     compiled = _compiled(rule_set) if rule_set is not None else None
     cert_headers = compiled.cert_headers if compiled is not None else _NO_CERT_HEADERS
-    replaced = _DEFAULT_NAMES if facts.ja4 is None else _DEFAULT_NAMES_WITH_JA4
     # One pass over the client's headers: what is forwarded, and the Host / X-Forwarded-For
     # values the default headers need.
     hosts: list[str] = []
@@ -594,7 +596,7 @@ def rewrite_request(
             hosts.append(value)
         elif lower == "x-forwarded-for":
             forwarded.append(value)
-        if not forwardable or lower in replaced:
+        if not forwardable or lower in _DEFAULT_NAMES:
             continue
         if lower in cert_headers:
             if strip_client_cert_headers:

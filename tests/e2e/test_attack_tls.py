@@ -1,4 +1,4 @@
-"""Attacks on what the TLS handshake proves (issue #15, findings 1, 2 and 6).
+"""Attacks on what the TLS handshake proves (issue #15, findings 1, 2, 6 and 17).
 
 Each test attacks the gateway the way a hostile client would: real TLS from the stdlib client
 over real sockets on 127.0.0.1, hand-made certificates, and a backend that records the exact
@@ -14,6 +14,8 @@ certificate is what the handshake showed.
 * Verification is a fact of the connection (finding 6): a certificate Strict refused in the
   handshake, then a request whose Host picks a listener without client authentication. The
   backend is told ``FAILED:<reason>``, never ``NONE`` (which means "no certificate").
+* ``X-Azure-JA4-Fingerprint`` (finding 17): a ClientHello too large to fingerprint must not let
+  the client's own header of that name through.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from OpenSSL import SSL
 
 from emulator.core import tls_policy
 from emulator.core.pages import GatewayPage
+from emulator.core.rewrite import JA4_HEADER
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.pki import CA, IssuedCert, self_signed_client
 from emulator.runtime import proxy
+from emulator.runtime.tls_stream import CLIENT_HELLO_CAPTURE_LIMIT
 from tests.e2e.hostile import assert_gateway_page, no_internal_errors, start_demo
 from tests.e2e.stack import (
     RAW_SOCKET_TIMEOUT_S,
@@ -355,3 +359,44 @@ async def test_host_picking_another_listener_of_the_same_strict_profile_is_still
     assert b"The SSL certificate error" in attempt.reply.body
     assert log[-1].sslClientVerify == "FAILED:self-signed certificate"
     assert all(not b.requests for b in (*routing.orders, routing.inventory))
+
+
+# -- finding 17: the client's own X-Azure-JA4-Fingerprint -------------------------------------
+
+FORGED_JA4: Final = "t13d0000h1_000000000000_000000000000"
+#: ALPN names that make the ClientHello larger than the capture limit: 80 of 250 bytes.
+BIG_ALPN: Final = [f"x-{i:03d}-".ljust(250, "p") for i in range(80)]
+
+
+def _forge_ja4(port: int, ctx: ssl.SSLContext) -> Reply:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=RAW_SOCKET_TIMEOUT_S)
+    with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        request = (
+            f"GET /ja4 HTTP/1.1\r\nHost: localhost\r\n{JA4_HEADER}: {FORGED_JA4}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        tls.sendall(request.encode())
+        (reply,) = parse_responses(read_to_eof(tls))
+    return reply
+
+
+@pytest.mark.parametrize("hello", ["normal", "over-16k"])
+async def test_client_ja4_header_never_reaches_the_backend(
+    demo_stack: Stack, pki: PkiBundle, hello: str
+) -> None:
+    ctx = client_context(pki)
+    if hello == "over-16k":
+        ctx.set_alpn_protocols([*BIG_ALPN, "http/1.1"])
+        assert sum(len(name) + 1 for name in BIG_ALPN) > CLIENT_HELLO_CAPTURE_LIMIT
+    reply = await trio.to_thread.run_sync(_forge_ja4, demo_stack.port(PASSTHROUGH_LISTENER), ctx)
+    assert reply.status == 200
+    (seen,) = demo_stack.recorded
+    values = seen.header_values(JA4_HEADER)
+    assert FORGED_JA4 not in values
+    if hello == "normal":
+        # The gateway's own fingerprint replaces it (the demo uses a 2022 policy).
+        (value,) = values
+        assert value.startswith("t13d")
+    else:
+        # Too large to fingerprint: no fingerprint at all, rather than the client's.
+        assert values == ()

@@ -629,6 +629,14 @@ def test_client_sent_ja4_header_is_replaced_when_the_gateway_sends_one() -> None
     assert values(rewrite_request_headers(facts(sent, ja4=JA4), None), JA4_HEADER) == [JA4]
 
 
+def test_client_sent_ja4_header_is_removed_when_the_gateway_has_no_fingerprint() -> None:
+    # No 2022 policy, or a ClientHello the gateway could not fingerprint: the backend must
+    # still be able to trust that the header, when present, is the gateway's.
+    sent = [("Host", "gw"), ("x-azure-ja4-fingerprint", "forged")]
+
+    assert values(rewrite_request_headers(facts(sent), None), JA4_HEADER) == []
+
+
 # --- URL rewrites ---------------------------------------------------------------------------------
 
 
