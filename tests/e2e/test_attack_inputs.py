@@ -1,0 +1,138 @@
+"""Hostile input end to end (issue #15): bytes that cannot be header values, log injection,
+inputs that would make the gateway or the command line work without bound.
+
+Each test attacks the way a hostile client or a hostile file would: raw TLS on real sockets to
+the demo gateway in front of the stub backend (which records the exact bytes it receives), or
+the real command line in a subprocess.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from emulator.demo import PASSTHROUGH_LISTENER, demo_template
+from tests.e2e.hostile import logged, no_internal_errors, tls_exchange
+from tests.e2e.stack import (
+    PkiBundle,
+    Stack,
+    client_context,
+    parse_responses,
+    start_stack,
+    template_parameters,
+)
+
+__all__ = ["no_internal_errors"]
+
+pytestmark = pytest.mark.usefixtures("no_internal_errors")
+
+
+# -- finding 7: server variables that cannot be header values as they are ---------------------
+
+#: Headers filled from client-controlled server variables.
+VARIABLE_HEADERS = {
+    "X-Path": "{var_uri_path}",
+    "X-User": "{var_client_user}",
+    "X-Host": "{var_host}",
+}
+
+
+def variables_template() -> dict[str, Any]:
+    """The demo gateway with one more rule copying client-controlled variables into headers."""
+    template = copy.deepcopy(
+        demo_template(
+            strict_port=8443, passthrough_port=9443, backend_host="127.0.0.1", backend_port=1
+        )
+    )
+    rule_set = template["resources"][0]["properties"]["rewriteRuleSets"][0]
+    rule_set["properties"]["rewriteRules"].append(
+        {
+            "name": "client-variables",
+            "ruleSequence": 200,
+            "conditions": [],
+            "actionSet": {
+                "requestHeaderConfigurations": [
+                    {"headerName": name, "headerValue": value}
+                    for name, value in VARIABLE_HEADERS.items()
+                ]
+            },
+        }
+    )
+    return template
+
+
+@pytest.fixture
+async def variables_stack(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) -> Stack:
+    return await start_stack(
+        nursery,
+        variables_template(),
+        template_parameters(pki),
+        tmp_path=tmp_path,
+        listen={8443: 0, 9443: 0},
+        backend_pool="stub-backend",
+    )
+
+
+def _basic(user_and_password: bytes) -> bytes:
+    return b"Authorization: Basic " + base64.b64encode(user_and_password) + b"\r\n"
+
+
+#: target, extra header lines → the X-Path and X-User values the backend must receive, as the
+#: bytes on the wire (the stub decodes them as Latin-1, byte for byte).
+HOSTILE_VARIABLES: dict[str, tuple[str, bytes, bytes, bytes]] = {
+    # A CR LF the client percent-encoded stays percent-encoded: it cannot start a header line.
+    "crlf-in-path": (
+        "/a%0d%0aX-Injected:%20yes",
+        b"",
+        b"/a%0D%0AX-Injected: yes",
+        b"",
+    ),
+    # U+0100 in UTF-8 is not Latin-1: the two bytes the client sent go as they are.
+    "utf8-beyond-latin1": ("/%C4%80", b"", b"/\xc4\x80", b""),
+    # U+00FC is the two UTF-8 bytes the client sent, not the one Latin-1 byte for U+00FC.
+    "utf8-in-latin1-range": ("/%C3%BC", b"", b"/\xc3\xbc", b""),
+    # Bytes that are no UTF-8 at all are kept too.
+    "invalid-utf8": ("/%FF%FE", b"", b"/\xff\xfe", b""),
+    "nul-and-escape": ("/a%00b%1bc", b"", b"/a%00b%1Bc", b""),
+    "crlf-in-basic-user": (
+        "/",
+        _basic(b"evil\r\nX-Injected: yes:password"),
+        b"/",
+        b"evil%0D%0AX-Injected",
+    ),
+    "utf8-basic-user": ("/", _basic("J\u00fcrgen:pw".encode()), b"/", "J\u00fcrgen".encode()),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_VARIABLES), ids=list(HOSTILE_VARIABLES))
+async def test_client_controlled_variables_reach_the_backend_as_safe_header_values(
+    variables_stack: Stack, pki: PkiBundle, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="emulator")
+    target, extra, path_bytes, user_bytes = HOSTILE_VARIABLES[case]
+    request = (
+        f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n".encode() + extra
+    ) + b"\r\n"
+
+    data = await trio.to_thread.run_sync(
+        tls_exchange, variables_stack.port(PASSTHROUGH_LISTENER), client_context(pki), request
+    )
+
+    (reply,) = parse_responses(data)
+    assert reply.status == 200, reply.body[:300]
+    (recorded,) = variables_stack.recorded
+    assert recorded.target == target
+    assert recorded.header_values("X-Path") == (path_bytes.decode("latin-1"),)
+    expected_user = (user_bytes.decode("latin-1"),) if user_bytes else ()
+    assert recorded.header_values("X-User") == expected_user
+    assert recorded.header_values("X-Injected") == ()
+    (record,) = variables_stack.gateway.access_log
+    assert record.httpStatus == 200
+    assert record.originalRequestUriWithArgs == target
+    assert logged(caplog, "Traceback") == []
