@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,12 @@ import trio
 
 from emulator.demo import PASSTHROUGH_LISTENER, demo_template
 from tests.e2e.hostile import logged, no_internal_errors, tls_exchange
+from tests.e2e.processes import (
+    READY_LISTENER,
+    assert_no_traceback,
+    run_to_exit,
+    started,
+)
 from tests.e2e.stack import (
     PkiBundle,
     Stack,
@@ -136,3 +143,73 @@ async def test_client_controlled_variables_reach_the_backend_as_safe_header_valu
     assert record.httpStatus == 200
     assert record.originalRequestUriWithArgs == target
     assert logged(caplog, "Traceback") == []
+
+
+# -- finding 8: run and up warn at start-up about forgeable certificate headers ---------------
+
+#: ``validate``'s words for the demo gateway whose certificate rule has a condition.
+FORGEABLE_WARNING = (
+    "WARNING (listener strict-listener): a client can forge 'X-Client-Cert': rewrite rule "
+    "'client-cert-headers' fills it from a client certificate variable only when its "
+    "conditions match"
+)
+
+
+def conditional_cert_template() -> dict[str, Any]:
+    """The demo gateway, but its certificate rule fills the headers only after SUCCESS."""
+    template = copy.deepcopy(
+        demo_template(
+            strict_port=8443, passthrough_port=9443, backend_host="127.0.0.1", backend_port=1
+        )
+    )
+    (rule,) = template["resources"][0]["properties"]["rewriteRuleSets"][0]["properties"][
+        "rewriteRules"
+    ]
+    rule["conditions"] = [
+        {"variable": "var_client_certificate_verification", "pattern": "^SUCCESS$"}
+    ]
+    return template
+
+
+def _gateway_args(pki: PkiBundle, tmp_path: Path) -> list[str]:
+    path = tmp_path / "gateway.json"
+    path.write_text(json.dumps(conditional_cert_template()))
+    return ["--template-file", str(path), "--parameters", *template_parameters(pki)]
+
+
+def test_validate_prints_the_forgeable_header_warning(pki: PkiBundle, tmp_path: Path) -> None:
+    result = run_to_exit(["validate", *_gateway_args(pki, tmp_path)], cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert FORGEABLE_WARNING in result.stdout
+
+
+@pytest.mark.parametrize("strip", [False, True], ids=["default", "strip-client-cert-headers"])
+def test_run_prints_the_forgeable_header_warning_at_start_up(
+    pki: PkiBundle, tmp_path: Path, strip: bool
+) -> None:
+    args = [
+        "run",
+        *_gateway_args(pki, tmp_path),
+        "--listen",
+        "8443=0",
+        "--listen",
+        "9443=0",
+        "--backend",
+        "stub-backend=127.0.0.1:1",
+    ]
+    if strip:
+        args.append("--strip-client-cert-headers")
+    with started(args, cwd=tmp_path) as process:
+        process.wait_for_stdout(READY_LISTENER)
+        assert process.stop() == 0
+    assert_no_traceback(process.stderr)
+    warnings = [line for line in process.stderr_lines if line.startswith("WARNING")]
+    if strip:
+        # The flag removes the client's header before the conditional rule runs: no hole left.
+        assert warnings == []
+    else:
+        assert [w for w in warnings if w.startswith(FORGEABLE_WARNING)] == [warnings[0]]
+        assert any(
+            line.startswith("  fix: add an unconditional rule") for line in process.stderr_lines
+        )
