@@ -12,6 +12,8 @@ import base64
 import copy
 import json
 import logging
+import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,12 @@ from tests.e2e.processes import (
     started,
 )
 from tests.e2e.stack import (
+    RAW_SOCKET_TIMEOUT_S,
     PkiBundle,
     Stack,
     client_context,
     parse_responses,
+    read_to_eof,
     start_stack,
     template_parameters,
 )
@@ -213,3 +217,94 @@ def test_run_prints_the_forgeable_header_warning_at_start_up(
         assert any(
             line.startswith("  fix: add an unconditional rule") for line in process.stderr_lines
         )
+
+
+# -- finding 13: log lines a client cannot forge ----------------------------------------------
+
+#: A whole access line, after a line feed, in the SNI host name.
+FORGED_LINE = 'emulator.access strict-listener 10.0.0.1:1 "GET /admin HTTP/1.1" 200 verify=SUCCESS'
+#: What a log message may never carry raw.
+CONTROL_CHARACTERS = frozenset(map(chr, [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]))
+
+
+def host_named_template() -> dict[str, Any]:
+    """The demo gateway whose Passthrough listener takes only ``localhost``: another Host gets
+    the gateway's 404, and the log line names the Host the client sent."""
+    template = copy.deepcopy(
+        demo_template(
+            strict_port=8443, passthrough_port=9443, backend_host="127.0.0.1", backend_port=1
+        )
+    )
+    for listener in template["resources"][0]["properties"]["httpListeners"]:
+        if listener["name"] == PASSTHROUGH_LISTENER:
+            listener["properties"]["hostName"] = "localhost"
+    return template
+
+
+@pytest.fixture
+async def host_named_stack(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) -> Stack:
+    return await start_stack(
+        nursery,
+        host_named_template(),
+        template_parameters(pki),
+        tmp_path=tmp_path,
+        listen={8443: 0, 9443: 0},
+        backend_pool="stub-backend",
+    )
+
+
+def _exchange_with_sni(port: int, ctx: ssl.SSLContext, server_name: str, request: bytes) -> bytes:
+    ctx.check_hostname = False
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=RAW_SOCKET_TIMEOUT_S) as raw,
+        ctx.wrap_socket(raw, server_hostname=server_name) as tls,
+    ):
+        tls.sendall(request)
+        return read_to_eof(tls)
+
+
+def emulator_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("emulator")]
+
+
+async def test_a_line_feed_in_the_sni_cannot_write_a_log_line(
+    host_named_stack: Stack, pki: PkiBundle, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="emulator")
+    server_name = "localhost\n" + FORGED_LINE
+    request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+    data = await trio.to_thread.run_sync(
+        _exchange_with_sni,
+        host_named_stack.port(PASSTHROUGH_LISTENER),
+        client_context(pki),
+        server_name,
+        request,
+    )
+
+    (reply,) = parse_responses(data)
+    assert reply.status == 200
+    messages = emulator_messages(caplog)
+    assert [m for m in messages if CONTROL_CHARACTERS & set(m)] == []
+    assert [m for m in messages if "sni=localhost\\x0aemulator.access" in m] != []
+
+
+async def test_control_characters_in_a_header_value_are_escaped_in_the_log(
+    host_named_stack: Stack, pki: PkiBundle, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="emulator")
+    # ESC [2J clears a terminal; the C1 CSI (0x9B) does the same on some.
+    host = b"evil\x1b[2J\x9b2Jfake"
+    request = b"GET / HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+
+    data = await trio.to_thread.run_sync(
+        tls_exchange, host_named_stack.port(PASSTHROUGH_LISTENER), client_context(pki), request
+    )
+
+    (reply,) = parse_responses(data)
+    assert reply.status in (400, 404)  # no listener takes it (stricter Host checks: 400)
+    assert host_named_stack.recorded == []
+    messages = emulator_messages(caplog)
+    assert [m for m in messages if CONTROL_CHARACTERS & set(m)] == []
+    # The host name is lowercased before it is logged; the escapes stay visible.
+    assert [m for m in messages if "evil\\x1b[2j\\x9b2jfake" in m.lower()] != []
