@@ -37,7 +37,7 @@ from emulator.model import (
     build_gateway_config,
     with_backend_overrides,
 )
-from emulator.summary import describe, render_text
+from emulator.summary import describe, forgeable_certificate_headers, render_text
 
 __all__ = ["main"]
 
@@ -196,13 +196,27 @@ def _note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _summary(config: GatewayConfig, skipped: Sequence[tuple[str, str]] = ()) -> None:
+def _summary(
+    config: GatewayConfig, skipped: Sequence[tuple[str, str]] = (), *, strip: bool = False
+) -> None:
+    """The start-up notes and warnings of ``run`` and ``up`` (stderr, before the ready lines).
+
+    The forgeable-header warnings are the ones ``validate`` prints, in the same words. With
+    ``--strip-client-cert-headers`` a conditional rule's header no longer reaches the backend
+    with the client's value, so only the other shape (a listener that does not touch a header
+    another listener fills for the same pool) is left to warn about.
+    """
     for rtype, name in skipped:
         _note(f"note: resource {rtype} '{name}' is read and skipped (not part of the gateway)")
     if config.notes:
         _note("note: accepted but not emulated locally: " + ", ".join(config.notes))
     for warning in config.warnings:
         _note(f"warning: {warning}")
+    for hole in forgeable_certificate_headers(config):
+        if strip and hole["rewriteRule"]:
+            continue
+        _note(f"WARNING (listener {hole['listener']}): {hole['message']}")
+        _note(f"  fix: {hole['fix']}")
 
 
 def _ready_lines(gateway: object, config: GatewayConfig) -> None:
@@ -411,7 +425,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config, skipped = _load_config(args)
     listen = dict(args.listen)
     _check_listen_ports(config, listen)
-    _summary(config, skipped)
+    _summary(config, skipped, strip=args.strip_client_cert_headers)
     for template_port, local_port in sorted(listen.items()):
         _note(
             f"warning: frontend port {template_port} is served on local port "
@@ -534,7 +548,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             backend_port=port,
         )
         config = build_gateway_config(select_gateway(load_template(template, parameters), None))
-        _summary(config)
+        _summary(config, strip=args.strip_client_cert_headers)
         gateway = Gateway(
             config,
             bind=args.bind,

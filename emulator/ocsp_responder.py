@@ -20,7 +20,6 @@ import base64
 import binascii
 import datetime
 import json
-import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
 
 from emulator.errors import EmulatorError
+from emulator.logsafe import escaped_logger
 from emulator.pki import PrivateKey
 
 __all__ = [
@@ -48,7 +48,7 @@ __all__ = [
     "revoke",
 ]
 
-LOGGER = logging.getLogger("emulator.ocsp_responder")
+LOGGER = escaped_logger("emulator.ocsp_responder")
 
 #: Where ``certs init`` points the demo client certificates' AIA (``http://127.0.0.1:8888/``).
 DEFAULT_OCSP_PORT: Final = 8888

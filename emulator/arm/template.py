@@ -17,7 +17,6 @@ into the typed model is ``resources.py``'s job.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,6 +35,7 @@ from emulator.arm.expressions import (
     resource_id,
 )
 from emulator.errors import TemplateError, UnsupportedFeature
+from emulator.logsafe import escaped_logger
 
 __all__ = [
     "GATEWAY_TYPE",
@@ -45,7 +45,7 @@ __all__ = [
     "select_gateway",
 ]
 
-logger = logging.getLogger(__name__)
+logger = escaped_logger(__name__)
 
 GATEWAY_TYPE: Final = "Microsoft.Network/applicationGateways"
 

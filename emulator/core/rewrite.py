@@ -48,6 +48,7 @@ from emulator.core.server_variables import (
     RequestFacts,
     normalize_uri_path,
     server_variable,
+    utf8_octets,
     variable_getter,
 )
 from emulator.model import (
@@ -71,6 +72,7 @@ __all__ = [
     "certificate_header_holes",
     "certificate_headers",
     "default_forwarding_headers",
+    "header_value",
     "normalize_uri_path",
     "rewrite_request",
     "rewrite_request_headers",
@@ -103,6 +105,34 @@ _TOKEN_NAME: Final = re.compile(r"[A-Za-z0-9-]+")
 #: ``#``, DEL and non-ASCII (as UTF-8 bytes). ``?`` is also escaped in a path. ``%`` is kept,
 #: so a template author's own percent-encoding survives.
 _URL_UNSAFE: Final = frozenset(range(0x21)) | {0x23, 0x7F} | frozenset(range(0x80, 0x100))
+
+#: Characters a header value cannot carry (RFC 9110 section 5.5: field-vchar, SP, HTAB and
+#: obs-text only): the controls but HTAB, and DEL. A server variable holds whatever bytes the
+#: client encoded (``%0D%0A`` in a path, CR LF inside Basic credentials); nginx copies them into
+#: the header as they are, which splits it into two lines (header injection). Here they are
+#: written as ``%XX``, uppercase, the way a client percent-encodes them in a URL: the header
+#: keeps its one line, and the backend sees which bytes the client sent. ``%`` itself is not
+#: escaped, so the encoding is one-way (read ``request_uri`` for the exact target). Code points
+#: past 0xFF (not a byte string; no request value has them) are the UTF-8 bytes of the text.
+_NOT_IN_HEADER_VALUE: Final = re.compile("[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]+")
+
+
+def _header_escape(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if len(text) == 1 and ord(text) < 0x80:
+        return f"%{ord(text):02X}"
+    return utf8_octets(text)
+
+
+def header_value(text: str) -> str:
+    """``text`` as a header value: its control bytes as ``%XX`` (see ``_NOT_IN_HEADER_VALUE``).
+
+    A value that needs nothing is returned as it is, after one regex search.
+    """
+    if _NOT_IN_HEADER_VALUE.search(text) is None:
+        return text
+    return _NOT_IN_HEADER_VALUE.sub(_header_escape, text)
+
 
 #: The certificate headers of no rule set (read-only: shared by every request without one).
 _NO_CERT_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
@@ -226,6 +256,9 @@ def _ref(kind: str, name: str) -> _Ref:
 
 
 def _template(text: str) -> _Template:
+    """The template split into literal text (as UTF-8 bytes, see :func:`utf8_octets`) and
+    placeholders."""
+    text = utf8_octets(text)
     parts: list[str | _Ref] = []
     position = 0
     for match in PLACEHOLDER.finditer(text):
@@ -268,13 +301,13 @@ def _condition(condition: RewriteCondition) -> _Condition:
             kind, name = prefix[:-1], condition.variable[len(prefix) :]
             break
     flags = re.IGNORECASE if condition.ignore_case else 0
+    # The values are bytes (server_variables' docstring); so is the pattern, as in nginx.
+    pattern = utf8_octets(condition.pattern)
     try:
-        regex: re.Pattern[str] | None = re.compile(condition.pattern, flags)
+        regex: re.Pattern[str] | None = re.compile(pattern, flags)
     except re.error:
         regex = None
-    return _Condition(
-        _ref(kind, name), f"{kind}_{name}", regex, condition.pattern, flags, condition.negate
-    )
+    return _Condition(_ref(kind, name), f"{kind}_{name}", regex, pattern, flags, condition.negate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,7 +479,15 @@ class _Scope:
 
 
 def _escape(text: str, *, unsafe: frozenset[int] = _URL_UNSAFE) -> str:
-    return "".join(f"%{byte:02X}" if byte in unsafe else chr(byte) for byte in text.encode("utf-8"))
+    """The byte string ``text`` for a request line: each unsafe byte as ``%XX``."""
+    if _BEYOND_BYTES.search(text) is not None:
+        text = _BEYOND_BYTES.sub(lambda m: utf8_octets(m.group(0)), text)
+    octets = text.encode("latin-1")
+    return "".join(f"%{byte:02X}" if byte in unsafe else chr(byte) for byte in octets)
+
+
+#: Code points past 0xFF: not one byte each (see :func:`header_value`).
+_BEYOND_BYTES: Final = re.compile("[^\x00-\xff]+")
 
 
 #: A rewritten path also escapes ``?``, which would start the query.
@@ -483,12 +524,12 @@ def _run(compiled: _CompiledSet, scope: _Scope, *, response: bool) -> list[str]:
                     scope.response_names,
                     action.name,
                     action.lower,
-                    scope.expand(action.value),
+                    header_value(scope.expand(action.value)),
                 )
             continue
         assert scope.request_names is not None
         for action in rule.request_headers:
-            value = scope.expand(action.value)
+            value = header_value(scope.expand(action.value))
             if action.lower == "host" and not value:
                 # Azure refuses a rule that deletes Host; one whose value comes out empty at
                 # run time (a variable that is empty for this request) leaves Host as it was.

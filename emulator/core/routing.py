@@ -196,8 +196,11 @@ def path_matches(pattern: str, path: str) -> bool:
     """``/images/*`` matches ``/images/`` and below; any other pattern matches exactly.
 
     Compared on the normalised path (nginx's ``$uri``), case-sensitively as nginx locations are
-    (Azure does not document case handling).
+    (Azure does not document case handling). The path is a byte string (see
+    :mod:`emulator.core.server_variables`); a pattern beyond ASCII is compared as its UTF-8 bytes.
     """
+    if not pattern.isascii():
+        pattern = pattern.encode("utf-8").decode("latin-1")
     if pattern.endswith("/*"):
         return path.startswith(pattern[:-1])
     return path == pattern

@@ -9,6 +9,13 @@ value has nginx's format: ``client_certificate_*`` are ``$ssl_client_*`` (see
 
 Sans-I/O: the I/O shell gathers a request's facts once (:class:`RequestFacts`); everything here is
 a pure function of them.
+
+Values are byte strings held in ``str``: one character per byte, its code point the byte's value
+(the request head is decoded as Latin-1 for the same reason, see :mod:`emulator.core.http1`).
+nginx's variables are bytes, and so are these: ``uri_path`` of ``/%C3%BC`` is the two bytes the
+client encoded, ``C3 BC``, whatever they mean, and it reaches a backend as those two bytes. Text
+that comes from a template (literal header values, condition patterns) is Unicode and becomes
+its UTF-8 bytes once, when the rule set is compiled (:func:`utf8_octets`).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ __all__ = [
     "normalize_uri_path",
     "openssl_cipher_list",
     "server_variable",
+    "utf8_octets",
     "variable_getter",
 ]
 
@@ -140,9 +148,22 @@ class RequestFacts:
         return normalize_uri_path(self.path)
 
 
+def utf8_octets(text: str) -> str:
+    """Unicode ``text`` as the byte string of its UTF-8 encoding (one character per byte).
+
+    How a template's own text meets request values, which are bytes: nginx reads its
+    configuration as UTF-8 bytes, so a literal ``\u00fc`` in a rule is the bytes ``C3 BC``.
+    """
+    return text if text.isascii() else text.encode("utf-8").decode("latin-1")
+
+
 def normalize_uri_path(raw: str) -> str:
-    """nginx's ``$uri``: percent-decoded, dot segments resolved, repeated slashes merged."""
-    decoded = unquote(raw)
+    """nginx's ``$uri``: percent-decoded, dot segments resolved, repeated slashes merged.
+
+    Decoded to bytes, not to text: each ``%XX`` becomes the one character of code point XX,
+    whether or not the bytes are UTF-8 (see the module docstring).
+    """
+    decoded = unquote(raw, encoding="latin-1")
     out: list[str] = []
     for segment in re.sub("/+", "/", decoded).split("/")[1:]:
         if segment == ".":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -42,13 +41,14 @@ from emulator.dashboard.views import (
     request_view,
 )
 from emulator.errors import StartupError
+from emulator.logsafe import escaped_logger
 
 if TYPE_CHECKING:
     from emulator.runtime.gateway import Gateway
 
 __all__ = ["DEFAULT_DASHBOARD_PORT", "Dashboard"]
 
-LOGGER = logging.getLogger("emulator.dashboard")
+LOGGER = escaped_logger("emulator.dashboard")
 
 #: ``up`` serves the dashboard here unless told otherwise (the issue's documented address).
 DEFAULT_DASHBOARD_PORT: Final = 8000

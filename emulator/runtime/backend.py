@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import itertools
-import logging
 import select
 import socket
 import ssl
@@ -40,6 +39,7 @@ from cryptography.x509.oid import NameOID
 
 from emulator.core.http1 import BodyReader, HttpError, ResponseHead, parse_response_head
 from emulator.errors import BackendConnectError, BackendTimeout
+from emulator.logsafe import escaped_logger
 from emulator.model import BackendPool
 
 __all__ = [
@@ -52,7 +52,7 @@ __all__ = [
     "receive_response_head",
 ]
 
-LOGGER = logging.getLogger("emulator.backend")
+LOGGER = escaped_logger("emulator.backend")
 
 #: Connect attempts give up after this; Azure's own connect timeout is not documented, and a
 #: local backend either answers at once or is not there.

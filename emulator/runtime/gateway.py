@@ -23,7 +23,6 @@ import base64
 import contextvars
 import errno
 import json
-import logging
 import os
 import socket
 from collections import Counter, deque
@@ -42,6 +41,7 @@ from OpenSSL import SSL
 from emulator.core.routing import rules_by_port
 from emulator.core.tls_policy import build_port_contexts
 from emulator.errors import StartupError
+from emulator.logsafe import escaped_logger
 from emulator.model import (
     BackendAddress,
     GatewayConfig,
@@ -69,7 +69,7 @@ __all__ = [
     "serving_gateways",
 ]
 
-LOGGER = logging.getLogger("emulator.gateway")
+LOGGER = escaped_logger("emulator.gateway")
 
 #: Accepted-connection queue per listening socket (nginx's default on Linux is 511).
 LISTEN_BACKLOG: Final = 511

@@ -14,7 +14,6 @@ certificate's AIA with h11, bounded by ``OCSP_TIMEOUT_S``, and checks the answer
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
@@ -25,10 +24,11 @@ import trio
 
 from emulator.core.chain import OcspQuery
 from emulator.core.ocsp import OcspCache, OcspOutcome, build_request, evaluate_response
+from emulator.logsafe import escaped_logger
 
 __all__ = ["OCSP_TIMEOUT_S", "OcspChecker", "OcspFetchError", "fetch_ocsp"]
 
-LOGGER = logging.getLogger("emulator.ocsp")
+LOGGER = escaped_logger("emulator.ocsp")
 
 #: Connect + request + response, seconds. nginx's resolver/OCSP timeouts are 30 s by default,
 #: far longer than a request should hang in local testing; Azure does not document one.

@@ -15,7 +15,6 @@ healthy until a probe says otherwise.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from emulator.core.http1 import request_head_bytes
 from emulator.errors import BackendError
+from emulator.logsafe import escaped_logger
 from emulator.model import BackendPool, BackendSettings, ListenerProtocol, Probe, RoutingRule
 from emulator.runtime.backend import BackendTls, open_backend_connection, read_response
 
@@ -38,7 +38,7 @@ __all__ = [
     "run_probes",
 ]
 
-LOGGER = logging.getLogger("emulator.probes")
+LOGGER = escaped_logger("emulator.probes")
 
 #: The Host a probe sends when neither ``host`` nor pickHostNameFromBackendHttpSettings says
 #: otherwise (probe overview: "the default host name is 127.0.0.1").

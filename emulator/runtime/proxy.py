@@ -97,6 +97,7 @@ from emulator.core.tls_policy import (
     without_client_auth,
 )
 from emulator.errors import BackendConnectError, BackendError, BackendTimeout
+from emulator.logsafe import escaped_logger
 from emulator.model import (
     BackendAddress,
     BackendPool,
@@ -119,8 +120,8 @@ from emulator.runtime.tls_stream import PlainHttpOnTlsPort, TlsHandshakeError, T
 
 __all__ = ["AccessRecord", "ListenerRuntime", "serve_connection"]
 
-LOGGER = logging.getLogger("emulator.proxy")
-ACCESS_LOGGER = logging.getLogger("emulator.access")
+LOGGER = escaped_logger("emulator.proxy")
+ACCESS_LOGGER = escaped_logger("emulator.access")
 
 #: A client that has not finished its TLS handshake by then is dropped (nginx and hypercorn use
 #: similar values; Azure does not document one).

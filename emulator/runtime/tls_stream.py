@@ -130,6 +130,8 @@ import trio
 from cryptography import x509
 from OpenSSL import SSL, crypto
 
+from emulator.logsafe import escaped_logger
+
 __all__ = [
     "CERTIFICATE_CACHE_SIZE",
     "CLIENT_HELLO_CAPTURE_LIMIT",
@@ -142,7 +144,7 @@ __all__ = [
     "TlsServerStream",
 ]
 
-LOGGER = logging.getLogger(__name__)
+LOGGER = escaped_logger(__name__)
 
 T = TypeVar("T")
 

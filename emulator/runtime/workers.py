@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
 import os
 import signal
 import socket
@@ -57,6 +56,7 @@ from typing import Final
 
 import trio
 
+from emulator.logsafe import escaped_logger
 from emulator.runtime.gateway import Gateway
 from emulator.runtime.proxy import ListenerRuntime
 
@@ -69,7 +69,7 @@ __all__ = [
     "run_workers",
 ]
 
-LOGGER = logging.getLogger("emulator.workers")
+LOGGER = escaped_logger("emulator.workers")
 
 #: More workers than this is a typo, not a plan (each one holds a full gateway in memory).
 MAX_WORKERS: Final = 64

@@ -23,6 +23,7 @@ from emulator.core.rewrite import (
     RequestFacts,
     certificate_header_holes,
     certificate_headers,
+    header_value,
     normalize_uri_path,
     rewrite_request,
     rewrite_request_headers,
@@ -538,7 +539,9 @@ def test_cookie_variable_in_a_header_action() -> None:
         ("/a/b/.", "/a/b/"),
         ("/../../etc", "/etc"),
         ("/a/b/", "/a/b/"),
-        ("/caf%C3%A9/x%20y", "/caf\u00e9/x y"),
+        # Decoded to bytes (one character per byte), as nginx: C3 A9, not U+00E9.
+        ("/caf%C3%A9/x%20y", "/caf\xc3\xa9/x y"),
+        ("/%FF", "/\xff"),
         ("/a/%2E%2E/b", "/b"),
         ("/a%2Fb", "/a/b"),
     ],
@@ -697,6 +700,46 @@ def test_rewritten_path_is_escaped_for_the_request_line() -> None:
     result = rewrite_request(facts(target="/c%20d/caf%C3%A9%3F"), rules(rewrite))
 
     assert result.target == "/x/c%20d/caf%C3%A9%3F"
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [
+        ("plain text, tabs\tand obs-text \xc3\xbc", "plain text, tabs\tand obs-text \xc3\xbc"),
+        ("a\r\nX-Injected: 1", "a%0D%0AX-Injected: 1"),
+        ("\x00\x1b[31m\x7f", "%00%1B[31m%7F"),
+        # Not a byte string (no request value is one): the UTF-8 bytes of the text.
+        ("\u20ac", "\xe2\x82\xac"),
+    ],
+)
+def test_header_value_escapes_what_cannot_be_in_a_header(value: str, sent: str) -> None:
+    assert header_value(value) == sent
+
+
+def test_template_text_meets_request_bytes_as_utf8() -> None:
+    # The pattern and the literal value are Unicode in the template; the path is the bytes the
+    # client percent-encoded. Both sides compare and go out as UTF-8 bytes, as in nginx.
+    rewrite = rule(
+        ("X-Word", "gr\u00fc\u00df {var_uri_path_1}"),
+        conditions=[cond("var_uri_path", "^/(\u00fc)$")],
+    )
+
+    result = rewrite_request(facts(target="/%C3%BC"), rules(rewrite))
+
+    assert values(result.headers, "X-Word") == ["gr\xc3\xbc\xc3\x9f \xc3\xbc"]
+
+
+def test_a_variable_with_cr_lf_stays_one_header_line() -> None:
+    rewrite = rule(("X-Path", "{var_uri_path}"), ("X-User", "{var_client_user}"))
+    credentials = base64.b64encode(b"a\r\nX-Injected: 1:pw").decode()
+
+    result = rewrite_request(
+        facts((("Host", "h"), ("Authorization", f"Basic {credentials}")), target="/x%0Ay"),
+        rules(rewrite),
+    )
+
+    assert values(result.headers, "X-Path") == ["/x%0Ay"]
+    assert values(result.headers, "X-User") == ["a%0D%0AX-Injected"]
 
 
 def test_condition_false_means_no_url_rewrite() -> None:

@@ -1,0 +1,310 @@
+"""Hostile input end to end (issue #15): bytes that cannot be header values, log injection,
+inputs that would make the gateway or the command line work without bound.
+
+Each test attacks the way a hostile client or a hostile file would: raw TLS on real sockets to
+the demo gateway in front of the stub backend (which records the exact bytes it receives), or
+the real command line in a subprocess.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import logging
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from emulator.demo import PASSTHROUGH_LISTENER, demo_template
+from tests.e2e.hostile import logged, no_internal_errors, tls_exchange
+from tests.e2e.processes import (
+    READY_LISTENER,
+    assert_no_traceback,
+    run_to_exit,
+    started,
+)
+from tests.e2e.stack import (
+    RAW_SOCKET_TIMEOUT_S,
+    PkiBundle,
+    Stack,
+    client_context,
+    parse_responses,
+    read_to_eof,
+    start_stack,
+    template_parameters,
+)
+
+__all__ = ["no_internal_errors"]
+
+pytestmark = pytest.mark.usefixtures("no_internal_errors")
+
+
+# -- finding 7: server variables that cannot be header values as they are ---------------------
+
+#: Headers filled from client-controlled server variables.
+VARIABLE_HEADERS = {
+    "X-Path": "{var_uri_path}",
+    "X-User": "{var_client_user}",
+    "X-Host": "{var_host}",
+}
+
+
+def variables_template() -> dict[str, Any]:
+    """The demo gateway with one more rule copying client-controlled variables into headers."""
+    template = copy.deepcopy(
+        demo_template(
+            strict_port=8443, passthrough_port=9443, backend_host="127.0.0.1", backend_port=1
+        )
+    )
+    rule_set = template["resources"][0]["properties"]["rewriteRuleSets"][0]
+    rule_set["properties"]["rewriteRules"].append(
+        {
+            "name": "client-variables",
+            "ruleSequence": 200,
+            "conditions": [],
+            "actionSet": {
+                "requestHeaderConfigurations": [
+                    {"headerName": name, "headerValue": value}
+                    for name, value in VARIABLE_HEADERS.items()
+                ]
+            },
+        }
+    )
+    return template
+
+
+@pytest.fixture
+async def variables_stack(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) -> Stack:
+    return await start_stack(
+        nursery,
+        variables_template(),
+        template_parameters(pki),
+        tmp_path=tmp_path,
+        listen={8443: 0, 9443: 0},
+        backend_pool="stub-backend",
+    )
+
+
+def _basic(user_and_password: bytes) -> bytes:
+    return b"Authorization: Basic " + base64.b64encode(user_and_password) + b"\r\n"
+
+
+#: target, extra header lines → the X-Path and X-User values the backend must receive, as the
+#: bytes on the wire (the stub decodes them as Latin-1, byte for byte).
+HOSTILE_VARIABLES: dict[str, tuple[str, bytes, bytes, bytes]] = {
+    # A CR LF the client percent-encoded stays percent-encoded: it cannot start a header line.
+    "crlf-in-path": (
+        "/a%0d%0aX-Injected:%20yes",
+        b"",
+        b"/a%0D%0AX-Injected: yes",
+        b"",
+    ),
+    # U+0100 in UTF-8 is not Latin-1: the two bytes the client sent go as they are.
+    "utf8-beyond-latin1": ("/%C4%80", b"", b"/\xc4\x80", b""),
+    # U+00FC is the two UTF-8 bytes the client sent, not the one Latin-1 byte for U+00FC.
+    "utf8-in-latin1-range": ("/%C3%BC", b"", b"/\xc3\xbc", b""),
+    # Bytes that are no UTF-8 at all are kept too.
+    "invalid-utf8": ("/%FF%FE", b"", b"/\xff\xfe", b""),
+    "nul-and-escape": ("/a%00b%1bc", b"", b"/a%00b%1Bc", b""),
+    "crlf-in-basic-user": (
+        "/",
+        _basic(b"evil\r\nX-Injected: yes:password"),
+        b"/",
+        b"evil%0D%0AX-Injected",
+    ),
+    "utf8-basic-user": ("/", _basic("J\u00fcrgen:pw".encode()), b"/", "J\u00fcrgen".encode()),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_VARIABLES), ids=list(HOSTILE_VARIABLES))
+async def test_client_controlled_variables_reach_the_backend_as_safe_header_values(
+    variables_stack: Stack, pki: PkiBundle, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="emulator")
+    target, extra, path_bytes, user_bytes = HOSTILE_VARIABLES[case]
+    request = (
+        f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n".encode() + extra
+    ) + b"\r\n"
+
+    data = await trio.to_thread.run_sync(
+        tls_exchange, variables_stack.port(PASSTHROUGH_LISTENER), client_context(pki), request
+    )
+
+    (reply,) = parse_responses(data)
+    assert reply.status == 200, reply.body[:300]
+    (recorded,) = variables_stack.recorded
+    assert recorded.target == target
+    assert recorded.header_values("X-Path") == (path_bytes.decode("latin-1"),)
+    expected_user = (user_bytes.decode("latin-1"),) if user_bytes else ()
+    assert recorded.header_values("X-User") == expected_user
+    assert recorded.header_values("X-Injected") == ()
+    (record,) = variables_stack.gateway.access_log
+    assert record.httpStatus == 200
+    assert record.originalRequestUriWithArgs == target
+    assert logged(caplog, "Traceback") == []
+
+
+# -- finding 8: run and up warn at start-up about forgeable certificate headers ---------------
+
+#: ``validate``'s words for the demo gateway whose certificate rule has a condition.
+FORGEABLE_WARNING = (
+    "WARNING (listener strict-listener): a client can forge 'X-Client-Cert': rewrite rule "
+    "'client-cert-headers' fills it from a client certificate variable only when its "
+    "conditions match"
+)
+
+
+def conditional_cert_template() -> dict[str, Any]:
+    """The demo gateway, but its certificate rule fills the headers only after SUCCESS."""
+    template = copy.deepcopy(
+        demo_template(
+            strict_port=8443, passthrough_port=9443, backend_host="127.0.0.1", backend_port=1
+        )
+    )
+    (rule,) = template["resources"][0]["properties"]["rewriteRuleSets"][0]["properties"][
+        "rewriteRules"
+    ]
+    rule["conditions"] = [
+        {"variable": "var_client_certificate_verification", "pattern": "^SUCCESS$"}
+    ]
+    return template
+
+
+def _gateway_args(pki: PkiBundle, tmp_path: Path) -> list[str]:
+    path = tmp_path / "gateway.json"
+    path.write_text(json.dumps(conditional_cert_template()))
+    return ["--template-file", str(path), "--parameters", *template_parameters(pki)]
+
+
+def test_validate_prints_the_forgeable_header_warning(pki: PkiBundle, tmp_path: Path) -> None:
+    result = run_to_exit(["validate", *_gateway_args(pki, tmp_path)], cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert FORGEABLE_WARNING in result.stdout
+
+
+@pytest.mark.parametrize("strip", [False, True], ids=["default", "strip-client-cert-headers"])
+def test_run_prints_the_forgeable_header_warning_at_start_up(
+    pki: PkiBundle, tmp_path: Path, strip: bool
+) -> None:
+    args = [
+        "run",
+        *_gateway_args(pki, tmp_path),
+        "--listen",
+        "8443=0",
+        "--listen",
+        "9443=0",
+        "--backend",
+        "stub-backend=127.0.0.1:1",
+    ]
+    if strip:
+        args.append("--strip-client-cert-headers")
+    with started(args, cwd=tmp_path) as process:
+        process.wait_for_stdout(READY_LISTENER)
+        assert process.stop() == 0
+    assert_no_traceback(process.stderr)
+    warnings = [line for line in process.stderr_lines if line.startswith("WARNING")]
+    if strip:
+        # The flag removes the client's header before the conditional rule runs: no hole left.
+        assert warnings == []
+    else:
+        assert [w for w in warnings if w.startswith(FORGEABLE_WARNING)] == [warnings[0]]
+        assert any(
+            line.startswith("  fix: add an unconditional rule") for line in process.stderr_lines
+        )
+
+
+# -- finding 13: log lines a client cannot forge ----------------------------------------------
+
+#: A whole access line, after a line feed, in the SNI host name.
+FORGED_LINE = 'emulator.access strict-listener 10.0.0.1:1 "GET /admin HTTP/1.1" 200 verify=SUCCESS'
+#: What a log message may never carry raw.
+CONTROL_CHARACTERS = frozenset(map(chr, [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]))
+
+
+def host_named_template() -> dict[str, Any]:
+    """The demo gateway whose Passthrough listener takes only ``localhost``: another Host gets
+    the gateway's 404, and the log line names the Host the client sent."""
+    template = copy.deepcopy(
+        demo_template(
+            strict_port=8443, passthrough_port=9443, backend_host="127.0.0.1", backend_port=1
+        )
+    )
+    for listener in template["resources"][0]["properties"]["httpListeners"]:
+        if listener["name"] == PASSTHROUGH_LISTENER:
+            listener["properties"]["hostName"] = "localhost"
+    return template
+
+
+@pytest.fixture
+async def host_named_stack(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) -> Stack:
+    return await start_stack(
+        nursery,
+        host_named_template(),
+        template_parameters(pki),
+        tmp_path=tmp_path,
+        listen={8443: 0, 9443: 0},
+        backend_pool="stub-backend",
+    )
+
+
+def _exchange_with_sni(port: int, ctx: ssl.SSLContext, server_name: str, request: bytes) -> bytes:
+    ctx.check_hostname = False
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=RAW_SOCKET_TIMEOUT_S) as raw,
+        ctx.wrap_socket(raw, server_hostname=server_name) as tls,
+    ):
+        tls.sendall(request)
+        return read_to_eof(tls)
+
+
+def emulator_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("emulator")]
+
+
+async def test_a_line_feed_in_the_sni_cannot_write_a_log_line(
+    host_named_stack: Stack, pki: PkiBundle, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="emulator")
+    server_name = "localhost\n" + FORGED_LINE
+    request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+    data = await trio.to_thread.run_sync(
+        _exchange_with_sni,
+        host_named_stack.port(PASSTHROUGH_LISTENER),
+        client_context(pki),
+        server_name,
+        request,
+    )
+
+    (reply,) = parse_responses(data)
+    assert reply.status == 200
+    messages = emulator_messages(caplog)
+    assert [m for m in messages if CONTROL_CHARACTERS & set(m)] == []
+    assert [m for m in messages if "sni=localhost\\x0aemulator.access" in m] != []
+
+
+async def test_control_characters_in_a_header_value_are_escaped_in_the_log(
+    host_named_stack: Stack, pki: PkiBundle, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="emulator")
+    # ESC [2J clears a terminal; the C1 CSI (0x9B) does the same on some.
+    host = b"evil\x1b[2J\x9b2Jfake"
+    request = b"GET / HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+
+    data = await trio.to_thread.run_sync(
+        tls_exchange, host_named_stack.port(PASSTHROUGH_LISTENER), client_context(pki), request
+    )
+
+    (reply,) = parse_responses(data)
+    assert reply.status in (400, 404)  # no listener takes it (stricter Host checks: 400)
+    assert host_named_stack.recorded == []
+    messages = emulator_messages(caplog)
+    assert [m for m in messages if CONTROL_CHARACTERS & set(m)] == []
+    # The host name is lowercased before it is logged; the escapes stay visible.
+    assert [m for m in messages if "evil\\x1b[2j\\x9b2jfake" in m.lower()] != []
