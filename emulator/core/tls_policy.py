@@ -47,7 +47,7 @@ with it and reads that back; pyOpenSSL does not expose the stored result
 certificate nobody verified on this connection, or one a Passthrough listener of the same port
 accepted into a Strict listener (the shape of nginx CVE-2025-23419). So no context resumes:
 :func:`_forbid_resumption` turns off both the server's session cache and session tickets (either
-alone still lets TLS 1.3 resume), on every listener context and on each port's starting context,
+alone still resumes), on every listener context and on each port's starting context,
 where OpenSSL looks sessions up. A client offering a session gets a full handshake.
 
 Second line of defence: :class:`VerifyLog` counts the callback's calls, and a presented
@@ -88,6 +88,7 @@ from emulator.model import ClientAuthMode, Listener, RoutingRule, SslProfile
 
 __all__ = [
     "DECISION_TABLE",
+    "NOT_VERIFIED",
     "NOT_VERIFIED_EXPLANATION",
     "CertDecision",
     "CertState",
@@ -450,8 +451,9 @@ def _forbid_resumption(ctx: SSL.Context) -> None:
     """No session cache, no session tickets: every handshake is a full one, which verifies.
 
     Both are needed: without the cache OpenSSL still resumes from a ticket, and with
-    ``OP_NO_TICKET`` alone a TLS 1.3 server keeps sessions in its cache and resumes from there
-    (checked on pyOpenSSL 26.4). See "Session resumption is off" in the module docstring.
+    ``OP_NO_TICKET`` alone it keeps sessions in its cache and resumes from there (TLS 1.2 and
+    1.3 alike; checked on pyOpenSSL 26.4 with OpenSSL 4.0). See "Session resumption is off" in
+    the module docstring.
     """
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     ctx.set_options(SSL.OP_NO_TICKET)
@@ -563,12 +565,12 @@ def build_port_contexts(
 
     A port with a single listener (the usual case) has nothing to choose: its port context is
     that listener's own context, and the callback only acknowledges the name. No context
-    resumes sessions (:func:`_forbid_resumption`), the port context included: OpenSSL looks a
-    session up in the context the handshake started with, before the callback has chosen, so
-    a session made under one listener would otherwise be offered to every listener of the
-    port. Switching contexts costs a handshake tens of microseconds (``SSL_set_SSL_CTX``
-    copies the certificate set, and pyOpenSSL's ``Connection.set_verify`` makes a new C
-    callback).
+    resumes sessions (:func:`_forbid_resumption`), the port context included: OpenSSL keeps
+    and looks up sessions in the context a handshake started with (the connection's session
+    context, which the callback's switch leaves alone), so a session made under one listener
+    would otherwise be offered to every listener of the port. Switching contexts costs a
+    handshake tens of microseconds (``SSL_set_SSL_CTX`` copies the certificate set, and
+    pyOpenSSL's ``Connection.set_verify`` makes a new C callback).
     """
     contexts = {rule.listener.name: build_server_context(rule.listener) for rule in rules}
     if len(contexts) == 1:

@@ -10,6 +10,10 @@
   answer is a complete, well-framed HTTP/1.1 response; a gateway error page closes the
   connection; every request the backend received got exactly one answer (no desync); no
   client-chosen value reaches the backend in a certificate header; no internal error.
+* The resumption path: sequences of connections to either listener, under fuzzed SNI, TLS 1.2
+  or 1.3, with any of the test certificates or none, each offering the previous connection's
+  session. Properties: no connection resumes, each gets what a fresh client gets, and the
+  backend hears only of the requests that passed, with the verification they deserve.
 
 The gateway and the stub backend run in their own trio loop on a thread
 (:class:`emulator.sync.LoopThread`), shared by all examples, with short timeouts so a stalled
@@ -357,3 +361,85 @@ def test_http_entry_answers_almost_valid_requests_with_framed_responses_and_no_f
         for name in OWNED_HEADERS:
             assert all(FORGED not in value for value in seen.header_values(name)), seen.headers
         assert not any("_" in name for name, _ in seen.headers)
+
+
+# -- the resumption path: every connection offers the session of the one before ---------------
+
+#: The client certificates a resumption example may present (None: no certificate), and
+#: whether Strict accepts each.
+RESUMPTION_CERTS: Final = ("valid", "expired", "unrelated", "self-signed", None)
+SERVER_NAMES: Final = ("localhost", "other.example", "admin.localhost")
+
+
+def _resumption_client(pki: PkiBundle, cert: str | None, version: ssl.TLSVersion) -> ssl.SSLContext:
+    chosen = {
+        "valid": pki.client,
+        "expired": pki.expired,
+        "unrelated": pki.unrelated,
+        "self-signed": pki.self_signed,
+        None: None,
+    }[cert]
+    ctx = client_context(pki, chosen)
+    ctx.minimum_version = ctx.maximum_version = version
+    # The SNI is fuzzed; the server certificate names localhost only (its chain is checked).
+    ctx.check_hostname = False
+    return ctx
+
+
+@FUZZ_SETTINGS
+@given(
+    cert=st.sampled_from(RESUMPTION_CERTS),
+    version=st.sampled_from([ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]),
+    hops=st.lists(
+        st.tuples(
+            st.sampled_from([STRICT_LISTENER, PASSTHROUGH_LISTENER]), st.sampled_from(SERVER_NAMES)
+        ),
+        min_size=2,
+        max_size=4,
+    ),
+)
+def test_resumption_path_offering_earlier_sessions_never_resumes_or_skips_strict(
+    target: FuzzTarget,
+    pki: PkiBundle,
+    cert: str | None,
+    version: ssl.TLSVersion,
+    hops: list[tuple[str, str]],
+) -> None:
+    """Any sequence of connections to either listener, under any SNI, each offering the last
+    connection's session (TLS 1.2 id or ticket, TLS 1.3 ticket): every one is a full
+    handshake, gets what a fresh client with that certificate gets, and the backend hears only
+    of the requests that passed, with the verification the certificate deserves."""
+    stack = target.stack
+    before = len(stack.recorded)
+    ctx = _resumption_client(pki, cert, version)
+    session: ssl.SSLSession | None = None
+    statuses = []
+    for index, (listener, server_name) in enumerate(hops):
+        raw = socket.create_connection(
+            ("127.0.0.1", stack.port(listener)), timeout=CLIENT_TIMEOUT_S
+        )
+        with ctx.wrap_socket(raw, server_hostname=server_name, session=session) as tls:
+            assert not tls.session_reused, (index, listener)
+            tls.sendall(
+                f"GET /resume/{index} HTTP/1.1\r\nHost: localhost\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            (reply,) = parse_strictly(read_to_eof(tls))
+            session = tls.session
+        strict = listener == STRICT_LISTENER
+        if strict and cert != "valid":
+            page = GatewayPage.NO_CLIENT_CERT if cert is None else GatewayPage.CLIENT_CERT_ERROR
+            assert reply.status == page.status
+            assert reply.body == render_page(page)
+        else:
+            assert reply.status == 200
+        statuses.append((index, listener, reply.status))
+    recorded = stack.recorded[before:]
+    assert [r.path for r in recorded] == [f"/resume/{i}" for i, _, s in statuses if s == 200]
+    for seen, (_, listener, _) in zip(recorded, [s for s in statuses if s[2] == 200], strict=True):
+        expected = (
+            "SUCCESS"
+            if listener == STRICT_LISTENER
+            else ("NONE" if cert is None else "PASSTHROUGH")
+        )
+        assert seen.header_values("X-Client-Cert-Verification") == (expected,)

@@ -155,9 +155,15 @@ def _pump(src: SSL.Connection, dst: SSL.Connection) -> None:
 
 
 def handshake(
-    server_ctx: SSL.Context, client_ctx: SSL.Context, *, server_name: bytes | None = None
+    server_ctx: SSL.Context,
+    client_ctx: SSL.Context,
+    *,
+    server_name: bytes | None = None,
+    session: SSL.Session | None = None,
 ) -> Handshake:
-    """Run a complete TLS handshake in memory; raises ``SSL.Error`` when either side fails."""
+    """Run a complete TLS handshake in memory; raises ``SSL.Error`` when either side fails.
+
+    ``session``: a session of an earlier handshake for the client to offer (resumption)."""
     log = VerifyLog()
     server = SSL.Connection(server_ctx, None)
     server.set_app_data(log)
@@ -165,6 +171,8 @@ def handshake(
     client = SSL.Connection(client_ctx, None)
     if server_name is not None:
         client.set_tlsext_host_name(server_name)
+    if session is not None:
+        client.set_session(session)
     client.set_connect_state()
     client_done = server_done = False
     for _ in range(MAX_HANDSHAKE_ROUNDS):
@@ -474,6 +482,41 @@ def test_multi_listener_port_keeps_the_verify_callback_when_modes_match(pki: Pki
         assert done.server.get_context() is contexts[name]
         assert done.server.get_peer_certificate() is not None
         assert (UNABLE_TO_GET_LOCAL_ISSUER, 0) in done.log.errors
+
+
+def _read_tickets(done: Handshake) -> SSL.Session:
+    """The client's session after it has read what the server sent after the handshake (the
+    TLS 1.3 tickets come after the server's last handshake flight)."""
+    done.server.send(b"x")
+    _pump(done.server, done.client)
+    assert done.client.recv(1) == b"x"
+    session = done.client.get_session()
+    assert session is not None
+    return session
+
+
+@pytest.mark.parametrize("tls_max", [SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION], ids=["1.2", "1.3"])
+def test_no_context_of_a_port_resumes_a_session(pki: Pki, tls_max: int) -> None:
+    # OpenSSL verifies nothing on a resumed handshake: every context, the port's starting
+    # one included, must answer an offered session with a full handshake, which verifies.
+    strict = replace(
+        make_listener(pki, mode=ClientAuthMode.STRICT), name="strict", host_names=("s.test",)
+    )
+    passthrough = replace(
+        make_listener(pki, mode=ClientAuthMode.PASSTHROUGH), name="pass", host_names=("p.test",)
+    )
+    for rules in ([_rule(strict)], [_rule(passthrough), _rule(strict)]):
+        port_ctx, contexts = build_port_contexts(rules)
+        for ctx in (port_ctx, *contexts.values()):
+            assert ctx.get_session_cache_mode() == SSL.SESS_CACHE_OFF
+            assert ctx.set_options(0) & SSL.OP_NO_TICKET
+        client_ctx = client_context(cert=pki.stranger, max_version=tls_max)
+        session = None
+        for host in (b"p.test", b"s.test", b"s.test"):
+            done = handshake(port_ctx, client_ctx, server_name=host, session=session)
+            assert done.log.verified  # the verify callback ran: a full handshake
+            assert (UNABLE_TO_GET_LOCAL_ISSUER, 0) in done.log.errors
+            session = _read_tickets(done)
 
 
 # --- build_server_context: protocol versions and ciphers ------------------------------------------
