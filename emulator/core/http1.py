@@ -17,7 +17,15 @@ attack relies on, so for *requests* this module refuses
   merges equal values; nginx refuses a duplicate line);
 - Content-Length together with Transfer-Encoding (RFC 9112 section 6.1; h11 frames by
   Transfer-Encoding; nginx, and so the gateway, answers 400);
-- an HTTP version other than 1.x (h11 accepts any ``HTTP/d.d``).
+- an HTTP version other than 1.x (h11 accepts any ``HTTP/d.d``);
+- a Content-Length or chunk size above 2^63-1 (nginx parses both into ``off_t`` and refuses
+  an overflow with 400; a backend that wraps 64-bit lengths would read another request);
+- a Host header or an absolute-form target whose authority is not ``host[:port]``
+  (:func:`validate_host`, the only place a Host value is checked).
+
+An absolute-form target (``GET https://host/path``) is given to the caller in origin form,
+with its authority as the Host (RFC 9112 section 3.2.2: the target's authority wins over the
+Host header), so every later stage (routing, rewrites, the backend) sees one host.
 
 *Responses* come from the user's backends, which the proxy re-frames before the client sees
 them, so they are read as leniently as h11 reads them: bare LF line ends, folded lines
@@ -33,6 +41,7 @@ No trio and no h11 here: callers feed bytes and get values (style guide section 
 from __future__ import annotations
 
 import enum
+import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -50,6 +59,7 @@ __all__ = [
     "parse_response_head",
     "request_head_bytes",
     "response_head_bytes",
+    "validate_host",
 ]
 
 #: Request head limit (request line + headers, through the blank line): nginx's
@@ -65,6 +75,10 @@ MAX_CHUNK_SIZE_LINE_BYTES: Final = 4 * 1024
 MAX_TRAILER_BYTES: Final = 32 * 1024
 #: Digits in a Content-Length (h11's ``CONTENT_LENGTH_MAX_DIGITS``): 10**20 bytes is plenty.
 MAX_CONTENT_LENGTH_DIGITS: Final = 20
+#: Largest Content-Length and chunk size accepted: nginx reads both into ``off_t``
+#: (``NGX_MAX_OFF_T_VALUE``) and answers 400 past it; forwarding a larger one would let a
+#: backend that wraps 64-bit lengths frame a request that never passed the gateway.
+MAX_BODY_LENGTH: Final = 2**63 - 1
 #: Status the proxy gives the client when a *backend* response is malformed.
 BAD_GATEWAY: Final = 502
 
@@ -123,6 +137,12 @@ class RequestHead:
     expect_continue: bool
     #: The Upgrade header value when Connection lists ``upgrade``, else None.
     upgrade: str | None
+    #: The host that routes the request (:func:`validate_host`): the absolute-form target's,
+    #: else the Host header's; "" when neither names one (HTTP/1.0 without Host).
+    host: str = ""
+    #: An Upgrade header lists ``h2c`` (with or without ``Connection: upgrade``): the gateway
+    #: answers 403 (configuration-listeners, "HTTP/2 support").
+    upgrade_h2c: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +318,7 @@ def _request_from_parts(
 ) -> RequestHead:
     """Apply the framing and connection rules to a syntactically valid request head."""
     hosts = 0
+    host_value: str | None = None
     content_length: str | None = None
     transfer_encodings: list[str] | None = None
     connection: list[str] | None = None
@@ -309,6 +330,7 @@ def _request_from_parts(
             continue
         if lower == _HOST:
             hosts += 1
+            host_value = value
         elif lower == _CONTENT_LENGTH:
             if content_length is not None or "," in value:
                 raise HttpError("Content-Length given more than once")
@@ -328,6 +350,13 @@ def _request_from_parts(
     if hosts == 0 and version == "1.1":
         # h11 requires Host for exactly HTTP/1.1 (not 1.2+), and so does this.
         raise HttpError("Missing mandatory Host: header")
+    # nginx validates the Host header even when the request line names the host.
+    host = validate_host(host_value, "Host header") if host_value is not None else ""
+    if target[0] != "/" and method != "CONNECT" and not (target == "*" and method == "OPTIONS"):
+        # CONNECT's authority-form is the proxy's to refuse; "*" is OPTIONS' asterisk-form.
+        target, authority, host = _origin_form(target)
+        headers = [(k, v) for k, v in headers if k.lower() != _HOST]
+        headers.insert(0, ("Host", authority))
     framing = Framing.NONE
     length = 0
     if transfer_encodings is not None:
@@ -361,13 +390,112 @@ def _request_from_parts(
             if upgrade is not None and _lists_token(connection, "upgrade")
             else None
         ),
+        host=host,
+        upgrade_h2c=upgrade is not None and _lists_h2c(upgrade),
+    )
+
+
+def _lists_h2c(values: list[str]) -> bool:
+    """Whether Upgrade values name the ``h2c`` protocol (any version, any case)."""
+    return any(
+        part.strip(" \t").split("/", 1)[0].lower() == "h2c"
+        for value in values
+        for part in value.split(",")
     )
 
 
 def _content_length(value: str, status: int = 400) -> int:
     if _DIGITS.fullmatch(value) is None or len(value) > MAX_CONTENT_LENGTH_DIGITS:
         raise HttpError(f"bad Content-Length {_quote(value)}", status)
-    return int(value)
+    length = int(value)
+    if length > MAX_BODY_LENGTH:
+        raise HttpError(f"Content-Length {value} is larger than 2^63-1", status)
+    return length
+
+
+# -- Host and request targets -------------------------------------------------------------------
+# RFC 9110 section 7.2 / RFC 3986 section 3.2: Host = uri-host [":" port]. nginx's
+# ngx_http_validate_host refuses "/", "\\", NUL, controls, SP and "..", and cuts the port at the
+# first ":". Here the whole value must be a host name of letters, digits, "-", "_" and dots
+# (or a bracketed IPv6 address), then an optional port of at most five digits: stricter than
+# nginx for "," "@" "[name]", a second ":" (Azure: 400 "Invalid Host in request line"),
+# percent-encoding and non-ASCII bytes (README, "Security model").
+
+#: A host name label; "_" is common in internal names, and nginx accepts "-" anywhere.
+_HOST_LABEL: Final = r"[a-z0-9_-]++"
+_HOST_VALUE: Final = re.compile(
+    rf"(?:({_HOST_LABEL}(?:\.{_HOST_LABEL})*+)\.?|\[([0-9a-f:.]++)\])(?::([0-9]{{0,5}}))?"
+)
+#: ``scheme "://" authority rest`` of an absolute-form target (RFC 9112 section 3.2.2).
+_ABSOLUTE_FORM: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*+)://([^/?#]*+)(.*+)")
+#: Schemes an absolute-form target may name (the gateway serves nothing else).
+_TARGET_SCHEMES: Final = frozenset({"http", "https"})
+#: Highest TCP port number.
+_MAX_PORT: Final = 65535
+
+
+def validate_host(value: str, where: str = "Host header") -> str:
+    """The routing host of a Host value or a target's authority: lowercase, no port, no
+    trailing dot, an IPv6 address kept in brackets (as listener host names are compared).
+
+    ``where`` names the value's origin in the error ("Host header", "request line").
+
+    Raises:
+        HttpError: (400) the value is not ``host[:port]``; nothing of such a request may be
+            forwarded or routed, since a backend could read another host from it.
+    """
+    lower = value.lower()
+    match = _HOST_VALUE.fullmatch(lower)
+    if match is None:
+        raise HttpError(f"invalid host {_quote(value)} in the {where}: {_host_problem(lower)}")
+    name, ipv6, port = match.groups()
+    if port and int(port) > _MAX_PORT:
+        raise HttpError(f"invalid host {_quote(value)} in the {where}: port above {_MAX_PORT}")
+    if ipv6 is not None:
+        try:
+            ipaddress.IPv6Address(ipv6)
+        except ValueError:
+            raise HttpError(
+                f"invalid host {_quote(value)} in the {where}: [{ipv6}] is not an IPv6 address"
+            ) from None
+        return f"[{ipv6}]"
+    return str(name)
+
+
+def _host_problem(lower: str) -> str:
+    """Why a Host value does not match :data:`_HOST_VALUE`, for the log."""
+    if not lower:
+        return "it is empty"
+    for char, what in (("/", "a '/'"), ("\\", "a '\\'"), ("\x00", "NUL"), ("@", "userinfo")):
+        if char in lower:
+            return f"it contains {what}"
+    if any(ch < " " or ch == "\x7f" for ch in lower):
+        return "it contains a control character"
+    if "," in lower or " " in lower:
+        return "it is a list or has spaces"
+    if lower.count(":") > 1 and not lower.startswith("["):
+        return "more than one ':'"
+    return "not host[:port] (letters, digits, '-', '_', '.'; or [IPv6]; port up to 5 digits)"
+
+
+def _origin_form(target: str) -> tuple[str, str, str]:
+    """(origin-form target, authority, routing host) of an absolute-form target.
+
+    Raises:
+        HttpError: (400) the target is neither origin-form nor an http(s) absolute URI, or its
+            authority is not a valid ``host[:port]`` (userinfo included: RFC 9110 section
+            4.2.4 says to treat it as an error).
+    """
+    match = _ABSOLUTE_FORM.fullmatch(target)
+    if match is None:
+        raise HttpError(f"illegal request target {_quote(target)} (it must start with '/')")
+    scheme, authority, rest = match.groups()
+    if scheme.lower() not in _TARGET_SCHEMES:
+        raise HttpError(f"unsupported scheme {_quote(scheme)} in the request target")
+    host = validate_host(authority, "request line")
+    if not rest.startswith("/"):
+        rest = "/" + rest  # an empty path is "/" (RFC 9112 section 3.2.1)
+    return rest, authority, host
 
 
 def _request_head_problem(text: str) -> str:
@@ -629,6 +757,8 @@ class BodyReader:
                     line = buf[pos:line_end].decode("latin-1")
                     raise HttpError(f"illegal chunk size line {_quote(line)}")
                 remaining = int(match[1], 16)
+                if remaining > MAX_BODY_LENGTH:
+                    raise HttpError(f"chunk size 0x{match[1].decode()} is larger than 2^63-1")
                 pos = line_end + 2
                 if not remaining:
                     state = _TRAILERS

@@ -38,6 +38,15 @@ class GatewayPage(enum.Enum):
     BAD_GATEWAY = _Page(502, "Bad Gateway")
     GATEWAY_TIMEOUT = _Page(504, "Gateway Time-out")
 
+    # -- refused request shapes (issue 15): nginx's plain pages for these statuses ----------
+    #: An ``Upgrade: h2c`` request: Azure "doesn't support HTTP/2 Cleartext (h2c) protocol
+    #: upgrade attempts from HTTP/1.1 and returns a 403 Forbidden error"
+    #: (configuration-listeners, "HTTP/2 support").
+    FORBIDDEN = _Page(403, "Forbidden")
+    #: The request's host names a listener whose client authentication did not run on this
+    #: connection (nginx's answer when SNI and Host pick different client-auth settings).
+    MISDIRECTED_REQUEST = _Page(421, "Misdirected Request")
+
     @property
     def status(self) -> int:
         return self.value.status

@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import quote
 
 from emulator.core.pages import SERVER_TOKEN
 from emulator.model import (
@@ -247,7 +248,9 @@ def route(rule: RoutingRule, path: str) -> Route:
     )
 
 
-def backend_target(target: str, settings: BackendSettings, matched_pattern: str | None) -> str:
+def backend_target(
+    target: str, path: str, settings: BackendSettings, matched_pattern: str | None
+) -> str:
     """The request target after the settings' ``path`` override.
 
     Azure (configuration-http-settings, "Override backend path"): the override replaces the
@@ -255,18 +258,36 @@ def backend_target(target: str, settings: BackendSettings, matched_pattern: str 
     sends ``/pathrule/home/`` as ``/override/home/``; an exact path rule sends the override
     alone; on a Basic rule (or the map's defaults) the whole path follows the override:
     ``/home/`` becomes ``/override/home/``. The query string is kept.
+
+    ``target`` is the target as it would be forwarded without an override; ``path`` is the
+    normalised path (nginx's ``$uri``) the rule matched. The cut and the rest both come from
+    ``path``, never from the raw target: ``/inventory/../admin`` or ``/%69nventory/x`` would
+    otherwise cut at the wrong place and leave the override (issue 15, finding 16). The rest
+    is percent-encoded again, ``%`` included, so the backend's own decoding cannot turn it
+    into a dot segment either: the forwarded path always stays under the override.
     """
     if settings.path is None:
         return target
-    path, sep, query = target.partition("?")
+    _, sep, query = target.partition("?")
     if matched_pattern is None:
         rest = path
     elif matched_pattern.endswith("/*"):
         rest = path[len(matched_pattern) - 2 :]
     else:
         rest = ""
-    new_path = settings.path.rstrip("/") + rest if rest else settings.path
+    new_path = settings.path.rstrip("/") + _escape_path(rest) if rest else settings.path
     return new_path + sep + query
+
+
+#: Characters a normalised path keeps unescaped when it is forwarded: RFC 3986 ``pchar``
+#: without ``%`` (a decoded ``%`` is data and must not be decoded a second time) plus "/".
+_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~"
+
+
+def _escape_path(path: str) -> str:
+    """A decoded path as it goes on the request line (non-ASCII as UTF-8 escapes; bytes a
+    non-UTF-8 path kept as surrogates go out as the bytes they were)."""
+    return quote(path, safe=_PATH_SAFE, errors="surrogateescape")
 
 
 # -- redirects --------------------------------------------------------------------------------
@@ -311,13 +332,13 @@ _REASONS: Final = {
     303: "See Other",
     307: "Temporary Redirect",
     404: "Not Found",
-    421: "Misdirected Request",
     500: "Internal Server Error",
 }
 
 
 def render_status_page(status: int) -> tuple[str, bytes]:
-    """Reason phrase and body of a page the gateway writes for a redirect, 404, 421 or 500.
+    """Reason phrase and body of a page the gateway writes for a redirect, 404 or 500 (421 is
+    :attr:`emulator.core.pages.GatewayPage.MISDIRECTED_REQUEST`).
 
     The same nginx page shape as :func:`emulator.core.pages.render_page` (status and reason in
     title and heading, the server token, CRLF line ends), for the statuses routing produces.

@@ -44,7 +44,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final
-from urllib.parse import urlsplit
 
 import trio
 from cryptography import x509
@@ -278,6 +277,8 @@ class ClientConnection:
     #: The last Host a request named, and the rule it selected (:func:`select_rule` is pure).
     _routed_host: str | None = None
     _routed_rule: RoutingRule | None = None
+    #: The backend (``host:port``) that received the current request's head; "" before.
+    _forwarded_to: str = ""
     #: Bounds the wait for a request head (its deadline is set only during that wait).
     _idle_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     #: Requests whose head was read on this connection.
@@ -370,7 +371,8 @@ class ClientConnection:
         """The current request's next body bytes; None once the whole body has been read.
 
         Raises:
-            HttpError: the body's framing is broken (or the client closed inside it).
+            HttpError: the body's framing is broken (answered 400).
+            _ClientGone: the client closed inside the body (nginx logs 499: it left).
             trio.TooSlowError: nothing within ``idle_s``.
         """
         reader = self._body
@@ -381,7 +383,10 @@ class ClientConnection:
                 if body:
                     return body
             elif self._eof:
-                reader.eof()
+                try:
+                    reader.eof()
+                except HttpError as exc:
+                    raise _ClientGone from exc
             else:
                 data = await self._receive(idle_s)
                 if data:
@@ -613,6 +618,7 @@ class ClientConnection:
             self._request = None
             self._body = None
             self._responded = False
+            self._forwarded_to = ""
             try:
                 head = await self._read_head(
                     KEEPALIVE_IDLE_S if self._served else REQUEST_HEADER_TIMEOUT_S
@@ -661,7 +667,9 @@ class ClientConnection:
             request.headers,
             decision.verification,
         )
-        host = normalize_host(facts.header("host") or _target_authority(facts.target))
+        # Validated by the codec (http1.validate_host); an absolute-form target's authority
+        # has replaced the Host header and the target is in origin form (RFC 9112 3.2.2).
+        host = request.host
         if host != self._routed_host:
             # Keep-alive requests of a connection nearly always name the same host.
             self._routed_host = host
@@ -679,6 +687,17 @@ class ClientConnection:
                 "CONNECT is not supported",
             )
             return await self._refuse(GatewayPage.BAD_REQUEST, facts, started)
+        if request.upgrade_h2c:
+            # configuration-listeners, "HTTP/2 support": h2c upgrades get 403. On HTTPS
+            # listeners too (the document speaks of HTTP ones): a backend that accepted the
+            # upgrade would read HTTP/2 frames whose headers no rewrite rule ever saw.
+            LOGGER.info(
+                "http.h2c_refused listener=%s client=%s:%s upgrade=%s",
+                self.listener.name,
+                *self.peer,
+                _header_safe(facts.header("upgrade") or ""),
+            )
+            return await self._status_page(GatewayPage.FORBIDDEN, facts, started)
         if rule is None:
             # v2: no listener on this port takes the host (appgw-behaviour.md section 7).
             LOGGER.info(
@@ -696,7 +715,7 @@ class ClientConnection:
                 tls_rule.listener.name,
                 rule.listener.name,
             )
-            return await self._status_page(HTTP_MISDIRECTED, facts, started)
+            return await self._status_page(GatewayPage.MISDIRECTED_REQUEST, facts, started)
         if (
             tls_rule is not None
             and rule.listener.client_auth is None
@@ -711,7 +730,44 @@ class ClientConnection:
             facts = replace(facts, verification=decision.verification)
         if not decision.allowed and decision.page is not None:
             return await self._refuse(decision.page, facts, started)
-        return await self._route(request, rule, facts, started)
+        try:
+            return await self._route(request, rule, facts, started)
+        except HttpError as exc:
+            # The request body's framing broke while it was read (the backend connection,
+            # if one was opened, is closed by _proxy on the way out).
+            return await self._refuse_body(exc, facts, started)
+
+    async def _refuse_body(self, exc: HttpError, facts: RequestFacts, started: float) -> bool:
+        """A malformed request body (say, a bad chunk size): 400, as nginx answers it.
+
+        Nothing reached the backend: an ordinary 400. The head (and maybe some chunks) did:
+        that backend request was aborted by closing its connection, and the log says so; the
+        client still gets the 400 when no response has started (nginx does the same).
+        """
+        routed = self._forwarded_to
+        if routed:
+            LOGGER.warning(
+                "http.bad_body_midstream listener=%s client=%s:%s backend=%s reason=%s: the "
+                "request head was already forwarded; the backend request was aborted",
+                self.listener.name,
+                *self.peer,
+                routed,
+                exc.reason,
+            )
+        else:
+            LOGGER.info(
+                "http.bad_request listener=%s client=%s:%s reason=%s",
+                self.listener.name,
+                *self.peer,
+                exc.reason,
+            )
+        if not self._responded:
+            await self._send_page(GatewayPage.BAD_REQUEST, close=True)
+        self._access(
+            facts, GatewayPage.BAD_REQUEST.status, started, routed=routed, server_status=""
+        )
+        await self._linger()
+        return False
 
     async def _refuse(self, page: GatewayPage, facts: RequestFacts, started: float) -> bool:
         """A gateway 400 before routing: the page, ``Connection: close``, a lingering close."""
@@ -722,14 +778,18 @@ class ClientConnection:
 
     async def _status_page(
         self,
-        status: int,
+        status: int | GatewayPage,
         facts: RequestFacts,
         started: float,
         *,
         extra_headers: list[tuple[str, str]] | None = None,
     ) -> bool:
-        """A page routing produces (redirect, 404, 421, 500); keeps the connection when it can."""
-        reason, body = render_status_page(status)
+        """A page routing produces (redirect, 404, 500) or a keep-alive gateway page (403,
+        421: nginx keeps the connection for those); keeps the connection when it can."""
+        if isinstance(status, GatewayPage):
+            reason, body, status = status.reason, render_page(status), status.status
+        else:
+            reason, body = render_status_page(status)
         close = not await self._discard_body()
         close = await self._answer(status, reason, body, close=close, extra_headers=extra_headers)
         self._access(facts, status, started, routed="", server_status="")
@@ -747,7 +807,7 @@ class ClientConnection:
                 seen += len(data)
                 if seen > DISCARD_BODY_LIMIT:
                     return False
-        except (trio.TooSlowError, HttpError):
+        except (trio.TooSlowError, HttpError, _ClientGone):
             return False
         return True
 
@@ -804,9 +864,9 @@ class ClientConnection:
         raw_path, _, query = facts.target.partition("?")
         location = redirect_location(
             redirect,
-            request_host=facts.header("host") or _target_authority(facts.target),
+            request_host=facts.header("host") or "",
             target_port=target_port,
-            path=urlsplit(raw_path).path if "://" in raw_path else raw_path,
+            path=raw_path,
             query=query,
         )
         LOGGER.info(
@@ -901,7 +961,9 @@ class ClientConnection:
                 facts.target,
                 rewritten.target,
             )
-        target = backend_target(rewritten.target, settings, current.matched_pattern)
+        target = backend_target(
+            rewritten.target, rewritten.facts.uri_path, settings, current.matched_pattern
+        )
         routed = f"{address[0]}:{address[1]}"
         headers, host_sent = _backend_headers(rewritten.headers, request)
         if host_sent is None:
@@ -923,6 +985,7 @@ class ClientConnection:
         except BackendError as exc:
             return await self._fail(exc, facts, started, routed=routed)
         reusable = False
+        self._forwarded_to = ""
         try:
             backend.start_request(
                 request_head,
@@ -988,6 +1051,7 @@ class ClientConnection:
         100-continue`` client whose body has not come yet gets the gateway's own 100 first.
         """
         if self._body is None:
+            self._forwarded_to = backend.addr_text
             await backend.send(head)
             return
         request = self._request
@@ -998,13 +1062,16 @@ class ClientConnection:
             if request.expect_continue:
                 self._queue(CONTINUE)
                 await self._flush()
+            self._forwarded_to = backend.addr_text
             await backend.send(head)
             pending = b""
         while True:
+            # A malformed body (HttpError) propagates: _handle_request answers it with 400.
             try:
                 data = await self._read_body(REQUEST_HEADER_TIMEOUT_S)
-            except (trio.TooSlowError, HttpError) as exc:
+            except trio.TooSlowError as exc:
                 raise _ClientGone from exc
+            self._forwarded_to = backend.addr_text
             if data is None:
                 if chunked:
                     pending += LAST_CHUNK
@@ -1479,13 +1546,7 @@ def _tcp_rtt_us(stream: trio.abc.Stream) -> int | None:
 
 #: Statuses routing answers with itself (render_status_page has their reasons).
 HTTP_NOT_FOUND: Final = 404
-HTTP_MISDIRECTED: Final = 421
 HTTP_INTERNAL_ERROR: Final = 500
-
-
-def _target_authority(target: str) -> str:
-    """The host of an absolute-form request target (``GET http://host/path``), else ''."""
-    return urlsplit(target).netloc if "://" in target.split("?", 1)[0] else ""
 
 
 def _may_reroute(current: Route) -> bool:

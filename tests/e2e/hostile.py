@@ -222,10 +222,19 @@ class RawBackend:
     #: (connection number, request number on it, method, target) for each request read.
     requests: list[tuple[int, int, str, str]] = field(default_factory=list)
     connections: int = 0
+    #: Every byte received, per connection (in connection order): what the gateway sent.
+    received: list[bytearray] = field(default_factory=list)
+    #: Connections the gateway closed (the backend read EOF or a reset on them).
+    closed_by_peer: int = 0
 
 
-async def read_request(stream: trio.SocketStream, conn: h11.Connection) -> h11.Request | None:
-    """The next request's head, with its body read and dropped; None when the peer closed."""
+async def read_request(
+    stream: trio.SocketStream, conn: h11.Connection, sink: bytearray | None = None
+) -> h11.Request | None:
+    """The next request's head, with its body read and dropped; None when the peer closed.
+
+    ``sink``: every byte received is appended to it (the exact bytes the gateway sent).
+    """
     request: h11.Request | None = None
     while True:
         event = conn.next_event()
@@ -234,6 +243,8 @@ async def read_request(stream: trio.SocketStream, conn: h11.Connection) -> h11.R
                 data = await stream.receive_some(65536)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None
+            if sink is not None:
+                sink += data
             conn.receive_data(data)
             continue
         if isinstance(event, h11.Request):
@@ -276,12 +287,15 @@ async def raw_backend(behaviour: Behaviour) -> AsyncIterator[RawBackend]:
     async def handle(stream: trio.SocketStream) -> None:
         backend.connections += 1
         number = backend.connections
+        sink = bytearray()
+        backend.received.append(sink)
         conn = h11.Connection(h11.SERVER)
         count = 0
         try:
             while True:
-                request = await read_request(stream, conn)
+                request = await read_request(stream, conn, sink)
                 if request is None:
+                    backend.closed_by_peer += 1
                     return
                 count += 1
                 backend.requests.append(
@@ -291,7 +305,11 @@ async def raw_backend(behaviour: Behaviour) -> AsyncIterator[RawBackend]:
                 if stream.socket.fileno() < 0 or conn.our_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+        except h11.ProtocolError:
+            # The peer ended the connection inside a message (h11 saw EOF there).
+            backend.closed_by_peer += 1
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
         finally:
             if stream.socket.fileno() >= 0:

@@ -21,6 +21,7 @@ from emulator.core.http1 import (
     parse_response_head,
     request_head_bytes,
     response_head_bytes,
+    validate_host,
 )
 
 BROWSER_HEAD = (
@@ -313,6 +314,164 @@ def test_more_header_fields_than_the_limit_is_431() -> None:
     assert caught.value.status == 431
 
 
+# -- Host and request targets (issue #15, findings 3, 4 and 18) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "host"),
+    [
+        ("a", "a"),
+        ("App.Contoso.COM", "app.contoso.com"),
+        ("app.contoso.com.", "app.contoso.com"),
+        ("app.contoso.com:8443", "app.contoso.com"),
+        ("a:", "a"),
+        ("a:65535", "a"),
+        ("127.0.0.1:80", "127.0.0.1"),
+        ("my_host-1", "my_host-1"),
+        ("[::1]", "[::1]"),
+        ("[2001:DB8::1]:443", "[2001:db8::1]"),
+        ("[::ffff:10.0.0.1]", "[::ffff:10.0.0.1]"),
+    ],
+)
+def test_valid_host_values_give_the_routing_host(value: str, host: str) -> None:
+    assert validate_host(value) == host
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        # Azure: 400 "Invalid Host in request line" (http-response-codes).
+        ("host:443:1", "more than one ':'"),
+        # nginx ngx_http_validate_host refuses these three.
+        ("host/x", "'/'"),
+        ("host\\", "'\\'"),
+        ("host\x00", "NUL"),
+        # Stricter than nginx (README, "Security model").
+        ("host, x", "list"),
+        ("host,x", "list"),
+        ("user@host", "userinfo"),
+        ("[host]", "not host[:port]"),
+        ("[::1", "not host[:port]"),
+        ("[:::1]", "not an IPv6 address"),
+        ("[::1]x", "not host[:port]"),
+        ("a\x01b", "control character"),
+        ("a\x7f", "control character"),
+        ("a b", "spaces"),
+        ("", "empty"),
+        ("a..b", "not host[:port]"),
+        (".a", "not host[:port]"),
+        ("a:123456", "not host[:port]"),
+        ("a:65536", "port above 65535"),
+        ("a:8x", "not host[:port]"),
+        ("%61", "not host[:port]"),
+        ("caf\xe9", "not host[:port]"),
+    ],
+)
+def test_malformed_host_values_are_refused_with_400(value: str, why: str) -> None:
+    with pytest.raises(HttpError, match="invalid host") as caught:
+        validate_host(value)
+    assert caught.value.status == 400
+    assert why in caught.value.reason
+
+
+def test_request_head_routes_by_its_validated_host() -> None:
+    assert _request(_head("Host: API.Contoso.test:443")).host == "api.contoso.test"
+    assert _request(_head(version="1.0")).host == ""
+    with pytest.raises(HttpError, match="in the Host header"):
+        parse_request_head(_head("Host: a:1:2"))
+
+
+@pytest.mark.parametrize(
+    ("target", "origin", "authority", "host"),
+    [
+        (
+            "https://partners.contoso.test/secret",
+            "/secret",
+            "partners.contoso.test",
+            "partners.contoso.test",
+        ),
+        ("http://A.test:8080/x?y=1", "/x?y=1", "A.test:8080", "a.test"),
+        ("HTTP://a.test", "/", "a.test", "a.test"),
+        ("http://a.test?q", "/?q", "a.test", "a.test"),
+        ("http://[::1]:80/p", "/p", "[::1]:80", "[::1]"),
+    ],
+)
+def test_absolute_form_target_wins_over_host_and_is_given_in_origin_form(
+    target: str, origin: str, authority: str, host: str
+) -> None:
+    # RFC 9112 section 3.2.2: the target's authority wins; the Host header is replaced by it.
+    head = _request(f"GET {target} HTTP/1.1\r\nHost: www.contoso.test\r\nX-A: 1\r\n\r\n".encode())
+    assert head.target == origin
+    assert head.host == host
+    assert head.headers == [("Host", authority), ("X-A", "1")]
+
+
+def test_absolute_form_target_without_a_host_header_gets_one() -> None:
+    head = _request(b"GET http://a.test/p HTTP/1.0\r\n\r\n")
+    assert (head.target, head.host, head.headers) == ("/p", "a.test", [("Host", "a.test")])
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("https://user@partners.test/", "userinfo"),
+        ("http://a:1:2/", "in the request line"),
+        ("http:///x", "empty"),
+        ("http://a\\b/", "'\\'"),
+        ("ftp://a/x", "unsupported scheme"),
+        ("a.test/x", "it must start with '/'"),
+        ("*", "it must start with '/'"),
+    ],
+)
+def test_bad_absolute_form_targets_are_refused(target: str, reason: str) -> None:
+    with pytest.raises(HttpError) as caught:
+        parse_request_head(f"GET {target} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    assert caught.value.status == 400
+    assert reason in caught.value.reason
+
+
+def test_a_bad_host_header_is_refused_even_beside_an_absolute_target() -> None:
+    # As nginx: the Host header is validated whatever the request line says.
+    with pytest.raises(HttpError, match="in the Host header"):
+        parse_request_head(b"GET http://a/ HTTP/1.1\r\nHost: b/c\r\n\r\n")
+
+
+def test_asterisk_and_authority_forms_keep_their_methods() -> None:
+    assert _request(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").target == "*"
+    connect = _request(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n")
+    assert connect.target == "a:443"
+
+
+@pytest.mark.parametrize(
+    ("fields", "h2c"),
+    [
+        (("Upgrade: h2c", "Connection: Upgrade, HTTP2-Settings"), True),
+        (("Upgrade: H2C",), True),
+        (("Upgrade: websocket, h2c/1.0",), True),
+        (("Upgrade: websocket", "Upgrade: h2c"), True),
+        (("Upgrade: websocket", "Connection: upgrade"), False),
+        (("Upgrade: h2",), False),
+        (("Upgrade: xh2c",), False),
+        ((), False),
+    ],
+)
+def test_upgrade_lists_h2c(fields: tuple[str, ...], h2c: bool) -> None:
+    assert _request(_head("Host: a", *fields)).upgrade_h2c is h2c
+
+
+def test_content_length_up_to_2_63_minus_1_is_accepted_and_above_refused() -> None:
+    assert _request(_head("Host: a", f"Content-Length: {2**63 - 1}")).length == 2**63 - 1
+    for value in (2**63, 18446744073709551621):
+        with pytest.raises(HttpError, match=r"larger than 2\^63-1") as caught:
+            parse_request_head(_head("Host: a", f"Content-Length: {value}"))
+        assert caught.value.status == 400
+
+
+def test_chunk_size_of_2_63_minus_1_is_read_as_a_size() -> None:
+    reader = BodyReader(Framing.CHUNKED)
+    assert reader.feed(b"7fffffffffffffff\r\nabc") == (b"abc", b"")
+
+
 def test_http_error_carries_reason_and_status() -> None:
     error = HttpError("bad thing", 431)
     assert (error.reason, error.status) == ("bad thing", 431)
@@ -337,7 +496,6 @@ H11_CORPUS: list[bytes] = [
     _head("Host: a", "Content-Length: 1234567890123456789012"),
     _head("Host: a", "Content-Length: 5,6"),
     _head("Host:a"),
-    _head("Host: "),
     _head("Host: a", "X:"),
     _head("Host: a", "X: \x01"),
     _head("Host: a", "X: a\x7fb"),
@@ -383,6 +541,14 @@ DELIBERATELY_STRICTER: list[bytes] = [
     _head("Host: a", "Content-Length: 3", "Transfer-Encoding: chunked"),
     b"GET / HTTP/2.0\r\n\r\n",
     b"GET / HTTP/0.9\r\n\r\n",
+    # Host values that are not host[:port] (validate_host; nginx refuses an empty one too).
+    _head("Host: "),
+    _head("Host: a:1:2"),
+    _head("Host: a, b"),
+    _head("Host: u@a"),
+    _head("Host: [a]"),
+    _head("Host: a\x01"),
+    _head("Host: a", "Content-Length: 9223372036854775808"),
 ]
 
 
@@ -417,7 +583,11 @@ def test_accepted_request_reads_like_h11(head: bytes) -> None:
     assert isinstance(event, h11.Request)
     ours = _request(head)
     assert ours.method.encode("latin-1") == event.method
-    assert ours.target.encode("latin-1") == event.target
+    target = event.target
+    if b"://" in target:
+        # RFC 9112 section 3.2.2: an absolute-form target is given in origin form.
+        target = b"/" + target.split(b"://", 1)[1].split(b"/", 1)[1]
+    assert ours.target.encode("latin-1") == target
     assert ours.version.encode() == event.http_version
     # h11 lower-cases the Transfer-Encoding value; ours keeps every value as sent.
     assert [
@@ -707,6 +877,11 @@ def test_empty_chunk_writes_nothing_so_it_cannot_end_the_body() -> None:
         (b"5 x\r\n", "illegal chunk size line"),
         (b"123456789012345678901\r\n", "illegal chunk size line"),
         (b"5\nhello\r\n", "illegal chunk size line"),
+        (b"0x5\r\nhello\r\n", "illegal chunk size line"),
+        (b" 5\r\nhello\r\n", "illegal chunk size line"),
+        (b"-5\r\nhello\r\n", "illegal chunk size line"),
+        (b"8000000000000000\r\n", "is larger than 2"),
+        (b"ffffffffffffffff5\r\n", "is larger than 2"),
         (b"5\r\nhelloXY", "missing CRLF after chunk data"),
         (b"5\r\nhello\rX", "missing CRLF after chunk data"),
         (b"5\r\nhello\n\r\n", "missing CRLF after chunk data"),

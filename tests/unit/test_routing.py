@@ -33,6 +33,7 @@ from emulator.core.routing import (
     select_rule,
     select_tls_rule,
 )
+from emulator.core.server_variables import normalize_uri_path
 from emulator.errors import EmulatorError, InvalidConfiguration, TemplateError, UnsupportedFeature
 from emulator.model import (
     BackendPool,
@@ -281,8 +282,38 @@ def test_backend_path_override_replaces_the_matched_part(
     target: str, override: str | None, pattern: str | None, expected: str
 ) -> None:
     settings = BackendSettings("s", 80, ListenerProtocol.HTTP, 20, None, False, path=override)
+    path = normalize_uri_path(target.partition("?")[0])
 
-    assert backend_target(target, settings, pattern) == expected
+    assert backend_target(target, path, settings, pattern) == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        # Issue 15, finding 16: the cut and the rest come from the normalised path.
+        ("/%69nventory/x", "/v2/x"),
+        ("/inventory//x?q=%2e", "/v2/x?q=%2e"),
+        ("/inventory/a/../b", "/v2/b"),
+        ("/inventory/a/%2e%2e/b", "/v2/b"),
+        ("/inventory/a%2f..%2fb", "/v2/b"),
+        # A decoded "%" is escaped again: the backend cannot decode it into a dot segment.
+        ("/inventory/%252e%252e/admin", "/v2/%252e%252e/admin"),
+        ("/inventory/a%20b#c", "/v2/a%20b%23c"),
+        ("/inventory/caf%C3%A9", "/v2/caf%C3%A9"),
+    ],
+)
+def test_backend_path_override_cuts_the_normalised_path_and_stays_under_it(
+    target: str, expected: str
+) -> None:
+    settings = BackendSettings("s", 80, ListenerProtocol.HTTP, 20, None, False, path="/v2/")
+    path = normalize_uri_path(target.partition("?")[0])
+    assert path_matches("/inventory/*", path)
+
+    forwarded = backend_target(target, path, settings, "/inventory/*")
+
+    assert forwarded == expected
+    forwarded_path = normalize_uri_path(forwarded.partition("?")[0])
+    assert forwarded_path.startswith("/v2/")
 
 
 # -- redirects --------------------------------------------------------------------------------
