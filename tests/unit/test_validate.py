@@ -408,7 +408,10 @@ def test_validate_shows_buffering_turned_off(
     assert "buffering: request on, response off (streamed)" in capsys.readouterr().out
     assert main(["validate", "-f", str(path), *_params(material), "-o", "json"]) == 0
     summary = json.loads(capsys.readouterr().out)["summary"]
-    assert summary["buffering"] == {"enableRequestBuffering": True, "enableResponseBuffering": False}
+    assert summary["buffering"] == {
+        "enableRequestBuffering": True,
+        "enableResponseBuffering": False,
+    }
 
 
 def test_validate_json_summary_of_the_quickstart_verbatim(
