@@ -55,6 +55,7 @@ __all__ = [
     "BackendAddress",
     "BackendPool",
     "BackendSettings",
+    "Buffering",
     "ClientAuthMode",
     "GatewayConfig",
     "GatewayResourceLike",
@@ -402,6 +403,21 @@ class RoutingRule:
 
 
 @dataclass(frozen=True, slots=True)
+class Buffering:
+    """``properties.globalConfiguration``: whether the gateway buffers bodies (proxy-buffers).
+
+    With request buffering the gateway reads a whole request body before it opens a backend
+    connection, so a slow upload never holds one; with response buffering it reads the
+    backend's response as fast as the backend sends it and frees the connection while a slow
+    client is still reading. Both are on by default; Azure accepts the object from API
+    2020-01-01 on, and the WAF SKU cannot turn request buffering off.
+    """
+
+    request: bool = True
+    response: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """A gateway ready to run: listeners and the rules that route them, all resolved."""
 
@@ -414,6 +430,8 @@ class GatewayConfig:
     rules: tuple[RoutingRule, ...]
     pools: tuple[BackendPool, ...]
     enable_http2: bool
+    #: ``globalConfiguration``: request and response buffering (both on unless turned off).
+    buffering: Buffering = Buffering()
     #: Properties accepted but meaningless locally, as JSON paths (startup summary).
     notes: tuple[str, ...] = ()
     #: Things that work here but differ in Azure (shown at startup).
@@ -476,7 +494,6 @@ _PROPERTIES_IGNORED: Final = (
     # Differs from Azure: WAF inspection is not emulated; noted at startup.
     "webApplicationFirewallConfiguration",
     "firewallPolicy",
-    "globalConfiguration",
 )
 _PROPERTIES_UNSUPPORTED: Final = {
     "authenticationCertificates": "v1 backend authentication certificates",
@@ -642,6 +659,9 @@ def build_gateway_config(gw: GatewayResourceLike) -> GatewayConfig:
         b.warnings.append(
             "enableHttp2 is true: HTTP/2 is not emulated; listeners offer HTTP/1.1 only"
         )
+    buffering = Buffering()
+    with b.section():
+        buffering = _buffering(b, props, sku_name)
     with b.section():
         props.finish(
             ignored=_PROPERTIES_IGNORED, unsupported=_PROPERTIES_UNSUPPORTED, notes=b.notes
@@ -678,10 +698,50 @@ def build_gateway_config(gw: GatewayResourceLike) -> GatewayConfig:
         rules=tuple(rules),
         pools=tuple(pools.values()),
         enable_http2=enable_http2,
+        buffering=buffering,
         notes=tuple(b.notes.items),
         warnings=tuple(b.warnings),
         all_listeners=tuple(listeners.values()),
     )
+
+
+#: ``globalConfiguration`` exists from this API version on (proxy-buffers: "API version
+#: 2020-01-01 or later"); an older template cannot carry it.
+GLOBAL_CONFIGURATION_MIN_API: Final = "2020-01-01"
+#: The SKUs with a web application firewall, which needs the whole request body to inspect it.
+WAF_SKUS: Final = frozenset({"waf_v2", "waf_medium", "waf_large"})
+
+
+def _buffering(b: _Builder, props: Props, sku_name: str) -> Buffering:
+    """``globalConfiguration``: the two buffering switches, every other key reported."""
+    config = props.child("globalConfiguration", "ApplicationGatewayGlobalConfiguration")
+    if config is None:
+        return Buffering()
+    if b.gw.api_version < GLOBAL_CONFIGURATION_MIN_API:
+        raise props.error(
+            "globalConfiguration",
+            f"needs API version {GLOBAL_CONFIGURATION_MIN_API} or later; this gateway uses "
+            f"{b.gw.api_version}",
+            fix=f"set the gateway resource's apiVersion to {GLOBAL_CONFIGURATION_MIN_API} or "
+            "later, or remove globalConfiguration",
+            code="EmulatorGlobalConfigurationNeedsNewerApi",
+        )
+    buffering = Buffering(
+        request=config.bool_("enableRequestBuffering", True),
+        response=config.bool_("enableResponseBuffering", True),
+    )
+    config.finish()
+    if not buffering.request and sku_name.lower() in WAF_SKUS:
+        # An error, not a warning: Azure refuses the setting on a WAF gateway (the firewall
+        # inspects whole bodies), so a template that runs here would fail to deploy there.
+        raise config.error(
+            "enableRequestBuffering",
+            f"cannot be false on the {sku_name} SKU: the web application firewall needs the "
+            "whole request body, so request buffering stays on (proxy-buffers)",
+            fix="remove enableRequestBuffering, set it to true, or use the Standard_v2 SKU",
+            code="EmulatorWafNeedsRequestBuffering",
+        )
+    return buffering
 
 
 def _named(p: Props) -> str:

@@ -150,6 +150,10 @@ def describe(config: GatewayConfig) -> dict[str, Any]:
         "resourceId": config.resource_id,
         "apiVersion": config.api_version,
         "sku": config.sku_name,
+        "buffering": {
+            "enableRequestBuffering": config.buffering.request,
+            "enableResponseBuffering": config.buffering.response,
+        },
         "listeners": listeners,
         "rules": rules,
         "pools": pools,
@@ -227,6 +231,13 @@ def render_text(description: dict[str, Any]) -> str:
     """The human form of :func:`describe`."""
     d = description
     lines = [f"gateway {d['gateway']} (API {d['apiVersion']}, SKU {d['sku'] or '?'})"]
+    buffering = d["buffering"]
+    lines.append(
+        "  buffering: request "
+        + ("on" if buffering["enableRequestBuffering"] else "off (streamed)")
+        + ", response "
+        + ("on" if buffering["enableResponseBuffering"] else "off (streamed)")
+    )
     for listener in d["listeners"]:
         profile = listener.get("sslProfile")
         mode = "no SSL profile"

@@ -33,6 +33,8 @@ class GatewayPage(enum.Enum):
     BAD_REQUEST = _Page(400, "Bad Request")
     NOT_FOUND = _Page(404, "Not Found")
     REQUEST_TIMEOUT = _Page(408, "Request Time-out")
+    #: A request body over the gateway's maximum request size (nginx's client_max_body_size).
+    REQUEST_TOO_LARGE = _Page(413, "Request Entity Too Large")
     HEADERS_TOO_LARGE = _Page(431, "Request Header Fields Too Large")
     INTERNAL_ERROR = _Page(500, "Internal Server Error")
     BAD_GATEWAY = _Page(502, "Bad Gateway")

@@ -432,6 +432,7 @@ class Gateway:
                 ocsp=self.ocsp,
                 local_port=self._bound_port,
                 health=self.health,
+                buffering=self.config.buffering,
             )
         return by_port
 

@@ -40,7 +40,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final
@@ -101,6 +101,7 @@ from emulator.model import (
     BackendAddress,
     BackendPool,
     BackendSettings,
+    Buffering,
     ClientAuthMode,
     Listener,
     ListenerProtocol,
@@ -115,6 +116,7 @@ from emulator.runtime.backend import (
 )
 from emulator.runtime.ocsp_client import OcspChecker
 from emulator.runtime.probes import HealthTable, backend_tls
+from emulator.runtime.spool import RequestBodySpool, ResponseSpool
 from emulator.runtime.tls_stream import PlainHttpOnTlsPort, TlsHandshakeError, TlsServerStream
 
 __all__ = ["AccessRecord", "ListenerRuntime", "serve_connection"]
@@ -125,8 +127,36 @@ ACCESS_LOGGER = escaped_logger("emulator.access")
 #: A client that has not finished its TLS handshake by then is dropped (nginx and hypercorn use
 #: similar values; Azure does not document one).
 HANDSHAKE_TIMEOUT_S: Final = 10.0
-#: No request line and headers within this → 408 (appgw-behaviour.md §7: "no request within 60 s").
+#: The whole request line and headers within this → 408 (appgw-behaviour.md §7: "no request
+#: within 60 s"; nginx ``client_header_timeout``). One deadline per head, set when the wait for
+#: a connection's first request starts, or when the first byte of a keep-alive request arrives;
+#: bytes that trickle in never move it (a client sending a byte now and then would otherwise
+#: hold its connection forever).
 REQUEST_HEADER_TIMEOUT_S: Final = 60.0
+#: Longest wait for the next bytes of a request body (nginx ``client_body_timeout``, 60 s by
+#: default): per read, as nginx's. A slow upload is bounded by request buffering (it holds no
+#: backend connection until it is complete) and the per-client connection limits, not by this.
+CLIENT_BODY_TIMEOUT_S: Final = 60.0
+#: Longest wait for one write to the client (a response piece of at most ~64 KB) to be taken
+#: (nginx ``send_timeout``, 60 s). Differs from Azure: nginx re-arms it whenever the client
+#: accepts a few bytes; here each write has one deadline, so a client reading slower than about
+#: 1 KB/s is dropped (otherwise one reading a byte now and then holds its connection forever).
+CLIENT_SEND_TIMEOUT_S: Final = 60.0
+#: Maximum request size on v2 (application-gateway limits: 4 GB); a longer body gets 413, as
+#: nginx's ``client_max_body_size``, before anything is forwarded when its length is declared.
+MAX_REQUEST_BODY_BYTES: Final = 4 * 1024**3
+#: A buffered request body stays in memory up to this, the rest goes to an unnamed temporary
+#: file (nginx ``client_body_buffer_size`` / ``client_body_temp_path``). Larger than nginx's
+#: 16 KB: a Python process pays more per file operation than nginx, and 1 MiB per upload is cheap.
+REQUEST_BODY_MEMORY_BYTES: Final = 1024 * 1024
+#: Response bytes a slow client has not taken yet stay in memory up to this per connection,
+#: then go to an unnamed temporary file (nginx ``proxy_buffers`` / ``proxy_temp_path``).
+RESPONSE_BUFFER_MEMORY_BYTES: Final = 1024 * 1024
+#: At most this much of a response waits in the temporary file; past it the gateway reads the
+#: backend only as fast as the client reads (nginx ``proxy_max_temp_file_size``, 1 GB by default).
+RESPONSE_BUFFER_FILE_BYTES: Final = 1024 * 1024 * 1024
+#: Size of the reads from a spill file.
+SPILL_READ_SIZE: Final = 256 * 1024
 #: An idle keep-alive connection is closed silently after this long.
 KEEPALIVE_IDLE_S: Final = 120.0
 #: Maximum request line + headers: 32 KB (Azure application gateway limits).
@@ -184,6 +214,8 @@ class ListenerRuntime:
     local_port: Callable[[Listener], int | None] | None = None
     #: Backend health from the custom probes; None: every backend is healthy.
     health: HealthTable | None = None
+    #: ``globalConfiguration``: buffer request bodies / responses (False: stream them).
+    buffering: Buffering = field(default_factory=Buffering)
 
     @property
     def listener(self) -> Listener:
@@ -244,6 +276,10 @@ class AccessRecord:
 
 class _ClientGone(Exception):
     """The client closed or broke the connection; nothing more can be sent to it."""
+
+
+class _RequestTooLarge(Exception):
+    """A streamed request body went past ``MAX_REQUEST_BODY_BYTES``."""
 
 
 @dataclass(slots=True)
@@ -321,59 +357,76 @@ class ClientConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _ClientGone from exc
 
-    async def _read_head(self, idle_s: float) -> RequestHead | None:
+    async def _read_head(self) -> RequestHead | None:
         """The next request head, or None when the client closed between requests.
 
-        The wait is bounded by the connection's idle scope (see :meth:`run`),
-        whose deadline is set for the wait and lifted afterwards: cheaper than a cancel scope
-        per wait, and a head that does not come ends the connection anyway.
+        The wait is bounded by the connection's idle scope (see :meth:`run`), whose deadline
+        is set for the wait and lifted afterwards: cheaper than a cancel scope per wait, and a
+        head that does not come ends the connection anyway. The deadline is set once per head:
+        ``REQUEST_HEADER_TIMEOUT_S`` for a connection's first request, or from the first byte
+        of a keep-alive one (which may first wait ``KEEPALIVE_IDLE_S``); a byte arriving now
+        and then does not move it, as nginx's ``client_header_timeout``.
 
         Raises:
             HttpError: the head is malformed or too large (``status`` says 400 or 431).
         """
         idle = self._idle_scope
-        while True:
-            parsed = (
-                parse_request_head(
-                    self._inbuf,
-                    max_size=MAX_REQUEST_HEADER_BYTES,
-                    max_fields=MAX_REQUEST_HEADER_FIELDS,
+        # Waiting between two requests with nothing of the next one here: keep-alive idle.
+        between = bool(self._served) and not self._inbuf
+        idle.deadline = trio.current_time() + (
+            KEEPALIVE_IDLE_S if between else REQUEST_HEADER_TIMEOUT_S
+        )
+        try:
+            while True:
+                parsed = (
+                    parse_request_head(
+                        self._inbuf,
+                        max_size=MAX_REQUEST_HEADER_BYTES,
+                        max_fields=MAX_REQUEST_HEADER_FIELDS,
+                    )
+                    if self._inbuf
+                    else None
                 )
-                if self._inbuf
-                else None
-            )
-            if parsed is not None:
-                head, used = parsed
-                self._inbuf = self._inbuf[used:]
-                return head
-            if self._eof:
-                if self._inbuf:
-                    raise HttpError("the client closed the connection inside a request head")
-                return None
-            idle.deadline = trio.current_time() + idle_s
-            tls = self.tls
-            if tls is not None:
-                # Straight to the TLS stream, without _receive's frame: every idle keep-alive
-                # connection waits here, and each frame is memory per connection.
-                try:
-                    data = await tls.receive_some(RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    raise _ClientGone from exc
-            else:
-                data = await self._receive(None)
+                if parsed is not None:
+                    head, used = parsed
+                    self._inbuf = self._inbuf[used:]
+                    return head
+                if self._eof:
+                    if self._inbuf:
+                        raise HttpError("the client closed the connection inside a request head")
+                    return None
+                if between and self._inbuf:
+                    # The first bytes of a keep-alive request: from now on the head has
+                    # REQUEST_HEADER_TIMEOUT_S in all, whatever trickles in after them.
+                    between = False
+                    idle.deadline = trio.current_time() + REQUEST_HEADER_TIMEOUT_S
+                tls = self.tls
+                if tls is not None:
+                    # Straight to the TLS stream, without _receive's frame: every idle
+                    # keep-alive connection waits here, and each frame is memory per connection.
+                    try:
+                        data = await tls.receive_some(RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                        raise _ClientGone from exc
+                else:
+                    data = await self._receive(None)
+                if data:
+                    self._inbuf += data
+                else:
+                    self._eof = True
+        finally:
             idle.deadline = math.inf
-            if data:
-                self._inbuf += data
-            else:
-                self._eof = True
 
-    async def _read_body(self, idle_s: float) -> bytes | None:
+    async def _read_body(self, idle_s: float, *, until: float = math.inf) -> bytes | None:
         """The current request's next body bytes; None once the whole body has been read.
+
+        ``idle_s`` bounds each wait for the client; ``until`` (trio's clock), when given, is
+        one deadline for the whole call, which no trickle of bytes moves.
 
         Raises:
             HttpError: the body's framing is broken (answered 400).
             _ClientGone: the client closed inside the body (nginx logs 499: it left).
-            trio.TooSlowError: nothing within ``idle_s``.
+            trio.TooSlowError: nothing within ``idle_s``, or ``until`` passed.
         """
         reader = self._body
         while reader is not None and not reader.done:
@@ -388,7 +441,12 @@ class ClientConnection:
                 except HttpError as exc:
                     raise _ClientGone from exc
             else:
-                data = await self._receive(idle_s)
+                wait_s = idle_s
+                if until != math.inf:
+                    wait_s = min(idle_s, until - trio.current_time())
+                    if wait_s <= 0:
+                        raise trio.TooSlowError
+                data = await self._receive(wait_s)
                 if data:
                     self._inbuf = data
                 else:
@@ -423,13 +481,24 @@ class ClientConnection:
         self._outgoing = []
         self._outgoing_bytes = 0
         tls = self.tls
+        # A bare scope rather than fail_after (see _handshake): one per flush.
+        limit = trio.CancelScope(deadline=trio.current_time() + CLIENT_SEND_TIMEOUT_S)
         try:
-            if last and tls is not None:
-                await tls.send_last(data)
-            else:
-                await self.stream.send_all(data)
+            with limit:
+                if last and tls is not None:
+                    await tls.send_last(data)
+                else:
+                    await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _ClientGone from exc
+        if limit.cancelled_caught:
+            LOGGER.info(
+                "client.send_timeout listener=%s client=%s:%s: the client took nothing for %g s",
+                self.listener.name,
+                *self.peer,
+                CLIENT_SEND_TIMEOUT_S,
+            )
+            raise _ClientGone(f"send timed out after {CLIENT_SEND_TIMEOUT_S:g} s")
 
     @property
     def idle(self) -> bool:
@@ -459,8 +528,15 @@ class ClientConnection:
             # because every idle connection keeps the frames of this await chain.
             with self._idle_scope:
                 await self._request_loop()
-            if self._idle_scope.cancelled_caught and not self._served:
+            if self._idle_scope.cancelled_caught and (self._inbuf or not self._served):
+                # No complete head in time (a keep-alive connection with nothing of a next
+                # request is closed silently instead): nginx's 408, logged like a request.
+                started = time.perf_counter()
+                facts = self._unparsed_facts()
                 await self._send_page(GatewayPage.REQUEST_TIMEOUT, close=True)
+                self._access(
+                    facts, GatewayPage.REQUEST_TIMEOUT.status, started, routed="", server_status=""
+                )
         except _ClientGone:
             LOGGER.debug("client.gone listener=%s client=%s:%s", self.listener.name, *self.peer)
         except Exception:
@@ -620,9 +696,7 @@ class ClientConnection:
             self._responded = False
             self._forwarded_to = ""
             try:
-                head = await self._read_head(
-                    KEEPALIVE_IDLE_S if self._served else REQUEST_HEADER_TIMEOUT_S
-                )
+                head = await self._read_head()
             except HttpError as exc:
                 LOGGER.info(
                     "http.bad_request listener=%s client=%s:%s reason=%s",
@@ -799,11 +873,14 @@ class ClientConnection:
         """Read and drop a request body the gateway answers without forwarding.
 
         True when the whole body was read, so the connection can serve the next request; a
-        body over ``DISCARD_BODY_LIMIT`` or one that stalls is not waited for (close instead).
+        body over ``DISCARD_BODY_LIMIT`` or one that does not arrive whole within
+        ``LINGER_TOTAL_S`` is not waited for (close instead): one deadline, so a client
+        trickling its body cannot keep the connection.
         """
         seen = 0
+        until = trio.current_time() + LINGER_TOTAL_S
         try:
-            while (data := await self._read_body(LINGER_TOTAL_S)) is not None:
+            while (data := await self._read_body(LINGER_TOTAL_S, until=until)) is not None:
                 seen += len(data)
                 if seen > DISCARD_BODY_LIMIT:
                     return False
@@ -926,6 +1003,93 @@ class ClientConnection:
     async def _proxy(
         self, request: RequestHead, facts: RequestFacts, started: float, current: Route
     ) -> bool:
+        """Forward the request to a backend of the route and its response back.
+
+        With request buffering (``enableRequestBuffering``, the default) the whole body is
+        read first, so no backend connection waits for a slow upload: nginx does the same
+        (``proxy_request_buffering``) and so does Azure (proxy-buffers).
+        """
+        if request.framing is Framing.LENGTH and request.length > MAX_REQUEST_BODY_BYTES:
+            return await self._too_large(facts, started)
+        spool = None
+        if self._body is not None and request.upgrade is None and self.runtime.buffering.request:
+            spool = RequestBodySpool(memory_limit=REQUEST_BODY_MEMORY_BYTES)
+        try:
+            if spool is not None:
+                refused = await self._buffer_request_body(spool, facts, started)
+                if refused is not None:
+                    return refused
+            return await self._proxy_to_backend(request, facts, started, current, spool)
+        finally:
+            if spool is not None:
+                spool.aclose()
+
+    async def _too_large(self, facts: RequestFacts, started: float) -> bool:
+        LOGGER.info(
+            "http.request_too_large listener=%s client=%s:%s limit=%s",
+            self.listener.name,
+            *self.peer,
+            MAX_REQUEST_BODY_BYTES,
+        )
+        return await self._refuse(GatewayPage.REQUEST_TOO_LARGE, facts, started)
+
+    async def _buffer_request_body(
+        self, spool: RequestBodySpool, facts: RequestFacts, started: float
+    ) -> bool | None:
+        """Read the whole request body into ``spool``; None when it is all there, else the
+        request was answered with a gateway page (413, 408 or 400) and this is whether the
+        connection continues (it does not)."""
+        request = self._request
+        assert request is not None
+        if request.expect_continue and not self._inbuf:
+            self._queue(CONTINUE)
+            await self._flush()
+        page = None
+        reason = ""
+        try:
+            while (data := await self._read_body(CLIENT_BODY_TIMEOUT_S)) is not None:
+                if spool.length + len(data) > MAX_REQUEST_BODY_BYTES:
+                    return await self._too_large(facts, started)
+                await spool.append(data)
+        except trio.TooSlowError:
+            # nginx answers a client_body_timeout with 408 when no response has started.
+            page = GatewayPage.REQUEST_TIMEOUT
+            reason = f"no body bytes for {CLIENT_BODY_TIMEOUT_S:g} s"
+        except HttpError as exc:
+            if self._eof:
+                # The client closed inside its body: nobody is left to read a page.
+                self._access(facts, CLIENT_CLOSED_REQUEST, started, routed="", server_status="")
+                raise _ClientGone from exc
+            page, reason = GatewayPage.BAD_REQUEST, exc.reason
+        except _ClientGone:
+            self._access(facts, CLIENT_CLOSED_REQUEST, started, routed="", server_status="")
+            raise
+        if page is None:
+            if spool.spilled:
+                LOGGER.debug(
+                    "http.request_body_spilled listener=%s client=%s:%s bytes=%s",
+                    self.listener.name,
+                    *self.peer,
+                    spool.length,
+                )
+            return None
+        LOGGER.info(
+            "http.request_body_failed listener=%s client=%s:%s status=%s reason=%s",
+            self.listener.name,
+            *self.peer,
+            page.status,
+            reason,
+        )
+        return await self._refuse(page, facts, started)
+
+    async def _proxy_to_backend(
+        self,
+        request: RequestHead,
+        facts: RequestFacts,
+        started: float,
+        current: Route,
+        spool: RequestBodySpool | None,
+    ) -> bool:
         settings = current.settings
         pool = current.pool
         assert settings is not None
@@ -965,7 +1129,9 @@ class ClientConnection:
             rewritten.target, rewritten.facts.uri_path, settings, current.matched_pattern
         )
         routed = f"{address[0]}:{address[1]}"
-        headers, host_sent = _backend_headers(rewritten.headers, request)
+        headers, host_sent = _backend_headers(
+            rewritten.headers, request, length=spool.length if spool is not None else None
+        )
         if host_sent is None:
             # An HTTP/1.0 client may omit Host, but the backend request is HTTP/1.1, which
             # requires one: name the backend, as nginx's default ``Host $proxy_host`` does.
@@ -986,12 +1152,23 @@ class ClientConnection:
             return await self._fail(exc, facts, started, routed=routed)
         reusable = False
         self._forwarded_to = ""
+
+        released = False
+
+        def release(reusable: bool) -> None:
+            # Response buffering gives the connection back as soon as the backend is done,
+            # while the client may still be reading; the finally below must not do it again.
+            nonlocal released
+            if not released:
+                released = True
+                self.backend.release(backend, reusable=reusable)
+
         try:
             backend.start_request(
                 request_head,
                 repeatable=self._body is None and request.method in RETRY_METHODS,
             )
-            await self._forward_request(backend, request_head)
+            await self._forward_request(backend, request_head, spool)
             response = await self._backend_response(backend, request, settings.request_timeout_s)
             out_headers = rewrite_response_headers(
                 rewritten.facts,
@@ -1005,8 +1182,12 @@ class ClientConnection:
                 self._access(facts, 101, started, routed=routed, server_status="101")
                 return False
             close, reusable = await self._forward_response(
-                backend, response, out_headers + cookies, settings.request_timeout_s
+                backend, response, out_headers + cookies, settings.request_timeout_s, release
             )
+        except _RequestTooLarge:
+            if self._responded:
+                return False
+            return await self._too_large(facts, started)
         except BackendError as exc:
             if response is not None and self._responded:
                 LOGGER.warning(
@@ -1034,7 +1215,7 @@ class ClientConnection:
             )
             raise
         finally:
-            self.backend.release(backend, reusable=reusable)
+            release(reusable)
         self._access(
             facts,
             response.status,
@@ -1044,12 +1225,28 @@ class ClientConnection:
         )
         return not close
 
-    async def _forward_request(self, backend: BackendConnection, head: bytes) -> None:
-        """The request head, then its body (re-chunked when chunked), to the backend.
+    async def _forward_request(
+        self, backend: BackendConnection, head: bytes, spool: RequestBodySpool | None
+    ) -> None:
+        """The request head, then its body, to the backend.
 
-        A body already received travels with the head in one send; an ``Expect:
-        100-continue`` client whose body has not come yet gets the gateway's own 100 first.
+        A buffered body (``spool``) goes as it was read, framed by Content-Length. Otherwise
+        the body streams (re-chunked when chunked): a body already received travels with the
+        head in one send; an ``Expect: 100-continue`` client whose body has not come yet gets
+        the gateway's own 100 first.
+
+        Raises:
+            _RequestTooLarge: a streamed chunked body went past ``MAX_REQUEST_BODY_BYTES``.
         """
+        if spool is not None:
+            whole = spool.in_memory()
+            if whole is not None:
+                await backend.send(head + whole)
+                return
+            await backend.send(head)
+            async for piece in spool.pieces(SPILL_READ_SIZE):
+                await backend.send(piece)
+            return
         if self._body is None:
             self._forwarded_to = backend.addr_text
             await backend.send(head)
@@ -1058,6 +1255,7 @@ class ClientConnection:
         assert request is not None
         chunked = request.framing is Framing.CHUNKED
         pending = head
+        seen = 0
         if not self._inbuf:
             if request.expect_continue:
                 self._queue(CONTINUE)
@@ -1068,7 +1266,7 @@ class ClientConnection:
         while True:
             # A malformed body (HttpError) propagates: _handle_request answers it with 400.
             try:
-                data = await self._read_body(REQUEST_HEADER_TIMEOUT_S)
+                data = await self._read_body(CLIENT_BODY_TIMEOUT_S)
             except trio.TooSlowError as exc:
                 raise _ClientGone from exc
             self._forwarded_to = backend.addr_text
@@ -1078,6 +1276,9 @@ class ClientConnection:
                 if pending:
                     await backend.send(pending)
                 return
+            seen += len(data)
+            if seen > MAX_REQUEST_BODY_BYTES:
+                raise _RequestTooLarge
             await backend.send(pending + chunk(data) if chunked else pending + data)
             pending = b""
 
@@ -1111,18 +1312,108 @@ class ClientConnection:
         response: ResponseHead,
         headers: list[tuple[str, str]],
         timeout_s: int,
+        release: Callable[[bool], None],
     ) -> tuple[bool, bool]:
-        """Send the response head and copy the body to the client.
+        """Send the response head and the body to the client.
 
-        What is buffered is queued behind the head and sent whenever the backend has to be
-        waited for, or the body ends. Returns (close the client connection, the backend
-        connection can be reused).
+        Streamed (``enableResponseBuffering`` false): what is buffered is queued behind the
+        head and sent whenever the backend has to be waited for, or the body ends. Buffered
+        (the default): see :meth:`_forward_buffered`. Returns (close the client connection,
+        the backend connection can be reused).
         """
         request = self._request
         assert request is not None
         headers, chunked, close = _client_framing(headers, request, response.status)
         self._queue_head(response.status, response.reason, headers)
         reader = BodyReader(response.framing, response.length)
+        keep = response.keep_alive and response.framing is not Framing.CLOSE
+        if reader.done or not self.runtime.buffering.response:
+            reusable = await self._pull_response_body(
+                backend, reader, chunked, timeout_s, self._queue_body, self._flush
+            )
+        else:
+            reusable = await self._forward_buffered(
+                backend, reader, chunked, timeout_s, lambda clean: release(clean and keep)
+            )
+        await self._flush(last=close)
+        return close, reusable and keep
+
+    async def _queue_body(self, data: bytes) -> None:
+        self._queue(data)
+        if self._outgoing_bytes >= RECEIVE_SIZE:
+            await self._flush()
+
+    async def _forward_buffered(
+        self,
+        backend: BackendConnection,
+        reader: BodyReader,
+        chunked: bool,
+        timeout_s: int,
+        release: Callable[[bool], None],
+    ) -> bool:
+        """Read the body from the backend as fast as it comes, send it as fast as the client
+        takes it, and give the backend connection back as soon as the backend is done.
+
+        Two tasks share a :class:`ResponseSpool` (memory, then a temporary file): a slow
+        reader costs spool space, never a backend connection, as with nginx's
+        ``proxy_buffering``. Either side failing stops the other: a broken backend aborts the
+        client's response, a client that left aborts the backend's (it is then not reused).
+        """
+        spool = ResponseSpool(
+            memory_limit=RESPONSE_BUFFER_MEMORY_BYTES, file_limit=RESPONSE_BUFFER_FILE_BYTES
+        )
+        failure: BackendError | _ClientGone | None = None
+        reusable = False
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def to_client() -> None:
+                    nonlocal failure
+                    try:
+                        if not spool.pending:
+                            await self._flush()  # the head, while the body is awaited
+                        while (data := await spool.get(SPILL_READ_SIZE)) is not None:
+                            self._queue(data)
+                            await self._flush()
+                    except _ClientGone as exc:
+                        failure = exc
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(to_client)
+                try:
+                    reusable = await self._pull_response_body(
+                        backend, reader, chunked, timeout_s, spool.put, None
+                    )
+                except BackendError as exc:
+                    failure = exc
+                    nursery.cancel_scope.cancel()
+                else:
+                    release(reusable)
+                    spool.finish()
+        finally:
+            spool.aclose()
+        if failure is not None:
+            raise failure
+        return reusable
+
+    async def _pull_response_body(
+        self,
+        backend: BackendConnection,
+        reader: BodyReader,
+        chunked: bool,
+        timeout_s: int,
+        put: Callable[[bytes], Awaitable[None]],
+        before_wait: Callable[[], Awaitable[None]] | None,
+    ) -> bool:
+        """Decode the response body from the backend and hand it to ``put`` (re-chunked when
+        ``chunked``); ``before_wait`` runs before each wait for the backend. Returns whether
+        nothing followed the body (the connection may carry another request).
+
+        Raises:
+            BackendConnectError: the body's framing is broken.
+            BackendTimeout: nothing for ``timeout_s`` (requestTimeout; per read, as nginx's
+                ``proxy_read_timeout``: a backend is trusted not to trickle).
+        """
         while not reader.done:
             data = backend.buffer
             try:
@@ -1130,9 +1421,7 @@ class ClientConnection:
                     backend.buffer = b""
                     body, backend.buffer = reader.feed(data)
                     if body:
-                        self._queue(chunk(body) if chunked else body)
-                        if self._outgoing_bytes >= RECEIVE_SIZE:
-                            await self._flush()
+                        await put(chunk(body) if chunked else body)
                     continue
                 if backend.eof:
                     reader.eof()
@@ -1141,7 +1430,8 @@ class ClientConnection:
                 raise BackendConnectError(
                     f"backend {backend.addr_text} broke its response body: {exc.reason}"
                 ) from exc
-            await self._flush()
+            if before_wait is not None:
+                await before_wait()
             try:
                 data = await backend.receive(trio.current_time() + timeout_s)
             except trio.TooSlowError as exc:
@@ -1151,15 +1441,8 @@ class ClientConnection:
             else:
                 backend.eof = True
         if chunked:
-            self._queue(LAST_CHUNK)
-        await self._flush(last=close)
-        reusable = (
-            response.keep_alive
-            and response.framing is not Framing.CLOSE
-            and not backend.buffer
-            and not backend.eof
-        )
-        return close, reusable
+            await put(LAST_CHUNK)
+        return not backend.buffer and not backend.eof
 
     async def _switch_protocols(
         self,
@@ -1589,14 +1872,14 @@ _FRAMING_HEADERS: Final = ("content-length", "transfer-encoding")
 
 
 def _backend_headers(
-    headers: list[tuple[str, str]], request: RequestHead
+    headers: list[tuple[str, str]], request: RequestHead, *, length: int | None = None
 ) -> tuple[list[tuple[str, str]], str | None]:
     """The rewritten headers as the backend gets them, and the Host among them (None: none).
 
     ``Expect`` is the gateway's business (it answers 100 itself). The body is framed as it
-    will be sent — the client's Content-Length, or ``Transfer-Encoding: chunked`` (it is
-    re-chunked) — whatever a rewrite rule did to those two headers; in the usual case the
-    list comes back as it was, after one pass.
+    will be sent — ``length`` for a buffered body, else the client's Content-Length, or
+    ``Transfer-Encoding: chunked`` (it is re-chunked) — whatever a rewrite rule did to those
+    two headers; in the usual case the list comes back as it was, after one pass.
     """
     host: str | None = None
     framing: list[tuple[str, str]] = []
@@ -1610,7 +1893,11 @@ def _backend_headers(
             framing.append((lower, value.lower()))
         elif lower == "expect":
             expect = True
-    if request.framing is Framing.LENGTH:
+    if length is not None:
+        # A buffered body goes with its length, also one the client chunked (nginx does the
+        # same with proxy_request_buffering on).
+        wanted = [("content-length", str(length))]
+    elif request.framing is Framing.LENGTH:
         wanted = [("content-length", str(request.length))]
     elif request.framing is Framing.CHUNKED:
         wanted = [("transfer-encoding", "chunked")]

@@ -52,8 +52,14 @@ OTHER_LOOPBACK: Final = "127.0.0.2"
 LINGER_RESET: Final = struct.pack("ii", 1, 0)
 
 
-def demo_gateway_template(*, backend_port: int = 1, request_timeout_s: int = 20) -> dict[str, Any]:
-    """The ``up`` demo template (Strict + Passthrough, certificate-forwarding rewrite)."""
+def demo_gateway_template(
+    *,
+    backend_port: int = 1,
+    request_timeout_s: int = 20,
+    global_configuration: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``up`` demo template (Strict + Passthrough, certificate-forwarding rewrite), with
+    ``global_configuration`` as the gateway's ``globalConfiguration`` when given."""
     template = copy.deepcopy(
         demo_template(
             strict_port=8443,
@@ -64,6 +70,8 @@ def demo_gateway_template(*, backend_port: int = 1, request_timeout_s: int = 20)
     )
     settings = template["resources"][0]["properties"]["backendHttpSettingsCollection"][0]
     settings["properties"]["requestTimeout"] = request_timeout_s
+    if global_configuration is not None:
+        template["resources"][0]["properties"]["globalConfiguration"] = dict(global_configuration)
     return template
 
 
@@ -73,6 +81,7 @@ def demo_gateway(
     *,
     backend_port: int,
     request_timeout_s: int = 20,
+    global_configuration: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Gateway:
     """A gateway for the demo template with its pool on ``127.0.0.1:backend_port``.
@@ -82,7 +91,11 @@ def demo_gateway(
     path = tmp_path / "gateway.json"
     path.write_text(
         json.dumps(
-            demo_gateway_template(backend_port=backend_port, request_timeout_s=request_timeout_s)
+            demo_gateway_template(
+                backend_port=backend_port,
+                request_timeout_s=request_timeout_s,
+                global_configuration=global_configuration,
+            )
         )
     )
     config = build_gateway_config(
@@ -101,6 +114,7 @@ async def start_demo(
     *,
     backend_port: int | None = None,
     request_timeout_s: int = 20,
+    global_configuration: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Stack:
     """The stub backend (unless ``backend_port`` names another one) and a demo gateway."""
@@ -116,7 +130,12 @@ async def start_demo(
             )
         )
     gateway = demo_gateway(
-        pki, tmp_path, backend_port=backend_port, request_timeout_s=request_timeout_s, **options
+        pki,
+        tmp_path,
+        backend_port=backend_port,
+        request_timeout_s=request_timeout_s,
+        global_configuration=global_configuration,
+        **options,
     )
     await nursery.start(gateway.serve)
     return Stack(gateway, backend_port, recorded)

@@ -20,9 +20,16 @@ import pytest
 
 from emulator.arm.template import GatewayResource, load_template, select_gateway
 from emulator.demo import demo_template
-from emulator.errors import CertificateError, EmulatorError, TemplateError, UnsupportedFeature
+from emulator.errors import (
+    CertificateError,
+    EmulatorError,
+    InvalidConfiguration,
+    TemplateError,
+    UnsupportedFeature,
+)
 from emulator.model import (
     BackendAddress,
+    Buffering,
     ClientAuthMode,
     GatewayConfig,
     ListenerProtocol,
@@ -783,6 +790,87 @@ def test_enable_http2_is_accepted_with_a_warning(demo: GatewayResource) -> None:
 
     assert config.enable_http2 is True
     assert any("enableHttp2" in w and "HTTP/1.1" in w for w in config.warnings)
+
+
+def test_buffering_is_on_by_default(demo: GatewayResource) -> None:
+    config = build(demo)
+
+    assert config.buffering == Buffering(request=True, response=True)
+
+
+@pytest.mark.parametrize(
+    ("request_on", "response_on"), [(False, True), (True, False), (False, False), ("false", True)]
+)
+def test_global_configuration_turns_buffering_off(
+    demo: GatewayResource, request_on: bool | str, response_on: bool
+) -> None:
+    def switches(res: Resource) -> None:
+        props(res)["globalConfiguration"] = {
+            "enableRequestBuffering": request_on,
+            "enableResponseBuffering": response_on,
+        }
+
+    config = build(demo, switches)
+
+    assert config.buffering.request is (request_on is True)
+    assert config.buffering.response is response_on
+    assert not any("globalConfiguration" in note for note in config.notes)
+
+
+def test_global_configuration_unknown_key_is_reported(demo: GatewayResource) -> None:
+    def typo(res: Resource) -> None:
+        props(res)["globalConfiguration"] = {"enableRequestBufering": False}
+
+    with pytest.raises(TemplateError) as info:
+        build(demo, typo)
+
+    assert_error(
+        info.value,
+        code="InvalidJson",
+        path="resources[0].properties.globalConfiguration.enableRequestBufering",
+    )
+
+
+def test_global_configuration_needs_api_2020_01_01(quickstart: GatewayResource) -> None:
+    def old(res: Resource) -> None:
+        props(res)["globalConfiguration"] = {"enableResponseBuffering": False}
+
+    # The old API version also refuses the quickstart's Passthrough profile: two problems.
+    with pytest.raises(InvalidConfiguration) as info:
+        build(quickstart, old, api_version="2019-12-01")
+
+    ours = [p for p in info.value.problems if "globalConfiguration" in str(p)]
+    assert len(ours) == 1
+    assert_error(
+        ours[0],
+        code="EmulatorGlobalConfigurationNeedsNewerApi",
+        path="resources[2].properties.globalConfiguration",
+    )
+    assert "2020-01-01" in str(ours[0])
+
+
+def test_waf_sku_cannot_turn_request_buffering_off(demo: GatewayResource) -> None:
+    def waf(res: Resource) -> None:
+        props(res)["sku"] = {"name": "WAF_v2", "tier": "WAF_v2", "capacity": 1}
+        props(res)["globalConfiguration"] = {"enableRequestBuffering": False}
+
+    with pytest.raises(TemplateError) as info:
+        build(demo, waf)
+
+    assert_error(
+        info.value,
+        code="EmulatorWafNeedsRequestBuffering",
+        path="resources[0].properties.globalConfiguration.enableRequestBuffering",
+    )
+    assert "WAF_v2" in info.value.message
+
+
+def test_waf_sku_may_turn_response_buffering_off(demo: GatewayResource) -> None:
+    def waf(res: Resource) -> None:
+        props(res)["sku"] = {"name": "WAF_v2", "tier": "WAF_v2", "capacity": 1}
+        props(res)["globalConfiguration"] = {"enableResponseBuffering": False}
+
+    assert build(demo, waf).buffering == Buffering(request=True, response=False)
 
 
 def test_meaningless_properties_are_noted_not_dropped(demo: GatewayResource) -> None:

@@ -391,6 +391,27 @@ def test_validate_ok_prints_a_summary_of_what_will_run(
     assert "rule strict-rule (priority 100)" in out
     assert "client certificate -> X-Client-Cert" in out
     assert "pool stub-backend: 127.0.0.1" in out
+    assert "buffering: request on, response on" in out
+
+
+def test_validate_shows_buffering_turned_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], material: dict[str, Any]
+) -> None:
+    template = _demo()
+    gateway = next(
+        r for r in template["resources"] if r["type"] == "Microsoft.Network/applicationGateways"
+    )
+    gateway["properties"]["globalConfiguration"] = {"enableResponseBuffering": False}
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(template))
+    assert main(["validate", "-f", str(path), *_params(material)]) == 0
+    assert "buffering: request on, response off (streamed)" in capsys.readouterr().out
+    assert main(["validate", "-f", str(path), *_params(material), "-o", "json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert summary["buffering"] == {
+        "enableRequestBuffering": True,
+        "enableResponseBuffering": False,
+    }
 
 
 def test_validate_json_summary_of_the_quickstart_verbatim(
