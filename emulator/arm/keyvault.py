@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from emulator.arm.props import id_leaf
-from emulator.errors import EmulatorError, InvalidConfiguration, TemplateError
+from emulator.errors import EmulatorError, InvalidConfiguration, TemplateError, UnsupportedFeature
 
 __all__ = [
     "KEY_VAULT_CODE",
@@ -274,8 +274,9 @@ def apply_certificates(
                     f"pass the backend's root CA certificate: {flag} (PEM or .cer); --loose "
                     "cannot stand in for it, since a minted root would not match the real backend"
                 )
+            # Not emulated, yet an error even under --loose: ``loose`` was handled above.
             problems.append(
-                TemplateError(
+                UnsupportedFeature(
                     f"keyVaultSecretId cannot be read offline: {collection} '{name}' comes from "
                     f"Key Vault ({kv_id})",
                     file=file,
