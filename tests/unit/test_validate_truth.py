@@ -326,6 +326,19 @@ def test_pem_text_gets_the_same_checks_and_codes_as_base64(
     )
 
 
+def test_pem_text_in_a_trusted_root_certificate_is_accepted_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], material: dict[str, Any]
+) -> None:
+    template = _demo()
+    _gw(template)["trustedRootCertificates"] = [
+        {"name": "backend-root", "properties": {"data": material["server_root"].cert_pem.decode()}}
+    ]
+    code, out = _validate(tmp_path, capsys, template, _params(material))
+    assert code == 0, out["problems"]
+    (warning,) = [w for w in out["summary"]["warnings"] if "PEM text" in w]
+    assert warning.startswith("trustedRootCertificates 'backend-root'")
+
+
 def test_decode_upload_field_tells_pem_text_from_base64(material: dict[str, Any]) -> None:
     pem = material["ca_pem"]
     assert decode_upload_field(pem.decode(), what="x") == (pem, True)
