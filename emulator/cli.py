@@ -31,6 +31,12 @@ from emulator.dashboard.wiring import (
 )
 from emulator.demo import CERT_HEADERS, PASSTHROUGH_LISTENER, STRICT_LISTENER, write_demo_template
 from emulator.errors import EmulatorError, InvalidConfiguration, StartupError, UnsupportedFeature
+from emulator.local_certs import (
+    add_certificate_arguments,
+    build_config,
+    demo_minter,
+    read_supplied_certificates,
+)
 from emulator.model import (
     BackendAddress,
     GatewayConfig,
@@ -121,6 +127,19 @@ def _add_config_arguments(command: argparse.ArgumentParser) -> None:
         default=scope.location,
         help=f"resourceGroup().location (default: {scope.location})",
     )
+    add_certificate_arguments(command)
+
+
+def _add_listen_arguments(command: argparse.ArgumentParser) -> None:
+    """``--listen`` and ``--bind``: on ``run``, and on ``validate`` to check and show them."""
+    command.add_argument(
+        "--listen",
+        action="append",
+        type=_listen_arg,
+        default=[],
+        metavar="TEMPLATE_PORT=LOCAL_PORT",
+    )
+    command.add_argument("--bind", default="127.0.0.1")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -153,14 +172,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run an ARM template's application gateway locally")
     _add_config_arguments(run)
-    run.add_argument(
-        "--listen",
-        action="append",
-        type=_listen_arg,
-        default=[],
-        metavar="TEMPLATE_PORT=LOCAL_PORT",
-    )
-    run.add_argument("--bind", default="127.0.0.1")
+    _add_listen_arguments(run)
     _add_workers_argument(run)
     _add_strip_argument(run)
     _add_verification_arguments(run)
@@ -171,6 +183,8 @@ def _parser() -> argparse.ArgumentParser:
         help="check a template the way Azure would, list every problem, summarise what would run",
     )
     _add_config_arguments(validate)
+    _add_listen_arguments(validate)
+    _add_strip_argument(validate)
     validate.add_argument("--output", "-o", choices=["text", "json"], default="text")
 
     certs = sub.add_parser("certs", help="demo/test PKI")
@@ -182,6 +196,9 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
     init.add_argument("--force", action="store_true", help="regenerate an existing demo PKI")
     _add_certificate_commands(sub, certs_sub)
+    for choices in (sub.choices, certs_sub.choices):
+        for command_parser in choices.values():
+            command_parser.set_defaults(command_parser=command_parser)
     return parser
 
 
@@ -303,7 +320,13 @@ def _load_config(args: argparse.Namespace) -> tuple[GatewayConfig, Sequence[tupl
         location=args.location,
     )
     loaded = load_template(args.template_file, parameters, scope=scope)
-    config = build_gateway_config(select_gateway(loaded, args.gateway))
+    config = build_config(
+        select_gateway(loaded, args.gateway),
+        parameters=loaded.parameters,
+        certificates=read_supplied_certificates(args.certificate, args.certificate_password),
+        loose=args.loose,
+        mint=demo_minter(args.certs, note=_note) if args.loose else None,
+    )
     if args.backend:
         config = with_backend_overrides(config, dict(args.backend))
     return config, loaded.skipped
@@ -329,6 +352,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     """``validate``: every problem, or OK and the summary. Never binds a port."""
     try:
         config, skipped = _load_config(args)
+        listen = dict(args.listen)
+        _check_listen_ports(config, listen)
     except EmulatorError as exc:
         problems = _problems(exc)
         if args.output == "json":
@@ -345,6 +370,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         return 1
     description = describe(config)
     description["skippedResources"] = [{"type": t, "name": n} for t, n in skipped]
+    for entry in description["listeners"]:
+        if entry["port"] in listen:
+            entry["localPort"] = listen[entry["port"]]
+    listen_warnings = _listen_warnings(listen)
+    if listen_warnings:
+        description["warnings"] = [*description.get("warnings", []), *listen_warnings]
     if args.output == "json":
         _say(json.dumps({"ok": True, "problems": [], "summary": description}, indent=2))
     else:
@@ -403,6 +434,15 @@ def _add_strip_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _listen_warnings(listen: Mapping[int, int]) -> list[str]:
+    return [
+        f"frontend port {template_port} is served on local port "
+        f"{local_port or 'chosen by the OS'} (--listen); headers and server variables still "
+        f"carry {template_port}, as in Azure"
+        for template_port, local_port in sorted(listen.items())
+    ]
+
+
 def _check_listen_ports(config: GatewayConfig, listen: Mapping[int, int]) -> None:
     """Refuse a ``--listen`` for a port no listener uses: a typo must not go unnoticed."""
     frontend_ports = sorted({rule.listener.frontend_port for rule in config.rules})
@@ -426,12 +466,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     listen = dict(args.listen)
     _check_listen_ports(config, listen)
     _summary(config, skipped, strip=args.strip_client_cert_headers)
-    for template_port, local_port in sorted(listen.items()):
-        _note(
-            f"warning: frontend port {template_port} is served on local port "
-            f"{local_port or 'chosen by the OS'} (--listen); headers and server variables still "
-            f"carry {template_port}, as in Azure"
-        )
+    for warning in _listen_warnings(listen):
+        _note(f"warning: {warning}")
     gateway = (WorkerGateway if args.workers > 1 else Gateway)(
         config,
         bind=args.bind,
@@ -765,7 +801,11 @@ def _emulator_errors(group: BaseExceptionGroup[BaseException]) -> list[EmulatorE
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``appgw-emulator`` command; returns the exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # The subcommand's own usage: it lists the options this command does take.
+        command_parser = getattr(args, "command_parser", None) or parser
+        command_parser.error(f"unrecognized arguments: {' '.join(extras)}")
     _configure_logging(args.log_level)
     try:
         if args.command == "up":

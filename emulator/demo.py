@@ -142,6 +142,12 @@ def demo_template(
                         {
                             "name": "passthrough-profile",
                             "properties": {
+                                # Azure refuses later updates of a Passthrough profile that has
+                                # neither an sslPolicy nor trusted client certificates.
+                                "sslPolicy": {
+                                    "policyType": "Predefined",
+                                    "policyName": "AppGwSslPolicy20220101",
+                                },
                                 "clientAuthConfiguration": {
                                     "verifyClientCertIssuerDN": False,
                                     "verifyClientRevocation": "None",

@@ -99,6 +99,7 @@ __all__ = [
     "SERVER_PFX",
     "SERVER_PFX_PASSWORD",
     "SERVER_ROOT_CA",
+    "SERVER_ROOT_CA_KEY",
     "TRUSTED_CLIENT_CA_CHAIN",
     "TRUSTED_CLIENT_CA_CHAIN_B64",
     "UNRELATED_ROOT_CA",
@@ -116,6 +117,8 @@ INTERMEDIATE_CA_KEY: Final = "intermediate-ca.key"
 TRUSTED_CLIENT_CA_CHAIN: Final = "trusted-client-ca-chain.pem"
 TRUSTED_CLIENT_CA_CHAIN_B64: Final = "trusted-client-ca-chain.b64"
 SERVER_ROOT_CA: Final = "server-root-ca.pem"
+#: The server root's key: ``run --loose`` issues development listener certificates with it.
+SERVER_ROOT_CA_KEY: Final = "server-root-ca.key"
 SERVER_PFX: Final = "server.pfx"
 SERVER_PFX_PASSWORD: Final = "server-pfx-password.txt"
 CLIENT_CERT: Final = "client.pem"
@@ -141,6 +144,7 @@ FILE_NAMES: Final = (
     TRUSTED_CLIENT_CA_CHAIN,
     TRUSTED_CLIENT_CA_CHAIN_B64,
     SERVER_ROOT_CA,
+    SERVER_ROOT_CA_KEY,
     SERVER_PFX,
     SERVER_PFX_PASSWORD,
     CLIENT_CERT,
@@ -448,6 +452,16 @@ def _generate(key_type: str, now: datetime.datetime) -> tuple[list[_Output], str
                 "Root CA of the listener's server certificate (unrelated to the client CA); "
                 "pass it to clients as --cacert.",
                 _KIND_CERTIFICATE,
+                server_root.cert,
+            ),
+        ),
+        _Output(
+            SERVER_ROOT_CA_KEY,
+            _key_pem(server_root.key),
+            _cert_entry(
+                "Private key of server-root-ca.pem: `run --loose` issues development listener "
+                "certificates with it. Never part of an upload.",
+                _KIND_PRIVATE_KEY,
                 server_root.cert,
             ),
         ),
@@ -788,7 +802,9 @@ def load_demo_pki(directory: Path, *, now: datetime.datetime | None = None) -> D
     except TypeError as exc:
         msg = f"{MANIFEST} is malformed: {exc}"
         raise DemoPkiError(msg, file=manifest_file, fix=_fix_regenerate(directory)) from exc
-    unlisted = [name for name in FILE_NAMES if name not in files]
+    # A PKI written before the server root's key was kept is still complete; only --loose
+    # needs that key, and says so.
+    unlisted = [name for name in FILE_NAMES if name not in files and name != SERVER_ROOT_CA_KEY]
     missing = [name for name in files if not (directory / name).is_file()]
     if unlisted or missing:
         msg = f"demo PKI is incomplete: missing {', '.join(sorted({*unlisted, *missing}))}"

@@ -14,6 +14,7 @@ else is an ``InvalidJson`` error in ARM's own shape.
 
 from __future__ import annotations
 
+import difflib
 import enum
 import re
 from collections.abc import Iterator, Mapping
@@ -28,6 +29,7 @@ from emulator.arm.certdata import (
     ServerCertificate,
     TrustedClientCa,
     decode_base64_field,
+    decode_upload_field,
     load_server_pfx,
     load_trusted_client_ca,
 )
@@ -524,13 +526,27 @@ class _Builder:
     warnings: list[str] = field(default_factory=list)
     problems: list[EmulatorError] = field(default_factory=list)
     broken: dict[str, set[str]] = field(default_factory=dict)
+    #: ``--loose``: a feature that is not emulated becomes a warning line instead of an error.
+    loose: bool = False
 
     @property
     def file(self) -> str:
         return self.gw.file
 
-    def report(self, exc: EmulatorError) -> None:
+    def report(self, exc: EmulatorError, *, left_out: str | None = None) -> None:
+        if self.loose and isinstance(exc, UnsupportedFeature):
+            where = f"{exc.path}: " if exc.path else ""
+            dropped = f"; {left_out} is left out" if left_out else ""
+            self.warnings.append(f"not emulated (--loose): {where}{exc.message}{dropped}")
+            return
         self.problems.append(exc.located(file=self.file))
+
+    def report_all(self, errors: list[EmulatorError]) -> None:
+        """Record several independent problems of one item, then skip the item."""
+        for error in errors[:-1]:
+            self.report(error)
+        if errors:
+            raise errors[-1]
 
     @contextmanager
     def item(self, collection: str, p: Props) -> Iterator[None]:
@@ -540,7 +556,8 @@ class _Builder:
         except _Skip:
             self._mark_broken(collection, p)
         except EmulatorError as exc:
-            self.report(exc)
+            name = p.get("name")
+            self.report(exc, left_out=f"{collection} '{name}'")
             self._mark_broken(collection, p)
 
     @contextmanager
@@ -603,15 +620,18 @@ def _lookup(known: Mapping[str, Any], name: str) -> str | None:
     return None
 
 
-def build_gateway_config(gw: GatewayResourceLike) -> GatewayConfig:
+def build_gateway_config(gw: GatewayResourceLike, *, loose: bool = False) -> GatewayConfig:
     """Check and resolve an evaluated gateway resource into a :class:`GatewayConfig`.
+
+    ``loose`` (``--loose``) turns every "not emulated yet" problem into a warning; the item
+    that carries it is left out, and the warning says which.
 
     Raises:
         TemplateError: the resource is invalid, references dangle, or it uses a feature not
             emulated yet (``UnsupportedFeature``).
         CertificateError: a PFX or trusted client CA upload that Azure would refuse.
     """
-    b = _Builder(gw)
+    b = _Builder(gw, loose=loose)
     res = Props(
         gw.resource, type_name="ApplicationGateway", path=gw.json_path, file=gw.file, sink=b.report
     )
@@ -841,8 +861,9 @@ def _ssl_certificates(b: _Builder, props: Props) -> dict[str, ServerCertificate]
                     "keyVaultSecretId cannot be read offline",
                     file=b.file,
                     path=inner.key_path("keyVaultSecretId"),
-                    fix="download the certificate as a .pfx and pass it as 'data' (base64) and "
-                    "'password' instead, e.g. --parameters certData=$(base64 -w0 cert.pfx)",
+                    fix=f"pass the certificate's file: --certificate {name}=cert.pfx with "
+                    f"--certificate-password {name}=PASSWORD, or run with --loose for a "
+                    "development certificate (or put its base64 in 'data' and 'password')",
                 )
             data = inner.str_("data")
             password = inner.str_("password")
@@ -883,10 +904,12 @@ def _trusted_client_certs(b: _Builder, props: Props) -> dict[str, TrustedClientC
             if inner is not None:
                 inner.finish(ignored=("validatedCertData", "clientCertIssuerDN"))
             try:
-                raw = decode_base64_field(
+                raw, as_text = decode_upload_field(
                     data or "", what=f"trustedClientCertificate '{name}' data"
                 )
                 out[name] = load_trusted_client_ca(name, raw)
+                if as_text:
+                    b.warnings.append(_pem_text_warning("trustedClientCertificates", name))
             except CertificateError as exc:
                 raise exc.located(file=b.file, path=f"{p.path}.properties.data") from None
     return out
@@ -927,8 +950,21 @@ def _ssl_profiles(
                 issuer_dn = cac.bool_("verifyClientCertIssuerDN", False)
                 revocation_text = cac.str_("verifyClientRevocation") or "None"
                 cac.finish()
-            mode = _enum(b, ClientAuthMode, mode_text, cac, "verifyClientAuthMode")
-            revocation = _enum(b, RevocationMode, revocation_text, cac, "verifyClientRevocation")
+            # Both enums are checked before either error is raised: two mistakes, two errors.
+            enum_errors: list[EmulatorError] = []
+            mode, revocation = ClientAuthMode.STRICT, RevocationMode.NONE
+            try:
+                mode = _enum(b, ClientAuthMode, mode_text, cac, "verifyClientAuthMode")
+            except EmulatorError as exc:
+                enum_errors.append(exc)
+            try:
+                revocation = _enum(
+                    b, RevocationMode, revocation_text, cac, "verifyClientRevocation"
+                )
+            except EmulatorError as exc:
+                enum_errors.append(exc)
+            b.report_all(enum_errors)
+            _warn_profile(b, name, mode=mode, cas=cas, policy=policy, cac=cac)
             if mode is ClientAuthMode.PASSTHROUGH and b.gw.api_version < PASSTHROUGH_MIN_API:
                 assert cac is not None
                 raise TemplateError(
@@ -943,6 +979,11 @@ def _ssl_profiles(
             client_auth: ClientAuthMode | None = mode
             if mode is ClientAuthMode.STRICT and not cas:
                 client_auth = None
+                b.warnings.append(
+                    f"SSL profile '{name}': Strict without trustedClientCertificates requests "
+                    "no client certificate, so clients are not authenticated at all; upload the "
+                    "CA chain that issued the clients' certificates"
+                )
                 if issuer_dn or revocation is RevocationMode.OCSP:
                     b.warnings.append(
                         f"SSL profile '{name}': issuer-DN / OCSP settings have no effect without "
@@ -962,13 +1003,50 @@ def _ssl_profiles(
     return out
 
 
+def _warn_profile(
+    b: _Builder,
+    name: str,
+    *,
+    mode: ClientAuthMode,
+    cas: tuple[TrustedClientCa, ...],
+    policy: SslPolicy | None,
+    cac: Props | None,
+) -> None:
+    """Warnings for SSL profiles that run but do not do what their author likely meant."""
+    if mode is ClientAuthMode.PASSTHROUGH and cas:
+        b.warnings.append(
+            f"SSL profile '{name}': Passthrough with trustedClientCertificates verifies "
+            "nothing; the uploaded CAs are not used (the backend must verify the certificate)"
+        )
+    if mode is ClientAuthMode.PASSTHROUGH and not cas and policy is None:
+        # Azure accepts this once, then refuses later updates of the gateway.
+        b.warnings.append(
+            f"SSL profile '{name}': a Passthrough profile with neither sslPolicy nor "
+            "trustedClientCertificates; Azure refuses later updates of the gateway with "
+            f"\"SslProfile {name} must specify either SslPolicy or TrustedClientCertificates\": "
+            "add an sslPolicy to the profile"
+        )
+    exported = b.gw.json_path == "$"
+    if exported and not cas and (cac is None or not cac.has("verifyClientAuthMode")):
+        b.warnings.append(
+            f"SSL profile '{name}': read from `az ... show` / portal JSON without trusted "
+            "client certificates or verifyClientAuthMode; older Azure CLI and PowerShell "
+            "versions drop the Passthrough setting, so this runs as a profile without client "
+            "authentication: add \"verifyClientAuthMode\": \"Passthrough\" if that is the intent"
+        )
+
+
 def _enum(b: _Builder, kind: type[_E], text: str, p: Props | None, field_name: str) -> _E:
     for member in kind:
         if str(member.value).lower() == text.lower():
             return member
     allowed = ", ".join(str(m.value) for m in kind)
+    close = difflib.get_close_matches(
+        text.lower(), [str(m.value).lower() for m in kind], n=1, cutoff=0.5
+    )
+    hint = next((f" (did you mean '{m.value}'?)" for m in kind if close and str(m.value).lower() == close[0]), "")
     raise TemplateError(
-        f"'{field_name}' is '{text}'",
+        f"'{field_name}' is '{text}'{hint}",
         file=b.file,
         path=p.key_path(field_name) if p is not None else None,
         fix=f"use one of: {allowed}",
@@ -1032,9 +1110,16 @@ def _listeners(
                 raise inner.error(
                     "frontendPort", "is missing", fix="reference one of frontendPorts"
                 )
-            port_name = b.ref_name(
-                port_ref, "frontendPorts", ports, path=inner.key_path("frontendPort")
-            )
+            # Each reference is checked even when an earlier one failed: two independent
+            # mistakes are two errors in one run. A broken port only skips this listener.
+            ref_errors: list[EmulatorError] = []
+            port_name = None
+            try:
+                port_name = b.ref_name_or_none(
+                    port_ref, "frontendPorts", ports, path=inner.key_path("frontendPort")
+                )
+            except EmulatorError as exc:
+                ref_errors.append(exc)
             protocol = _enum(
                 b, ListenerProtocol, inner.str_("protocol") or "Http", inner, "protocol"
             )
@@ -1043,13 +1128,16 @@ def _listeners(
             host_names += [str(h) for h in inner.list_("hostNames")]
             for host in host_names:
                 if not host or not _HOST_NAME.match(host):
-                    raise inner.error(
-                        "hostNames",
-                        f"has an invalid host name '{host}'",
-                        fix="use DNS names of letters, digits, hyphens and dots; '*' and '?' "
-                        "are the only wildcards",
-                        code="EmulatorHostNameInvalid",
+                    ref_errors.append(
+                        inner.error(
+                            "hostNames",
+                            f"has an invalid host name '{host}'",
+                            fix="use DNS names of letters, digits, hyphens and dots; '*' and '?' "
+                            "are the only wildcards",
+                            code="EmulatorHostNameInvalid",
+                        )
                     )
+                    break
             if len(host_names) > MAX_HOST_NAMES_PER_LISTENER:
                 raise inner.error(
                     "hostNames",
@@ -1074,17 +1162,27 @@ def _listeners(
                         fix="reference one of sslCertificates in 'sslCertificate'",
                         code="EmulatorHttpsListenerWithoutCertificate",
                     )
-                cert = certs[
-                    b.ref_name(
+                skip = port_name is None and not ref_errors
+                try:
+                    cert_name = b.ref_name_or_none(
                         cert_ref, "sslCertificates", certs, path=inner.key_path("sslCertificate")
                     )
-                ]
+                    cert = certs[cert_name] if cert_name is not None else None
+                    skip = skip or cert_name is None
+                except EmulatorError as exc:
+                    ref_errors.append(exc)
                 if profile_ref is not None:
-                    profile = profiles[
-                        b.ref_name(
+                    try:
+                        profile_name = b.ref_name_or_none(
                             profile_ref, "sslProfiles", profiles, path=inner.key_path("sslProfile")
                         )
-                    ]
+                        profile = profiles[profile_name] if profile_name is not None else None
+                        skip = skip or profile_name is None
+                    except EmulatorError as exc:
+                        ref_errors.append(exc)
+                b.report_all(ref_errors)
+                if skip:
+                    raise _Skip
             elif cert_ref is not None or profile_ref is not None:
                 raise TemplateError(
                     f"HTTP listener '{name}' references an SSL certificate or SSL profile",
@@ -1093,6 +1191,9 @@ def _listeners(
                     fix="set 'protocol' to 'Https' or remove the sslCertificate / sslProfile",
                     code="EmulatorSslProfileOnHttpListener",
                 )
+            b.report_all(ref_errors)
+            if port_name is None:
+                raise _Skip
             policy = (
                 profile.ssl_policy if profile and profile.ssl_policy else None
             ) or default_policy
@@ -1158,12 +1259,20 @@ def _trusted_root_certs(b: _Builder, props: Props) -> dict[str, tuple[x509.Certi
                     "keyVaultSecretId cannot be read offline",
                     file=b.file,
                     path=inner.key_path("keyVaultSecretId"),
-                    fix="put the root certificate's base64 (.cer) in 'data' instead",
+                    fix=f"pass the root certificate: --certificate {name}=root.cer (--loose "
+                    "cannot stand in for a trusted root), or put its base64 in 'data'",
                 )
             data = inner.str_("data") or ""
             inner.finish()
-            raw = decode_base64_field(data, what=f"trustedRootCertificate '{name}' data")
+            try:
+                raw, as_text = decode_upload_field(
+                    data, what=f"trustedRootCertificate '{name}' data"
+                )
+            except CertificateError as exc:
+                raise exc.located(file=b.file, path=inner.key_path("data")) from None
             certs = _load_certificates(raw)
+            if as_text and certs:
+                b.warnings.append(_pem_text_warning("trustedRootCertificates", name))
             if not certs:
                 raise inner.error(
                     "data",
@@ -1173,6 +1282,13 @@ def _trusted_root_certs(b: _Builder, props: Props) -> dict[str, tuple[x509.Certi
                 )
             out[name] = certs
     return out
+
+
+def _pem_text_warning(collection: str, name: str) -> str:
+    return (
+        f"{collection} '{name}': 'data' holds PEM text (Bicep loadTextContent), not base64; "
+        "accepted here, but Azure documents base64: use loadFileAsBase64('ca.cer') instead"
+    )
 
 
 def _load_certificates(raw: bytes) -> tuple[x509.Certificate, ...]:

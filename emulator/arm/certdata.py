@@ -30,7 +30,9 @@ __all__ = [
     "MAX_TRUSTED_CLIENT_CERT_BYTES",
     "ServerCertificate",
     "TrustedClientCa",
+    "base64_encode_if_not",
     "decode_base64_field",
+    "decode_upload_field",
     "load_server_pfx",
     "load_trusted_client_ca",
 ]
@@ -83,6 +85,33 @@ def decode_base64_field(value: str, *, what: str) -> bytes:
         ) from exc
 
 
+#: What marks a ``data`` value as PEM text rather than base64: base64 has no '-' or spaces.
+_PEM_TEXT: Final = re.compile(r"^\s*-----BEGIN [A-Z0-9 ]+-----")
+
+
+def decode_upload_field(value: str, *, what: str) -> tuple[bytes, bool]:
+    """Decode a certificate upload's ``data``: base64 (of PEM or DER), or the PEM text itself.
+
+    Bicep templates pass ``loadTextContent('ca.cer')`` there; whether ARM accepts the text is
+    not documented, so it is accepted and the caller warns (``True`` in the result) that
+    ``loadFileAsBase64`` is the documented form. The bytes then go through the same checks.
+    """
+    if _PEM_TEXT.match(value):
+        return value.encode("utf-8"), True
+    return decode_base64_field(value, what=what), False
+
+
+def base64_encode_if_not(value: str) -> str:
+    """azurerm's ``Base64EncodeIfNot``: ``value`` if it is standard base64 already, else its
+    base64 (the provider does this to a trusted certificate's ``data``)."""
+    try:
+        # Go's decoder skips line breaks, so the provider sees wrapped base64 as base64.
+        base64.b64decode(value.replace("\r", "").replace("\n", ""), validate=True)
+    except (binascii.Error, ValueError):
+        return base64.b64encode(value.encode("utf-8")).decode("ascii")
+    return value
+
+
 def load_server_pfx(
     name: str, data: bytes, password: str | None, *, cert_id: str
 ) -> ServerCertificate:
@@ -91,11 +120,10 @@ def load_server_pfx(
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(data, pw)
     except ValueError as exc:
-        # Azure's wording for both cases; we cannot tell them apart either.
+        # Azure's message for every case; the fix says which one this is, which Azure does not.
         raise CertificateError(
             f"Data or Password for certificate {cert_id} is invalid.",
-            fix="check that 'data' is the base64 of a .pfx file and 'password' opens it "
-            "(`openssl pkcs12 -in cert.pfx -noout` asks for the password)",
+            fix=_pfx_failure_fix(data, password),
             code="EmulatorSslCertificateInvalidData",
         ) from exc
     if cert is None or key is None:
@@ -122,6 +150,39 @@ def load_server_pfx(
         )
     chain = tuple(c for c in extra if c != cert)
     return ServerCertificate(name=name, key=key, certificate=cert, chain=_order_chain(cert, chain))
+
+
+def _looks_like_pfx(data: bytes) -> bool:
+    """True when ``data`` has a PFX's outer shape: a DER SEQUENCE opening with INTEGER 3.
+
+    RFC 7292 section 4: ``PFX ::= SEQUENCE { version INTEGER {v3(3)}, authSafe, macData }``.
+    Enough to tell "this is a PFX the password does not open" from "this is not a PFX".
+    """
+    if len(data) < 5 or data[0] != 0x30:
+        return False
+    first = data[1]
+    offset = 2 + (first & 0x7F if first & 0x80 else 0)
+    return data[offset : offset + 3] == b"\x02\x01\x03"
+
+
+def _pfx_failure_fix(data: bytes, password: str | None) -> str:
+    """Which of the three failures it is: a PEM given, not a PFX at all, or a wrong password."""
+    if _PEM_TEXT.match(data[:200].decode("latin-1")):
+        return (
+            "'data' holds a PEM file, not a PFX: bundle the certificate and its key into one "
+            "(`openssl pkcs12 -export -in cert.pem -inkey key.pem -out cert.pfx`) and put its "
+            "base64 in 'data'"
+        )
+    if not _looks_like_pfx(data):
+        return (
+            "'data' is not a PFX/PKCS#12 file: put the base64 of the .pfx in 'data' "
+            "(`base64 -w0 cert.pfx`)"
+        )
+    given = "no password was given" if not password else "the password does not open it"
+    return (
+        f"'data' is a PFX, but {given} (MAC check failed): pass the PFX's password in "
+        "'password' (`openssl pkcs12 -in cert.pfx -noout` asks for it)"
+    )
 
 
 def load_trusted_client_ca(name: str, data: bytes) -> TrustedClientCa:

@@ -16,6 +16,7 @@ Nothing is dropped silently.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,8 @@ class Props:
                 )
             self._by_lower[lower] = (str(key), item)
         self._read: set[str] = set()
+        #: The spelling the code asked for, by lower-case name: candidates for "did you mean".
+        self._asked: dict[str, str] = {}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -112,6 +115,7 @@ class Props:
     def get(self, name: str, default: Any = None) -> Any:
         lower = name.lower()
         self._read.add(lower)
+        self._asked.setdefault(lower, name)
         entry = self._by_lower.get(lower)
         if entry is None or entry[1] is None:
             return default
@@ -248,10 +252,22 @@ class Props:
                     f"Path '{self.path}.{key}'",
                     file=self.file,
                     path=f"{self.path}.{key}",
-                    fix=f"check the spelling of '{key}' or remove it",
+                    fix=f"check the spelling of '{key}' or remove it"
+                    + self._did_you_mean(key, ignored, unsupported),
                     code="InvalidJson",
                 )
             )
+
+    def _did_you_mean(
+        self, key: str, ignored: Iterable[str], unsupported: Mapping[str, str] | None
+    ) -> str:
+        """`` (did you mean 'sslProfile'?)`` when a known property is close to ``key``."""
+        known = {name.lower(): name for name in (*ignored, *(unsupported or {}))}
+        known.update(self._asked)
+        for lower in self._by_lower:
+            known.pop(lower, None)  # a property that is present is not the one misspelt
+        close = difflib.get_close_matches(key.lower(), list(known), n=1, cutoff=0.75)
+        return f" (did you mean '{known[close[0]]}'?)" if close else ""
 
     def _problem(self, exc: EmulatorError) -> None:
         if self.sink is None:

@@ -16,6 +16,7 @@ into the typed model is ``resources.py``'s job.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from emulator.arm.bicep import compile_bicep, compile_bicepparam, is_bicep, is_bicepparam
 from emulator.arm.expressions import (
     DeploymentScope,
     EvalContext,
@@ -190,6 +192,8 @@ class _Supplied:
     file: str | None
     path: str
     raw_text: bool
+    #: A Key Vault reference: an error unless a later ``--parameters`` replaces it.
+    key_vault: bool = False
 
 
 def _parameter_entries(obj: Any, *, file: str) -> tuple[Mapping[str, Any], str]:
@@ -217,15 +221,11 @@ def _supplied_from_object(obj: Any, *, file: str, in_file: bool) -> list[_Suppli
             continue
         path = f"{prefix}.{name}" if prefix else name
         if isinstance(entry, dict) and get_ci(entry, "reference")[0]:
-            raise TemplateError(
-                f"Parameter '{name}' is a Key Vault reference; the emulator runs offline and "
-                "cannot read Key Vault.",
-                file=file if in_file else None,
-                path=path,
-                fix=f"pass the secret's value directly: --parameters {name}=VALUE "
-                "(or a local parameters file that is not committed).",
-                code=_PARAMS_FILE_CODE,
+            # Not an error yet: a later --parameters NAME=VALUE may replace it (later wins).
+            out.append(
+                _Supplied(name, None, file if in_file else None, path, False, key_vault=True)
             )
+            continue
         has_value, value = get_ci(entry, "value") if isinstance(entry, dict) else (False, None)
         if not has_value:
             raise TemplateError(
@@ -242,6 +242,10 @@ def _supplied_from_object(obj: Any, *, file: str, in_file: bool) -> list[_Suppli
 def _parse_parameter_arg(arg: str) -> list[_Supplied]:
     """One ``--parameters`` value: ``@file``, inline JSON, ``NAME=VALUE`` or a bare file path."""
     stripped = arg.strip()
+    if is_bicepparam(stripped.removeprefix("@")):
+        file = stripped.removeprefix("@")
+        obj = compile_bicepparam(Path(file))
+        return _supplied_from_object(obj, file=file, in_file=True)
     if stripped.startswith("@"):
         file = stripped[1:]
         obj = _read_json(Path(file), file=file, what="parameters file", code=_PARAMS_FILE_CODE)
@@ -255,11 +259,6 @@ def _parse_parameter_arg(arg: str) -> list[_Supplied]:
     if sep and name.strip():
         name = name.strip()
         return [_Supplied(name, value, None, f"parameters.{name}", raw_text=True)]
-    if stripped.endswith(".bicepparam"):
-        raise UnsupportedFeature(
-            f"Bicep parameter files are not supported: '{arg}'.",
-            fix="build it to JSON first: az bicep build-params --file FILE.",
-        )
     if stripped and Path(stripped).is_file():  # the Azure CLI accepts a bare path as well
         return _parse_parameter_arg("@" + stripped)
     raise TemplateError(
@@ -361,6 +360,16 @@ class _ParameterResolver(Mapping[str, Any]):
         definition = self._declared[name]
         type_ = self._types[name]
         supplied = self._supplied.get(name.lower())
+        if supplied is not None and supplied.key_vault:
+            raise TemplateError(
+                f"Parameter '{name}' is a Key Vault reference; the emulator runs offline and "
+                "cannot read Key Vault.",
+                file=supplied.file,
+                path=supplied.path,
+                fix=f"pass the secret's value directly after the file: --parameters {name}=VALUE "
+                "(later wins), or a local parameters file that is not committed.",
+                code=_PARAMS_FILE_CODE,
+            )
         if supplied is not None:
             file, path = supplied.file, supplied.path
             if supplied.raw_text:
@@ -495,9 +504,16 @@ def _collect_supplied(
     unknown = [s for s in supplied.values() if s.name.lower() not in known]
     if unknown:
         names = ", ".join(s.name for s in unknown)
+        hints = []
+        for s in unknown:
+            close = difflib.get_close_matches(s.name.lower(), list(known), n=1, cutoff=0.6)
+            if close:
+                spelled = next(n for n in declared if n.lower() == close[0])
+                hints.append(f"'{s.name}' -> did you mean '{spelled}'?")
+        hint = f" ({'; '.join(hints)})" if hints else ""
         raise TemplateError(
             "The following parameters were supplied, but do not correspond to any parameters "
-            f"defined in the template: '{names}'.",
+            f"defined in the template: '{names}'.{hint}",
             file=unknown[0].file or file,
             path=unknown[0].path,
             fix="remove them or fix their spelling; the template declares: "
@@ -691,7 +707,10 @@ def load_template(
         UnsupportedFeature: for valid templates using something the emulator does not do.
     """
     file = str(path)
-    data = _read_json(Path(path), file=file, what="template", code="InvalidTemplate")
+    if is_bicep(path):
+        data = compile_bicep(Path(path))
+    else:
+        data = _read_json(Path(path), file=file, what="template", code="InvalidTemplate")
     return load_template_data(data, parameter_args, file=file, scope=scope, now=now)
 
 

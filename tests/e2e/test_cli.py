@@ -73,6 +73,8 @@ DEMO_PKI_FILES: Final = frozenset(
         "unrelated-root-ca.pem",
         # The issuing CA's key: the demo OCSP responder signs with it.
         "intermediate-ca.key",
+        # The server root's key: `run --loose` issues development listener certificates.
+        "server-root-ca.key",
     }
 )
 #: Seconds within which a signal must end ``up`` (it normally takes a fraction of a second).

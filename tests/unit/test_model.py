@@ -177,9 +177,11 @@ def test_quickstart_builds_one_passthrough_listener_routed_to_its_pool(
     assert rule.settings.request_timeout_s == 20
     assert rule.rewrite_rule_set is None
     assert "resources[2].properties.gatewayIPConfigurations" in config.notes
-    # The quickstart forwards no certificate: on a Passthrough listener that is a footgun.
-    assert len(config.warnings) == 1
-    assert "forwards no client certificate" in config.warnings[0]
+    # The quickstart forwards no certificate: on a Passthrough listener that is a footgun. Its
+    # profile also has no sslPolicy, which Azure refuses on the next update (issue 19).
+    assert len(config.warnings) == 2
+    assert "must specify either SslPolicy or TrustedClientCertificates" in config.warnings[0]
+    assert "forwards no client certificate" in config.warnings[1]
 
 
 def test_quickstart_turned_strict_trusts_the_uploaded_ca_chain(
@@ -688,7 +690,11 @@ def test_strict_profile_without_trusted_certificates_requests_no_certificate(
     profile = config.listener("strict-listener").ssl_profile
     assert profile is not None
     assert profile.client_auth is None
-    assert config.warnings == ()
+    # Silently meaning "no client authentication" was the quickstart user's trap (issue 19).
+    strict_warnings = [w for w in config.warnings if "Strict without trustedClientCertificates" in w]
+    assert len(strict_warnings) == 1
+    assert "'strict-profile'" in strict_warnings[0]
+    assert "clients are not authenticated" in strict_warnings[0]
 
 
 @pytest.mark.parametrize(
