@@ -11,50 +11,39 @@ Modules:
     config     the directory: variables in Terraform's precedence, locals, references
     azurerm    azurerm_application_gateway arguments → ARM properties
     azapi      azapi bodies merged as azapi_update_resource merges them
+    assemble   gateway drafts, azapi updates applied, the loaded result
     plan       ``terraform show -json`` output
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final
 
 from emulator.arm.expressions import DeploymentScope
-from emulator.arm.template import GatewayResource, LoadedTemplate, select_gateway
+from emulator.arm.template import GatewayResource, select_gateway
 from emulator.errors import EmulatorError, InvalidConfiguration, TemplateError
 from emulator.model import GatewayConfig, build_gateway_config
-from emulator.terraform.azapi import AZAPI_CODE, body_object, merge_body, split_type
-from emulator.terraform.azurerm import map_gateway
-from emulator.terraform.config import (
-    GATEWAY_RESOURCE,
-    GATEWAY_TYPE,
-    UNSUPPORTED_CODE,
-    Configuration,
-    VarArg,
-    load_directory,
+from emulator.terraform.assemble import (
+    GatewayDraft,
+    TerraformGateways,
+    apply_azapi,
+    assemble,
+    gateway_from_azapi,
+    known_text,
 )
-from emulator.terraform.evaluate import PLAN_HINT, Unknown
+from emulator.terraform.azurerm import map_gateway
+from emulator.terraform.config import GATEWAY_RESOURCE, UNSUPPORTED_CODE, VarArg, load_directory
+from emulator.terraform.evaluate import PLAN_HINT
 from emulator.terraform.hcl import Block
 
 __all__ = ["TerraformGateways", "build_config", "load_terraform"]
 
-AZAPI_TYPES: Final = ("azapi_resource", "azapi_update_resource")
 
-
-@dataclass
-class TerraformGateways:
-    """The gateways of a configuration, ARM-shaped, with where each ARM path came from."""
-
-    loaded: LoadedTemplate
-    #: gateway name → ARM path → (file:line, what is there in Terraform's words).
-    locations: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-
-def _relocate(exc: EmulatorError, gateway: GatewayResource, places: Mapping[str, tuple[str, str]]) -> None:
+def _relocate(
+    exc: EmulatorError, gateway: GatewayResource, places: Mapping[str, tuple[str, str]]
+) -> None:
     """Point a model problem about ``properties.httpListeners[1]...`` at the .tf block."""
     if exc.path is None or exc.file != gateway.file:
         return
@@ -103,100 +92,6 @@ def _refuse_meta(block: Block) -> None:
             )
 
 
-def _text(value: Any, what: str, where: str) -> str:
-    if isinstance(value, str) and value:
-        return value
-    reason = f" (it comes from {value.reason}, known only after apply)" if isinstance(value, Unknown) else ""
-    raise TemplateError(
-        f"{what} must be a string the static reader can see{reason}",
-        file=where,
-        fix="set it from a variable or a literal, " + PLAN_HINT,
-        code=UNSUPPORTED_CODE,
-    )
-
-
-@dataclass
-class _Gw:
-    name: str
-    rid: str
-    api_version: str
-    resource: dict[str, Any]
-    file: str
-    address: str
-    places: dict[str, tuple[str, str]]
-
-
-def _apply_azapi(gateways: list[_Gw], address: str, values: Mapping[str, Any], where: str,
-                 body_where: str, *, target_address: str | None = None) -> bool:
-    """Apply one azapi_update_resource; False when it does not target a gateway."""
-    rtype, version = split_type(values.get("type"), where=where)
-    if rtype.lower() != GATEWAY_TYPE.lower():
-        return False
-    rid = values.get("resource_id")
-    if not isinstance(rid, str):
-        parent, name = values.get("parent_id"), values.get("name")
-        if isinstance(parent, str) and isinstance(name, str):
-            rid = f"{parent}/providers/{GATEWAY_TYPE}/{name}"
-    target = next((g for g in gateways if isinstance(rid, str) and g.rid.lower() == rid.lower()), None)
-    if target is None and target_address is not None:
-        target = next((g for g in gateways if g.address == target_address), None)
-    if target is None:
-        shown = rid if isinstance(rid, str) else "a value known only after apply"
-        raise TemplateError(
-            f"{address} updates the application gateway {shown}, which this configuration "
-            "does not declare",
-            file=where,
-            fix="set resource_id = azurerm_application_gateway.NAME.id",
-            code=AZAPI_CODE,
-        )
-    body = body_object(values.get("body"), where=body_where)
-    merge_body(target.resource, body)
-    target.api_version = version
-    for key in body.get("properties", {}) if isinstance(body.get("properties"), dict) else ():
-        for path in list(target.places):
-            if path.lower().startswith(f"properties.{key.lower()}"):
-                del target.places[path]
-        target.places[f"properties.{key}"] = (body_where, f"{address} body.properties.{key}")
-    return True
-
-
-def _gateway_from_azapi(address: str, values: Mapping[str, Any], where: str, scope: DeploymentScope) -> _Gw | None:
-    rtype, version = split_type(values.get("type"), where=where)
-    if rtype.lower() != GATEWAY_TYPE.lower():
-        return None
-    name = _text(values.get("name"), f"{address}.name", where)
-    parent = values.get("parent_id")
-    if not isinstance(parent, str):
-        parent = f"/subscriptions/{scope.subscription_id}/resourceGroups/{scope.resource_group}"
-    resource = {"name": name, **body_object(values.get("body"), where=where)}
-    if isinstance(values.get("location"), str):
-        resource.setdefault("location", values["location"])
-    return _Gw(name, f"{parent}/providers/{GATEWAY_TYPE}/{name}", version, resource,
-               where.rsplit(":", 1)[0], address, {})
-
-
-def _loaded(file: str, gateways: list[_Gw], skipped: list[tuple[str, str]], warnings: list[str]) -> TerraformGateways:
-    loaded = LoadedTemplate(
-        file=file,
-        gateways=tuple(
-            GatewayResource(
-                name=g.name,
-                api_version=g.api_version,
-                resource_id=g.rid,
-                location=g.resource.get("location") if isinstance(g.resource.get("location"), str) else None,
-                resource=g.resource,
-                file=g.file,
-                json_path=g.address,
-            )
-            for g in gateways
-        ),
-        skipped=tuple(skipped),
-        parameters={},
-        secure_parameters=frozenset(),
-    )
-    return TerraformGateways(loaded, {g.name: g.places for g in gateways}, warnings)
-
-
 def load_terraform(
     directory: str | Path,
     *,
@@ -212,7 +107,7 @@ def load_terraform(
         InvalidConfiguration: every argument problem of the gateway blocks at once.
     """
     cfg = load_directory(Path(directory), scope=scope, var_args=var_args, environ=environ)
-    gateways: list[_Gw] = []
+    gateways: list[GatewayDraft] = []
     problems: list[EmulatorError] = []
     skipped: list[tuple[str, str]] = []
     for (rtype, name), block in cfg.resources.items():
@@ -220,15 +115,24 @@ def load_terraform(
             _refuse_meta(block)
             values = cfg.object(block)
             rid = cfg.gateway_id(block, block.where)
-            gw_name = _text(values.get("name"), f"{rtype}.{name}.name", values.where("name"))
+            gw_name = known_text(values.get("name"), f"{rtype}.{name}.name", values.where("name"))
             mapped = map_gateway(values, gateway_id=rid, fallback=block.where)
             problems += mapped.problems
-            gateways.append(_Gw(gw_name, rid, mapped.api_version, mapped.resource, block.file,
-                                f"{rtype}.{name}", mapped.locations))
+            gateways.append(
+                GatewayDraft(
+                    gw_name,
+                    rid,
+                    mapped.api_version,
+                    mapped.resource,
+                    block.file,
+                    f"{rtype}.{name}",
+                    mapped.locations,
+                )
+            )
         elif rtype == "azapi_resource":
             _refuse_meta(block)
             values = cfg.object(block)
-            gw = _gateway_from_azapi(f"{rtype}.{name}", values, values.where("type"), scope)
+            gw = gateway_from_azapi(f"{rtype}.{name}", values, values.where("type"), scope)
             if gw is None:
                 skipped.append((rtype, name))
             else:
@@ -239,8 +143,9 @@ def load_terraform(
         if rtype == "azapi_update_resource":
             _refuse_meta(block)
             values = cfg.object(block)
-            if not _apply_azapi(gateways, f"{rtype}.{name}", values, values.where("type"),
-                                values.where("body")):
+            if not apply_azapi(
+                gateways, f"{rtype}.{name}", values, values.where("type"), values.where("body")
+            ):
                 skipped.append((rtype, name))
     if not gateways and cfg.modules:
         first = next(iter(cfg.modules.values()))
@@ -266,15 +171,4 @@ def load_terraform(
         )
     if problems:
         raise InvalidConfiguration(problems)
-    return _loaded(str(directory), gateways, skipped, warnings)
-
-
-def _strip_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_strip_none(v) for v in value]
-    return value
-
-
-_INDEX_RE: Final = re.compile(r"\[[^\]]*\]$")
+    return assemble(str(directory), gateways, skipped, warnings)

@@ -49,9 +49,7 @@ def body_object(value: Any, *, where: str) -> dict[str, Any]:
                 code=AZAPI_CODE,
             ) from exc
     if not isinstance(value, dict):
-        raise TemplateError(
-            "the azapi body must be an object", file=where, code=AZAPI_CODE
-        )
+        raise TemplateError("the azapi body must be an object", file=where, code=AZAPI_CODE)
     return value
 
 

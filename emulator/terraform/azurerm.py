@@ -226,9 +226,12 @@ def map_gateway(
             if v is not None
         }
         r.finish()
-    for key, arm in (("enable_http2", "enableHttp2"), ("http2_enabled", "enableHttp2"),
-                     ("fips_enabled", "enableFips"),
-                     ("force_firewall_policy_association", "forceFirewallPolicyAssociation")):
+    for key, arm in (
+        ("enable_http2", "enableHttp2"),
+        ("http2_enabled", "enableHttp2"),
+        ("fips_enabled", "enableFips"),
+        ("force_firewall_policy_association", "forceFirewallPolicyAssociation"),
+    ):
         value = top.get(key)
         if value is not None:
             props[arm] = value
@@ -239,11 +242,19 @@ def map_gateway(
     if policy:
         props["sslPolicy"] = policy
     for block, arm, build in (
-        ("autoscale_configuration", "autoscaleConfiguration",
-         lambda r: {"minCapacity": r.get("min_capacity"), "maxCapacity": r.get("max_capacity")}),
-        ("global", "globalConfiguration",
-         lambda r: {"enableRequestBuffering": r.get("request_buffering_enabled"),
-                    "enableResponseBuffering": r.get("response_buffering_enabled")}),
+        (
+            "autoscale_configuration",
+            "autoscaleConfiguration",
+            lambda r: {"minCapacity": r.get("min_capacity"), "maxCapacity": r.get("max_capacity")},
+        ),
+        (
+            "global",
+            "globalConfiguration",
+            lambda r: {
+                "enableRequestBuffering": r.get("request_buffering_enabled"),
+                "enableResponseBuffering": r.get("response_buffering_enabled"),
+            },
+        ),
         ("waf_configuration", "webApplicationFirewallConfiguration", _waf),
     ):
         found = top.blocks(block)
@@ -254,36 +265,53 @@ def map_gateway(
             m.out.locations[f"properties.{arm}"] = (r.where(), block)
     errors = [
         {"statusCode": r.get("status_code"), "customErrorPageUrl": r.get("custom_error_page_url")}
-        for r in (m.reader(o, "custom_error_configuration") for o in
-                  top.blocks("custom_error_configuration"))
+        for r in (
+            m.reader(o, "custom_error_configuration")
+            for o in top.blocks("custom_error_configuration")
+        )
     ]
     if errors:
         props["customErrorConfigurations"] = errors
 
-    m.children(top, "gateway_ip_configuration", "gatewayIPConfigurations",
-               lambda r: {"subnet": {"id": r.get("subnet_id")}})
+    m.children(
+        top,
+        "gateway_ip_configuration",
+        "gatewayIPConfigurations",
+        lambda r: {"subnet": {"id": r.get("subnet_id")}},
+    )
     m.children(top, "frontend_ip_configuration", "frontendIPConfigurations", _frontend_ip)
     m.children(top, "frontend_port", "frontendPorts", lambda r: {"port": r.get("port")})
     m.children(top, "ssl_certificate", "sslCertificates", _ssl_certificate)
-    m.children(top, "trusted_client_certificate", "trustedClientCertificates",
-               lambda r: {"data": _b64_if_not(r.get("data", needed=_certificate_fix(
-                   r.obj.get("name"))))})
+    m.children(
+        top,
+        "trusted_client_certificate",
+        "trustedClientCertificates",
+        lambda r: {"data": _b64_if_not(r.get("data", needed=_certificate_fix(r.obj.get("name"))))},
+    )
     m.children(top, "trusted_root_certificate", "trustedRootCertificates", _trusted_root)
-    m.children(top, "authentication_certificate", "authenticationCertificates",
-               lambda r: {"data": _b64_if_not(r.get("data"))})
+    m.children(
+        top,
+        "authentication_certificate",
+        "authenticationCertificates",
+        lambda r: {"data": _b64_if_not(r.get("data"))},
+    )
     m.children(top, "ssl_profile", "sslProfiles", lambda r: _ssl_profile(m, r))
     m.children(top, "http_listener", "httpListeners", lambda r: _listener(m, r))
     m.children(top, "backend_address_pool", "backendAddressPools", _pool)
     m.children(top, "probe", "probes", lambda r: _probe(m, r))
-    m.children(top, "backend_http_settings", "backendHttpSettingsCollection",
-               lambda r: _settings(m, r))
-    m.children(top, "redirect_configuration", "redirectConfigurations",
-               lambda r: _redirect(m, r))
+    m.children(
+        top, "backend_http_settings", "backendHttpSettingsCollection", lambda r: _settings(m, r)
+    )
+    m.children(top, "redirect_configuration", "redirectConfigurations", lambda r: _redirect(m, r))
     m.children(top, "rewrite_rule_set", "rewriteRuleSets", lambda r: _rewrite_set(m, r))
     m.children(top, "url_path_map", "urlPathMaps", lambda r: _path_map(m, r))
     m.children(top, "request_routing_rule", "requestRoutingRules", lambda r: _rule(m, r))
-    m.children(top, "private_link_configuration", "privateLinkConfigurations",
-               lambda r: {"ipConfigurations": r.get("ip_configuration")})
+    m.children(
+        top,
+        "private_link_configuration",
+        "privateLinkConfigurations",
+        lambda r: {"ipConfigurations": r.get("ip_configuration")},
+    )
     top.finish()
     if any(
         p.get("properties", {}).get("clientAuthConfiguration", {}).get("verifyClientAuthMode")
@@ -421,7 +449,10 @@ def _settings(m: _Mapper, r: _Reader) -> dict[str, Any]:
     draining_arm = None
     if draining:
         dr = m.reader(draining[0], f"{r.label}.connection_draining")
-        draining_arm = {"enabled": dr.get("enabled"), "drainTimeoutInSec": dr.get("drain_timeout_sec")}
+        draining_arm = {
+            "enabled": dr.get("enabled"),
+            "drainTimeoutInSec": dr.get("drain_timeout_sec"),
+        }
         dr.finish()
     names = r.get("trusted_root_certificate_names", [])
     return {
@@ -527,9 +558,7 @@ def _path_map(m: _Mapper, r: _Reader) -> dict[str, Any]:
             "rewriteRuleSet": m.ref("rewriteRuleSets", pr.get("rewrite_rule_set_name")),
             "firewallPolicy": {"id": firewall} if firewall else None,
         }
-        rules.append(
-            {"name": pr.get("name"), "properties": {k: v for k, v in inner.items() if v}}
-        )
+        rules.append({"name": pr.get("name"), "properties": {k: v for k, v in inner.items() if v}})
         pr.finish()
     return {
         "defaultBackendAddressPool": m.ref(

@@ -13,7 +13,9 @@ from emulator.model import GatewayConfig, with_backend_overrides
 __all__ = ["add_arguments", "load_config", "wants_terraform"]
 
 
-def add_arguments(source: argparse._MutuallyExclusiveGroup, command: argparse.ArgumentParser) -> None:
+def add_arguments(
+    source: argparse._MutuallyExclusiveGroup, command: argparse.ArgumentParser
+) -> None:
     """``--terraform DIR`` / ``--terraform-plan FILE`` (in the template's exclusive group) and the
     variable options, which keep their command-line order between them (later wins)."""
     source.add_argument(
@@ -48,15 +50,23 @@ def add_arguments(source: argparse._MutuallyExclusiveGroup, command: argparse.Ar
 
 
 def wants_terraform(args: argparse.Namespace) -> bool:
-    return getattr(args, "terraform", None) is not None or (
+    """True for ``--terraform``/``--terraform-plan``; refuses ``--var`` given with a template."""
+    terraform = getattr(args, "terraform", None) is not None or (
         getattr(args, "terraform_plan", None) is not None
     )
+    if not terraform and getattr(args, "tf_vars", None):
+        raise TemplateError(
+            "--var and --var-file set Terraform variables; this is an ARM template",
+            fix="pass template parameters with --parameters NAME=VALUE, or use --terraform DIR",
+            code="EmulatorTerraformVariable",
+        )
+    return terraform
 
 
 def load_config(
     args: argparse.Namespace,
 ) -> tuple[GatewayConfig, Sequence[tuple[str, str]]]:
-    """The gateway of ``--terraform DIR`` or ``--terraform-plan FILE``, as ``_load_config`` gives."""
+    """The gateway of ``--terraform DIR`` or ``--terraform-plan FILE``, as the CLI loads it."""
     from emulator.terraform import build_config, load_terraform
     from emulator.terraform.plan import load_plan
 

@@ -34,7 +34,9 @@ GATEWAY_TYPE: Final = "Microsoft.Network/applicationGateways"
 VARIABLE_CODE: Final = "EmulatorTerraformVariable"
 UNSUPPORTED_CODE: Final = "EmulatorTerraformNotStatic"
 #: Meta-arguments and blocks of a resource that say how Terraform manages it, not what it is.
-RESOURCE_META: Final = frozenset({"depends_on", "provider", "lifecycle", "provisioner", "connection"})
+RESOURCE_META: Final = frozenset(
+    {"depends_on", "provider", "lifecycle", "provisioner", "connection"}
+)
 #: A configuration directory with more .tf files than this is not one gateway's configuration.
 MAX_FILES: Final = 500
 
@@ -231,14 +233,15 @@ class Configuration:
             name, sep, value = text.partition("=")
             if not sep or not name:
                 raise TemplateError(
-                    f"--var '{text}' is not NAME=VALUE", fix="write --var NAME=VALUE",
+                    f"--var '{text}' is not NAME=VALUE",
+                    fix="write --var NAME=VALUE",
                     code=VARIABLE_CODE,
                 )
-            var = self.variables.get(name)
+            declared = self.variables.get(name)
             where = f"--var {name}"
             self._set(
                 name,
-                self._from_text(var, value, where) if var is not None else value,
+                self._from_text(declared, value, where) if declared is not None else value,
                 where,
                 declared_only=True,
             )

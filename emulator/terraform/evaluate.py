@@ -185,7 +185,9 @@ FUNCTIONS: Final[Mapping[str, Callable[..., Any]]] = {
     "format": _format,
     "tostring": lambda v: v if v is None else hcl_string(v, "tostring()"),
     "tonumber": lambda v: v if v is None or isinstance(v, int | float) else _number(v),
-    "tobool": lambda v: v if isinstance(v, bool) or v is None else {"true": True, "false": False}[v],
+    "tobool": lambda v: (
+        v if isinstance(v, bool) or v is None else {"true": True, "false": False}[v]
+    ),
     "tolist": list,
     "toset": lambda v: sorted(set(v), key=str),
     "tomap": dict,
@@ -224,7 +226,7 @@ class Evaluator:
         self.base_dir = base_dir
 
     # The entry point: ``scope`` holds ``for``/``dynamic`` iterator names.
-    def evaluate(self, node: Tree[Token], *, file: str, scope: Mapping[str, Any] = {}) -> Any:  # noqa: B006 -- never mutated
+    def evaluate(self, node: Tree[Token], *, file: str, scope: Mapping[str, Any] = {}) -> Any:
         return self._eval(node, file, scope)
 
     def _eval(self, node: Tree[Token], file: str, scope: Mapping[str, Any]) -> Any:
@@ -298,10 +300,8 @@ class Evaluator:
             if not inner:
                 token = part.children[0]
                 assert isinstance(token, Token)
-                if token.type == "ESCAPED_INTERPOLATION":
-                    out.append("${")
-                elif token.type == "ESCAPED_DIRECTIVE":
-                    out.append("%{")
+                if token.type in ("ESCAPED_INTERPOLATION", "ESCAPED_DIRECTIVE"):
+                    out.append(str(token)[1:])  # $${x} is the text ${x}
                 else:
                     out.append(_unescape(str(token)))
                 continue
@@ -437,9 +437,14 @@ class Evaluator:
         steps: list[Tree[Token] | str | int] = []
         while True:
             inner = trees(node)
-            if node.data == "expr_term" and len(inner) == 1 and inner[0].data in (
-                "get_attr_expr_term",
-                "index_expr_term",
+            if (
+                node.data == "expr_term"
+                and len(inner) == 1
+                and inner[0].data
+                in (
+                    "get_attr_expr_term",
+                    "index_expr_term",
+                )
             ):
                 node = inner[0]
             elif node.data == "get_attr_expr_term":
@@ -507,9 +512,7 @@ class Evaluator:
             raise _error(f"the index {key} is out of range (the list has {len(value)})", where)
         raise _error(f"cannot take '{key}' of a {type(value).__name__} value", where)
 
-    def _splat(
-        self, node: Tree[Token], file: str, scope: Mapping[str, Any], *, full: bool
-    ) -> Any:
+    def _splat(self, node: Tree[Token], file: str, scope: Mapping[str, Any], *, full: bool) -> Any:
         base, splat = trees(node)
         where = location(file, _line(node))
         value = self._eval(base, file, scope)
@@ -680,10 +683,10 @@ class Evaluator:
             data = path.read_bytes()
         except OSError as exc:
             raise _error(
-                f"{name}(\"{args[0]}\"): cannot read {path}: {exc.strerror or exc}",
+                f'{name}("{args[0]}"): cannot read {path}: {exc.strerror or exc}',
                 where,
                 fix="relative paths are read from the --terraform directory, as Terraform "
-                "reads them from its working directory; use \"${path.module}/...\"",
+                'reads them from its working directory; use "${path.module}/..."',
             ) from exc
         if name == "filebase64":
             return base64.b64encode(data).decode()
@@ -691,7 +694,7 @@ class Evaluator:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise _error(
-                f"file(\"{args[0]}\"): {path} is not UTF-8 text",
+                f'file("{args[0]}"): {path} is not UTF-8 text',
                 where,
                 fix="use filebase64() for binary files such as a PFX",
             ) from exc

@@ -21,12 +21,12 @@ from typing import Any, Final
 
 from emulator.arm.expressions import DeploymentScope, resource_id
 from emulator.errors import EmulatorError, InvalidConfiguration, TemplateError
-from emulator.terraform import (
-    _apply_azapi,
-    _gateway_from_azapi,
-    _Gw,
-    _loaded,
+from emulator.terraform.assemble import (
+    GatewayDraft,
     TerraformGateways,
+    apply_azapi,
+    assemble,
+    gateway_from_azapi,
 )
 from emulator.terraform.azurerm import map_gateway
 from emulator.terraform.config import GATEWAY_RESOURCE, GATEWAY_TYPE
@@ -67,7 +67,8 @@ def _with_unknowns(value: Any, unknown: Any, address: str) -> Any:
         items = list(value or [])
         items += [None] * (len(unknown) - len(items))
         return [
-            _with_unknowns(v, u, f"{address}[{i}]") for i, (v, u) in enumerate(zip(items, unknown))
+            _with_unknowns(v, u, f"{address}[{i}]")
+            for i, (v, u) in enumerate(zip(items, unknown, strict=False))
         ] + items[len(unknown) :]
     return value
 
@@ -114,7 +115,9 @@ def load_plan(
             f"cannot read the plan: {exc.strerror or exc}", file=file, code=PLAN_CODE
         ) from exc
     if len(raw) > MAX_PLAN_BYTES:
-        raise TemplateError(f"the plan is larger than {MAX_PLAN_BYTES} bytes", file=file, code=PLAN_CODE)
+        raise TemplateError(
+            f"the plan is larger than {MAX_PLAN_BYTES} bytes", file=file, code=PLAN_CODE
+        )
     try:
         plan = json.loads(raw)
     except ValueError as exc:
@@ -137,7 +140,7 @@ def load_plan(
         if isinstance(c, Mapping)
     }
     configuration = plan.get("configuration") or {}
-    gateways: list[_Gw] = []
+    gateways: list[GatewayDraft] = []
     updates: list[tuple[str, dict[str, Any]]] = []
     skipped: list[tuple[str, str]] = []
     problems: list[EmulatorError] = []
@@ -168,10 +171,16 @@ def load_plan(
                     )
                 mapped = map_gateway(values, gateway_id=rid, from_plan=True, fallback=where)
                 problems += mapped.problems
-                places = {p: (file, f"{address} {what}") for p, (_w, what) in mapped.locations.items()}
-                gateways.append(_Gw(name, rid, mapped.api_version, mapped.resource, file, address, places))
+                places = {
+                    p: (file, f"{address} {what}") for p, (_w, what) in mapped.locations.items()
+                }
+                gateways.append(
+                    GatewayDraft(
+                        name, rid, mapped.api_version, mapped.resource, file, address, places
+                    )
+                )
             elif rtype == "azapi_resource":
-                gw = _gateway_from_azapi(address, values, where, scope)
+                gw = gateway_from_azapi(address, values, where, scope)
                 if gw is None:
                     skipped.append((rtype, address))
                 else:
@@ -190,7 +199,7 @@ def load_plan(
         if isinstance(values.get("resource_id"), Unknown):
             values["resource_id"] = None
         where = f"{file}: planned_values {address}"
-        if not _apply_azapi(gateways, address, values, where, where, target_address=target):
+        if not apply_azapi(gateways, address, values, where, where, target_address=target):
             skipped.append(("azapi_update_resource", address))
     if problems:
         raise InvalidConfiguration(problems)
@@ -201,4 +210,4 @@ def load_plan(
             fix="plan the configuration that declares the gateway",
             code="EmulatorNoGateway",
         )
-    return _loaded(file, gateways, skipped, [SECRETS_WARNING.format(file=file)])
+    return assemble(file, gateways, skipped, [SECRETS_WARNING.format(file=file)])

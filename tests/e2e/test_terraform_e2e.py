@@ -145,8 +145,10 @@ def test_terraform_strict_edit_refuses_an_expired_certificate(
     workspace: Workspace, tmp_path: Path
 ) -> None:
     directory = _strict_copy(workspace, tmp_path)
-    args = workspace.run_args("--terraform", str(directory), "--var", f"certs_dir={workspace.certs}")
-    mode, replies, stderr = _serve_and_get(workspace, args, ["client", "client-expired"])
+    args = workspace.run_args(
+        "--terraform", str(directory), "--var", f"certs_dir={workspace.certs}"
+    )
+    mode, replies, _stderr = _serve_and_get(workspace, args, ["client", "client-expired"])
     assert mode == "Strict"
     good, expired = replies
     assert good.status == 200
@@ -158,7 +160,8 @@ def _materialised_plan(workspace: Workspace, tmp_path: Path) -> Path:
     """The plan fixture with the certificate data of this run's demo PKI filled in."""
     text = PLAN.read_text()
     text = text.replace(
-        "<Base64-encoded-PFX-data>", base64.b64encode((workspace.certs / "server.pfx").read_bytes()).decode()
+        "<Base64-encoded-PFX-data>",
+        base64.b64encode((workspace.certs / "server.pfx").read_bytes()).decode(),
     ).replace("<PFX-password>", (workspace.certs / "server-pfx-password.txt").read_text())
     path = tmp_path / "plan.json"
     path.write_text(text)
@@ -207,7 +210,10 @@ def test_validate_names_file_line_and_fix_of_a_misspelt_argument(
         ["validate", "--terraform", str(directory), "--var", f"certs_dir={workspace.certs}"],
     )
     line = _line_of(directory, "ssl_profil_name")
-    assert f"main.tf:{line}: http_listener 'listener2' has no argument or block 'ssl_profil_name'" in out
+    assert (
+        f"main.tf:{line}: http_listener 'listener2' has no argument or block 'ssl_profil_name'"
+        in out
+    )
     assert "did you mean 'ssl_profile_name'?" in out
     assert "[EmulatorTerraformArgument]" in out
 
@@ -227,14 +233,14 @@ def test_a_model_error_points_at_the_terraform_block(workspace: Workspace, tmp_p
     ("old", "new", "marker", "expected"),
     [
         (
-            '  name                = local.gateway_name\n',
-            '  count               = 2\n  name                = local.gateway_name\n',
+            "  name                = local.gateway_name\n",
+            "  count               = 2\n  name                = local.gateway_name\n",
             "count               = 2",
             "uses count",
         ),
         (
-            '  resource_group_name = azurerm_resource_group.rg.name\n\n  sku',
-            '  resource_group_name = data.azurerm_resource_group.rg.name\n\n  sku',
+            "  resource_group_name = azurerm_resource_group.rg.name\n\n  sku",
+            "  resource_group_name = data.azurerm_resource_group.rg.name\n\n  sku",
             "data.azurerm_resource_group.rg.name",
             "data.azurerm_resource_group.rg is read from Azure",
         ),
@@ -251,10 +257,10 @@ def test_what_only_terraform_can_evaluate_points_to_the_plan_option(
     assert "--terraform-plan plan.json" in out
 
 
-def test_a_module_only_configuration_points_to_the_plan_option(tmp_path: Path, workspace: Workspace) -> None:
-    (tmp_path / "main.tf").write_text(
-        'module "gateway" {\n  source = "./modules/gateway"\n}\n'
-    )
+def test_a_module_only_configuration_points_to_the_plan_option(
+    tmp_path: Path, workspace: Workspace
+) -> None:
+    (tmp_path / "main.tf").write_text('module "gateway" {\n  source = "./modules/gateway"\n}\n')
     out = _error(workspace, ["validate", "--terraform", str(tmp_path)])
     assert "main.tf:1: no azurerm_application_gateway in the root module" in out
     assert "--terraform-plan plan.json" in out
