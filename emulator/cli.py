@@ -44,6 +44,9 @@ from emulator.model import (
     with_backend_overrides,
 )
 from emulator.summary import describe, forgeable_certificate_headers, render_text
+from emulator.terraform.cli import add_arguments as add_terraform_arguments
+from emulator.terraform.cli import load_config as load_terraform_config
+from emulator.terraform.cli import wants_terraform
 
 __all__ = ["main"]
 
@@ -91,7 +94,9 @@ def _port(text: str) -> int:
 
 def _add_config_arguments(command: argparse.ArgumentParser) -> None:
     """The arguments that say which gateway to load, shared by ``run`` and ``validate``."""
-    command.add_argument("--template-file", "-f", required=True, type=Path)
+    source = command.add_mutually_exclusive_group(required=True)
+    source.add_argument("--template-file", "-f", type=Path)
+    add_terraform_arguments(source, command)
     command.add_argument(
         "--parameters",
         "-p",
@@ -313,6 +318,8 @@ def _cmd_certs_init(args: argparse.Namespace) -> int:
 
 
 def _load_config(args: argparse.Namespace) -> tuple[GatewayConfig, Sequence[tuple[str, str]]]:
+    if wants_terraform(args):
+        return load_terraform_config(args)
     parameters = [item for group in args.parameters for item in group]
     scope = DeploymentScope(
         subscription_id=args.subscription,

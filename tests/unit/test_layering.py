@@ -20,6 +20,7 @@ SANS_IO_MODULES = sorted(
     [
         *(f"emulator.core.{p.stem}" for p in (PACKAGE / "core").glob("*.py")),
         *(f"emulator.arm.{p.stem}" for p in (PACKAGE / "arm").glob("*.py")),
+        *(f"emulator.terraform.{p.stem}" for p in (PACKAGE / "terraform").glob("*.py")),
         "emulator.model",
         "emulator.errors",
     ]
