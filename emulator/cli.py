@@ -182,6 +182,9 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
     init.add_argument("--force", action="store_true", help="regenerate an existing demo PKI")
     _add_certificate_commands(sub, certs_sub)
+    from emulator.kit_commands import add_verify_command
+
+    add_verify_command(sub, _add_config_arguments)
     return parser
 
 
@@ -754,6 +757,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(args.log_level)
     try:
+        handler = getattr(args, "handler", None)
+        if handler is not None:
+            return int(handler(args))
         if args.command == "up":
             return _cmd_up(args)
         if args.command == "run":
