@@ -182,9 +182,10 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
     init.add_argument("--force", action="store_true", help="regenerate an existing demo PKI")
     _add_certificate_commands(sub, certs_sub)
-    from emulator.kit_commands import add_verify_command
+    from emulator.kit_commands import add_header_commands, add_verify_command
 
     add_verify_command(sub, _add_config_arguments)
+    add_header_commands(sub)
     return parser
 
 

@@ -17,7 +17,7 @@ import trio
 
 from emulator.errors import StartupError
 
-__all__ = ["add_verify_command"]
+__all__ = ["add_header_commands", "add_verify_command"]
 
 
 def _say(text: str = "") -> None:
@@ -159,4 +159,51 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return 1
     if expectations is not None:
         _say(f"all cells match {args.expect}")
+    return 0
+
+
+def add_header_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    decode = sub.add_parser(
+        "decode-header",
+        help="what a backend parses from a forwarded certificate header value, and the "
+        "classic decoding mistakes to avoid",
+    )
+    decode.add_argument(
+        "value", metavar="VALUE|-", help="the header value as received (- reads it from stdin)"
+    )
+    decode.add_argument("--output", "-o", choices=["text", "json"], default="text")
+    decode.set_defaults(handler=_cmd_decode_header)
+    vectors = sub.add_parser(
+        "vectors",
+        help="write test vectors (header values + expected parse results) for your decoder",
+    )
+    vectors.add_argument("directory", type=Path, metavar="DIR")
+    vectors.set_defaults(handler=_cmd_vectors)
+
+
+#: Read from stdin at most this much: a certificate header is a few KB.
+_STDIN_LIMIT = 1024 * 1024
+
+
+def _cmd_decode_header(args: argparse.Namespace) -> int:
+    from emulator.header_decoding import decode_header, render_text
+
+    value = sys.stdin.read(_STDIN_LIMIT) if args.value == "-" else args.value
+    if args.value == "-":
+        # A shell pipeline adds a final newline (echo, a file); a header value never has one.
+        value = value.rstrip("\r\n")
+    decoded = decode_header(value)
+    if args.output == "json":
+        _say(json.dumps(decoded.to_json(), indent=2, ensure_ascii=False))
+    else:
+        _say(render_text(decoded))
+    return 1 if decoded.error else 0
+
+
+def _cmd_vectors(args: argparse.Namespace) -> int:
+    from emulator.header_vectors import VECTORS_FILE, write_vectors
+
+    written = write_vectors(args.directory)
+    target = args.directory / VECTORS_FILE
+    _say(f"wrote {len(written)} files to {args.directory}; the vectors: {target}")
     return 0
