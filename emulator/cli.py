@@ -201,6 +201,10 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
     init.add_argument("--force", action="store_true", help="regenerate an existing demo PKI")
     _add_certificate_commands(sub, certs_sub)
+    from emulator.kit_commands import add_header_commands, add_verify_command
+
+    add_verify_command(sub, _add_config_arguments)
+    add_header_commands(sub)
     for choices in (sub.choices, certs_sub.choices):
         for command_parser in choices.values():
             command_parser.set_defaults(command_parser=command_parser)
@@ -815,6 +819,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         command_parser.error(f"unrecognized arguments: {' '.join(extras)}")
     _configure_logging(args.log_level)
     try:
+        handler = getattr(args, "handler", None)
+        if handler is not None:
+            return int(handler(args))
         if args.command == "up":
             return _cmd_up(args)
         if args.command == "run":

@@ -133,6 +133,10 @@ class OcspResponder:
         self._clock = clock
         self.requests = 0
 
+    def add_ca(self, certificate: x509.Certificate, key: PrivateKey) -> None:
+        """Answer for certificates issued by this CA too (a CA minted after serving began)."""
+        self._cas.append((certificate, key))
+
     def know(self, serial: int) -> None:
         """Answer ``good`` (unless revoked) for ``serial`` from now on."""
         if self._known is not None:

@@ -181,7 +181,7 @@ class CA:
     their parent so the chain (``parent``) is always known.
     """
 
-    __slots__ = ("_cert", "_key", "_organization", "_parent", "_path_length")
+    __slots__ = ("_cert", "_chain_above", "_key", "_organization", "_parent", "_path_length")
 
     def __init__(
         self,
@@ -250,6 +250,49 @@ class CA:
         self._organization = organization
         self._parent = parent
         self._path_length = path_length
+        self._chain_above: tuple[x509.Certificate, ...] = ()
+
+    @classmethod
+    def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> CA:
+        """A CA someone already holds: the first certificate of ``cert_pem`` and its key.
+
+        The other certificates of ``cert_pem`` are taken as the chain above it (intermediates,
+        a root is left out of :attr:`chain`), so leaves issued here carry the intermediates a
+        peer must send. Used by ``verify --client-ca/--client-ca-key`` to mint test clients
+        from the user's own CA.
+
+        Raises:
+            ValueError: no certificate, an unreadable or encrypted key, a key that does not
+                belong to the certificate, or a certificate that is not a CA.
+        """
+        certificates = x509.load_pem_x509_certificates(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            msg = "the CA key must be an RSA or EC private key"
+            raise TypeError(msg)
+        cert = certificates[0]
+        if cert.public_key() != key.public_key():
+            msg = f"the key does not belong to {cert.subject.rfc4514_string()}"
+            raise ValueError(msg)
+        try:
+            constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            constraints = None
+        if constraints is None or not constraints.ca:
+            msg = f"{cert.subject.rfc4514_string()} is not a CA certificate (basicConstraints)"
+            raise ValueError(msg)
+        organizations = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+        ca = cls.__new__(cls)
+        ca._set(
+            cert=cert,
+            key=key,
+            organization=str(organizations[0].value) if organizations else DEFAULT_ORGANIZATION,
+            parent=None,
+            path_length=constraints.path_length,
+        )
+        if cert.issuer != cert.subject:
+            ca._chain_above = (cert, *(c for c in certificates[1:] if c.issuer != c.subject))
+        return ca
 
     @property
     def cert(self) -> x509.Certificate:
@@ -291,6 +334,8 @@ class CA:
         while ca is not None and ca._parent is not None:
             certs.append(ca._cert)
             ca = ca._parent
+        if ca is not None and ca._chain_above:
+            certs.extend(ca._chain_above)
         return tuple(certs)
 
     def configure_trust(self, ctx: ssl.SSLContext) -> None:

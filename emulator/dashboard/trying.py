@@ -83,7 +83,14 @@ def client_context(identity: Identity, server_ca: bytes) -> ssl.SSLContext:
 
 
 async def _request(
-    host: str, port: int, ctx: ssl.SSLContext, *, server_name: str, target: str
+    host: str,
+    port: int,
+    ctx: ssl.SSLContext,
+    *,
+    server_name: str,
+    target: str,
+    extra_headers: Sequence[tuple[str, str]] = (),
+    user_agent: str = USER_AGENT,
 ) -> _Reply:
     tcp = await trio.open_tcp_stream(host, port)
     stream = trio.SSLStream(tcp, ctx, server_hostname=server_name)
@@ -95,9 +102,10 @@ async def _request(
             target=target,
             headers=[
                 ("Host", f"{server_name}:{port}"),
-                ("User-Agent", USER_AGENT),
+                ("User-Agent", user_agent),
                 ("Accept", "*/*"),
                 ("Connection", "close"),
+                *extra_headers,
             ],
         )
         await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))

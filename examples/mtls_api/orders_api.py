@@ -17,6 +17,7 @@ read the header, parse, verify, decide.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Mapping
@@ -180,3 +181,33 @@ class OrdersApi:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python orders_api.py --trust-ca CHAIN --allow CN=ROLE``: serve until Ctrl-C."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="the example orders API (behind the gateway)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument(
+        "--trust-ca", type=Path, required=True, metavar="PEM", help="client CA chain"
+    )
+    parser.add_argument(
+        "--allow", action="append", default=[], metavar="CN=ROLE", help="a caller (repeatable)"
+    )
+    args = parser.parse_args(argv)
+    allowed = dict(item.partition("=")[::2] for item in args.allow)
+    api = OrdersApi(
+        trusted_ca_pem=args.trust_ca.read_bytes(), allowed=allowed, host=args.host, port=args.port
+    )
+    with api:
+        print(f"ready: orders API http://{api.address}/orders", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,3 @@
+module example.com/appgw-emulator/orders-backend
+
+go 1.19

@@ -1,0 +1,106 @@
+"""decode-header's recognition of each format and its warnings about the classic mistakes."""
+
+from __future__ import annotations
+
+import base64
+from urllib.parse import quote
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from emulator.core.certinfo import ClientCertInfo
+from emulator.header_decoding import decode_header, parse_openssl_dn, parse_openssl_time
+from emulator.pki import CA
+
+
+@pytest.fixture(scope="module")
+def info() -> ClientCertInfo:
+    leaf = CA("unit CA").issue_client(
+        "Jürgen", extra_name_attributes=[x509.NameAttribute(NameOID.ORGANIZATION_NAME, "A, B")]
+    )
+    return ClientCertInfo.from_certificates(leaf.cert)
+
+
+def test_app_gateway_value_is_parsed_and_the_converter_warning_given(info: ClientCertInfo) -> None:
+    decoded = decode_header(info.escaped_pem)
+    assert decoded.kind == "client_certificate"
+    assert decoded.error is None
+    assert decoded.parsed is not None
+    assert decoded.parsed["subject"] == "CN=J\\C3\\BCrgen,O=A\\, B"
+    assert decoded.parsed["subjectRdns"] == [
+        [{"type": "CN", "value": "Jürgen"}],
+        [{"type": "O", "value": "A, B"}],
+    ]
+    assert any("AddCertificateForwarding" in w for w in decoded.warnings)
+
+
+def test_a_literal_plus_warns_that_form_decoding_corrupts_it(info: ClientCertInfo) -> None:
+    # Another encoder that leaves '+' alone (the value still percent-decodes to the PEM).
+    plus_kept = quote(info.pem, safe="+")
+    assert "+" in plus_kept
+    decoded = decode_header(plus_kept)
+    assert decoded.error is None
+    assert decoded.parsed is not None
+    assert decoded.parsed["sha1Fingerprint"] == info.fingerprint_sha1
+    assert any("'+' as space" in w and "corrupts" in w for w in decoded.warnings)
+    assert any("does not parse" in w or "different certificate" in w for w in decoded.warnings)
+
+
+def test_base64_der_and_raw_pem_are_recognised_as_not_app_gateway_format(
+    info: ClientCertInfo,
+) -> None:
+    der = base64.b64encode(info.leaf.public_bytes(Encoding.DER)).decode()
+    as_der = decode_header(der)
+    assert as_der.kind == "base64-der"
+    assert as_der.parsed is not None
+    assert as_der.parsed["serialNumber"]["hex"] == info.serial
+    assert "not App Gateway's format" in as_der.warnings[0]
+    folded = decode_header(info.pem.replace("\n", " "))
+    assert folded.kind == "pem"
+    assert folded.parsed is not None
+    assert any("line breaks were replaced" in w for w in folded.warnings)
+
+
+def test_empty_value_means_no_certificate() -> None:
+    decoded = decode_header("")
+    assert decoded.kind == "empty"
+    assert "deletes a header whose value is empty" in decoded.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("printed", "rdns"),
+    [
+        (
+            "UID=42+CN=Jane,O=X",
+            [
+                [{"type": "UID", "value": "42"}, {"type": "CN", "value": "Jane"}],
+                [{"type": "O", "value": "X"}],
+            ],
+        ),
+        ("CN=a\\+b\\,c\\\\d", [[{"type": "CN", "value": "a+b,c\\d"}]]),
+        ("CN=\\E6\\9D\\B1", [[{"type": "CN", "value": "東"}]]),
+        # The escaped trailing space, after HTTP trimmed the space itself.
+        ("CN=x,O=Ltd\\", [[{"type": "CN", "value": "x"}], [{"type": "O", "value": "Ltd "}]]),
+    ],
+)
+def test_openssl_dn_parse(printed: str, rdns: list[list[dict[str, str]]]) -> None:
+    assert parse_openssl_dn(printed) == rdns
+
+
+def test_trimmed_trailing_space_is_warned_about() -> None:
+    decoded = decode_header("CN=x,O=Ltd\\")
+    assert any("lone backslash" in w for w in decoded.warnings)
+
+
+def test_dates_serials_fingerprints_verification(info: ClientCertInfo) -> None:
+    assert parse_openssl_time("Jan  6 13:41:09 2045 GMT").isoformat() == "2045-01-06T13:41:09+00:00"
+    with pytest.raises(ValueError, match="not an OpenSSL date"):
+        parse_openssl_time("2045-01-06")
+    assert decode_header(info.start_date).kind == "date"
+    assert decode_header("0ABC").parsed == {"hex": "0ABC", "decimal": str(0x0ABC)}
+    assert decode_header(info.fingerprint_sha1).kind == "fingerprint"
+    passthrough = decode_header("PASSTHROUGH")
+    assert passthrough.parsed is not None
+    assert "NOT verified" in passthrough.parsed["meaning"]
