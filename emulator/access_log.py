@@ -2,8 +2,8 @@
 
 ``--access-log PATH`` (or ``stdout``, or ``stderr`` alias ``-``) on ``run`` and ``up`` writes
 each request the gateway served in the shape of App Gateway's access log as a diagnostic
-setting delivers it (appgw-behaviour.md §7b): an envelope (``timeStamp``, ``resourceId`` upper-cased,
-``listenerName``, ``ruleName``, ``backendPoolName``, ``backendSettingName``,
+setting delivers it (appgw-behaviour.md §7b): an envelope (``timeStamp``, ``resourceId``
+upper-cased, ``listenerName``, ``ruleName``, ``backendPoolName``, ``backendSettingName``,
 ``operationName: ApplicationGatewayAccess``, ``category: ApplicationGatewayAccessLog``) and
 ``properties`` with Azure's field names, so the same queries and parsers work on both.
 
