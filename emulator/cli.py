@@ -135,6 +135,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="appgw-emulator",
         description="Local emulator of Azure Application Gateway (v2) mutual TLS.",
+        epilog="Every option can also be set by the environment variable shown beside it "
+        "(APPGW_EMULATOR_<OPTION>); a flag on the command line wins; a variable for a "
+        "repeatable option holds one value per line. `appgw-emulator COMMAND --help` lists "
+        "each command's options.",
     )
     parser.add_argument("--version", action="version", version=f"appgw-emulator {_version()}")
     _add_log_arguments(parser, defaults=True)
@@ -214,7 +218,62 @@ def _parser() -> argparse.ArgumentParser:
     # The log options are also accepted after the command (``up --log-format json``).
     for command in _leaf_parsers(parser):
         _add_log_arguments(command, defaults=False)
+    _document(parser)
     return parser
+
+
+#: Help for options declared without it, by flag (the same text wherever the flag appears).
+_OPTION_HELP: Final = {
+    "--strict-port": f"local port of the Strict listener (default {DEFAULT_STRICT_PORT}; 0 picks "
+    "a free port)",
+    "--passthrough-port": f"local port of the Passthrough listener (default "
+    f"{DEFAULT_PASSTHROUGH_PORT}; 0 picks a free port)",
+    "--backend-port": f"port of the stub backend, on loopback only (default "
+    f"{DEFAULT_BACKEND_PORT}; 0 picks a free port)",
+    "--key-type": "key algorithm of every generated key: ec (P-256, default) or rsa (2048)",
+    "--template-file": "the ARM template (JSON) holding the Microsoft.Network/applicationGateways "
+    "resource",
+    "--backend": "send a backend pool's traffic to local addresses instead of the template's "
+    "(repeatable, one per pool)",
+    "--listen": "serve a template frontend port on another local port (repeatable; 0 picks a "
+    "free port); headers keep the template's port",
+    "--output": "text for people, json for scripts (default text)",
+    "--ca": "the demo PKI directory whose issuing CA signs the OCSP answers",
+    "--port": "port to listen on (default 8888, the port the demo certificates' AIA names)",
+    "--bind": "address to listen on (default 127.0.0.1)",
+    "--client-cert": "also check whether this client certificate (PEM) would pass Strict",
+    "directory": "the demo PKI directory",
+}
+
+#: A description and an example per command (shown by ``COMMAND --help``).
+_EXAMPLES: Final = {
+    "up": "appgw-emulator up --certs ./certs    # then curl the four cases it prints",
+    "run": "appgw-emulator run -f azuredeploy.json -p @azuredeploy.parameters.json "
+    "--backend pool1=127.0.0.1:8080 --listen 443=8443",
+    "validate": "appgw-emulator validate -f azuredeploy.json -p @azuredeploy.parameters.json",
+    "certs": "appgw-emulator certs init ./certs --server-name appgw-emulator",
+    "init": "appgw-emulator certs init ./certs --server-name appgw-emulator",
+    "ocsp-responder": "appgw-emulator certs ocsp-responder --ca ./certs",
+    "revoke": "appgw-emulator certs revoke ./certs client --reason keyCompromise",
+    "wait": "appgw-emulator wait --timeout 60 http://127.0.0.1:8000/health && ./run-tests.sh",
+    "check-ca": "appgw-emulator check-ca customer-ca.cer --client-cert client.pem",
+}
+
+
+def _document(parser: argparse.ArgumentParser) -> None:
+    """Fill in help, descriptions and examples that were not given where an option is added."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            summaries = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, command in action.choices.items():
+                if command.description is None:
+                    command.description = summaries.get(name)
+                if command.epilog is None and name in _EXAMPLES:
+                    command.epilog = f"example: {_EXAMPLES[name]}"
+                _document(command)
+        elif not action.help:
+            key = max(action.option_strings, key=len) if action.option_strings else action.dest
+            action.help = _OPTION_HELP.get(key)
 
 
 def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -922,8 +981,10 @@ def _emulator_errors(group: BaseExceptionGroup[BaseException]) -> list[EmulatorE
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``appgw-emulator`` command; returns the exit code."""
+    from emulator.envconfig import parse_with_environment
+
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parse_with_environment(parser, argv, os.environ)
     _configure_logging(args.log_level, args.log_format)
     try:
         if args.command == "wait":

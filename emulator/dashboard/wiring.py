@@ -50,6 +50,9 @@ def add_dashboard_arguments(parser: argparse.ArgumentParser, *, command: str) ->
     else:
         parser.add_argument(
             "--dashboard",
+            # Also spelt as under ``up``, so APPGW_EMULATOR_DASHBOARD_PORT serves both.
+            "--dashboard-port",
+            dest="dashboard",
             type=_port,
             default=None,
             metavar="PORT",

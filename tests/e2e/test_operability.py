@@ -325,3 +325,19 @@ def test_a_bad_server_name_is_a_clear_error(tmp_path: Path) -> None:
     assert "fix:" in result.stderr
     assert not (tmp_path / "certs").exists()
     assert_no_traceback(result.stderr)
+
+
+def test_every_command_has_a_description_and_an_example_and_every_option_help() -> None:
+    """Checked on the parser as built, before the environment layer adds its ``[env: ...]``."""
+    import argparse
+
+    from emulator.cli import _parser
+    from emulator.envconfig import _walk
+
+    for command, prog in _walk(_parser()):
+        if prog != "appgw-emulator":
+            assert command.description, prog
+            assert (command.epilog or "").startswith("example: appgw-emulator "), prog
+        for action in command._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                assert action.help, (prog, action.option_strings or action.dest)
