@@ -1,9 +1,9 @@
 """Access records as Azure Application Gateway (v2) writes them, one JSON object per line.
 
-``--access-log PATH`` (or ``-`` for stderr) on ``run`` and ``up`` writes each request the
-gateway served in the shape of App Gateway's access log as a diagnostic setting delivers it
-(appgw-behaviour.md §7b): an envelope (``timeStamp``, ``resourceId`` upper-cased,
-``listenerName``, ``ruleName``, ``backendPoolName``, ``backendSettingName``,
+``--access-log PATH`` (or ``stdout``, or ``stderr`` alias ``-``) on ``run`` and ``up`` writes
+each request the gateway served in the shape of App Gateway's access log as a diagnostic
+setting delivers it (appgw-behaviour.md §7b): an envelope (``timeStamp``, ``resourceId``
+upper-cased, ``listenerName``, ``ruleName``, ``backendPoolName``, ``backendSettingName``,
 ``operationName: ApplicationGatewayAccess``, ``category: ApplicationGatewayAccessLog``) and
 ``properties`` with Azure's field names, so the same queries and parsers work on both.
 
@@ -29,6 +29,9 @@ CATEGORY: Final = "ApplicationGatewayAccessLog"
 #: ``properties.instanceId``: Azure names the scale-set instance; there is one here.
 INSTANCE_ID: Final = "appgw-emulator_0"
 STDERR_TARGET: Final = "-"
+#: ``--access-log stdout``: where a container's log collector reads (``stderr`` also works;
+#: a file of that name is ``./stdout``).
+STDOUT_TARGET: Final = "stdout"
 
 
 def access_log_entry(record: AccessRecord, *, resource_id: str) -> dict[str, object]:
@@ -82,8 +85,11 @@ class AccessLogWriter:
     def __init__(self, target: str | Path, *, resource_id: str) -> None:
         self.resource_id = resource_id
         self._stream: IO[str]
-        if str(target) == STDERR_TARGET:
+        if str(target) in (STDERR_TARGET, "stderr"):
             self._stream = sys.stderr
+            self._owned = False
+        elif str(target) == STDOUT_TARGET:
+            self._stream = sys.stdout
             self._owned = False
         else:
             self._stream = Path(target).open("a", encoding="utf-8")  # noqa: SIM115 - owned

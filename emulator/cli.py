@@ -54,6 +54,14 @@ DEFAULT_CERTS_DIR: Final = Path("certs")
 DEFAULT_STRICT_PORT: Final = 8443
 DEFAULT_PASSTHROUGH_PORT: Final = 9443
 DEFAULT_BACKEND_PORT: Final = 8080
+DEFAULT_HEALTH_URL: Final = "http://127.0.0.1:8000/health"
+#: ``wait``: the default bound suits a cold container start on a slow CI runner.
+DEFAULT_WAIT_S: Final = 30.0
+#: ``wait --timeout``: at most an hour; a longer wait is a hung job, not a slow start.
+MAX_WAIT_S: Final = 3600.0
+#: ``wait``: pause between two looks at the health endpoint, and the bound of one look.
+WAIT_POLL_S: Final = 0.2
+WAIT_REQUEST_S: Final = 2.0
 
 
 class UsageError(Exception):
@@ -144,17 +152,20 @@ def _add_listen_arguments(command: argparse.ArgumentParser) -> None:
         default=[],
         metavar="TEMPLATE_PORT=LOCAL_PORT",
     )
-    command.add_argument("--bind", default="127.0.0.1")
+    _add_bind_argument(command)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="appgw-emulator",
         description="Local emulator of Azure Application Gateway (v2) mutual TLS.",
+        epilog="Every option can also be set by the environment variable shown beside it "
+        "(APPGW_EMULATOR_<OPTION>); a flag on the command line wins; a variable for a "
+        "repeatable option holds one value per line. `appgw-emulator COMMAND --help` lists "
+        "each command's options.",
     )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
+    parser.add_argument("--version", action="version", version=f"appgw-emulator {_version()}")
+    _add_log_arguments(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser(
@@ -169,8 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--strict-port", type=_port, default=DEFAULT_STRICT_PORT)
     up.add_argument("--passthrough-port", type=_port, default=DEFAULT_PASSTHROUGH_PORT)
     up.add_argument("--backend-port", type=_port, default=DEFAULT_BACKEND_PORT)
-    up.add_argument("--bind", default="127.0.0.1")
+    _add_bind_argument(up)
     up.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
+    _add_server_name_argument(up, when="when it creates the demo PKI")
     _add_strip_argument(up)
     _add_verification_arguments(up)
     add_dashboard_arguments(up, command="up")
@@ -200,6 +212,27 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("directory", type=Path)
     init.add_argument("--key-type", choices=["ec", "rsa"], default="ec")
     init.add_argument("--force", action="store_true", help="regenerate an existing demo PKI")
+    _add_server_name_argument(init, when="")
+
+    wait = sub.add_parser(
+        "wait",
+        help="wait until a running emulator's health endpoint says ready (exit 0), or time out "
+        "(exit 1); for CI scripts and container health checks",
+    )
+    wait.add_argument(
+        "url",
+        nargs="?",
+        default=DEFAULT_HEALTH_URL,
+        help=f"the health endpoint (default {DEFAULT_HEALTH_URL}, the dashboard of `up`)",
+    )
+    wait.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_WAIT_S,
+        metavar="S",
+        help=f"give up after S seconds (default {DEFAULT_WAIT_S:g})",
+    )
+    wait.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
     _add_certificate_commands(sub, certs_sub)
     from emulator.kit_commands import add_header_commands, add_verify_command
 
@@ -208,7 +241,131 @@ def _parser() -> argparse.ArgumentParser:
     for choices in (sub.choices, certs_sub.choices):
         for command_parser in choices.values():
             command_parser.set_defaults(command_parser=command_parser)
+    # The log options are also accepted after the command (``up --log-format json``).
+    for command in _leaf_parsers(parser):
+        _add_log_arguments(command, defaults=False)
+    _document(parser)
     return parser
+
+
+#: Help for options declared without it, by flag (the same text wherever the flag appears).
+_OPTION_HELP: Final = {
+    "--strict-port": f"local port of the Strict listener (default {DEFAULT_STRICT_PORT}; 0 picks "
+    "a free port)",
+    "--passthrough-port": f"local port of the Passthrough listener (default "
+    f"{DEFAULT_PASSTHROUGH_PORT}; 0 picks a free port)",
+    "--backend-port": f"port of the stub backend, on loopback only (default "
+    f"{DEFAULT_BACKEND_PORT}; 0 picks a free port)",
+    "--key-type": "key algorithm of every generated key: ec (P-256, default) or rsa (2048)",
+    "--template-file": "the ARM template (JSON) holding the Microsoft.Network/applicationGateways "
+    "resource",
+    "--backend": "send a backend pool's traffic to local addresses instead of the template's "
+    "(repeatable, one per pool)",
+    "--listen": "serve a template frontend port on another local port (repeatable; 0 picks a "
+    "free port); headers keep the template's port",
+    "--output": "text for people, json for scripts (default text)",
+    "--ca": "the demo PKI directory whose issuing CA signs the OCSP answers",
+    "--port": "port to listen on (default 8888, the port the demo certificates' AIA names)",
+    "--bind": "address to listen on (default 127.0.0.1)",
+    "--client-cert": "also check whether this client certificate (PEM) would pass Strict",
+    "directory": "the demo PKI directory",
+}
+
+#: A description and an example per command (shown by ``COMMAND --help``).
+_EXAMPLES: Final = {
+    "up": "appgw-emulator up --certs ./certs    # then curl the four cases it prints",
+    "run": "appgw-emulator run -f azuredeploy.json -p @azuredeploy.parameters.json "
+    "--backend pool1=127.0.0.1:8080 --listen 443=8443",
+    "validate": "appgw-emulator validate -f azuredeploy.json -p @azuredeploy.parameters.json",
+    "certs": "appgw-emulator certs init ./certs --server-name appgw-emulator",
+    "init": "appgw-emulator certs init ./certs --server-name appgw-emulator",
+    "ocsp-responder": "appgw-emulator certs ocsp-responder --ca ./certs",
+    "revoke": "appgw-emulator certs revoke ./certs client --reason keyCompromise",
+    "wait": "appgw-emulator wait --timeout 60 http://127.0.0.1:8000/health && ./run-tests.sh",
+    "check-ca": "appgw-emulator check-ca customer-ca.cer --client-cert client.pem",
+}
+
+
+def _document(parser: argparse.ArgumentParser) -> None:
+    """Fill in help, descriptions and examples that were not given where an option is added."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            summaries = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, command in action.choices.items():
+                if command.description is None:
+                    command.description = summaries.get(name)
+                if command.epilog is None and name in _EXAMPLES:
+                    command.epilog = f"example: {_EXAMPLES[name]}"
+                _document(command)
+        elif not action.help:
+            key = max(action.option_strings, key=len) if action.option_strings else action.dest
+            action.help = _OPTION_HELP.get(key)
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of every subcommand that has no subcommands of its own."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [parser]
+    return [leaf for sub in subs for child in sub.choices.values() for leaf in _leaf_parsers(child)]
+
+
+def _add_log_arguments(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """``--log-level`` and ``--log-format``; a subcommand's copy leaves the defaults alone."""
+    parser.add_argument(
+        "--log-level",
+        default="info" if defaults else argparse.SUPPRESS,
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log record written to stderr (default info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="text" if defaults else argparse.SUPPRESS,
+        choices=["text", "json"],
+        help="text lines, or one JSON object per line with the same fields (time, level, "
+        "logger, message), for a log collector (default text)",
+    )
+
+
+def _add_bind_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address the listeners bind (default 127.0.0.1; 0.0.0.0 or :: inside a container, "
+        "so the host can reach them)",
+    )
+
+
+def _add_server_name_argument(parser: argparse.ArgumentParser, *, when: str) -> None:
+    parser.add_argument(
+        "--server-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a DNS name or IP address the listener certificate carries besides localhost, "
+        "127.0.0.1 and ::1, e.g. a compose or Kubernetes service name (repeatable"
+        + (f"; used {when})" if when else ")"),
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= MAX_WAIT_S:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds (0-{MAX_WAIT_S})")
+    return value
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("appgw-emulator")
+    except PackageNotFoundError:  # run from a source tree without an install
+        return "unknown (not installed)"
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -300,12 +457,28 @@ async def _serve_until_signal(
             nursery.start_soon(_wait_signal)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+class _JsonFormatter(logging.Formatter):
+    """``--log-format json``: the text log's fields, one JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document)
+
+
+def _configure_logging(level: str, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -314,7 +487,9 @@ def _configure_logging(level: str) -> None:
 def _cmd_certs_init(args: argparse.Namespace) -> int:
     from emulator.demo_pki import write_demo_pki
 
-    pki = write_demo_pki(args.directory, key_type=args.key_type, force=args.force)
+    pki = write_demo_pki(
+        args.directory, key_type=args.key_type, force=args.force, server_names=args.server_name
+    )
     _say(f"demo PKI ({pki.key_type}) written to {pki.directory}:")
     for name, entry in sorted(pki.files.items()):
         _say(f"  {name:32} {entry.description}")
@@ -492,12 +667,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _serve_workers(gateway, config, args.workers)
 
     async def start(nursery: trio.Nursery) -> None:
-        await nursery.start(gateway.serve)
-        # Before the ready lines: a bad --pki or a busy dashboard port fails start-up first.
-        await start_dashboard_for_cli(
+        # Before the listeners bind, so /health answers 503 until they are; a bad --pki or a
+        # busy dashboard port fails start-up before any ready line.
+        announce = await start_dashboard_for_cli(
             nursery, gateway, args, pki_dir=None, observations=None, say=_say, note=_note
         )
+        await nursery.start(gateway.serve)
         _ready_lines(gateway, config)
+        announce()
 
     trio.run(_serve_until_signal, start)
     return 0
@@ -549,12 +726,30 @@ def _with_up_fix(error: StartupError, gateway: object, config: GatewayConfig) ->
 
 def _cmd_up(args: argparse.Namespace) -> int:
     import backend_stub
-    from emulator.demo_pki import CLIENT_CERT, CLIENT_KEY, SERVER_ROOT_CA, ensure_demo_pki
+    from emulator.demo_pki import (
+        CLIENT_CERT,
+        CLIENT_KEY,
+        SERVER_ROOT_CA,
+        check_server_names,
+        ensure_demo_pki,
+        missing_server_names,
+    )
     from emulator.runtime.gateway import Gateway
 
     strict_port, passthrough_port = _up_template_ports(args.strict_port, args.passthrough_port)
-    pki, created = ensure_demo_pki(args.certs, key_type=args.key_type)
+    pki, created = ensure_demo_pki(
+        args.certs, key_type=args.key_type, server_names=check_server_names(args.server_name)
+    )
     _note(f"demo PKI: {'created in' if created else 'reusing'} {pki.directory}")
+    missing = [] if created else missing_server_names(pki, args.server_name)
+    if missing:
+        _note(
+            f"warning: the demo PKI in {pki.directory} was made without --server-name "
+            f"{', '.join(missing)}; clients dialling that name fail hostname verification "
+            f"(regenerate it with `appgw-emulator certs init {pki.directory} --force "
+            + " ".join(f"--server-name {shlex.quote(n)}" for n in args.server_name)
+            + "`)"
+        )
     if not created and pki.key_type != args.key_type:
         _note(
             f"warning: the demo PKI in {pki.directory} has {pki.key_type} keys, not "
@@ -603,14 +798,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             strip_client_cert_headers=args.strip_client_cert_headers,
             **_verification_options(args, config),
         )
-        try:
-            await nursery.start(gateway.serve)
-        except StartupError as exc:
-            _with_up_fix(exc, gateway, config)
-            raise
-        _say(f"ready: stub backend http://{host}:{port}/")
-        _ready_lines(gateway, config)
-        await start_dashboard_for_cli(
+        announce = await start_dashboard_for_cli(
             nursery,
             gateway,
             args,
@@ -619,6 +807,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
             say=_say,
             note=_note,
         )
+        try:
+            await nursery.start(gateway.serve)
+        except StartupError as exc:
+            _with_up_fix(exc, gateway, config)
+            raise
+        _say(f"ready: stub backend http://{host}:{port}/")
+        _ready_lines(gateway, config)
+        announce()
         d = pki.directory
         # Quoted for a POSIX shell: the commands are meant to be pasted as they are.
         cacert = f"--cacert {shlex.quote(str(d / SERVER_ROOT_CA))}"
@@ -654,9 +850,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
 def _add_verification_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--access-log",
-        metavar="PATH|-",
-        help="append one JSON record per request, in App Gateway's access log shape, to PATH "
-        "(- for stderr); adds clientCertFailureExplained",
+        metavar="PATH|stdout|stderr",
+        help="append one JSON record per request, in App Gateway's access log shape, to PATH, "
+        "or write it to stdout or stderr (- is stderr too; ./stdout for a file of that name); "
+        "adds clientCertFailureExplained",
     )
     parser.add_argument(
         "--explain",
@@ -793,6 +990,40 @@ def _cmd_certs_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_wait(args: argparse.Namespace) -> int:
+    """``wait``: poll the health endpoint until it answers 200 or the timeout passes.
+
+    Standard library only (the container image has no curl); a refused connection, a 503 and
+    a timeout all mean "not yet".
+    """
+    import time
+    import urllib.error
+    import urllib.request
+
+    if not args.url.startswith(("http://", "https://")):
+        raise UsageError(f"'{args.url}' is not an http:// URL (e.g. {DEFAULT_HEALTH_URL})")
+    deadline = time.monotonic() + args.timeout
+    last = "no answer yet"
+    while True:
+        try:
+            with urllib.request.urlopen(args.url, timeout=WAIT_REQUEST_S) as response:
+                body = response.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code} {exc.read().decode('utf-8', 'replace').strip()}"
+        except (OSError, ValueError) as exc:
+            last = str(getattr(exc, "reason", exc))
+        else:
+            if not args.quiet:
+                _say(f"ready: {args.url} {body.strip()}")
+            return 0
+        if time.monotonic() + WAIT_POLL_S >= deadline:
+            break
+        time.sleep(WAIT_POLL_S)
+    _note(f"error: {args.url} was not ready after {args.timeout:g} s (last: {last})")
+    _note("  fix: is the emulator running, and is the URL its dashboard or --health-port?")
+    return 1
+
+
 def _emulator_errors(group: BaseExceptionGroup[BaseException]) -> list[EmulatorError] | None:
     """The EmulatorErrors inside a trio nursery's exception group, or None if anything else is."""
     found: list[EmulatorError] = []
@@ -811,14 +1042,14 @@ def _emulator_errors(group: BaseExceptionGroup[BaseException]) -> list[EmulatorE
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``appgw-emulator`` command; returns the exit code."""
+    from emulator.envconfig import parse_with_environment
+
     parser = _parser()
-    args, extras = parser.parse_known_args(argv)
-    if extras:
-        # The subcommand's own usage: it lists the options this command does take.
-        command_parser = getattr(args, "command_parser", None) or parser
-        command_parser.error(f"unrecognized arguments: {' '.join(extras)}")
-    _configure_logging(args.log_level)
+    args = parse_with_environment(parser, argv, os.environ)
+    _configure_logging(args.log_level, args.log_format)
     try:
+        if args.command == "wait":
+            return _cmd_wait(args)
         handler = getattr(args, "handler", None)
         if handler is not None:
             return int(handler(args))

@@ -47,11 +47,13 @@ from __future__ import annotations
 
 import base64
 import datetime
+import ipaddress
 import json
 import os
+import re
 import secrets
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -106,8 +108,10 @@ __all__ = [
     "DemoPki",
     "DemoPkiError",
     "ManifestEntry",
+    "check_server_names",
     "ensure_demo_pki",
     "load_demo_pki",
+    "missing_server_names",
     "write_demo_pki",
 ]
 
@@ -348,8 +352,11 @@ def _leaf_outputs(
     ]
 
 
-def _generate(key_type: str, now: datetime.datetime) -> tuple[list[_Output], str]:
+def _generate(
+    key_type: str, now: datetime.datetime, server_names: Sequence[str] = ()
+) -> tuple[list[_Output], str]:
     """Build every file in memory, so a failure here writes nothing."""
+    hostnames = tuple(dict.fromkeys((*SERVER_HOSTNAMES, *server_names)))
     start = now - _CLOCK_SKEW_BACKDATE
     ca_end = now + CA_VALIDITY
     leaf_end = now + LEAF_VALIDITY
@@ -369,7 +376,7 @@ def _generate(key_type: str, now: datetime.datetime) -> tuple[list[_Output], str
         not_before=start,
         not_after=ca_end,
     )
-    server = server_root.issue_server(*SERVER_HOSTNAMES, not_before=start, not_after=leaf_end)
+    server = server_root.issue_server(*hostnames, not_before=start, not_after=leaf_end)
     client = issuing.issue_client(
         DEMO_CLIENT_CN, not_before=start, not_after=leaf_end, ocsp_url=DEMO_OCSP_URL
     )
@@ -469,7 +476,7 @@ def _generate(key_type: str, now: datetime.datetime) -> tuple[list[_Output], str
             SERVER_PFX,
             pfx,
             _cert_entry(
-                "Listener certificate and key (PKCS#12), SAN localhost, 127.0.0.1, ::1; "
+                f"Listener certificate and key (PKCS#12), SAN {', '.join(hostnames)}; "
                 "password in server-pfx-password.txt.",
                 _KIND_PFX,
                 server.cert,
@@ -622,11 +629,15 @@ def write_demo_pki(
     key_type: str = "ec",
     force: bool = False,
     now: datetime.datetime | None = None,
+    server_names: Sequence[str] = (),
 ) -> DemoPki:
     """Generate a fresh demo PKI into ``directory`` (created if missing).
 
     Args:
         key_type: ``"ec"`` (P-256) or ``"rsa"`` (2048) for every key.
+        server_names: DNS names or IP addresses the listener certificate carries besides
+            ``localhost`` and the loopback addresses (``--server-name``): a client that reaches
+            the gateway by a compose or Kubernetes service name then passes hostname checks.
         force: regenerate even when the directory is not empty. Without it, any non-empty
             directory is refused, an existing demo PKI included, so keys already handed to
             clients are never replaced by accident.
@@ -662,8 +673,9 @@ def write_demo_pki(
             "beside the existing ones)",
         )
 
+    names = check_server_names(server_names)
     moment = now if now is not None else datetime.datetime.now(datetime.UTC)
-    outputs, password = _generate(key_type, moment)
+    outputs, password = _generate(key_type, moment, names)
 
     directory.mkdir(parents=True, exist_ok=True)
     # Drop the old manifest first: if this run is interrupted, the directory reads as an
@@ -847,8 +859,63 @@ def load_demo_pki(directory: Path, *, now: datetime.datetime | None = None) -> D
     )
 
 
+#: One DNS label: letters, digits and hyphens, not at either end (RFC 1123), at most 63.
+_DNS_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def check_server_names(names: Sequence[str]) -> tuple[str, ...]:
+    """``--server-name`` values as the certificate will carry them; each must be a DNS name
+    (``*.`` allowed as the first label) or an IP address.
+
+    Raises:
+        DemoPkiError: a value is neither, naming the flag and the fix.
+    """
+    checked: list[str] = []
+    for raw in names:
+        name = raw.strip().rstrip(".")
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            labels = name.split(".")
+            if labels and labels[0] == "*":
+                labels = labels[1:]
+            if not labels or len(name) > 253 or not all(_DNS_LABEL.fullmatch(x) for x in labels):
+                msg = f"--server-name {raw!r} is not a DNS name or an IP address"
+                raise DemoPkiError(
+                    msg,
+                    fix="pass the name clients dial, e.g. --server-name appgw-emulator "
+                    "(a compose service) or --server-name 10.0.0.5",
+                ) from None
+        checked.append(name)
+    return tuple(checked)
+
+
+def missing_server_names(pki: DemoPki, names: Sequence[str]) -> list[str]:
+    """The names of ``names`` that the PKI's listener certificate does not carry."""
+    _key, cert, _chain = pkcs12.load_key_and_certificates(
+        pki.server_pfx, pki.server_pfx_password.encode()
+    )
+    if cert is None:  # pragma: no cover - write_demo_pki always stores the leaf
+        return list(names)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    carried = {str(v).lower() for v in san.get_values_for_type(x509.DNSName)}
+    carried |= {str(v) for v in san.get_values_for_type(x509.IPAddress)}
+    return [n for n in names if n.lower() not in carried and str(_ip_or_none(n)) not in carried]
+
+
+def _ip_or_none(text: str) -> object:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 def ensure_demo_pki(
-    directory: Path, *, key_type: str = "ec", now: datetime.datetime | None = None
+    directory: Path,
+    *,
+    key_type: str = "ec",
+    now: datetime.datetime | None = None,
+    server_names: Sequence[str] = (),
 ) -> tuple[DemoPki, bool]:
     """Reuse the demo PKI in ``directory``, or create it when the directory is missing or empty.
 
@@ -862,5 +929,6 @@ def ensure_demo_pki(
             PKI); it is never overwritten here.
     """
     if not directory.exists() or (directory.is_dir() and not _content_names(directory)):
-        return write_demo_pki(directory, key_type=key_type, now=now), True
+        pki = write_demo_pki(directory, key_type=key_type, now=now, server_names=server_names)
+        return pki, True
     return load_demo_pki(directory, now=now), False

@@ -1,7 +1,9 @@
 """The dashboard's HTTP server: trio + h11, a handful of routes, static files from the package.
 
 Routes: ``GET /`` (the page), ``GET /static/app.js`` and ``/static/app.css``, ``GET /api/config``,
-``GET /api/requests``, ``POST /api/try``, ``POST /api/check-ca``. Every request is first checked
+``GET /api/requests`` and ``DELETE /api/requests`` (forget them), ``GET /api/server-ca`` (the
+PEM a client must trust), ``GET /health`` and ``/health/live`` (:mod:`emulator.runtime.health`),
+``POST /api/try``, ``POST /api/check-ca``. Every request is first checked
 by :func:`emulator.dashboard.views.refusal` (``Host`` for all, ``Origin`` and content type for the
 two POSTs). Responses are never cached and the page runs under a Content-Security-Policy that
 allows only its own script and style: the table shows attacker-chosen text (certificate subjects,
@@ -42,6 +44,7 @@ from emulator.dashboard.views import (
 )
 from emulator.errors import StartupError
 from emulator.logsafe import escaped_logger
+from emulator.runtime.health import HEALTH_PATH, LIVE_PATH, health_response
 
 if TYPE_CHECKING:
     from emulator.runtime.gateway import Gateway
@@ -71,7 +74,9 @@ _STATIC: Final = {
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/app.css": ("app.css", "text/css; charset=utf-8"),
 }
-_GET_API: Final = frozenset({"/api/config", "/api/requests"})
+_GET_API: Final = frozenset(
+    {"/api/config", "/api/requests", "/api/server-ca", HEALTH_PATH, LIVE_PATH}
+)
 _POST_API: Final = frozenset({"/api/try", "/api/check-ca"})
 #: The page's script and style come from this server only; nothing inline, nothing framed.
 _CSP: Final = (
@@ -132,6 +137,9 @@ class Dashboard:
         bind: address to listen on; loopback by default, the CLI warns about anything else.
         port: 0 picks a free port (read it back from :attr:`port`).
         port_flag: the command-line flag that sets the port, for a busy port's fix.
+        allowed_hosts: further names a ``Host`` header may carry (``--dashboard-allowed-host``),
+            for a dashboard reached through a published name; the DNS-rebinding check stays
+            on for every other name.
     """
 
     def __init__(
@@ -143,6 +151,7 @@ class Dashboard:
         bind: str = "127.0.0.1",
         port: int = DEFAULT_DASHBOARD_PORT,
         port_flag: str = "--dashboard-port",
+        allowed_hosts: tuple[str, ...] = (),
     ) -> None:
         self.gateway = gateway
         self.identities = identities
@@ -153,8 +162,9 @@ class Dashboard:
         self.port: int | None = None
         self._targets = find_try_targets(gateway.config)
         self._static = _load_static()
-        # A name the user bound to (``--dashboard-bind myhost``) is also a valid Host.
-        self._extra_hosts = (bind,)
+        # A name the user bound to (``--dashboard-bind myhost``) is also a valid Host, and so
+        # is each ``--dashboard-allowed-host`` (a compose or Kubernetes service name).
+        self._extra_hosts = (bind, *allowed_hosts)
 
     @property
     def url(self) -> str:
@@ -299,12 +309,14 @@ class Dashboard:
 
     async def _respond(self, request: _Request) -> _Response:
         path = urlsplit(request.target).path
-        state_changing = path in _POST_API
+        deleting = path == "/api/requests" and request.method == "DELETE"
+        state_changing = path in _POST_API or deleting
         refused: Refusal | None = refusal(
             request.method,
             request.headers,
             state_changing=state_changing,
             extra_hosts=self._extra_hosts,
+            state_method="DELETE" if deleting else "POST",
         )
         if refused is not None:
             LOGGER.info(
@@ -319,10 +331,13 @@ class Dashboard:
             if refused.status == 405:
                 response.extra.append(("Allow", "POST"))
             return response
+        if deleting:
+            return self._clear_requests()
         if path in _STATIC or path in _GET_API:
             if request.method not in ("GET", "HEAD"):
                 response = _error(405, "use GET")
-                response.extra.append(("Allow", "GET, HEAD"))
+                allow = "GET, HEAD, DELETE" if path == "/api/requests" else "GET, HEAD"
+                response.extra.append(("Allow", allow))
                 return response
             return self._get(path, request.target)
         if path == "/api/try":
@@ -339,6 +354,11 @@ class Dashboard:
             if name == "index.html":
                 response.extra.append(("Content-Security-Policy", _CSP))
             return response
+        health = health_response(path, self.gateway.readiness())
+        if health is not None:
+            return _json(*health)
+        if path == "/api/server-ca":
+            return _Response(200, self.server_ca(), "application/x-pem-file")
         if path == "/api/config":
             view = config_view(
                 self.gateway.config,
@@ -367,6 +387,32 @@ class Dashboard:
             for record in reversed(records)
         ]
         return _json(200, {"kept": len(self.gateway.access_log), "requests": rows})
+
+    def server_ca(self) -> bytes:
+        """The PEM a client must trust to reach the gateway's HTTPS listeners.
+
+        What the listeners' PFX files carry, plus the demo PKI's server root when there is one
+        (a PFX usually holds no root); each certificate once.
+        """
+        pems = [self.gateway.server_ca, self.identities.server_root_pem]
+        blocks: list[bytes] = []
+        for pem in pems:
+            for block in pem.split(b"-----END CERTIFICATE-----"):
+                text = block.strip()
+                if text:
+                    full = text + b"\n-----END CERTIFICATE-----\n"
+                    if full not in blocks:
+                        blocks.append(full)
+        return b"".join(blocks)
+
+    def _clear_requests(self) -> _Response:
+        """``DELETE /api/requests``: forget the recent requests, so a test starts clean."""
+        cleared = len(self.gateway.access_log)
+        self.gateway.access_log.clear()
+        if self.observations is not None:
+            self.observations.clear()
+        LOGGER.info("dashboard.requests_cleared count=%s", cleared)
+        return _json(200, {"cleared": cleared})
 
     def _body(self, request: _Request) -> Any:
         try:

@@ -92,6 +92,7 @@ def refusal(
     *,
     state_changing: bool,
     extra_hosts: Iterable[str] = (),
+    state_method: str = "POST",
 ) -> Refusal | None:
     """None when the request may be served; else why not.
 
@@ -104,8 +105,13 @@ def refusal(
     (curl, scripts) ``Sec-Fetch-Site`` must not say cross-site. The JSON content type is required
     too, which a cross-site HTML form cannot send without a CORS preflight that is never granted.
 
+    ``DELETE /api/requests`` is state-changing without a body (``state_method="DELETE"``):
+    the same Host and Origin checks, no content type; a cross-site DELETE needs a CORS
+    preflight, which is never granted.
+
     Args:
         headers: request headers with lowercase names (the last value of a repeated name).
+        state_method: the one method a state-changing route accepts.
     """
     host = headers.get("host", "")
     if not _host_allowed(host, extra_hosts):
@@ -116,8 +122,8 @@ def refusal(
         )
     if not state_changing:
         return None
-    if method != "POST":
-        return Refusal(405, "use POST")
+    if method != state_method:
+        return Refusal(405, f"use {state_method}")
     origin = headers.get("origin")
     if origin is not None:
         if origin.lower() != f"http://{host.strip().lower()}":
@@ -129,7 +135,7 @@ def refusal(
     elif headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return Refusal(403, "cross-site requests are refused")
     content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type != "application/json":
+    if state_method == "POST" and content_type != "application/json":
         return Refusal(415, "send the request body as JSON (Content-Type: application/json)")
     return None
 
@@ -173,6 +179,10 @@ class BackendObservations:
 
     def get(self, trace_id: str) -> Observation | None:
         return self._by_trace.get(trace_id)
+
+    def clear(self) -> None:
+        """Forget every observation (``DELETE /api/requests``)."""
+        self._by_trace.clear()
 
 
 # -- the gateway as configured --------------------------------------------------------------------

@@ -9,6 +9,7 @@ the dashboard has no authentication and can make the gateway send requests.
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,9 @@ def add_dashboard_arguments(parser: argparse.ArgumentParser, *, command: str) ->
     else:
         parser.add_argument(
             "--dashboard",
+            # Also spelt as under ``up``, so APPGW_EMULATOR_DASHBOARD_PORT serves both.
+            "--dashboard-port",
+            dest="dashboard",
             type=_port,
             default=None,
             metavar="PORT",
@@ -66,8 +70,25 @@ def add_dashboard_arguments(parser: argparse.ArgumentParser, *, command: str) ->
         "--dashboard-bind",
         default="127.0.0.1",
         metavar="ADDRESS",
-        help="address the dashboard listens on (default 127.0.0.1; anything else is reachable "
-        "from other machines)",
+        help="address the dashboard and the health endpoint listen on (default 127.0.0.1; "
+        "anything else is reachable from other machines)",
+    )
+    parser.add_argument(
+        "--dashboard-allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a further name the dashboard answers to in Host/Origin, e.g. the compose or "
+        "Kubernetes service name it is published under (repeatable; localhost and IP "
+        "addresses are always allowed)",
+    )
+    parser.add_argument(
+        "--health-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve GET /health (readiness) and /health/live alone on PORT, without the "
+        "dashboard (the dashboard serves them too)",
     )
 
 
@@ -94,8 +115,13 @@ async def start_dashboard_for_cli(
     observations: BackendObservations | None,
     say: Callable[[str], None],
     note: Callable[[str], None],
-) -> Dashboard | None:
-    """Start the dashboard the flags ask for and print its ready line; None when it is off.
+) -> Callable[[], Dashboard | None]:
+    """Start the dashboard and the health endpoint the flags ask for, before the gateway binds.
+
+    Started first so that ``GET /health`` can answer 503 while the listeners are still being
+    bound. Returns what prints their ready lines (and the dashboard), called once the
+    listeners' own ready lines are out: the order of the ``ready:`` lines is part of the
+    contract.
 
     Under ``up`` the default port is a convenience: when 8000 is taken, ``up`` still runs and
     says how to pick another port. A port the user chose must bind, or start-up fails.
@@ -104,6 +130,46 @@ async def start_dashboard_for_cli(
         StartupError: the chosen port is busy or the address cannot be bound.
         DemoPkiError: ``--pki`` is not a usable demo PKI.
     """
+    lines: list[str] = []
+    health_port = getattr(args, "health_port", None)
+    if health_port is not None:
+        from emulator.runtime.health import serve_health
+
+        url = await nursery.start(
+            functools.partial(
+                serve_health, gateway.readiness, host=args.dashboard_bind, port=health_port
+            )
+        )
+        lines.append(f"ready: health {url}")
+    dashboard = await _start_dashboard(
+        nursery, gateway, args, pki_dir=pki_dir, observations=observations, note=note
+    )
+    if dashboard is not None:
+        lines.append(f"ready: dashboard {dashboard.url}")
+    if (dashboard is not None or health_port is not None) and not _is_loopback(args.dashboard_bind):
+        note(
+            f"warning: the dashboard listens on {args.dashboard_bind}, not on loopback: anyone "
+            "who can reach this address can read the request log and make the gateway send "
+            "requests (it has no authentication)"
+        )
+
+    def announce() -> Dashboard | None:
+        for line in lines:
+            say(line)
+        return dashboard
+
+    return announce
+
+
+async def _start_dashboard(
+    nursery: trio.Nursery,
+    gateway: Gateway,
+    args: argparse.Namespace,
+    *,
+    pki_dir: Path | None,
+    observations: BackendObservations | None,
+    note: Callable[[str], None],
+) -> Dashboard | None:
     if args.command == "up":
         if args.no_dashboard:
             return None
@@ -122,9 +188,10 @@ async def start_dashboard_for_cli(
         bind=args.dashboard_bind,
         port=DEFAULT_DASHBOARD_PORT if port is None else port,
         port_flag=flag,
+        allowed_hosts=tuple(getattr(args, "dashboard_allowed_host", ())),
     )
     try:
-        url = await nursery.start(dashboard.serve)
+        await nursery.start(dashboard.serve)
     except StartupError as exc:
         if not optional or exc.error_code != "EmulatorPortInUse":
             raise
@@ -133,11 +200,4 @@ async def start_dashboard_for_cli(
             f"another with {flag} PORT (0 picks a free one) or turn it off with --no-dashboard"
         )
         return None
-    if not _is_loopback(args.dashboard_bind):
-        note(
-            f"warning: the dashboard listens on {args.dashboard_bind}, not on loopback: anyone "
-            "who can reach this address can read the request log and make the gateway send "
-            "requests (it has no authentication)"
-        )
-    say(f"ready: dashboard {url}")
     return dashboard

@@ -63,6 +63,7 @@ __all__ = [
     "BackendSpec",
     "Gateway",
     "Parameters",
+    "Readiness",
     "drain_serving",
     "load_config",
     "parse_backends",
@@ -311,6 +312,8 @@ class Gateway:
         self.health = HealthTable()
         self._runtimes = self._build_runtimes()
         self._serving = False
+        #: new, binding, serving, draining or stopped: what :meth:`readiness` reports.
+        self._phase = "new"
         #: Set at the next access record; made only while someone waits (wait_for_access).
         self._access_event: trio.Event | None = None
         # Set while inside ``async with gateway:``; the nursery serving the block's listeners.
@@ -539,15 +542,6 @@ class Gateway:
     async def _bind(self, runtime: ListenerRuntime) -> trio.SocketListener:
         listener = runtime.listener
         port = self.local_port_for(listener)
-        if 0 < port < 1024 and hasattr(os, "geteuid") and os.geteuid() != 0:
-            raise StartupError(
-                f"listener '{listener.name}' uses port {port}, which needs root",
-                file=self.config.file,
-                path=listener.path,
-                fix=f"map it to a free local port: --listen {listener.frontend_port}=8{port:03d} "
-                f"(or --listen {listener.frontend_port}=0 for any free port)",
-                code="EmulatorPrivilegedPort",
-            )
         family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
         sock = trio.socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -556,6 +550,18 @@ class Gateway:
             sock.listen(LISTEN_BACKLOG)
         except OSError as exc:
             sock.close()
+            # Tried, not predicted from the uid: CAP_NET_BIND_SERVICE, or a container whose
+            # net.ipv4.ip_unprivileged_port_start is 0, lets a non-root process bind 444.
+            if exc.errno == errno.EACCES and 0 < port < 1024:
+                raise StartupError(
+                    f"listener '{listener.name}' uses port {port}, which this process may not "
+                    "bind (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+                    file=self.config.file,
+                    path=listener.path,
+                    fix=f"map it to a free local port: --listen {listener.frontend_port}="
+                    f"8{port:03d} (or --listen {listener.frontend_port}=0 for any free port)",
+                    code="EmulatorPrivilegedPort",
+                ) from exc
             if exc.errno == errno.EADDRINUSE:
                 raise StartupError(
                     f"port {port} on {self.bind} is already in use (listener '{listener.name}')",
@@ -595,7 +601,21 @@ class Gateway:
             msg = "this gateway is already serving; one instance serves once at a time"
             raise RuntimeError(msg)
         self._serving = True
+        self._phase = "binding"
         self.ports = {}
+
+    def readiness(self) -> Readiness:
+        """Whether every listener is bound and accepting, for ``GET /health``.
+
+        Ready only between the last bind and the start of a drain: a load balancer must stop
+        sending new connections as soon as a stop is asked for.
+        """
+        bound = {
+            name: _address(self.bind, self.ports[name])
+            for name in self.listener_names
+            if name in self.ports and self._phase in ("serving", "draining")
+        }
+        return Readiness(ready=self._phase == "serving", state=self._phase, listeners=bound)
 
     async def serve(
         self, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED
@@ -615,6 +635,7 @@ class Gateway:
             await self._serve_bound(listeners, task_status=task_status)
         finally:
             self._serving = False
+            self._phase = "stopped"
 
     async def _serve_bound(
         self,
@@ -633,11 +654,13 @@ class Gateway:
                 nursery.start_soon(run_probes, self.config.rules, self.health)
                 if registry is not None:
                     registry.add(self)
+                self._phase = "serving"
                 task_status.started(self)
         finally:
             if registry is not None:
                 registry.discard(self)
             self._accepting = None
+            self._phase = "stopped"
             with trio.CancelScope(shield=True):
                 await backend.aclose()
                 for sock_listener, _ in listeners:
@@ -732,6 +755,7 @@ class Gateway:
         if accepting is None:
             await trio.lowlevel.checkpoint()
             return 0
+        self._phase = "draining"
         accepting.cancel()
         with trio.CancelScope(shield=True):
             await self._accept_done.wait()
@@ -789,6 +813,7 @@ class Gateway:
             listeners = await self._bind_all()
         except BaseException:
             self._serving = False
+            self._phase = "stopped"
             raise
         manager = trio.open_nursery()
         try:
@@ -796,6 +821,7 @@ class Gateway:
             await nursery.start(self._serve_bound, listeners)
         except BaseException as exc:
             self._serving = False
+            self._phase = "stopped"
             await manager.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         self._nursery = nursery
@@ -827,6 +853,26 @@ class Gateway:
             raise
         finally:
             self._serving = False
+            self._phase = "stopped"
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What ``GET /health`` reports for one gateway.
+
+    Attributes:
+        ready: every listener is bound and the gateway is not draining.
+        state: ``new`` (never served), ``binding``, ``serving``, ``draining`` or ``stopped``.
+        listeners: listener name to the ``HOST:PORT`` it is bound to (empty before binding).
+    """
+
+    ready: bool
+    state: str
+    listeners: Mapping[str, str]
 
 
 @dataclass(eq=False, slots=True)
