@@ -124,7 +124,11 @@ class RequestFacts:
         """The raw path of the target (an absolute-form target's path part)."""
         raw = self.target.split("?", 1)[0]
         if "://" in raw:
-            return urlsplit(raw).path or "/"
+            # Cut by hand: urlsplit raises on a malformed "[...]" authority, and the target of
+            # a refused request head (logged as it came) may have one.
+            after = raw.split("://", 1)[1]
+            slash = after.find("/")
+            return after[slash:] if slash >= 0 else "/"
         return raw
 
     @property
