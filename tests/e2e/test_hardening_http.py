@@ -275,6 +275,14 @@ async def test_h2c_upgrade_is_403_on_https_listeners_and_the_connection_goes_on(
     assert b"h2c" not in demo.received().lower()
 
 
+async def test_h2c_upgrade_without_a_certificate_on_strict_is_still_the_strict_400(
+    demo: Demo,
+) -> None:
+    request = b"GET /h2 HTTP/1.1\r\nHost: localhost\r\n" + H2C_UPGRADES["h2c"] + b"\r\n"
+    _refused(await demo.exchange(request, STRICT_LISTENER), GatewayPage.NO_CLIENT_CERT)
+    assert demo.received() == b""
+
+
 async def test_h2c_upgrade_is_403_on_an_http_listener(rpki: RoutingPki) -> None:
     request = (
         b"GET / HTTP/1.1\r\nHost: www.contoso.test\r\nConnection: Upgrade, HTTP2-Settings\r\n"
