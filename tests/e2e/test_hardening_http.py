@@ -23,6 +23,7 @@ from emulator.runtime import proxy
 from tests.e2e.hostile import (
     RawBackend,
     assert_gateway_page,
+    demo_gateway_template,
     logged,
     no_internal_errors,
     raw_backend,
@@ -39,6 +40,8 @@ from tests.e2e.stack import (
     parse_responses,
     raw_tls_socket,
     read_to_eof,
+    start_stack,
+    template_parameters,
     wait_for_access_records,
 )
 from tests.e2e.test_routing_e2e import (
@@ -369,3 +372,48 @@ async def test_path_override_is_applied_to_the_normalised_path(
     assert sent["target"] == forwarded
     assert [v for k, v in sent["headers"] if k.lower() == "host"] == [INVENTORY_HOST]
     assert [v for k, v in sent["headers"] if k.lower() == "x-original-url"] == [target]
+
+
+# -- the host server variable follows the routing host ---------------------------------------
+
+
+async def test_var_host_is_the_routing_host_never_a_host_inside_an_origin_form_target(
+    pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    template = demo_gateway_template()
+    rule_set = template["resources"][0]["properties"]["rewriteRuleSets"][0]["properties"]
+    rule_set["rewriteRules"].append(
+        {
+            "name": "host-variable",
+            "ruleSequence": 200,
+            "actionSet": {
+                "requestHeaderConfigurations": [
+                    {"headerName": "X-Host", "headerValue": "{var_host}"}
+                ]
+            },
+        }
+    )
+    stack = await start_stack(
+        nursery,
+        template,
+        template_parameters(pki),
+        tmp_path=tmp_path,
+        listen={8443: 0, 9443: 0},
+        backend_pool="stub-backend",
+    )
+    requests = [
+        # Origin form with "://" in it: before, {var_host} read "evil.example" from it.
+        b"GET //evil.example/a?u=http://x HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"GET /proxy/http://evil.example/ HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        # Absolute form: its authority is the host, whatever Host says.
+        b"GET https://LocalHost:9443/b HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    ]
+    data = await trio.to_thread.run_sync(
+        tls_exchange, stack.port(PASSTHROUGH_LISTENER), client_context(pki), b"".join(requests)
+    )
+    assert [reply.status for reply in parse_responses(data)] == [200, 200, 200]
+    assert [(r.target, r.header_values("X-Host")) for r in stack.recorded] == [
+        ("//evil.example/a?u=http://x", ("localhost",)),
+        ("/proxy/http://evil.example/", ("localhost",)),
+        ("/b", ("localhost",)),
+    ]
