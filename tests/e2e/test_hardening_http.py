@@ -8,6 +8,7 @@ the target and headers each named backend was sent; a refused request must leave
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import time
@@ -17,9 +18,12 @@ import h11
 import pytest
 import trio
 
+from emulator.arm.template import load_template, select_gateway
 from emulator.core.pages import GatewayPage
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
+from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.runtime import proxy
+from emulator.runtime.gateway import Gateway
 from tests.e2e.hostile import (
     RawBackend,
     assert_gateway_page,
@@ -216,9 +220,33 @@ def _good_chunk_then_bad(port: int, ctx: ssl.SSLContext) -> bytes:
         return read_to_eof(tls)
 
 
+@pytest.fixture
+async def streaming_demo(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) -> Demo:
+    """The demo gateway with request buffering off (``enableRequestBuffering: false``), so
+    a request body streams to the backend behind its head."""
+    backend = await nursery.start(_serve_raw_backend)
+    template = demo_gateway_template(backend_port=backend.port)
+    template["resources"][0]["properties"]["globalConfiguration"] = {
+        "enableRequestBuffering": False,
+        "enableResponseBuffering": True,
+    }
+    path = tmp_path / "streaming.json"
+    path.write_text(json.dumps(template))
+    config = build_gateway_config(
+        select_gateway(load_template(path, template_parameters(pki)), None)
+    )
+    config = with_backend_overrides(
+        config, {"stub-backend": (BackendAddress("127.0.0.1", backend.port),)}
+    )
+    gateway = Gateway(config, listen={8443: 0, 9443: 0})
+    await nursery.start(gateway.serve)
+    return Demo(Stack(gateway, backend.port), backend, pki)
+
+
 async def test_malformed_chunk_after_a_forwarded_one_aborts_the_backend_request(
-    demo: Demo, caplog: pytest.LogCaptureFixture
+    streaming_demo: Demo, caplog: pytest.LogCaptureFixture
 ) -> None:
+    demo = streaming_demo
     caplog.set_level(logging.INFO, logger="emulator.proxy")
     data = await trio.to_thread.run_sync(
         _good_chunk_then_bad, demo.stack.port(PASSTHROUGH_LISTENER), client_context(demo.pki)
