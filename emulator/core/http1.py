@@ -47,6 +47,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from emulator.core.bounded_cache import ClearingCache
+
 __all__ = [
     "LAST_CHUNK",
     "BodyReader",
@@ -432,6 +434,11 @@ _ABSOLUTE_FORM: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*+)://([^/?#]*+)(.*+
 _TARGET_SCHEMES: Final = frozenset({"http", "https"})
 #: Highest TCP port number.
 _MAX_PORT: Final = 65535
+#: Valid Host values already seen → their routing host. Keep-alive requests repeat one Host,
+#: so a hit saves the validation on nearly every request; bounded because clients choose the
+#: keys (a gateway serves a few host names; 4,096 covers them with room to spare).
+_HOST_CACHE_ENTRIES: Final = 4096
+_VALID_HOSTS: Final[ClearingCache[str, str]] = ClearingCache(_HOST_CACHE_ENTRIES)
 
 
 def validate_host(value: str, where: str = "Host header") -> str:
@@ -444,6 +451,9 @@ def validate_host(value: str, where: str = "Host header") -> str:
         HttpError: (400) the value is not ``host[:port]``; nothing of such a request may be
             forwarded or routed, since a backend could read another host from it.
     """
+    known = _VALID_HOSTS.get(value)
+    if known is not None:
+        return known
     lower = value.lower()
     match = _HOST_VALUE.fullmatch(lower)
     if match is None:
@@ -458,8 +468,11 @@ def validate_host(value: str, where: str = "Host header") -> str:
             raise HttpError(
                 f"invalid host {_quote(value)} in the {where}: [{ipv6}] is not an IPv6 address"
             ) from None
-        return f"[{ipv6}]"
-    return str(name)
+        host = f"[{ipv6}]"
+    else:
+        host = str(name)
+    _VALID_HOSTS.put(value, host)
+    return host
 
 
 def _host_problem(lower: str) -> str:

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from emulator.core.certinfo import (
     CLIENT_CERTIFICATE,
@@ -131,8 +131,12 @@ class RequestFacts:
     def path(self) -> str:
         """The raw path of the target (an absolute-form target's path part)."""
         raw = self.target.split("?", 1)[0]
-        if "://" in raw:
-            return urlsplit(raw).path or "/"
+        if not raw.startswith("/") and "://" in raw:
+            # Cut by hand: urlsplit raises on a malformed "[...]" authority, and the target of
+            # a refused request head (logged as it came) may have one.
+            after = raw.split("://", 1)[1]
+            slash = after.find("/")
+            return after[slash:] if slash >= 0 else "/"
         return raw
 
     @property
@@ -213,8 +217,12 @@ def _forwarded_for(f: RequestFacts) -> str:
 
 def _host(f: RequestFacts) -> str:
     """nginx ``$host``: the request line's host, else the Host header's; no port, lowercase."""
-    if "://" in f.target:
-        host = urlsplit(f.target).netloc.rpartition("@")[2]
+    target = f.target
+    if not target.startswith("/") and "://" in target:
+        # Absolute form (facts built outside the proxy: the proxy's codec gives origin form
+        # with the authority as Host). An origin-form target may hold "://" in its path or
+        # query ("//evil.test/?u=http://x"): that is no host.
+        host = target.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
     else:
         host = f.header("host") or ""
     if host.startswith("["):

@@ -761,17 +761,6 @@ class ClientConnection:
                 "CONNECT is not supported",
             )
             return await self._refuse(GatewayPage.BAD_REQUEST, facts, started)
-        if request.upgrade_h2c:
-            # configuration-listeners, "HTTP/2 support": h2c upgrades get 403. On HTTPS
-            # listeners too (the document speaks of HTTP ones): a backend that accepted the
-            # upgrade would read HTTP/2 frames whose headers no rewrite rule ever saw.
-            LOGGER.info(
-                "http.h2c_refused listener=%s client=%s:%s upgrade=%s",
-                self.listener.name,
-                *self.peer,
-                _header_safe(facts.header("upgrade") or ""),
-            )
-            return await self._status_page(GatewayPage.FORBIDDEN, facts, started)
         if rule is None:
             # v2: no listener on this port takes the host (appgw-behaviour.md section 7).
             LOGGER.info(
@@ -804,6 +793,18 @@ class ClientConnection:
             facts = replace(facts, verification=decision.verification)
         if not decision.allowed and decision.page is not None:
             return await self._refuse(decision.page, facts, started)
+        if request.upgrade_h2c:
+            # configuration-listeners, "HTTP/2 support": h2c upgrades get 403, after the
+            # checks nginx makes before any location (a Strict failure stays a 400). On HTTPS
+            # listeners too (the document speaks of HTTP ones): a backend that accepted the
+            # upgrade would read HTTP/2 frames whose headers no rewrite rule ever saw.
+            LOGGER.info(
+                "http.h2c_refused listener=%s client=%s:%s upgrade=%s",
+                self.listener.name,
+                *self.peer,
+                _header_safe(facts.header("upgrade") or ""),
+            )
+            return await self._status_page(GatewayPage.FORBIDDEN, facts, started)
         try:
             return await self._route(request, rule, facts, started)
         except HttpError as exc:

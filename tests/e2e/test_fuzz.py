@@ -23,6 +23,7 @@ example ends in well under a second. CI runs ``FUZZ_EXAMPLES`` examples per prop
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -198,6 +199,9 @@ targets = st.sampled_from(
         b"/%2e%2e/x",
         b"*",
         b"http://localhost/abs",
+        b"https://localhost:9443?abs",
+        b"http://user@localhost/abs",
+        b"http://[::1/abs",
         b"/a b",
         b"",
         b"/\x7f",
@@ -223,6 +227,8 @@ header_lines = st.one_of(
             b"Accept: */*",
             b"Host: localhost",
             b"Host: other.example",
+            b"Host: localhost:9443:1",
+            b"Host: localhost/x",
             b"Connection: close",
             b"Connection: keep-alive",
             b"Expect: 100-continue",
@@ -361,6 +367,127 @@ def test_http_entry_answers_almost_valid_requests_with_framed_responses_and_no_f
         for name in OWNED_HEADERS:
             assert all(FORGED not in value for value in seen.header_values(name)), seen.headers
         assert not any("_" in name for name, _ in seen.headers)
+
+
+# -- the HTTP entry: Host values and request targets (issue 15, findings 3 and 4) ------------
+
+#: Host values a client may send, and characters that make one malformed when inserted.
+HOST_SEEDS: Final = (
+    b"localhost",
+    b"LocalHost.",
+    b"api.contoso.test:9443",
+    b"10.0.0.1:80",
+    b"my_host-1",
+    b"[::1]",
+    b"[2001:db8::1]:443",
+    b"a:",
+)
+HOST_MUTATIONS: Final = (
+    b":",
+    b":1",
+    b"/",
+    b"\\",
+    b",",
+    b" ",
+    b"@",
+    b"[",
+    b"]",
+    b"\x01",
+    b"\x7f",
+    b"\xe9",
+    b"%",
+    b".",
+    b"%eth0",
+    b"9",
+)
+
+
+@st.composite
+def host_values(draw: st.DrawFn) -> bytes:
+    value = draw(st.sampled_from(HOST_SEEDS))
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(value)))
+        value = value[:at] + draw(st.sampled_from(HOST_MUTATIONS)) + value[at:]
+    return value
+
+
+def _valid_host(value: bytes) -> bool:
+    """The test's own reading of ``host[:port]`` (RFC 3986 section 3.2.2, restricted as the
+    README's "Security model" says): an oracle written apart from the codec's."""
+    text = value.decode("latin-1").lower()
+    if text.startswith("["):
+        close = text.find("]")
+        address, rest = text[1:close], text[close + 1 :]
+        if close < 0 or not address or set(address) - set("0123456789abcdef:."):
+            return False
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            return False
+    else:
+        name, colon, port = text.partition(":")
+        rest = colon + port
+        labels = (name[:-1] if name.endswith(".") else name).split(".")
+        if not all(re.fullmatch(r"[a-z0-9_-]+", label) for label in labels):
+            return False
+    if not rest:
+        return True
+    port = rest[1:]
+    return (
+        rest[0] == ":"
+        and re.fullmatch(r"[0-9]{0,5}", port) is not None
+        and (not port or int(port) <= 65535)
+    )
+
+
+@FUZZ_SETTINGS
+@given(
+    host=host_values(),
+    authority=st.one_of(st.none(), host_values()),
+    scheme=st.sampled_from([b"http", b"https", b"HTTPS"]),
+    path=st.sampled_from([b"", b"/", b"/a/b", b"?q=1", b"/x?y=z"]),
+)
+def test_host_and_target_parsing_forwards_only_one_well_formed_host_in_origin_form(
+    target: FuzzTarget,
+    pki: PkiBundle,
+    host: bytes,
+    authority: bytes | None,
+    scheme: bytes,
+    path: bytes,
+) -> None:
+    stack = target.stack
+    before = len(stack.recorded)
+    if authority is None:
+        request_target = b"/" + path.lstrip(b"/")
+    else:
+        request_target = scheme + b"://" + authority + path
+    request = (
+        b"GET " + request_target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+    )
+    with _tls(stack.port(PASSTHROUGH_LISTENER), client_context(pki)) as tls:
+        tls.sendall(request)
+        answer = read_to_eof(tls)
+    # The request line's grammar (visible ASCII, no spaces) refuses some authorities first;
+    # RFC 3986 section 3.2: the authority ends at the first "/", "?" or "#".
+    line_ok = all(0x21 <= byte <= 0x7E for byte in request_target)
+    if authority is not None:
+        cut = re.search(rb"[/?#]", authority + path)
+        whole = authority + path
+        authority, rest = (whole[: cut.start()], whole[cut.start() :]) if cut else (whole, b"")
+        origin = rest if rest.startswith(b"/") else b"/" + rest
+    host = host.strip(b" \t")  # optional whitespace around a field value is not the value
+    valid = _valid_host(host) and (authority is None or (line_ok and _valid_host(authority)))
+    (reply,) = parse_strictly(answer)
+    recorded = stack.recorded[before:]
+    if not valid:
+        assert reply.status == 400, (request, reply.status)
+        assert recorded == []
+        return
+    assert reply.status == 200, (request, reply.status)
+    (seen,) = recorded
+    # RFC 9112 section 3.2.2: origin form, and the authority (when given) as the only Host.
+    assert seen.target == (request_target if authority is None else origin).decode()
+    assert seen.header_values("Host") == ((authority or host).decode("latin-1"),)
 
 
 # -- the resumption path: every connection offers the session of the one before ---------------

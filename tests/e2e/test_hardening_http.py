@@ -8,6 +8,7 @@ the target and headers each named backend was sent; a refused request must leave
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import time
@@ -17,12 +18,16 @@ import h11
 import pytest
 import trio
 
+from emulator.arm.template import load_template, select_gateway
 from emulator.core.pages import GatewayPage
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
+from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.runtime import proxy
+from emulator.runtime.gateway import Gateway
 from tests.e2e.hostile import (
     RawBackend,
     assert_gateway_page,
+    demo_gateway_template,
     logged,
     no_internal_errors,
     raw_backend,
@@ -39,6 +44,8 @@ from tests.e2e.stack import (
     parse_responses,
     raw_tls_socket,
     read_to_eof,
+    start_stack,
+    template_parameters,
     wait_for_access_records,
 )
 from tests.e2e.test_routing_e2e import (
@@ -213,9 +220,33 @@ def _good_chunk_then_bad(port: int, ctx: ssl.SSLContext) -> bytes:
         return read_to_eof(tls)
 
 
+@pytest.fixture
+async def streaming_demo(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) -> Demo:
+    """The demo gateway with request buffering off (``enableRequestBuffering: false``), so
+    a request body streams to the backend behind its head."""
+    backend = await nursery.start(_serve_raw_backend)
+    template = demo_gateway_template(backend_port=backend.port)
+    template["resources"][0]["properties"]["globalConfiguration"] = {
+        "enableRequestBuffering": False,
+        "enableResponseBuffering": True,
+    }
+    path = tmp_path / "streaming.json"
+    path.write_text(json.dumps(template))
+    config = build_gateway_config(
+        select_gateway(load_template(path, template_parameters(pki)), None)
+    )
+    config = with_backend_overrides(
+        config, {"stub-backend": (BackendAddress("127.0.0.1", backend.port),)}
+    )
+    gateway = Gateway(config, listen={8443: 0, 9443: 0})
+    await nursery.start(gateway.serve)
+    return Demo(Stack(gateway, backend.port), backend, pki)
+
+
 async def test_malformed_chunk_after_a_forwarded_one_aborts_the_backend_request(
-    demo: Demo, caplog: pytest.LogCaptureFixture
+    streaming_demo: Demo, caplog: pytest.LogCaptureFixture
 ) -> None:
+    demo = streaming_demo
     caplog.set_level(logging.INFO, logger="emulator.proxy")
     data = await trio.to_thread.run_sync(
         _good_chunk_then_bad, demo.stack.port(PASSTHROUGH_LISTENER), client_context(demo.pki)
@@ -273,6 +304,14 @@ async def test_h2c_upgrade_is_403_on_https_listeners_and_the_connection_goes_on(
         ("GET", "/after")
     ]
     assert b"h2c" not in demo.received().lower()
+
+
+async def test_h2c_upgrade_without_a_certificate_on_strict_is_still_the_strict_400(
+    demo: Demo,
+) -> None:
+    request = b"GET /h2 HTTP/1.1\r\nHost: localhost\r\n" + H2C_UPGRADES["h2c"] + b"\r\n"
+    _refused(await demo.exchange(request, STRICT_LISTENER), GatewayPage.NO_CLIENT_CERT)
+    assert demo.received() == b""
 
 
 async def test_h2c_upgrade_is_403_on_an_http_listener(rpki: RoutingPki) -> None:
@@ -361,3 +400,48 @@ async def test_path_override_is_applied_to_the_normalised_path(
     assert sent["target"] == forwarded
     assert [v for k, v in sent["headers"] if k.lower() == "host"] == [INVENTORY_HOST]
     assert [v for k, v in sent["headers"] if k.lower() == "x-original-url"] == [target]
+
+
+# -- the host server variable follows the routing host ---------------------------------------
+
+
+async def test_var_host_is_the_routing_host_never_a_host_inside_an_origin_form_target(
+    pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    template = demo_gateway_template()
+    rule_set = template["resources"][0]["properties"]["rewriteRuleSets"][0]["properties"]
+    rule_set["rewriteRules"].append(
+        {
+            "name": "host-variable",
+            "ruleSequence": 200,
+            "actionSet": {
+                "requestHeaderConfigurations": [
+                    {"headerName": "X-Host", "headerValue": "{var_host}"}
+                ]
+            },
+        }
+    )
+    stack = await start_stack(
+        nursery,
+        template,
+        template_parameters(pki),
+        tmp_path=tmp_path,
+        listen={8443: 0, 9443: 0},
+        backend_pool="stub-backend",
+    )
+    requests = [
+        # Origin form with "://" in it: before, {var_host} read "evil.example" from it.
+        b"GET //evil.example/a?u=http://x HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"GET /proxy/http://evil.example/ HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        # Absolute form: its authority is the host, whatever Host says.
+        b"GET https://LocalHost:9443/b HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    ]
+    data = await trio.to_thread.run_sync(
+        tls_exchange, stack.port(PASSTHROUGH_LISTENER), client_context(pki), b"".join(requests)
+    )
+    assert [reply.status for reply in parse_responses(data)] == [200, 200, 200]
+    assert [(r.target, r.header_values("X-Host")) for r in stack.recorded] == [
+        ("//evil.example/a?u=http://x", ("localhost",)),
+        ("/proxy/http://evil.example/", ("localhost",)),
+        ("/b", ("localhost",)),
+    ]

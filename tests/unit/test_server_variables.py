@@ -248,7 +248,11 @@ def test_a_serial_whose_der_has_a_sign_byte_prints_without_it() -> None:
         ("/x", "contoso.com:8080", "contoso.com"),
         ("/x", "[2001:DB8::1]:443", "[2001:db8::1]"),
         ("http://Request-Line.example:8080/x?y", "other.example", "request-line.example"),
+        ("http://u@a.example", "other.example", "a.example"),
         ("/x", None, ""),
+        # Origin form holding "://" names no host (issue 15): the Host header's stays.
+        ("//evil.example/a?u=http://x", "contoso.com", "contoso.com"),
+        ("/proxy/http://evil.example/", "contoso.com", "contoso.com"),
     ],
 )
 def test_host_prefers_the_request_line_then_the_host_header(
@@ -257,6 +261,20 @@ def test_host_prefers_the_request_line_then_the_host_header(
     headers = (("Host", host_header),) if host_header is not None else ()
 
     assert server_variable("host", facts(target=target, headers=headers)) == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [
+        ("/proxy/http://x/y?q", "/proxy/http://x/y"),
+        ("http://a.example/p/q?r", "/p/q"),
+        ("http://a.example?r", "/"),
+        # A refused head is logged with its target as sent; a broken [..] must not raise.
+        ("http://[::1%]@/x", "/x"),
+    ],
+)
+def test_path_of_origin_and_absolute_targets(target: str, path: str) -> None:
+    assert facts(target=target).path == path
 
 
 @pytest.mark.parametrize(
