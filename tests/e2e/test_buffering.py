@@ -59,7 +59,9 @@ def _short_linger(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(proxy, "LINGER_IDLE_S", 0.05)
 
 
-async def _tls(port: int, ctx: ssl.SSLContext, *, rcvbuf: int | None = None) -> trio.SSLStream:
+async def _tls(
+    port: int, ctx: ssl.SSLContext, *, rcvbuf: int | None = None
+) -> trio.SSLStream[trio.SocketStream]:
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf is not None:
         # Before connect, so the TCP window offered in the handshake is small as well.
@@ -83,7 +85,7 @@ def _response_length(data: bytes | bytearray) -> int | None:
     return end + 4
 
 
-async def _read_reply(tls: trio.SSLStream, *, within_s: float) -> list[Reply]:
+async def _read_reply(tls: trio.SSLStream[trio.SocketStream], *, within_s: float) -> list[Reply]:
     """The next response on ``tls`` (a list: empty when none came in time, or more than one
     if the gateway sent more)."""
     data = bytearray()
