@@ -60,7 +60,10 @@ MAX_HEAD_BYTES: Final = 16 * 1024
 #: Request bodies: the inspector's upload, base64-encoded. check-ca itself flags any file over
 #: Azure's 25 KB limit, so anything far beyond that is refused before parsing.
 MAX_BODY_BYTES: Final = 1024 * 1024
-#: A keep-alive connection with no new request for this long is closed.
+#: A request must be whole (head and body) this long after the wait for it began, else the
+#: connection is closed: one deadline per request, which bytes trickling in do not move (a
+#: timeout per read would let a client sending a byte now and then hold a connection forever).
+#: It also closes a keep-alive connection with no new request.
 IDLE_TIMEOUT_S: Final = 30.0
 RECEIVE_BYTES: Final = 64 * 1024
 #: Rows ``/api/requests`` returns by default, and at most (``?limit=``).
@@ -259,10 +262,11 @@ class Dashboard:
     ) -> _Request | None:
         head: h11.Request | None = None
         body = bytearray()
+        deadline = trio.current_time() + IDLE_TIMEOUT_S
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                with trio.fail_after(IDLE_TIMEOUT_S):
+                with trio.fail_at(deadline):
                     data = await stream.receive_some(RECEIVE_BYTES)
                 conn.receive_data(data)
                 continue

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import itertools
+import math
 import select
 import socket
 import ssl
@@ -209,15 +210,22 @@ class BackendConnection:
         self._repeatable = repeatable
         self._received = 0
 
-    async def send(self, data: bytes) -> None:
-        """Send ``data``: the request's head, or body bytes.
+    async def send(self, data: bytes, *, deadline: float = math.inf) -> None:
+        """Send ``data``: the request's head, or body bytes; the backend must have taken all
+        of it by ``deadline`` (trio's clock; one deadline per call, as nginx's
+        ``proxy_send_timeout`` bounds each write).
 
         Raises:
             BackendConnectError: the connection broke and the request cannot be repeated.
+            BackendTimeout: the backend did not read ``data`` by ``deadline``.
         """
         self._just_sent = True
         try:
-            await self._send_raw(data)
+            await self._send_raw(data, deadline)
+        except trio.TooSlowError as exc:
+            raise BackendTimeout(
+                f"backend {self.addr_text} stopped reading the request (send timed out)"
+            ) from exc
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if self._may_repeat():
                 await self._repeat_on_new_connection(f"sending failed: {exc}")
@@ -247,11 +255,12 @@ class BackendConnection:
             self._received += len(data)
             return data
 
-    async def _send_raw(self, data: bytes) -> None:
+    async def _send_raw(self, data: bytes, deadline: float = math.inf) -> None:
         sock = self._sock
         if sock is None:
             assert self.stream is not None
-            await self.stream.send_all(data)
+            with trio.fail_at(deadline):
+                await self.stream.send_all(data)
             return
         try:
             sent = sock.send(data)
@@ -261,7 +270,11 @@ class BackendConnection:
             return  # the usual case: the kernel took it all
         view = memoryview(data)[sent:]
         while view:
-            await trio.lowlevel.wait_writable(sock)
+            # A scope only when the kernel's buffer is full: the backend is not reading.
+            with trio.CancelScope(deadline=deadline) as waiting:
+                await trio.lowlevel.wait_writable(sock)
+            if waiting.cancelled_caught:
+                raise trio.TooSlowError
             try:
                 sent = sock.send(view)
             except BlockingIOError:

@@ -1169,7 +1169,7 @@ class ClientConnection:
                 request_head,
                 repeatable=self._body is None and request.method in RETRY_METHODS,
             )
-            await self._forward_request(backend, request_head, spool)
+            await self._forward_request(backend, request_head, spool, settings.request_timeout_s)
             response = await self._backend_response(backend, request, settings.request_timeout_s)
             out_headers = rewrite_response_headers(
                 rewritten.facts,
@@ -1227,7 +1227,11 @@ class ClientConnection:
         return not close
 
     async def _forward_request(
-        self, backend: BackendConnection, head: bytes, spool: RequestBodySpool | None
+        self,
+        backend: BackendConnection,
+        head: bytes,
+        spool: RequestBodySpool | None,
+        timeout_s: int,
     ) -> None:
         """The request head, then its body, to the backend.
 
@@ -1236,21 +1240,24 @@ class ClientConnection:
         head in one send; an ``Expect: 100-continue`` client whose body has not come yet gets
         the gateway's own 100 first.
 
+        Each send must be taken by the backend within ``timeout_s`` (requestTimeout).
+
         Raises:
             _RequestTooLarge: a streamed chunked body went past ``MAX_REQUEST_BODY_BYTES``.
+            BackendTimeout: the backend stopped reading.
         """
         if spool is not None:
             whole = spool.in_memory()
             if whole is not None:
-                await backend.send(head + whole)
+                await backend.send(head + whole, deadline=trio.current_time() + timeout_s)
                 return
-            await backend.send(head)
+            await backend.send(head, deadline=trio.current_time() + timeout_s)
             async for piece in spool.pieces(SPILL_READ_SIZE):
-                await backend.send(piece)
+                await backend.send(piece, deadline=trio.current_time() + timeout_s)
             return
         if self._body is None:
             self._forwarded_to = backend.addr_text
-            await backend.send(head)
+            await backend.send(head, deadline=trio.current_time() + timeout_s)
             return
         request = self._request
         assert request is not None
@@ -1262,7 +1269,7 @@ class ClientConnection:
                 self._queue(CONTINUE)
                 await self._flush()
             self._forwarded_to = backend.addr_text
-            await backend.send(head)
+            await backend.send(head, deadline=trio.current_time() + timeout_s)
             pending = b""
         while True:
             # A malformed body (HttpError) propagates: _handle_request answers it with 400.
@@ -1275,12 +1282,15 @@ class ClientConnection:
                 if chunked:
                     pending += LAST_CHUNK
                 if pending:
-                    await backend.send(pending)
+                    await backend.send(pending, deadline=trio.current_time() + timeout_s)
                 return
             seen += len(data)
             if seen > MAX_REQUEST_BODY_BYTES:
                 raise _RequestTooLarge
-            await backend.send(pending + chunk(data) if chunked else pending + data)
+            await backend.send(
+                pending + chunk(data) if chunked else pending + data,
+                deadline=trio.current_time() + timeout_s,
+            )
             pending = b""
 
     async def _backend_response(

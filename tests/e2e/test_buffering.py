@@ -59,7 +59,9 @@ def _short_linger(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(proxy, "LINGER_IDLE_S", 0.05)
 
 
-async def _tls(port: int, ctx: ssl.SSLContext, *, rcvbuf: int | None = None) -> trio.SSLStream:
+async def _tls(
+    port: int, ctx: ssl.SSLContext, *, rcvbuf: int | None = None
+) -> trio.SSLStream[trio.SocketStream]:
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf is not None:
         # Before connect, so the TCP window offered in the handshake is small as well.
@@ -83,7 +85,7 @@ def _response_length(data: bytes | bytearray) -> int | None:
     return end + 4
 
 
-async def _read_reply(tls: trio.SSLStream, *, within_s: float) -> list[Reply]:
+async def _read_reply(tls: trio.SSLStream[trio.SocketStream], *, within_s: float) -> list[Reply]:
     """The next response on ``tls`` (a list: empty when none came in time, or more than one
     if the gateway sent more)."""
     data = bytearray()
@@ -445,6 +447,9 @@ async def test_slow_reader_of_a_large_response_frees_the_backend_connection(
         with trio.move_on_after(3 if streamed else 20):
             await all_sent.wait()
         big_done = sent.count("/big")
+        # The backend's last bytes may still sit in the kernel's buffers when its send
+        # returns; the gateway reads them at once, then frees the connection.
+        await trio.sleep(1.0)
         # Other clients now: buffered, they reuse the freed backend connections.
         for _ in range(SLOW_READERS):
             other = await _tls(port, ctx)
@@ -466,3 +471,41 @@ async def test_slow_reader_of_a_large_response_frees_the_backend_connection(
             assert [(r.status, len(r.body)) for r in replies] == [(200, len(BIG_RESPONSE))]
             assert replies[0].body == BIG_RESPONSE
             await tls.aclose()
+
+
+# -- a backend that stops reading ------------------------------------------------------------
+
+#: Far more than the kernel buffers between the gateway and a backend that reads nothing.
+UNREAD_BODY: Final = b"u" * (32 * 1024 * 1024)
+
+
+async def test_backend_that_stops_reading_the_body_gets_504_after_request_timeout(
+    nursery: trio.Nursery, pki: PkiBundle, tmp_path: Path
+) -> None:
+    accepted: list[trio.SocketStream] = []
+
+    async def never_reads(stream: trio.SocketStream) -> None:
+        accepted.append(stream)
+        await trio.sleep_forever()
+
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, never_reads, 0, host="127.0.0.1")
+    )
+    port = int(listeners[0].socket.getsockname()[1])
+    stack = await start_demo(nursery, pki, tmp_path, backend_port=port, request_timeout_s=1)
+    tls = await _tls(stack.port(PASSTHROUGH_LISTENER), client_context(pki))
+    # Bounded: without a send timeout towards the backend, this upload never ended.
+    with trio.fail_after(30):
+        await tls.send_all(
+            b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: "
+            + str(len(UNREAD_BODY)).encode()
+            + b"\r\n\r\n"
+        )
+        await tls.send_all(UNREAD_BODY)
+        sent = trio.current_time()
+        replies = await _read_reply(tls, within_s=15)
+        elapsed = trio.current_time() - sent
+    assert len(accepted) == 1
+    assert len(replies) == 1
+    assert_gateway_page(replies[0], GatewayPage.GATEWAY_TIMEOUT)
+    assert elapsed < 1 + 5.0

@@ -26,6 +26,7 @@ import trio
 
 import backend_stub
 from emulator.dashboard import BackendObservations, Dashboard, load_identities
+from emulator.dashboard import server as dashboard_server
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.demo_pki import (
     CLIENT_CERT,
@@ -437,6 +438,38 @@ async def test_a_malformed_request_gets_400_and_the_dashboard_keeps_serving(
     assert garbage.startswith(b"HTTP/1.1 400 ")
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert head.endswith(b"\r\n\r\n")  # a HEAD answer has no body
+    assert after.status == 200
+
+
+async def test_a_trickled_request_is_dropped_at_its_deadline(
+    demo_pki: DemoPki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue #15: a byte every 0.25 s re-armed a per-read timeout, so this never ended.
+    deadline_s = 1.0
+    monkeypatch.setattr(dashboard_server, "IDLE_TIMEOUT_S", deadline_s)
+    async with running(demo_pki) as run:
+        stream = await trio.open_tcp_stream("127.0.0.1", run.port)
+        await stream.send_all(b"GET /api/config HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        started = trio.current_time()
+        closed = False
+        with trio.move_on_after(10):
+            while not closed:
+                await trio.sleep(0.25)
+                try:
+                    await stream.send_all(b"a")
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    closed = True
+                    break
+                with trio.move_on_after(0):
+                    try:
+                        closed = await stream.receive_some(1024) == b""
+                    except trio.BrokenResourceError:
+                        closed = True
+        elapsed = trio.current_time() - started
+        await stream.aclose()
+        after = await api(run.port, "GET", "/api/config")
+    assert closed
+    assert elapsed < deadline_s + 3.0
     assert after.status == 200
 
 
