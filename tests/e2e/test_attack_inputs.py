@@ -14,13 +14,16 @@ import json
 import logging
 import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from emulator.arm.pkcs12_bounds import MAX_PKCS12_ITERATIONS
 from emulator.demo import PASSTHROUGH_LISTENER, demo_template
+from emulator.demo_pki import SERVER_PFX, DemoPki
 from tests.e2e.hostile import logged, no_internal_errors, tls_exchange
 from tests.e2e.processes import (
     READY_LISTENER,
@@ -38,8 +41,9 @@ from tests.e2e.stack import (
     start_stack,
     template_parameters,
 )
+from tests.e2e.test_dashboard import _https_get, api, demo_pki, running
 
-__all__ = ["no_internal_errors"]
+__all__ = ["demo_pki", "no_internal_errors"]
 
 pytestmark = pytest.mark.usefixtures("no_internal_errors")
 
@@ -308,3 +312,102 @@ async def test_control_characters_in_a_header_value_are_escaped_in_the_log(
     assert [m for m in messages if CONTROL_CHARACTERS & set(m)] == []
     # The host name is lowercased before it is logged; the escapes stay visible.
     assert [m for m in messages if "evil\\x1b[2j\\x9b2jfake" in m.lower()] != []
+
+
+# -- findings 11 and 15: hostile uploads to the dashboard's inspector --------------------------
+
+#: A PFX bomb of the issue's size: 2^22 MAC iterations take seconds to verify (each opening).
+BOMB_ITERATIONS = 2**22
+#: The listener must answer within this while the inspector handles the bomb (a request takes
+#: milliseconds; the old code froze the loop for several seconds). Generous: the machine is shared.
+LIVE_LATENCY_BOUND_S = 1.5
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    size = len(body)
+    if size < 0x80:
+        return bytes([tag, size]) + body
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(length)]) + length + body
+
+
+def _der_elements(data: bytes) -> list[bytes]:
+    """The encoded elements of a DER SEQUENCE's content, each with its tag and length."""
+    out, i = [], 0
+    while i < len(data):
+        start, size = i, data[i + 1]
+        i += 2
+        if size & 0x80:
+            count = size & 0x7F
+            size = int.from_bytes(data[i : i + count], "big")
+            i += count
+        i += size
+        out.append(data[start:i])
+    return out
+
+
+def _content(element: bytes) -> bytes:
+    """The content of one encoded DER element (what follows its tag and length)."""
+    size = element[1]
+    return element[2 + (size & 0x7F if size & 0x80 else 0) :]
+
+
+def with_mac_iterations(pfx: bytes, iterations: int) -> bytes:
+    """``pfx`` with its MacData iteration count replaced (the MAC then fails, after the work)."""
+    version, auth_safe, mac_data = _der_elements(_content(pfx))
+    digest, salt, _count = _der_elements(_content(mac_data))
+    count = _der(0x02, iterations.to_bytes((iterations.bit_length() + 8) // 8, "big"))
+    return _der(0x30, version + auth_safe + _der(0x30, digest + salt + count))
+
+
+async def test_a_pfx_bomb_in_the_inspector_does_not_stall_the_listeners(
+    demo_pki: DemoPki,
+) -> None:
+    bomb = with_mac_iterations((demo_pki.directory / SERVER_PFX).read_bytes(), BOMB_ITERATIONS)
+    body = {"file": base64.b64encode(bomb).decode(), "password": demo_pki.server_pfx_password}
+    latencies: list[float] = []
+    async with running(demo_pki) as run:
+        port = run.gateway.ports[PASSTHROUGH_LISTENER]
+        done = trio.Event()
+
+        async def probe() -> None:
+            while not done.is_set() or len(latencies) < 3:
+                started = time.perf_counter()
+                status = await trio.to_thread.run_sync(
+                    _https_get, port, demo_pki.directory, None, None
+                )
+                latencies.append(time.perf_counter() - started)
+                assert status == 200
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(probe)
+            await trio.sleep(0.05)
+            answer = await api(run.port, "POST", "/api/check-ca", body)
+            done.set()
+    assert max(latencies) < LIVE_LATENCY_BOUND_S, latencies
+    assert answer.status == 200
+    pfx = answer.json()["pfx"]
+    assert pfx["opened"] is False
+    assert f"{MAX_PKCS12_ITERATIONS:,}" in pfx["message"]
+    assert "key-derivation iterations" in pfx["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"file": "", "x": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+        b'{"identity": ' + b'{"a": ' * 200 + b"1" + b"}" * 200 + b"}",
+    ],
+    ids=["arrays-100000-deep", "member-5000-deep", "objects-200-deep"],
+)
+@pytest.mark.parametrize("path", ["/api/check-ca", "/api/try"])
+async def test_deeply_nested_json_to_the_dashboard_api_is_a_400(
+    demo_pki: DemoPki, body: bytes, path: str
+) -> None:
+    async with running(demo_pki) as run:
+        answer = await api(
+            run.port, "POST", path, raw=body, headers={"Content-Type": "application/json"}
+        )
+    assert answer.status == 400
+    assert "nest deeper than 64 levels" in answer.json()["error"]
