@@ -597,3 +597,16 @@ def test_a_pfx_bomb_in_a_template_is_refused_at_once(pki: PkiBundle, tmp_path: P
     assert "[EmulatorPkcs12TooManyIterations]" in result.stdout
     assert "2,147,483,647" in result.stdout or "key-derivation iterations" in result.stdout
     assert time.monotonic() - started_at < READY_TIMEOUT_S
+
+
+def test_check_ca_on_a_pfx_bomb_answers_at_once(pki: PkiBundle, tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.pfx"
+    bomb.write_bytes(with_mac_iterations(pki.server.pfx(PFX_PASSWORD), 2**31 - 1))
+    started_at = time.monotonic()
+
+    result = run_to_exit(["check-ca", str(bomb)], cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert_no_traceback(result.stdout + result.stderr)
+    assert "PFX/PKCS#12" in result.stdout
+    assert time.monotonic() - started_at < READY_TIMEOUT_S
