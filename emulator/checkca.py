@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from emulator.arm.certdata import (
@@ -30,6 +30,7 @@ from emulator.arm.certdata import (
     TrustedClientCa,
     load_trusted_client_ca,
 )
+from emulator.arm.pkcs12_bounds import Pkcs12TooCostly, load_pkcs12
 from emulator.core.chain import Stage, assess_client_cert, is_ca
 from emulator.core.dn import dotnet_dn, openssl_rfc2253
 from emulator.core.issuer_dn import client_cert_issuer_dn, issuer_dn_matches
@@ -41,8 +42,10 @@ __all__ = [
     "CertFacts",
     "CheckReport",
     "ClientCheck",
+    "OpenedPfx",
     "check_ca",
     "load_certificates",
+    "open_pfx",
     "render_text",
     "report_json",
 ]
@@ -139,9 +142,41 @@ def _server_auth_only(cert: x509.Certificate) -> bool:
     return ExtendedKeyUsageOID.SERVER_AUTH in eku and ExtendedKeyUsageOID.CLIENT_AUTH not in eku
 
 
-def load_certificates(data: bytes) -> tuple[str, list[x509.Certificate]]:
+@dataclass(frozen=True, slots=True)
+class OpenedPfx:
+    """A PFX opened with its password, once: what :func:`check_ca` and the dashboard report.
+
+    ``message`` says why it did not open (wrong password, or too costly to try). The key is
+    never kept, only whether there was one.
+    """
+
+    opened: bool
+    has_key: bool = False
+    certificates: tuple[x509.Certificate, ...] = ()
+    message: str = ""
+
+
+def open_pfx(data: bytes, password: str) -> OpenedPfx:
+    """Open ``data`` with ``password`` (bounded: :func:`load_pkcs12`)."""
+    try:
+        key, cert, extra = load_pkcs12(data, password.encode("utf-8"))
+    except Pkcs12TooCostly as exc:
+        return OpenedPfx(opened=False, message=f"{exc}: it was not opened")
+    except ValueError:
+        return OpenedPfx(opened=False, message="the password does not open this PFX")
+    certs = tuple(c for c in (cert, *extra) if c is not None)
+    return OpenedPfx(opened=True, has_key=key is not None, certificates=certs)
+
+
+def load_certificates(
+    data: bytes, *, pfx: OpenedPfx | None = None
+) -> tuple[str, list[x509.Certificate]]:
     """What a file holds: its kind (``pem``, ``der``, ``pfx``, ``binary``, ``empty``, ``text``)
-    and every certificate that can be read without a password."""
+    and every certificate that can be read without a password.
+
+    ``pfx``: the file already opened with its password (the dashboard's inspector), so it is
+    not opened a second time; it reads as ``binary``, a PFX that needs a password.
+    """
     if not data.strip():
         return "empty", []
     blocks = _PEM_BLOCK.findall(data)
@@ -159,9 +194,11 @@ def load_certificates(data: bytes) -> tuple[str, list[x509.Certificate]]:
         return "der", [x509.load_der_x509_certificate(data)]
     except ValueError:
         pass
+    if pfx is not None:
+        return "binary", []
     try:
-        _key, cert, extra = pkcs12.load_key_and_certificates(data, None)
-    except ValueError:
+        _key, cert, extra = load_pkcs12(data, None)
+    except (ValueError, Pkcs12TooCostly):
         # A password-protected PFX cannot be opened here; DER of any kind starts with 0x30.
         return ("binary" if data[:1] == b"\x30" else "text"), []
     return "pfx", [c for c in (cert, *extra) if c is not None]
@@ -283,9 +320,13 @@ def check_ca(
     at: datetime,
     client_cert: bytes | None = None,
     client_chain: bytes | None = None,
+    pfx: OpenedPfx | None = None,
 ) -> CheckReport:
-    """Inspect a would-be trusted client CA upload (and optionally a client certificate)."""
-    kind, certs = load_certificates(data)
+    """Inspect a would-be trusted client CA upload (and optionally a client certificate).
+
+    ``pfx``: see :func:`load_certificates`.
+    """
+    kind, certs = load_certificates(data, pfx=pfx)
     if kind == "pem" and b"PRIVATE KEY-----" in data:
         kind = "pem-with-private-key"
     facts = tuple(CertFacts.of(c, at=at) for c in certs)

@@ -60,8 +60,8 @@ from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs12
 
+from emulator.arm.pkcs12_bounds import Pkcs12TooCostly, load_pkcs12
 from emulator.errors import EmulatorError
 from emulator.pki import (
     CA,
@@ -829,9 +829,9 @@ def load_demo_pki(directory: Path, *, now: datetime.datetime | None = None) -> D
     password = (directory / SERVER_PFX_PASSWORD).read_text(encoding="utf-8")
     pfx = (directory / SERVER_PFX).read_bytes()
     try:
-        _key, server_cert, _extra = pkcs12.load_key_and_certificates(pfx, password.encode("utf-8"))
+        _key, server_cert, _extra = load_pkcs12(pfx, password.encode("utf-8"))
         client_cert = x509.load_pem_x509_certificate((directory / CLIENT_CERT).read_bytes())
-    except ValueError as exc:
+    except (ValueError, Pkcs12TooCostly) as exc:
         msg = f"cannot read the server PFX or the client certificate: {exc}"
         raise DemoPkiError(
             msg,

@@ -22,12 +22,13 @@ from typing import Final
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import pkcs12
 
+from emulator.arm.pkcs12_bounds import MAX_PKCS12_ITERATIONS, Pkcs12TooCostly, load_pkcs12
 from emulator.errors import CertificateError
 
 __all__ = [
     "MAX_TRUSTED_CLIENT_CERT_BYTES",
+    "PKCS12_TOO_COSTLY",
     "ServerCertificate",
     "TrustedClientCa",
     "base64_encode_if_not",
@@ -40,6 +41,9 @@ __all__ = [
 #: Each trusted client CA file may be at most 25 KB (Azure mutual authentication overview,
 #: "Certificates supported for mutual authentication").
 MAX_TRUSTED_CLIENT_CERT_BYTES: Final = 25 * 1024
+#: A PFX whose key derivation would cost more than the emulator allows (Azure has no code for
+#: it; see :mod:`emulator.arm.pkcs12_bounds`).
+PKCS12_TOO_COSTLY: Final = "EmulatorPkcs12TooManyIterations"
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
 
@@ -118,7 +122,14 @@ def load_server_pfx(
     """Open a listener's PFX like Azure does, with its error message for a bad file or password."""
     pw = password.encode() if password else None
     try:
-        key, cert, extra = pkcs12.load_key_and_certificates(data, pw)
+        key, cert, extra = load_pkcs12(data, pw)
+    except Pkcs12TooCostly as exc:
+        raise CertificateError(
+            f"certificate {cert_id}: {exc}",
+            fix="export the .pfx again with the usual iteration counts, e.g. `openssl pkcs12 "
+            f"-export -iter 2048 -maciter 2048 ...` (at most {MAX_PKCS12_ITERATIONS:,} in all)",
+            code=PKCS12_TOO_COSTLY,
+        ) from None
     except ValueError as exc:
         # Azure's message for every case; the fix says which one this is, which Azure does not.
         raise CertificateError(
@@ -254,13 +265,9 @@ def _parse_certificates(data: bytes) -> list[x509.Certificate]:
         return [x509.load_der_x509_certificate(data)]
     except ValueError:
         pass
-    try:
-        pkcs12.load_key_and_certificates(data, None)
-    except ValueError:
-        looks_pfx = data[:1] == b"\x30"
-    else:
-        looks_pfx = True
-    if looks_pfx:
+    # DER (a PFX included) starts with a SEQUENCE. Opening the PFX would tell no more, and would
+    # run its key derivation for nothing (see emulator.arm.pkcs12_bounds).
+    if data[:1] == b"\x30":
         raise CertificateError(
             "the trusted client certificate looks like a PFX/PKCS#12 or other binary file, "
             "not a certificate",

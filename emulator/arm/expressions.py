@@ -36,9 +36,13 @@ from functools import lru_cache
 from typing import Any, Final
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
+from emulator.arm import bounded_json
 from emulator.errors import TemplateError
 
 __all__ = [
+    "MAX_EXPRESSION_CHARS",
+    "MAX_EXPRESSION_DEPTH",
+    "MAX_VALUE_CHARS",
     "Call",
     "DeploymentScope",
     "EvalContext",
@@ -61,6 +65,26 @@ __all__ = [
     "resource_id",
     "unique_string",
 ]
+
+
+#: ARM refuses a template expression longer than this (template-best-practices, "Template
+#: limits": 24,576 characters in a template expression).
+MAX_EXPRESSION_CHARS: Final = 24_576
+#: How deeply calls, indexes and property reads may nest in one expression. Real expressions
+#: nest a handful of levels; the parser and the evaluator recurse a few stack frames per level,
+#: so 64 stay far from Python's limit (500 nested ``concat`` used to end in RecursionError).
+#: Azure documents no such limit; a deeper expression is refused, never half evaluated.
+MAX_EXPRESSION_DEPTH: Final = 64
+#: The longest string, and the most array items or object members, an expression may build:
+#: ARM limits the whole template to 4 MB after expansion (template-best-practices), so no value
+#: in it can be larger. Checked before a function allocates its result (``padLeft``,
+#: ``replace``, ``concat``, ``join``, ``format``, ``string``) and on every function's result, so
+#: ``padLeft('a', 1500000000)`` or a chain of doubling ``concat`` calls stops here instead of
+#: exhausting memory.
+MAX_VALUE_CHARS: Final = 4 * 1024 * 1024
+#: ARM's integers are 64-bit (.NET ``long``); a literal or a result outside is refused.
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
 
 
 class ExpressionError(TemplateError):
@@ -240,7 +264,12 @@ def _tokenize(text: str) -> list[_Token]:
         elif (m := _INT.match(text, i, end)) is not None:
             if m.end() < end and (text[m.end()] == "." or _NAME_START.match(text[m.end()])):
                 raise _syntax_error(text, i, "only integer numbers are allowed")
-            tokens.append(_Token("int", int(m.group()), i))
+            digits = m.group()
+            # int() refuses more than 4,300 digits with ValueError; 20 already leave int64.
+            value = int(digits) if len(digits) <= 20 else _INT64_MAX + 1
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                raise _syntax_error(text, i, "the integer does not fit in 64 bits")
+            tokens.append(_Token("int", value, i))
             i = m.end()
         elif _NAME_START.match(ch):
             m2 = _NAME.match(text, i + 1, end)
@@ -258,6 +287,7 @@ class _Parser:
         self.text = text
         self.tokens = _tokenize(text)
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> _Token:
         return self.tokens[self.i]
@@ -285,6 +315,19 @@ class _Parser:
         return node
 
     def expression(self) -> Node:
+        self.depth += 1
+        if self.depth > MAX_EXPRESSION_DEPTH:
+            raise ExpressionError(
+                f"The template language expression nests deeper than {MAX_EXPRESSION_DEPTH} "
+                f"levels (at position {self.peek().pos + 1}).",
+                fix="split it into variables that each do a part of the work",
+            )
+        try:
+            return self._expression()
+        finally:
+            self.depth -= 1
+
+    def _expression(self) -> Node:
         node = self.primary()
         while True:
             tok = self.peek()
@@ -344,6 +387,12 @@ def parse_expression(text: str) -> Node:
     """Parse a full ``[...]`` expression string into a tree; raises ``ExpressionError``."""
     if not is_expression(text):
         raise ExpressionError(f"'{text}' is not a template language expression.")
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise ExpressionError(
+            f"The template language expression is {len(text):,} characters long; ARM accepts "
+            f"at most {MAX_EXPRESSION_CHARS:,}.",
+            fix="split it into variables",
+        )
     return _Parser(text).parse()
 
 
@@ -382,7 +431,34 @@ def arm_string(value: object) -> str:
         return "True" if value else "False"
     if isinstance(value, int):
         return str(value)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # Chunk by chunk, so a small value that repeats a large one many times (arrays share their
+    # items) stops at the bound instead of being written out whole first.
+    chunks: list[str] = []
+    size = 0
+    for chunk in _COMPACT_JSON.iterencode(value):
+        size += len(chunk)
+        if size > MAX_VALUE_CHARS:
+            raise ValueTooLarge(size)
+        chunks.append(chunk)
+    return "".join(chunks)
+
+
+_COMPACT_JSON: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+class ValueTooLarge(ValueError):
+    """A value an expression builds would exceed :data:`MAX_VALUE_CHARS`."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            f"the result would be {size:,} characters or items long or more; a value in a "
+            f"template can be at most {MAX_VALUE_CHARS:,} (ARM limits a template to 4 MB)"
+        )
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_VALUE_CHARS:
+        raise ValueTooLarge(size)
 
 
 def arm_equals(a: object, b: object) -> bool:
@@ -524,7 +600,8 @@ def _format_number(value: object, spec: str) -> str:
     assert isinstance(value, int)
     letter, digits = spec[0], spec[1:]
     if letter in "dDxXnNfFgG" and (digits == "" or digits.isdigit()):
-        width = int(digits) if digits else None
+        width = _bounded_int(digits) if digits else None
+        _check_size(width or 0)
         if letter in "dD":
             sign = "-" if value < 0 else ""
             return sign + str(abs(value)).zfill(width or 0)
@@ -537,14 +614,17 @@ def _format_number(value: object, spec: str) -> str:
             return format(value, f".{2 if width is None else width}f")
         return str(value)
     if set(spec) <= {"0", "#"}:
+        _check_size(len(spec))
         return str(value).zfill(spec.count("0"))
     raise ValueError(f"the format specifier '{spec}' is not supported by the emulator")
 
 
 def _dotnet_format(fmt: str, args: Sequence[object]) -> str:
     out: list[str] = []
+    size = 0
     i = 0
     while i < len(fmt):
+        _check_size(size)
         ch = fmt[i]
         if fmt.startswith("{{", i) or fmt.startswith("}}", i):
             out.append(ch)
@@ -557,15 +637,26 @@ def _dotnet_format(fmt: str, args: Sequence[object]) -> str:
             if index >= len(args):
                 raise ValueError(f"format item {{{index}}} has no argument ({len(args)} given)")
             text = _format_number(args[index], m.group(3) or "")
-            align = int(m.group(2) or 0)
-            out.append(text.rjust(align) if align >= 0 else text.ljust(-align))
+            align = _bounded_int(m.group(2) or "0")
+            _check_size(size + max(len(text), abs(align)))
+            piece = text.rjust(align) if align >= 0 else text.ljust(-align)
+            out.append(piece)
+            size += len(piece)
             i = m.end()
         elif ch == "}":
             raise ValueError(f"unmatched '}}' at position {i + 1} of '{fmt}'")
         else:
             out.append(ch)
+            size += 1
             i += 1
     return "".join(out)
+
+
+def _bounded_int(digits: str) -> int:
+    """A width or alignment from a format string; one past the value bound is refused."""
+    if len(digits.lstrip("-")) > len(str(MAX_VALUE_CHARS)):
+        raise ValueTooLarge(MAX_VALUE_CHARS + 1)
+    return int(digits)
 
 
 _STANDARD_DATE_FORMATS: Final = {
@@ -778,7 +869,16 @@ class _Evaluator:
         fn = _FUNCTIONS.get(lowered)
         if fn is None:
             raise self.unknown_function(node)
-        return fn(_Invocation(self, node, [self.eval(arg) for arg in node.args]))
+        inv = _Invocation(self, node, [self.eval(arg) for arg in node.args])
+        try:
+            result = fn(inv)
+            if isinstance(result, str | list | dict):
+                _check_size(len(result))
+        except ValueTooLarge as exc:
+            raise inv.fail(
+                f"{exc}.", fix="build smaller values; pass large data as a parameter"
+            ) from None
+        return result
 
     def unknown_function(self, node: Call) -> ExpressionError:
         lowered = node.name.lower()
@@ -1210,7 +1310,9 @@ def _fn_bool(inv: _Invocation) -> bool:
 def _fn_json(inv: _Invocation) -> Any:
     inv.arity(1, 1)
     try:
-        return json.loads(inv.text(0))
+        return bounded_json.loads(inv.text(0))
+    except bounded_json.JsonTooDeep as exc:
+        raise inv.fail(f"the argument is refused: its {exc}.") from None
     except json.JSONDecodeError as exc:
         raise inv.fail(
             f"the argument is not valid JSON: {exc.msg} at character {exc.pos + 1}."
@@ -1267,10 +1369,13 @@ def _fn_uri(inv: _Invocation) -> str:
 def _fn_concat(inv: _Invocation) -> Any:
     inv.arity(1)
     if all(isinstance(v, list) for v in inv.args):
+        _check_size(sum(len(v) for v in inv.args))
         return [item for v in inv.args for item in v]
     if any(isinstance(v, list) for v in inv.args):
         raise inv.fail("arguments must be all arrays or all strings.")
-    return "".join(arm_string(v) for v in inv.args)
+    parts = [arm_string(v) for v in inv.args]
+    _check_size(sum(len(p) for p in parts))
+    return "".join(parts)
 
 
 @_function("format")
@@ -1306,7 +1411,10 @@ def _fn_replace(inv: _Invocation) -> str:
     old = inv.text(1)
     if not old:
         raise inv.fail("the string to replace must not be empty.")
-    return inv.text(0).replace(old, inv.text(2))
+    text, new = inv.text(0), inv.text(2)
+    if len(new) > len(old):
+        _check_size(len(text) + text.count(old) * (len(new) - len(old)))
+    return text.replace(old, new)
 
 
 @_function("split")
@@ -1329,7 +1437,14 @@ def _fn_split(inv: _Invocation) -> list[str]:
 def _fn_join(inv: _Invocation) -> str:
     inv.arity(2, 2)
     items = inv._typed(0, lambda v: isinstance(v, list), "Array")
-    return inv.text(1).join(arm_string(v) for v in items)
+    separator = inv.text(1)
+    parts: list[str] = []
+    size = 0
+    for item in items:
+        parts.append(arm_string(item))
+        size += len(parts[-1]) + len(separator)
+        _check_size(size)
+    return separator.join(parts)
 
 
 @_function("startsWith")
@@ -1391,7 +1506,9 @@ def _fn_pad_left(inv: _Invocation) -> str:
     pad = inv.text(2) if len(inv.args) > 2 else " "
     if len(pad) != 1:
         raise inv.fail("the padding character must be a single character.")
-    return arm_string(value).rjust(inv.integer(1), pad)
+    total = inv.integer(1)
+    _check_size(total)
+    return arm_string(value).rjust(total, pad)
 
 
 # --- collections ------------------------------------------------------------------------------
@@ -1536,6 +1653,13 @@ def _int_pair(inv: _Invocation) -> tuple[int, int]:
     return inv.integer(0), inv.integer(1)
 
 
+def _int64(inv: _Invocation, value: int) -> int:
+    """A result in ARM's 64-bit range; beyond it ARM's arithmetic cannot go."""
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise inv.fail("the result does not fit in a 64-bit integer.")
+    return value
+
+
 def _truncating_div(a: int, b: int) -> int:
     """C# integer division truncates toward zero; Python's ``//`` floors."""
     q = abs(a) // abs(b)
@@ -1545,19 +1669,19 @@ def _truncating_div(a: int, b: int) -> int:
 @_function("add")
 def _fn_add(inv: _Invocation) -> int:
     a, b = _int_pair(inv)
-    return a + b
+    return _int64(inv, a + b)
 
 
 @_function("sub")
 def _fn_sub(inv: _Invocation) -> int:
     a, b = _int_pair(inv)
-    return a - b
+    return _int64(inv, a - b)
 
 
 @_function("mul")
 def _fn_mul(inv: _Invocation) -> int:
     a, b = _int_pair(inv)
-    return a * b
+    return _int64(inv, a * b)
 
 
 @_function("div")
@@ -1565,7 +1689,7 @@ def _fn_div(inv: _Invocation) -> int:
     a, b = _int_pair(inv)
     if b == 0:
         raise inv.fail("division by zero.")
-    return _truncating_div(a, b)
+    return _int64(inv, _truncating_div(a, b))
 
 
 @_function("mod")

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from emulator.arm import bounded_json
 from emulator.arm.bicep import compile_bicep, compile_bicepparam, is_bicep, is_bicepparam
 from emulator.arm.expressions import (
     DeploymentScope,
@@ -155,7 +156,15 @@ def _strip_comments(text: str) -> str:
 
 def _parse_json(text: str, *, file: str, what: str, code: str) -> Any:
     try:
-        return json.loads(_strip_comments(text), strict=False)
+        return bounded_json.loads(_strip_comments(text), strict=False)
+    except bounded_json.JsonTooDeep as exc:
+        raise TemplateError(
+            f"The {what} is refused: its {exc}.",
+            file=file,
+            fix="flatten the nesting (ARM templates nest about a dozen levels); a file nested "
+            "this deeply is not a template",
+            code=code,
+        ) from None
     except json.JSONDecodeError as exc:
         raise TemplateError(
             f"The {what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
@@ -289,7 +298,13 @@ def _convert_text(text: str, type_: str, name: str) -> Any:
             fix=f"pass --parameters {name}=true or {name}=false",
         )
     try:
-        return json.loads(text)
+        return bounded_json.loads(text)
+    except bounded_json.JsonTooDeep as exc:
+        raise TemplateError(
+            f"Template parameter '{name}' is refused: its {exc}.",
+            path=f"parameters.{name}",
+            fix="pass a value nested less deeply",
+        ) from None
     except json.JSONDecodeError as exc:
         shown = "the value" if type_ in _SECURE_TYPES else f"'{text}'"
         raise TemplateError(
@@ -714,6 +729,15 @@ def load_template(
     return load_template_data(data, parameter_args, file=file, scope=scope, now=now)
 
 
+#: What ``RecursionError`` during evaluation means to the user: the caps on JSON and expression
+#: nesting keep ordinary paths far from Python's stack limit, but values built through chains
+#: of variables (``variables('a')`` using ``variables('b')``...) can still nest without bound.
+_TOO_DEEP_FIX: Final = (
+    "shorten the chain of variables, parameters or expressions that build on each other "
+    "(ARM templates rarely chain more than a few)"
+)
+
+
 def _looks_like_gateway_resource(data: Mapping[str, Any]) -> bool:
     """True for one gateway resource as ``az network application-gateway show`` or the portal's
     JSON View print it: no ``resources``, a ``properties`` object, and the gateway's type or id."""
@@ -786,6 +810,25 @@ def load_template_data(
     Besides a deployment template, ``data`` may be one gateway resource as
     ``az network application-gateway show`` or the portal's JSON View print it.
     """
+    try:
+        return _load_template_data(data, parameter_args, file=file, scope=scope, now=now)
+    except RecursionError:
+        raise TemplateError(
+            "The template nests too deeply to evaluate (a chain of values that build on each "
+            "other, or a value nested hundreds of levels deep).",
+            file=file,
+            fix=_TOO_DEEP_FIX,
+        ) from None
+
+
+def _load_template_data(
+    data: Any,
+    parameter_args: Sequence[str],
+    *,
+    file: str,
+    scope: DeploymentScope,
+    now: datetime | None,
+) -> LoadedTemplate:
     template = data
     if not isinstance(template, dict):
         raise TemplateError("The template must be a JSON object.", file=file)

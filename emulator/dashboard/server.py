@@ -16,6 +16,7 @@ accepts; cancelling it closes them before it returns.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 from collections.abc import Mapping
 from contextlib import suppress
@@ -29,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import trio
 
+from emulator.arm import bounded_json
 from emulator.dashboard.identities import DemoIdentities
 from emulator.dashboard.trying import try_identity
 from emulator.dashboard.views import (
@@ -168,6 +170,8 @@ class Dashboard:
         # A name the user bound to (``--dashboard-bind myhost``) is also a valid Host, and so
         # is each ``--dashboard-allowed-host`` (a compose or Kubernetes service name).
         self._extra_hosts = (bind, *allowed_hosts)
+        #: One inspector upload at a time: more would only share the same CPUs.
+        self._inspector_limiter = trio.CapacityLimiter(1)
 
     @property
     def url(self) -> str:
@@ -347,7 +351,7 @@ class Dashboard:
         if path == "/api/try":
             return await self._try(request)
         if path == "/api/check-ca":
-            return self._check_ca(request)
+            return await self._check_ca(request)
         return _error(404, f"no such page: {path}")
 
     def _get(self, path: str, target: str) -> _Response:
@@ -420,7 +424,9 @@ class Dashboard:
 
     def _body(self, request: _Request) -> Any:
         try:
-            return json.loads(request.body or b"null")
+            return bounded_json.loads(request.body or b"null")
+        except bounded_json.JsonTooDeep as exc:
+            raise InputError(f"the body is refused: {exc}") from None
         except ValueError as exc:
             raise InputError(f"the body is not JSON: {exc}") from exc
 
@@ -442,9 +448,16 @@ class Dashboard:
         results = await try_identity(self.gateway, self._targets, identity, server_ca=server_ca)
         return _json(200, {"identity": identity.to_json(datetime.now(UTC)), "results": results})
 
-    def _check_ca(self, request: _Request) -> _Response:
+    async def _check_ca(self, request: _Request) -> _Response:
+        """The inspector: parsing certificates and opening a PFX is CPU work on untrusted
+        input, so it runs in a worker thread, one upload at a time, while the event loop the
+        gateway's listeners share keeps serving."""
         try:
             given = parse_check_ca_input(self._body(request))
         except InputError as exc:
             return _error(400, str(exc))
-        return _json(200, check_ca_view(given, now=datetime.now(UTC)))
+        view = await trio.to_thread.run_sync(
+            functools.partial(check_ca_view, given, now=datetime.now(UTC)),
+            limiter=self._inspector_limiter,
+        )
+        return _json(200, view)

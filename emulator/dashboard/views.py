@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
+from cryptography.hazmat.primitives.serialization import Encoding
 
-from emulator.checkca import check_ca, report_json
+from emulator.checkca import OpenedPfx, check_ca, open_pfx, report_json
 from emulator.dashboard.identities import DemoIdentities, validity_state
 from emulator.model import ClientAuthMode, GatewayConfig, Listener, ListenerProtocol
 from emulator.summary import describe
@@ -387,25 +387,23 @@ def parse_check_ca_input(body: object) -> CheckCaInput:
     )
 
 
-def _pfx_contents(data: bytes, password: str, now: datetime) -> dict[str, Any]:
+def _pfx_contents(pfx: OpenedPfx, now: datetime) -> dict[str, Any]:
     """What a password-protected PFX holds, public parts only, and the verdict on its CAs.
 
-    The key is loaded by the PKCS#12 parser and dropped at once: only whether there was one is
-    reported. The password is used here and never repeated in the answer.
+    The key was loaded by the PKCS#12 parser and dropped at once (:func:`open_pfx`): only
+    whether there was one is reported. The password is never repeated in the answer.
     """
-    try:
-        key, cert, extra = pkcs12.load_key_and_certificates(data, password.encode("utf-8"))
-    except ValueError:
-        return {"opened": False, "message": "the password does not open this PFX"}
-    certs = [c for c in (cert, *extra) if c is not None]
+    if not pfx.opened:
+        return {"opened": False, "message": pfx.message}
+    certs = pfx.certificates
     cas_pem = b"".join(c.public_bytes(Encoding.PEM) for c in certs if _is_ca(c))
     contents: dict[str, Any] = {
         "opened": True,
-        "hasPrivateKey": key is not None,
+        "hasPrivateKey": pfx.has_key,
         "message": "this is a PFX: it bundles a private key, which must never be uploaded or "
         "sent to you; the verdict below is for the CA certificates inside it, exported as PEM "
         "(public parts only)"
-        if key is not None
+        if pfx.has_key
         else "this PFX holds certificates only; the verdict below is for its CA certificates",
         "caCertificates": None,
     }
@@ -416,6 +414,17 @@ def _pfx_contents(data: bytes, password: str, now: datetime) -> dict[str, Any]:
     else:
         contents["message"] += " (it holds no CA certificate: ask for the issuing CA chain)"
     return contents
+
+
+def _may_be_pfx(data: bytes) -> bool:
+    """DER that is not one certificate: what a PFX looks like before it is opened."""
+    if data[:1] != b"\x30":
+        return False
+    try:
+        x509.load_der_x509_certificate(data)
+    except ValueError:
+        return True
+    return False
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -429,14 +438,19 @@ def check_ca_view(given: CheckCaInput, *, now: datetime) -> dict[str, Any]:
     """``/api/check-ca``: the ``check-ca --output json`` report, plus a PFX's contents.
 
     Nothing secret goes back: the report lists certificates (public), and a PFX's key and
-    password are only used to tell the user what the file holds.
+    password are only used to tell the user what the file holds. A PFX is opened once, with
+    its password, at a bounded cost (:func:`emulator.arm.pkcs12_bounds.load_pkcs12`); the
+    caller runs this off the event loop all listeners share.
     """
+    opened = None
+    if given.password is not None and _may_be_pfx(given.data):
+        opened = open_pfx(given.data, given.password)
     report = report_json(
-        check_ca(given.data, name=given.name, at=now, client_cert=given.client_cert)
+        check_ca(given.data, name=given.name, at=now, client_cert=given.client_cert, pfx=opened)
     )
     pfx: dict[str, Any] | None = None
-    if report["kind"] in ("pfx", "binary") and given.password is not None:
-        pfx = _pfx_contents(given.data, given.password, now)
+    if report["kind"] in ("pfx", "binary") and opened is not None:
+        pfx = _pfx_contents(opened, now)
     elif report["kind"] in ("pfx", "binary"):
         pfx = {
             "opened": False,

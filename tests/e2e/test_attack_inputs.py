@@ -12,23 +12,33 @@ import base64
 import copy
 import json
 import logging
+import os
 import socket
 import ssl
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from emulator.arm.bounded_json import MAX_JSON_DEPTH
+from emulator.arm.expressions import MAX_EXPRESSION_DEPTH, MAX_VALUE_CHARS
+from emulator.arm.pkcs12_bounds import MAX_PKCS12_ITERATIONS
 from emulator.demo import PASSTHROUGH_LISTENER, demo_template
+from emulator.demo_pki import SERVER_PFX, DemoPki
 from tests.e2e.hostile import logged, no_internal_errors, tls_exchange
 from tests.e2e.processes import (
     READY_LISTENER,
+    READY_TIMEOUT_S,
     assert_no_traceback,
     run_to_exit,
     started,
 )
 from tests.e2e.stack import (
+    PFX_PASSWORD,
     RAW_SOCKET_TIMEOUT_S,
     PkiBundle,
     Stack,
@@ -38,8 +48,9 @@ from tests.e2e.stack import (
     start_stack,
     template_parameters,
 )
+from tests.e2e.test_dashboard import _https_get, api, demo_pki, running
 
-__all__ = ["no_internal_errors"]
+__all__ = ["demo_pki", "no_internal_errors"]
 
 pytestmark = pytest.mark.usefixtures("no_internal_errors")
 
@@ -308,3 +319,294 @@ async def test_control_characters_in_a_header_value_are_escaped_in_the_log(
     assert [m for m in messages if CONTROL_CHARACTERS & set(m)] == []
     # The host name is lowercased before it is logged; the escapes stay visible.
     assert [m for m in messages if "evil\\x1b[2j\\x9b2jfake" in m.lower()] != []
+
+
+# -- findings 11 and 15: hostile uploads to the dashboard's inspector --------------------------
+
+#: A PFX bomb of the issue's size: 2^22 MAC iterations take seconds to verify (each opening).
+BOMB_ITERATIONS = 2**22
+#: The listener must answer within this while the inspector handles the bomb (a request takes
+#: milliseconds; the old code froze the loop for several seconds). Generous: the machine is shared.
+LIVE_LATENCY_BOUND_S = 1.5
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    size = len(body)
+    if size < 0x80:
+        return bytes([tag, size]) + body
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(length)]) + length + body
+
+
+def _der_elements(data: bytes) -> list[bytes]:
+    """The encoded elements of a DER SEQUENCE's content, each with its tag and length."""
+    out, i = [], 0
+    while i < len(data):
+        start, size = i, data[i + 1]
+        i += 2
+        if size & 0x80:
+            count = size & 0x7F
+            size = int.from_bytes(data[i : i + count], "big")
+            i += count
+        i += size
+        out.append(data[start:i])
+    return out
+
+
+def _content(element: bytes) -> bytes:
+    """The content of one encoded DER element (what follows its tag and length)."""
+    size = element[1]
+    return element[2 + (size & 0x7F if size & 0x80 else 0) :]
+
+
+def with_mac_iterations(pfx: bytes, iterations: int) -> bytes:
+    """``pfx`` with its MacData iteration count replaced (the MAC then fails, after the work)."""
+    version, auth_safe, mac_data = _der_elements(_content(pfx))
+    digest, salt, _count = _der_elements(_content(mac_data))
+    count = _der(0x02, iterations.to_bytes((iterations.bit_length() + 8) // 8, "big"))
+    return _der(0x30, version + auth_safe + _der(0x30, digest + salt + count))
+
+
+async def test_a_pfx_bomb_in_the_inspector_does_not_stall_the_listeners(
+    demo_pki: DemoPki,
+) -> None:
+    bomb = with_mac_iterations((demo_pki.directory / SERVER_PFX).read_bytes(), BOMB_ITERATIONS)
+    body = {"file": base64.b64encode(bomb).decode(), "password": demo_pki.server_pfx_password}
+    latencies: list[float] = []
+    async with running(demo_pki) as run:
+        port = run.gateway.ports[PASSTHROUGH_LISTENER]
+        done = trio.Event()
+
+        async def probe() -> None:
+            while not done.is_set() or len(latencies) < 3:
+                started = time.perf_counter()
+                status = await trio.to_thread.run_sync(
+                    _https_get, port, demo_pki.directory, None, None
+                )
+                latencies.append(time.perf_counter() - started)
+                assert status == 200
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(probe)
+            await trio.sleep(0.05)
+            answer = await api(run.port, "POST", "/api/check-ca", body)
+            done.set()
+    assert max(latencies) < LIVE_LATENCY_BOUND_S, latencies
+    assert answer.status == 200
+    pfx = answer.json()["pfx"]
+    assert pfx["opened"] is False
+    assert f"{MAX_PKCS12_ITERATIONS:,}" in pfx["message"]
+    assert "key-derivation iterations" in pfx["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"file": "", "x": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+        b'{"identity": ' + b'{"a": ' * 200 + b"1" + b"}" * 200 + b"}",
+    ],
+    ids=["arrays-100000-deep", "member-5000-deep", "objects-200-deep"],
+)
+@pytest.mark.parametrize("path", ["/api/check-ca", "/api/try"])
+async def test_deeply_nested_json_to_the_dashboard_api_is_a_400(
+    demo_pki: DemoPki, body: bytes, path: str
+) -> None:
+    async with running(demo_pki) as run:
+        answer = await api(
+            run.port, "POST", path, raw=body, headers={"Content-Type": "application/json"}
+        )
+    assert answer.status == 400
+    assert "nest deeper than 64 levels" in answer.json()["error"]
+
+
+# -- finding 14: command-line inputs that would run without bound -----------------------------
+
+#: The address space the memory test gives the command: several times what ``validate`` needs
+#: (about 300 MB), well below the 1.5 GB that ``padLeft('a', 1500000000)`` would allocate.
+ADDRESS_SPACE_BYTES = 1024**3
+
+
+def _nested(opening: str, inner: str, closing: str, depth: int) -> str:
+    return opening * depth + inner + closing * depth
+
+
+def _template_with(gateway_name: object) -> dict[str, Any]:
+    """The demo template whose gateway name is ``gateway_name`` (evaluated first of all)."""
+    template = copy.deepcopy(
+        demo_template(
+            strict_port=8443, passthrough_port=9443, backend_host="127.0.0.1", backend_port=1
+        )
+    )
+    template["variables"]["gatewayName"] = gateway_name
+    return template
+
+
+#: case → (template text, the words the error must contain).
+HOSTILE_TEMPLATES: dict[str, tuple[str, str]] = {
+    "json-100000-deep": (
+        json.dumps(_template_with("gw"))[:-1] + ', "x": ' + _nested("[", "", "]", 100_000) + "}",
+        f"nest deeper than {MAX_JSON_DEPTH} levels",
+    ),
+    "expression-500-deep": (
+        json.dumps(_template_with("[" + _nested("concat(", "'a'", ")", 500) + "]")),
+        f"nests deeper than {MAX_EXPRESSION_DEPTH} levels",
+    ),
+    "mul-400-deep": (
+        json.dumps(_template_with("[string(" + _nested("mul(2, ", "3", ")", 400) + ")]")),
+        f"nests deeper than {MAX_EXPRESSION_DEPTH} levels",
+    ),
+    "integer-overflow": (
+        json.dumps(_template_with("[string(mul(9223372036854775807, 2))]")),
+        "does not fit in a 64-bit integer",
+    ),
+    "doubling-concat": (
+        json.dumps(
+            {
+                **_template_with("[concat('gw', variables('v24'))]"),
+                "variables": {
+                    **_template_with("")["variables"],
+                    "gatewayName": "[concat('gw', variables('v24'))]",
+                    "v0": "0123456789abcdef",
+                    **{
+                        f"v{i}": f"[concat(variables('v{i - 1}'), variables('v{i - 1}'))]"
+                        for i in range(1, 25)
+                    },
+                },
+            }
+        ),
+        f"at most {MAX_VALUE_CHARS:,}",
+    ),
+}
+
+
+def _validate(template_text: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "template.json"
+    path.write_text(template_text)
+    return run_to_exit(
+        [
+            "validate",
+            "--template-file",
+            str(path),
+            *extra,
+            "--parameters",
+            "certData=x",
+            "certPassword=y",
+            "trustedClientCaData=z",
+        ],
+        cwd=tmp_path,
+    )
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_TEMPLATES), ids=list(HOSTILE_TEMPLATES))
+def test_hostile_template_is_a_clear_error(tmp_path: Path, case: str) -> None:
+    text, words = HOSTILE_TEMPLATES[case]
+
+    result = _validate(text, tmp_path)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_no_traceback(result.stdout + result.stderr)
+    assert words in result.stdout
+    assert "[InvalidTemplate]" in result.stdout
+
+
+def test_deeply_nested_parameters_file_is_a_clear_error(tmp_path: Path) -> None:
+    parameters = tmp_path / "parameters.json"
+    parameters.write_text(
+        '{"parameters": {"certData": {"value": ' + _nested("[", "", "]", 50_000) + "}}}"
+    )
+    path = tmp_path / "template.json"
+    path.write_text(json.dumps(_template_with("gw")))
+
+    result = run_to_exit(
+        ["validate", "--template-file", str(path), "--parameters", f"@{parameters}"],
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 1
+    assert_no_traceback(result.stdout + result.stderr)
+    assert f"nest deeper than {MAX_JSON_DEPTH} levels" in result.stdout
+    assert str(parameters) in result.stdout
+
+
+#: Runs the command line with its address space limited first (in the child itself, rather
+#: than a ``preexec_fn`` in this multi-threaded test process).
+LIMITED_MAIN = (
+    "import resource, runpy, sys; "
+    "resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit})); "
+    "sys.argv = ['appgw-emulator', *sys.argv[1:]]; "
+    "runpy.run_module('emulator', run_name='__main__')"
+)
+
+
+def test_pad_left_to_one_and_a_half_gigabytes_is_refused_before_allocating(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "template.json"
+    path.write_text(json.dumps(_template_with("[padLeft('a', 1500000000)]")))
+    args = [
+        "validate",
+        "--template-file",
+        str(path),
+        "--parameters",
+        "certData=x",
+        "certPassword=y",
+        "trustedClientCaData=z",
+    ]
+
+    # Under RLIMIT_AS the allocation would fail with MemoryError instead of taking the memory:
+    # only a check made before allocating gives the clear error.
+    result = subprocess.run(
+        [sys.executable, "-c", LIMITED_MAIN.format(limit=ADDRESS_SPACE_BYTES), *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=READY_TIMEOUT_S,
+        check=False,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert_no_traceback(result.stdout + result.stderr)
+    assert "'padLeft'" in result.stdout
+    assert f"at most {MAX_VALUE_CHARS:,}" in result.stdout
+
+
+def test_a_pfx_bomb_in_a_template_is_refused_at_once(pki: PkiBundle, tmp_path: Path) -> None:
+    # 2^31-1 MAC iterations: minutes of work when opened; the bound refuses it unopened.
+    bomb = with_mac_iterations(pki.server.pfx(PFX_PASSWORD), 2**31 - 1)
+    parameters = [p for p in template_parameters(pki) if not p.startswith("certData=")]
+    path = tmp_path / "template.json"
+    path.write_text(json.dumps(_template_with("gw")))
+    started_at = time.monotonic()
+
+    result = run_to_exit(
+        [
+            "validate",
+            "--template-file",
+            str(path),
+            "--parameters",
+            "certData=" + base64.b64encode(bomb).decode(),
+            *parameters,
+        ],
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_no_traceback(result.stdout + result.stderr)
+    assert "[EmulatorPkcs12TooManyIterations]" in result.stdout
+    assert "2,147,483,647" in result.stdout or "key-derivation iterations" in result.stdout
+    assert time.monotonic() - started_at < READY_TIMEOUT_S
+
+
+def test_check_ca_on_a_pfx_bomb_answers_at_once(pki: PkiBundle, tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.pfx"
+    bomb.write_bytes(with_mac_iterations(pki.server.pfx(PFX_PASSWORD), 2**31 - 1))
+    started_at = time.monotonic()
+
+    result = run_to_exit(["check-ca", str(bomb)], cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert_no_traceback(result.stdout + result.stderr)
+    assert "PFX/PKCS#12" in result.stdout
+    assert time.monotonic() - started_at < READY_TIMEOUT_S

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from emulator.arm.expressions import (
+    MAX_EXPRESSION_DEPTH,
     Call,
     DeploymentScope,
     EvalContext,
@@ -457,3 +458,53 @@ def test_every_function_the_gateway_templates_need_is_implemented() -> None:
         "null",
     ]
     assert {name.lower() for name in needed} <= set(iter_function_names())
+
+
+# --- bounds on hostile expressions (issue #15) --------------------------------------------------
+
+
+def _nested(depth: int) -> str:
+    return "[" + "concat(" * depth + "'a'" + ")" * depth + "]"
+
+
+def test_nesting_up_to_the_bound_evaluates() -> None:
+    assert ev(_nested(MAX_EXPRESSION_DEPTH - 1)) == "a"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (_nested(65), "nests deeper than 64 levels"),
+        (_nested(5000)[:24_000] + "]", "nests deeper than 64 levels"),
+        ("[concat('" + "a" * 24_600 + "')]", "at most 24,576"),
+        ("[padLeft('a', 1500000000)]", "at most 4,194,304"),
+        ("[replace(padLeft('a', 4000000, 'a'), 'a', 'aa')]", "at most 4,194,304"),
+        ("[format('{0,2000000000}', 1)]", "at most 4,194,304"),
+        ("[format('{0:D2000000000}', 1)]", "at most 4,194,304"),
+        ("[join(createArray(padLeft('a', 3000000), padLeft('a', 3000000)), ',')]", "at most"),
+        ("[add(9223372036854775807, 1)]", "64-bit"),
+        ("[mul(-9223372036854775808, -1)]", "64-bit"),
+        ("[add(92233720368547758070, 1)]", "64 bits"),
+        ("[add(" + "9" * 5000 + ", 1)]", "64 bits"),
+        ("[json('" + "[" * 100 + "]" * 100 + "')]", "nest deeper than 64 levels"),
+    ],
+    ids=[
+        "depth-65",
+        "depth-5000",
+        "too-long",
+        "padleft",
+        "replace",
+        "format-alignment",
+        "format-width",
+        "join",
+        "add-overflow",
+        "mul-overflow",
+        "literal-too-big",
+        "literal-5000-digits",
+        "json-too-deep",
+    ],
+)
+def test_hostile_expression_is_an_expression_error(text: str, words: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        ev(text)
+    assert words in info.value.message
