@@ -309,3 +309,24 @@ def test_key_vault_parameter_reference_is_replaced_by_a_later_parameter(
         reply = workspace.get(ready.port, "client-expired")
         assert reply.status == 200
         assert process.stop() == 0
+
+
+def test_a_bicep_compile_error_shows_the_compilers_diagnostics(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub = tmp_path / "bicep"
+    stub.write_text(
+        f"#!{sys.executable}\nimport sys\n"
+        "sys.stderr.write(\"main.bicep(12,5) : Error BCP018: Expected the '}' character.\\n\")\n"
+        "sys.exit(1)\n"
+    )
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = run_to_exit(
+        ["validate", "-f", str(BICEP / "main.bicep"), "-p", *BICEP_PARAMETERS], cwd=workspace.cwd
+    )
+    assert result.returncode == 1
+    assert_no_traceback(result.stdout + result.stderr)
+    assert "`bicep build " in result.stdout
+    assert "failed (exit code 1)" in result.stdout
+    assert "Error BCP018" in result.stdout

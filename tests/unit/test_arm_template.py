@@ -297,6 +297,20 @@ def test_key_vault_reference_explains_offline_use(tmp_path: Path) -> None:
     assert "--parameters cert=VALUE" in info.value.fix
 
 
+def test_later_parameter_replaces_a_key_vault_reference_and_the_reverse(tmp_path: Path) -> None:
+    """Issue 19: the error's own fix (``--parameters cert=VALUE``) works, and later wins both
+    ways: a Key Vault file after the value brings the error back."""
+    params = tmp_path / "params.json"
+    reference = {"keyVault": {"id": "/subscriptions/x/vaults/kv"}, "secretName": "pfx"}
+    params.write_text(json.dumps({"parameters": {"cert": {"reference": reference}}}))
+    declared = {"cert": {"type": "securestring"}}
+
+    assert load_params(tmp_path, declared, f"@{params}", "cert=local") == {"cert": "local"}
+    with pytest.raises(TemplateError, match=r"Key Vault reference") as info:
+        load_params(tmp_path, declared, "cert=local", f"@{params}")
+    assert info.value.file == str(params)
+
+
 def test_missing_parameters_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(TemplateError, match=r"Cannot read the parameters file"):
         load_params(tmp_path, {}, f"@{tmp_path / 'nope.json'}")
