@@ -207,7 +207,9 @@ def map_gateway(
         r = m.reader(identities[0], "identity")
         res["identity"] = {
             "type": r.get("type"),
-            "userAssignedIdentities": {i: {} for i in r.get("identity_ids", [])},
+            "userAssignedIdentities": {i: {} for i in ids if isinstance(i, str)}
+            if isinstance(ids := r.get("identity_ids", []), list)
+            else {},
         }
         r.get("principal_id")
         r.get("tenant_id")
@@ -263,13 +265,16 @@ def map_gateway(
             props[arm] = {k: v for k, v in build(r).items() if v is not None}
             r.finish()
             m.out.locations[f"properties.{arm}"] = (r.where(), block)
-    errors = [
-        {"statusCode": r.get("status_code"), "customErrorPageUrl": r.get("custom_error_page_url")}
-        for r in (
-            m.reader(o, "custom_error_configuration")
-            for o in top.blocks("custom_error_configuration")
+    errors = []
+    for obj in top.blocks("custom_error_configuration"):
+        r = m.reader(obj, "custom_error_configuration")
+        errors.append(
+            {
+                "statusCode": r.get("status_code"),
+                "customErrorPageUrl": r.get("custom_error_page_url"),
+            }
         )
-    ]
+        r.finish()
     if errors:
         props["customErrorConfigurations"] = errors
 
