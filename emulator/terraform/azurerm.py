@@ -317,6 +317,9 @@ def map_gateway(
         "privateLinkConfigurations",
         lambda r: {"ipConfigurations": r.get("ip_configuration")},
     )
+    for arm, key in _TOP_LEVEL_PLACES.items():
+        if key in values:
+            m.out.locations.setdefault(arm, (top.where(key), key))
     top.finish()
     if any(
         p.get("properties", {}).get("clientAuthConfiguration", {}).get("verifyClientAuthMode")
@@ -324,6 +327,20 @@ def map_gateway(
     ):
         m.out.api_version = AUTH_MODE_API_VERSION
     return m.out
+
+
+#: ARM paths of top-level arguments → the argument, so messages about them point at its line.
+_TOP_LEVEL_PLACES: Final = {
+    "identity": "identity",
+    "zones": "zones",
+    "tags": "tags",
+    "properties.sku": "sku",
+    "properties.sslPolicy": "ssl_policy",
+    "properties.enableHttp2": "http2_enabled",
+    "properties.enableFips": "fips_enabled",
+    "properties.firewallPolicy": "firewall_policy_id",
+    "properties.customErrorConfigurations": "custom_error_configuration",
+}
 
 
 def _waf(r: _Reader) -> dict[str, Any]:
