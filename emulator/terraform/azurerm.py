@@ -25,8 +25,11 @@ from emulator.terraform.evaluate import Unknown
 __all__ = ["AZURERM_API_VERSION", "Mapped", "map_gateway"]
 
 #: The Microsoft.Network API version azurerm 4.x manages application gateways with
-#: (internal/services/network/application_gateway_resource.go imports network/2024-05-01).
-AZURERM_API_VERSION: Final = "2024-05-01"
+#: (internal/services/network/application_gateway_resource.go imports go-azure-sdk's
+#: network/2023-11-01/applicationgateways). Newer provider releases may move it; what matters
+#: here is that it is after 2023-02-01 (the newer default TLS policy) and before 2025-03-01
+#: (so Passthrough needs azapi or verify_client_auth_mode, as in Azure).
+AZURERM_API_VERSION: Final = "2023-11-01"
 #: ``verify_client_auth_mode`` comes with the provider change that moves to this API version
 #: (the open azurerm pull request for its issue #31844).
 AUTH_MODE_API_VERSION: Final = "2025-05-01"
