@@ -51,7 +51,7 @@ def _relocate(
     best = max((p for p in places if path == p or path.startswith(p + ".")), key=len, default=None)
     if best is None:
         for p in places:
-            if p.startswith(path) and path:
+            if path and p.startswith(path + "["):  # a whole list: its first item
                 best = p
                 break
     if best is None:

@@ -25,8 +25,11 @@ from emulator.terraform.evaluate import Unknown
 __all__ = ["AZURERM_API_VERSION", "Mapped", "map_gateway"]
 
 #: The Microsoft.Network API version azurerm 4.x manages application gateways with
-#: (internal/services/network/application_gateway_resource.go imports network/2024-05-01).
-AZURERM_API_VERSION: Final = "2024-05-01"
+#: (internal/services/network/application_gateway_resource.go imports go-azure-sdk's
+#: network/2023-11-01/applicationgateways). Newer provider releases may move it; what matters
+#: here is that it is after 2023-02-01 (the newer default TLS policy) and before 2025-03-01
+#: (so Passthrough needs azapi or verify_client_auth_mode, as in Azure).
+AZURERM_API_VERSION: Final = "2023-11-01"
 #: ``verify_client_auth_mode`` comes with the provider change that moves to this API version
 #: (the open azurerm pull request for its issue #31844).
 AUTH_MODE_API_VERSION: Final = "2025-05-01"
@@ -207,7 +210,9 @@ def map_gateway(
         r = m.reader(identities[0], "identity")
         res["identity"] = {
             "type": r.get("type"),
-            "userAssignedIdentities": {i: {} for i in r.get("identity_ids", [])},
+            "userAssignedIdentities": {i: {} for i in ids if isinstance(i, str)}
+            if isinstance(ids := r.get("identity_ids", []), list)
+            else {},
         }
         r.get("principal_id")
         r.get("tenant_id")
@@ -263,13 +268,16 @@ def map_gateway(
             props[arm] = {k: v for k, v in build(r).items() if v is not None}
             r.finish()
             m.out.locations[f"properties.{arm}"] = (r.where(), block)
-    errors = [
-        {"statusCode": r.get("status_code"), "customErrorPageUrl": r.get("custom_error_page_url")}
-        for r in (
-            m.reader(o, "custom_error_configuration")
-            for o in top.blocks("custom_error_configuration")
+    errors = []
+    for obj in top.blocks("custom_error_configuration"):
+        r = m.reader(obj, "custom_error_configuration")
+        errors.append(
+            {
+                "statusCode": r.get("status_code"),
+                "customErrorPageUrl": r.get("custom_error_page_url"),
+            }
         )
-    ]
+        r.finish()
     if errors:
         props["customErrorConfigurations"] = errors
 
@@ -312,6 +320,9 @@ def map_gateway(
         "privateLinkConfigurations",
         lambda r: {"ipConfigurations": r.get("ip_configuration")},
     )
+    for arm, key in _TOP_LEVEL_PLACES.items():
+        if key in values:
+            m.out.locations.setdefault(arm, (top.where(key), key))
     top.finish()
     if any(
         p.get("properties", {}).get("clientAuthConfiguration", {}).get("verifyClientAuthMode")
@@ -319,6 +330,20 @@ def map_gateway(
     ):
         m.out.api_version = AUTH_MODE_API_VERSION
     return m.out
+
+
+#: ARM paths of top-level arguments → the argument, so messages about them point at its line.
+_TOP_LEVEL_PLACES: Final = {
+    "identity": "identity",
+    "zones": "zones",
+    "tags": "tags",
+    "properties.sku": "sku",
+    "properties.sslPolicy": "ssl_policy",
+    "properties.enableHttp2": "http2_enabled",
+    "properties.enableFips": "fips_enabled",
+    "properties.firewallPolicy": "firewall_policy_id",
+    "properties.customErrorConfigurations": "custom_error_configuration",
+}
 
 
 def _waf(r: _Reader) -> dict[str, Any]:

@@ -510,10 +510,15 @@ def load_directory(
                 code="EmulatorTerraformSyntax",
             )
         blocks.extend(parsed.blocks)
-    return Configuration(
+    cfg = Configuration(
         directory,
         blocks,
         scope=scope,
         var_args=var_args,
         environ=os.environ if environ is None else environ,
     )
+    for path in sorted(directory.glob("*.tf.json")):
+        cfg.warnings.append(
+            f"{path}: the JSON form of the Terraform language is not read (use --terraform-plan)"
+        )
+    return cfg

@@ -685,8 +685,8 @@ class Evaluator:
             raise _error(
                 f'{name}("{args[0]}"): cannot read {path}: {exc.strerror or exc}',
                 where,
-                fix="relative paths are read from the --terraform directory, as Terraform "
-                'reads them from its working directory; use "${path.module}/..."',
+                fix="relative paths are read from the --terraform directory, as "
+                "`terraform -chdir=DIR` reads them; check the path or make it absolute",
             ) from exc
         if name == "filebase64":
             return base64.b64encode(data).decode()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from emulator.arm.expressions import DeploymentScope
-from emulator.errors import EmulatorError, InvalidConfiguration, TemplateError
+from emulator.errors import EmulatorError, InvalidConfiguration, TemplateError, UnsupportedFeature
 from emulator.terraform import build_config, load_terraform
 from emulator.terraform.azapi import merge_body
 from emulator.terraform.config import load_directory
@@ -398,3 +398,59 @@ def test_a_file_that_is_not_a_plan_is_refused(tmp_path: Path) -> None:
     path.write_text('{"resources": []}')
     with pytest.raises(TemplateError, match="no planned_values"):
         load_plan(path, scope=SCOPE)
+
+
+RG = "/subscriptions/1/resourceGroups/rg/providers"
+EXTRAS = f"""
+  zones              = ["1", "2"]
+  tags               = {{ env = "dev" }}
+  firewall_policy_id = "{RG}/Microsoft.Network/applicationGatewayWebApplicationFirewallPolicies/p"
+  identity {{
+    type         = "UserAssigned"
+    identity_ids = ["{RG}/Microsoft.ManagedIdentity/userAssignedIdentities/i"]
+  }}
+  autoscale_configuration {{
+    min_capacity = 1
+    max_capacity = 3
+  }}
+  waf_configuration {{
+    enabled          = true
+    firewall_mode    = "Prevention"
+    rule_set_version = "3.2"
+  }}
+  global {{
+    request_buffering_enabled  = true
+    response_buffering_enabled = false
+  }}
+"""
+
+
+def test_arguments_azure_accepts_are_sorted_like_their_arm_twins(gateway_dir: Path) -> None:
+    text = GATEWAY.replace('  location            = "westus"\n', '  location = "westus"\n' + EXTRAS)
+    (gateway_dir / "main.tf").write_text(text)
+    config = build_config(load_terraform(gateway_dir, scope=SCOPE), None)
+    noted = {note.rsplit(".", 1)[-1] for note in config.notes}
+    assert {
+        "tags",
+        "zones",
+        "identity",
+        "firewallPolicy",
+        "autoscaleConfiguration",
+        "globalConfiguration",
+        "webApplicationFirewallConfiguration",
+    } <= noted
+
+
+def test_custom_error_pages_are_not_emulated_and_point_at_their_block(gateway_dir: Path) -> None:
+    block = (
+        "  custom_error_configuration {\n"
+        '    status_code           = "HttpStatus502"\n'
+        '    custom_error_page_url = "https://example.test/502.html"\n'
+        "  }\n"
+    )
+    text = GATEWAY.replace("  sku {\n", block + "  sku {\n", 1)
+    (gateway_dir / "main.tf").write_text(text)
+    with pytest.raises(UnsupportedFeature) as caught:
+        build_config(load_terraform(gateway_dir, scope=SCOPE), None)
+    line = next(i for i, x in enumerate(text.splitlines(), 1) if "custom_error_configuration" in x)
+    assert caught.value.file == f"{gateway_dir / 'main.tf'}:{line}"
