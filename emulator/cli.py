@@ -203,8 +203,10 @@ def _parser() -> argparse.ArgumentParser:
     wait.add_argument(
         "url",
         nargs="?",
-        default=DEFAULT_HEALTH_URL,
-        help=f"the health endpoint (default {DEFAULT_HEALTH_URL}, the dashboard of `up`)",
+        default=None,
+        help="the health endpoint (default http://127.0.0.1:PORT/health with PORT from "
+        "APPGW_EMULATOR_HEALTH_PORT, else APPGW_EMULATOR_DASHBOARD_PORT, else 8000: what the "
+        "same environment's emulator serves)",
     )
     wait.add_argument(
         "--timeout",
@@ -939,6 +941,16 @@ def _cmd_wait(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
 
+    if args.url is None:
+        port = next(
+            (
+                os.environ[name]
+                for name in ("APPGW_EMULATOR_HEALTH_PORT", "APPGW_EMULATOR_DASHBOARD_PORT")
+                if os.environ.get(name, "").strip()
+            ),
+            "8000",
+        )
+        args.url = f"http://127.0.0.1:{port.strip()}/health"
     if not args.url.startswith(("http://", "https://")):
         raise UsageError(f"'{args.url}' is not an http:// URL (e.g. {DEFAULT_HEALTH_URL})")
     deadline = time.monotonic() + args.timeout
