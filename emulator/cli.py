@@ -173,6 +173,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TEMPLATE_PORT=LOCAL_PORT",
     )
     _add_bind_argument(run)
+    run.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload the template and @parameter files when one changes (SIGHUP reloads "
+        "always): checked first, an invalid one leaves the running configuration serving",
+    )
     _add_workers_argument(run)
     _add_strip_argument(run)
     _add_verification_arguments(run)
@@ -607,18 +613,67 @@ def _cmd_run(args: argparse.Namespace) -> int:
             _note("note: the dashboard is not served with --workers (it shows one process)")
         return _serve_workers(gateway, config, args.workers)
 
+    from emulator.runtime.reload import Reloader
+
+    def load() -> GatewayConfig:
+        new_config, _skipped = _load_config(args)
+        _check_listen_ports(new_config, listen)
+        return new_config
+
+    def make_gateway(new_config: GatewayConfig) -> Gateway:
+        return Gateway(
+            new_config,
+            bind=args.bind,
+            listen=listen,
+            strip_client_cert_headers=args.strip_client_cert_headers,
+            **_verification_options(args, new_config),
+        )
+
+    shown: list[object] = []  # the dashboard, once it is up
+
+    def on_ready(serving: Gateway) -> None:
+        if reloader.reloads:
+            _note(f"reloaded {args.template_file}: new connections use the new configuration")
+            for item in shown:
+                if item is not None:
+                    item.show(serving)  # type: ignore[attr-defined]
+        _ready_lines(serving, serving.config)
+
+    def on_error(problem: EmulatorError) -> None:
+        _note(f"error: reload refused, the previous configuration keeps serving: {problem}")
+
+    assert isinstance(gateway, Gateway)
+    watched = [args.template_file, *_parameter_files(args)] if args.watch else []
+    reloader = Reloader(gateway, load, make_gateway, on_ready, on_error, watched)
+
     async def start(nursery: trio.Nursery) -> None:
         # Before the listeners bind, so /health answers 503 until they are; a bad --pki or a
         # busy dashboard port fails start-up before any ready line.
         announce = await start_dashboard_for_cli(
-            nursery, gateway, args, pki_dir=None, observations=None, say=_say, note=_note
+            nursery,
+            gateway,
+            args,
+            pki_dir=None,
+            observations=None,
+            say=_say,
+            note=_note,
+            readiness=reloader.readiness,
         )
-        await nursery.start(gateway.serve)
-        _ready_lines(gateway, config)
-        announce()
+        await reloader.run(nursery)
+        shown.append(announce())
 
     trio.run(_serve_until_signal, start)
     return 0
+
+
+def _parameter_files(args: argparse.Namespace) -> list[Path]:
+    """The ``@file`` parameters of ``run``: ``--watch`` reloads when one changes."""
+    return [
+        Path(item[1:])
+        for group in args.parameters
+        for item in group
+        if item.startswith("@") and len(item) > 1
+    ]
 
 
 def _up_template_ports(strict: int, passthrough: int) -> tuple[int, int]:
