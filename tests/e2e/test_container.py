@@ -339,3 +339,64 @@ def test_run_in_a_container_with_a_mounted_template(podman: Podman, tmp_path: Pa
             status, document = _https(passthrough, server_ca, config / "certs")
             assert status == 200
             assert _headers(document, "X-Client-Cert-Verification") == ["PASSTHROUGH"]
+
+
+@pytest.fixture
+def docker_api(podman: Podman, tmp_path: Path) -> Iterator[str]:
+    """podman's Docker-compatible API on a socket of this test, stopped by its PID after."""
+    socket_path = tmp_path / "podman.sock"
+    service = subprocess.Popen(
+        [*podman.prefix, "system", "service", "--time=0", f"unix://{socket_path}"],
+        env=podman.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + PODMAN_TIMEOUT_S
+        while not socket_path.exists():
+            if service.poll() is not None or time.monotonic() > deadline:
+                pytest.skip(f"podman system service did not start: {service.stderr.read()!r}")
+            time.sleep(0.05)
+        yield f"unix://{socket_path}"
+    finally:
+        service.terminate()
+        try:
+            service.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
+
+
+def test_testcontainers_module_waits_on_health_and_gives_urls_and_server_ca(
+    docker_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("testcontainers", reason="pip install '.[testcontainers]'")
+    from emulator.testcontainers import AppGwEmulatorContainer
+
+    # The Ryuk reaper image cannot be pulled here; the container is removed by the block.
+    monkeypatch.setenv("DOCKER_HOST", docker_api)
+    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _writable_for_image(certs)
+    strict, passthrough, dashboard = _free_ports(3)
+    env = {
+        "APPGW_EMULATOR_STRICT_PORT": str(strict),
+        "APPGW_EMULATOR_PASSTHROUGH_PORT": str(passthrough),
+        "APPGW_EMULATOR_BACKEND_PORT": "0",
+        "APPGW_EMULATOR_DASHBOARD_PORT": str(dashboard),
+    }
+    container = AppGwEmulatorContainer(
+        IMAGE, volumes=[(str(certs), "/certs", "rw")], env=env, host_network=True
+    )
+    with container as appgw:
+        assert appgw.get_url("strict-listener") == f"https://localhost:{strict}/"
+        server_ca = appgw.server_ca()
+        status, document = _https(strict, server_ca, certs)
+        assert status == 200
+        assert _headers(document, "X-Client-Cert-Verification") == ["SUCCESS"]
+        port = int(appgw.get_url("passthrough-listener").rsplit(":", 1)[1].rstrip("/"))
+        status, document = _https(port, server_ca, None)
+        assert status == 200
+        with pytest.raises(KeyError, match="strict-listener"):
+            appgw.get_url("no-such-listener")
