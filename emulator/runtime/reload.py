@@ -93,19 +93,29 @@ class Reloader:
         Raises:
             StartupError: the first gateway cannot bind.
         """
+        # Both before the ready lines: a script may edit a file or send SIGHUP as soon as it
+        # sees them, and neither may be missed (an unhandled SIGHUP would end the process).
+        seen = _stamp(self.watched)
+        await nursery.start(self._on_signal, nursery)
         await nursery.start(self._serve_one, self.gateway)
         self.on_ready(self.gateway)
-        nursery.start_soon(self._on_signal, nursery)
         if self.watched:
-            nursery.start_soon(self._watch, nursery)
+            nursery.start_soon(self._watch, nursery, seen)
 
-    async def _on_signal(self, nursery: trio.Nursery) -> None:
+    async def _on_signal(
+        self,
+        nursery: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         with trio.open_signal_receiver(signal.SIGHUP) as signals:
+            task_status.started()
             async for _ in signals:
                 await self.reload(nursery, "SIGHUP")
 
-    async def _watch(self, nursery: trio.Nursery) -> None:
-        seen = _stamp(self.watched)
+    async def _watch(
+        self, nursery: trio.Nursery, seen: tuple[tuple[float, int] | None, ...]
+    ) -> None:
         while True:
             await trio.sleep(WATCH_INTERVAL_S)
             now = _stamp(self.watched)
