@@ -190,6 +190,12 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an ARM template's application gateway locally")
     _add_config_arguments(run)
     _add_listen_arguments(run)
+    run.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload the template and @parameter files when one changes (SIGHUP reloads "
+        "always): checked first, an invalid one leaves the running configuration serving",
+    )
     _add_workers_argument(run)
     _add_strip_argument(run)
     _add_verification_arguments(run)
@@ -222,8 +228,10 @@ def _parser() -> argparse.ArgumentParser:
     wait.add_argument(
         "url",
         nargs="?",
-        default=DEFAULT_HEALTH_URL,
-        help=f"the health endpoint (default {DEFAULT_HEALTH_URL}, the dashboard of `up`)",
+        default=None,
+        help="the health endpoint (default http://127.0.0.1:PORT/health with PORT from "
+        "APPGW_EMULATOR_HEALTH_PORT, else APPGW_EMULATOR_DASHBOARD_PORT, else 8000: what the "
+        "same environment's emulator serves)",
     )
     wait.add_argument(
         "--timeout",
@@ -666,18 +674,67 @@ def _cmd_run(args: argparse.Namespace) -> int:
             _note("note: the dashboard is not served with --workers (it shows one process)")
         return _serve_workers(gateway, config, args.workers)
 
+    from emulator.runtime.reload import Reloader
+
+    def load() -> GatewayConfig:
+        new_config, _skipped = _load_config(args)
+        _check_listen_ports(new_config, listen)
+        return new_config
+
+    def make_gateway(new_config: GatewayConfig) -> Gateway:
+        return Gateway(
+            new_config,
+            bind=args.bind,
+            listen=listen,
+            strip_client_cert_headers=args.strip_client_cert_headers,
+            **_verification_options(args, new_config),
+        )
+
+    shown: list[object] = []  # the dashboard, once it is up
+
+    def on_ready(serving: Gateway) -> None:
+        if reloader.reloads:
+            _note(f"reloaded {args.template_file}: new connections use the new configuration")
+            for item in shown:
+                if item is not None:
+                    item.show(serving)  # type: ignore[attr-defined]
+        _ready_lines(serving, serving.config)
+
+    def on_error(problem: EmulatorError) -> None:
+        _note(f"error: reload refused, the previous configuration keeps serving: {problem}")
+
+    assert isinstance(gateway, Gateway)
+    watched = [args.template_file, *_parameter_files(args)] if args.watch else []
+    reloader = Reloader(gateway, load, make_gateway, on_ready, on_error, watched)
+
     async def start(nursery: trio.Nursery) -> None:
         # Before the listeners bind, so /health answers 503 until they are; a bad --pki or a
         # busy dashboard port fails start-up before any ready line.
         announce = await start_dashboard_for_cli(
-            nursery, gateway, args, pki_dir=None, observations=None, say=_say, note=_note
+            nursery,
+            gateway,
+            args,
+            pki_dir=None,
+            observations=None,
+            say=_say,
+            note=_note,
+            readiness=reloader.readiness,
         )
-        await nursery.start(gateway.serve)
-        _ready_lines(gateway, config)
-        announce()
+        await reloader.run(nursery)
+        shown.append(announce())
 
     trio.run(_serve_until_signal, start)
     return 0
+
+
+def _parameter_files(args: argparse.Namespace) -> list[Path]:
+    """The ``@file`` parameters of ``run``: ``--watch`` reloads when one changes."""
+    return [
+        Path(item[1:])
+        for group in args.parameters
+        for item in group
+        if item.startswith("@") and len(item) > 1
+    ]
 
 
 def _up_template_ports(strict: int, passthrough: int) -> tuple[int, int]:
@@ -1000,6 +1057,16 @@ def _cmd_wait(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
 
+    if args.url is None:
+        port = next(
+            (
+                os.environ[name]
+                for name in ("APPGW_EMULATOR_HEALTH_PORT", "APPGW_EMULATOR_DASHBOARD_PORT")
+                if os.environ.get(name, "").strip()
+            ),
+            "8000",
+        )
+        args.url = f"http://127.0.0.1:{port.strip()}/health"
     if not args.url.startswith(("http://", "https://")):
         raise UsageError(f"'{args.url}' is not an http:// URL (e.g. {DEFAULT_HEALTH_URL})")
     deadline = time.monotonic() + args.timeout

@@ -5,6 +5,8 @@ each long option has a variable: ``--template-file`` is ``APPGW_EMULATOR_TEMPLAT
 an option with several spellings uses the longest (``run --dashboard``/``--dashboard-port`` is
 ``APPGW_EMULATOR_DASHBOARD_PORT``). The rules:
 
+* a variable that is empty counts as unset (an input left blank in a compose file or a CI
+  workflow);
 * a flag on the command line wins over its variable (for a repeatable flag, the flags replace
   the variable's values rather than adding to them);
 * a variable standing for a repeatable flag holds one value per line (``--backend`` already
@@ -145,8 +147,8 @@ def parse_with_environment(
     for sub, _prog in _walk(parser):
         for action in sub._actions:
             name = variable_name(action)
-            if name is None or name not in environ:
-                continue
+            if name is None or not environ.get(name, "").strip():
+                continue  # unset, or set to nothing (a compose or CI input left empty)
             marker = _FromEnvironment(action)
             bound.append(_Bound(sub, action, name, environ[name], marker, action.default))
             action.default = marker

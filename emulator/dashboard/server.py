@@ -396,6 +396,11 @@ class Dashboard:
         ]
         return _json(200, {"kept": len(self.gateway.access_log), "requests": rows})
 
+    def show(self, gateway: Gateway) -> None:
+        """Show ``gateway`` from now on (``run`` reloaded its configuration)."""
+        self.gateway = gateway
+        self._targets = find_try_targets(gateway.config)
+
     def server_ca(self) -> bytes:
         """The PEM a client must trust to reach the gateway's HTTPS listeners.
 

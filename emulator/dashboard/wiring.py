@@ -23,7 +23,7 @@ from emulator.dashboard.views import BackendObservations
 from emulator.errors import StartupError
 
 if TYPE_CHECKING:
-    from emulator.runtime.gateway import Gateway
+    from emulator.runtime.gateway import Gateway, Readiness
 
 __all__ = ["add_dashboard_arguments", "backend_observations", "start_dashboard_for_cli"]
 
@@ -115,6 +115,7 @@ async def start_dashboard_for_cli(
     observations: BackendObservations | None,
     say: Callable[[str], None],
     note: Callable[[str], None],
+    readiness: Callable[[], Readiness] | None = None,
 ) -> Callable[[], Dashboard | None]:
     """Start the dashboard and the health endpoint the flags ask for, before the gateway binds.
 
@@ -125,6 +126,9 @@ async def start_dashboard_for_cli(
 
     Under ``up`` the default port is a convenience: when 8000 is taken, ``up`` still runs and
     says how to pick another port. A port the user chose must bind, or start-up fails.
+
+    ``readiness`` is what ``--health-port`` reports (the reloader's, whose gateway changes);
+    the gateway's own by default.
 
     Raises:
         StartupError: the chosen port is busy or the address cannot be bound.
@@ -137,7 +141,10 @@ async def start_dashboard_for_cli(
 
         url = await nursery.start(
             functools.partial(
-                serve_health, gateway.readiness, host=args.dashboard_bind, port=health_port
+                serve_health,
+                readiness or gateway.readiness,
+                host=args.dashboard_bind,
+                port=health_port,
             )
         )
         lines.append(f"ready: health {url}")

@@ -183,31 +183,46 @@ class OrdersApi:
         self._thread.join()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python orders_api.py --trust-ca CHAIN --allow CN=ROLE``: serve until Ctrl-C."""
+def main(argv: list[str] | None = None) -> None:
+    """``python orders_api.py --trusted-ca CHAIN.pem --allow CN=ROLE``: serve until stopped.
+
+    How the compose and Kubernetes examples run the API in its own container, behind the
+    emulator (examples/compose/, examples/kubernetes/).
+    """
     import argparse
+    import contextlib
+    import signal
     from pathlib import Path
 
-    parser = argparse.ArgumentParser(description="the example orders API (behind the gateway)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8081)
+    parser = argparse.ArgumentParser(description="the example orders API, behind the gateway")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on")
     parser.add_argument(
-        "--trust-ca", type=Path, required=True, metavar="PEM", help="client CA chain"
+        "--trusted-ca",
+        "--trust-ca",
+        type=Path, required=True, help="the client CA chain (PEM) to verify with"
     )
     parser.add_argument(
-        "--allow", action="append", default=[], metavar="CN=ROLE", help="a caller (repeatable)"
+        "--allow",
+        action="append",
+        default=[],
+        metavar="CN=ROLE",
+        help="a common name allowed to call, and its role (repeatable)",
     )
     args = parser.parse_args(argv)
-    allowed = dict(item.partition("=")[::2] for item in args.allow)
-    api = OrdersApi(
-        trusted_ca_pem=args.trust_ca.read_bytes(), allowed=allowed, host=args.host, port=args.port
-    )
-    with api:
-        print(f"ready: orders API http://{api.address}/orders", flush=True)
+    allowed = dict(item.split("=", 1) for item in args.allow)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with OrdersApi(
+        trusted_ca_pem=args.trusted_ca.read_bytes(),
+        allowed=allowed,
+        host=args.host,
+        port=args.port,
+    ) as api:
+        print(f"orders API listening on http://{api.address}/", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
-    return 0
+            stop.wait()
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

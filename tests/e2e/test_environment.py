@@ -189,3 +189,9 @@ def test_up_configured_only_by_its_environment_serves_mtls(
         assert process.stop() == 0
     assert any(line.startswith('{"time"') for line in process.stderr_lines), process.describe()
     assert_no_traceback(process.stderr)
+
+
+def test_readme_lists_every_variable() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for name, flag, _command in variables(_parser()):
+        assert f"| `{name}` |" in readme, f"README's variable table lacks {name} ({flag})"

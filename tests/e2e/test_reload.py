@@ -1,0 +1,138 @@
+"""Hot reload of ``run`` (issue #20, item 6): ``--watch`` and ``SIGHUP``, over real sockets.
+
+The template's frontend ports are free ports chosen by the test (no ``--listen``), so a reload
+that changes a port shows both halves: the new port is bound, the removed one is closed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, write_demo_template
+from emulator.demo_pki import write_demo_pki
+from tests.e2e.processes import (
+    READY_LISTENER,
+    STUB_LISTENING,
+    CliProcess,
+    assert_no_traceback,
+    https_get,
+    ready_listeners,
+    started,
+)
+
+#: A reload is seen within the watch interval (0.5 s) plus loading; generous under load.
+RELOAD_TIMEOUT_S: Final = 20.0
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _refused(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(5)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _wait_stderr(process: CliProcess, text: str, count: int = 1) -> None:
+    deadline = time.monotonic() + RELOAD_TIMEOUT_S
+    while sum(text in line for line in process.stderr_lines) < count:
+        assert time.monotonic() < deadline, process.describe()
+        assert process.popen.poll() is None, process.describe()
+        time.sleep(0.05)
+
+
+def _ready_count(process: CliProcess) -> int:
+    return sum(bool(READY_LISTENER.match(line)) for line in process.stdout_lines)
+
+
+@pytest.mark.parametrize("trigger", ["watch", "sighup"])
+def test_reload_keeps_an_invalid_template_out_and_swaps_in_a_valid_one(
+    tmp_path: Path, trigger: str
+) -> None:
+    pki = write_demo_pki(tmp_path / "certs")
+    (tmp_path / "parameters.json").write_text(
+        json.dumps(
+            {
+                "parameters": {
+                    "certData": {"value": base64.b64encode(pki.server_pfx).decode()},
+                    "certPassword": {"value": pki.server_pfx_password},
+                    "trustedClientCaData": {
+                        "value": base64.b64encode(pki.trusted_client_ca_pem).decode()
+                    },
+                }
+            }
+        )
+    )
+    strict, passthrough, moved = _free_ports(3)
+    cafile = tmp_path / "certs" / "server-root-ca.pem"
+    with started(["--port", "0"], cwd=tmp_path, module="backend_stub") as stub:
+        stub_port = int(stub.wait_for_stdout(STUB_LISTENING)["port"])
+
+        def template(strict_port: int) -> Path:
+            return write_demo_template(
+                tmp_path,
+                strict_port=strict_port,
+                passthrough_port=passthrough,
+                backend_host="127.0.0.1",
+                backend_port=stub_port,
+            )
+
+        path = template(strict)
+        args = ["run", "-f", str(path), "-p", "@parameters.json"]
+        if trigger == "watch":
+            args.append("--watch")
+        with started(args, cwd=tmp_path) as process:
+            process.wait_for_stdout(READY_LISTENER)
+            while _ready_count(process) < 2:
+                time.sleep(0.02)
+            assert ready_listeners(process.stdout_lines)[STRICT_LISTENER].port == strict
+
+            def poke() -> None:
+                if trigger == "sighup":
+                    process.popen.send_signal(signal.SIGHUP)
+
+            # An invalid template: refused with its error, the running one keeps serving.
+            path.write_text('{"resources": [')
+            poke()
+            _wait_stderr(process, "reload refused, the previous configuration keeps serving")
+            assert https_get(strict, cafile=cafile).status == 400  # Strict, no cert: served
+            assert https_get(passthrough, cafile=cafile).status == 200
+
+            # A valid one that moves the Strict listener: bound there, the old port closed.
+            template(moved)
+            poke()
+            _wait_stderr(process, "reloaded ")
+            deadline = time.monotonic() + RELOAD_TIMEOUT_S
+            while _ready_count(process) < 4:
+                assert time.monotonic() < deadline, process.describe()
+                time.sleep(0.02)
+            assert ready_listeners(process.stdout_lines)[STRICT_LISTENER].port == moved
+            reply = https_get(
+                moved,
+                cafile=cafile,
+                cert=tmp_path / "certs" / "client.pem",
+                key=tmp_path / "certs" / "client.key",
+            )
+            assert reply.status == 200
+            assert reply.echoed("X-Forwarded-Port") == [str(moved)]
+            assert _refused(strict)
+            assert https_get(passthrough, cafile=cafile).status == 200
+            assert ready_listeners(process.stdout_lines)[PASSTHROUGH_LISTENER].port == passthrough
+            assert process.stop() == 0
+            assert_no_traceback(process.stderr)
