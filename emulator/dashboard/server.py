@@ -29,7 +29,7 @@ import h11
 import trio
 
 from emulator.dashboard.identities import DemoIdentities
-from emulator.dashboard.trying import try_identity
+from emulator.dashboard.trying import DEFAULT_TRY_PATH, check_try_path, try_identity
 from emulator.dashboard.views import (
     BackendObservations,
     InputError,
@@ -132,6 +132,7 @@ class Dashboard:
         bind: address to listen on; loopback by default, the CLI warns about anything else.
         port: 0 picks a free port (read it back from :attr:`port`).
         port_flag: the command-line flag that sets the port, for a busy port's fix.
+        try_path: the path "try it" requests go to (``--try-path``), marker query appended.
     """
 
     def __init__(
@@ -143,8 +144,10 @@ class Dashboard:
         bind: str = "127.0.0.1",
         port: int = DEFAULT_DASHBOARD_PORT,
         port_flag: str = "--dashboard-port",
+        try_path: str = DEFAULT_TRY_PATH,
     ) -> None:
         self.gateway = gateway
+        self.try_path = check_try_path(try_path)
         self.identities = identities
         self.observations = observations
         self.bind = bind
@@ -389,7 +392,9 @@ class Dashboard:
             return _error(400, message)
         server_ca = self.gateway.server_ca + b"\n" + self.identities.server_root_pem
         LOGGER.info("dashboard.try identity=%s", identity.spec.key)
-        results = await try_identity(self.gateway, self._targets, identity, server_ca=server_ca)
+        results = await try_identity(
+            self.gateway, self._targets, identity, server_ca=server_ca, path=self.try_path
+        )
         return _json(200, {"identity": identity.to_json(datetime.now(UTC)), "results": results})
 
     def _check_ca(self, request: _Request) -> _Response:

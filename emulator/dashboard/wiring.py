@@ -18,6 +18,7 @@ import trio
 
 from emulator.dashboard.identities import load_identities
 from emulator.dashboard.server import DEFAULT_DASHBOARD_PORT, Dashboard
+from emulator.dashboard.trying import DEFAULT_TRY_PATH, check_try_path
 from emulator.dashboard.views import BackendObservations
 from emulator.errors import StartupError
 
@@ -31,6 +32,13 @@ def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"'{text}' is not a port number (0-65535)")
     return int(text)
+
+
+def _try_path(text: str) -> str:
+    try:
+        return check_try_path(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def add_dashboard_arguments(parser: argparse.ArgumentParser, *, command: str) -> None:
@@ -59,9 +67,17 @@ def add_dashboard_arguments(parser: argparse.ArgumentParser, *, command: str) ->
             type=Path,
             default=None,
             metavar="DIR",
-            help="a `certs init` directory: the client identities the dashboard's 'try it' "
-            "panel presents",
+            help="the client identities the dashboard's 'try it' panel presents: a `certs "
+            "init` directory, or any directory of NAME.pem + NAME.key pairs",
         )
+    parser.add_argument(
+        "--try-path",
+        type=_try_path,
+        default=DEFAULT_TRY_PATH,
+        metavar="PATH",
+        help="path the 'try it' requests ask for (default /; e.g. /orders, so your API "
+        "answers instead of a 404); a marker query parameter is appended",
+    )
     parser.add_argument(
         "--dashboard-bind",
         default="127.0.0.1",
@@ -122,6 +138,7 @@ async def start_dashboard_for_cli(
         bind=args.dashboard_bind,
         port=DEFAULT_DASHBOARD_PORT if port is None else port,
         port_flag=flag,
+        try_path=getattr(args, "try_path", DEFAULT_TRY_PATH),
     )
     try:
         url = await nursery.start(dashboard.serve)
