@@ -200,6 +200,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_strip_argument(run)
     _add_verification_arguments(run)
     add_dashboard_arguments(run, command="run")
+    from emulator.kit_commands import add_compare_modes_arguments
+
+    add_compare_modes_arguments(run)
 
     validate = sub.add_parser(
         "validate",
@@ -653,12 +656,15 @@ def _check_listen_ports(config: GatewayConfig, listen: Mapping[int, int]) -> Non
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from emulator.kit_commands import apply_compare_modes
     from emulator.runtime.gateway import Gateway
     from emulator.runtime.workers import WorkerGateway
 
     config, skipped = _load_config(args)
     listen = dict(args.listen)
     _check_listen_ports(config, listen)
+    config, twin_ports = apply_compare_modes(args, config)
+    listen.update(twin_ports)
     _summary(config, skipped, strip=args.strip_client_cert_headers)
     for warning in _listen_warnings(listen):
         _note(f"warning: {warning}")

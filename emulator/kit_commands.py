@@ -16,8 +16,14 @@ from pathlib import Path
 import trio
 
 from emulator.errors import StartupError
+from emulator.model import GatewayConfig
 
-__all__ = ["add_header_commands", "add_verify_command"]
+__all__ = [
+    "add_compare_modes_arguments",
+    "add_header_commands",
+    "add_verify_command",
+    "apply_compare_modes",
+]
 
 
 def _say(text: str = "") -> None:
@@ -66,6 +72,11 @@ def add_verify_command(
         "--path", default="/", help="request path sent to every listener (default /)"
     )
     verify.add_argument(
+        "--compare-modes",
+        action="store_true",
+        help="also run each mTLS listener's twin in the other mode (Strict <-> Passthrough)",
+    )
+    verify.add_argument(
         "--scenario",
         action="append",
         choices=list(SCENARIOS),
@@ -86,8 +97,10 @@ def add_verify_command(
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from emulator.arm.certdata import TrustedClientCa
     from emulator.arm.expressions import DeploymentScope
     from emulator.arm.template import load_template, select_gateway
+    from emulator.mode_twins import with_mode_twins
     from emulator.model import build_gateway_config, with_backend_overrides
     from emulator.verify_matrix import ClientMaterial, https_listeners, run_matrix
     from emulator.verify_report import (
@@ -114,6 +127,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     expectations = None
     if args.expect is not None:
         names = {listener.name for listener in https_listeners(config)}
+        if args.compare_modes:
+            # Every twin a run may add (its trust does not change the names).
+            placeholder = TrustedClientCa("placeholder", ())
+            names |= set(with_mode_twins(config, strict_trust=placeholder).twin_of)
         expectations = load_expectations(args.expect, names)
     material = ClientMaterial(
         client_cert=args.client_cert,
@@ -122,6 +139,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         client_ca_key=args.client_ca_key,
         substitute_trust=args.substitute_trust,
         client_cn=args.client_cn,
+        compare_modes=args.compare_modes,
     )
     report = trio.run(
         lambda: run_matrix(
@@ -207,3 +225,67 @@ def _cmd_vectors(args: argparse.Namespace) -> int:
     target = args.directory / VECTORS_FILE
     _say(f"wrote {len(written)} files to {args.directory}; the vectors: {target}")
     return 0
+
+
+# -- run --compare-modes ------------------------------------------------------------------------
+
+
+def add_compare_modes_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--compare-modes",
+        action="store_true",
+        help="serve each mTLS listener twice: as configured and with the other mode "
+        "(Strict <-> Passthrough), each twin on a port of its own",
+    )
+    run.add_argument(
+        "--client-ca",
+        type=Path,
+        metavar="CERT",
+        help="with --compare-modes: the CA chain (root + intermediates, PEM) a Strict twin of a "
+        "Passthrough listener trusts (default: the --pki demo PKI's chain, when there is one)",
+    )
+
+
+def apply_compare_modes(
+    args: argparse.Namespace, config: GatewayConfig
+) -> tuple[GatewayConfig, dict[int, int]]:
+    """``config`` with the twins ``--compare-modes`` asks for, and their ``listen`` entries.
+
+    Raises:
+        StartupError: ``--client-ca`` cannot be read or holds no root certificate.
+    """
+    from cryptography import x509
+
+    from emulator.arm.certdata import TrustedClientCa
+    from emulator.demo_pki import TRUSTED_CLIENT_CA_CHAIN
+    from emulator.mode_twins import with_mode_twins
+
+    if not getattr(args, "compare_modes", False):
+        return config, {}
+    source: Path | None = args.client_ca
+    if source is None and getattr(args, "pki", None) is not None:
+        candidate = args.pki / TRUSTED_CLIENT_CA_CHAIN
+        source = candidate if candidate.is_file() else None
+    trust = None
+    if source is not None:
+        fix = "pass the PEM chain your clients' certificates come from, root included"
+        try:
+            certificates = x509.load_pem_x509_certificates(source.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise StartupError(
+                f"cannot read the client CA chain: {exc}",
+                file=str(source),
+                fix=fix,
+                code="EmulatorCompareModesCa",
+            ) from exc
+        if not any(c.issuer == c.subject for c in certificates):
+            raise StartupError(
+                "the client CA chain holds no root certificate, so a Strict twin could trust "
+                "nothing",
+                file=str(source),
+                fix=fix,
+                code="EmulatorCompareModesCa",
+            )
+        trust = TrustedClientCa(f"compare-modes:{source.name}", tuple(certificates))
+    twins = with_mode_twins(config, strict_trust=trust)
+    return twins.config, twins.ports

@@ -254,11 +254,12 @@ class CA:
 
     @classmethod
     def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> CA:
-        """A CA someone already holds: the first certificate of ``cert_pem`` and its key.
+        """A CA someone already holds: the certificate of ``cert_pem`` that ``key_pem`` belongs to.
 
-        The other certificates of ``cert_pem`` are taken as the chain above it (intermediates,
-        a root is left out of :attr:`chain`), so leaves issued here carry the intermediates a
-        peer must send. Used by ``verify --client-ca/--client-ca-key`` to mint test clients
+        The file may be a whole chain (root + intermediates, in any order); the certificates
+        above the key's one, found by issuer links, become the chain it sends (intermediates
+        only: a root is left out of :attr:`chain`), so leaves issued here carry what a peer
+        must receive. Used by ``verify --client-ca/--client-ca-key`` to mint test clients
         from the user's own CA.
 
         Raises:
@@ -270,9 +271,10 @@ class CA:
         if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
             msg = "the CA key must be an RSA or EC private key"
             raise TypeError(msg)
-        cert = certificates[0]
-        if cert.public_key() != key.public_key():
-            msg = f"the key does not belong to {cert.subject.rfc4514_string()}"
+        cert = next((c for c in certificates if c.public_key() == key.public_key()), None)
+        if cert is None:
+            names = "; ".join(c.subject.rfc4514_string() for c in certificates)
+            msg = f"the key belongs to none of the certificates in the file ({names})"
             raise ValueError(msg)
         try:
             constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -291,7 +293,18 @@ class CA:
             path_length=constraints.path_length,
         )
         if cert.issuer != cert.subject:
-            ca._chain_above = (cert, *(c for c in certificates[1:] if c.issuer != c.subject))
+            above: list[x509.Certificate] = [cert]
+            current = cert
+            while True:
+                parent = next(
+                    (c for c in certificates if c.subject == current.issuer and c not in above),
+                    None,
+                )
+                if parent is None or parent.issuer == parent.subject:
+                    break
+                above.append(parent)
+                current = parent
+            ca._chain_above = tuple(above)
         return ca
 
     @property

@@ -42,6 +42,7 @@ from emulator.arm.certdata import TrustedClientCa
 from emulator.core.dn import openssl_rfc2253
 from emulator.dashboard.trying import _TITLE, RECORD_POLL_S, RECORD_WAIT_S, _connect_host, _request
 from emulator.errors import EmulatorError
+from emulator.mode_twins import with_mode_twins
 from emulator.model import (
     BackendAddress,
     ClientAuthMode,
@@ -128,6 +129,8 @@ class ClientMaterial:
     client_ca_key: Path | None = None
     substitute_trust: bool = False
     client_cn: str = DEFAULT_CLIENT_CN
+    #: ``--compare-modes``: also run each mTLS listener's other-mode twin.
+    compare_modes: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +172,8 @@ class Cell:
     backend_observed: bool = False
     cert_headers: tuple[tuple[str, str], ...] = ()
     forged_header_reached_backend: bool | None = None
+    #: For a ``--compare-modes`` twin: the template listener it copies.
+    twin_of: str | None = None
     client_subject: str | None = None
     trace_id: str | None = None
     body: str = ""
@@ -207,6 +212,7 @@ class Cell:
             "backendObserved": self.backend_observed,
             "certHeaders": [list(pair) for pair in self.cert_headers],
             "forgedHeaderReachedBackend": self.forged_header_reached_backend,
+            "twinOf": self.twin_of,
             "clientSubject": self.client_subject,
             "traceId": self.trace_id,
             "body": self.body,
@@ -321,6 +327,8 @@ class _Kit:
     #: The CA whose revocations the run's OCSP responder answers for, and the revoked serial.
     ocsp_ca: CA | None
     revoked_serial: int | None
+    #: What a Strict twin of a Passthrough listener trusts (``--compare-modes``), if anything.
+    strict_trust: TrustedClientCa | None = None
 
 
 def _mint_from(issuing: CA, root: CA | None, cn: str, ocsp_url: str | None) -> dict[str, _Case]:
@@ -353,6 +361,15 @@ def _mint_from(issuing: CA, root: CA | None, cn: str, ocsp_url: str | None) -> d
     return cases
 
 
+def _own_upload(material: ClientMaterial) -> TrustedClientCa | None:
+    """``--client-ca``'s certificates as an upload, when they hold a root (Strict needs one)."""
+    assert material.client_ca is not None
+    certificates = x509.load_pem_x509_certificates(material.client_ca.read_bytes())
+    if not any(c.issuer == c.subject for c in certificates):
+        return None
+    return TrustedClientCa("verify-client-ca", tuple(certificates))
+
+
 def build_kit(material: ClientMaterial, mode: str, *, ocsp_url: str | None) -> _Kit:
     """Mint (or load) every scenario's client. ``ocsp_url`` is the run's responder."""
     cn = material.client_cn
@@ -370,7 +387,7 @@ def build_kit(material: ClientMaterial, mode: str, *, ocsp_url: str | None) -> _
         revoked = issuing.issue_client(cn, ocsp_url=ocsp_url)
         minted["revoked"] = _Case("revoked", _Presented.of(revoked))
         upload = TrustedClientCa("verify-substitute-trust", (root.cert, issuing.cert))
-        return _Kit({**minted, **common}, upload, issuing, revoked.cert.serial_number)
+        return _Kit({**minted, **common}, upload, issuing, revoked.cert.serial_number, upload)
     if mode == TrustMode.OWN_CA:
         issuing = _load_ca(material)
         held_root = issuing if issuing.cert.issuer == issuing.cert.subject else None
@@ -381,7 +398,13 @@ def build_kit(material: ClientMaterial, mode: str, *, ocsp_url: str | None) -> _
             minted["valid"] = _Case("valid", replace(own, chain=()))
         revoked = issuing.issue_client(cn, ocsp_url=ocsp_url)
         minted["revoked"] = _Case("revoked", _Presented.of(revoked))
-        return _Kit({**minted, **common}, None, issuing, revoked.cert.serial_number)
+        return _Kit(
+            {**minted, **common},
+            None,
+            issuing,
+            revoked.cert.serial_number,
+            _own_upload(material),
+        )
     own = _load_own_cert(material)
     needs_key = "needs your CA's key to mint it (--client-ca with --client-ca-key)"
     cases: dict[str, _Case] = {
@@ -396,11 +419,12 @@ def build_kit(material: ClientMaterial, mode: str, *, ocsp_url: str | None) -> _
 # -- the gateway under test ----------------------------------------------------------------------
 
 
-def _mode_label(listener: Listener) -> str:
+def _mode_label(listener: Listener, twin_of: str | None = None) -> str:
     mode = listener.client_auth
     if mode is None:
         return "no mTLS"
-    return "Strict" if mode is ClientAuthMode.STRICT else "Passthrough"
+    label = "Strict" if mode is ClientAuthMode.STRICT else "Passthrough"
+    return f"{label} (twin)" if twin_of else label
 
 
 def https_listeners(config: GatewayConfig) -> list[Listener]:
@@ -512,6 +536,7 @@ class _Run:
     path: str
     cert_headers: Mapping[str, list[str]]
     forged_names: list[str]
+    twin_of: Mapping[str, str] = field(default_factory=dict)
 
 
 async def _access_record(gateway: Any, nonce: str) -> Any:
@@ -525,7 +550,8 @@ async def _access_record(gateway: Any, nonce: str) -> Any:
 
 
 async def _run_cell(run: _Run, listener: Listener, case: _Case) -> Cell:
-    base = Cell(listener.name, _mode_label(listener), case.key, run.trust)
+    twin_of = run.twin_of.get(listener.name)
+    base = Cell(listener.name, _mode_label(listener, twin_of), case.key, run.trust, twin_of=twin_of)
     reason = _applicability(listener, case.key) or case.skip
     if reason is not None:
         return replace(base, skipped=reason)
@@ -661,6 +687,12 @@ async def run_matrix(
                 )
         if kit.substitute is not None:
             config = with_substitute_trust(config, kit.substitute)
+        twin_of: dict[str, str] = {}
+        if material.compare_modes:
+            twins = with_mode_twins(config, strict_trust=kit.strict_trust)
+            config, twin_of = twins.config, twins.twin_of
+            notes += twins.notes
+            listeners = https_listeners(config)
         ports = sorted({rule.listener.frontend_port for rule in config.rules})
         gateway = Gateway(config, listen={port: 0 for port in ports})
         cert_headers = _cert_header_names(config)
@@ -669,7 +701,7 @@ async def run_matrix(
         ]
         cells: list[Cell] = []
         async with gateway:
-            run = _Run(gateway, config, relays, mode, path, cert_headers, forged_names)
+            run = _Run(gateway, config, relays, mode, path, cert_headers, forged_names, twin_of)
             for listener in listeners:
                 for scenario in wanted:
                     cells.append(await _run_cell(run, listener, kit.cases[scenario]))

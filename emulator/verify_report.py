@@ -85,6 +85,8 @@ def render_table(
         tail = []
         if substitute:
             tail.append("[substitute trust]")
+        if cell.twin_of:
+            tail.append(f"(twin of {cell.twin_of})")
         if cell.skipped:
             tail.append(f"({cell.skipped})")
         if cell.error:

@@ -33,6 +33,7 @@ from emulator.demo_pki import (
     CLIENT_SELF_SIGNED_KEY,
     CLIENT_UNRELATED_CA_CERT,
     CLIENT_UNRELATED_CA_KEY,
+    MANIFEST,
     SERVER_ROOT_CA,
     load_demo_pki,
 )
@@ -184,6 +185,9 @@ class DemoIdentities:
 def load_identities(directory: Path | None) -> DemoIdentities:
     """The identities of the ``certs init`` directory ``directory``; "none" only without one.
 
+    A directory without a demo PKI manifest is read as plain certificate/key pairs
+    (:mod:`emulator.dashboard.plain_identities`).
+
     Raises:
         DemoPkiError: the directory is not a usable demo PKI (missing, foreign, stale); the
             message says which and how to fix it, as for ``up``.
@@ -191,6 +195,11 @@ def load_identities(directory: Path | None) -> DemoIdentities:
     if directory is None:
         none = IDENTITY_SPECS[-1]
         return DemoIdentities(None, {none.key: Identity(none)}, unavailable_reason=NO_PKI_HOWTO)
+    if not (directory / MANIFEST).is_file():
+        # Not a `certs init` directory: the user's own certificate/key pairs.
+        from emulator.dashboard.plain_identities import load_plain_identities
+
+        return load_plain_identities(directory)
     load_demo_pki(directory)  # the same checks as `up`: a stale or foreign PKI is an error
     identities: dict[str, Identity] = {}
     for spec in IDENTITY_SPECS:

@@ -32,7 +32,7 @@ import trio
 
 from emulator.arm import bounded_json
 from emulator.dashboard.identities import DemoIdentities
-from emulator.dashboard.trying import try_identity
+from emulator.dashboard.trying import DEFAULT_TRY_PATH, check_try_path, try_identity
 from emulator.dashboard.views import (
     BackendObservations,
     InputError,
@@ -145,6 +145,7 @@ class Dashboard:
         allowed_hosts: further names a ``Host`` header may carry (``--dashboard-allowed-host``),
             for a dashboard reached through a published name; the DNS-rebinding check stays
             on for every other name.
+        try_path: the path "try it" requests go to (``--try-path``), marker query appended.
     """
 
     def __init__(
@@ -157,8 +158,10 @@ class Dashboard:
         port: int = DEFAULT_DASHBOARD_PORT,
         port_flag: str = "--dashboard-port",
         allowed_hosts: tuple[str, ...] = (),
+        try_path: str = DEFAULT_TRY_PATH,
     ) -> None:
         self.gateway = gateway
+        self.try_path = check_try_path(try_path)
         self.identities = identities
         self.observations = observations
         self.bind = bind
@@ -450,7 +453,9 @@ class Dashboard:
             return _error(400, message)
         server_ca = self.gateway.server_ca + b"\n" + self.identities.server_root_pem
         LOGGER.info("dashboard.try identity=%s", identity.spec.key)
-        results = await try_identity(self.gateway, self._targets, identity, server_ca=server_ca)
+        results = await try_identity(
+            self.gateway, self._targets, identity, server_ca=server_ca, path=self.try_path
+        )
         return _json(200, {"identity": identity.to_json(datetime.now(UTC)), "results": results})
 
     async def _check_ca(self, request: _Request) -> _Response:

@@ -28,7 +28,14 @@ if TYPE_CHECKING:
     from emulator.runtime.gateway import Gateway
     from emulator.runtime.proxy import AccessRecord
 
-__all__ = ["TRY_PATH", "TRY_TIMEOUT_S", "try_identity"]
+__all__ = [
+    "DEFAULT_TRY_PATH",
+    "TRY_PATH",
+    "TRY_TIMEOUT_S",
+    "check_try_path",
+    "try_identity",
+    "try_target",
+]
 
 #: Bound of one try request, connect to last byte. The listener is on this machine; a few
 #: seconds only pass when an OCSP responder is slow (the gateway waits up to 5 s for it).
@@ -41,7 +48,35 @@ RECORD_POLL_S: Final = 0.01
 MAX_BODY_BYTES: Final = 64 * 1024
 RECEIVE_BYTES: Final = 16 * 1024
 #: The query parameter that marks a try request; also visible in the live table's URI.
-TRY_PATH: Final = "/?appgw-dashboard-try="
+TRY_PARAMETER: Final = "appgw-dashboard-try"
+#: Where a try request goes unless ``--try-path`` says otherwise (a path the user's API answers,
+#: e.g. ``/orders``, shows what the API does with each identity instead of its 404).
+DEFAULT_TRY_PATH: Final = "/"
+TRY_PATH: Final = f"{DEFAULT_TRY_PATH}?{TRY_PARAMETER}="
+
+
+def try_target(path: str, nonce: str) -> str:
+    """``path`` with the try marker appended to its query (a query it has is kept)."""
+    separator = "&" if "?" in path else "?"
+    return f"{path}{separator}{TRY_PARAMETER}={nonce}"
+
+
+def check_try_path(path: str) -> str:
+    """A ``--try-path`` value as a request target path.
+
+    Raises:
+        ValueError: it does not start with ``/``, or holds white space, control characters or
+            a ``#`` (none can be sent in a request line).
+    """
+    if not path.startswith("/"):
+        msg = f"the try path must start with '/', not {path!r}"
+        raise ValueError(msg)
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F or ch == "#" for ch in path):
+        msg = f"the try path {path!r} holds white space, a control character or '#'"
+        raise ValueError(msg)
+    return path
+
+
 USER_AGENT: Final = "appgw-emulator-dashboard"
 _TITLE: Final = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
@@ -195,7 +230,12 @@ def listener_rule(gateway: Gateway, listener: Listener) -> str:
 
 
 async def _try_one(
-    gateway: Gateway, listener: Listener, mode: str, identity: Identity, server_ca: bytes
+    gateway: Gateway,
+    listener: Listener,
+    mode: str,
+    identity: Identity,
+    server_ca: bytes,
+    path: str = DEFAULT_TRY_PATH,
 ) -> dict[str, Any]:
     nonce = secrets.token_hex(8)
     port = gateway.ports.get(listener.name)
@@ -212,7 +252,7 @@ async def _try_one(
                 port,
                 ctx,
                 server_name=server_name,
-                target=TRY_PATH + nonce,
+                target=try_target(path, nonce),
             )
     except (OSError, ssl.SSLError, trio.BrokenResourceError, h11.ProtocolError) as exc:
         return _failure(gateway, listener, mode, f"{type(exc).__name__}: {exc}")
@@ -232,7 +272,12 @@ def _failure(gateway: Gateway, listener: Listener, mode: str, error: str) -> dic
 
 
 async def try_identity(
-    gateway: Gateway, targets: TryTargets, identity: Identity, *, server_ca: bytes
+    gateway: Gateway,
+    targets: TryTargets,
+    identity: Identity,
+    *,
+    server_ca: bytes,
+    path: str = DEFAULT_TRY_PATH,
 ) -> list[dict[str, Any]]:
     """Send ``identity`` to the Strict and the Passthrough listener at once; one result each.
 
@@ -242,7 +287,7 @@ async def try_identity(
     results: dict[str, dict[str, Any]] = {}
 
     async def run(mode: str, listener: Listener) -> None:
-        results[mode] = await _try_one(gateway, listener, mode, identity, server_ca)
+        results[mode] = await _try_one(gateway, listener, mode, identity, server_ca, path)
 
     async with trio.open_nursery() as nursery:
         for mode, listener in targets.pairs():

@@ -19,6 +19,7 @@ import trio
 
 from emulator.dashboard.identities import load_identities
 from emulator.dashboard.server import DEFAULT_DASHBOARD_PORT, Dashboard
+from emulator.dashboard.trying import DEFAULT_TRY_PATH, check_try_path
 from emulator.dashboard.views import BackendObservations
 from emulator.errors import StartupError
 
@@ -32,6 +33,13 @@ def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"'{text}' is not a port number (0-65535)")
     return int(text)
+
+
+def _try_path(text: str) -> str:
+    try:
+        return check_try_path(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def add_dashboard_arguments(parser: argparse.ArgumentParser, *, command: str) -> None:
@@ -63,9 +71,17 @@ def add_dashboard_arguments(parser: argparse.ArgumentParser, *, command: str) ->
             type=Path,
             default=None,
             metavar="DIR",
-            help="a `certs init` directory: the client identities the dashboard's 'try it' "
-            "panel presents",
+            help="the client identities the dashboard's 'try it' panel presents: a `certs "
+            "init` directory, or any directory of NAME.pem + NAME.key pairs",
         )
+    parser.add_argument(
+        "--try-path",
+        type=_try_path,
+        default=DEFAULT_TRY_PATH,
+        metavar="PATH",
+        help="path the 'try it' requests ask for (default /; e.g. /orders, so your API "
+        "answers instead of a 404); a marker query parameter is appended",
+    )
     parser.add_argument(
         "--dashboard-bind",
         default="127.0.0.1",
@@ -196,6 +212,7 @@ async def _start_dashboard(
         port=DEFAULT_DASHBOARD_PORT if port is None else port,
         port_flag=flag,
         allowed_hosts=tuple(getattr(args, "dashboard_allowed_host", ())),
+        try_path=getattr(args, "try_path", DEFAULT_TRY_PATH),
     )
     try:
         await nursery.start(dashboard.serve)

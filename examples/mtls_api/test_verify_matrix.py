@@ -141,3 +141,28 @@ def test_verify_refuses_an_expectation_for_an_unknown_listener(
     err = capsys.readouterr().err
     assert f"error: {bad}: strict: listener 'strict' is not an HTTPS listener" in err
     assert "fix: use a listener name from the template" in err
+
+
+def test_compare_modes_twins_mirror_the_other_listener(
+    demo_pki: DemoPki, api: OrdersApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --client-ca may be the whole chain: the CA the key belongs to is found in it, and the
+    # chain (with its root) is what the Strict twin of the Passthrough listener trusts.
+    args = _verify_args(demo_pki, api, "--compare-modes", "--output", "json")
+    args[args.index(str(demo_pki.directory / "intermediate-ca.pem"))] = str(
+        demo_pki.directory / "trusted-client-ca-chain.pem"
+    )
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    outcome = {(c["listener"], c["scenario"]): c["outcome"] for c in report["cells"]}
+    scenarios = {scenario for _, scenario in outcome}
+    for scenario in scenarios:
+        assert (
+            outcome[("strict-listener-as-passthrough", scenario)]
+            == outcome[("passthrough-listener", scenario)]
+        ), scenario
+        assert (
+            outcome[("passthrough-listener-as-strict", scenario)]
+            == outcome[("strict-listener", scenario)]
+        ), scenario
+    assert outcome[("strict-listener-as-passthrough", "expired")] == "backend 403"
