@@ -133,6 +133,20 @@ def _convert(bound: _Bound) -> object:
     return get_values(action, lines)
 
 
+def _rival_given(item: _Bound, args: argparse.Namespace) -> bool:
+    """Whether a flag of another member of ``item``'s mutually exclusive group was given."""
+    for group in item.parser._mutually_exclusive_groups:
+        if item.action not in group._group_actions:
+            continue
+        for other in group._group_actions:
+            if other is item.action:
+                continue
+            value = getattr(args, other.dest, None)
+            if not isinstance(value, _FromEnvironment) and value != other.default:
+                return True
+    return False
+
+
 def parse_with_environment(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None,
@@ -153,6 +167,11 @@ def parse_with_environment(
             bound.append(_Bound(sub, action, name, environ[name], marker, action.default))
             action.default = marker
             action.required = False
+            for group in sub._mutually_exclusive_groups:
+                if action in group._group_actions:
+                    # A variable may stand for the one required choice (--template-file),
+                    # and a flag for another member (--terraform) still wins over it.
+                    group.required = False
     args, extras = parser.parse_known_args(argv)
     if extras:
         # The subcommand's own usage: it lists the options this command does take.
@@ -162,6 +181,8 @@ def parse_with_environment(
         dest = item.action.dest
         if getattr(args, dest, None) is not item.marker:
             continue  # the flag was given, or the option belongs to another command
+        if _rival_given(item, args):
+            continue  # another choice of its mutually exclusive group was given as a flag
         try:
             value = _convert(item)
         except argparse.ArgumentError as exc:
