@@ -280,6 +280,8 @@ _OPTION_HELP: Final = {
     "--bind": "address to listen on (default 127.0.0.1)",
     "--client-cert": "also check whether this client certificate (PEM) would pass Strict",
     "directory": "the demo PKI directory",
+    "--client-key": "the private key of --client-cert (PEM, unencrypted)",
+    "--client-ca-key": "the private key of --client-ca, to mint the negative variants from it",
 }
 
 #: A description and an example per command (shown by ``COMMAND --help``).
@@ -294,6 +296,10 @@ _EXAMPLES: Final = {
     "revoke": "appgw-emulator certs revoke ./certs client --reason keyCompromise",
     "wait": "appgw-emulator wait --timeout 60 http://127.0.0.1:8000/health && ./run-tests.sh",
     "check-ca": "appgw-emulator check-ca customer-ca.cer --client-cert client.pem",
+    "verify": "appgw-emulator verify -f azuredeploy.json -p @azuredeploy.parameters.json "
+    "--backend pool1=127.0.0.1:8080 --junit matrix.xml --expect expectations.json",
+    "decode-header": "appgw-emulator decode-header - < recorded-x-client-cert-header.txt",
+    "vectors": "appgw-emulator vectors ./header-vectors",
 }
 
 

@@ -152,7 +152,7 @@ def demo_template(
                                     "verifyClientCertIssuerDN": False,
                                     "verifyClientRevocation": "None",
                                     "verifyClientAuthMode": "Passthrough",
-                                }
+                                },
                             },
                         },
                     ],

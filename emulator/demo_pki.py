@@ -892,9 +892,7 @@ def check_server_names(names: Sequence[str]) -> tuple[str, ...]:
 
 def missing_server_names(pki: DemoPki, names: Sequence[str]) -> list[str]:
     """The names of ``names`` that the PKI's listener certificate does not carry."""
-    _key, cert, _chain = pkcs12.load_key_and_certificates(
-        pki.server_pfx, pki.server_pfx_password.encode()
-    )
+    _key, cert, _chain = load_pkcs12(pki.server_pfx, pki.server_pfx_password.encode())
     if cert is None:  # pragma: no cover - write_demo_pki always stores the leaf
         return list(names)
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -1023,7 +1023,7 @@ def _warn_profile(
         b.warnings.append(
             f"SSL profile '{name}': a Passthrough profile with neither sslPolicy nor "
             "trustedClientCertificates; Azure refuses later updates of the gateway with "
-            f"\"SslProfile {name} must specify either SslPolicy or TrustedClientCertificates\": "
+            f'"SslProfile {name} must specify either SslPolicy or TrustedClientCertificates": '
             "add an sslPolicy to the profile"
         )
     exported = b.gw.json_path == "$"
@@ -1032,7 +1032,7 @@ def _warn_profile(
             f"SSL profile '{name}': read from `az ... show` / portal JSON without trusted "
             "client certificates or verifyClientAuthMode; older Azure CLI and PowerShell "
             "versions drop the Passthrough setting, so this runs as a profile without client "
-            "authentication: add \"verifyClientAuthMode\": \"Passthrough\" if that is the intent"
+            'authentication: add "verifyClientAuthMode": "Passthrough" if that is the intent'
         )
 
 
@@ -1044,7 +1044,14 @@ def _enum(b: _Builder, kind: type[_E], text: str, p: Props | None, field_name: s
     close = difflib.get_close_matches(
         text.lower(), [str(m.value).lower() for m in kind], n=1, cutoff=0.5
     )
-    hint = next((f" (did you mean '{m.value}'?)" for m in kind if close and str(m.value).lower() == close[0]), "")
+    hint = next(
+        (
+            f" (did you mean '{m.value}'?)"
+            for m in kind
+            if close and str(m.value).lower() == close[0]
+        ),
+        "",
+    )
     raise TemplateError(
         f"'{field_name}' is '{text}'{hint}",
         file=b.file,

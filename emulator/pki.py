@@ -217,25 +217,6 @@ class CA:
         )
         self._set(cert=cert, key=key, organization=organization, parent=None, path_length=None)
 
-    @classmethod
-    def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> CA:
-        """A root CA read back from its certificate and key (a demo PKI's files)."""
-        cert = x509.load_pem_x509_certificate(cert_pem)
-        key = serialization.load_pem_private_key(key_pem, password=None)
-        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-            msg = f"unsupported CA key type {type(key).__name__}"
-            raise TypeError(msg)
-        org = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-        ca = cls.__new__(cls)
-        ca._set(
-            cert=cert,
-            key=key,
-            organization=str(org[0].value) if org else DEFAULT_ORGANIZATION,
-            parent=None,
-            path_length=None,
-        )
-        return ca
-
     def _set(
         self,
         *,

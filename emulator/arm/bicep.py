@@ -79,7 +79,7 @@ def _run(verb: str, file: Path, *, hint: str) -> Any:
         )
     shown = " ".join([Path(command[0]).name, *command[1:]])
     try:
-        done = subprocess.run(  # noqa: S603 -- a fixed argument list, no shell
+        done = subprocess.run(
             command,
             capture_output=True,
             timeout=BICEP_TIMEOUT_S,

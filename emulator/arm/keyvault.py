@@ -218,7 +218,10 @@ def apply_certificates(
     if not isinstance(properties, dict):
         properties = {}
     known: list[str] = []
-    for collection, listener_cert in (("sslCertificates", True), ("trustedRootCertificates", False)):
+    for collection, listener_cert in (
+        ("sslCertificates", True),
+        ("trustedRootCertificates", False),
+    ):
         coll_key = _ci(properties, collection)[0] or collection
         for index, item in enumerate(_items(properties, collection)):
             name = _ci(item, "name")[1]

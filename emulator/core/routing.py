@@ -285,9 +285,10 @@ _PATH_SAFE: Final = "/:@!$&'()*+,;=-._~"
 
 
 def _escape_path(path: str) -> str:
-    """A decoded path as it goes on the request line (non-ASCII as UTF-8 escapes; bytes a
-    non-UTF-8 path kept as surrogates go out as the bytes they were)."""
-    return quote(path, safe=_PATH_SAFE, errors="surrogateescape")
+    """A decoded path as it goes on the request line: the path holds one character per byte
+    the client sent (as server variables do), and each byte outside ``_PATH_SAFE`` goes out
+    as its ``%XX``."""
+    return quote(path.encode("latin-1", "surrogateescape"), safe=_PATH_SAFE)
 
 
 # -- redirects --------------------------------------------------------------------------------

@@ -1061,7 +1061,8 @@ class ClientConnection:
                 # The client closed inside its body: nobody is left to read a page.
                 self._access(facts, CLIENT_CLOSED_REQUEST, started, routed="", server_status="")
                 raise _ClientGone from exc
-            page, reason = GatewayPage.BAD_REQUEST, exc.reason
+            # Broken framing: the one mapping of a malformed body (_refuse_body) answers it.
+            raise
         except _ClientGone:
             self._access(facts, CLIENT_CLOSED_REQUEST, started, routed="", server_status="")
             raise

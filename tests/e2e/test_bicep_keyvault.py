@@ -280,8 +280,10 @@ def test_key_vault_parameter_reference_is_replaced_by_a_later_parameter(
     parameters = json.loads((workspace.certs / "deploymentParameters.json").read_text())
     parameters["parameters"]["certPassword"] = {
         "reference": {
-            "keyVault": {"id": "/subscriptions/x/resourceGroups/rg/providers/"
-                         "Microsoft.KeyVault/vaults/kv-contoso"},
+            "keyVault": {
+                "id": "/subscriptions/x/resourceGroups/rg/providers/"
+                "Microsoft.KeyVault/vaults/kv-contoso"
+            },
             "secretName": "appgw-pfx-password",
         }
     }

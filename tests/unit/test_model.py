@@ -691,7 +691,9 @@ def test_strict_profile_without_trusted_certificates_requests_no_certificate(
     assert profile is not None
     assert profile.client_auth is None
     # Silently meaning "no client authentication" was the quickstart user's trap (issue 19).
-    strict_warnings = [w for w in config.warnings if "Strict without trustedClientCertificates" in w]
+    strict_warnings = [
+        w for w in config.warnings if "Strict without trustedClientCertificates" in w
+    ]
     assert len(strict_warnings) == 1
     assert "'strict-profile'" in strict_warnings[0]
     assert "clients are not authenticated" in strict_warnings[0]

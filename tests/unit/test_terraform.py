@@ -436,9 +436,12 @@ def test_arguments_azure_accepts_are_sorted_like_their_arm_twins(gateway_dir: Pa
         "identity",
         "firewallPolicy",
         "autoscaleConfiguration",
-        "globalConfiguration",
         "webApplicationFirewallConfiguration",
     } <= noted
+    # The global block is emulated (request and response buffering), not only noted.
+    assert "globalConfiguration" not in noted
+    assert config.buffering.request is True
+    assert config.buffering.response is False
 
 
 def test_custom_error_pages_are_not_emulated_and_point_at_their_block(gateway_dir: Path) -> None:

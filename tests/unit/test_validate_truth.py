@@ -499,8 +499,9 @@ def test_certificate_password_without_certificate_is_an_error(
         tmp_path, capsys, _demo(), [*_params(material), "--certificate-password", "web=pw"]
     )
     assert code == 1
-    assert "--certificate-password web has no --certificate web=FILE" in (
-        out["problems"][0]["message"]
+    assert (
+        "--certificate-password web has no --certificate web=FILE"
+        in (out["problems"][0]["message"])
     )
 
 
