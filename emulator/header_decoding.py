@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from emulator.core.certinfo import ClientCertInfo
+from emulator.core.dn import OPENSSL_SHORT_NAMES
 
 __all__ = [
     "Decoded",
@@ -146,33 +147,13 @@ def _sans(cert: x509.Certificate) -> list[str]:
     return out
 
 
-#: OpenSSL's short names for the attribute types a client certificate's DN usually holds
-#: (``OBJ_nid2sn``); anything else is shown as its dotted OID.
-_SHORT_NAMES: Final = {
-    "2.5.4.3": "CN",
-    "2.5.4.4": "SN",
-    "2.5.4.5": "serialNumber",
-    "2.5.4.6": "C",
-    "2.5.4.7": "L",
-    "2.5.4.8": "ST",
-    "2.5.4.9": "street",
-    "2.5.4.10": "O",
-    "2.5.4.11": "OU",
-    "2.5.4.12": "title",
-    "2.5.4.42": "GN",
-    "1.2.840.113549.1.9.1": "emailAddress",
-    "0.9.2342.19200300.100.1.1": "UID",
-    "0.9.2342.19200300.100.1.25": "DC",
-}
-
-
 def name_rdns(name: x509.Name) -> list[list[dict[str, str]]]:
     """The RDNs of ``name`` in the order the gateway prints them (most specific first, and
     reversed inside a multi-valued RDN), from the certificate itself, not from the print."""
     return [
         [
             {
-                "type": _SHORT_NAMES.get(attr.oid.dotted_string, attr.oid.dotted_string),
+                "type": OPENSSL_SHORT_NAMES.get(attr.oid.dotted_string, attr.oid.dotted_string),
                 "value": str(attr.value),
             }
             for attr in reversed(list(rdn))

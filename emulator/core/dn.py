@@ -197,7 +197,7 @@ def issuer_and_subject_der(cert: x509.Certificate) -> tuple[bytes, bytes]:
 #: OpenSSL short names (``OBJ_nid2sn``) of the attribute types it knows, from its
 #: ``crypto/objects/objects.txt``. A type missing here is printed as an unknown one (dotted OID
 #: + DER dump); the unit tests check every row against the installed ``openssl``.
-_OPENSSL_SHORT_NAMES: Final[dict[str, str]] = {
+OPENSSL_SHORT_NAMES: Final[dict[str, str]] = {
     "2.5.4.3": "CN",
     "2.5.4.4": "SN",
     "2.5.4.5": "serialNumber",
@@ -327,7 +327,7 @@ def openssl_rfc2253_der(der: bytes) -> str:
         if previous_rdn is not None:
             parts.append("+" if entry.rdn_index == previous_rdn else ",")
         previous_rdn = entry.rdn_index
-        short_name = _OPENSSL_SHORT_NAMES.get(entry.oid)
+        short_name = OPENSSL_SHORT_NAMES.get(entry.oid)
         parts.append(short_name if short_name is not None else entry.oid)
         parts.append("=")
         parts.append(_print_value(entry, known_type=short_name is not None))

@@ -32,7 +32,7 @@ from emulator.core.certinfo import (
     openssl_serial,
     openssl_time,
 )
-from emulator.core.dn import _OPENSSL_SHORT_NAMES, dotnet_dn, openssl_rfc2253
+from emulator.core.dn import OPENSSL_SHORT_NAMES, dotnet_dn, openssl_rfc2253
 
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(
@@ -202,7 +202,7 @@ SUBJECTS: dict[str, list[x509.RelativeDistinguishedName]] = {
     "every_known_short_name": [
         rdn(attr(x509.ObjectIdentifier(oid), f"{index:02d}"))
         # Every row of the short-name table, so a wrong row fails here, not in production.
-        for index, oid in enumerate(sorted(_OPENSSL_SHORT_NAMES))
+        for index, oid in enumerate(sorted(OPENSSL_SHORT_NAMES))
     ],
 }
 
