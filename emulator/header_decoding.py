@@ -230,7 +230,10 @@ def _escaped_pem(value: str) -> Decoded:
     if "+" in value:
         try:
             _load_pem(unquote_plus(value))
-        except ValueError as exc:
+        except Exception as exc:
+            # cryptography reports a damaged certificate as ValueError mostly, but some fields
+            # (a broken version, an unknown algorithm) have exception types of their own; for
+            # this probe every one of them means the same: form decoding breaks the value.
             warnings.insert(1, f"decoded with '+' as space it does not parse at all ({exc})")
         else:
             warnings.insert(1, "decoded with '+' as space it parses to a different certificate")
