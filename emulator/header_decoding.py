@@ -194,7 +194,19 @@ def _load_pem(text: str) -> x509.Certificate:
         der = base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"the PEM body is not base64 ({exc})") from exc
-    return x509.load_der_x509_certificate(der)
+    return _load_der(der)
+
+
+def _load_der(der: bytes) -> x509.Certificate:
+    """``load_der_x509_certificate`` with every refusal as ValueError.
+
+    A header value is the client's to shape: a version field other than v1-v3 is its own
+    exception type in cryptography, not a ValueError like every other broken field.
+    """
+    try:
+        return x509.load_der_x509_certificate(der)
+    except x509.InvalidVersion as exc:
+        raise ValueError(f"not a certificate ({exc})") from exc
 
 
 def _escaped_pem(value: str) -> Decoded:
@@ -230,10 +242,7 @@ def _escaped_pem(value: str) -> Decoded:
     if "+" in value:
         try:
             _load_pem(unquote_plus(value))
-        except Exception as exc:
-            # cryptography reports a damaged certificate as ValueError mostly, but some fields
-            # (a broken version, an unknown algorithm) have exception types of their own; for
-            # this probe every one of them means the same: form decoding breaks the value.
+        except ValueError as exc:
             warnings.insert(1, f"decoded with '+' as space it does not parse at all ({exc})")
         else:
             warnings.insert(1, "decoded with '+' as space it parses to a different certificate")
@@ -266,7 +275,7 @@ def _base64_der(value: str) -> Decoded | None:
     if len(compact) < 64 or not _BASE64.fullmatch(compact):
         return None
     try:
-        cert = x509.load_der_x509_certificate(base64.b64decode(compact, validate=True))
+        cert = _load_der(base64.b64decode(compact, validate=True))
     except (binascii.Error, ValueError):
         return None
     return Decoded(

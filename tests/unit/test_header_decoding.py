@@ -104,3 +104,37 @@ def test_dates_serials_fingerprints_verification(info: ClientCertInfo) -> None:
     passthrough = decode_header("PASSTHROUGH")
     assert passthrough.parsed is not None
     assert "NOT verified" in passthrough.parsed["meaning"]
+
+
+def _bad_version_der(info: ClientCertInfo) -> bytes:
+    """The leaf's DER with its version field set to 8 (v1-v3 are 0-2): what a hostile client
+    or proxy may put in a header, and a refusal cryptography raises as its own type."""
+    der = bytearray(info.leaf.public_bytes(Encoding.DER))
+    at = der.find(bytes([0xA0, 0x03, 0x02, 0x01, 0x02]))
+    assert at > 0
+    der[at + 4] = 7
+    return bytes(der)
+
+
+def test_a_certificate_with_an_invalid_version_is_an_error_not_a_crash(
+    info: ClientCertInfo,
+) -> None:
+    der = _bad_version_der(info)
+    body = base64.b64encode(der).decode()
+    pem = (
+        "-----BEGIN CERTIFICATE-----\n"
+        + "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+        + "\n-----END CERTIFICATE-----\n"
+    )
+    escaped = decode_header(quote(pem, safe=""))
+    assert escaped.parsed is None
+    assert escaped.error is not None
+    assert "not a valid X509 version" in escaped.error
+    with_plus = decode_header(quote(pem, safe="+"))
+    assert with_plus.parsed is None
+    assert with_plus.error is not None
+    raw = decode_header(pem)
+    assert raw.parsed is None
+    assert raw.error is not None
+    # As base64 DER it is not recognised as a certificate at all, rather than crashing.
+    assert decode_header(body).parsed is None
