@@ -13,12 +13,12 @@ JSON documents as strings (Azure/bicep#14186); a bare parameters document is acc
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Final
 
+from emulator.arm import bounded_json
 from emulator.errors import TemplateError
 
 __all__ = [
@@ -108,8 +108,8 @@ def _run(verb: str, file: Path, *, hint: str) -> Any:
             code=_CODE,
         )
     try:
-        return json.loads(done.stdout.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return bounded_json.loads(done.stdout.decode("utf-8-sig"))
+    except ValueError as exc:
         raise TemplateError(
             f"`{shown}` printed something that is not JSON ({exc}).",
             file=str(file),
@@ -141,8 +141,8 @@ def compile_bicepparam(file: Path) -> Any:
     )
     if isinstance(out, dict) and isinstance(out.get("parametersJson"), str):
         try:
-            return json.loads(out["parametersJson"])
-        except json.JSONDecodeError as exc:
+            return bounded_json.loads(out["parametersJson"])
+        except ValueError as exc:
             raise TemplateError(
                 f"the compiled parameters (parametersJson) are not JSON ({exc}).",
                 file=str(file),

@@ -10,10 +10,10 @@ body key merges into the existing key of any case.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+from emulator.arm import bounded_json
 from emulator.errors import TemplateError
 
 __all__ = ["AZAPI_CODE", "body_object", "merge_body", "split_type"]
@@ -40,7 +40,7 @@ def body_object(value: Any, *, where: str) -> dict[str, Any]:
     """The body as an object: azapi 2 takes an HCL object, azapi 1 a ``jsonencode()`` string."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = bounded_json.loads(value)
         except ValueError as exc:
             raise TemplateError(
                 f"the azapi body is a string but not JSON: {exc}",

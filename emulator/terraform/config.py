@@ -13,7 +13,6 @@ only Terraform can evaluate them.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any, Final
 
 from lark import Token, Tree
 
+from emulator.arm import bounded_json
 from emulator.arm.expressions import DeploymentScope, resource_id
 from emulator.errors import TemplateError
 from emulator.terraform.evaluate import PLAN_HINT, Evaluator, Unknown, hcl_string
@@ -175,7 +175,7 @@ class Configuration:
     def _tfvars(self, path: Path, *, name: str, declared_only: bool) -> None:
         if path.suffix == ".json":
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = bounded_json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise TemplateError(
                     f"cannot read the variables file: {exc}", file=name, code=VARIABLE_CODE

@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol
 
 from lark import Token, Tree
 
+from emulator.arm import bounded_json
 from emulator.errors import TemplateError
 from emulator.terraform.hcl import location, parse_expression, trees
 
@@ -166,7 +167,7 @@ FUNCTIONS: Final[Mapping[str, Callable[..., Any]]] = {
     "base64encode": lambda s: base64.b64encode(s.encode()).decode(),
     "base64decode": lambda s: base64.b64decode(s).decode(),
     "jsonencode": lambda v: json.dumps(v, separators=(",", ":"), ensure_ascii=False),
-    "jsondecode": json.loads,
+    "jsondecode": bounded_json.loads,
     "lower": str.lower,
     "upper": str.upper,
     "trimspace": str.strip,

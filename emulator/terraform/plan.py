@@ -14,11 +14,11 @@ Terraform's own output): loading one prints a warning saying so.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from emulator.arm import bounded_json
 from emulator.arm.expressions import DeploymentScope, resource_id
 from emulator.errors import EmulatorError, InvalidConfiguration, TemplateError
 from emulator.terraform.assemble import (
@@ -119,7 +119,7 @@ def load_plan(
             f"the plan is larger than {MAX_PLAN_BYTES} bytes", file=file, code=PLAN_CODE
         )
     try:
-        plan = json.loads(raw)
+        plan = bounded_json.loads(raw)
     except ValueError as exc:
         raise TemplateError(
             f"not JSON: {exc}",

@@ -610,3 +610,26 @@ def test_check_ca_on_a_pfx_bomb_answers_at_once(pki: PkiBundle, tmp_path: Path) 
     assert_no_traceback(result.stdout + result.stderr)
     assert "PFX/PKCS#12" in result.stdout
     assert time.monotonic() - started_at < READY_TIMEOUT_S
+
+
+def test_deeply_nested_terraform_plan_and_tfvars_json_are_clear_errors(tmp_path: Path) -> None:
+    """The Terraform readers' JSON inputs (a plan, a ``*.tfvars.json``) are capped like a
+    template: nested deeper than the cap, they are an error naming the file, not a crash."""
+    deep = _nested("[", "", "]", 50_000)
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"format_version": "1.2", "planned_values": ' + deep + "}")
+    result = run_to_exit(["validate", "--terraform-plan", str(plan)], cwd=tmp_path)
+    assert result.returncode == 1
+    assert_no_traceback(result.stdout + result.stderr)
+    assert f"nest deeper than {MAX_JSON_DEPTH} levels" in result.stdout
+    assert "plan.json" in result.stdout
+
+    config = tmp_path / "tf"
+    config.mkdir()
+    (config / "main.tf").write_text('variable "x" {\n  default = 1\n}\n')
+    (config / "terraform.tfvars.json").write_text('{"x": ' + deep + "}")
+    result = run_to_exit(["validate", "--terraform", str(config)], cwd=tmp_path)
+    assert result.returncode == 1
+    assert_no_traceback(result.stdout + result.stderr)
+    assert f"nest deeper than {MAX_JSON_DEPTH} levels" in result.stdout
+    assert "terraform.tfvars.json" in result.stdout
