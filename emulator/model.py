@@ -36,9 +36,14 @@ from emulator.arm.certdata import (
 from emulator.arm.props import Notes, Props, id_leaf
 from emulator.arm.ssl_policies import (
     DEFAULT_POLICY_NAME,
+    DEPRECATED_TLS_CODE,
+    DOCUMENTED_LEGACY_DEFAULT,
     LEGACY_DEFAULT_POLICY_NAME,
     NEW_DEFAULT_FROM_API,
     PREDEFINED_POLICIES,
+    RETIRED_CUSTOM_SUITES,
+    RETIRED_POLICIES,
+    RETIREMENT_URL,
     SslPolicy,
     TlsVersion,
 )
@@ -528,6 +533,8 @@ class _Builder:
     broken: dict[str, set[str]] = field(default_factory=dict)
     #: ``--loose``: a feature that is not emulated becomes a warning line instead of an error.
     loose: bool = False
+    #: Each SSL profile's ``sslPolicy`` JSON path, for the policy-family check.
+    profile_policy_paths: dict[str, str] = field(default_factory=dict)
 
     @property
     def file(self) -> str:
@@ -540,6 +547,16 @@ class _Builder:
             self.warnings.append(f"not emulated (--loose): {where}{exc.message}{dropped}")
             return
         self.problems.append(exc.located(file=self.file))
+
+    def retired(self, exc: TemplateError) -> None:
+        """A setting the TLS 1.0/1.1 retirement removed: an error, or with ``--loose`` a
+        warning (the setting then runs as it did before the retirement)."""
+        if not self.loose:
+            raise exc
+        where = f"{exc.path}: " if exc.path else ""
+        self.warnings.append(
+            f"retired (--loose): {where}{exc.message}; it runs as before the retirement"
+        )
 
     def report_all(self, errors: list[EmulatorError]) -> None:
         """Record several independent problems of one item, then skip the item."""
@@ -662,6 +679,7 @@ def build_gateway_config(gw: GatewayResourceLike, *, loose: bool = False) -> Gat
     certs = _ssl_certificates(b, props)
     trusted = _trusted_client_certs(b, props)
     profiles = _ssl_profiles(b, props, trusted)
+    _check_policy_families(b, default_policy, profiles)
     ports = _frontend_ports(b, props)
     listeners = _listeners(b, props, ports, certs, profiles, default_policy)
     pools = _pools(b, props)
@@ -803,6 +821,19 @@ def _policy_from(b: _Builder, p: Props | None) -> SslPolicy | None:
                 fix="use one of " + ", ".join(PREDEFINED_POLICIES),
                 code="EmulatorSslPolicyNameInvalid",
             )
+        if match in RETIRED_POLICIES:
+            b.retired(
+                TemplateError(
+                    f"The TLS policy {match} uses a deprecated TLS version (TLS 1.0/1.1): it "
+                    "can no longer be associated with an Application Gateway since the "
+                    f"retirement of 31 August 2025 ({RETIREMENT_URL})",
+                    file=b.file,
+                    path=p.key_path("policyName"),
+                    fix="use AppGwSslPolicy20220101 or AppGwSslPolicy20220101S (or "
+                    "AppGwSslPolicy20170401S when its cipher suites are needed)",
+                    code=DEPRECATED_TLS_CODE,
+                )
+            )
         return PREDEFINED_POLICIES[match]
     if policy_type in ("custom", "customv2"):
         wanted = (min_version or TlsVersion.TLSV1_2.value).lower()
@@ -821,10 +852,13 @@ def _policy_from(b: _Builder, p: Props | None) -> SslPolicy | None:
                 "is 'TLSv1_3', which only a 'CustomV2' policy supports",
                 fix="set 'policyType' to 'CustomV2', or lower 'minProtocolVersion' to TLSv1_2",
             )
+        names = tuple(str(s) for s in suites)
+        if policy_type == "custom":
+            names = _retire_custom(b, p, version, names)
         return SslPolicy(
             name=f"Custom({version.value})",
             min_version=version,
-            cipher_suites=tuple(str(s) for s in suites),
+            cipher_suites=names,
             tls13=policy_type == "customv2",
         )
     if not policy_type and disabled:
@@ -837,13 +871,92 @@ def _policy_from(b: _Builder, p: Props | None) -> SslPolicy | None:
     raise p.error("policyType", f"is '{policy_type}'", fix="use Predefined, Custom or CustomV2")
 
 
+def _retire_custom(
+    b: _Builder, p: Props, version: TlsVersion, suites: tuple[str, ...]
+) -> tuple[str, ...]:
+    """A Custom (not CustomV2) policy after the TLS 1.0/1.1 retirement: TLS 1.2 only, and
+    without the twelve suites the retirement page lists."""
+    if version in (TlsVersion.TLSV1_0, TlsVersion.TLSV1_1):
+        b.retired(
+            TemplateError(
+                f"The Custom TLS policy's minProtocolVersion {version.value} is a deprecated "
+                "TLS version: Custom policies support only TLS 1.2 since the retirement of 31 "
+                f"August 2025 ({RETIREMENT_URL})",
+                file=b.file,
+                path=p.key_path("minProtocolVersion"),
+                fix="set 'minProtocolVersion' to TLSv1_2 (or use a CustomV2 policy)",
+                code=DEPRECATED_TLS_CODE,
+            )
+        )
+        if b.loose:
+            return suites
+    # Differs from Azure, perhaps: the retirement page says these suites "won't be supported"
+    # without saying whether a deployment naming them fails; we drop them with a warning and
+    # refuse only a policy left with none.
+    retired = [s for s in suites if s.upper() in RETIRED_CUSTOM_SUITES]
+    if not retired:
+        return suites
+    kept = tuple(s for s in suites if s.upper() not in RETIRED_CUSTOM_SUITES)
+    if not kept:
+        raise TemplateError(
+            "every cipher suite of the Custom TLS policy was retired on 31 August 2025 "
+            f"({', '.join(retired)}), so it has none left ({RETIREMENT_URL})",
+            file=b.file,
+            path=p.key_path("cipherSuites"),
+            fix="add TLS 1.2 suites that remain, e.g. TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 "
+            "and TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, or use a CustomV2 policy",
+            code=DEPRECATED_TLS_CODE,
+        )
+    b.warnings.append(
+        f"{p.key_path('cipherSuites')}: {', '.join(retired)} left out: Custom policies lost "
+        f"these suites in the TLS 1.0/1.1 retirement of 31 August 2025 ({RETIREMENT_URL})"
+    )
+    return kept
+
+
 def _gateway_policy(b: _Builder, props: Props) -> SslPolicy:
     policy = _policy_from(b, props.child("sslPolicy", "ApplicationGatewaySslPolicy"))
     if policy is not None:
         return policy
     if b.gw.api_version >= NEW_DEFAULT_FROM_API:
         return PREDEFINED_POLICIES[DEFAULT_POLICY_NAME]
+    b.warnings.append(
+        f"no sslPolicy and API version {b.gw.api_version} (before {NEW_DEFAULT_FROM_API}): "
+        f"the documented default {DOCUMENTED_LEGACY_DEFAULT} was retired on 31 August 2025; "
+        f"the emulator applies {LEGACY_DEFAULT_POLICY_NAME} (TLS 1.2, the same older policy "
+        "family); set sslPolicy to say which policy you mean"
+    )
     return PREDEFINED_POLICIES[LEGACY_DEFAULT_POLICY_NAME]
+
+
+def _check_policy_families(
+    b: _Builder, gateway: SslPolicy, profiles: Mapping[str, SslProfile]
+) -> None:
+    """Old and new policy families cannot co-exist on one gateway, SSL profiles included (TLS
+    policy overview). Azure's code and message: seen in deployment errors, e.g.
+    Azure/terraform-azurerm-avm-res-network-applicationgateway#173 and
+    aztfmod/terraform-azurerm-caf#1711."""
+    for name, profile in profiles.items():
+        policy = profile.ssl_policy
+        if policy is None or policy.newer_family == gateway.newer_family:
+            continue
+        b.report(
+            TemplateError(
+                "The newer and older SSL policies can't be used together for SSLPolicy and "
+                f"listener-specific SSLProfile. Your configuration's sslProfile {name} "
+                f"({_family(policy)}) conflicts with the global sslPolicy {gateway.name} "
+                f"({_family(gateway)})",
+                file=b.file,
+                path=b.profile_policy_paths.get(name),
+                fix="use the 2022 predefined policies or CustomV2 everywhere (the gateway's "
+                "sslPolicy and every profile's), or the older ones everywhere",
+                code="ApplicationGatewaySslPolicyMisMatch",
+            )
+        )
+
+
+def _family(policy: SslPolicy) -> str:
+    return "newer family" if policy.newer_family else "older family"
 
 
 def _ssl_certificates(b: _Builder, props: Props) -> dict[str, ServerCertificate]:
@@ -938,7 +1051,10 @@ def _ssl_profiles(
                 if ca_name is not None:
                     cas_list.append(trusted[ca_name])
             cas = tuple(cas_list)
-            policy = _policy_from(b, inner.child("sslPolicy", "ApplicationGatewaySslPolicy"))
+            policy_props = inner.child("sslPolicy", "ApplicationGatewaySslPolicy")
+            if policy_props is not None:
+                b.profile_policy_paths[name] = policy_props.path
+            policy = _policy_from(b, policy_props)
             cac = inner.child(
                 "clientAuthConfiguration", "ApplicationGatewayClientAuthConfiguration"
             )

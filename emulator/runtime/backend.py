@@ -62,6 +62,10 @@ CONNECT_TIMEOUT_S: Final = 5.0
 #: timeouts are 5 s or more, so a reused connection is unlikely to race a server-side close).
 IDLE_REUSE_S: Final = 4.0
 MAX_IDLE_PER_ADDRESS: Final = 64
+#: Towards backends: TLS 1.2 at least, 1.3 preferred, whatever the listener's SSL policy
+#: (application-gateway-tls-version-retirement, "Backend TLS connections").
+BACKEND_MIN_TLS: Final = ssl.TLSVersion.TLSv1_2
+BACKEND_MAX_TLS: Final = ssl.TLSVersion.TLSv1_3
 RECEIVE_SIZE: Final = 65536
 #: Methods repeated on a new connection when a reused one failed before any response byte
 #: (safe methods, RFC 9110 section 9.2.1; PUT and DELETE are idempotent too, but a gateway
@@ -102,6 +106,11 @@ def _client_context(roots_pem: bytes | None, validate_chain: bool) -> ssl.SSLCon
     # the ssl module (SAN only), so the two switches stay independent.
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED if validate_chain else ssl.CERT_NONE
+    # "For V2 SKUs: the connections to backend servers will always be with preferred TLS v1.3
+    # and minimum up to TLS v1.2" (TLS 1.0/1.1 retirement page, "Backend TLS connections");
+    # the SSL policy has no say here.
+    ctx.minimum_version = BACKEND_MIN_TLS
+    ctx.maximum_version = BACKEND_MAX_TLS
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 

@@ -101,6 +101,7 @@ def build(
     change: Callable[[Resource], object] | None = None,
     *,
     api_version: str | None = None,
+    loose: bool = False,
 ) -> GatewayConfig:
     """Build ``base`` after ``change`` edited a deep copy of its evaluated resource."""
     resource: Resource = copy.deepcopy(dict(base.resource))
@@ -109,7 +110,7 @@ def build(
     if api_version is not None:
         resource["apiVersion"] = api_version
     gw = dataclasses.replace(base, resource=resource, api_version=api_version or base.api_version)
-    return build_gateway_config(gw)
+    return build_gateway_config(gw, loose=loose)
 
 
 def props(resource: Resource) -> Resource:
@@ -745,22 +746,228 @@ def test_profile_ssl_policy_overrides_the_gateway_policy(demo: GatewayResource) 
     assert config.listener("passthrough-listener").ssl_policy.name == "AppGwSslPolicy20220101"
 
 
+def _no_policy_strict_only(res: Resource) -> None:
+    props(res).pop("sslPolicy")
+    props(res)["sslProfiles"].pop(1)
+    props(res)["httpListeners"].pop(1)
+    props(res)["requestRoutingRules"].pop(1)
+
+
 @pytest.mark.parametrize(
     ("api_version", "expected"),
-    [("2025-03-01", "AppGwSslPolicy20220101"), ("2022-09-01", "AppGwSslPolicy20150501")],
+    [("2025-03-01", "AppGwSslPolicy20220101"), ("2022-09-01", "AppGwSslPolicy20170401S")],
 )
 def test_default_ssl_policy_depends_on_the_api_version(
     demo: GatewayResource, api_version: str, expected: str
 ) -> None:
-    def no_policy_strict_only(res: Resource) -> None:
-        props(res).pop("sslPolicy")
-        props(res)["sslProfiles"].pop(1)
-        props(res)["httpListeners"].pop(1)
-        props(res)["requestRoutingRules"].pop(1)
-
-    config = build(demo, no_policy_strict_only, api_version=api_version)
+    config = build(demo, _no_policy_strict_only, api_version=api_version)
 
     assert config.listener("strict-listener").ssl_policy.name == expected
+
+
+def test_old_api_default_is_20170401s_since_20150501_retired_and_says_so(
+    demo: GatewayResource,
+) -> None:
+    config = build(demo, _no_policy_strict_only, api_version="2022-09-01")
+
+    policy = config.listener("strict-listener").ssl_policy
+    assert policy.min_version.value == "TLSv1_2"
+    assert not policy.newer_family
+    (warning,) = [w for w in config.warnings if "sslPolicy" in w]
+    assert "AppGwSslPolicy20150501 was retired" in warning
+    assert "applies AppGwSslPolicy20170401S" in warning
+
+
+@pytest.mark.parametrize("name", ["AppGwSslPolicy20150501", "AppGwSslPolicy20170401"])
+def test_retired_predefined_policy_is_refused_naming_the_retirement(
+    demo: GatewayResource, name: str
+) -> None:
+    def retired(res: Resource) -> None:
+        props(res)["sslPolicy"]["policyName"] = name
+        props(res)["sslProfiles"][1]["properties"].pop("sslPolicy")
+
+    with pytest.raises(TemplateError) as info:
+        build(demo, retired)
+
+    assert_error(
+        info.value,
+        code="ApplicationGatewayDeprecatedTlsVersionUsedInSslPolicy",
+        path="resources[0].properties.sslPolicy.policyName",
+    )
+    assert "31 August 2025" in str(info.value)
+    assert "https://aka.ms/appgw-oldtlsversions" in str(info.value)
+
+
+def test_retired_policy_in_a_profile_is_refused_too(demo: GatewayResource) -> None:
+    def retired(res: Resource) -> None:
+        inner(res, "sslProfiles", 1)["sslPolicy"]["policyName"] = "AppGwSslPolicy20170401"
+
+    with pytest.raises(TemplateError) as info:
+        build(demo, retired)
+
+    assert_error(
+        info.value,
+        code="ApplicationGatewayDeprecatedTlsVersionUsedInSslPolicy",
+        path="resources[0].properties.sslProfiles[1].properties.sslPolicy.policyName",
+    )
+
+
+def test_loose_runs_a_retired_policy_with_a_warning(demo: GatewayResource) -> None:
+    def retired(res: Resource) -> None:
+        props(res)["sslPolicy"]["policyName"] = "AppGwSslPolicy20150501"
+        props(res)["sslProfiles"][1]["properties"].pop("sslPolicy")
+
+    config = build(demo, retired, loose=True)
+
+    policy = config.listener("passthrough-listener").ssl_policy
+    assert (policy.name, policy.min_version.value) == ("AppGwSslPolicy20150501", "TLSv1_0")
+    (warning,) = [w for w in config.warnings if w.startswith("retired (--loose)")]
+    assert "AppGwSslPolicy20150501" in warning
+    assert "31 August 2025" in warning
+
+
+@pytest.mark.parametrize("version", ["TLSv1_0", "TLSv1_1"])
+def test_custom_policy_below_tls_1_2_is_refused(demo: GatewayResource, version: str) -> None:
+    def old_custom(res: Resource) -> None:
+        props(res)["sslPolicy"] = {"policyType": "Custom", "minProtocolVersion": version}
+        props(res)["sslProfiles"][1]["properties"].pop("sslPolicy")
+
+    with pytest.raises(TemplateError) as info:
+        build(demo, old_custom)
+
+    assert_error(
+        info.value,
+        code="ApplicationGatewayDeprecatedTlsVersionUsedInSslPolicy",
+        path="resources[0].properties.sslPolicy.minProtocolVersion",
+    )
+
+
+def test_custom_policy_loses_the_retired_suites_with_a_warning(demo: GatewayResource) -> None:
+    suites = [
+        "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+    ]
+
+    def custom(res: Resource) -> None:
+        props(res)["sslPolicy"] = {
+            "policyType": "Custom",
+            "minProtocolVersion": "TLSv1_2",
+            "cipherSuites": suites,
+        }
+        props(res)["sslProfiles"][1]["properties"].pop("sslPolicy")
+
+    config = build(demo, custom)
+
+    policy = config.listener("strict-listener").ssl_policy
+    assert policy.cipher_suites == ("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",)
+    (warning,) = [w for w in config.warnings if "cipherSuites" in w]
+    assert "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384, TLS_RSA_WITH_3DES_EDE_CBC_SHA" in warning
+
+
+def test_custom_policy_with_only_retired_suites_is_refused(demo: GatewayResource) -> None:
+    def custom(res: Resource) -> None:
+        props(res)["sslPolicy"] = {
+            "policyType": "Custom",
+            "minProtocolVersion": "TLSv1_2",
+            "cipherSuites": ["TLS_DHE_RSA_WITH_AES_128_GCM_SHA256"],
+        }
+        props(res)["sslProfiles"][1]["properties"].pop("sslPolicy")
+
+    with pytest.raises(TemplateError) as info:
+        build(demo, custom)
+
+    assert_error(
+        info.value,
+        code="ApplicationGatewayDeprecatedTlsVersionUsedInSslPolicy",
+        path="resources[0].properties.sslPolicy.cipherSuites",
+    )
+
+
+def test_customv2_keeps_every_suite_the_retirement_took_from_custom(
+    demo: GatewayResource,
+) -> None:
+    def custom_v2(res: Resource) -> None:
+        props(res)["sslPolicy"] = {
+            "policyType": "CustomV2",
+            "minProtocolVersion": "TLSv1_2",
+            "cipherSuites": ["TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384"],
+        }
+
+    config = build(demo, custom_v2)
+
+    policy = config.listener("strict-listener").ssl_policy
+    assert policy.cipher_suites == ("TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",)
+    assert not [w for w in config.warnings if "cipherSuites" in w]
+
+
+@pytest.mark.parametrize(
+    ("gateway", "profile"),
+    [
+        (
+            {"policyType": "Predefined", "policyName": "AppGwSslPolicy20220101"},
+            {"policyType": "Predefined", "policyName": "AppGwSslPolicy20170401S"},
+        ),
+        (
+            {"policyType": "Predefined", "policyName": "AppGwSslPolicy20170401S"},
+            {"policyType": "CustomV2", "minProtocolVersion": "TLSv1_2"},
+        ),
+        (
+            {"policyType": "Custom", "minProtocolVersion": "TLSv1_2"},
+            {"policyType": "Predefined", "policyName": "AppGwSslPolicy20220101S"},
+        ),
+    ],
+    ids=["new-gateway-old-profile", "old-gateway-customv2-profile", "custom-gateway-2022-profile"],
+)
+def test_old_and_new_policy_families_cannot_share_a_gateway(
+    demo: GatewayResource, gateway: Resource, profile: Resource
+) -> None:
+    def mixed(res: Resource) -> None:
+        props(res)["sslPolicy"] = gateway
+        inner(res, "sslProfiles", 1)["sslPolicy"] = profile
+
+    with pytest.raises(TemplateError) as info:
+        build(demo, mixed)
+
+    assert_error(
+        info.value,
+        code="ApplicationGatewaySslPolicyMisMatch",
+        path="resources[0].properties.sslProfiles[1].properties.sslPolicy",
+    )
+    assert "sslProfile passthrough-profile" in str(info.value)
+
+
+def test_old_api_implicit_default_conflicts_with_a_2022_profile(demo: GatewayResource) -> None:
+    def implicit(res: Resource) -> None:
+        _no_policy_strict_only(res)
+        inner(res, "sslProfiles", 0)["sslPolicy"] = {
+            "policyType": "Predefined",
+            "policyName": "AppGwSslPolicy20220101",
+        }
+
+    with pytest.raises(TemplateError) as info:
+        build(demo, implicit, api_version="2022-09-01")
+
+    assert_error(
+        info.value,
+        code="ApplicationGatewaySslPolicyMisMatch",
+        path="resources[0].properties.sslProfiles[0].properties.sslPolicy",
+    )
+    assert "global sslPolicy AppGwSslPolicy20170401S" in str(info.value)
+
+
+def test_one_family_across_gateway_and_profiles_builds(demo: GatewayResource) -> None:
+    def same(res: Resource) -> None:
+        props(res)["sslPolicy"] = {"policyType": "CustomV2", "minProtocolVersion": "TLSv1_2"}
+        inner(res, "sslProfiles", 0)["sslPolicy"] = {
+            "policyType": "Predefined",
+            "policyName": "AppGwSslPolicy20220101S",
+        }
+
+    config = build(demo, same)
+
+    assert config.listener("strict-listener").ssl_policy.name == "AppGwSslPolicy20220101S"
+    assert config.listener("passthrough-listener").ssl_policy.name == "AppGwSslPolicy20220101"
 
 
 def test_unknown_predefined_policy_is_rejected(demo: GatewayResource) -> None:
@@ -983,9 +1190,9 @@ def test_backend_settings_defaults(demo: GatewayResource) -> None:
     ("policy", "name", "min_version", "tls13"),
     [
         (
-            {"policyType": "Custom", "minProtocolVersion": "TLSv1_1"},
-            "Custom(TLSv1_1)",
-            "TLSv1_1",
+            {"policyType": "Custom", "minProtocolVersion": "TLSv1_2"},
+            "Custom(TLSv1_2)",
+            "TLSv1_2",
             False,
         ),
         (
@@ -1007,7 +1214,12 @@ def test_backend_settings_defaults(demo: GatewayResource) -> None:
 def test_gateway_ssl_policy_kinds(
     demo: GatewayResource, policy: Resource, name: str, min_version: str, tls13: bool
 ) -> None:
-    config = build(demo, lambda r: props(r).__setitem__("sslPolicy", policy))
+    def gateway_policy_only(res: Resource) -> None:
+        props(res)["sslPolicy"] = policy
+        # The profile's 2022 policy would mix policy families with the older ones.
+        inner(res, "sslProfiles", 1).pop("sslPolicy")
+
+    config = build(demo, gateway_policy_only)
 
     effective = config.listener("strict-listener").ssl_policy
     assert (effective.name, effective.min_version.value, effective.tls13) == (

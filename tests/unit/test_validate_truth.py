@@ -508,3 +508,45 @@ def test_certificate_password_without_certificate_is_an_error(
 def test_a_key_vault_template_error_is_a_template_error() -> None:
     with pytest.raises(TemplateError):
         apply_certificates(_resource_with_kv_cert(), {})
+
+
+# -- TLS policies after the TLS 1.0/1.1 retirement (issue #21) ----------------------------------
+
+
+def test_validate_refuses_a_retired_policy_and_loose_only_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], material: dict[str, Any]
+) -> None:
+    template = _demo()
+    _gw(template)["sslPolicy"]["policyName"] = "AppGwSslPolicy20150501"
+    _profile(template, "passthrough-profile").pop("sslPolicy")
+
+    code, out = _validate(tmp_path, capsys, template, _params(material))
+
+    assert code == 1
+    (problem,) = out["problems"]
+    assert problem["code"] == "ApplicationGatewayDeprecatedTlsVersionUsedInSslPolicy"
+    assert "retirement of 31 August 2025" in problem["message"]
+    assert "AppGwSslPolicy20220101" in problem["fix"]
+
+    code, out = _validate(tmp_path, capsys, template, [*_params(material), "--loose"])
+
+    assert code == 0
+    assert any(
+        "retired (--loose)" in w and "AppGwSslPolicy20150501" in w
+        for w in out["summary"]["warnings"]
+    )
+
+
+def test_validate_refuses_policy_families_mixed_across_gateway_and_profiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], material: dict[str, Any]
+) -> None:
+    template = _demo()
+    _gw(template)["sslPolicy"]["policyName"] = "AppGwSslPolicy20170401S"
+
+    code, out = _validate(tmp_path, capsys, template, [*_params(material), "--loose"])
+
+    assert code == 1
+    (problem,) = out["problems"]
+    assert problem["code"] == "ApplicationGatewaySslPolicyMisMatch"
+    assert problem["path"].endswith("sslProfiles[1].properties.sslPolicy")
+    assert "sslProfile passthrough-profile" in problem["message"]
