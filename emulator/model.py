@@ -1636,11 +1636,66 @@ def _rewrite_sets(b: _Builder, props: Props) -> dict[str, RewriteRuleSet]:
                     rules.append(_rewrite_rule(b, r))
                 inner.finish()
             rules.sort(key=lambda rule: rule.sequence)  # stable: ties keep document order
+            _check_rewrite_set_limits(b, p, name, rules)
             rerouting = [r.name for r in rules if r.url is not None and r.url.reroute]
             if rerouting:
                 _reject_reroute(b, props, p, name, rerouting)
             out[name] = RewriteRuleSet(name, tuple(rules))
+    if len(out) > MAX_REWRITE_RULE_SETS:
+        b.report(
+            TemplateError(
+                f"{len(out)} rewrite rule sets; a gateway takes at most {MAX_REWRITE_RULE_SETS}",
+                file=b.file,
+                path=props.key_path("rewriteRuleSets"),
+                fix="merge sets that listeners share, or drop unused ones",
+                code="EmulatorRewriteRuleSetsLimit",
+            )
+        )
     return out
+
+
+#: Application Gateway limits (azure-subscription-service-limits, "Application Gateway
+#: limits"; includes/application-gateway-limits.md): "Number of rewrite rule sets 400",
+#: "Number of Header or URL configuration per rewrite rule set 40", "Number of conditions per
+#: rewrite rule set 40". Azure documents no error code for them.
+MAX_REWRITE_RULE_SETS: Final = 400
+MAX_REWRITE_CONFIGURATIONS_PER_SET: Final = 40
+MAX_REWRITE_CONDITIONS_PER_SET: Final = 40
+
+
+def _check_rewrite_set_limits(b: _Builder, p: Props, name: str, rules: list[RewriteRule]) -> None:
+    """Both limits count over the whole set, not per rule: every request and response header
+    configuration, and each rule's urlConfiguration, is one configuration."""
+    configurations = sum(
+        len(r.request_headers) + len(r.response_headers) + (r.url is not None) for r in rules
+    )
+    conditions = sum(len(r.conditions) for r in rules)
+    problems: list[EmulatorError] = []
+    if configurations > MAX_REWRITE_CONFIGURATIONS_PER_SET:
+        problems.append(
+            TemplateError(
+                f"rewrite rule set '{name}' has {configurations} header and URL "
+                f"configurations; a set takes at most {MAX_REWRITE_CONFIGURATIONS_PER_SET}",
+                file=b.file,
+                path=p.path,
+                fix="split the rules over several rewrite rule sets (one per routing rule or "
+                "path rule), or combine header values",
+                code="EmulatorRewriteConfigurationsPerSetLimit",
+            )
+        )
+    if conditions > MAX_REWRITE_CONDITIONS_PER_SET:
+        problems.append(
+            TemplateError(
+                f"rewrite rule set '{name}' has {conditions} conditions; a set takes at most "
+                f"{MAX_REWRITE_CONDITIONS_PER_SET}",
+                file=b.file,
+                path=p.path,
+                fix="split the rules over several rewrite rule sets, or fold conditions into "
+                "one regular expression",
+                code="EmulatorRewriteConditionsPerSetLimit",
+            )
+        )
+    b.report_all(problems)
 
 
 def _reject_reroute(b: _Builder, props: Props, p: Props, set_name: str, rules: list[str]) -> None:

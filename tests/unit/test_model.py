@@ -1117,6 +1117,88 @@ def test_rewrite_rules_are_sorted_by_sequence_with_ties_in_document_order(
     assert [r.name for r in rule_set.rules] == ["early", "tie-a", "tie-b", "late"]
 
 
+def _extra_rule(headers: int, conditions: int, *, url: bool = False) -> Resource:
+    action: Resource = {
+        "responseHeaderConfigurations": [
+            {"headerName": f"X-Extra-{i}", "headerValue": "v"} for i in range(headers)
+        ]
+    }
+    if url:
+        action["urlConfiguration"] = {"modifiedPath": "/elsewhere"}
+    return {
+        "name": "extra",
+        "ruleSequence": 200,
+        "conditions": [
+            {"variable": "var_uri_path", "pattern": f"^/p{i}"} for i in range(conditions)
+        ],
+        "actionSet": action,
+    }
+
+
+def test_rewrite_set_takes_40_configurations_and_40_conditions(demo: GatewayResource) -> None:
+    # The demo's rule has 8 request header configurations: 8 + 31 + the URL one = 40.
+    def at_limit(res: Resource) -> None:
+        inner(res, "rewriteRuleSets")["rewriteRules"].append(_extra_rule(31, 40, url=True))
+
+    rule_set = build(demo, at_limit).rule_for("strict-listener").rewrite_rule_set
+
+    assert rule_set is not None
+    assert sum(len(r.conditions) for r in rule_set.rules) == 40
+
+
+@pytest.mark.parametrize(
+    ("headers", "url", "conditions", "code"),
+    [
+        (32, True, 0, "EmulatorRewriteConfigurationsPerSetLimit"),
+        (33, False, 0, "EmulatorRewriteConfigurationsPerSetLimit"),
+        (0, False, 41, "EmulatorRewriteConditionsPerSetLimit"),
+    ],
+    ids=["41-with-url", "41-headers", "41-conditions"],
+)
+def test_rewrite_set_over_a_documented_limit_is_refused(
+    demo: GatewayResource, headers: int, url: bool, conditions: int, code: str
+) -> None:
+    def over(res: Resource) -> None:
+        inner(res, "rewriteRuleSets")["rewriteRules"].append(
+            _extra_rule(headers, conditions, url=url)
+        )
+
+    with pytest.raises(TemplateError) as info:
+        build(demo, over)
+
+    assert_error(info.value, code=code, path="resources[0].properties.rewriteRuleSets[0]")
+    assert "at most 40" in str(info.value)
+
+
+def test_rewrite_set_over_both_limits_reports_both(demo: GatewayResource) -> None:
+    def over(res: Resource) -> None:
+        inner(res, "rewriteRuleSets")["rewriteRules"].append(_extra_rule(40, 41))
+
+    with pytest.raises(InvalidConfiguration) as info:
+        build(demo, over)
+
+    codes = {p.error_code for p in info.value.problems}
+    assert codes == {
+        "EmulatorRewriteConfigurationsPerSetLimit",
+        "EmulatorRewriteConditionsPerSetLimit",
+    }
+
+
+def test_gateway_takes_at_most_400_rewrite_rule_sets(demo: GatewayResource) -> None:
+    def many(res: Resource) -> None:
+        sets = props(res)["rewriteRuleSets"]
+        sets.extend({"name": f"spare-{i}", "properties": {"rewriteRules": []}} for i in range(400))
+
+    with pytest.raises(TemplateError) as info:
+        build(demo, many)
+
+    assert_error(
+        info.value,
+        code="EmulatorRewriteRuleSetsLimit",
+        path="resources[0].properties.rewriteRuleSets",
+    )
+
+
 def test_rewrite_condition_with_invalid_regex_is_rejected(demo: GatewayResource) -> None:
     def bad(res: Resource) -> None:
         rule = inner(res, "rewriteRuleSets")["rewriteRules"][0]
