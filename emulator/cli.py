@@ -961,8 +961,20 @@ def _add_certificate_commands(
         help="is this file a valid trusted client CA upload? what to ask for instead; would "
         "this client certificate pass Strict?",
     )
-    check.add_argument("file", type=Path, help="what the customer sent (PEM, .cer, bundle, ...)")
-    check.add_argument("--client-cert", type=Path, metavar="CERT")
+    check.add_argument(
+        "file",
+        type=Path,
+        help="what the customer sent: PEM, .cer, a bundle, .p7b/.p7c, a PFX, or base64 text",
+    )
+    check.add_argument(
+        "--client-cert", type=Path, metavar="CERT", help="a client certificate (PEM, DER or PFX)"
+    )
+    check.add_argument(
+        "--password",
+        metavar="PASSWORD",
+        help="opens a PFX given as FILE or --client-cert; the environment variable keeps it "
+        "out of the process list",
+    )
     check.add_argument(
         "--client-chain",
         type=Path,
@@ -1012,6 +1024,7 @@ def _cmd_check_ca(args: argparse.Namespace) -> int:
         at=datetime.now(UTC),
         client_cert=client_cert,
         client_chain=client_chain,
+        password=args.password,
     )
     if args.output == "json":
         _say(json.dumps(report_json(report), indent=2))

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
 
 from emulator.arm.pkcs12_bounds import MAX_PKCS12_ITERATIONS, Pkcs12TooCostly, load_pkcs12
 from emulator.errors import CertificateError
@@ -266,7 +267,16 @@ def _parse_certificates(data: bytes) -> list[x509.Certificate]:
     except ValueError:
         pass
     # DER (a PFX included) starts with a SEQUENCE. Opening the PFX would tell no more, and would
-    # run its key derivation for nothing (see emulator.arm.pkcs12_bounds).
+    # run its key derivation for nothing (see emulator.arm.pkcs12_bounds). A PKCS#7 bundle
+    # needs no password, so it can be named (the file is at most 25 KB here).
+    if data[:1] == b"\x30" and _is_der_pkcs7(data):
+        raise CertificateError(
+            "the trusted client certificate is a PKCS#7 bundle (.p7b/.p7c), not PEM or DER "
+            "certificates",
+            fix="convert it with `openssl pkcs7 -inform DER -print_certs -in FILE -out "
+            "chain.cer` and upload chain.cer",
+            code="ApplicationGatewayTrustedClientCertificateInvalidData",
+        )
     if data[:1] == b"\x30":
         raise CertificateError(
             "the trusted client certificate looks like a PFX/PKCS#12 or other binary file, "
@@ -276,6 +286,14 @@ def _parse_certificates(data: bytes) -> list[x509.Certificate]:
             code="ApplicationGatewayTrustedClientCertificateInvalidData",
         )
     raise _invalid("no '-----BEGIN CERTIFICATE-----' block and not a DER certificate")
+
+
+def _is_der_pkcs7(data: bytes) -> bool:
+    try:
+        pkcs7.load_der_pkcs7_certificates(data)
+    except (ValueError, UnsupportedAlgorithm):  # not PKCS#7, or PKCS#7 without certificates
+        return False
+    return True
 
 
 def _invalid(detail: str) -> CertificateError:

@@ -16,10 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
-from emulator.checkca import OpenedPfx, check_ca, open_pfx, report_json
+from emulator.checkca import OpenedPfx, check_ca, looks_like_pfx, open_pfx, report_json
 from emulator.dashboard.identities import DemoIdentities, validity_state
 from emulator.model import ClientAuthMode, GatewayConfig, Listener, ListenerProtocol
 from emulator.summary import describe
@@ -387,73 +384,56 @@ def parse_check_ca_input(body: object) -> CheckCaInput:
     )
 
 
-def _pfx_contents(pfx: OpenedPfx, now: datetime) -> dict[str, Any]:
-    """What a password-protected PFX holds, public parts only, and the verdict on its CAs.
-
-    The key was loaded by the PKCS#12 parser and dropped at once (:func:`open_pfx`): only
-    whether there was one is reported. The password is never repeated in the answer.
-    """
-    if not pfx.opened:
-        return {"opened": False, "message": pfx.message}
-    certs = pfx.certificates
-    cas_pem = b"".join(c.public_bytes(Encoding.PEM) for c in certs if _is_ca(c))
-    contents: dict[str, Any] = {
+def _pfx_section(report: dict[str, Any], opened: OpenedPfx | None) -> dict[str, Any] | None:
+    """What a PFX holds, public parts only (the key was dropped at once by :func:`open_pfx`, and
+    the password is never repeated), and the verdict on its CA certificates."""
+    if report["kind"] == "pfx-locked":
+        message = opened.message if opened is not None else ""
+        return {
+            "opened": False,
+            "message": message or "A PFX/PKCS#12 file: give its password to see what it holds.",
+        }
+    if report["kind"] != "pfx":
+        return None
+    contents = report["contents"]
+    has_key = bool(report["hasPrivateKey"])
+    message = (
+        "This PFX bundles a private key, which must never be uploaded or sent to you; the "
+        "verdict below is for the CA certificates inside it, exported as PEM (public parts "
+        "only)."
+        if has_key
+        else "This PFX holds certificates only, no private key; the verdict below is for its "
+        "CA certificates."
+    )
+    if contents is None or not contents["certificates"]:
+        message += " It holds no CA certificate: ask for the issuing CA chain."
+        contents = None
+    return {
         "opened": True,
-        "hasPrivateKey": pfx.has_key,
-        "message": "this is a PFX: it bundles a private key, which must never be uploaded or "
-        "sent to you; the verdict below is for the CA certificates inside it, exported as PEM "
-        "(public parts only)"
-        if pfx.has_key
-        else "this PFX holds certificates only; the verdict below is for its CA certificates",
-        "caCertificates": None,
+        "hasPrivateKey": has_key,
+        "message": message,
+        "caCertificates": contents,
     }
-    if cas_pem:
-        contents["caCertificates"] = report_json(
-            check_ca(cas_pem, name="CA certificates inside the PFX", at=now)
-        )
-    else:
-        contents["message"] += " (it holds no CA certificate: ask for the issuing CA chain)"
-    return contents
-
-
-def _may_be_pfx(data: bytes) -> bool:
-    """DER that is not one certificate: what a PFX looks like before it is opened."""
-    if data[:1] != b"\x30":
-        return False
-    try:
-        x509.load_der_x509_certificate(data)
-    except ValueError:
-        return True
-    return False
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
 
 
 def check_ca_view(given: CheckCaInput, *, now: datetime) -> dict[str, Any]:
     """``/api/check-ca``: the ``check-ca --output json`` report, plus a PFX's contents.
 
     Nothing secret goes back: the report lists certificates (public), and a PFX's key and
-    password are only used to tell the user what the file holds. A PFX is opened once, with
-    its password, at a bounded cost (:func:`emulator.arm.pkcs12_bounds.load_pkcs12`); the
-    caller runs this off the event loop all listeners share.
+    password are only used to tell the user what the file holds. A PFX (the file or the client
+    certificate) is opened once, with its password, at a bounded cost
+    (:func:`emulator.arm.pkcs12_bounds.load_pkcs12`); the caller runs this off the event loop
+    all listeners share.
     """
-    opened = None
-    if given.password is not None and _may_be_pfx(given.data):
-        opened = open_pfx(given.data, given.password)
+    opened = open_pfx(given.data, given.password) if looks_like_pfx(given.data) else None
     report = report_json(
-        check_ca(given.data, name=given.name, at=now, client_cert=given.client_cert, pfx=opened)
+        check_ca(
+            given.data,
+            name=given.name,
+            at=now,
+            client_cert=given.client_cert,
+            pfx=opened,
+            password=given.password,
+        )
     )
-    pfx: dict[str, Any] | None = None
-    if report["kind"] in ("pfx", "binary") and opened is not None:
-        pfx = _pfx_contents(opened, now)
-    elif report["kind"] in ("pfx", "binary"):
-        pfx = {
-            "opened": False,
-            "message": "a PFX/PKCS#12 file: give its password to see what it holds",
-        }
-    return {"report": report, "pfx": pfx}
+    return {"report": report, "pfx": _pfx_section(report, opened)}

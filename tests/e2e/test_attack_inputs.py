@@ -27,8 +27,9 @@ import trio
 from emulator.arm.bounded_json import MAX_JSON_DEPTH
 from emulator.arm.expressions import MAX_EXPRESSION_DEPTH, MAX_VALUE_CHARS
 from emulator.arm.pkcs12_bounds import MAX_PKCS12_ITERATIONS
+from emulator.cli import main
 from emulator.demo import PASSTHROUGH_LISTENER, demo_template
-from emulator.demo_pki import SERVER_PFX, DemoPki
+from emulator.demo_pki import SERVER_PFX, TRUSTED_CLIENT_CA_CHAIN, DemoPki
 from tests.e2e.hostile import logged, no_internal_errors, tls_exchange
 from tests.e2e.processes import (
     READY_LISTENER,
@@ -397,6 +398,69 @@ async def test_a_pfx_bomb_in_the_inspector_does_not_stall_the_listeners(
     assert pfx["opened"] is False
     assert f"{MAX_PKCS12_ITERATIONS:,}" in pfx["message"]
     assert "key-derivation iterations" in pfx["message"]
+
+
+async def test_a_pfx_bomb_as_the_inspectors_client_cert_is_refused_off_the_loop(
+    demo_pki: DemoPki,
+) -> None:
+    bomb = with_mac_iterations((demo_pki.directory / SERVER_PFX).read_bytes(), BOMB_ITERATIONS)
+    chain = (demo_pki.directory / TRUSTED_CLIENT_CA_CHAIN).read_bytes()
+    body = {
+        "file": base64.b64encode(chain).decode(),
+        "clientCert": base64.b64encode(bomb).decode(),
+        "password": demo_pki.server_pfx_password,
+    }
+    async with running(demo_pki) as run:
+        started = time.perf_counter()
+        answer = await api(run.port, "POST", "/api/check-ca", body)
+        elapsed = time.perf_counter() - started
+    client = answer.json()["report"]["client"]
+    assert client["passesStrict"] is False
+    assert "key-derivation iterations" in client["explanation"]
+    # Refused from the counts in the DER, before any iteration runs.
+    assert elapsed < LIVE_LATENCY_BOUND_S
+
+
+@pytest.mark.parametrize("where", ["file", "client-cert", "base64-file"])
+def test_a_pfx_bomb_given_to_check_ca_is_refused_at_once(
+    demo_pki: DemoPki, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    bomb = with_mac_iterations((demo_pki.directory / SERVER_PFX).read_bytes(), BOMB_ITERATIONS)
+    bomb_path = tmp_path / "bomb.pfx"
+    bomb_path.write_bytes(base64.b64encode(bomb) if where == "base64-file" else bomb)
+    chain = str(demo_pki.directory / TRUSTED_CLIENT_CA_CHAIN)
+    args = [chain, "--client-cert", str(bomb_path)] if where == "client-cert" else [str(bomb_path)]
+    started = time.perf_counter()
+    code = main(["check-ca", *args, "--password", demo_pki.server_pfx_password])
+    elapsed = time.perf_counter() - started
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "key-derivation iterations" in out
+    assert "Traceback" not in out
+    assert elapsed < LIVE_LATENCY_BOUND_S
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x30\x80" + b"\x30\x80" * 5000,
+        b"\x30\x82\xff\xff" + b"\x00" * 64,
+        b"-----BEGIN PKCS7-----\nAAAA\n-----END PKCS7-----\n",
+        b"MII" + b"A" * 4000,
+    ],
+    ids=["nested-indefinite", "truncated-sequence", "empty-pkcs7", "base64-garbage"],
+)
+def test_hostile_bundles_given_to_check_ca_get_a_verdict_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes
+) -> None:
+    path = tmp_path / "hostile.p7b"
+    path.write_bytes(data)
+    code = main(["check-ca", str(path), "--output", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert report["valid"] is False
+    assert report["code"] == "ApplicationGatewayTrustedClientCertificateInvalidData"
+    assert report["hasPrivateKey"] is not True
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,15 @@ from typing import Any, Final
 
 import pytest
 import trio
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    Encoding,
+    load_pem_private_key,
+    pkcs7,
+    pkcs12,
+)
 
 import backend_stub
 from emulator.dashboard import BackendObservations, Dashboard, load_identities
@@ -340,11 +349,73 @@ async def test_check_ca_opens_a_pfx_with_its_password_and_never_echoes_key_or_pa
     assert "private key" in document["pfx"]["message"]
     assert wrong.json()["pfx"] == {
         "opened": False,
-        "message": "the password does not open this PFX",
+        "message": "The password does not open this PFX.",
     }
     for body in (opened.body, wrong.body):
         assert password.encode() not in body
         assert b"PRIVATE KEY" not in body
+
+
+def _chain_certs(demo_pki: DemoPki) -> list[x509.Certificate]:
+    pem = (demo_pki.directory / TRUSTED_CLIENT_CA_CHAIN).read_bytes()
+    return x509.load_pem_x509_certificates(pem)
+
+
+@pytest.mark.parametrize("encoding", [Encoding.PEM, Encoding.DER], ids=["pem", "der"])
+async def test_check_ca_reads_a_p7b_and_gives_the_verdict_on_its_cas(
+    demo_pki: DemoPki, encoding: Encoding
+) -> None:
+    p7b = pkcs7.serialize_certificates(_chain_certs(demo_pki), encoding)
+    async with running(demo_pki) as run:
+        answer = await api(run.port, "POST", "/api/check-ca", {"file": _b64(p7b)})
+    document = answer.json()
+    report = document["report"]
+    assert report["valid"] is False
+    assert report["hasPrivateKey"] is False
+    assert "bundles a private key" not in json.dumps(document)
+    assert report["contents"]["valid"] is True
+    assert document["pfx"] is None
+
+
+async def test_check_ca_opens_a_keyless_pfx_and_never_claims_a_key(demo_pki: DemoPki) -> None:
+    keyless = pkcs12.serialize_key_and_certificates(
+        None, None, None, _chain_certs(demo_pki), BestAvailableEncryption(b"ca-pw")
+    )
+    async with running(demo_pki) as run:
+        locked = await api(run.port, "POST", "/api/check-ca", {"file": _b64(keyless)})
+        opened = await api(
+            run.port, "POST", "/api/check-ca", {"file": _b64(keyless), "password": "ca-pw"}
+        )
+    locked_doc, opened_doc = locked.json(), opened.json()
+    assert locked_doc["report"]["hasPrivateKey"] is None
+    assert locked_doc["pfx"]["opened"] is False
+    assert "password" in locked_doc["pfx"]["message"]
+    assert opened_doc["pfx"]["opened"] is True
+    assert opened_doc["pfx"]["hasPrivateKey"] is False
+    assert "certificates only, no private key" in opened_doc["pfx"]["message"]
+    assert opened_doc["pfx"]["caCertificates"]["valid"] is True
+    for body in (locked.body, opened.body):
+        assert b"bundles a private key" not in body
+        assert b"ca-pw" not in body
+
+
+async def test_check_ca_reads_a_client_pfx_with_the_password(demo_pki: DemoPki) -> None:
+    chain = (demo_pki.directory / TRUSTED_CLIENT_CA_CHAIN).read_bytes()
+    directory = demo_pki.directory
+    client = x509.load_pem_x509_certificate((directory / CLIENT_CERT).read_bytes())
+    key = load_pem_private_key((directory / CLIENT_KEY).read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+    client_pfx = pkcs12.serialize_key_and_certificates(
+        b"client", key, client, None, BestAvailableEncryption(b"client-pw")
+    )
+    body = {"file": _b64(chain), "clientCert": _b64(client_pfx), "password": "client-pw"}
+    async with running(demo_pki) as run:
+        answer = await api(run.port, "POST", "/api/check-ca", body)
+    report = answer.json()["report"]
+    assert report["valid"] is True
+    assert report["client"]["passesStrict"] is True
+    assert b"client-pw" not in answer.body
+    assert b"PRIVATE KEY" not in answer.body
 
 
 async def test_check_ca_refuses_a_body_that_is_not_base64(demo_pki: DemoPki) -> None:

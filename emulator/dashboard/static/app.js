@@ -303,6 +303,8 @@ async function inspect(event) {
     if (answer.pfx) {
       parts.push(el("h3", { text: "Inside the PFX" }), el("p", { text: answer.pfx.message }));
       if (answer.pfx.caCertificates) parts.push(...renderReport(answer.pfx.caCertificates, "Its CA certificates, as an upload"));
+    } else if (answer.report.contents) {
+      parts.push(...renderReport(answer.report.contents, "The CA certificates inside, as an upload"));
     }
     out.replaceChildren(...parts);
   } catch (error) {
