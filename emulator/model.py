@@ -674,12 +674,17 @@ def build_gateway_config(gw: GatewayResourceLike, *, loose: bool = False) -> Gat
         res.finish(ignored=_RESOURCE_IGNORED, unsupported=_RESOURCE_UNSUPPORTED, notes=b.notes)
 
     default_policy = PREDEFINED_POLICIES[DEFAULT_POLICY_NAME]
+    problems_before = len(b.problems)
     with b.section():
         default_policy = _gateway_policy(b, props)
+    # A refused gateway policy leaves the stand-in default: comparing families with it would
+    # report a second, invented problem.
+    gateway_policy_ok = len(b.problems) == problems_before
     certs = _ssl_certificates(b, props)
     trusted = _trusted_client_certs(b, props)
     profiles = _ssl_profiles(b, props, trusted)
-    _check_policy_families(b, default_policy, profiles)
+    if gateway_policy_ok:
+        _check_policy_families(b, default_policy, profiles)
     ports = _frontend_ports(b, props)
     listeners = _listeners(b, props, ports, certs, profiles, default_policy)
     pools = _pools(b, props)

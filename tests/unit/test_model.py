@@ -937,6 +937,20 @@ def test_old_and_new_policy_families_cannot_share_a_gateway(
     assert "sslProfile passthrough-profile" in str(info.value)
 
 
+def test_refused_gateway_policy_is_one_problem_not_also_a_family_mix(
+    demo: GatewayResource,
+) -> None:
+    def retired_gateway_old_profile(res: Resource) -> None:
+        props(res)["sslPolicy"]["policyName"] = "AppGwSslPolicy20150501"
+        inner(res, "sslProfiles", 1)["sslPolicy"]["policyName"] = "AppGwSslPolicy20170401S"
+
+    with pytest.raises(TemplateError) as info:
+        build(demo, retired_gateway_old_profile)
+
+    assert not isinstance(info.value, InvalidConfiguration), str(info.value)
+    assert info.value.error_code == "ApplicationGatewayDeprecatedTlsVersionUsedInSslPolicy"
+
+
 def test_old_api_implicit_default_conflicts_with_a_2022_profile(demo: GatewayResource) -> None:
     def implicit(res: Resource) -> None:
         _no_policy_strict_only(res)
