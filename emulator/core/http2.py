@@ -679,8 +679,13 @@ class Http2Connection:
         while not self._terminated and size - pos >= _FRAME_HEADER_LEN:
             length = int.from_bytes(buf[pos : pos + 3], "big")
             if length > max_frame:
-                # h2 refuses it from the header alone (FRAME_SIZE_ERROR); do not wait for it.
-                self._process(bytes(buf[pos:]), events)
+                # RFC 9113 section 4.2: FRAME_SIZE_ERROR, decided from the header alone (h2
+                # would first wait for, and buffer, the whole oversized frame).
+                self._abort(
+                    events,
+                    ErrorCode.FRAME_SIZE_ERROR,
+                    f"frame of {length} bytes over the {max_frame}-byte limit",
+                )
                 pos = size
                 break
             end = pos + _FRAME_HEADER_LEN + length
@@ -888,6 +893,7 @@ class Http2Connection:
     def _end(self, events: list[Event], code: ErrorCode | int, reason: str) -> None:
         self._terminated = True
         self._streams.clear()
+        self._inbuf.clear()
         events.append(ConnectionTerminated(_code(code), False, reason))
 
     # -- output -----------------------------------------------------------------------------
