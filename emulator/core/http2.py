@@ -656,7 +656,8 @@ class Http2Connection:
             self._feed_frames(events)
         except ProtocolError as exc:
             # h2 has queued GOAWAY with the error's code already.
-            self._end(events, getattr(exc, "error_code", ErrorCode.PROTOCOL_ERROR), str(exc))
+            code = getattr(exc, "error_code", ErrorCode.PROTOCOL_ERROR)
+            self._end(events, code, f"{type(exc).__name__}: {exc}")
             return events
         if (
             not self._terminated

@@ -439,7 +439,7 @@ def test_an_http1_request_on_an_h2_connection_gets_goaway() -> None:
     events = server.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     assert [type(e) for e in events] == [ConnectionTerminated]
     assert _ended(events).error_code == ErrorCode.PROTOCOL_ERROR
-    assert _ended(events).reason == "Invalid HTTP/2 preamble."
+    assert _ended(events).reason == "ProtocolError: Invalid HTTP/2 preamble."
     # RFC 9113 section 3.4: the GOAWAY MAY be omitted for a bad preface; nothing else is sent.
     assert server.data_to_send() == b""
     assert server.should_close
