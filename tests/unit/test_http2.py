@@ -819,3 +819,36 @@ def test_preface_and_frames_split_at_every_byte() -> None:
         BodyEnded(1),
     ]
     assert _of(RequestReceived, events)[0].head.target == "/split"
+
+
+def test_a_client_that_opens_streams_and_never_reads_gets_one_window_of_bytes() -> None:
+    """128 streams, each answered with 100 KB, and a client that never acknowledges: the
+    codec hands out no more DATA than the client's connection window (65,535 bytes)."""
+    peer = Peer()
+    sids = []
+    for _ in range(128):
+        sid, _events = peer.request(request_fields())
+        sids.append(sid)
+    before = len(peer.wire)
+    taken = 0
+    for sid in sids:
+        peer.server.send_response(sid, 200, [])
+        taken += peer.server.send_data(sid, b"z" * 100_000, end=True)
+        peer.wire += peer.server.data_to_send()
+    assert taken == 65535
+    assert len(peer.wire) - before < 65535 + 128 * 64
+    assert all(peer.server.sendable(sid) == 0 for sid in sids)
+    assert peer.server.open_streams == 128
+
+
+def test_h2_is_imported_only_when_a_connection_is_made() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, emulator, emulator.core.http2 as m\n"
+        "assert 'h2' not in sys.modules, 'import loaded h2'\n"
+        "m.Http2Connection()\n"
+        "assert 'h2.connection' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
