@@ -658,7 +658,8 @@ class Http2Connection:
         try:
             self._feed_frames(events)
         except ProtocolError as exc:
-            # h2 has queued GOAWAY with the error's code already.
+            # h2 has queued GOAWAY with the error's code already (not for a bad preface:
+            # RFC 9113 section 3.4 lets that GOAWAY be omitted, and h2 omits it).
             code = getattr(exc, "error_code", ErrorCode.PROTOCOL_ERROR)
             self._end(events, code, f"{type(exc).__name__}: {exc}")
             return events
