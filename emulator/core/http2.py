@@ -432,8 +432,10 @@ def request_head_from_fields(
     if len(hosts) > 1:
         raise HttpError("more than one Host header")
     if authority is not None and hosts and hosts[0] != authority:
-        # nginx (ngx_http_v2_run_request): "client sent ":authority" and "Host" headers with
-        # different values" is a 400, so no stage can route by one and forward the other.
+        # nginx 1.29.1+ (ngx_http_v2_run_request): "client sent ":authority" and "Host"
+        # headers with different values" is a 400, byte for byte, so no stage can route by
+        # one and forward the other. (1.17.9 to 1.29.0 refused any Host next to :authority,
+        # equal or not; before 1.17.9 :authority won.)
         raise HttpError(":authority and Host disagree")
     if authority is None and not hosts:
         raise HttpError("neither :authority nor Host")
