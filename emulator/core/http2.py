@@ -868,9 +868,11 @@ class Http2Connection:
         events.append(BodyEnded(stream_id))
 
     def _refuse_stream(self, stream_id: int, events: list[Event]) -> None:
+        earlier = self._refused
         self._refused += 1
-        if self._refused > self._limits.max_refused_streams:
-            # nginx: "client sent too many refused streams", GOAWAY NO_ERROR.
+        if earlier > self._limits.max_refused_streams:
+            # nginx: "client sent too many refused streams", GOAWAY NO_ERROR (its check is
+            # ``refused_streams++ > max(...)``: the 130th refused stream with the defaults).
             self._abort(events, ErrorCode.NO_ERROR, "too many refused streams")
             return
         self._conn.reset_stream(stream_id, ErrorCode.REFUSED_STREAM)

@@ -570,6 +570,22 @@ def test_streams_over_the_concurrency_limit_are_refused_not_fatal() -> None:
     assert not raw.goaways()
 
 
+def test_the_130th_refused_stream_ends_the_connection_as_in_nginx() -> None:
+    raw = RawClient()
+    held = b"".join(
+        raw.headers(sid, request_fields(method=b"POST"), end_stream=False)
+        for sid in range(1, 257, 2)
+    )
+    assert len(_of(RequestReceived, raw.send(held))) == 128
+    events: list[Event] = []
+    for n, sid in enumerate(range(257, 257 + 2 * 130, 2), start=1):
+        events = raw.send(raw.headers(sid, request_fields()))
+        if n < 130:
+            assert events == [], n
+    assert events == [ConnectionTerminated(ErrorCode.NO_ERROR, False, "too many refused streams")]
+    assert len(raw.resets()) == 129
+
+
 def test_rapid_reset_in_one_read_is_capped_then_the_connection_ends() -> None:
     """CVE-2023-44487: open and cancel streams as fast as possible, never over the
     concurrency limit. nginx's bounds: 2 x 128 new streams per read, then REFUSED_STREAM;
