@@ -20,9 +20,12 @@ and keeps the connection. So:
   the RFC 9113 section 8.2 rules nginx leaves out, and the codec answers a refused request with
   a :class:`RequestRefused` event (the pump sends the page) while nothing of it is handed on.
 - Received bytes are cut into frames here before ``h2`` sees them, so a DATA frame that would
-  overrun the declared content-length is caught first and its stream reset, before ``h2`` would
-  turn it into a connection error. The same cut counts header-block bytes (CONTINUATION flood)
-  and control-frame bytes (flood detection).
+  overrun the declared content-length (or end the stream short of it) is caught first and its
+  stream reset with PROTOCOL_ERROR, before ``h2`` would turn it into a connection error; none of
+  that frame is handed on. (``h2`` then answers any later DATA on that stream with RST_STREAM
+  STREAM_CLOSED where RFC 9113 section 5.1 says to ignore it: harmless, and h2's.) The same cut
+  counts header-block bytes (CONTINUATION flood) and control-frame bytes (flood detection).
+- Trailers are read and dropped, as the HTTP/1.1 codec drops them: the backend leg is HTTP/1.1.
 - ``h2`` would refuse a stream over SETTINGS_MAX_CONCURRENT_STREAMS with GOAWAY; a client may
   legitimately open more in its first flight, before our SETTINGS reach it. The limit ``h2``
   enforces is lifted and the advertised one is applied here with RST_STREAM REFUSED_STREAM, as
@@ -45,12 +48,15 @@ this. 1,000 requests per connection, then GOAWAY NO_ERROR naming the last stream
 64 KiB stream window, 16 KiB frames. Abuse, each bounded as nginx bounds it:
 
 - more streams at once than allowed, or more than twice that many opened in one read (the
-  rapid-reset shape, CVE-2023-44487): RST_STREAM REFUSED_STREAM; more than
-  ``max(128, 100)`` refused streams end the connection (GOAWAY NO_ERROR, nginx's "client sent too
-  many refused streams"). With the request limit, a connection costs the pump at most 1,000
-  request tasks whatever the client resets;
+  rapid-reset shape, CVE-2023-44487), or opened after a graceful GOAWAY: RST_STREAM
+  REFUSED_STREAM (nginx skips those after GOAWAY; a refusal tells the client it may retry);
+  the 130th refused stream ends the connection (nginx's ``refused_streams++ > max(streams,
+  100)``, GOAWAY NO_ERROR, "client sent too many refused streams"). With the request limit, a
+  connection costs the pump at most 1,000 request tasks whatever the client resets;
 - a header block over :attr:`Http2Limits.max_header_block_bytes` across HEADERS and CONTINUATION
-  frames (``h2`` also stops at 64 CONTINUATION frames): GOAWAY ENHANCE_YOUR_CALM;
+  frames (``h2`` also stops at 64 CONTINUATION frames): GOAWAY ENHANCE_YOUR_CALM; a frame over
+  SETTINGS_MAX_FRAME_SIZE: GOAWAY FRAME_SIZE_ERROR from its 9-byte header, never buffered;
+  HPACK bombs stop at ``h2``'s 64 KiB decoded-list bound (GOAWAY ENHANCE_YOUR_CALM);
 - SETTINGS, PING, PRIORITY, empty or unknown frames that carry no request work: nginx's flood
   rule, ``received bytes / 8 > payload bytes + 1 MiB`` → GOAWAY NO_ERROR ("http2 flood
   detected"). The pump must also flush :meth:`Http2Connection.data_to_send` before it reads
