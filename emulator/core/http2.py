@@ -167,6 +167,7 @@ CONNECTION_ERRORS_FROM_H2: Final = (
     "a content-length value that is not digits",
     "two content-length fields with different values",
     "a HEADERS frame without END_STREAM after the request head (trailers must end the stream)",
+    "a request with a 1xx :status pseudo-header (h2 reads it as an interim response)",
 )
 
 

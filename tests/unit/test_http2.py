@@ -513,13 +513,30 @@ def test_trailers_ending_the_body_early_reset_the_stream() -> None:
     assert not _of(BodyEnded, events)
 
 
-def test_h2_only_connection_errors_are_documented_and_still_safe() -> None:
-    assert len(CONNECTION_ERRORS_FROM_H2) == 3
+def _h2_connection_error_frames(raw: RawClient, case: str) -> bytes:
+    post = request_fields(method=b"POST")
+    if case.startswith("a content-length value"):
+        return raw.headers(1, [*post, (b"content-length", b"5x")], end_stream=False)
+    if case.startswith("two content-length"):
+        fields = [*post, (b"content-length", b"5"), (b"content-length", b"6")]
+        return raw.headers(1, fields, end_stream=False)
+    if case.startswith("a HEADERS frame without END_STREAM"):
+        return raw.headers(1, post, end_stream=False) + raw.headers(
+            1, [(b"x-t", b"1")], end_stream=False
+        )
+    assert case.startswith("a request with a 1xx :status")
+    return raw.headers(1, [(b":status", b"100"), *request_fields()])
+
+
+@pytest.mark.parametrize("case", CONNECTION_ERRORS_FROM_H2)
+def test_h2_only_connection_errors_end_the_connection_with_nothing_forwarded(case: str) -> None:
     raw = RawClient()
-    bad = request_fields(method=b"POST", extra=[(b"content-length", b"5x")])
-    events = raw.send(raw.headers(1, bad, end_stream=False))
-    assert [type(e) for e in events] == [ConnectionTerminated]
+    events = raw.send(_h2_connection_error_frames(raw, case))
+    assert isinstance(events[-1], ConnectionTerminated)
+    assert _ended(events).error_code == ErrorCode.PROTOCOL_ERROR
     assert raw.goaways()[0].error_code == ErrorCode.PROTOCOL_ERROR
+    assert not _of(DataReceived, events)
+    assert not _of(BodyEnded, events)
 
 
 # -- limits -------------------------------------------------------------------------------------
