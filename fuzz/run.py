@@ -2,8 +2,9 @@
 
 The properties live in ``tests/e2e/test_fuzz.py`` (hypothesis; see its docstring): the TLS
 entry (bytes before or instead of a ClientHello) and the HTTP entry (almost-valid requests after
-a good handshake). CI runs 50 examples of each; this runs as many as you ask, keeps hypothesis's
-example database in ``fuzz/.hypothesis`` so a failure found once is tried first next time, and
+a good handshake); the HTTP/2 codec's in ``tests/unit/test_http2_fuzz.py``. CI runs 50 examples
+of each (200 of the codec's); this runs as many as you ask, keeps hypothesis's example database
+in ``fuzz/.hypothesis`` so a failure found once is tried first next time, and
 stops after ``--max-minutes`` whatever happens::
 
     python fuzz/run.py                         # 2,000 examples per property
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         "-p",
         "no:cacheprovider",
         str(REPO / "tests" / "e2e" / "test_fuzz.py"),
+        # The HTTP/2 codec's properties (sans-I/O, no gateway needed).
+        str(REPO / "tests" / "unit" / "test_http2_fuzz.py"),
     ]
     if args.seed is not None:
         command.append(f"--hypothesis-seed={args.seed}")

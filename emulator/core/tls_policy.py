@@ -93,12 +93,15 @@ __all__ = [
     "CertDecision",
     "CertState",
     "VerifyLog",
+    "alpn_protocols",
     "assess_handshake",
     "build_port_contexts",
     "build_server_context",
     "decide_client_cert",
     "negotiated_version_allowed",
+    "offer_alpn",
     "resolve_ocsp",
+    "select_alpn",
     "without_client_auth",
 ]
 
@@ -112,6 +115,7 @@ _PROTO: Final = {
 #: ChaCha20 by default.
 TLS13_SUITES: Final = b"TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"
 ALPN_HTTP11: Final = b"http/1.1"
+ALPN_H2: Final = b"h2"
 
 
 class CertState(enum.Enum):
@@ -463,6 +467,42 @@ def _select_alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes | object:
     # Only HTTP/1.1 is emulated; a client offering just h2 gets no ALPN rather than a failure,
     # which is what a server without h2 does.
     return ALPN_HTTP11 if ALPN_HTTP11 in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+# -- ALPN with HTTP/2 (prepared for the HTTP/2 frontend; not wired into the listener yet) ------
+# nginx (ngx_http_ssl_alpn_select) answers from its own list, h2 first when HTTP/2 is on, with
+# SSL_select_next_proto: the server's order wins, so a client offering "http/1.1, h2" gets h2.
+# Differs from Azure: when nothing overlaps nginx fails the handshake (a fatal
+# no_application_protocol alert); these functions keep today's behaviour of no ALPN at all.
+
+
+def alpn_protocols(*, enable_http2: bool) -> tuple[bytes, ...]:
+    """The ALPN protocols an HTTPS listener offers, most preferred first: ``h2`` then
+    ``http/1.1`` when the gateway has ``enableHttp2: true`` (a gateway-wide switch in ARM,
+    ``GatewayConfig.enable_http2``), else ``http/1.1`` only."""
+    return (ALPN_H2, ALPN_HTTP11) if enable_http2 else (ALPN_HTTP11,)
+
+
+def select_alpn(offered: Sequence[bytes], *, enable_http2: bool) -> bytes | None:
+    """The protocol the server picks from a ClientHello's ALPN list (server preference), or
+    None when none of :func:`alpn_protocols` is offered."""
+    for protocol in alpn_protocols(enable_http2=enable_http2):
+        if protocol in offered:
+            return protocol
+    return None
+
+
+def offer_alpn(ctx: SSL.Context, *, enable_http2: bool) -> None:
+    """Make ``ctx`` choose ALPN as :func:`select_alpn` says. OpenSSL asks the context the
+    servername callback switched to, so on a port with several listeners this goes on the
+    port context and on every listener context (:func:`build_port_contexts`), before the
+    first connection (pyOpenSSL refuses to change a context once a connection used it)."""
+
+    def choose(conn: SSL.Connection, offered: list[bytes]) -> bytes | object:
+        chosen = select_alpn(offered, enable_http2=enable_http2)
+        return SSL.NO_OVERLAPPING_PROTOCOLS if chosen is None else chosen
+
+    ctx.set_alpn_select_callback(choose)  # type: ignore[arg-type]  # pyOpenSSL accepts the sentinel
 
 
 def build_server_context(listener: Listener) -> SSL.Context:
