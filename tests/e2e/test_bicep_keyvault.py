@@ -101,7 +101,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
 
 def compiled_template(workspace: Workspace) -> dict[str, Any]:
     """``main.json`` with the demo CA chain as loadTextContent('client-ca.pem') would inline it."""
-    template = json.loads((BICEP / "main.json").read_text())
+    template: dict[str, Any] = json.loads((BICEP / "main.json").read_text())
     chain = (workspace.certs / "trusted-client-ca-chain.pem").read_text()
     assert template["variables"]["clientCaPem"].startswith("-----BEGIN CERTIFICATE-----")
     template["variables"]["clientCaPem"] = chain
@@ -109,10 +109,8 @@ def compiled_template(workspace: Workspace) -> dict[str, Any]:
 
 
 @pytest.fixture
-def stub_bicep(
-    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Path]:
-    """A ``bicep`` on PATH printing the compiled fixtures; yields its directory (calls.log)."""
+def stub_bicep(workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ``bicep`` on PATH printing the compiled fixtures; returns its directory (calls.log)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "compiled.json").write_text(json.dumps(compiled_template(workspace), indent=2))
@@ -121,7 +119,7 @@ def stub_bicep(
     stub.write_text(STUB_BICEP.format(python=sys.executable))
     stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    yield bin_dir
+    return bin_dir
 
 
 def _serve(workspace: Workspace, args: list[str]) -> Iterator[tuple[CliProcess, dict[str, int]]]:

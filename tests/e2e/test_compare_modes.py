@@ -105,7 +105,7 @@ def test_run_serves_each_listener_in_both_modes(demo_pki: DemoPki, tmp_path: Pat
 
 def _old_api_template() -> dict[str, Any]:
     """The example with an API version before Passthrough existed: both profiles Strict."""
-    document = copy.deepcopy(json.loads(EXAMPLE.read_text()))
+    document: dict[str, Any] = copy.deepcopy(json.loads(EXAMPLE.read_text()))
     resource = document["resources"][0]
     resource["apiVersion"] = "2023-09-01"
     profiles = resource["properties"]["sslProfiles"]

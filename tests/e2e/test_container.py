@@ -355,7 +355,8 @@ def docker_api(podman: Podman, tmp_path: Path) -> Iterator[str]:
         deadline = time.monotonic() + PODMAN_TIMEOUT_S
         while not socket_path.exists():
             if service.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"podman system service did not start: {service.stderr.read()!r}")
+                stderr = service.stderr.read() if service.stderr is not None else b""
+                pytest.skip(f"podman system service did not start: {stderr!r}")
             time.sleep(0.05)
         yield f"unix://{socket_path}"
     finally:

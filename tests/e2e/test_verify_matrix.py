@@ -24,7 +24,7 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "mtls_api" / "gateway.json"
 
 def _template(*, strict_checks: bool, passthrough_rewrites: bool) -> dict[str, Any]:
     """The example's template; Strict may check issuer DN + OCSP, Passthrough may lose its rules."""
-    document = copy.deepcopy(json.loads(EXAMPLE.read_text()))
+    document: dict[str, Any] = copy.deepcopy(json.loads(EXAMPLE.read_text()))
     gateway = document["resources"][0]["properties"]
     if strict_checks:
         auth = gateway["sslProfiles"][0]["properties"]["clientAuthConfiguration"]

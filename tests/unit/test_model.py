@@ -167,10 +167,12 @@ def test_quickstart_builds_one_passthrough_listener_routed_to_its_pool(
     assert rule.name == "rule2"
     assert rule.priority == 2000
     assert rule.listener == listener
+    assert rule.pool is not None
     assert rule.pool.name == "pool2"
     assert rule.pool.addresses == (
         BackendAddress("headerappgw-hsa5gjh8fpfebcfd.westus-01.azurewebsites.net"),
     )
+    assert rule.settings is not None
     assert rule.settings.name == "settings2"
     assert rule.settings.port == 80
     assert rule.settings.protocol is ListenerProtocol.HTTP
@@ -790,7 +792,9 @@ def test_cookie_based_affinity_disabled_is_accepted(demo: GatewayResource) -> No
     def disabled(res: Resource) -> None:
         inner(res, "backendHttpSettingsCollection")["cookieBasedAffinity"] = "Disabled"
 
-    assert build(demo, disabled).rules[0].settings.port == 8080
+    settings = build(demo, disabled).rules[0].settings
+    assert settings is not None
+    assert settings.port == 8080
 
 
 def test_enable_http2_is_accepted_with_a_warning(demo: GatewayResource) -> None:
@@ -950,7 +954,7 @@ def test_backend_override_replaces_pool_addresses_and_warns(demo: GatewayResourc
     (pool,) = overridden.pools
     assert pool.name == "stub-backend"
     assert pool.addresses == target
-    assert all(r.pool.addresses == target for r in overridden.rules)
+    assert all(r.pool is not None and r.pool.addresses == target for r in overridden.rules)
     assert any("10.0.0.5 replaced by 127.0.0.1:18080" in w for w in overridden.warnings)
     assert config.pools[0].addresses == (BackendAddress("10.0.0.5"),)
 
@@ -972,6 +976,7 @@ def test_backend_settings_defaults(demo: GatewayResource) -> None:
 
     settings = build(demo, minimal).rules[0].settings
 
+    assert settings is not None
     assert settings.port == 81
     assert settings.protocol is ListenerProtocol.HTTP
     assert settings.request_timeout_s == 20
