@@ -27,7 +27,7 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is in the test extra: pip inst
 
 from emulator.demo import write_demo_template  # noqa: E402
 from emulator.demo_pki import write_demo_pki  # noqa: E402
-from tests.e2e.processes import https_get  # noqa: E402
+from tests.helpers.http import https_get  # noqa: E402
 
 REPO: Final = Path(__file__).resolve().parents[2]
 #: The install step pip-installs the checkout into a new venv (about 20 s here).

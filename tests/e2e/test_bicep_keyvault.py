@@ -28,12 +28,12 @@ from typing import Any, Final
 
 import pytest
 
-from tests.e2e.processes import (
+from tests.helpers.http import forwarded, https_get
+from tests.helpers.logs import assert_no_traceback
+from tests.helpers.processes import (
     NO_CERT_TEXT,
     STUB_LISTENING,
     CliProcess,
-    assert_no_traceback,
-    https_get,
     ready_listeners,
     run_to_exit,
     started,
@@ -147,17 +147,17 @@ def _check_modes(workspace: Workspace, ports: dict[str, int]) -> None:
     """Strict verifies the uploaded chain; Passthrough forwards whatever the client sent."""
     good = workspace.get(ports[STRICT], "client")
     assert good.status == 200
-    assert good.echoed("X-Client-Cert-Verification") == ["SUCCESS"]
+    assert forwarded(good, "X-Client-Cert-Verification") == ["SUCCESS"]
     assert good.json()["client_certificate"]["subject"].endswith("CN=demo-client")
     missing = workspace.get(ports[STRICT])
     assert missing.status == 400
     assert NO_CERT_TEXT in missing.body.decode()
     expired = workspace.get(ports[PASSTHROUGH], "client-expired")
     assert expired.status == 200
-    assert expired.echoed("X-Client-Cert-Verification") == ["PASSTHROUGH"]
+    assert forwarded(expired, "X-Client-Cert-Verification") == ["PASSTHROUGH"]
     bare = workspace.get(ports[PASSTHROUGH])
     assert bare.status == 200
-    assert bare.echoed("X-Client-Cert-Verification") == ["NONE"]
+    assert forwarded(bare, "X-Client-Cert-Verification") == ["NONE"]
 
 
 # -- Bicep ---------------------------------------------------------------------------------------

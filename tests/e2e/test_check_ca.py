@@ -15,7 +15,7 @@ import pytest
 
 from emulator.cli import main
 from emulator.pki import CA
-from tests.e2e.stack import PkiBundle
+from tests.helpers.pki import PkiBundle
 
 ASK = "ask the customer for the CA chain that issued their client certificate"
 
@@ -39,7 +39,7 @@ def write(tmp_path: Path, name: str, data: bytes) -> str:
 def test_good_upload_is_valid_and_names_its_issuer_dn(
     pki: PkiBundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write(tmp_path, "chain.pem", pki.upload_pem)
+    path = write(tmp_path, "chain.pem", pki.trusted_client_ca_pem)
 
     code, out = run_check(capsys, path)
 
@@ -47,7 +47,7 @@ def test_good_upload_is_valid_and_names_its_issuer_dn(
     assert "VALID trusted client CA upload" in out
     assert "root CA" in out
     assert "intermediate CA" in out
-    assert "clientCertIssuerDN: CN=e2e Client Issuing CA, O=appgw-emulator" in out
+    assert "clientCertIssuerDN: CN=appgw-emulator Test Client CA, O=appgw-emulator" in out
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_good_upload_is_valid_and_names_its_issuer_dn(
         (
             "intermediate-only",
             "ApplicationGatewayOnlyOneRootCAAllowedInTrustedClientCertificate",
-            "add the root CA 'CN=e2e Client Root CA",
+            "add the root CA 'CN=appgw-emulator Test Client Root CA",
         ),
         (
             "oversize",
@@ -102,10 +102,10 @@ def test_wrong_files_get_the_azure_code_and_what_to_ask_for(
         "leaf": lambda: pki.client.cert_pem,
         "pfx": lambda: pki.client.pfx("secret"),
         "private-key": lambda: pki.client.key_pem,
-        "two-roots": lambda: pki.root.cert_pem + pki.server_root.cert_pem,
-        "intermediate-only": lambda: pki.intermediate.cert_pem,
+        "two-roots": lambda: pki.client_root.cert_pem + pki.server_root.cert_pem,
+        "intermediate-only": lambda: pki.client_ca.cert_pem,
         "oversize": lambda: (
-            pki.upload_pem + b"".join(CA(f"Filler {i}").cert_pem for i in range(40))
+            pki.trusted_client_ca_pem + b"".join(CA(f"Filler {i}").cert_pem for i in range(40))
         ),
         "server-cert": lambda: pki.server.cert_pem,
     }
@@ -130,8 +130,8 @@ def test_text_report_lists_each_certificate_and_the_verdict(
     code, out = run_check(capsys, path)
 
     assert code == 1
-    assert "[1] CN=e2e-client" in out
-    assert "issuer: CN=e2e Client Issuing CA,O=appgw-emulator" in out
+    assert "[1] CN=appgw-test-client" in out
+    assert "issuer: CN=appgw-emulator Test Client CA,O=appgw-emulator" in out
     assert "leaf, valid" in out
     assert "NOT VALID:" in out
     assert "advice: this holds only leaf certificate(s)" in out
@@ -161,7 +161,7 @@ def test_client_certificate_would_pass_strict_or_says_why_not(
     verify: str,
     why: str,
 ) -> None:
-    upload = write(tmp_path, "chain.pem", pki.upload_pem)
+    upload = write(tmp_path, "chain.pem", pki.trusted_client_ca_pem)
     client = write(tmp_path, f"{which}.pem", getattr(pki, which).cert_pem)
 
     code, report = run_json(capsys, upload, "--client-cert", client)
@@ -175,9 +175,9 @@ def test_client_certificate_would_pass_strict_or_says_why_not(
 def test_client_chain_supplies_the_intermediate_the_upload_lacks(
     pki: PkiBundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    upload = write(tmp_path, "root.pem", pki.root.cert_pem)
+    upload = write(tmp_path, "root.pem", pki.client_root.cert_pem)
     client = write(tmp_path, "client.pem", pki.client.cert_pem)
-    bundle = write(tmp_path, "bundle.pem", pki.intermediate.cert_pem)
+    bundle = write(tmp_path, "bundle.pem", pki.client_ca.cert_pem)
 
     without_code, without = run_json(capsys, upload, "--client-cert", client)
     with_code, with_chain = run_json(
@@ -198,7 +198,7 @@ def test_client_chain_supplies_the_intermediate_the_upload_lacks(
 def test_client_chain_without_client_cert_is_a_usage_error(
     pki: PkiBundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    upload = write(tmp_path, "chain.pem", pki.upload_pem)
+    upload = write(tmp_path, "chain.pem", pki.trusted_client_ca_pem)
     with pytest.raises(SystemExit) as info:
         main(["check-ca", upload, "--client-chain", upload])
     assert info.value.code == 2

@@ -30,8 +30,8 @@ from emulator.mode_twins import with_mode_twins
 from emulator.model import BackendAddress
 from emulator.runtime.gateway import load_config
 from emulator.verify_matrix import ClientMaterial, run_matrix
-from tests.e2e.processes import ready_listeners, started
-from tests.e2e.stack import PkiBundle, template_parameters
+from tests.helpers.pki import PkiBundle, template_parameters
+from tests.helpers.processes import ready_listeners, started
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "mtls_api" / "gateway.json"
 READY_LAST_TWIN = re.compile(rf"^ready: {PASSTHROUGH_LISTENER}-as-strict \(Strict\) ")

@@ -38,7 +38,7 @@ import pytest
 
 from emulator.demo import write_demo_template
 from emulator.demo_pki import write_demo_pki
-from tests.e2e.processes import STUB_LISTENING, started
+from tests.helpers.processes import STUB_LISTENING, started
 
 REPO: Final = Path(__file__).resolve().parents[2]
 BASE_IMAGE: Final = "docker.io/library/debian:bookworm-slim"

@@ -18,12 +18,12 @@ import pytest
 
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, write_demo_template
 from emulator.demo_pki import write_demo_pki
-from tests.e2e.processes import (
+from tests.helpers.http import forwarded, https_get
+from tests.helpers.logs import assert_no_traceback
+from tests.helpers.processes import (
     READY_LISTENER,
     STUB_LISTENING,
     CliProcess,
-    assert_no_traceback,
-    https_get,
     ready_listeners,
     started,
 )
@@ -130,7 +130,7 @@ def test_reload_keeps_an_invalid_template_out_and_swaps_in_a_valid_one(
                 key=tmp_path / "certs" / "client.key",
             )
             assert reply.status == 200
-            assert reply.echoed("X-Forwarded-Port") == [str(moved)]
+            assert forwarded(reply, "X-Forwarded-Port") == [str(moved)]
             assert _refused(strict)
             assert https_get(passthrough, cafile=cafile).status == 200
             assert ready_listeners(process.stdout_lines)[PASSTHROUGH_LISTENER].port == passthrough

@@ -25,7 +25,8 @@ import pytest
 from emulator.header_vectors import write_vectors
 from emulator.model import BackendAddress, with_backend_overrides
 from emulator.runtime.gateway import Gateway, load_config
-from tests.e2e.stack import PkiBundle, https_request, template_parameters
+from tests.helpers.http import https_request
+from tests.helpers.pki import PkiBundle, template_parameters
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "mtls_api" / "gateway.json"

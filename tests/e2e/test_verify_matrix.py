@@ -17,7 +17,7 @@ from emulator.model import BackendAddress
 from emulator.runtime.gateway import load_config
 from emulator.verify_matrix import ClientMaterial, MatrixReport, TrustMode, run_matrix
 from emulator.verify_report import render_table
-from tests.e2e.stack import PkiBundle, template_parameters
+from tests.helpers.pki import PkiBundle, template_parameters
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "mtls_api" / "gateway.json"
 
@@ -97,7 +97,7 @@ async def test_own_client_certificate_without_ca_key_skips_what_needs_the_key(
     for scenario in ("valid", "valid-chain"):
         cell = cells[("strict-listener", scenario)]
         assert cell.verification == "SUCCESS"
-        assert cell.client_subject == "CN=e2e-client"
+        assert cell.client_subject == "CN=appgw-test-client"
     for scenario in ("expired", "not-yet-valid", "wrong-eku"):
         skipped = cells[("strict-listener", scenario)].skipped
         assert skipped is not None
