@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from emulator.demo_pki import DemoPki, write_demo_pki
 from tests.helpers.logs import internal_errors
 from tests.helpers.pki import PkiBundle
 
@@ -22,3 +23,10 @@ def no_internal_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     answers 500), so a test that only looks at replies would not notice one."""
     yield
     assert internal_errors(caplog.get_records("call")) == []
+
+
+@pytest.fixture(scope="module")
+def demo_pki(tmp_path_factory: pytest.TempPathFactory) -> DemoPki:
+    """The files ``certs init`` writes, for the tests that read them as a user would (a test that
+    writes into the directory makes its own)."""
+    return write_demo_pki(tmp_path_factory.mktemp("demo") / "certs")

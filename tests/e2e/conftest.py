@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from emulator.demo_pki import DemoPki, write_demo_pki
 from tests.helpers.http import TLS_VERSIONS
 from tests.helpers.pki import PkiBundle, template_parameters
 from tests.helpers.routing import RoutingPki, make_routing_pki
@@ -37,9 +36,3 @@ async def demo_stack(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) -> S
 def rpki() -> RoutingPki:
     """The routing example's certificates (several server names, a partner CA)."""
     return make_routing_pki()
-
-
-@pytest.fixture(scope="module")
-def demo_pki(tmp_path_factory: pytest.TempPathFactory) -> DemoPki:
-    """The files ``certs init`` writes, for the tests that drive the demo like a user."""
-    return write_demo_pki(tmp_path_factory.mktemp("demo") / "certs")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import pytest
 from OpenSSL import SSL
 
-from emulator.arm.certdata import ServerCertificate, TrustedClientCa, load_server_pfx
+from emulator.arm.certdata import TrustedClientCa
 from emulator.arm.ssl_policies import (
     PREDEFINED_POLICIES,
     SslPolicy,
@@ -36,7 +36,8 @@ from emulator.model import (
     RoutingRule,
     SslProfile,
 )
-from emulator.pki import CA, IssuedCert, self_signed_client
+from emulator.pki import IssuedCert
+from tests.helpers.pki import PkiBundle
 
 #: OpenSSL's X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY and X509_V_ERR_CERT_HAS_EXPIRED.
 UNABLE_TO_GET_LOCAL_ISSUER = 20
@@ -48,38 +49,8 @@ MAX_HANDSHAKE_ROUNDS = 50
 # --- test PKI and listeners -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pki:
-    root: CA
-    issuing: CA
-    server: ServerCertificate
-    server_root: CA
-    client: IssuedCert
-    expired_client: IssuedCert
-    stranger: IssuedCert
-    lonely: IssuedCert
-
-
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    root = CA("Policy Client Root")
-    issuing = root.intermediate("Policy Issuing CA")
-    server_root = CA("Policy Server Root")
-    issued = server_root.issue_server("gateway.test")
-    return Pki(
-        root=root,
-        issuing=issuing,
-        server=load_server_pfx("server", issued.pfx(None), None, cert_id="server"),
-        server_root=server_root,
-        client=issuing.issue_client("policy-client"),
-        expired_client=issuing.issue_client("policy-expired", expired=True),
-        stranger=CA("Policy Stranger Root").issue_client("stranger"),
-        lonely=self_signed_client("lonely"),
-    )
-
-
 def make_listener(
-    pki: Pki,
+    pki: PkiBundle,
     *,
     mode: ClientAuthMode | None = None,
     with_profile: bool = True,
@@ -90,7 +61,7 @@ def make_listener(
     profile = None
     if with_profile:
         cas = (
-            (TrustedClientCa("chain", (pki.root.cert, pki.issuing.cert)),)
+            (TrustedClientCa("chain", (pki.client_root.cert, pki.client_ca.cert)),)
             if trusted and mode is ClientAuthMode.STRICT
             else ()
         )
@@ -101,7 +72,7 @@ def make_listener(
         frontend_port=443,
         frontend_port_name="port",
         host_names=(),
-        server_certificate=pki.server,
+        server_certificate=pki.server_certificate,
         ssl_profile=profile,
         ssl_policy=effective,
         require_sni=False,
@@ -308,7 +279,7 @@ def test_verify_error_texts_match_openssl_wording() -> None:
     ids=["strict", "passthrough", "profile-without-client-auth", "no-profile"],
 )
 def test_verify_mode_requests_but_never_requires_a_certificate(
-    pki: Pki,
+    pki: PkiBundle,
     mode: ClientAuthMode | None,
     with_profile: bool,
     trusted: bool,
@@ -323,7 +294,7 @@ def test_verify_mode_requests_but_never_requires_a_certificate(
     assert listener.client_auth is mode
 
 
-def test_listener_without_server_certificate_has_no_context(pki: Pki) -> None:
+def test_listener_without_server_certificate_has_no_context(pki: PkiBundle) -> None:
     listener = make_listener(pki, mode=ClientAuthMode.STRICT)
     without = Listener(
         listener.name,
@@ -342,16 +313,16 @@ def test_listener_without_server_certificate_has_no_context(pki: Pki) -> None:
         build_server_context(without)
 
 
-def test_strict_advertises_the_uploaded_ca_names(pki: Pki) -> None:
+def test_strict_advertises_the_uploaded_ca_names(pki: PkiBundle) -> None:
     ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.STRICT))
 
     hs = handshake(ctx, client_context())
 
     names = [n.CN for n in hs.client.get_client_ca_list()]
-    assert names == ["Policy Client Root", "Policy Issuing CA"]
+    assert names == ["appgw-emulator Test Client Root CA", "appgw-emulator Test Client CA"]
 
 
-def test_passthrough_advertises_no_ca_names(pki: Pki) -> None:
+def test_passthrough_advertises_no_ca_names(pki: PkiBundle) -> None:
     ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.PASSTHROUGH))
 
     hs = handshake(ctx, client_context())
@@ -360,7 +331,7 @@ def test_passthrough_advertises_no_ca_names(pki: Pki) -> None:
 
 
 @pytest.mark.parametrize("tls_max", [SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION], ids=["1.2", "1.3"])
-def test_strict_accepts_a_client_of_the_trusted_chain(pki: Pki, tls_max: int) -> None:
+def test_strict_accepts_a_client_of_the_trusted_chain(pki: PkiBundle, tls_max: int) -> None:
     ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.STRICT))
 
     hs = handshake(ctx, client_context(cert=pki.client, max_version=tls_max))
@@ -377,13 +348,13 @@ def test_strict_accepts_a_client_of_the_trusted_chain(pki: Pki, tls_max: int) ->
     [
         # OpenSSL first reports 20 (no local issuer), then 21 for the same leaf; the last wins,
         # which is what nginx's $ssl_client_verify and so the gateway's log show.
-        ("stranger", "unable to verify the first certificate"),
-        ("expired_client", "certificate has expired"),
-        ("lonely", "self-signed certificate"),
+        ("unrelated", "unable to verify the first certificate"),
+        ("expired", "certificate has expired"),
+        ("self_signed", "self-signed certificate"),
     ],
 )
 def test_strict_completes_the_handshake_and_rejects_a_bad_certificate_afterwards(
-    pki: Pki, which: str, reason: str
+    pki: PkiBundle, which: str, reason: str
 ) -> None:
     cert: IssuedCert = getattr(pki, which)
     ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.STRICT))
@@ -396,7 +367,7 @@ def test_strict_completes_the_handshake_and_rejects_a_bad_certificate_afterwards
     assert decision.ssl_client_verify == f"FAILED:{reason}"
 
 
-def test_strict_completes_the_handshake_without_a_certificate(pki: Pki) -> None:
+def test_strict_completes_the_handshake_without_a_certificate(pki: PkiBundle) -> None:
     ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.STRICT))
 
     hs = handshake(ctx, client_context())
@@ -406,8 +377,8 @@ def test_strict_completes_the_handshake_without_a_certificate(pki: Pki) -> None:
     assert decision.page is GatewayPage.NO_CLIENT_CERT
 
 
-@pytest.mark.parametrize("which", ["client", "stranger", "expired_client", "lonely"])
-def test_passthrough_forwards_any_certificate(pki: Pki, which: str) -> None:
+@pytest.mark.parametrize("which", ["client", "unrelated", "expired", "self_signed"])
+def test_passthrough_forwards_any_certificate(pki: PkiBundle, which: str) -> None:
     cert: IssuedCert = getattr(pki, which)
     ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.PASSTHROUGH))
 
@@ -426,7 +397,7 @@ def _rule(listener: Listener) -> RoutingRule:
     return RoutingRule(f"rule-{listener.name}", None, listener, None, None, None)
 
 
-def test_single_listener_port_handshakes_with_the_listeners_own_context(pki: Pki) -> None:
+def test_single_listener_port_handshakes_with_the_listeners_own_context(pki: PkiBundle) -> None:
     strict = make_listener(pki, mode=ClientAuthMode.STRICT)
     port_ctx, contexts = build_port_contexts([_rule(strict)])
     assert port_ctx is contexts["listener"]
@@ -437,12 +408,12 @@ def test_single_listener_port_handshakes_with_the_listeners_own_context(pki: Pki
     assert good.server.get_peer_certificate() is not None
     assert good.log.errors == []
 
-    bad = handshake(port_ctx, client_context(cert=pki.stranger), server_name=b"gateway.test")
+    bad = handshake(port_ctx, client_context(cert=pki.unrelated), server_name=b"gateway.test")
     assert (UNABLE_TO_GET_LOCAL_ISSUER, 0) in bad.log.errors
 
 
 def test_multi_listener_port_switches_to_the_sni_listeners_context_and_verify_mode(
-    pki: Pki,
+    pki: PkiBundle,
 ) -> None:
     # The first listener (the default without SNI) asks for no certificate; the Strict one,
     # chosen by SNI, must still ask for one and verify it with the recording callback.
@@ -464,12 +435,12 @@ def test_multi_listener_port_switches_to_the_sni_listeners_context_and_verify_mo
     assert good.server.get_peer_certificate() is not None
     assert good.log.errors == []
 
-    bad = handshake(port_ctx, client_context(cert=pki.stranger), server_name=b"strict.test")
+    bad = handshake(port_ctx, client_context(cert=pki.unrelated), server_name=b"strict.test")
     assert bad.server.get_context() is contexts["strict"]
     assert (UNABLE_TO_GET_LOCAL_ISSUER, 0) in bad.log.errors
 
 
-def test_multi_listener_port_keeps_the_verify_callback_when_modes_match(pki: Pki) -> None:
+def test_multi_listener_port_keeps_the_verify_callback_when_modes_match(pki: PkiBundle) -> None:
     first = replace(
         make_listener(pki, mode=ClientAuthMode.PASSTHROUGH), name="first", host_names=("a.test",)
     )
@@ -478,7 +449,7 @@ def test_multi_listener_port_keeps_the_verify_callback_when_modes_match(pki: Pki
     )
     port_ctx, contexts = build_port_contexts([_rule(first), _rule(second)])
     for name, host in (("first", b"a.test"), ("second", b"b.test")):
-        done = handshake(port_ctx, client_context(cert=pki.stranger), server_name=host)
+        done = handshake(port_ctx, client_context(cert=pki.unrelated), server_name=host)
         assert done.server.get_context() is contexts[name]
         assert done.server.get_peer_certificate() is not None
         assert (UNABLE_TO_GET_LOCAL_ISSUER, 0) in done.log.errors
@@ -496,7 +467,7 @@ def _read_tickets(done: Handshake) -> SSL.Session:
 
 
 @pytest.mark.parametrize("tls_max", [SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION], ids=["1.2", "1.3"])
-def test_no_context_of_a_port_resumes_a_session(pki: Pki, tls_max: int) -> None:
+def test_no_context_of_a_port_resumes_a_session(pki: PkiBundle, tls_max: int) -> None:
     # OpenSSL verifies nothing on a resumed handshake: every context, the port's starting
     # one included, must answer an offered session with a full handshake, which verifies.
     strict = replace(
@@ -510,7 +481,7 @@ def test_no_context_of_a_port_resumes_a_session(pki: Pki, tls_max: int) -> None:
         for ctx in (port_ctx, *contexts.values()):
             assert ctx.get_session_cache_mode() == SSL.SESS_CACHE_OFF
             assert ctx.set_options(0) & SSL.OP_NO_TICKET
-        client_ctx = client_context(cert=pki.stranger, max_version=tls_max)
+        client_ctx = client_context(cert=pki.unrelated, max_version=tls_max)
         session = None
         for host in (b"p.test", b"s.test", b"s.test"):
             done = handshake(port_ctx, client_ctx, server_name=host, session=session)
@@ -528,14 +499,14 @@ def _legacy_client(version: int) -> SSL.Context:
 
 
 @pytest.mark.parametrize("version", [SSL.TLS1_VERSION, SSL.TLS1_1_VERSION], ids=["1.0", "1.1"])
-def test_policy_20220101_refuses_tls_below_1_2(pki: Pki, version: int) -> None:
+def test_policy_20220101_refuses_tls_below_1_2(pki: PkiBundle, version: int) -> None:
     ctx = build_server_context(make_listener(pki, policy="AppGwSslPolicy20220101"))
 
     with pytest.raises(SSL.Error):
         handshake(ctx, _legacy_client(version))
 
 
-def test_policy_20150501_still_accepts_tls_1_0(pki: Pki) -> None:
+def test_policy_20150501_still_accepts_tls_1_0(pki: PkiBundle) -> None:
     ctx = build_server_context(make_listener(pki, policy="AppGwSslPolicy20150501"))
 
     hs = handshake(ctx, _legacy_client(SSL.TLS1_VERSION))
@@ -556,7 +527,7 @@ def test_policy_20150501_still_accepts_tls_1_0(pki: Pki) -> None:
     ids=["20220101", "20220101S", "20170401S", "20150501", "custom", "customv2"],
 )
 def test_policies_without_tls13_cap_at_tls_1_2(
-    pki: Pki, policy: str | SslPolicy, negotiated: str
+    pki: PkiBundle, policy: str | SslPolicy, negotiated: str
 ) -> None:
     ctx = build_server_context(make_listener(pki, policy=policy))
 
@@ -565,7 +536,7 @@ def test_policies_without_tls13_cap_at_tls_1_2(
     assert hs.server.get_protocol_version_name() == negotiated
 
 
-def test_tls13_offers_only_azures_two_suites(pki: Pki) -> None:
+def test_tls13_offers_only_azures_two_suites(pki: PkiBundle) -> None:
     ctx = build_server_context(make_listener(pki, policy="AppGwSslPolicy20220101"))
     chacha_only = client_context()
     chacha_only.set_tls13_ciphersuites(b"TLS_CHACHA20_POLY1305_SHA256")
@@ -578,7 +549,7 @@ def test_tls13_offers_only_azures_two_suites(pki: Pki) -> None:
     ("policy", "accepted"),
     [("AppGwSslPolicy20220101", True), ("AppGwSslPolicy20220101S", False)],
 )
-def test_cbc_suites_follow_the_policy(pki: Pki, policy: str, accepted: bool) -> None:
+def test_cbc_suites_follow_the_policy(pki: PkiBundle, policy: str, accepted: bool) -> None:
     ctx = build_server_context(make_listener(pki, policy=policy))
     cbc_client = client_context(
         max_version=SSL.TLS1_2_VERSION, ciphers=b"ECDHE-ECDSA-AES128-SHA256"
@@ -600,7 +571,7 @@ def test_cbc_suites_follow_the_policy(pki: Pki, policy: str, accepted: bool) -> 
         ([b"h2"], b""),
     ],
 )
-def test_alpn_selects_http11_only(pki: Pki, offered: list[bytes], selected: bytes) -> None:
+def test_alpn_selects_http11_only(pki: PkiBundle, offered: list[bytes], selected: bytes) -> None:
     ctx = build_server_context(make_listener(pki))
 
     hs = handshake(ctx, client_context(alpn=offered))
