@@ -19,11 +19,11 @@ import trio
 
 from emulator.pki import CA
 from emulator.runtime.gateway import Gateway
+from tests.helpers.http import RAW_SOCKET_TIMEOUT_S
 from tests.helpers.routing import (
     EXAMPLE,
     INVENTORY_HOST,
     ORDERS,
-    SOCKET_TIMEOUT_S,
     EchoBackend,
     Routing,
     RoutingPki,
@@ -198,7 +198,7 @@ async def test_affinity_cookie_pins_the_client_to_one_orders_backend(rpki: Routi
 
 async def test_websocket_upgrade_is_spliced_through_to_the_backend(rpki: RoutingPki) -> None:
     def talk(port: int, ctx: ssl.SSLContext) -> tuple[bytes, bytes]:
-        raw = socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT_S)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=RAW_SOCKET_TIMEOUT_S)
         with ctx.wrap_socket(raw, server_hostname="www.contoso.test") as sock:
             sock.sendall(
                 b"GET /ws HTTP/1.1\r\nHost: www.contoso.test\r\nConnection: Upgrade\r\n"

@@ -29,6 +29,8 @@ READY_DASHBOARD: Final = re.compile(r"^ready: dashboard (?P<url>http://\S+/)$")
 
 @dataclass(frozen=True)
 class Answer:
+    """One dashboard API response; header names lowercased."""
+
     status: int
     headers: dict[str, str]
     body: bytes
@@ -46,6 +48,7 @@ def call_blocking(
     headers: dict[str, str] | None = None,
     raw: bytes | None = None,
 ) -> Answer:
+    """One API call (``body`` sent as JSON, or ``raw`` bytes as they are), blocking."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=API_TIMEOUT_S)
     with closing(conn):
         sent = dict(headers or {})
@@ -61,6 +64,7 @@ def call_blocking(
 
 
 async def api(port: int, method: str, path: str, body: object = None, **options: Any) -> Answer:
+    """:func:`call_blocking` from a worker thread, so the trio loop keeps serving."""
     return await trio.to_thread.run_sync(
         functools.partial(call_blocking, port, method, path, body, **options)
     )

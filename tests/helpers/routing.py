@@ -23,12 +23,11 @@ from cryptography.x509.oid import NameOID
 
 from emulator.pki import CA, IssuedCert
 from emulator.runtime.gateway import Gateway
-from tests.helpers.http import Reply, forwarded, parse_responses, read_to_eof
+from tests.helpers.http import RAW_SOCKET_TIMEOUT_S, Reply, forwarded, parse_responses, read_to_eof
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "routing" / "gateway.json"
 PASSWORD = "routing-example"
 INVENTORY_HOST = "inventory.backend.test"
-SOCKET_TIMEOUT_S = 10.0
 
 
 # -- the certificates -------------------------------------------------------------------------
@@ -36,6 +35,9 @@ SOCKET_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True)
 class RoutingPki:
+    """The routing example's certificates: one server certificate per host name, a client CA
+    (root → issuing) for its Strict listener, and the inventory backend's own CA."""
+
     server_root: CA
     client_root: CA
     issuing: CA
@@ -48,6 +50,7 @@ class RoutingPki:
     expired: IssuedCert
 
     def parameters(self) -> dict[str, object]:
+        """The example template's parameters for these certificates."""
         return {
             "partnersCertData": self.partners.pfx(PASSWORD),
             "apiCertData": self.api.pfx(PASSWORD),
@@ -182,6 +185,7 @@ class Routing:
 
 
 def inventory_tls(pki: RoutingPki) -> ssl.SSLContext:
+    """The inventory backend's server side (its certificate from the backend CA)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     pki.inventory.configure_ssl_context(ctx)
     return ctx
@@ -191,6 +195,7 @@ def inventory_tls(pki: RoutingPki) -> ssl.SSLContext:
 async def running(
     pki: RoutingPki, template: dict[str, Any] | None = None
 ) -> AsyncIterator[Routing]:
+    """The example (or ``template``) in front of the three echo backends, for the block."""
     orders = (EchoBackend("orders-1"), EchoBackend("orders-2"))
     inventory = EchoBackend("inventory", tls=inventory_tls(pki))
     async with trio.open_nursery() as nursery:
@@ -236,6 +241,7 @@ class Seen:
 
 
 def sni_client_context(pki: RoutingPki, cert: IssuedCert | None) -> ssl.SSLContext:
+    """A client trusting the example's server root, presenting ``cert``; SNI is the caller's."""
     ctx = ssl.create_default_context(cadata=pki.server_root.cert_pem.decode())
     # The test checks the certificate's name itself (it connects to 127.0.0.1 by address).
     ctx.check_hostname = False
@@ -250,7 +256,9 @@ def exchange_blocking(
     sni: str | None,
     raw: bytes,
 ) -> Seen:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT_S)
+    """Send ``raw`` on one connection (TLS with ``sni`` when ``ctx`` is given) and read to EOF:
+    the last response, and the CN of the server certificate the client was given."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=RAW_SOCKET_TIMEOUT_S)
     server_cn = ""
     try:
         if ctx is not None:

@@ -25,6 +25,7 @@ from emulator.runtime.proxy import AccessRecord
 from tests.helpers.http import Reply, client_context, https_request
 from tests.helpers.pki import PFX_PASSWORD, PkiBundle
 
+#: The title of the 400 page a Strict listener answers for a certificate it rejects.
 BAD_CERT_TITLE = b"<title>400 The SSL certificate error</title>"
 
 
@@ -44,6 +45,7 @@ class Verified:
 
 
 def gateway_template(client_auth: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``up`` template with ``client_auth`` merged into the Strict profile's settings."""
     template = demo_template(
         strict_port=8443, passthrough_port=9443, backend_host="127.0.0.1", backend_port=1
     )
@@ -99,5 +101,6 @@ async def request_with(
     with_chain: bool = False,
     listener: str = STRICT_LISTENER,
 ) -> Reply:
+    """One GET through ``listener`` presenting ``cert`` (with its chain when asked)."""
     ctx: ssl.SSLContext = client_context(pki, cert, with_chain=with_chain)
     return await https_request(stack.port(listener), ctx)
