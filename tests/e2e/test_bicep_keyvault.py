@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import pytest
 
-from tests.helpers.http import forwarded, https_get
+from tests.helpers.http import Reply, demo_get, forwarded
 from tests.helpers.logs import assert_no_traceback
 from tests.helpers.processes import (
     NO_CERT_TEXT,
@@ -79,10 +79,8 @@ class Workspace:
     def certs(self) -> Path:
         return self.cwd / "certs"
 
-    def get(self, port: int, client: str | None = None) -> Any:
-        cert = self.certs / f"{client}.pem" if client else None
-        key = self.certs / f"{client}.key" if client else None
-        return https_get(port, cafile=self.certs / "server-root-ca.pem", cert=cert, key=key)
+    def get(self, port: int, client: str | None = None) -> Reply:
+        return demo_get(port, self.certs, client)
 
     @property
     def pfx_password(self) -> str:

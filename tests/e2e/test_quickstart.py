@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import pytest
 
-from tests.helpers.http import forwarded, https_get
+from tests.helpers.http import Reply, demo_get, forwarded
 from tests.helpers.logs import assert_no_traceback
 from tests.helpers.processes import (
     BAD_CERT_TEXT,
@@ -68,12 +68,8 @@ class Workspace:
             *extra,
         ]
 
-    def get(self, port: int, client: str | None = None, **kwargs: Any) -> Any:
-        cert = self.certs / f"{client}.pem" if client else None
-        key = self.certs / f"{client}.key" if client else None
-        return https_get(
-            port, cafile=self.certs / "server-root-ca.pem", cert=cert, key=key, **kwargs
-        )
+    def get(self, port: int, client: str | None = None, **kwargs: Any) -> Reply:
+        return demo_get(port, self.certs, client, **kwargs)
 
 
 @pytest.fixture(scope="module")

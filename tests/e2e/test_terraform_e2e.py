@@ -27,7 +27,7 @@ from emulator.model import build_gateway_config, with_backend_overrides
 from emulator.runtime.gateway import Gateway
 from emulator.summary import describe
 from emulator.terraform import build_config, load_terraform
-from tests.helpers.http import https_get
+from tests.helpers.http import Reply, demo_get
 from tests.helpers.logs import assert_no_traceback
 from tests.helpers.processes import (
     BAD_CERT_TEXT,
@@ -74,10 +74,8 @@ class Workspace:
             "444=0",
         ]
 
-    def get(self, port: int, client: str | None = None) -> Any:
-        cert = self.certs / f"{client}.pem" if client else None
-        key = self.certs / f"{client}.key" if client else None
-        return https_get(port, cafile=self.certs / "server-root-ca.pem", cert=cert, key=key)
+    def get(self, port: int, client: str | None = None) -> Reply:
+        return demo_get(port, self.certs, client)
 
 
 @pytest.fixture(scope="module")

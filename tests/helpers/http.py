@@ -150,6 +150,18 @@ def https_get(
     return _request_blocking(port, ctx, "GET", path, headers or {}, None, 1)[0]
 
 
+def demo_get(port: int, certs: Path, client: str | None = None, **options: Any) -> Reply:
+    """One GET through a gateway using the demo PKI that ``certs init`` wrote into ``certs``,
+    presenting ``client``.pem/.key when named; ``options`` go to :func:`https_get`."""
+    return https_get(
+        port,
+        cafile=certs / "server-root-ca.pem",
+        cert=certs / f"{client}.pem" if client else None,
+        key=certs / f"{client}.key" if client else None,
+        **options,
+    )
+
+
 # -- raw sockets ------------------------------------------------------------------------------
 
 

@@ -12,6 +12,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 now, for a process that must be told its ports
+    before it starts (all are held at once, so none is handed out twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def port_is_free(port: int) -> bool:
     """Whether a new listener could bind ``port`` (with SO_REUSEADDR, as the gateway binds):
     how a test checks that a stopped gateway released its sockets."""
