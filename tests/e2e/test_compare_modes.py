@@ -14,7 +14,6 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
 import backend_stub
@@ -24,7 +23,6 @@ from emulator.demo_pki import (
     CLIENT_EXPIRED_KEY,
     SERVER_ROOT_CA,
     DemoPki,
-    write_demo_pki,
 )
 from emulator.mode_twins import with_mode_twins
 from emulator.model import BackendAddress
@@ -35,11 +33,6 @@ from tests.helpers.processes import ready_listeners, started
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "mtls_api" / "gateway.json"
 READY_LAST_TWIN = re.compile(rf"^ready: {PASSTHROUGH_LISTENER}-as-strict \(Strict\) ")
-
-
-@pytest.fixture(scope="module")
-def demo_pki(tmp_path_factory: pytest.TempPathFactory) -> DemoPki:
-    return write_demo_pki(tmp_path_factory.mktemp("compare-modes") / "certs")
 
 
 def _b64(data: bytes) -> str:
