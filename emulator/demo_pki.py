@@ -399,7 +399,9 @@ def _generate(
         "demo-client-self-signed", key_type=key_type, not_before=start, not_after=leaf_end
     )
 
-    password = secrets.token_urlsafe(_PASSWORD_BYTES)
+    # A leading '-' would make the password read as an option on a command line
+    # (``--certificate-password -x...``), so the first character is never one.
+    password = secrets.token_urlsafe(_PASSWORD_BYTES).lstrip("-").rjust(2, "x")
     pfx = server.pfx(password)
     trusted = ca_bundle_pem(root, issuing)
 

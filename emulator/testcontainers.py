@@ -37,7 +37,7 @@ POLL_S: Final = 0.25
 REQUEST_TIMEOUT_S: Final = 5.0
 
 
-class AppGwEmulatorContainer(DockerContainer):  # type: ignore[misc]
+class AppGwEmulatorContainer(DockerContainer):
     """The emulator's image, started and waited on as testcontainers does for its modules."""
 
     def __init__(

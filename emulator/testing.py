@@ -190,14 +190,19 @@ class AppgwPki:
         )
 
     @property
-    def unrelated(self) -> IssuedCert:
-        """Valid, but from a root the gateway does not trust."""
+    def unrelated_root(self) -> CA:
+        """A root the gateway does not trust (it issued :attr:`unrelated`)."""
         from emulator.pki import CA
 
-        def make() -> IssuedCert:
-            return CA("appgw-emulator Unrelated Root CA").issue_client("appgw-test-unrelated")
+        result: CA = self._once("unrelated_root", lambda: CA("appgw-emulator Unrelated Root CA"))
+        return result
 
-        return self._issued("unrelated", make)
+    @property
+    def unrelated(self) -> IssuedCert:
+        """Valid, but from a root the gateway does not trust."""
+        return self._issued(
+            "unrelated", lambda: self.unrelated_root.issue_client("appgw-test-unrelated")
+        )
 
     @property
     def self_signed(self) -> IssuedCert:

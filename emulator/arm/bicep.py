@@ -72,7 +72,8 @@ def _run(verb: str, file: Path, *, hint: str) -> Any:
     command = _command(verb, file)
     if command is None:
         raise TemplateError(
-            f"'{file.name}' is a Bicep file, and neither `bicep` nor `az` is on PATH to compile it.",
+            f"'{file.name}' is a Bicep file, and neither `bicep` nor `az` is on PATH"
+            " to compile it.",
             file=str(file),
             fix=_INSTALL_FIX.format(hint=hint),
             code=_CODE,

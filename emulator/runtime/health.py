@@ -130,6 +130,7 @@ async def _answer(stream: trio.SocketStream, readiness: Callable[[], Readiness])
     method = event.method.decode("ascii", "replace")
     path = event.target.decode("latin-1").split("?", 1)[0]
     answer = health_response(path, readiness())
+    document: dict[str, object]
     if method not in ("GET", "HEAD"):
         status, document = 405, {"error": "use GET"}
     elif answer is None:

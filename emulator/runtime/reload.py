@@ -78,7 +78,7 @@ class Reloader:
         return self.gateway.readiness()
 
     async def _serve_one(
-        self, gateway: Gateway, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, gateway: Gateway, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED
     ) -> None:
         with trio.CancelScope() as scope:
             self._scopes[id(gateway)] = scope

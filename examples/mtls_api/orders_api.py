@@ -190,7 +190,6 @@ def main(argv: list[str] | None = None) -> None:
     emulator (examples/compose/, examples/kubernetes/).
     """
     import argparse
-    import contextlib
     import signal
     from pathlib import Path
 
@@ -200,7 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--trusted-ca",
         "--trust-ca",
-        type=Path, required=True, help="the client CA chain (PEM) to verify with"
+        type=Path,
+        required=True,
+        help="the client CA chain (PEM) to verify with",
     )
     parser.add_argument(
         "--allow",

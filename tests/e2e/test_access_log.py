@@ -12,8 +12,8 @@ import trio
 from emulator.access_log import AccessLogWriter
 from emulator.cli import _parser
 from emulator.demo import PASSTHROUGH_LISTENER
-from tests.e2e.stack import PkiBundle
-from tests.e2e.test_verification import request_with, start_verified
+from tests.helpers.pki import PkiBundle
+from tests.helpers.verification import request_with, start_verified
 
 AZURE_PROPERTIES = {
     "instanceId",
@@ -72,7 +72,8 @@ async def test_access_log_file_gets_one_azure_shaped_record_per_request(
         "on",
     )
     assert props["httpVersion"] == "HTTP/1.1"
-    assert props["sslClientCertificateIssuerName"] == "CN=e2e Client Issuing CA,O=appgw-emulator"
+    issuer = "CN=appgw-emulator Test Client CA,O=appgw-emulator"
+    assert props["sslClientCertificateIssuerName"] == issuer
     assert len(props["sslClientCertificateFingerprint"]) == 40
     assert props["clientCertFailureExplained"] == ""
     bad = rejected["properties"]

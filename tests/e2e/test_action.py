@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,17 +26,12 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is in the test extra: pip inst
 
 from emulator.demo import write_demo_template  # noqa: E402
 from emulator.demo_pki import write_demo_pki  # noqa: E402
-from tests.e2e.processes import https_get  # noqa: E402
+from tests.helpers.http import https_get  # noqa: E402
+from tests.helpers.ports import free_port  # noqa: E402
 
 REPO: Final = Path(__file__).resolve().parents[2]
 #: The install step pip-installs the checkout into a new venv (about 20 s here).
 STEP_TIMEOUT_S: Final = 300
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _expand(text: str, inputs: dict[str, str]) -> str:
@@ -85,7 +79,7 @@ def test_action_steps_start_the_emulator_and_export_urls_and_server_ca(tmp_path:
         "parameters": "@parameters.json",
         "listen": "8443=0\n9443=0",
         "pki": str(tmp_path / "certs"),
-        "dashboard-port": str(_free_port()),
+        "dashboard-port": str(free_port()),
         "python": sys.executable,
     }
     inputs = {name: str(spec.get("default", "")) for name, spec in action["inputs"].items()}

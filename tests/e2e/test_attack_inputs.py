@@ -30,28 +30,18 @@ from emulator.arm.pkcs12_bounds import MAX_PKCS12_ITERATIONS
 from emulator.cli import main
 from emulator.demo import PASSTHROUGH_LISTENER, demo_template
 from emulator.demo_pki import SERVER_PFX, TRUSTED_CLIENT_CA_CHAIN, DemoPki
-from tests.e2e.hostile import logged, no_internal_errors, tls_exchange
-from tests.e2e.processes import (
-    READY_LISTENER,
-    READY_TIMEOUT_S,
-    assert_no_traceback,
-    run_to_exit,
-    started,
-)
-from tests.e2e.stack import (
-    PFX_PASSWORD,
+from tests.helpers.dashboard import api, demo_https_get, running
+from tests.helpers.http import (
     RAW_SOCKET_TIMEOUT_S,
-    PkiBundle,
-    Stack,
     client_context,
     parse_responses,
     read_to_eof,
-    start_stack,
-    template_parameters,
+    tls_exchange,
 )
-from tests.e2e.test_dashboard import _https_get, api, demo_pki, running
-
-__all__ = ["demo_pki", "no_internal_errors"]
+from tests.helpers.logs import assert_no_traceback, logged
+from tests.helpers.pki import PFX_PASSWORD, PkiBundle, template_parameters
+from tests.helpers.processes import READY_LISTENER, READY_TIMEOUT_S, run_to_exit, started
+from tests.helpers.stack import Stack, start_stack
 
 pytestmark = pytest.mark.usefixtures("no_internal_errors")
 
@@ -382,7 +372,7 @@ async def test_a_pfx_bomb_in_the_inspector_does_not_stall_the_listeners(
             while not done.is_set() or len(latencies) < 3:
                 started = time.perf_counter()
                 status = await trio.to_thread.run_sync(
-                    _https_get, port, demo_pki.directory, None, None
+                    demo_https_get, port, demo_pki.directory, None, None
                 )
                 latencies.append(time.perf_counter() - started)
                 assert status == 200
@@ -431,7 +421,7 @@ def test_a_pfx_bomb_given_to_check_ca_is_refused_at_once(
     chain = str(demo_pki.directory / TRUSTED_CLIENT_CA_CHAIN)
     args = [chain, "--client-cert", str(bomb_path)] if where == "client-cert" else [str(bomb_path)]
     started = time.perf_counter()
-    code = main(["check-ca", *args, "--password", demo_pki.server_pfx_password])
+    code = main(["check-ca", *args, f"--password={demo_pki.server_pfx_password}"])
     elapsed = time.perf_counter() - started
     out = capsys.readouterr().out
     assert code == 1

@@ -40,20 +40,19 @@ from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.pki import CA, IssuedCert, self_signed_client
 from emulator.runtime import proxy
 from emulator.runtime.tls_stream import CLIENT_HELLO_CAPTURE_LIMIT
-from tests.e2e.hostile import assert_gateway_page, no_internal_errors, start_demo
-from tests.e2e.stack import (
+from tests.helpers.http import (
     RAW_SOCKET_TIMEOUT_S,
     TLS_VERSIONS,
-    PkiBundle,
     Reply,
-    Stack,
+    assert_gateway_page,
     client_context,
     parse_responses,
     read_to_eof,
 )
-from tests.e2e.test_routing_e2e import EXAMPLE, RoutingPki, _client_ctx, rpki, running
-
-__all__ = ["no_internal_errors", "rpki"]
+from tests.helpers.pki import PkiBundle
+from tests.helpers.routing import EXAMPLE, RoutingPki, running
+from tests.helpers.routing import sni_client_context as _client_ctx
+from tests.helpers.stack import Stack, start_demo
 
 pytestmark = pytest.mark.usefixtures("no_internal_errors")
 

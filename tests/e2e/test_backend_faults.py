@@ -2,7 +2,7 @@
 response, never a hang and never a cut-off response that looks complete.
 
 Each backend here is a small trio server doing one wrong thing on purpose
-(:func:`tests.e2e.hostile.raw_backend`). The client reads raw bytes and checks the framing
+(:func:`tests.helpers.backends.raw_backend`). The client reads raw bytes and checks the framing
 itself, as a careful HTTP client would: a body shorter than its Content-Length, or a chunked
 body without its last chunk, is a truncated response even when the connection closed cleanly.
 
@@ -22,20 +22,17 @@ import trio
 
 from emulator.core.pages import GatewayPage
 from emulator.demo import PASSTHROUGH_LISTENER
-from tests.e2e.hostile import (
+from tests.helpers.backends import raw_backend, read_request, reset, send_response
+from tests.helpers.http import (
+    Reply,
     assert_gateway_page,
-    logged,
-    no_internal_errors,
-    raw_backend,
-    read_request,
-    reset,
-    send_response,
-    start_demo,
+    client_context,
+    parse_responses,
     tls_exchange,
 )
-from tests.e2e.stack import PkiBundle, Reply, client_context, parse_responses
-
-__all__ = ["no_internal_errors"]
+from tests.helpers.logs import logged
+from tests.helpers.pki import PkiBundle
+from tests.helpers.stack import start_demo
 
 #: The body the misbehaving backends start to send; the client must never take a prefix of
 #: it for the whole.

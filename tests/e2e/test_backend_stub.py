@@ -1,14 +1,13 @@
 """The echo backend over real TCP on 127.0.0.1: what it reports, how it enforces, how it runs.
 
-Certificates are made here with ``cryptography`` at test time (a root, an intermediate, leaves that
-are valid, expired, not yet valid, or from an unrelated root), so this file depends on nothing the
-emulator package builds.
+The certificates are the suite's PKI (``tests/helpers/pki.py``), the ones the gateway tests
+forward: a root, an intermediate, leaves that are valid, expired, not yet valid, or from an
+unrelated root.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import http.client
 import json
 import signal
@@ -17,7 +16,6 @@ import subprocess
 import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,8 +23,6 @@ import trio
 import trio.testing
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from backend_stub import (
     IDLE_TIMEOUT_S,
@@ -40,123 +36,18 @@ from backend_stub import (
     parse_forwarded_certificate,
     serve,
 )
+from emulator.pki import IssuedCert
+from tests.helpers.pki import PkiBundle
 
 # --------------------------------------------------------------------------- test PKI
 
-_NOW = dt.datetime.now(dt.UTC)
-_DAY = dt.timedelta(days=1)
+
+def _pem(issued: IssuedCert) -> str:
+    return issued.cert_pem.decode("ascii")
 
 
-@dataclass(frozen=True, slots=True)
-class Issued:
-    certificate: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-    @property
-    def pem(self) -> str:
-        return self.certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
-
-    @property
-    def der(self) -> bytes:
-        return self.certificate.public_bytes(serialization.Encoding.DER)
-
-
-@dataclass(frozen=True, slots=True)
-class Pki:
-    root: Issued
-    intermediate: Issued
-    leaf: Issued
-    leaf_via_intermediate: Issued
-    expired_leaf: Issued
-    future_leaf: Issued
-    unrelated_root: Issued
-    unrelated_leaf: Issued
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Backend Stub Tests"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _issue(
-    common_name: str,
-    *,
-    issuer: Issued | None,
-    ca: bool,
-    not_before: dt.datetime = _NOW - _DAY,
-    not_after: dt.datetime = _NOW + 30 * _DAY,
-) -> Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
-    signer_key = issuer.key if issuer is not None else key
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(issuer.certificate.subject if issuer is not None else _name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()),
-            critical=False,
-        )
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    else:
-        # No subjectAltName on purpose: typical client certificates have none.
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-    return Issued(builder.sign(signer_key, hashes.SHA256()), key)
-
-
-@pytest.fixture(scope="session")
-def pki() -> Pki:
-    root = _issue("Stub Test Root CA", issuer=None, ca=True)
-    intermediate = _issue("Stub Test Intermediate CA", issuer=root, ca=True)
-    unrelated_root = _issue("Unrelated Root CA", issuer=None, ca=True)
-    return Pki(
-        root=root,
-        intermediate=intermediate,
-        leaf=_issue("client.example", issuer=root, ca=False),
-        leaf_via_intermediate=_issue("via-intermediate.example", issuer=intermediate, ca=False),
-        expired_leaf=_issue(
-            "expired.example",
-            issuer=root,
-            ca=False,
-            not_before=_NOW - 30 * _DAY,
-            not_after=_NOW - 2 * _DAY,
-        ),
-        future_leaf=_issue(
-            "future.example",
-            issuer=root,
-            ca=False,
-            not_before=_NOW + 2 * _DAY,
-            not_after=_NOW + 30 * _DAY,
-        ),
-        unrelated_root=unrelated_root,
-        unrelated_leaf=_issue("stranger.example", issuer=unrelated_root, ca=False),
-    )
+def _der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
 
 
 def _expected_serial(certificate: x509.Certificate) -> str:
@@ -415,10 +306,10 @@ async def test_silent_connection_is_closed_after_the_idle_timeout(
     assert trio.current_time() - started >= IDLE_TIMEOUT_S
 
 
-async def test_recorder_receives_each_request(nursery: trio.Nursery, pki: Pki) -> None:
+async def test_recorder_receives_each_request(nursery: trio.Nursery, pki: PkiBundle) -> None:
     recorded: list[RecordedRequest] = []
     port = await start_stub(nursery, recorder=recorded.append)
-    cert_value = urllib.parse.quote(pki.leaf.pem, safe="")
+    cert_value = urllib.parse.quote(_pem(pki.client), safe="")
     await http_get(port, "/one?x=1", headers=[("X-Client-Cert", cert_value)])
     await http_get(port, "/two", method="DELETE")
     assert [(r.method, r.path, r.query) for r in recorded] == [
@@ -431,7 +322,7 @@ async def test_recorder_receives_each_request(nursery: trio.Nursery, pki: Pki) -
     assert first.client[0] == "127.0.0.1"
     assert first.body_bytes == 0
     assert first.certificate is not None
-    assert first.certificate.certificate == pki.leaf.certificate
+    assert first.certificate.certificate == pki.client.cert
     assert first.certificate_error is None
     assert recorded[1].certificate is None
 
@@ -439,13 +330,13 @@ async def test_recorder_receives_each_request(nursery: trio.Nursery, pki: Pki) -
 # --------------------------------------------------------------------------- forwarded cert
 
 
-def _forwarded_formats(issued: Issued) -> dict[str, str]:
+def _forwarded_formats(issued: IssuedCert) -> dict[str, str]:
     return {
         # Azure's {var_client_certificate}: URL-encoded PEM.
-        "url-encoded-pem": urllib.parse.quote(issued.pem, safe=""),
-        "form-encoded-pem": urllib.parse.quote_plus(issued.pem, safe=""),
-        "pem-newlines-as-spaces": issued.pem.replace("\n", " "),
-        "base64-der": base64.b64encode(issued.der).decode("ascii"),
+        "url-encoded-pem": urllib.parse.quote(_pem(issued), safe=""),
+        "form-encoded-pem": urllib.parse.quote_plus(_pem(issued), safe=""),
+        "pem-newlines-as-spaces": _pem(issued).replace("\n", " "),
+        "base64-der": base64.b64encode(_der(issued.cert)).decode("ascii"),
     }
 
 
@@ -453,17 +344,17 @@ def _forwarded_formats(issued: Issued) -> dict[str, str]:
     "form", ["url-encoded-pem", "form-encoded-pem", "pem-newlines-as-spaces", "base64-der"]
 )
 async def test_forwarded_certificate_is_parsed_in_each_format(
-    nursery: trio.Nursery, pki: Pki, form: str
+    nursery: trio.Nursery, pki: PkiBundle, form: str
 ) -> None:
     port = await start_stub(nursery)
-    value = _forwarded_formats(pki.leaf)[form]
+    value = _forwarded_formats(pki.client)[form]
     status, document = await http_json(port, "/", headers=[("X-Client-Cert", value)])
     assert status == 200
     assert document["client_certificate_error"] is None
-    leaf = pki.leaf.certificate
+    leaf = pki.client.cert
     assert document["client_certificate"] == {
-        "subject": "CN=client.example,O=Backend Stub Tests",
-        "issuer": "CN=Stub Test Root CA,O=Backend Stub Tests",
+        "subject": "CN=appgw-test-client",
+        "issuer": "CN=appgw-emulator Test Client CA,O=appgw-emulator",
         "serial": _expected_serial(leaf),
         "not_before": leaf.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "not_after": leaf.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -472,18 +363,18 @@ async def test_forwarded_certificate_is_parsed_in_each_format(
     }
 
 
-def test_parser_accepts_raw_pem_with_real_newlines(pki: Pki) -> None:
+def test_parser_accepts_raw_pem_with_real_newlines(pki: PkiBundle) -> None:
     # Cannot travel in an HTTP/1.1 header, but a library user may hand it over directly.
-    parsed = parse_forwarded_certificate(pki.leaf.pem.replace("\n", "\r\n"))
-    assert parsed.certificate == pki.leaf.certificate
-    assert parsed.serial == _expected_serial(pki.leaf.certificate)
+    parsed = parse_forwarded_certificate(_pem(pki.client).replace("\n", "\r\n"))
+    assert parsed.certificate == pki.client.cert
+    assert parsed.serial == _expected_serial(pki.client.cert)
 
 
-def test_parser_takes_the_first_certificate_of_a_chain(pki: Pki) -> None:
+def test_parser_takes_the_first_certificate_of_a_chain(pki: PkiBundle) -> None:
     parsed = parse_forwarded_certificate(
-        urllib.parse.quote(pki.leaf_via_intermediate.pem + pki.intermediate.pem, safe="")
+        urllib.parse.quote(pki.client.chain_pem.decode("ascii"), safe="")
     )
-    assert parsed.subject == "CN=via-intermediate.example,O=Backend Stub Tests"
+    assert parsed.subject == "CN=appgw-test-client"
 
 
 @pytest.mark.parametrize(
@@ -515,9 +406,11 @@ async def test_garbage_certificate_header_is_reported_not_fatal(nursery: trio.Nu
     )
 
 
-async def test_custom_certificate_header_name_is_honoured(nursery: trio.Nursery, pki: Pki) -> None:
+async def test_custom_certificate_header_name_is_honoured(
+    nursery: trio.Nursery, pki: PkiBundle
+) -> None:
     port = await start_stub(nursery, StubConfig(cert_header="X-ARR-ClientCert"))
-    value = base64.b64encode(pki.leaf.der).decode("ascii")
+    value = base64.b64encode(_der(pki.client.cert)).decode("ascii")
     _, document = await http_json(port, "/", headers=[("x-arr-clientcert", value)])
     certificate = document["client_certificate"]
     assert isinstance(certificate, dict)
@@ -528,9 +421,9 @@ async def test_custom_certificate_header_name_is_honoured(nursery: trio.Nursery,
 
 
 @pytest.fixture
-def trust_file(tmp_path: Path, pki: Pki) -> Path:
+def trust_file(tmp_path: Path, pki: PkiBundle) -> Path:
     path = tmp_path / "trusted.pem"
-    path.write_text(pki.root.pem + pki.intermediate.pem)
+    path.write_text(pki.trusted_client_ca_pem.decode("ascii"))
     return path
 
 
@@ -538,8 +431,10 @@ async def _enforcing_stub(nursery: trio.Nursery, trust_file: Path) -> int:
     return await start_stub(nursery, StubConfig(trust_ca=load_trust_ca(trust_file)))
 
 
-async def _authorization(port: int, issued: Issued | None) -> tuple[int, dict[str, object]]:
-    headers = [] if issued is None else [("X-Client-Cert", urllib.parse.quote(issued.pem, safe=""))]
+async def _authorization(port: int, issued: IssuedCert | None) -> tuple[int, dict[str, object]]:
+    headers = (
+        [] if issued is None else [("X-Client-Cert", urllib.parse.quote(_pem(issued), safe=""))]
+    )
     status, document = await http_json(port, "/secure", headers=headers)
     authorization = document["authorization"]
     assert isinstance(authorization, dict)
@@ -547,48 +442,49 @@ async def _authorization(port: int, issued: Issued | None) -> tuple[int, dict[st
 
 
 async def test_trust_ca_allows_a_leaf_from_the_trusted_root(
-    nursery: trio.Nursery, pki: Pki, trust_file: Path
+    nursery: trio.Nursery, pki: PkiBundle, trust_file: Path
 ) -> None:
     port = await _enforcing_stub(nursery, trust_file)
-    status, authorization = await _authorization(port, pki.leaf)
+    by_root = pki.client_root.issue_client("appgw-test-by-root")
+    status, authorization = await _authorization(port, by_root)
     assert status == 200
     assert authorization["allowed"] is True
 
 
 async def test_trust_ca_allows_a_leaf_through_an_intermediate_in_the_trust_file(
-    nursery: trio.Nursery, pki: Pki, trust_file: Path
+    nursery: trio.Nursery, pki: PkiBundle, trust_file: Path
 ) -> None:
     port = await _enforcing_stub(nursery, trust_file)
-    status, authorization = await _authorization(port, pki.leaf_via_intermediate)
+    status, authorization = await _authorization(port, pki.client)
     assert status == 200
-    assert "Stub Test Intermediate CA" in str(authorization["reason"])
+    assert "appgw-emulator Test Client CA" in str(authorization["reason"])
 
 
 async def test_trust_ca_rejects_an_expired_leaf_naming_the_date(
-    nursery: trio.Nursery, pki: Pki, trust_file: Path
+    nursery: trio.Nursery, pki: PkiBundle, trust_file: Path
 ) -> None:
     port = await _enforcing_stub(nursery, trust_file)
-    status, authorization = await _authorization(port, pki.expired_leaf)
+    status, authorization = await _authorization(port, pki.expired)
     assert status == 403
     assert authorization["allowed"] is False
-    expiry = pki.expired_leaf.certificate.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    expiry = pki.expired.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert authorization["reason"] == f"client certificate expired on {expiry}"
 
 
 async def test_trust_ca_rejects_a_leaf_not_yet_valid(
-    nursery: trio.Nursery, pki: Pki, trust_file: Path
+    nursery: trio.Nursery, pki: PkiBundle, trust_file: Path
 ) -> None:
     port = await _enforcing_stub(nursery, trust_file)
-    status, authorization = await _authorization(port, pki.future_leaf)
+    status, authorization = await _authorization(port, pki.not_yet_valid)
     assert status == 403
     assert "not yet valid" in str(authorization["reason"])
 
 
 async def test_trust_ca_rejects_a_leaf_from_an_unrelated_root(
-    nursery: trio.Nursery, pki: Pki, trust_file: Path
+    nursery: trio.Nursery, pki: PkiBundle, trust_file: Path
 ) -> None:
     port = await _enforcing_stub(nursery, trust_file)
-    status, authorization = await _authorization(port, pki.unrelated_leaf)
+    status, authorization = await _authorization(port, pki.unrelated)
     assert status == 403
     assert "not issued by a trusted CA" in str(authorization["reason"])
     assert "Unrelated Root CA" in str(authorization["reason"])
@@ -618,10 +514,10 @@ async def test_trust_ca_rejects_an_unparsable_header_with_the_parse_reason(
     }
 
 
-def test_load_trust_ca_reads_der(tmp_path: Path, pki: Pki) -> None:
+def test_load_trust_ca_reads_der(tmp_path: Path, pki: PkiBundle) -> None:
     path = tmp_path / "root.der"
-    path.write_bytes(pki.root.der)
-    assert load_trust_ca(path) == (pki.root.certificate,)
+    path.write_bytes(_der(pki.client_root.cert))
+    assert load_trust_ca(path) == (pki.client_root.cert,)
 
 
 @pytest.mark.parametrize(
@@ -642,9 +538,9 @@ def test_load_trust_ca_refuses_what_is_not_a_certificate(
         load_trust_ca(path)
 
 
-def test_load_trust_ca_refuses_a_file_without_a_root(tmp_path: Path, pki: Pki) -> None:
+def test_load_trust_ca_refuses_a_file_without_a_root(tmp_path: Path, pki: PkiBundle) -> None:
     path = tmp_path / "intermediate.pem"
-    path.write_text(pki.intermediate.pem)
+    path.write_text(pki.client_ca.cert_pem.decode("ascii"))
     with pytest.raises(StubConfigError, match="no self-signed"):
         load_trust_ca(path)
 

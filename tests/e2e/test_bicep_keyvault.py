@@ -28,12 +28,12 @@ from typing import Any, Final
 
 import pytest
 
-from tests.e2e.processes import (
+from tests.helpers.http import Reply, demo_get, forwarded
+from tests.helpers.logs import assert_no_traceback
+from tests.helpers.processes import (
     NO_CERT_TEXT,
     STUB_LISTENING,
     CliProcess,
-    assert_no_traceback,
-    https_get,
     ready_listeners,
     run_to_exit,
     started,
@@ -79,10 +79,8 @@ class Workspace:
     def certs(self) -> Path:
         return self.cwd / "certs"
 
-    def get(self, port: int, client: str | None = None) -> Any:
-        cert = self.certs / f"{client}.pem" if client else None
-        key = self.certs / f"{client}.key" if client else None
-        return https_get(port, cafile=self.certs / "server-root-ca.pem", cert=cert, key=key)
+    def get(self, port: int, client: str | None = None) -> Reply:
+        return demo_get(port, self.certs, client)
 
     @property
     def pfx_password(self) -> str:
@@ -101,7 +99,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
 
 def compiled_template(workspace: Workspace) -> dict[str, Any]:
     """``main.json`` with the demo CA chain as loadTextContent('client-ca.pem') would inline it."""
-    template = json.loads((BICEP / "main.json").read_text())
+    template: dict[str, Any] = json.loads((BICEP / "main.json").read_text())
     chain = (workspace.certs / "trusted-client-ca-chain.pem").read_text()
     assert template["variables"]["clientCaPem"].startswith("-----BEGIN CERTIFICATE-----")
     template["variables"]["clientCaPem"] = chain
@@ -109,10 +107,8 @@ def compiled_template(workspace: Workspace) -> dict[str, Any]:
 
 
 @pytest.fixture
-def stub_bicep(
-    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Path]:
-    """A ``bicep`` on PATH printing the compiled fixtures; yields its directory (calls.log)."""
+def stub_bicep(workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ``bicep`` on PATH printing the compiled fixtures; returns its directory (calls.log)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "compiled.json").write_text(json.dumps(compiled_template(workspace), indent=2))
@@ -121,7 +117,7 @@ def stub_bicep(
     stub.write_text(STUB_BICEP.format(python=sys.executable))
     stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    yield bin_dir
+    return bin_dir
 
 
 def _serve(workspace: Workspace, args: list[str]) -> Iterator[tuple[CliProcess, dict[str, int]]]:
@@ -149,17 +145,17 @@ def _check_modes(workspace: Workspace, ports: dict[str, int]) -> None:
     """Strict verifies the uploaded chain; Passthrough forwards whatever the client sent."""
     good = workspace.get(ports[STRICT], "client")
     assert good.status == 200
-    assert good.echoed("X-Client-Cert-Verification") == ["SUCCESS"]
+    assert forwarded(good, "X-Client-Cert-Verification") == ["SUCCESS"]
     assert good.json()["client_certificate"]["subject"].endswith("CN=demo-client")
     missing = workspace.get(ports[STRICT])
     assert missing.status == 400
     assert NO_CERT_TEXT in missing.body.decode()
     expired = workspace.get(ports[PASSTHROUGH], "client-expired")
     assert expired.status == 200
-    assert expired.echoed("X-Client-Cert-Verification") == ["PASSTHROUGH"]
+    assert forwarded(expired, "X-Client-Cert-Verification") == ["PASSTHROUGH"]
     bare = workspace.get(ports[PASSTHROUGH])
     assert bare.status == 200
-    assert bare.echoed("X-Client-Cert-Verification") == ["NONE"]
+    assert forwarded(bare, "X-Client-Cert-Verification") == ["NONE"]
 
 
 # -- Bicep ---------------------------------------------------------------------------------------

@@ -25,20 +25,17 @@ from emulator.core.pages import GatewayPage
 from emulator.demo import PASSTHROUGH_LISTENER
 from emulator.model import Buffering
 from emulator.runtime import proxy
-from tests.e2e.hostile import (
+from tests.helpers.backends import RawBackend, raw_backend, send_response
+from tests.helpers.http import (
     SERVER_TOKEN,
-    RawBackend,
+    Reply,
     assert_gateway_page,
-    no_internal_errors,
-    raise_fd_limit,
-    raw_backend,
-    send_response,
-    start_demo,
-    wait_until,
+    client_context,
+    parse_responses,
 )
-from tests.e2e.stack import PkiBundle, Reply, client_context, parse_responses
-
-__all__ = ["no_internal_errors"]
+from tests.helpers.pki import PkiBundle
+from tests.helpers.resources import raise_fd_limit, wait_until
+from tests.helpers.stack import start_demo
 
 pytestmark = pytest.mark.usefixtures("no_internal_errors")
 

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import (
 from emulator.cli import main
 from emulator.demo_pki import TRUSTED_CLIENT_CA_CHAIN_B64
 from emulator.pki import CA
-from tests.e2e.stack import PkiBundle
+from tests.helpers.pki import PkiBundle
 
 ASK = "Ask the customer for the CA chain that issued their client certificate"
 
@@ -48,7 +48,7 @@ def write(tmp_path: Path, name: str, data: bytes) -> str:
 def test_good_upload_is_valid_and_names_its_issuer_dn(
     pki: PkiBundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write(tmp_path, "chain.pem", pki.upload_pem)
+    path = write(tmp_path, "chain.pem", pki.trusted_client_ca_pem)
 
     code, out = run_check(capsys, path)
 
@@ -57,7 +57,8 @@ def test_good_upload_is_valid_and_names_its_issuer_dn(
     assert "root CA" in out
     assert "intermediate CA" in out
     assert (
-        "clientCertIssuerDN (as Azure shows it): CN=e2e Client Issuing CA, O=appgw-emulator" in out
+        "clientCertIssuerDN (as Azure shows it): CN=appgw-emulator Test Client CA, O=appgw-emulator"
+        in out
     )
 
 
@@ -87,7 +88,7 @@ def test_good_upload_is_valid_and_names_its_issuer_dn(
         (
             "intermediate-only",
             "ApplicationGatewayOnlyOneRootCAAllowedInTrustedClientCertificate",
-            "add the root CA 'CN=e2e Client Root CA",
+            "add the root CA 'CN=appgw-emulator Test Client Root CA",
         ),
         (
             "oversize",
@@ -113,10 +114,10 @@ def test_wrong_files_get_the_azure_code_and_what_to_ask_for(
         "leaf": lambda: pki.client.cert_pem,
         "pfx": lambda: pki.client.pfx("secret"),
         "private-key": lambda: pki.client.key_pem,
-        "two-roots": lambda: pki.root.cert_pem + pki.server_root.cert_pem,
-        "intermediate-only": lambda: pki.intermediate.cert_pem,
+        "two-roots": lambda: pki.client_root.cert_pem + pki.server_root.cert_pem,
+        "intermediate-only": lambda: pki.client_ca.cert_pem,
         "oversize": lambda: (
-            pki.upload_pem + b"".join(CA(f"Filler {i}").cert_pem for i in range(40))
+            pki.trusted_client_ca_pem + b"".join(CA(f"Filler {i}").cert_pem for i in range(40))
         ),
         "server-cert": lambda: pki.server.cert_pem,
     }
@@ -141,8 +142,8 @@ def test_text_report_lists_each_certificate_and_the_verdict(
     code, out = run_check(capsys, path)
 
     assert code == 1
-    assert "[1] CN=e2e-client" in out
-    assert "issuer: CN=e2e Client Issuing CA,O=appgw-emulator" in out
+    assert "[1] CN=appgw-test-client" in out
+    assert "issuer: CN=appgw-emulator Test Client CA,O=appgw-emulator" in out
     assert "leaf, valid" in out
     assert "NOT VALID:" in out
     assert "advice: This holds only leaf certificate(s)" in out
@@ -172,7 +173,7 @@ def test_client_certificate_would_pass_strict_or_says_why_not(
     verify: str,
     why: str,
 ) -> None:
-    upload = write(tmp_path, "chain.pem", pki.upload_pem)
+    upload = write(tmp_path, "chain.pem", pki.trusted_client_ca_pem)
     client = write(tmp_path, f"{which}.pem", getattr(pki, which).cert_pem)
 
     code, report = run_json(capsys, upload, "--client-cert", client)
@@ -186,9 +187,9 @@ def test_client_certificate_would_pass_strict_or_says_why_not(
 def test_client_chain_supplies_the_intermediate_the_upload_lacks(
     pki: PkiBundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    upload = write(tmp_path, "root.pem", pki.root.cert_pem)
+    upload = write(tmp_path, "root.pem", pki.client_root.cert_pem)
     client = write(tmp_path, "client.pem", pki.client.cert_pem)
-    bundle = write(tmp_path, "bundle.pem", pki.intermediate.cert_pem)
+    bundle = write(tmp_path, "bundle.pem", pki.client_ca.cert_pem)
 
     without_code, without = run_json(capsys, upload, "--client-cert", client)
     with_code, with_chain = run_json(
@@ -207,7 +208,7 @@ def test_client_chain_supplies_the_intermediate_the_upload_lacks(
 def test_client_chain_without_client_cert_is_a_usage_error(
     pki: PkiBundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    upload = write(tmp_path, "chain.pem", pki.upload_pem)
+    upload = write(tmp_path, "chain.pem", pki.trusted_client_ca_pem)
     with pytest.raises(SystemExit) as info:
         main(["check-ca", upload, "--client-chain", upload])
     assert info.value.code == 2
@@ -229,7 +230,7 @@ def _keyless_pfx(certs: list[x509.Certificate], password: bytes | None) -> bytes
 def test_p7b_bundle_gets_a_verdict_on_its_ca_certificates_and_no_key_claim(
     pki: PkiBundle, tmp_path: Path, capsys: pytest.CaptureFixture[str], encoding: Encoding
 ) -> None:
-    path = write(tmp_path, "chain.p7b", _p7b([pki.root.cert, pki.intermediate.cert], encoding))
+    path = write(tmp_path, "chain.p7b", _p7b([pki.client_root.cert, pki.client_ca.cert], encoding))
 
     code, report = run_json(capsys, path)
 
@@ -243,14 +244,16 @@ def test_p7b_bundle_gets_a_verdict_on_its_ca_certificates_and_no_key_claim(
     # ... but the chain inside is the right one.
     inside = report["contents"]
     assert inside["valid"] is True
-    assert inside["clientCertIssuerDN"] == "CN=e2e Client Issuing CA, O=appgw-emulator"
+    assert inside["clientCertIssuerDN"] == "CN=appgw-emulator Test Client CA, O=appgw-emulator"
     assert [c["role"] for c in inside["certificates"]] == ["root CA", "intermediate CA"]
 
 
 def test_keyless_pfx_is_opened_and_never_said_to_hold_a_key(
     pki: PkiBundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write(tmp_path, "chain.pfx", _keyless_pfx([pki.root.cert, pki.intermediate.cert], None))
+    path = write(
+        tmp_path, "chain.pfx", _keyless_pfx([pki.client_root.cert, pki.client_ca.cert], None)
+    )
 
     code, out = run_check(capsys, path)
 
@@ -267,7 +270,7 @@ def test_keyless_pfx_is_opened_and_never_said_to_hold_a_key(
 def test_password_opens_a_pfx_on_the_command_line(
     pki: PkiBundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pfx = _keyless_pfx([pki.root.cert, pki.intermediate.cert], b"pfx-secret")
+    pfx = _keyless_pfx([pki.client_root.cert, pki.client_ca.cert], b"pfx-secret")
     path = write(tmp_path, "chain.pfx", pfx)
 
     locked_code, locked = run_json(capsys, path)
@@ -323,7 +326,7 @@ def test_b64_file_from_certs_init_is_read_not_refused(
 def test_client_pfx_is_read_with_the_password(
     pki: PkiBundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    upload = write(tmp_path, "chain.pem", pki.upload_pem)
+    upload = write(tmp_path, "chain.pem", pki.trusted_client_ca_pem)
     client = write(tmp_path, "client.pfx", pki.client.pfx("client-pw"))
 
     locked_code, locked = run_json(capsys, upload, "--client-cert", client)
@@ -334,7 +337,7 @@ def test_client_pfx_is_read_with_the_password(
     assert "is a PFX that was not opened" in locked["client"]["explanation"]
     assert "--password" in locked["client"]["explanation"]
     assert code == 0
-    assert report["client"]["subject"] == "CN=e2e-client"
+    assert report["client"]["subject"] == "CN=appgw-test-client"
     assert report["client"]["passesStrict"] is True
 
 
@@ -342,7 +345,7 @@ def test_client_from_an_unrelated_root_is_not_issued_by_the_uploaded_chain(
     pki: PkiBundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     foreign = CA("e2e Foreign Root CA")
-    upload = write(tmp_path, "chain.pem", pki.upload_pem)
+    upload = write(tmp_path, "chain.pem", pki.trusted_client_ca_pem)
     client = write(tmp_path, "foreign.pfx", foreign.issue_client("e2e-foreign").pfx("pw"))
     # What a client sends when its PFX carries the whole chain: leaf and root.
     chain = write(tmp_path, "foreign-root.pem", foreign.cert_pem)
@@ -356,21 +359,21 @@ def test_client_from_an_unrelated_root_is_not_issued_by_the_uploaded_chain(
     explanation = report["client"]["explanation"]
     assert explanation.startswith("Not issued by the uploaded chain")
     assert "'CN=e2e Foreign Root CA,O=appgw-emulator'" in explanation
-    assert "the upload's root is 'CN=e2e Client Root CA,O=appgw-emulator'" in explanation
+    assert "the upload's root is 'CN=appgw-emulator Test Client Root CA,O=appgw-emulator'" in explanation
     assert "intermediate is missing" not in explanation
 
 
 def test_missing_intermediate_is_told_apart_from_a_foreign_root(
     pki: PkiBundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    upload = write(tmp_path, "root.pem", pki.root.cert_pem)
+    upload = write(tmp_path, "root.pem", pki.client_root.cert_pem)
     client = write(tmp_path, "client.pem", pki.client.cert_pem)
 
     _code, report = run_json(capsys, upload, "--client-cert", client)
 
     assert report["client"]["diagnosis"] == "issuer-missing"
     assert "an intermediate is missing" in report["client"]["explanation"]
-    assert "'CN=e2e Client Issuing CA,O=appgw-emulator'" in report["client"]["explanation"]
+    assert "'CN=appgw-emulator Test Client CA,O=appgw-emulator'" in report["client"]["explanation"]
 
 
 def test_messages_use_one_dn_format_and_start_with_capitals(
@@ -378,14 +381,14 @@ def test_messages_use_one_dn_format_and_start_with_capitals(
 ) -> None:
     cases = [
         [write(tmp_path, "leaf.pem", pki.client.cert_pem)],
-        [write(tmp_path, "inter.pem", pki.intermediate.cert_pem)],
+        [write(tmp_path, "inter.pem", pki.client_ca.cert_pem)],
         [
-            write(tmp_path, "chain.pem", pki.upload_pem),
+            write(tmp_path, "chain.pem", pki.trusted_client_ca_pem),
             "--client-cert",
             write(tmp_path, "expired.pem", pki.expired.cert_pem),
         ],
         [
-            write(tmp_path, "root.pem", pki.root.cert_pem),
+            write(tmp_path, "root.pem", pki.client_root.cert_pem),
             "--client-cert",
             write(tmp_path, "client.pem", pki.client.cert_pem),
         ],

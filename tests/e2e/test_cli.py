@@ -28,15 +28,14 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.processes import (
+from tests.helpers.http import Reply, https_get
+from tests.helpers.logs import assert_no_traceback
+from tests.helpers.processes import (
     BAD_CERT_TEXT,
     NO_CERT_TEXT,
     READY_STUB,
     CliProcess,
     ReadyListener,
-    Reply,
-    assert_no_traceback,
-    https_get,
     ready_listeners,
     run_to_exit,
     sha1_fingerprint,

@@ -14,7 +14,6 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
 import backend_stub
@@ -24,22 +23,16 @@ from emulator.demo_pki import (
     CLIENT_EXPIRED_KEY,
     SERVER_ROOT_CA,
     DemoPki,
-    write_demo_pki,
 )
 from emulator.mode_twins import with_mode_twins
 from emulator.model import BackendAddress
 from emulator.runtime.gateway import load_config
 from emulator.verify_matrix import ClientMaterial, run_matrix
-from tests.e2e.processes import ready_listeners, started
-from tests.e2e.stack import PkiBundle, template_parameters
+from tests.helpers.pki import PkiBundle, template_parameters
+from tests.helpers.processes import ready_listeners, started
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "mtls_api" / "gateway.json"
 READY_LAST_TWIN = re.compile(rf"^ready: {PASSTHROUGH_LISTENER}-as-strict \(Strict\) ")
-
-
-@pytest.fixture(scope="module")
-def demo_pki(tmp_path_factory: pytest.TempPathFactory) -> DemoPki:
-    return write_demo_pki(tmp_path_factory.mktemp("compare-modes") / "certs")
 
 
 def _b64(data: bytes) -> str:
@@ -105,7 +98,7 @@ def test_run_serves_each_listener_in_both_modes(demo_pki: DemoPki, tmp_path: Pat
 
 def _old_api_template() -> dict[str, Any]:
     """The example with an API version before Passthrough existed: both profiles Strict."""
-    document = copy.deepcopy(json.loads(EXAMPLE.read_text()))
+    document: dict[str, Any] = copy.deepcopy(json.loads(EXAMPLE.read_text()))
     resource = document["resources"][0]
     resource["apiVersion"] = "2023-09-01"
     profiles = resource["properties"]["sslProfiles"]

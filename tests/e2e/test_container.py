@@ -23,7 +23,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -38,7 +37,8 @@ import pytest
 
 from emulator.demo import write_demo_template
 from emulator.demo_pki import write_demo_pki
-from tests.e2e.processes import STUB_LISTENING, started
+from tests.helpers.ports import free_ports
+from tests.helpers.processes import STUB_LISTENING, started
 
 REPO: Final = Path(__file__).resolve().parents[2]
 BASE_IMAGE: Final = "docker.io/library/debian:bookworm-slim"
@@ -153,18 +153,6 @@ def podman() -> Iterator[Podman]:
         yield Podman(settings.prefix, settings.env, time.monotonic() - started_at)
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports free on the host now (the containers share the host's network)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @dataclass(frozen=True)
 class Container:
     name: str
@@ -263,7 +251,7 @@ def test_up_in_a_container_serves_both_modes_to_the_host(podman: Podman, tmp_pat
     certs = tmp_path / "certs"
     certs.mkdir()
     _writable_for_image(certs)
-    strict, passthrough, dashboard = _free_ports(3)
+    strict, passthrough, dashboard = free_ports(3)
     env = {
         "APPGW_EMULATOR_STRICT_PORT": str(strict),
         "APPGW_EMULATOR_PASSTHROUGH_PORT": str(passthrough),
@@ -296,7 +284,7 @@ def test_up_in_a_container_serves_both_modes_to_the_host(podman: Podman, tmp_pat
 def test_run_in_a_container_with_a_mounted_template(podman: Podman, tmp_path: Path) -> None:
     config = tmp_path / "config"
     pki = write_demo_pki(config / "certs")
-    strict, passthrough, dashboard = _free_ports(3)
+    strict, passthrough, dashboard = free_ports(3)
     with started(["--port", "0"], cwd=tmp_path, module="backend_stub") as stub:
         stub_port = int(stub.wait_for_stdout(STUB_LISTENING)["port"])
         write_demo_template(
@@ -355,7 +343,8 @@ def docker_api(podman: Podman, tmp_path: Path) -> Iterator[str]:
         deadline = time.monotonic() + PODMAN_TIMEOUT_S
         while not socket_path.exists():
             if service.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"podman system service did not start: {service.stderr.read()!r}")
+                stderr = service.stderr.read() if service.stderr is not None else b""
+                pytest.skip(f"podman system service did not start: {stderr!r}")
             time.sleep(0.05)
         yield f"unix://{socket_path}"
     finally:
@@ -379,7 +368,7 @@ def test_testcontainers_module_waits_on_health_and_gives_urls_and_server_ca(
     certs = tmp_path / "certs"
     certs.mkdir()
     _writable_for_image(certs)
-    strict, passthrough, dashboard = _free_ports(3)
+    strict, passthrough, dashboard = free_ports(3)
     env = {
         "APPGW_EMULATOR_STRICT_PORT": str(strict),
         "APPGW_EMULATOR_PASSTHROUGH_PORT": str(passthrough),

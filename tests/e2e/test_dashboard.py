@@ -9,17 +9,12 @@ gateway traffic is real mutual TLS from the stdlib ``ssl`` module.
 from __future__ import annotations
 
 import base64
-import functools
-import http.client
 import json
 import re
 import socket
-import ssl
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, closing
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import pytest
 import trio
@@ -33,8 +28,6 @@ from cryptography.hazmat.primitives.serialization import (
     pkcs12,
 )
 
-import backend_stub
-from emulator.dashboard import BackendObservations, Dashboard, load_identities
 from emulator.dashboard import server as dashboard_server
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.demo_pki import (
@@ -42,124 +35,18 @@ from emulator.demo_pki import (
     CLIENT_EXPIRED_CERT,
     CLIENT_KEY,
     SERVER_PFX,
-    SERVER_ROOT_CA,
     TRUSTED_CLIENT_CA_CHAIN,
     DemoPki,
-    write_demo_pki,
 )
-from emulator.runtime.gateway import Gateway
-from tests.e2e.processes import started
-
-#: Bound of one API call from the test client (a "try" makes two TLS requests; well under 1 s).
-API_TIMEOUT_S: Final = 10.0
-READY_DASHBOARD: Final = re.compile(r"^ready: dashboard (?P<url>http://\S+/)$")
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def _call(
-    port: int,
-    method: str,
-    path: str,
-    body: object = None,
-    *,
-    headers: dict[str, str] | None = None,
-    raw: bytes | None = None,
-) -> Answer:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=API_TIMEOUT_S)
-    with closing(conn):
-        sent = dict(headers or {})
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-            sent.setdefault("Content-Type", "application/json")
-        conn.request(method, path, body=data, headers=sent)
-        response = conn.getresponse()
-        return Answer(
-            response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-        )
-
-
-async def api(port: int, method: str, path: str, body: object = None, **options: Any) -> Answer:
-    return await trio.to_thread.run_sync(
-        functools.partial(_call, port, method, path, body, **options)
-    )
-
-
-def _https_get(port: int, pki_dir: Path, cert: str | None, key: str | None) -> int:
-    ctx = ssl.create_default_context(cafile=pki_dir / SERVER_ROOT_CA)
-    if cert is not None and key is not None:
-        ctx.load_cert_chain(pki_dir / cert, pki_dir / key)
-    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=API_TIMEOUT_S)
-    with closing(conn):
-        conn.request("GET", "/from-a-test")
-        response = conn.getresponse()
-        response.read()
-        return response.status
-
-
-@pytest.fixture(scope="module")
-def demo_pki(tmp_path_factory: pytest.TempPathFactory) -> DemoPki:
-    return write_demo_pki(tmp_path_factory.mktemp("dashboard") / "certs")
-
-
-@dataclass
-class Running:
-    dashboard: Dashboard
-    gateway: Gateway
-    pki: DemoPki
-
-    @property
-    def port(self) -> int:
-        assert self.dashboard.port is not None
-        return self.dashboard.port
-
-
-@asynccontextmanager
-async def running(pki: DemoPki, *, with_pki: bool = True) -> AsyncIterator[Running]:
-    """Stub backend → gateway (the ``up`` template) → dashboard, stopped when the block ends."""
-    observations = BackendObservations()
-    async with trio.open_nursery() as nursery:
-        _host, backend_port = await nursery.start(
-            functools.partial(
-                backend_stub.serve,
-                backend_stub.StubConfig(),
-                host="127.0.0.1",
-                port=0,
-                recorder=observations.record,
-            )
-        )
-        template = demo_template(
-            strict_port=8443,
-            passthrough_port=9443,
-            backend_host="127.0.0.1",
-            backend_port=backend_port,
-        )
-        parameters = {
-            "certData": pki.server_pfx,
-            "certPassword": pki.server_pfx_password,
-            "trustedClientCaData": pki.trusted_client_ca_pem,
-        }
-        gateway = Gateway.from_config(template, parameters, listen={8443: 0, 9443: 0})
-        await nursery.start(gateway.serve)
-        dashboard = Dashboard(
-            gateway,
-            identities=load_identities(pki.directory if with_pki else None),
-            observations=observations,
-            port=0,
-        )
-        await nursery.start(dashboard.serve)
-        yield Running(dashboard, gateway, pki)
-        nursery.cancel_scope.cancel()
-
+from tests.helpers.dashboard import (
+    API_TIMEOUT_S,
+    READY_DASHBOARD,
+    api,
+    call_blocking,
+    demo_https_get,
+    running,
+)
+from tests.helpers.processes import started
 
 # -- /api/config -----------------------------------------------------------------------------------
 
@@ -211,9 +98,11 @@ async def test_requests_appear_after_traffic_with_certificate_and_backend_view(
             run.gateway.ports[n] for n in (STRICT_LISTENER, PASSTHROUGH_LISTENER)
         )
         assert (await api(run.port, "GET", "/api/requests")).json()["requests"] == []
-        no_cert = await trio.to_thread.run_sync(_https_get, strict, demo_pki.directory, None, None)
+        no_cert = await trio.to_thread.run_sync(
+            demo_https_get, strict, demo_pki.directory, None, None
+        )
         with_cert = await trio.to_thread.run_sync(
-            _https_get, passthrough, demo_pki.directory, CLIENT_CERT, CLIENT_KEY
+            demo_https_get, passthrough, demo_pki.directory, CLIENT_CERT, CLIENT_KEY
         )
         with trio.fail_after(5):
             await run.gateway.wait_for_access(2)
@@ -627,7 +516,7 @@ def test_run_with_dashboard_and_no_pki_prints_the_ready_line_and_explains_the_pk
         url = process.wait_for_stdout(READY_DASHBOARD)["url"]
         port = int(url.rsplit(":", 1)[1].strip("/"))
         assert url == f"http://127.0.0.1:{port}/"
-        config = _call(port, "GET", "/api/config").json()
+        config = call_blocking(port, "GET", "/api/config").json()
         assert "--pki" in config["try"]["unavailable"]
         assert "warning: the dashboard listens" not in process.stderr
 
@@ -647,7 +536,7 @@ def test_run_with_pki_offers_its_identities_and_warns_about_a_public_bind(
     with started(args, cwd=tmp_path) as process:
         url = process.wait_for_stdout(READY_DASHBOARD)["url"]
         port = int(url.rsplit(":", 1)[1].strip("/"))
-        config = _call(port, "GET", "/api/config").json()
+        config = call_blocking(port, "GET", "/api/config").json()
         assert "not on loopback" in process.stderr
     assert len(config["try"]["identities"]) == 6
     assert config["try"]["pkiDirectory"] == str(demo_pki.directory)

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.processes import started
+from tests.helpers.processes import started
 
 CHROMIUM: Final = os.environ.get("APPGW_CHROMIUM", "/usr/bin/chromium")
 #: Where the screenshot goes; unset: the test's own temporary directory.

@@ -19,16 +19,10 @@ from emulator.demo_pki import (
     INTERMEDIATE_CA_KEY,
     DemoPki,
     DemoPkiError,
-    write_demo_pki,
 )
 from emulator.pki import CA
 from emulator.runtime.gateway import Gateway
-from tests.e2e.test_dashboard import api
-
-
-@pytest.fixture(scope="module")
-def demo_pki(tmp_path_factory: pytest.TempPathFactory) -> DemoPki:
-    return write_demo_pki(tmp_path_factory.mktemp("try-options") / "certs")
+from tests.helpers.dashboard import api
 
 
 def _plain_directory(pki: DemoPki, target: Path) -> Path:

@@ -18,13 +18,8 @@ import pytest
 from emulator.cli import _parser, main
 from emulator.demo import STRICT_LISTENER
 from emulator.envconfig import variables
-from tests.e2e.processes import (
-    READY_TIMEOUT_S,
-    assert_no_traceback,
-    ready_listeners,
-    run_to_exit,
-    started,
-)
+from tests.helpers.logs import assert_no_traceback
+from tests.helpers.processes import READY_TIMEOUT_S, ready_listeners, run_to_exit, started
 
 QUICKSTART: Final = (
     Path(__file__).parents[1] / "fixtures" / "quickstart" / "deploymentTemplate.json"

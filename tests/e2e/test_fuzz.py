@@ -44,8 +44,17 @@ from emulator.core.pages import GatewayPage, render_page
 from emulator.demo import CERT_HEADERS, PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.runtime import proxy
 from emulator.sync import LoopThread
-from tests.e2e.hostile import SERVER_TOKEN, client_hello, start_demo
-from tests.e2e.stack import PkiBundle, Reply, Stack, client_context, read_to_eof
+from tests.helpers.http import (
+    SERVER_TOKEN,
+    Reply,
+    client_context,
+    client_hello,
+    raw_tls_socket,
+    read_to_eof,
+)
+from tests.helpers.logs import ErrorRecords
+from tests.helpers.pki import PkiBundle
+from tests.helpers.stack import Stack, start_demo
 
 #: Examples per property: 50 in CI; ``fuzz/run.py`` raises it through the environment.
 FUZZ_EXAMPLES: Final = int(os.environ.get("APPGW_FUZZ_EXAMPLES", "50"))
@@ -80,22 +89,10 @@ FUZZ_SETTINGS = settings(
 )
 
 
-class _ErrorRecords(logging.Handler):
-    """Collects the gateway's ERROR records from every thread (internal errors it survived)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith("emulator"):
-            self.messages.append(record.getMessage())
-
-
 @dataclass
 class FuzzTarget:
     stack: Stack
-    errors: _ErrorRecords
+    errors: ErrorRecords
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +106,7 @@ def target(pki: PkiBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             yield await start_demo(nursery, pki, tmp_path)
             nursery.cancel_scope.cancel()
 
-    errors = _ErrorRecords()
+    errors = ErrorRecords()
     logger = logging.getLogger("emulator")
     logger.addHandler(errors)
     with pytest.MonkeyPatch.context() as patch:
@@ -130,14 +127,9 @@ def _alive_and_bug_free(target: FuzzTarget, pki: PkiBundle) -> Iterator[None]:
     assert target.errors.messages == []
     port = target.stack.port(STRICT_LISTENER)
     request = b"GET /alive HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    with _tls(port, client_context(pki, pki.client)) as tls:
+    with raw_tls_socket(port, client_context(pki, pki.client), timeout=CLIENT_TIMEOUT_S) as tls:
         tls.sendall(request)
         assert read_to_eof(tls).startswith(b"HTTP/1.1 200 ")
-
-
-def _tls(port: int, ctx: ssl.SSLContext) -> ssl.SSLSocket:
-    raw = socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT_S)
-    return ctx.wrap_socket(raw, server_hostname="localhost")
 
 
 # -- the TLS entry ----------------------------------------------------------------------------
@@ -349,7 +341,9 @@ def test_http_entry_answers_almost_valid_requests_with_framed_responses_and_no_f
     # The follow-up ends the connection (Connection: close) when the gateway reads it as a
     # request; otherwise the gateway's short timeouts do.
     data = request + (FOLLOW_UP if follow_up else CLOSING_REQUEST)
-    with _tls(stack.port(listener), client_context(pki, pki.client)) as tls:
+    with raw_tls_socket(
+        stack.port(listener), client_context(pki, pki.client), timeout=CLIENT_TIMEOUT_S
+    ) as tls:
         tls.sendall(data)
         answer = read_to_eof(tls)
     replies = parse_strictly(answer)
@@ -464,7 +458,9 @@ def test_host_and_target_parsing_forwards_only_one_well_formed_host_in_origin_fo
     request = (
         b"GET " + request_target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
     )
-    with _tls(stack.port(PASSTHROUGH_LISTENER), client_context(pki)) as tls:
+    with raw_tls_socket(
+        stack.port(PASSTHROUGH_LISTENER), client_context(pki), timeout=CLIENT_TIMEOUT_S
+    ) as tls:
         tls.sendall(request)
         answer = read_to_eof(tls)
     # The request line's grammar (visible ASCII, no spaces) refuses some authorities first;

@@ -30,30 +30,23 @@ from OpenSSL import SSL
 from emulator.core.pages import GatewayPage
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.runtime import proxy
-from tests.e2e.hostile import (
+from tests.helpers.http import (
     OTHER_LOOPBACK,
-    assert_gateway_page,
-    client_hello,
-    logged,
-    no_internal_errors,
-    raise_fd_limit,
-    start_demo,
-    tcp_exchange,
-    tls_exchange,
-    wait_until,
-)
-from tests.e2e.stack import (
     RAW_SOCKET_TIMEOUT_S,
-    PkiBundle,
-    Stack,
+    assert_gateway_page,
     client_context,
+    client_hello,
     https_request,
     parse_responses,
     raw_tls_socket,
     read_to_eof,
+    tcp_exchange,
+    tls_exchange,
 )
-
-__all__ = ["no_internal_errors"]
+from tests.helpers.logs import logged
+from tests.helpers.pki import PkiBundle
+from tests.helpers.resources import raise_fd_limit, wait_until
+from tests.helpers.stack import Stack, start_demo
 
 #: Appended after every malformed request: it must never reach the backend.
 FOLLOW_UP = b"GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"

@@ -2,7 +2,7 @@
 target, Host, lengths, body framing and Upgrade header can make the gateway forward.
 
 Every request is written by hand on a real TLS (or TCP) connection. The backend records the
-exact bytes it receives (:class:`tests.e2e.hostile.RawBackend`), or, for the routing example,
+exact bytes it receives (:class:`tests.helpers.backends.RawBackend`), or, for the routing example,
 the target and headers each named backend was sent; a refused request must leave it empty.
 """
 
@@ -24,42 +24,29 @@ from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.runtime import proxy
 from emulator.runtime.gateway import Gateway
-from tests.e2e.hostile import (
-    RawBackend,
+from tests.helpers.backends import RawBackend, raw_backend, send_response
+from tests.helpers.http import (
     assert_gateway_page,
-    demo_gateway_template,
-    logged,
-    no_internal_errors,
-    raw_backend,
-    send_response,
-    start_demo,
-    tcp_exchange,
-    tls_exchange,
-    wait_until,
-)
-from tests.e2e.stack import (
-    PkiBundle,
-    Stack,
     client_context,
     parse_responses,
     raw_tls_socket,
     read_to_eof,
+    tcp_exchange,
+    tls_exchange,
+)
+from tests.helpers.logs import logged
+from tests.helpers.pki import PkiBundle, template_parameters
+from tests.helpers.resources import wait_until
+from tests.helpers.routing import INVENTORY_HOST, ORDERS, RoutingPki, Seen, running
+from tests.helpers.routing import exchange_blocking as _request_blocking
+from tests.helpers.routing import sni_client_context as _client_ctx
+from tests.helpers.stack import (
+    Stack,
+    demo_gateway_template,
+    start_demo,
     start_stack,
-    template_parameters,
     wait_for_access_records,
 )
-from tests.e2e.test_routing_e2e import (
-    INVENTORY_HOST,
-    ORDERS,
-    RoutingPki,
-    Seen,
-    _client_ctx,
-    _request_blocking,
-    rpki,
-    running,
-)
-
-__all__ = ["no_internal_errors", "rpki"]
 
 pytestmark = pytest.mark.usefixtures("no_internal_errors")
 

@@ -12,7 +12,9 @@ import trio
 
 from emulator.cli import main
 from emulator.header_decoding import decode_header
-from tests.e2e.stack import PkiBundle, https_request, start_stack, template_parameters
+from tests.helpers.http import https_request
+from tests.helpers.pki import PkiBundle, template_parameters
+from tests.helpers.stack import start_stack
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "mtls_api" / "gateway.json"
 #: The example's rewrite rule: header name → the server variable it carries.

@@ -25,17 +25,9 @@ import backend_stub
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.model import GatewayConfig
 from emulator.pki import IssuedCert
-from tests.e2e.hostile import no_internal_errors, tls_exchange
-from tests.e2e.stack import (
-    PkiBundle,
-    Reply,
-    Stack,
-    client_context,
-    parse_responses,
-    raw_tls_socket,
-)
-
-__all__ = ["no_internal_errors"]
+from tests.helpers.http import Reply, client_context, parse_responses, raw_tls_socket, tls_exchange
+from tests.helpers.pki import PkiBundle
+from tests.helpers.stack import Stack
 
 FORGED = "forged-by-the-client"
 

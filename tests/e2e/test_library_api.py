@@ -34,7 +34,8 @@ from emulator.model import BackendAddress, GatewayConfig
 from emulator.pki import CA
 from emulator.runtime.gateway import Gateway, load_config, parse_backends
 from emulator.testing import RecordingBackend
-from tests.e2e.stack import PFX_PASSWORD, PkiBundle
+from tests.helpers.pki import PFX_PASSWORD, PkiBundle
+from tests.helpers.ports import port_is_free
 
 POOL = "stub-backend"
 LISTEN = {8443: 0, 9443: 0}
@@ -51,7 +52,7 @@ def parameters(pki: PkiBundle, *, pfx: bytes | None = None) -> dict[str, object]
     return {
         "certData": pfx if pfx is not None else pki.server.pfx(PFX_PASSWORD),
         "certPassword": PFX_PASSWORD,
-        "trustedClientCaData": pki.upload_pem,
+        "trustedClientCaData": pki.trusted_client_ca_pem,
     }
 
 
@@ -71,17 +72,6 @@ def get(url_port: int, ctx: ssl.SSLContext, path: str = "/") -> tuple[int, bytes
         return reply.status, reply.read()
     finally:
         conn.close()
-
-
-def port_is_free(port: int) -> bool:
-    """Whether a new listener could bind ``port`` (with SO_REUSEADDR, as the gateway binds)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def open_sockets(*, local_ports: Collection[int], remote_ports: Collection[int] = ()) -> list[str]:
@@ -164,7 +154,7 @@ async def test_from_template_serves_on_free_ports_and_logs_access(
         )
         assert record.sslClientVerify == "SUCCESS"
     assert recorded[-1].certificate is not None
-    assert recorded[-1].certificate.subject == "CN=e2e-client"
+    assert recorded[-1].certificate.subject == "CN=appgw-test-client"
 
 
 async def test_leaving_the_block_releases_every_port_and_socket(
@@ -247,7 +237,7 @@ def test_parameters_may_be_cli_style_strings(pki: PkiBundle) -> None:
     strings = [
         "certData=" + base64.b64encode(pki.server.pfx(PFX_PASSWORD)).decode(),
         f"certPassword={PFX_PASSWORD}",
-        "trustedClientCaData=" + base64.b64encode(pki.upload_pem).decode(),
+        "trustedClientCaData=" + base64.b64encode(pki.trusted_client_ca_pem).decode(),
     ]
     gateway = Gateway.from_config(template(), strings, listen=LISTEN)
     assert gateway.config.name == "appgw-emulator-demo"

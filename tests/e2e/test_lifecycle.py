@@ -27,32 +27,13 @@ import trio
 
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, write_demo_template
 from emulator.errors import StartupError
-from tests.e2e.hostile import (
-    demo_gateway,
-    logged,
-    no_internal_errors,
-    open_fds,
-    start_demo,
-    wait_until,
-)
-from tests.e2e.processes import (
-    CliProcess,
-    assert_no_traceback,
-    ready_listeners,
-    run_to_exit,
-    started,
-)
-from tests.e2e.stack import (
-    RAW_SOCKET_TIMEOUT_S,
-    PkiBundle,
-    client_context,
-    free_port,
-    raw_tls_socket,
-    read_to_eof,
-    template_parameters,
-)
-
-__all__ = ["no_internal_errors"]
+from tests.helpers.http import RAW_SOCKET_TIMEOUT_S, client_context, raw_tls_socket, read_to_eof
+from tests.helpers.logs import assert_no_traceback, logged
+from tests.helpers.pki import PkiBundle, template_parameters
+from tests.helpers.ports import free_port, port_is_free
+from tests.helpers.processes import CliProcess, ready_listeners, run_to_exit, started
+from tests.helpers.resources import open_fds, wait_until
+from tests.helpers.stack import demo_gateway, start_demo
 
 REPO = Path(__file__).resolve().parents[2]
 UP = [
@@ -72,15 +53,6 @@ SOAK_TEST_S = 6
 
 
 pytestmark = pytest.mark.usefixtures("no_internal_errors")
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _timed_get(port: int, ctx: ssl.SSLContext, path: str, out: dict[str, object]) -> None:

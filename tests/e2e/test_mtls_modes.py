@@ -21,9 +21,7 @@ import trio
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
-from tests.e2e.stack import (
-    PkiBundle,
-    Stack,
+from tests.helpers.http import (
     client_context,
     forwarded,
     https_request,
@@ -31,6 +29,8 @@ from tests.e2e.stack import (
     raw_tls_socket,
     read_to_eof,
 )
+from tests.helpers.pki import PkiBundle
+from tests.helpers.stack import Stack
 
 NO_CERT_PAGE = (
     b"<html>\r\n<head><title>400 No required SSL certificate was sent</title></head>\r\n"

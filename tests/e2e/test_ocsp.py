@@ -20,8 +20,9 @@ from cryptography import x509
 from emulator.ocsp_responder import OcspResponder, Revocation
 from emulator.pki import IssuedCert
 from emulator.runtime.ocsp_client import OcspChecker
-from tests.e2e.stack import PkiBundle, free_port
-from tests.e2e.test_verification import BAD_CERT_TITLE, Verified, request_with, start_verified
+from tests.helpers.pki import PkiBundle
+from tests.helpers.ports import free_port
+from tests.helpers.verification import BAD_CERT_TITLE, Verified, request_with, start_verified
 
 OCSP = {"verifyClientRevocation": "OCSP"}
 REVOKED_AT = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
@@ -29,7 +30,7 @@ REVOKED_AT = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 
 async def responder_url(nursery: trio.Nursery, pki: PkiBundle) -> tuple[OcspResponder, str]:
     """A responder for the test PKI's issuing CA that knows no serial yet."""
-    responder = OcspResponder([(pki.intermediate.cert, pki.intermediate.key)], known_serials=())
+    responder = OcspResponder([(pki.client_ca.cert, pki.client_ca.key)], known_serials=())
     port = await nursery.start(functools.partial(responder.serve, host="127.0.0.1", port=0))
     return responder, f"http://127.0.0.1:{port}/"
 
@@ -45,7 +46,7 @@ async def ocsp_stack(
 
 
 def issue(pki: PkiBundle, name: str, url: str | None) -> IssuedCert:
-    return pki.intermediate.issue_client(name, ocsp_url=url)
+    return pki.client_ca.issue_client(name, ocsp_url=url)
 
 
 async def test_ocsp_good_certificate_is_accepted_and_the_answer_cached(
@@ -135,7 +136,7 @@ async def test_ocsp_is_not_asked_when_the_chain_already_failed(
     pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     responder, url = await responder_url(nursery, pki)
-    expired = pki.intermediate.issue_client("ocsp-expired", expired=True, ocsp_url=url)
+    expired = pki.client_ca.issue_client("ocsp-expired", expired=True, ocsp_url=url)
     stack, _checker = await ocsp_stack(nursery, pki, tmp_path)
 
     reply = await request_with(stack, pki, expired)

@@ -27,14 +27,11 @@ import trio
 
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.runtime.health import serve_health
-from tests.e2e.hostile import demo_gateway
-from tests.e2e.processes import (
-    assert_no_traceback,
-    ready_listeners,
-    run_to_exit,
-    started,
-)
-from tests.e2e.stack import PkiBundle, client_context, https_request
+from tests.helpers.http import client_context, https_request
+from tests.helpers.logs import assert_no_traceback
+from tests.helpers.pki import PkiBundle
+from tests.helpers.processes import ready_listeners, run_to_exit, started
+from tests.helpers.stack import demo_gateway
 
 REQUEST_TIMEOUT_S: Final = 10.0
 #: The drain's grace in the readiness test: long enough to look at /health while it lasts.

@@ -8,116 +8,54 @@ the test is about the client certificate, so no client certificate is needed.
 
 from __future__ import annotations
 
-import copy
 import http.client
-import logging
 import re
 import socket
 import ssl
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import h11
 import pytest
 import trio
 
 import backend_stub
-from emulator.core.pages import GatewayPage, render_page
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
+from emulator.core.pages import GatewayPage
+from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.runtime import proxy
-from tests.e2e.stack import (
-    PkiBundle,
-    Reply,
-    Stack,
+from tests.helpers.http import (
+    assert_gateway_page,
     client_context,
-    free_port,
     https_request,
     https_requests,
     parse_responses,
     raw_tls_socket,
     read_head,
     read_to_eof,
-    start_stack,
-    template_parameters,
+)
+from tests.helpers.http import (
+    tls_exchange as raw_exchange,
+)
+from tests.helpers.pki import PkiBundle
+from tests.helpers.ports import free_port
+from tests.helpers.stack import (
+    TEMPLATE_PORTS,
+    Stack,
+    start_demo,
     wait_for_access_records,
 )
 
-SERVER_TOKEN = "Microsoft-Azure-Application-Gateway/v2"
 MIB = 1024 * 1024
 #: The stub's /bytes/<n> body: a repeating pattern, so content can be checked, not just length.
 STUB_PATTERN = b"0123456789abcdef"
-TEMPLATE_PORTS = {STRICT_LISTENER: 8443, PASSTHROUGH_LISTENER: 9443}
 
-
-@pytest.fixture(autouse=True)
-def _gateway_logs_no_internal_error(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """The gateway survives a bug in one connection (it logs and answers 500), so a test that
-    only looks at replies would not notice one: fail on the log record instead."""
-    yield
-    errors = [
-        r.getMessage()
-        for r in caplog.get_records("call")
-        if r.name.startswith("emulator") and r.levelno >= logging.ERROR
-    ]
-    assert errors == []
+pytestmark = pytest.mark.usefixtures("no_internal_errors")
 
 
 def stub_bytes(n: int) -> bytes:
     return (STUB_PATTERN * (n // len(STUB_PATTERN) + 1))[:n]
-
-
-def demo_gateway_template(*, backend_port: int, request_timeout_s: int = 20) -> dict[str, Any]:
-    """The demo template with its pool on 127.0.0.1:``backend_port`` and the given timeout."""
-    template = copy.deepcopy(
-        demo_template(
-            strict_port=8443,
-            passthrough_port=9443,
-            backend_host="127.0.0.1",
-            backend_port=backend_port,
-        )
-    )
-    settings = template["resources"][0]["properties"]["backendHttpSettingsCollection"][0]
-    settings["properties"]["requestTimeout"] = request_timeout_s
-    return template
-
-
-async def start_demo(
-    nursery: trio.Nursery,
-    pki: PkiBundle,
-    tmp_path: Path,
-    *,
-    backend_port: int | None = None,
-    request_timeout_s: int = 20,
-) -> Stack:
-    """Like ``demo_stack``; ``backend_port`` None points the pool at the stub, else at that port."""
-    template = demo_gateway_template(
-        backend_port=backend_port or 1, request_timeout_s=request_timeout_s
-    )
-    return await start_stack(
-        nursery,
-        template,
-        template_parameters(pki),
-        tmp_path=tmp_path,
-        listen={8443: 0, 9443: 0},
-        backend_pool="stub-backend" if backend_port is None else None,
-    )
-
-
-def raw_exchange(port: int, ctx: ssl.SSLContext, request: bytes) -> bytes:
-    """Send ``request`` over one TLS connection; return all bytes until the gateway closes."""
-    with raw_tls_socket(port, ctx) as tls:
-        tls.sendall(request)
-        return read_to_eof(tls)
-
-
-def assert_gateway_page(reply: Reply, page: GatewayPage) -> None:
-    """``reply`` is the gateway's own page: status, Azure's Server token, nginx's body."""
-    assert reply.status == page.status
-    assert reply.header("Server") == SERVER_TOKEN
-    assert reply.body == render_page(page)
 
 
 # -- request and response bodies --------------------------------------------------------------

@@ -170,3 +170,16 @@ def test_importing_the_plugin_imports_neither_trio_nor_crypto() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_the_unrelated_certificate_comes_from_the_exposed_unrelated_root() -> None:
+    from emulator.testing import AppgwPki
+
+    pki = AppgwPki()
+
+    assert pki.unrelated.cert.issuer == pki.unrelated_root.cert.subject
+    assert pki.unrelated_root.cert.subject not in {
+        pki.client_root.cert.subject,
+        pki.client_ca.cert.subject,
+    }
+    assert pki.unrelated_root is pki.unrelated_root  # made once

@@ -21,14 +21,14 @@ from typing import Any, Final
 
 import pytest
 
-from tests.e2e.processes import (
+from tests.helpers.http import Reply, demo_get, forwarded
+from tests.helpers.logs import assert_no_traceback
+from tests.helpers.processes import (
     BAD_CERT_TEXT,
     NO_CERT_TEXT,
     READY_LISTENER,
     STUB_LISTENING,
     CliProcess,
-    assert_no_traceback,
-    https_get,
     run_to_exit,
     sha1_fingerprint,
     started,
@@ -68,12 +68,8 @@ class Workspace:
             *extra,
         ]
 
-    def get(self, port: int, client: str | None = None, **kwargs: Any) -> Any:
-        cert = self.certs / f"{client}.pem" if client else None
-        key = self.certs / f"{client}.key" if client else None
-        return https_get(
-            port, cafile=self.certs / "server-root-ca.pem", cert=cert, key=key, **kwargs
-        )
+    def get(self, port: int, client: str | None = None, **kwargs: Any) -> Reply:
+        return demo_get(port, self.certs, client, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +127,7 @@ def test_quickstart_passthrough_forwards_with_or_without_cert(
     assert document["path"] == "/"
     # The quickstart has no rewrite rule: the certificate is accepted but not forwarded.
     assert document["client_certificate"] is None
-    assert reply.echoed("X-Forwarded-Port") == ["444"]
+    assert forwarded(reply, "X-Forwarded-Port") == ["444"]
 
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -303,7 +299,7 @@ def test_rewrite_rule_drops_a_forged_certificate_header(
     reply = workspace.get(port, headers={"X-Client-Cert": forged})
     assert reply.status == 200
     assert reply.json()["client_certificate"] is None
-    assert reply.echoed("X-Client-Cert") == []
+    assert forwarded(reply, "X-Client-Cert") == []
 
 
 # -- ports ---------------------------------------------------------------------------------------
@@ -358,4 +354,4 @@ def test_listen_maps_template_port_444_to_a_free_local_port(
     _process, port, _mode = quickstart
     assert port not in (0, 444)
     # Headers still carry the template's port, as in Azure.
-    assert workspace.get(port).echoed("X-Forwarded-Port") == ["444"]
+    assert forwarded(workspace.get(port), "X-Forwarded-Port") == ["444"]

@@ -18,29 +18,19 @@ import pytest
 
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, write_demo_template
 from emulator.demo_pki import write_demo_pki
-from tests.e2e.processes import (
+from tests.helpers.http import forwarded, https_get
+from tests.helpers.logs import assert_no_traceback
+from tests.helpers.ports import free_ports
+from tests.helpers.processes import (
     READY_LISTENER,
     STUB_LISTENING,
     CliProcess,
-    assert_no_traceback,
-    https_get,
     ready_listeners,
     started,
 )
 
 #: A reload is seen within the watch interval (0.5 s) plus loading; generous under load.
 RELOAD_TIMEOUT_S: Final = 20.0
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _refused(port: int) -> bool:
@@ -79,7 +69,7 @@ def test_reload_keeps_an_invalid_template_out_and_swaps_in_a_valid_one(
             }
         )
     )
-    strict, passthrough, moved = _free_ports(3)
+    strict, passthrough, moved = free_ports(3)
     cafile = tmp_path / "certs" / "server-root-ca.pem"
     with started(["--port", "0"], cwd=tmp_path, module="backend_stub") as stub:
         stub_port = int(stub.wait_for_stdout(STUB_LISTENING)["port"])
@@ -130,7 +120,7 @@ def test_reload_keeps_an_invalid_template_out_and_swaps_in_a_valid_one(
                 key=tmp_path / "certs" / "client.key",
             )
             assert reply.status == 200
-            assert reply.echoed("X-Forwarded-Port") == [str(moved)]
+            assert forwarded(reply, "X-Forwarded-Port") == [str(moved)]
             assert _refused(strict)
             assert https_get(passthrough, cafile=cafile).status == 200
             assert ready_listeners(process.stdout_lines)[PASSTHROUGH_LISTENER].port == passthrough

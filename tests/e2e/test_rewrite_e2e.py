@@ -45,15 +45,9 @@ from emulator.model import BackendAddress, build_gateway_config, with_backend_ov
 from emulator.pki import IssuedCert
 from emulator.runtime.gateway import Gateway
 from emulator.summary import forgeable_certificate_headers
-from tests.e2e.stack import (
-    PkiBundle,
-    Reply,
-    Stack,
-    client_context,
-    forwarded,
-    https_request,
-    template_parameters,
-)
+from tests.helpers.http import Reply, client_context, forwarded, https_request
+from tests.helpers.pki import PkiBundle, template_parameters
+from tests.helpers.stack import Stack
 
 CERT_HEADERS = {
     "X-Cert": "client_certificate",

@@ -27,16 +27,16 @@ from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, write_demo_temp
 from emulator.errors import EmulatorError
 from emulator.pki import IssuedCert
 from emulator.runtime.gateway import Gateway
-from tests.e2e.processes import (
+from tests.helpers.http import https_get
+from tests.helpers.logs import assert_no_traceback
+from tests.helpers.pki import PkiBundle
+from tests.helpers.processes import (
     READY_LISTENER,
     CliProcess,
-    assert_no_traceback,
-    https_get,
     ready_listeners,
     run_to_exit,
     started,
 )
-from tests.e2e.stack import PkiBundle
 
 #: Printed by the commands on purpose: the parameters' names, never their values.
 PASSWORD_PREFIX = "pfx-secret-"
@@ -77,7 +77,7 @@ def parameters(pki: PkiBundle, password: str, *, pfx_password: str | None = None
     return [
         "certData=" + base64.b64encode(pfx).decode(),
         f"certPassword={password}",
-        "trustedClientCaData=" + base64.b64encode(pki.upload_pem).decode(),
+        "trustedClientCaData=" + base64.b64encode(pki.trusted_client_ca_pem).decode(),
     ]
 
 
@@ -146,7 +146,7 @@ def test_a_wrong_pfx_password_is_reported_without_either_password(
 def test_a_private_key_in_the_trusted_ca_upload_is_refused_without_echoing_it(
     tmp_path: Path, pki: PkiBundle, template: Path, password: str
 ) -> None:
-    upload = pki.upload_pem + pki.expired.key_pem
+    upload = pki.trusted_client_ca_pem + pki.expired.key_pem
     params = parameters(pki, password)
     params[2] = "trustedClientCaData=" + base64.b64encode(upload).decode()
     result = run_to_exit(

@@ -27,33 +27,30 @@ from emulator.model import build_gateway_config, with_backend_overrides
 from emulator.runtime.gateway import Gateway
 from emulator.summary import describe
 from emulator.terraform import build_config, load_terraform
-from tests.e2e.processes import (
+from tests.helpers.http import Reply, demo_get
+from tests.helpers.logs import assert_no_traceback
+from tests.helpers.processes import (
     BAD_CERT_TEXT,
     READY_LISTENER,
     STUB_LISTENING,
-    assert_no_traceback,
-    https_get,
     ready_listeners,
     run_to_exit,
     started,
 )
-from tests.e2e.test_routing_e2e import (
+from tests.helpers.routing import (
     EXAMPLE,
     ORDERS,
     PASSWORD,
     EchoBackend,
     Routing,
     RoutingPki,
-    _inventory_tls,
     get,
-    rpki,
+    inventory_tls,
 )
 
 FIXTURES: Final = Path(__file__).parents[1] / "fixtures" / "terraform"
 QUICKSTART_TF: Final = FIXTURES / "quickstart" / "main.tf"
 PLAN: Final = FIXTURES / "plan" / "plan.json"
-
-__all__ = ["rpki"]  # the routing PKI fixture, shared with test_routing_e2e
 
 
 @dataclass(frozen=True)
@@ -77,10 +74,8 @@ class Workspace:
             "444=0",
         ]
 
-    def get(self, port: int, client: str | None = None) -> Any:
-        cert = self.certs / f"{client}.pem" if client else None
-        key = self.certs / f"{client}.key" if client else None
-        return https_get(port, cafile=self.certs / "server-root-ca.pem", cert=cert, key=key)
+    def get(self, port: int, client: str | None = None) -> Reply:
+        return demo_get(port, self.certs, client)
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +307,7 @@ def test_routing_twin_builds_the_same_gateway_as_the_arm_example(
 @asynccontextmanager
 async def running_tf(pki: RoutingPki, directory: Path) -> AsyncIterator[Routing]:
     orders = (EchoBackend("orders-1"), EchoBackend("orders-2"))
-    inventory = EchoBackend("inventory", tls=_inventory_tls(pki))
+    inventory = EchoBackend("inventory", tls=inventory_tls(pki))
     async with trio.open_nursery() as nursery:
         for backend in (*orders, inventory):
             await nursery.start(backend.serve)

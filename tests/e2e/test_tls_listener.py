@@ -12,7 +12,6 @@ import socket
 import ssl
 import time
 import warnings
-from collections.abc import Iterator
 
 import pytest
 import trio
@@ -21,41 +20,27 @@ from OpenSSL import SSL
 from emulator.core.pages import GatewayPage, render_page
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.runtime import proxy
-from tests.e2e.stack import (
+from tests.helpers.http import (
     RAW_SOCKET_TIMEOUT_S,
-    PkiBundle,
-    Stack,
+    SERVER_TOKEN,
     client_context,
     https_request,
     parse_responses,
     raw_tls_socket,
     read_to_eof,
 )
+from tests.helpers.http import (
+    tcp_exchange as plain_exchange,
+)
+from tests.helpers.pki import PkiBundle
+from tests.helpers.stack import Stack
 
-SERVER_TOKEN = "Microsoft-Azure-Application-Gateway/v2"
 LISTENERS = [STRICT_LISTENER, PASSTHROUGH_LISTENER]
 #: Concurrent clients in the load test, and how many client threads run at once.
 CONCURRENT_CLIENTS = 50
 CLIENT_THREADS = 16
 
-
-@pytest.fixture(autouse=True)
-def _gateway_logs_no_internal_error(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """The gateway survives a bug in one connection by logging it: fail on that record."""
-    yield
-    errors = [
-        r.getMessage()
-        for r in caplog.get_records("call")
-        if r.name.startswith("emulator") and r.levelno >= logging.ERROR
-    ]
-    assert errors == []
-
-
-def plain_exchange(port: int, data: bytes) -> bytes:
-    """Send ``data`` over plain TCP, return everything until the gateway closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=RAW_SOCKET_TIMEOUT_S) as sock:
-        sock.sendall(data)
-        return read_to_eof(sock)
+pytestmark = pytest.mark.usefixtures("no_internal_errors")
 
 
 # -- plain HTTP on the HTTPS port -------------------------------------------------------------
@@ -194,7 +179,7 @@ async def test_strict_certificate_request_lists_uploaded_cas(
     names = await trio.to_thread.run_sync(
         _advertised_ca_names, demo_stack.port(STRICT_LISTENER), tls13
     )
-    expected = [pki.root.cert.subject, pki.intermediate.cert.subject]
+    expected = [pki.client_root.cert.subject, pki.client_ca.cert.subject]
     assert sorted(names) == sorted(name.public_bytes() for name in expected)
 
 

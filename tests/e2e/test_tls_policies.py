@@ -22,7 +22,8 @@ from emulator.demo import demo_template
 from emulator.errors import BackendConnectError
 from emulator.pki import CA, IssuedCert
 from emulator.runtime.backend import BackendTls, open_backend_connection
-from tests.e2e.stack import PFX_PASSWORD, PkiBundle, Stack, start_stack
+from tests.helpers.pki import PFX_PASSWORD, PkiBundle
+from tests.helpers.stack import Stack, start_stack
 
 REQUEST = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
@@ -54,7 +55,7 @@ async def _rsa_stack(
     parameters = [
         "certData=" + base64.b64encode(server.pfx(PFX_PASSWORD)).decode(),
         f"certPassword={PFX_PASSWORD}",
-        "trustedClientCaData=" + base64.b64encode(pki.upload_pem).decode(),
+        "trustedClientCaData=" + base64.b64encode(pki.trusted_client_ca_pem).decode(),
     ]
     return await start_stack(
         nursery,

@@ -25,7 +25,9 @@ import pytest
 from emulator.header_vectors import write_vectors
 from emulator.model import BackendAddress, with_backend_overrides
 from emulator.runtime.gateway import Gateway, load_config
-from tests.e2e.stack import PkiBundle, https_request, template_parameters
+from tests.helpers.http import https_request
+from tests.helpers.pki import PkiBundle, template_parameters
+from tests.helpers.ports import free_port
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "mtls_api" / "gateway.json"
@@ -35,13 +37,6 @@ SERVLET_API = CATALINA_HOME / "lib" / "servlet-api.jar"
 #: Tomcat starts in about 2 s here; a loaded CI machine gets a generous margin.
 START_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 15
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -64,7 +59,7 @@ def tomcat(tmp_path: Path) -> Iterator[int]:
         capture_output=True,
         timeout=120,
     )
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "CATALINA_HOME": str(CATALINA_HOME),

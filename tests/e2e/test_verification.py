@@ -8,105 +8,26 @@ and ``clientAuthConfiguration`` changed per case. Each asserts the exact status,
 from __future__ import annotations
 
 import base64
-import functools
 import json
-import ssl
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 
-import backend_stub
 from emulator.arm.template import load_template, select_gateway
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
+from emulator.demo import PASSTHROUGH_LISTENER
 from emulator.errors import CertificateError
-from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
+from emulator.model import build_gateway_config
 from emulator.pki import CA, IssuedCert
-from emulator.runtime.gateway import Gateway
-from emulator.runtime.ocsp_client import OcspChecker
-from emulator.runtime.proxy import EXPLAIN_HEADER, AccessRecord
-from tests.e2e.stack import PFX_PASSWORD, PkiBundle, Reply, client_context, https_request
-
-BAD_CERT_TITLE = b"<title>400 The SSL certificate error</title>"
-
-
-@dataclass
-class Verified:
-    """A running Strict/Passthrough gateway with a chosen upload and client-auth settings."""
-
-    gateway: Gateway
-    backend_port: int
-
-    def port(self, listener: str = STRICT_LISTENER) -> int:
-        return self.gateway.ports[listener]
-
-    @property
-    def last(self) -> AccessRecord:
-        return self.gateway.access_log[-1]
-
-
-def gateway_template(client_auth: Mapping[str, Any]) -> dict[str, Any]:
-    template = demo_template(
-        strict_port=8443, passthrough_port=9443, backend_host="127.0.0.1", backend_port=1
-    )
-    gateway = next(r for r in template["resources"] if r["type"].endswith("/applicationGateways"))
-    strict = gateway["properties"]["sslProfiles"][0]["properties"]
-    strict["clientAuthConfiguration"].update(client_auth)
-    return template
-
-
-async def start_verified(
-    nursery: trio.Nursery,
-    pki: PkiBundle,
-    tmp_path: Path,
-    *,
-    upload_pem: bytes | None = None,
-    client_auth: Mapping[str, Any] | None = None,
-    explain: bool = False,
-    ocsp: OcspChecker | None = None,
-    access_log_sink: Any = None,
-) -> Verified:
-    """Stub backend + gateway; the Strict profile trusts ``upload_pem`` (default root + int)."""
-    _host, backend_port = await nursery.start(
-        functools.partial(backend_stub.serve, backend_stub.StubConfig(), host="127.0.0.1", port=0)
-    )
-    path = tmp_path / "gateway.json"
-    path.write_text(json.dumps(gateway_template(client_auth or {})))
-    parameters = [
-        "certData=" + base64.b64encode(pki.server.pfx(PFX_PASSWORD)).decode(),
-        f"certPassword={PFX_PASSWORD}",
-        "trustedClientCaData="
-        + base64.b64encode(upload_pem if upload_pem is not None else pki.upload_pem).decode(),
-    ]
-    config = build_gateway_config(select_gateway(load_template(path, parameters), None))
-    config = with_backend_overrides(
-        config, {"stub-backend": (BackendAddress("127.0.0.1", backend_port),)}
-    )
-    gateway = Gateway(
-        config,
-        listen={8443: 0, 9443: 0},
-        explain=explain,
-        ocsp=ocsp,
-        access_log_sink=access_log_sink,
-    )
-    await nursery.start(gateway.serve)
-    return Verified(gateway, backend_port)
-
-
-async def request_with(
-    stack: Verified,
-    pki: PkiBundle,
-    cert: IssuedCert | None,
-    *,
-    with_chain: bool = False,
-    listener: str = STRICT_LISTENER,
-) -> Reply:
-    ctx: ssl.SSLContext = client_context(pki, cert, with_chain=with_chain)
-    return await https_request(stack.port(listener), ctx)
-
+from emulator.runtime.proxy import EXPLAIN_HEADER
+from tests.helpers.pki import PFX_PASSWORD, PkiBundle
+from tests.helpers.verification import (
+    BAD_CERT_TITLE,
+    gateway_template,
+    request_with,
+    start_verified,
+)
 
 # --- the table of Strict cases -------------------------------------------------------------------
 
@@ -131,7 +52,7 @@ STRICT_CASES = {
         False,
         400,
         "FAILED:unable to verify the first certificate",
-        "its issuer 'CN=e2e Unrelated Root CA",
+        "its issuer 'CN=appgw-emulator Unrelated Root CA",
     ),
     "self-signed": StrictCase(
         "self_signed", False, 400, "FAILED:self-signed certificate", "is self-signed"
@@ -190,14 +111,15 @@ def test_leaf_only_upload_is_a_configuration_error(pki: PkiBundle, tmp_path: Pat
 async def test_intermediate_missing_from_upload_and_handshake_is_rejected(
     pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    stack = await start_verified(nursery, pki, tmp_path, upload_pem=pki.root.cert_pem)
+    stack = await start_verified(nursery, pki, tmp_path, upload_pem=pki.client_root.cert_pem)
 
     reply = await request_with(stack, pki, pki.client)
 
     assert reply.status == 400
     assert stack.last.sslClientVerify == "FAILED:unable to verify the first certificate"
     explained = stack.last.clientCertFailureExplained
-    assert "the client sent only its leaf; its issuer 'CN=e2e Client Issuing CA" in explained
+    issuer = "CN=appgw-emulator Test Client CA"
+    assert f"the client sent only its leaf; its issuer '{issuer}" in explained
     assert "upload that intermediate or ask the client to send it" in explained
     assert "does not download missing intermediates" in explained
 
@@ -205,7 +127,7 @@ async def test_intermediate_missing_from_upload_and_handshake_is_rejected(
 async def test_intermediate_sent_by_the_client_completes_the_chain(
     pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    stack = await start_verified(nursery, pki, tmp_path, upload_pem=pki.root.cert_pem)
+    stack = await start_verified(nursery, pki, tmp_path, upload_pem=pki.client_root.cert_pem)
 
     reply = await request_with(stack, pki, pki.client, with_chain=True)
 
@@ -217,7 +139,7 @@ async def test_ca_certificate_used_as_client_certificate_is_rejected(
     pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     stack = await start_verified(nursery, pki, tmp_path)
-    ca_as_client = IssuedCert(cert=pki.intermediate.cert, key=pki.intermediate.key)
+    ca_as_client = IssuedCert(cert=pki.client_ca.cert, key=pki.client_ca.key)
 
     reply = await request_with(stack, pki, ca_as_client)
 
@@ -230,7 +152,7 @@ async def test_server_auth_only_certificate_is_rejected_as_unsupported_purpose(
     pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     stack = await start_verified(nursery, pki, tmp_path)
-    server_like = pki.intermediate.issue_server("api.example.test")
+    server_like = pki.client_ca.issue_server("api.example.test")
 
     reply = await request_with(stack, pki, server_like)
 

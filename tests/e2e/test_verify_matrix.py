@@ -17,14 +17,14 @@ from emulator.model import BackendAddress
 from emulator.runtime.gateway import load_config
 from emulator.verify_matrix import ClientMaterial, MatrixReport, TrustMode, run_matrix
 from emulator.verify_report import render_table
-from tests.e2e.stack import PkiBundle, template_parameters
+from tests.helpers.pki import PkiBundle, template_parameters
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "mtls_api" / "gateway.json"
 
 
 def _template(*, strict_checks: bool, passthrough_rewrites: bool) -> dict[str, Any]:
     """The example's template; Strict may check issuer DN + OCSP, Passthrough may lose its rules."""
-    document = copy.deepcopy(json.loads(EXAMPLE.read_text()))
+    document: dict[str, Any] = copy.deepcopy(json.loads(EXAMPLE.read_text()))
     gateway = document["resources"][0]["properties"]
     if strict_checks:
         auth = gateway["sslProfiles"][0]["properties"]["clientAuthConfiguration"]
@@ -97,7 +97,7 @@ async def test_own_client_certificate_without_ca_key_skips_what_needs_the_key(
     for scenario in ("valid", "valid-chain"):
         cell = cells[("strict-listener", scenario)]
         assert cell.verification == "SUCCESS"
-        assert cell.client_subject == "CN=e2e-client"
+        assert cell.client_subject == "CN=appgw-test-client"
     for scenario in ("expired", "not-yet-valid", "wrong-eku"):
         skipped = cells[("strict-listener", scenario)].skipped
         assert skipped is not None

@@ -17,15 +17,9 @@ from typing import Final
 
 import pytest
 
-from tests.e2e.processes import (
-    READY_LISTENER,
-    STUB_LISTENING,
-    CliProcess,
-    assert_no_traceback,
-    https_get,
-    run_to_exit,
-    started,
-)
+from tests.helpers.http import https_get
+from tests.helpers.logs import assert_no_traceback
+from tests.helpers.processes import READY_LISTENER, STUB_LISTENING, CliProcess, run_to_exit, started
 
 QUICKSTART: Final = (
     Path(__file__).parents[1] / "fixtures" / "quickstart" / "deploymentTemplate.json"

@@ -1,7 +1,7 @@
 """ALPN with HTTP/2 (emulator.core.tls_policy.offer_alpn): prepared, not yet on the listener.
 
 Real TLS handshakes between pyOpenSSL connections over memory BIOs, certificates from the
-project's PKI code (the helpers of ``test_tls_policy``). The running listener still offers
+project's PKI code (``tests.helpers.tls_memory``). The running listener still offers
 ``http/1.1`` only; the last test pins that until the HTTP/2 frontend is wired in.
 """
 
@@ -21,14 +21,8 @@ from emulator.core.tls_policy import (
     select_alpn,
 )
 from emulator.model import ClientAuthMode
-from tests.unit.test_tls_policy import (
-    Pki,
-    _rule,
-    client_context,
-    handshake,
-    make_listener,
-    pki,  # noqa: F401 - the module-scoped PKI fixture
-)
+from tests.helpers.pki import PkiBundle
+from tests.helpers.tls_memory import client_context, handshake, make_listener, rule_for
 
 #: (offered by the client, enableHttp2) → what the server picks (None: no ALPN).
 SELECTION: dict[tuple[tuple[bytes, ...], bool], bytes | None] = {
@@ -57,7 +51,7 @@ def test_select_alpn_table(key: tuple[tuple[bytes, ...], bool], chosen: bytes | 
 
 @pytest.mark.parametrize(("key", "chosen"), SELECTION.items(), ids=str)
 def test_handshake_negotiates_what_the_table_says(
-    pki: Pki,  # noqa: F811 - the fixture imported above
+    pki: PkiBundle,
     key: tuple[tuple[bytes, ...], bool],
     chosen: bytes | None,
 ) -> None:
@@ -69,19 +63,19 @@ def test_handshake_negotiates_what_the_table_says(
     assert hs.server.get_alpn_proto_negotiated() == (chosen or b"")
 
 
-def test_every_context_of_a_multi_listener_port_needs_it(pki: Pki) -> None:  # noqa: F811
+def test_every_context_of_a_multi_listener_port_needs_it(pki: PkiBundle) -> None:
     plain = replace(make_listener(pki, with_profile=False), name="plain")
     strict = replace(
         make_listener(pki, mode=ClientAuthMode.STRICT), name="strict", host_names=("strict.test",)
     )
-    port_ctx, contexts = build_port_contexts([_rule(strict), _rule(plain)])
+    port_ctx, contexts = build_port_contexts([rule_for(strict), rule_for(plain)])
     offer_alpn(port_ctx, enable_http2=True)
     # Only the port context: the SNI-chosen listener's context still answers http/1.1.
     hs = handshake(port_ctx, client_context(alpn=[b"h2", b"http/1.1"]), server_name=b"strict.test")
     assert hs.server.get_context() is contexts["strict"]
     assert hs.client.get_alpn_proto_negotiated() == b"http/1.1"
     # Every context, before the first connection (pyOpenSSL freezes a used context).
-    port_ctx, contexts = build_port_contexts([_rule(strict), _rule(plain)])
+    port_ctx, contexts = build_port_contexts([rule_for(strict), rule_for(plain)])
     for ctx in (port_ctx, *contexts.values()):
         offer_alpn(ctx, enable_http2=True)
     for name in (b"strict.test", None):
@@ -89,7 +83,7 @@ def test_every_context_of_a_multi_listener_port_needs_it(pki: Pki) -> None:  # n
         assert hs.client.get_alpn_proto_negotiated() == b"h2"
 
 
-def test_the_listener_still_offers_http11_only_until_http2_is_wired_in(pki: Pki) -> None:  # noqa: F811
+def test_the_listener_still_offers_http11_only_until_http2_is_wired_in(pki: PkiBundle) -> None:
     ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.STRICT))
     hs = handshake(ctx, client_context(alpn=[b"h2", b"http/1.1"]))
     assert hs.client.get_alpn_proto_negotiated() == b"http/1.1"

@@ -1,13 +1,12 @@
 """Certificate uploads as Azure checks them: trusted client CA files and listener PFX files.
 
 The trusted client CA rules and error codes are the troubleshooting doc's table
-(``appgw-behaviour.md`` §5); every certificate is generated here, per module.
+(``appgw-behaviour.md`` §5); the certificates are the suite's PKI (``tests/helpers/pki.py``).
 """
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 
 import pytest
 from cryptography import x509
@@ -21,7 +20,8 @@ from emulator.arm.certdata import (
     load_trusted_client_ca,
 )
 from emulator.errors import CertificateError
-from emulator.pki import CA, IssuedCert, ca_bundle_pem, self_signed_client
+from emulator.pki import CA, ca_bundle_pem, self_signed_client
+from tests.helpers.pki import PkiBundle
 
 INVALID = "ApplicationGatewayTrustedClientCertificateInvalidData"
 NO_CA = "ApplicationGatewayTrustedClientCertificateDoesNotContainAnyCACertificate"
@@ -30,30 +30,6 @@ CERT_ID = (
     "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/applicationGateways/gw"
     "/sslCertificates/c"
 )
-
-
-@dataclass(frozen=True)
-class Pki:
-    root: CA
-    issuing: CA
-    other_root: CA
-    client: IssuedCert
-    server: IssuedCert
-
-
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    root = CA("Certdata Root")
-    issuing = root.intermediate("Certdata Issuing CA")
-    server_root = CA("Certdata Server Root")
-    server_issuing = server_root.intermediate("Certdata Server Issuing CA")
-    return Pki(
-        root=root,
-        issuing=issuing,
-        other_root=CA("Certdata Other Root"),
-        client=issuing.issue_client("certdata-client"),
-        server=server_issuing.issue_server("gateway.test"),
-    )
 
 
 def der(cert: x509.Certificate) -> bytes:
@@ -67,103 +43,105 @@ def pem(cert: x509.Certificate) -> bytes:
 # --- trusted client CA uploads: accepted --------------------------------------------------------
 
 
-def test_pem_bundle_of_root_and_intermediate_is_accepted_in_file_order(pki: Pki) -> None:
-    upload = load_trusted_client_ca("chain", ca_bundle_pem(pki.issuing, pki.root))
+def test_pem_bundle_of_root_and_intermediate_is_accepted_in_file_order(pki: PkiBundle) -> None:
+    upload = load_trusted_client_ca("chain", ca_bundle_pem(pki.client_ca, pki.client_root))
 
     assert upload.name == "chain"
-    assert upload.certificates == (pki.issuing.cert, pki.root.cert)
-    assert upload.root == pki.root.cert
+    assert upload.certificates == (pki.client_ca.cert, pki.client_root.cert)
+    assert upload.root == pki.client_root.cert
 
 
-def test_der_single_root_is_accepted(pki: Pki) -> None:
-    upload = load_trusted_client_ca("root", der(pki.root.cert))
+def test_der_single_root_is_accepted(pki: PkiBundle) -> None:
+    upload = load_trusted_client_ca("root", der(pki.client_root.cert))
 
-    assert upload.certificates == (pki.root.cert,)
+    assert upload.certificates == (pki.client_root.cert,)
 
 
-def test_pem_with_crlf_line_endings_and_surrounding_text_is_accepted(pki: Pki) -> None:
-    bundle = ca_bundle_pem(pki.root, pki.issuing).replace(b"\n", b"\r\n")
-    data = b"subject=CN = Certdata Root\r\n" + bundle + b"\r\n"
+def test_pem_with_crlf_line_endings_and_surrounding_text_is_accepted(pki: PkiBundle) -> None:
+    bundle = ca_bundle_pem(pki.client_root, pki.client_ca).replace(b"\n", b"\r\n")
+    data = b"subject=CN = appgw-emulator Test Client Root CA\r\n" + bundle + b"\r\n"
 
     upload = load_trusted_client_ca("windows", data)
 
-    assert upload.certificates == (pki.root.cert, pki.issuing.cert)
+    assert upload.certificates == (pki.client_root.cert, pki.client_ca.cert)
 
 
-def test_leaf_beside_ca_certificates_is_accepted_and_dropped(pki: Pki) -> None:
-    data = pki.client.cert_pem + ca_bundle_pem(pki.issuing, pki.root)
+def test_leaf_beside_ca_certificates_is_accepted_and_dropped(pki: PkiBundle) -> None:
+    data = pki.client.cert_pem + ca_bundle_pem(pki.client_ca, pki.client_root)
 
     upload = load_trusted_client_ca("with-leaf", data)
 
-    assert upload.certificates == (pki.issuing.cert, pki.root.cert)
+    assert upload.certificates == (pki.client_ca.cert, pki.client_root.cert)
 
 
-def test_file_of_exactly_25_kb_is_accepted(pki: Pki) -> None:
-    bundle = ca_bundle_pem(pki.root)
+def test_file_of_exactly_25_kb_is_accepted(pki: PkiBundle) -> None:
+    bundle = ca_bundle_pem(pki.client_root)
     data = bundle + b"\n" * (MAX_TRUSTED_CLIENT_CERT_BYTES - len(bundle))
     assert len(data) == 25 * 1024
 
-    assert load_trusted_client_ca("max", data).certificates == (pki.root.cert,)
+    assert load_trusted_client_ca("max", data).certificates == (pki.client_root.cert,)
 
 
 # --- trusted client CA uploads: refused ---------------------------------------------------------
 
 
-def _bundle_with_private_key(p: Pki) -> bytes:
-    return ca_bundle_pem(p.root) + p.client.key_pem
+def _bundle_with_private_key(p: PkiBundle) -> bytes:
+    return ca_bundle_pem(p.client_root) + p.client.key_pem
 
 
-def _bundle_with_traditional_ec_key(p: Pki) -> bytes:
+def _bundle_with_traditional_ec_key(p: PkiBundle) -> bytes:
     key = p.client.key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
-    return ca_bundle_pem(p.root) + key
+    return ca_bundle_pem(p.client_root) + key
 
 
-def _pfx_with_password(p: Pki) -> bytes:
+def _pfx_with_password(p: PkiBundle) -> bytes:
     return p.client.pfx("client-password")
 
 
-def _pfx_without_password(p: Pki) -> bytes:
+def _pfx_without_password(p: PkiBundle) -> bytes:
     return p.client.pfx(None)
 
 
-def _garbage(p: Pki) -> bytes:
+def _garbage(p: PkiBundle) -> bytes:
     return b"this is not a certificate at all"
 
 
-def _empty_block(p: Pki) -> bytes:
+def _empty_block(p: PkiBundle) -> bytes:
     return b"-----BEGIN CERTIFICATE-----\n\n-----END CERTIFICATE-----\n"
 
 
-def _corrupt_block(p: Pki) -> bytes:
+def _corrupt_block(p: PkiBundle) -> bytes:
     return b"-----BEGIN CERTIFICATE-----\nTUlJQm9vcHM=\n-----END CERTIFICATE-----\n"
 
 
-def _crl_block(p: Pki) -> bytes:
-    return ca_bundle_pem(p.root) + b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"
+def _crl_block(p: PkiBundle) -> bytes:
+    return (
+        ca_bundle_pem(p.client_root) + b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"
+    )
 
 
-def _leaf_only(p: Pki) -> bytes:
+def _leaf_only(p: PkiBundle) -> bytes:
     return p.client.cert_pem
 
 
-def _self_signed_leaf(p: Pki) -> bytes:
+def _self_signed_leaf(p: PkiBundle) -> bytes:
     return self_signed_client("lonely-client").cert_pem
 
 
-def _two_roots(p: Pki) -> bytes:
-    return ca_bundle_pem(p.root, p.other_root)
+def _two_roots(p: PkiBundle) -> bytes:
+    return ca_bundle_pem(p.client_root, p.unrelated_root)
 
 
-def _intermediate_only(p: Pki) -> bytes:
-    return ca_bundle_pem(p.issuing)
+def _intermediate_only(p: PkiBundle) -> bytes:
+    return ca_bundle_pem(p.client_ca)
 
 
-def _too_large(p: Pki) -> bytes:
-    bundle = ca_bundle_pem(p.root)
+def _too_large(p: PkiBundle) -> bytes:
+    bundle = ca_bundle_pem(p.client_root)
     return bundle + b"\n" * (MAX_TRUSTED_CLIENT_CERT_BYTES + 1 - len(bundle))
 
 
@@ -210,7 +188,9 @@ def _too_large(p: Pki) -> bytes:
         "over-25-kb",
     ],
 )
-def test_trusted_client_ca_upload_is_refused_like_azure(pki: Pki, make: object, code: str) -> None:
+def test_trusted_client_ca_upload_is_refused_like_azure(
+    pki: PkiBundle, make: object, code: str
+) -> None:
     assert callable(make)
     data = make(pki)
     assert isinstance(data, bytes)
@@ -224,7 +204,7 @@ def test_trusted_client_ca_upload_is_refused_like_azure(pki: Pki, make: object, 
 
 @pytest.mark.parametrize("password", ["client-password", None])
 def test_pfx_upload_fix_asks_for_the_ca_chain_not_the_clients_pfx(
-    pki: Pki, password: str | None
+    pki: PkiBundle, password: str | None
 ) -> None:
     with pytest.raises(CertificateError) as info:
         load_trusted_client_ca("pfx", pki.client.pfx(password))
@@ -235,7 +215,7 @@ def test_pfx_upload_fix_asks_for_the_ca_chain_not_the_clients_pfx(
     assert "not the client's PFX" in info.value.fix
 
 
-def test_leaf_only_fix_asks_for_the_issuing_chain(pki: Pki) -> None:
+def test_leaf_only_fix_asks_for_the_issuing_chain(pki: PkiBundle) -> None:
     with pytest.raises(CertificateError) as info:
         load_trusted_client_ca("leaf", pki.client.cert_pem)
 
@@ -243,9 +223,9 @@ def test_leaf_only_fix_asks_for_the_issuing_chain(pki: Pki) -> None:
     assert "CA chain" in info.value.fix
 
 
-def test_two_roots_message_counts_them(pki: Pki) -> None:
+def test_two_roots_message_counts_them(pki: PkiBundle) -> None:
     with pytest.raises(CertificateError) as info:
-        load_trusted_client_ca("roots", ca_bundle_pem(pki.root, pki.other_root))
+        load_trusted_client_ca("roots", ca_bundle_pem(pki.client_root, pki.unrelated_root))
 
     assert "2 root CA certificates" in info.value.message
 
@@ -269,28 +249,34 @@ def test_base64_field_rejects_invalid_text(value: str) -> None:
 # --- server PFX -----------------------------------------------------------------------------------
 
 
-def test_server_pfx_gives_key_leaf_and_chain(pki: Pki) -> None:
-    cert = load_server_pfx("c", pki.server.pfx("pw"), "pw", cert_id=CERT_ID)
+def test_server_pfx_gives_key_leaf_and_chain(pki: PkiBundle) -> None:
+    server = pki.server_root.intermediate("Server Issuing CA").issue_server("gateway.test")
+    cert = load_server_pfx("c", server.pfx("pw"), "pw", cert_id=CERT_ID)
 
     assert cert.name == "c"
-    assert cert.certificate == pki.server.cert
-    assert cert.chain == pki.server.chain
+    assert cert.certificate == server.cert
+    assert len(server.chain) == 1
+    assert cert.chain == server.chain
     assert cert.key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) == pki.server.cert.public_key().public_bytes(
+    ) == server.cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
 @pytest.mark.parametrize("password", [None, ""])
-def test_unencrypted_server_pfx_opens_without_password(pki: Pki, password: str | None) -> None:
+def test_unencrypted_server_pfx_opens_without_password(
+    pki: PkiBundle, password: str | None
+) -> None:
     cert = load_server_pfx("c", pki.server.pfx(None), password, cert_id=CERT_ID)
 
     assert cert.certificate == pki.server.cert
 
 
 @pytest.mark.parametrize("password", ["wrong", None])
-def test_server_pfx_with_wrong_password_is_azures_message(pki: Pki, password: str | None) -> None:
+def test_server_pfx_with_wrong_password_is_azures_message(
+    pki: PkiBundle, password: str | None
+) -> None:
     with pytest.raises(CertificateError) as info:
         load_server_pfx("c", pki.server.pfx("pw"), password, cert_id=CERT_ID)
 
@@ -299,14 +285,14 @@ def test_server_pfx_with_wrong_password_is_azures_message(pki: Pki, password: st
     assert info.value.fix
 
 
-def test_server_pfx_that_is_not_a_pfx_is_azures_message(pki: Pki) -> None:
+def test_server_pfx_that_is_not_a_pfx_is_azures_message(pki: PkiBundle) -> None:
     with pytest.raises(CertificateError) as info:
         load_server_pfx("c", pki.server.cert_pem, "pw", cert_id=CERT_ID)
 
     assert info.value.error_code == "EmulatorSslCertificateInvalidData"
 
 
-def test_server_pfx_without_private_key_is_rejected(pki: Pki) -> None:
+def test_server_pfx_without_private_key_is_rejected(pki: PkiBundle) -> None:
     data = pkcs12.serialize_key_and_certificates(
         b"no-key", None, pki.server.cert, None, serialization.NoEncryption()
     )
@@ -319,7 +305,7 @@ def test_server_pfx_without_private_key_is_rejected(pki: Pki) -> None:
     assert info.value.fix
 
 
-def test_server_pfx_chain_is_ordered_from_the_leafs_issuer_up(pki: Pki) -> None:
+def test_server_pfx_chain_is_ordered_from_the_leafs_issuer_up(pki: PkiBundle) -> None:
     root = CA("Order Root")
     upper = root.intermediate("Order Upper CA", path_length=1)
     lower = upper.intermediate("Order Lower CA")
@@ -335,9 +321,9 @@ def test_server_pfx_chain_is_ordered_from_the_leafs_issuer_up(pki: Pki) -> None:
     assert cert.chain == (lower.cert, upper.cert, root.cert, unrelated)
 
 
-def test_certificate_data_round_trips_through_base64(pki: Pki) -> None:
-    encoded = base64.b64encode(ca_bundle_pem(pki.root, pki.issuing)).decode()
+def test_certificate_data_round_trips_through_base64(pki: PkiBundle) -> None:
+    encoded = base64.b64encode(ca_bundle_pem(pki.client_root, pki.client_ca)).decode()
 
     raw = decode_base64_field(encoded, what="trusted")
 
-    assert load_trusted_client_ca("t", raw).root == pki.root.cert
+    assert load_trusted_client_ca("t", raw).root == pki.client_root.cert

@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 from OpenSSL import SSL
 
-from emulator.arm.certdata import ServerCertificate, TrustedClientCa, load_server_pfx
+from emulator.arm.certdata import TrustedClientCa
 from emulator.arm.ssl_policies import PREDEFINED_POLICIES
 from emulator.core import verify as v
 from emulator.core.chain import (
@@ -33,37 +33,17 @@ from emulator.core.ocsp import OcspOutcome, OcspStatus
 from emulator.core.tls_policy import VerifyLog, assess_handshake, build_server_context
 from emulator.model import ClientAuthMode, Listener, ListenerProtocol, RevocationMode, SslProfile
 from emulator.pki import CA, IssuedCert, self_signed_client
+from tests.helpers.pki import PkiBundle
 
 MAX_HANDSHAKE_ROUNDS = 50
 OCSP_URL = "http://127.0.0.1:1/ocsp"
-
-
-@dataclass(frozen=True)
-class Pki:
-    root: CA
-    issuing: CA
-    other_root: CA
-    server: ServerCertificate
-
-
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    root = CA("Chain Root")
-    server_root = CA("Chain Server Root")
-    issued = server_root.issue_server("gateway.test")
-    return Pki(
-        root=root,
-        issuing=root.intermediate("Chain Issuing CA"),
-        other_root=CA("Chain Other Root"),
-        server=load_server_pfx("server", issued.pfx(None), None, cert_id="server"),
-    )
 
 
 def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def listener(pki: Pki, upload: tuple[x509.Certificate, ...]) -> Listener:
+def listener(pki: PkiBundle, upload: tuple[x509.Certificate, ...]) -> Listener:
     profile = SslProfile(
         "profile",
         ClientAuthMode.STRICT,
@@ -78,7 +58,7 @@ def listener(pki: Pki, upload: tuple[x509.Certificate, ...]) -> Listener:
         frontend_port=443,
         frontend_port_name="port",
         host_names=(),
-        server_certificate=pki.server,
+        server_certificate=pki.server_certificate,
         ssl_profile=profile,
         ssl_policy=PREDEFINED_POLICIES["AppGwSslPolicy20220101"],
         require_sni=False,
@@ -87,7 +67,7 @@ def listener(pki: Pki, upload: tuple[x509.Certificate, ...]) -> Listener:
 
 
 def handshake_errors(
-    pki: Pki, upload: tuple[x509.Certificate, ...], client: IssuedCert, *, send_chain: bool
+    pki: PkiBundle, upload: tuple[x509.Certificate, ...], client: IssuedCert, *, send_chain: bool
 ) -> tuple[list[tuple[int, int]], tuple[x509.Certificate, ...]]:
     """Real handshake in memory; the verify callback's errors and what the server received."""
     server_ctx = build_server_context(listener(pki, upload))
@@ -121,57 +101,57 @@ def handshake_errors(
 
 @dataclass(frozen=True)
 class Case:
-    upload: Callable[[Pki], tuple[x509.Certificate, ...]]
-    client: Callable[[Pki], IssuedCert]
+    upload: Callable[[PkiBundle], tuple[x509.Certificate, ...]]
+    client: Callable[[PkiBundle], IssuedCert]
     send_chain: bool
     expected: list[tuple[int, int]]
 
 
-def _full(p: Pki) -> tuple[x509.Certificate, ...]:
-    return (p.root.cert, p.issuing.cert)
+def _full(p: PkiBundle) -> tuple[x509.Certificate, ...]:
+    return (p.client_root.cert, p.client_ca.cert)
 
 
-def _root_only(p: Pki) -> tuple[x509.Certificate, ...]:
-    return (p.root.cert,)
+def _root_only(p: PkiBundle) -> tuple[x509.Certificate, ...]:
+    return (p.client_root.cert,)
 
 
-def _ca_as_client(p: Pki) -> IssuedCert:
-    return IssuedCert(cert=p.issuing.cert, key=p.issuing.key)
+def _ca_as_client(p: PkiBundle) -> IssuedCert:
+    return IssuedCert(cert=p.client_ca.cert, key=p.client_ca.key)
 
 
 CASES = {
-    "valid": Case(_full, lambda p: p.issuing.issue_client("ok"), False, []),
-    "valid-chain-sent": Case(_full, lambda p: p.issuing.issue_client("ok"), True, []),
+    "valid": Case(_full, lambda p: p.client_ca.issue_client("ok"), False, []),
+    "valid-chain-sent": Case(_full, lambda p: p.client_ca.issue_client("ok"), True, []),
     "intermediate-sent-root-uploaded": Case(
-        _root_only, lambda p: p.issuing.issue_client("ok"), True, []
+        _root_only, lambda p: p.client_ca.issue_client("ok"), True, []
     ),
     "intermediate-missing-everywhere": Case(
         _root_only,
-        lambda p: p.issuing.issue_client("lonely"),
+        lambda p: p.client_ca.issue_client("lonely"),
         False,
         [(v.UNABLE_TO_GET_ISSUER_CERT_LOCALLY, 0), (v.UNABLE_TO_VERIFY_LEAF_SIGNATURE, 0)],
     ),
     "expired": Case(
         _full,
-        lambda p: p.issuing.issue_client("old", expired=True),
+        lambda p: p.client_ca.issue_client("old", expired=True),
         False,
         [(v.CERT_HAS_EXPIRED, 0)],
     ),
     "not-yet-valid": Case(
         _full,
-        lambda p: p.issuing.issue_client("new", not_yet_valid=True),
+        lambda p: p.client_ca.issue_client("new", not_yet_valid=True),
         False,
         [(v.CERT_NOT_YET_VALID, 0)],
     ),
     "unrelated-ca": Case(
         _full,
-        lambda p: p.other_root.issue_client("stranger"),
+        lambda p: p.unrelated_root.issue_client("stranger"),
         False,
         [(v.UNABLE_TO_GET_ISSUER_CERT_LOCALLY, 0), (v.UNABLE_TO_VERIFY_LEAF_SIGNATURE, 0)],
     ),
     "unrelated-chain-sent": Case(
         _full,
-        lambda p: p.other_root.intermediate("Other Issuing").issue_client("stranger"),
+        lambda p: p.unrelated_root.intermediate("Other Issuing").issue_client("stranger"),
         True,
         [(v.UNABLE_TO_GET_ISSUER_CERT_LOCALLY, 1)],
     ),
@@ -180,11 +160,11 @@ CASES = {
     ),
     "ca-as-client": Case(_full, _ca_as_client, False, [(v.INVALID_PURPOSE, 0)]),
     "server-auth-only": Case(
-        _full, lambda p: p.issuing.issue_server("api.test"), False, [(v.INVALID_PURPOSE, 0)]
+        _full, lambda p: p.client_ca.issue_server("api.test"), False, [(v.INVALID_PURPOSE, 0)]
     ),
     "expired-and-untrusted": Case(
         _full,
-        lambda p: p.other_root.issue_client("gone", expired=True),
+        lambda p: p.unrelated_root.issue_client("gone", expired=True),
         False,
         [
             (v.UNABLE_TO_GET_ISSUER_CERT_LOCALLY, 0),
@@ -196,7 +176,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_emulation_reports_what_openssl_reports_in_a_real_handshake(pki: Pki, name: str) -> None:
+def test_emulation_reports_what_openssl_reports_in_a_real_handshake(
+    pki: PkiBundle, name: str
+) -> None:
     case = CASES[name]
     upload = case.upload(pki)
     client = case.client(pki)
@@ -209,7 +191,7 @@ def test_emulation_reports_what_openssl_reports_in_a_real_handshake(pki: Pki, na
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_openssl_store_agrees_on_trust(pki: Pki, name: str) -> None:
+def test_openssl_store_agrees_on_trust(pki: PkiBundle, name: str) -> None:
     case = CASES[name]
     upload = case.upload(pki)
     client = case.client(pki)
@@ -227,8 +209,8 @@ def test_openssl_store_agrees_on_trust(pki: Pki, name: str) -> None:
         assert (first.errno, first.depth) == (others[0].errno, others[0].depth)
 
 
-def test_injected_time_decides_expiry(pki: Pki) -> None:
-    client = pki.issuing.issue_client("timed")
+def test_injected_time_decides_expiry(pki: PkiBundle) -> None:
+    client = pki.client_ca.issue_client("timed")
     upload = _full(pki)
     later = client.cert.not_valid_after_utc + datetime.timedelta(days=1)
 
@@ -239,14 +221,14 @@ def test_injected_time_decides_expiry(pki: Pki) -> None:
     assert problem.errno == v.CERT_HAS_EXPIRED
 
 
-def test_explanation_names_the_missing_intermediate_and_no_aia_fetching(pki: Pki) -> None:
-    client = pki.issuing.issue_client("lonely")
+def test_explanation_names_the_missing_intermediate_and_no_aia_fetching(pki: PkiBundle) -> None:
+    client = pki.client_ca.issue_client("lonely")
     result = verify_chain((client.cert,), _root_only(pki), at=now())
 
     text = explain_chain(result, _root_only(pki), at=now())
 
     assert "the client sent only its leaf" in text
-    assert "'CN=Chain Issuing CA,O=appgw-emulator'" in text
+    assert "'CN=appgw-emulator Test Client CA,O=appgw-emulator'" in text
     assert "upload that intermediate or ask the client to send it" in text
     assert NO_AIA_FETCH_NOTE in text
 
@@ -262,7 +244,7 @@ def test_explanation_names_the_missing_intermediate_and_no_aia_fetching(pki: Pki
         ("unrelated-chain-sent", "neither in the uploaded chain nor among the 2"),
     ],
 )
-def test_each_failure_is_explained(pki: Pki, name: str, fragment: str) -> None:
+def test_each_failure_is_explained(pki: PkiBundle, name: str, fragment: str) -> None:
     case = CASES[name]
     client = case.client(pki)
     presented = (client.cert, *(client.chain if case.send_chain else ()))
@@ -274,15 +256,15 @@ def test_each_failure_is_explained(pki: Pki, name: str, fragment: str) -> None:
     assert fragment in verdict.explanation
 
 
-def test_issuer_dn_check_passes_for_a_certificate_of_the_lowest_ca(pki: Pki) -> None:
-    client = pki.issuing.issue_client("direct")
+def test_issuer_dn_check_passes_for_a_certificate_of_the_lowest_ca(pki: PkiBundle) -> None:
+    client = pki.client_ca.issue_client("direct")
     verdict = assess_client_cert(
         (client.cert,), (TrustedClientCa("u", _full(pki)),), at=now(), verify_issuer_dn=True
     )
     assert (verdict.ssl_client_verify, verdict.stage) == ("SUCCESS", Stage.PASSED)
 
 
-def test_issuer_dn_mismatch_fails_although_the_chain_verifies(pki: Pki) -> None:
+def test_issuer_dn_mismatch_fails_although_the_chain_verifies(pki: PkiBundle) -> None:
     # Root -> issuing -> sub-issuing: the upload's lowest CA is the sub-issuing CA, but a
     # certificate of the issuing CA still chains to the root.
     root = CA("DN Root")
@@ -300,8 +282,8 @@ def test_issuer_dn_mismatch_fails_although_the_chain_verifies(pki: Pki) -> None:
     assert "'CN=DN Sub Issuing,O=appgw-emulator'" in on.explanation
 
 
-def test_ocsp_without_aia_fails_closed(pki: Pki) -> None:
-    client = pki.issuing.issue_client("no-aia")
+def test_ocsp_without_aia_fails_closed(pki: PkiBundle) -> None:
+    client = pki.client_ca.issue_client("no-aia")
     verdict = assess_client_cert(
         (client.cert,),
         (TrustedClientCa("u", _full(pki)),),
@@ -322,8 +304,10 @@ def test_ocsp_without_aia_fails_closed(pki: Pki) -> None:
         (OcspOutcome.error("connection refused"), "FAILED:certificate status request failed"),
     ],
 )
-def test_ocsp_answer_settles_the_verdict(pki: Pki, outcome: OcspOutcome, expected: str) -> None:
-    client = pki.issuing.issue_client("with-aia", ocsp_url=OCSP_URL)
+def test_ocsp_answer_settles_the_verdict(
+    pki: PkiBundle, outcome: OcspOutcome, expected: str
+) -> None:
+    client = pki.client_ca.issue_client("with-aia", ocsp_url=OCSP_URL)
     pending = assess_client_cert(
         (client.cert,),
         (TrustedClientCa("u", _full(pki)),),
@@ -332,7 +316,7 @@ def test_ocsp_answer_settles_the_verdict(pki: Pki, outcome: OcspOutcome, expecte
     )
     assert pending.ocsp is not None
     assert pending.ocsp.url == OCSP_URL
-    assert pending.ocsp.issuer == pki.issuing.cert
+    assert pending.ocsp.issuer == pki.client_ca.cert
 
     final = apply_ocsp(pending, outcome)
 
@@ -341,7 +325,7 @@ def test_ocsp_answer_settles_the_verdict(pki: Pki, outcome: OcspOutcome, expecte
     assert bool(final.explanation) is (expected != "SUCCESS")
 
 
-def test_passthrough_logs_passthrough_not_the_empty_store_failure(pki: Pki) -> None:
+def test_passthrough_logs_passthrough_not_the_empty_store_failure(pki: PkiBundle) -> None:
     profile = SslProfile("p", ClientAuthMode.PASSTHROUGH, False, RevocationMode.NONE, (), None)
     client = self_signed_client("anyone")
 

@@ -108,3 +108,38 @@ def test_model_never_imports_core() -> None:
         name for name in _imported_modules(PACKAGE / "model.py") if name.startswith("emulator.core")
     )
     assert bad == []
+
+
+# -- the suite's own layout -----------------------------------------------------------------------
+
+REPO = PACKAGE.parent
+TEST_SOURCES = sorted([*(REPO / "tests").rglob("*.py"), *(REPO / "examples").rglob("*.py")])
+#: Unit tests of the trio shell belong in tests/runtime/; this one moves there with the TLS
+#: stream's restructuring, and leaves this set then.
+UNIT_TESTS_OF_THE_SHELL = {"test_tls_stream.py"}
+
+
+@pytest.mark.parametrize("path", TEST_SOURCES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_no_test_module_imports_another(path: Path) -> None:
+    """Shared test code lives in tests/helpers (fixtures in conftest.py): a test module can then
+    be renamed, moved or run alone without breaking another."""
+    bad = sorted(
+        name
+        for name in _imported_modules(path)
+        if name.startswith("tests.") and any(p.startswith("test_") for p in name.split("."))
+    )
+    assert bad == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        p for p in (REPO / "tests" / "unit").glob("*.py") if p.name not in UNIT_TESTS_OF_THE_SHELL
+    ),
+    ids=lambda p: p.name,
+)
+def test_unit_tests_run_without_an_event_loop(path: Path) -> None:
+    """tests/unit covers the pure modules; a test that needs trio tests the shell and sits in
+    tests/runtime/ (or, with real sockets end to end, in tests/e2e/)."""
+    bad = sorted(name for name in _imported_modules(path) if name.split(".")[0] == "trio")
+    assert bad == []

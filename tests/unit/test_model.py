@@ -2,8 +2,8 @@
 
 Two bases are used: the Azure quickstart (loaded unmodified from ``tests/fixtures``) and the
 ``up`` demo template (Strict + Passthrough listeners and a rewrite rule set), each loaded once per
-module with real certificates generated here. Each test deep-copies the evaluated resource,
-changes one thing, and builds it.
+module with the suite's real certificates (``tests/helpers/pki.py``). Each test deep-copies the
+evaluated resource, changes one thing, and builds it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from emulator.model import (
     build_gateway_config,
     with_backend_overrides,
 )
-from emulator.pki import CA, IssuedCert, ca_bundle_pem
+from emulator.pki import CA, ca_bundle_pem
+from tests.helpers.pki import PkiBundle
 
 QUICKSTART = Path(__file__).parent.parent / "fixtures" / "quickstart" / "deploymentTemplate.json"
 PFX_PASSWORD = "s3cret-pfx"
@@ -49,23 +50,8 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-@dataclasses.dataclass(frozen=True)
-class Pki:
-    root: CA
-    issuing: CA
-    server: IssuedCert
-
-
 @pytest.fixture(scope="module")
-def pki() -> Pki:
-    root = CA("Model Test Client Root")
-    issuing = root.intermediate("Model Test Issuing CA")
-    server = CA("Model Test Server Root").issue_server("gateway.test")
-    return Pki(root, issuing, server)
-
-
-@pytest.fixture(scope="module")
-def quickstart(pki: Pki) -> GatewayResource:
+def quickstart(pki: PkiBundle) -> GatewayResource:
     loaded = load_template(
         QUICKSTART,
         [
@@ -79,7 +65,7 @@ def quickstart(pki: Pki) -> GatewayResource:
 
 
 @pytest.fixture(scope="module")
-def demo(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> GatewayResource:
+def demo(pki: PkiBundle, tmp_path_factory: pytest.TempPathFactory) -> GatewayResource:
     path = tmp_path_factory.mktemp("demo") / "demo.json"
     template = demo_template(
         strict_port=8443, passthrough_port=9443, backend_host="10.0.0.5", backend_port=8080
@@ -90,7 +76,7 @@ def demo(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> GatewayResource:
         [
             f"certData={b64(pki.server.pfx(PFX_PASSWORD))}",
             f"certPassword={PFX_PASSWORD}",
-            f"trustedClientCaData={b64(ca_bundle_pem(pki.root, pki.issuing))}",
+            f"trustedClientCaData={b64(ca_bundle_pem(pki.client_root, pki.client_ca))}",
         ],
     )
     return select_gateway(loaded, None)
@@ -145,7 +131,7 @@ def assert_error(
 
 
 def test_quickstart_builds_one_passthrough_listener_routed_to_its_pool(
-    quickstart: GatewayResource, pki: Pki
+    quickstart: GatewayResource, pki: PkiBundle
 ) -> None:
     config = build(quickstart)
 
@@ -168,10 +154,12 @@ def test_quickstart_builds_one_passthrough_listener_routed_to_its_pool(
     assert rule.name == "rule2"
     assert rule.priority == 2000
     assert rule.listener == listener
+    assert rule.pool is not None
     assert rule.pool.name == "pool2"
     assert rule.pool.addresses == (
         BackendAddress("headerappgw-hsa5gjh8fpfebcfd.westus-01.azurewebsites.net"),
     )
+    assert rule.settings is not None
     assert rule.settings.name == "settings2"
     assert rule.settings.port == 80
     assert rule.settings.protocol is ListenerProtocol.HTTP
@@ -186,13 +174,16 @@ def test_quickstart_builds_one_passthrough_listener_routed_to_its_pool(
 
 
 def test_quickstart_turned_strict_trusts_the_uploaded_ca_chain(
-    quickstart: GatewayResource, pki: Pki
+    quickstart: GatewayResource, pki: PkiBundle
 ) -> None:
     gw_id = quickstart.resource_id
 
     def make_strict(res: Resource) -> None:
         props(res)["trustedClientCertificates"] = [
-            {"name": "clientca", "properties": {"data": b64(ca_bundle_pem(pki.root, pki.issuing))}}
+            {
+                "name": "clientca",
+                "properties": {"data": b64(ca_bundle_pem(pki.client_root, pki.client_ca))},
+            }
         ]
         profile = inner(res, "sslProfiles")
         profile["trustedClientCertificates"] = [
@@ -207,8 +198,8 @@ def test_quickstart_turned_strict_trusts_the_uploaded_ca_chain(
     assert profile.client_auth is ClientAuthMode.STRICT
     (upload,) = profile.trusted_client_cas
     assert upload.name == "clientca"
-    assert upload.certificates == (pki.root.cert, pki.issuing.cert)
-    assert upload.root == pki.root.cert
+    assert upload.certificates == (pki.client_root.cert, pki.client_ca.cert)
+    assert upload.root == pki.client_root.cert
 
 
 # --- the demo template as a base ----------------------------------------------------------------
@@ -1011,7 +1002,9 @@ def test_cookie_based_affinity_disabled_is_accepted(demo: GatewayResource) -> No
     def disabled(res: Resource) -> None:
         inner(res, "backendHttpSettingsCollection")["cookieBasedAffinity"] = "Disabled"
 
-    assert build(demo, disabled).rules[0].settings.port == 8080
+    settings = build(demo, disabled).rules[0].settings
+    assert settings is not None
+    assert settings.port == 8080
 
 
 def test_enable_http2_is_accepted_with_a_warning(demo: GatewayResource) -> None:
@@ -1253,7 +1246,7 @@ def test_backend_override_replaces_pool_addresses_and_warns(demo: GatewayResourc
     (pool,) = overridden.pools
     assert pool.name == "stub-backend"
     assert pool.addresses == target
-    assert all(r.pool.addresses == target for r in overridden.rules)
+    assert all(r.pool is not None and r.pool.addresses == target for r in overridden.rules)
     assert any("10.0.0.5 replaced by 127.0.0.1:18080" in w for w in overridden.warnings)
     assert config.pools[0].addresses == (BackendAddress("10.0.0.5"),)
 
@@ -1275,6 +1268,7 @@ def test_backend_settings_defaults(demo: GatewayResource) -> None:
 
     settings = build(demo, minimal).rules[0].settings
 
+    assert settings is not None
     assert settings.port == 81
     assert settings.protocol is ListenerProtocol.HTTP
     assert settings.request_timeout_s == 20

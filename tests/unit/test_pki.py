@@ -60,24 +60,18 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _cert(pki: DemoPki, name: str) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(pki.path(name).read_bytes())
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> DemoPki:
-    """One demo PKI shared by the read-only tests (the writing tests make their own)."""
-    return write_demo_pki(tmp_path_factory.mktemp("demo") / "certs")
+def _cert(demo_pki: DemoPki, name: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(demo_pki.path(name).read_bytes())
 
 
 # --- the chain --------------------------------------------------------------------------
 
 
-def test_good_client_chain_verifies_with_cryptography(pki: DemoPki) -> None:
-    root, intermediate = _cert(pki, ROOT_CA), _cert(pki, INTERMEDIATE_CA)
+def test_good_client_chain_verifies_with_cryptography(demo_pki: DemoPki) -> None:
+    root, intermediate = _cert(demo_pki, ROOT_CA), _cert(demo_pki, INTERMEDIATE_CA)
     verifier = PolicyBuilder().store(Store([root])).time(_now()).build_client_verifier()
-    verified = verifier.verify(_cert(pki, CLIENT_CERT), [intermediate])
-    assert verified.chain == [_cert(pki, CLIENT_CERT), intermediate, root]
+    verified = verifier.verify(_cert(demo_pki, CLIENT_CERT), [intermediate])
+    assert verified.chain == [_cert(demo_pki, CLIENT_CERT), intermediate, root]
 
 
 @pytest.mark.parametrize(
@@ -91,7 +85,7 @@ def test_good_client_chain_verifies_with_cryptography(pki: DemoPki) -> None:
     ],
 )
 def test_openssl_verify_gives_each_client_cert_its_verdict(
-    pki: DemoPki, name: str, expected: str
+    demo_pki: DemoPki, name: str, expected: str
 ) -> None:
     openssl = shutil.which("openssl")
     if openssl is None:
@@ -101,10 +95,10 @@ def test_openssl_verify_gives_each_client_cert_its_verdict(
             openssl,
             "verify",
             "-CAfile",
-            str(pki.path(ROOT_CA)),
+            str(demo_pki.path(ROOT_CA)),
             "-untrusted",
-            str(pki.path(INTERMEDIATE_CA)),
-            str(pki.path(name)),
+            str(demo_pki.path(INTERMEDIATE_CA)),
+            str(demo_pki.path(name)),
         ],
         capture_output=True,
         text=True,
@@ -118,45 +112,50 @@ def test_openssl_verify_gives_each_client_cert_its_verdict(
 @pytest.mark.parametrize(
     "name", [CLIENT_EXPIRED_CERT, CLIENT_NOT_YET_VALID_CERT, CLIENT_UNRELATED_CA_CERT]
 )
-def test_cryptography_rejects_negative_client_cert(pki: DemoPki, name: str) -> None:
-    verifier = PolicyBuilder().store(Store([_cert(pki, ROOT_CA)])).time(_now())
+def test_cryptography_rejects_negative_client_cert(demo_pki: DemoPki, name: str) -> None:
+    verifier = PolicyBuilder().store(Store([_cert(demo_pki, ROOT_CA)])).time(_now())
     with pytest.raises(VerificationError):
-        verifier.build_client_verifier().verify(_cert(pki, name), [_cert(pki, INTERMEDIATE_CA)])
+        verifier.build_client_verifier().verify(
+            _cert(demo_pki, name), [_cert(demo_pki, INTERMEDIATE_CA)]
+        )
 
 
-def test_expired_and_not_yet_valid_certs_are_outside_validity(pki: DemoPki) -> None:
+def test_expired_and_not_yet_valid_certs_are_outside_validity(demo_pki: DemoPki) -> None:
     now = _now()
-    expired, future = _cert(pki, CLIENT_EXPIRED_CERT), _cert(pki, CLIENT_NOT_YET_VALID_CERT)
+    expired, future = (
+        _cert(demo_pki, CLIENT_EXPIRED_CERT),
+        _cert(demo_pki, CLIENT_NOT_YET_VALID_CERT),
+    )
     assert expired.not_valid_after_utc < now
     assert future.not_valid_before_utc > now
-    intermediate = _cert(pki, INTERMEDIATE_CA)
+    intermediate = _cert(demo_pki, INTERMEDIATE_CA)
     assert expired.issuer == future.issuer == intermediate.subject
 
 
-def test_unrelated_ca_client_is_issued_by_the_unrelated_root(pki: DemoPki) -> None:
-    leaf, unrelated = _cert(pki, CLIENT_UNRELATED_CA_CERT), _cert(pki, UNRELATED_ROOT_CA)
+def test_unrelated_ca_client_is_issued_by_the_unrelated_root(demo_pki: DemoPki) -> None:
+    leaf, unrelated = _cert(demo_pki, CLIENT_UNRELATED_CA_CERT), _cert(demo_pki, UNRELATED_ROOT_CA)
     assert leaf.issuer == unrelated.subject
-    assert unrelated.subject != _cert(pki, ROOT_CA).subject
+    assert unrelated.subject != _cert(demo_pki, ROOT_CA).subject
     verifier = PolicyBuilder().store(Store([unrelated])).time(_now()).build_client_verifier()
     verifier.verify(leaf, [])
 
 
-def test_self_signed_client_is_a_leaf(pki: DemoPki) -> None:
-    cert = _cert(pki, CLIENT_SELF_SIGNED_CERT)
+def test_self_signed_client_is_a_leaf(demo_pki: DemoPki) -> None:
+    cert = _cert(demo_pki, CLIENT_SELF_SIGNED_CERT)
     assert cert.issuer == cert.subject
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
 
 
-def test_server_cert_comes_from_a_separate_root(pki: DemoPki) -> None:
+def test_server_cert_comes_from_a_separate_root(demo_pki: DemoPki) -> None:
     _key, server, _extra = pkcs12.load_key_and_certificates(
-        pki.server_pfx, pki.server_pfx_password.encode()
+        demo_pki.server_pfx, demo_pki.server_pfx_password.encode()
     )
     assert server is not None
-    server_root = _cert(pki, SERVER_ROOT_CA)
+    server_root = _cert(demo_pki, SERVER_ROOT_CA)
     assert server.issuer == server_root.subject
     assert server_root.subject not in {
-        _cert(pki, ROOT_CA).subject,
-        _cert(pki, INTERMEDIATE_CA).subject,
+        _cert(demo_pki, ROOT_CA).subject,
+        _cert(demo_pki, INTERMEDIATE_CA).subject,
     }
     verifier = PolicyBuilder().store(Store([server_root])).time(_now())
     verifier.build_server_verifier(x509.DNSName("localhost")).verify(server, [])
@@ -168,10 +167,12 @@ def test_server_cert_comes_from_a_separate_root(pki: DemoPki) -> None:
 # --- files ------------------------------------------------------------------------------
 
 
-def test_server_pfx_loads_with_password_and_has_the_sans(pki: DemoPki) -> None:
-    password = pki.path(SERVER_PFX_PASSWORD).read_bytes()
+def test_server_pfx_loads_with_password_and_has_the_sans(demo_pki: DemoPki) -> None:
+    password = demo_pki.path(SERVER_PFX_PASSWORD).read_bytes()
     assert not password.endswith(b"\n")
-    key, cert, extra = pkcs12.load_key_and_certificates(pki.path(SERVER_PFX).read_bytes(), password)
+    key, cert, extra = pkcs12.load_key_and_certificates(
+        demo_pki.path(SERVER_PFX).read_bytes(), password
+    )
     assert key is not None
     assert cert is not None
     assert extra == []
@@ -185,12 +186,12 @@ def test_server_pfx_loads_with_password_and_has_the_sans(pki: DemoPki) -> None:
     assert ExtendedKeyUsageOID.SERVER_AUTH in eku
 
 
-def test_server_pfx_refuses_a_wrong_password(pki: DemoPki) -> None:
+def test_server_pfx_refuses_a_wrong_password(demo_pki: DemoPki) -> None:
     with pytest.raises(ValueError, match=r"(?i)password|mac"):
-        pkcs12.load_key_and_certificates(pki.server_pfx, b"not-the-password")
+        pkcs12.load_key_and_certificates(demo_pki.server_pfx, b"not-the-password")
 
 
-def test_openssl_reads_server_pfx_without_legacy_provider(pki: DemoPki) -> None:
+def test_openssl_reads_server_pfx_without_legacy_provider(demo_pki: DemoPki) -> None:
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.skip("the openssl command is not on PATH")
@@ -199,9 +200,9 @@ def test_openssl_reads_server_pfx_without_legacy_provider(pki: DemoPki) -> None:
             openssl,
             "pkcs12",
             "-in",
-            str(pki.path(SERVER_PFX)),
+            str(demo_pki.path(SERVER_PFX)),
             "-passin",
-            f"file:{pki.path(SERVER_PFX_PASSWORD)}",
+            f"file:{demo_pki.path(SERVER_PFX_PASSWORD)}",
             "-nokeys",
         ],
         capture_output=True,
@@ -218,37 +219,37 @@ def test_openssl_reads_server_pfx_without_legacy_provider(pki: DemoPki) -> None:
     [name for name in FILE_NAMES if name.endswith(".key")]
     + [SERVER_PFX, SERVER_PFX_PASSWORD, DEPLOYMENT_PARAMETERS],
 )
-def test_secret_files_are_owner_only(pki: DemoPki, name: str) -> None:
-    assert stat.S_IMODE(pki.path(name).stat().st_mode) == 0o600
+def test_secret_files_are_owner_only(demo_pki: DemoPki, name: str) -> None:
+    assert stat.S_IMODE(demo_pki.path(name).stat().st_mode) == 0o600
 
 
-def test_public_files_are_world_readable(pki: DemoPki) -> None:
+def test_public_files_are_world_readable(demo_pki: DemoPki) -> None:
     for name in (ROOT_CA, TRUSTED_CLIENT_CA_CHAIN, CLIENT_CERT, MANIFEST):
-        assert stat.S_IMODE(pki.path(name).stat().st_mode) == 0o644
+        assert stat.S_IMODE(demo_pki.path(name).stat().st_mode) == 0o644
 
 
-def test_trusted_upload_holds_exactly_the_two_client_cas_and_no_key(pki: DemoPki) -> None:
-    data = pki.path(TRUSTED_CLIENT_CA_CHAIN).read_bytes()
+def test_trusted_upload_holds_exactly_the_two_client_cas_and_no_key(demo_pki: DemoPki) -> None:
+    data = demo_pki.path(TRUSTED_CLIENT_CA_CHAIN).read_bytes()
     assert b"PRIVATE KEY" not in data
     certs = x509.load_pem_x509_certificates(data)
     assert [cert.subject for cert in certs] == [
-        _cert(pki, ROOT_CA).subject,
-        _cert(pki, INTERMEDIATE_CA).subject,
+        _cert(demo_pki, ROOT_CA).subject,
+        _cert(demo_pki, INTERMEDIATE_CA).subject,
     ]
     assert all(
         cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca for cert in certs
     )
-    assert pki.trusted_client_ca_pem == data
-    assert base64.b64decode(pki.path(TRUSTED_CLIENT_CA_CHAIN_B64).read_bytes()) == data
+    assert demo_pki.trusted_client_ca_pem == data
+    assert base64.b64decode(demo_pki.path(TRUSTED_CLIENT_CA_CHAIN_B64).read_bytes()) == data
 
 
-def test_client_chain_is_leaf_then_intermediate(pki: DemoPki) -> None:
-    certs = x509.load_pem_x509_certificates(pki.path(CLIENT_CHAIN).read_bytes())
-    assert certs == [_cert(pki, CLIENT_CERT), _cert(pki, INTERMEDIATE_CA)]
+def test_client_chain_is_leaf_then_intermediate(demo_pki: DemoPki) -> None:
+    certs = x509.load_pem_x509_certificates(demo_pki.path(CLIENT_CHAIN).read_bytes())
+    assert certs == [_cert(demo_pki, CLIENT_CERT), _cert(demo_pki, INTERMEDIATE_CA)]
 
 
-def test_deployment_parameters_fill_the_quickstart(pki: DemoPki) -> None:
-    document = json.loads(pki.path(DEPLOYMENT_PARAMETERS).read_text())
+def test_deployment_parameters_fill_the_quickstart(demo_pki: DemoPki) -> None:
+    document = json.loads(demo_pki.path(DEPLOYMENT_PARAMETERS).read_text())
     parameters = document["parameters"]
     assert document["contentVersion"] == "1.0.0.0"
     assert set(parameters) == {
@@ -264,15 +265,15 @@ def test_deployment_parameters_fill_the_quickstart(pki: DemoPki) -> None:
     assert parameters["skuName"]["value"] == "Standard_v2"
     assert parameters["capacity"]["value"] == 2
     assert parameters["adminUsername"]["value"] == "azureuser"
-    assert base64.b64decode(parameters["certData"]["value"]) == pki.server_pfx
-    assert parameters["certPassword"]["value"] == pki.server_pfx_password
+    assert base64.b64decode(parameters["certData"]["value"]) == demo_pki.server_pfx
+    assert parameters["certPassword"]["value"] == demo_pki.server_pfx_password
 
 
-def test_manifest_round_trips(pki: DemoPki) -> None:
-    loaded = load_demo_pki(pki.directory)
-    assert loaded == pki
+def test_manifest_round_trips(demo_pki: DemoPki) -> None:
+    loaded = load_demo_pki(demo_pki.directory)
+    assert loaded == demo_pki
     assert set(loaded.files) == set(FILE_NAMES)
-    raw = json.loads(pki.path(MANIFEST).read_text())
+    raw = json.loads(demo_pki.path(MANIFEST).read_text())
     assert raw["format"] == "appgw-emulator-demo-pki"
     assert raw["version"] == 1
     assert raw["key_type"] == "ec"
@@ -280,14 +281,14 @@ def test_manifest_round_trips(pki: DemoPki) -> None:
     assert entry["kind"] == "certificate"
     assert entry["subject"] == "CN=demo-client"
     assert datetime.datetime.fromisoformat(entry["not_after"]) == (
-        _cert(pki, CLIENT_CERT).not_valid_after_utc
+        _cert(demo_pki, CLIENT_CERT).not_valid_after_utc
     )
     assert raw["files"][CLIENT_KEY]["kind"] == "private-key"
 
 
-def test_demo_pki_path_refuses_unknown_names(pki: DemoPki) -> None:
+def test_demo_pki_path_refuses_unknown_names(demo_pki: DemoPki) -> None:
     with pytest.raises(ValueError, match="not a demo PKI file name"):
-        pki.path("../etc/passwd")
+        demo_pki.path("../etc/passwd")
 
 
 # --- reuse, refusal, regeneration -------------------------------------------------------
@@ -360,10 +361,10 @@ def test_stale_pki_is_reported_with_the_regenerate_fix(tmp_path: Path) -> None:
     assert f"certs init {tmp_path} --force" in info.value.fix
 
 
-def test_pki_expiring_within_a_day_is_stale(pki: DemoPki) -> None:
-    server_not_after = datetime.datetime.fromisoformat(pki.files[SERVER_PFX].not_after or "")
+def test_pki_expiring_within_a_day_is_stale(demo_pki: DemoPki) -> None:
+    server_not_after = datetime.datetime.fromisoformat(demo_pki.files[SERVER_PFX].not_after or "")
     with pytest.raises(DemoPkiError, match=r"stale: server\.pfx expires"):
-        load_demo_pki(pki.directory, now=server_not_after - datetime.timedelta(hours=12))
+        load_demo_pki(demo_pki.directory, now=server_not_after - datetime.timedelta(hours=12))
 
 
 def test_pki_without_manifest_is_reported_incomplete(tmp_path: Path) -> None:
@@ -415,23 +416,23 @@ def test_unknown_key_type_is_refused_before_writing(tmp_path: Path) -> None:
 # --- the files fit together in a real handshake -----------------------------------------
 
 
-def _server_context(pki: DemoPki) -> ssl.SSLContext:
+def _server_context(demo_pki: DemoPki) -> ssl.SSLContext:
     key, cert, extra = pkcs12.load_key_and_certificates(
-        pki.path(SERVER_PFX).read_bytes(), pki.path(SERVER_PFX_PASSWORD).read_bytes()
+        demo_pki.path(SERVER_PFX).read_bytes(), demo_pki.path(SERVER_PFX_PASSWORD).read_bytes()
     )
     assert isinstance(cert, x509.Certificate)
     assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     IssuedCert(cert=cert, key=key, chain=tuple(extra)).configure_ssl_context(ctx)
     ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cafile=str(pki.path(TRUSTED_CLIENT_CA_CHAIN)))
+    ctx.load_verify_locations(cafile=str(demo_pki.path(TRUSTED_CLIENT_CA_CHAIN)))
     return ctx
 
 
-def _client_context(pki: DemoPki, cert: str, key: str) -> ssl.SSLContext:
+def _client_context(demo_pki: DemoPki, cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(cafile=str(pki.path(SERVER_ROOT_CA)))
-    ctx.load_cert_chain(str(pki.path(cert)), str(pki.path(key)))
+    ctx.load_verify_locations(cafile=str(demo_pki.path(SERVER_ROOT_CA)))
+    ctx.load_cert_chain(str(demo_pki.path(cert)), str(demo_pki.path(key)))
     return ctx
 
 
@@ -464,18 +465,18 @@ def _handshake(
     return served, connected
 
 
-def test_demo_files_complete_a_mutual_tls_handshake(pki: DemoPki) -> None:
+def test_demo_files_complete_a_mutual_tls_handshake(demo_pki: DemoPki) -> None:
     served, connected = _handshake(
-        _server_context(pki), _client_context(pki, CLIENT_CHAIN, CLIENT_KEY)
+        _server_context(demo_pki), _client_context(demo_pki, CLIENT_CHAIN, CLIENT_KEY)
     )
     assert connected.result() == b"!"
     assert served.result()["subject"] == ((("commonName", "demo-client"),),)
 
 
-def test_server_refuses_the_unrelated_ca_client_in_the_handshake(pki: DemoPki) -> None:
+def test_server_refuses_the_unrelated_ca_client_in_the_handshake(demo_pki: DemoPki) -> None:
     served, _connected = _handshake(
-        _server_context(pki),
-        _client_context(pki, CLIENT_UNRELATED_CA_CERT, CLIENT_UNRELATED_CA_KEY),
+        _server_context(demo_pki),
+        _client_context(demo_pki, CLIENT_UNRELATED_CA_CERT, CLIENT_UNRELATED_CA_KEY),
     )
     with pytest.raises(ssl.SSLError, match=r"(?i)certificate verify failed|unknown ca"):
         served.result()

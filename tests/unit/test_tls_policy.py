@@ -6,13 +6,13 @@ sockets, no event loop, the same OpenSSL code paths the runtime drives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Final
 
 import pytest
 from OpenSSL import SSL
 
-from emulator.arm.certdata import ServerCertificate, TrustedClientCa, load_server_pfx
+from emulator.arm.certdata import ServerCertificate, load_server_pfx
 from emulator.arm.ssl_policies import (
     POLICY_TABLE,
     PREDEFINED_POLICIES,
@@ -35,158 +35,21 @@ from emulator.model import (
     ClientAuthMode,
     Listener,
     ListenerProtocol,
-    RevocationMode,
-    RoutingRule,
-    SslProfile,
 )
-from emulator.pki import CA, IssuedCert, self_signed_client
+from emulator.pki import CA, IssuedCert
+from tests.helpers.pki import PkiBundle
+from tests.helpers.tls_memory import (
+    Handshake,
+    client_context,
+    handshake,
+    make_listener,
+    pump,
+    rule_for,
+)
 
 #: OpenSSL's X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY and X509_V_ERR_CERT_HAS_EXPIRED.
 UNABLE_TO_GET_LOCAL_ISSUER = 20
 CERT_HAS_EXPIRED = 10
-#: A handshake between two memory BIOs takes a handful of round trips; this bounds a bug's loop.
-MAX_HANDSHAKE_ROUNDS = 50
-
-
-# --- test PKI and listeners -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pki:
-    root: CA
-    issuing: CA
-    server: ServerCertificate
-    server_root: CA
-    client: IssuedCert
-    expired_client: IssuedCert
-    stranger: IssuedCert
-    lonely: IssuedCert
-
-
-@pytest.fixture(scope="module")
-def pki() -> Pki:
-    root = CA("Policy Client Root")
-    issuing = root.intermediate("Policy Issuing CA")
-    server_root = CA("Policy Server Root")
-    issued = server_root.issue_server("gateway.test")
-    return Pki(
-        root=root,
-        issuing=issuing,
-        server=load_server_pfx("server", issued.pfx(None), None, cert_id="server"),
-        server_root=server_root,
-        client=issuing.issue_client("policy-client"),
-        expired_client=issuing.issue_client("policy-expired", expired=True),
-        stranger=CA("Policy Stranger Root").issue_client("stranger"),
-        lonely=self_signed_client("lonely"),
-    )
-
-
-def make_listener(
-    pki: Pki,
-    *,
-    mode: ClientAuthMode | None = None,
-    with_profile: bool = True,
-    trusted: bool = True,
-    policy: str | SslPolicy = "AppGwSslPolicy20220101",
-) -> Listener:
-    effective = PREDEFINED_POLICIES[policy] if isinstance(policy, str) else policy
-    profile = None
-    if with_profile:
-        cas = (
-            (TrustedClientCa("chain", (pki.root.cert, pki.issuing.cert)),)
-            if trusted and mode is ClientAuthMode.STRICT
-            else ()
-        )
-        profile = SslProfile("profile", mode, False, RevocationMode.NONE, cas, None)
-    return Listener(
-        name="listener",
-        protocol=ListenerProtocol.HTTPS,
-        frontend_port=443,
-        frontend_port_name="port",
-        host_names=(),
-        server_certificate=pki.server,
-        ssl_profile=profile,
-        ssl_policy=effective,
-        require_sni=False,
-        path="resources[0].properties.httpListeners[0]",
-    )
-
-
-def client_context(
-    *,
-    cert: IssuedCert | None = None,
-    min_version: int | None = None,
-    max_version: int | None = None,
-    ciphers: bytes | None = None,
-    alpn: list[bytes] | None = None,
-) -> SSL.Context:
-    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
-    if min_version is not None:
-        ctx.set_min_proto_version(min_version)
-    if max_version is not None:
-        ctx.set_max_proto_version(max_version)
-    if ciphers is not None:
-        ctx.set_cipher_list(ciphers)
-    if cert is not None:
-        cert.configure_openssl_context(ctx)
-    if alpn is not None:
-        ctx.set_alpn_protos(alpn)
-    return ctx
-
-
-@dataclass
-class Handshake:
-    server: SSL.Connection
-    client: SSL.Connection
-    log: VerifyLog
-
-
-def _step(conn: SSL.Connection) -> bool:
-    try:
-        conn.do_handshake()
-    except SSL.WantReadError:
-        return False
-    return True
-
-
-def _pump(src: SSL.Connection, dst: SSL.Connection) -> None:
-    try:
-        data = src.bio_read(65536)
-    except SSL.WantReadError:
-        return
-    dst.bio_write(data)
-
-
-def handshake(
-    server_ctx: SSL.Context,
-    client_ctx: SSL.Context,
-    *,
-    server_name: bytes | None = None,
-    session: SSL.Session | None = None,
-) -> Handshake:
-    """Run a complete TLS handshake in memory; raises ``SSL.Error`` when either side fails.
-
-    ``session``: a session of an earlier handshake for the client to offer (resumption)."""
-    log = VerifyLog()
-    server = SSL.Connection(server_ctx, None)
-    server.set_app_data(log)
-    server.set_accept_state()
-    client = SSL.Connection(client_ctx, None)
-    if server_name is not None:
-        client.set_tlsext_host_name(server_name)
-    if session is not None:
-        client.set_session(session)
-    client.set_connect_state()
-    client_done = server_done = False
-    for _ in range(MAX_HANDSHAKE_ROUNDS):
-        client_done = _step(client) or client_done
-        _pump(client, server)
-        server_done = _step(server) or server_done
-        _pump(server, client)
-        if client_done and server_done:
-            # TLS 1.3 servers verify the client's certificate in their last flight.
-            return Handshake(server, client, log)
-    raise AssertionError("handshake did not finish")
 
 
 # --- the decision table ------------------------------------------------------------------------
@@ -311,7 +174,7 @@ def test_verify_error_texts_match_openssl_wording() -> None:
     ids=["strict", "passthrough", "profile-without-client-auth", "no-profile"],
 )
 def test_verify_mode_requests_but_never_requires_a_certificate(
-    pki: Pki,
+    pki: PkiBundle,
     mode: ClientAuthMode | None,
     with_profile: bool,
     trusted: bool,
@@ -326,7 +189,7 @@ def test_verify_mode_requests_but_never_requires_a_certificate(
     assert listener.client_auth is mode
 
 
-def test_listener_without_server_certificate_has_no_context(pki: Pki) -> None:
+def test_listener_without_server_certificate_has_no_context(pki: PkiBundle) -> None:
     listener = make_listener(pki, mode=ClientAuthMode.STRICT)
     without = Listener(
         listener.name,
@@ -345,16 +208,16 @@ def test_listener_without_server_certificate_has_no_context(pki: Pki) -> None:
         build_server_context(without)
 
 
-def test_strict_advertises_the_uploaded_ca_names(pki: Pki) -> None:
+def test_strict_advertises_the_uploaded_ca_names(pki: PkiBundle) -> None:
     ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.STRICT))
 
     hs = handshake(ctx, client_context())
 
     names = [n.CN for n in hs.client.get_client_ca_list()]
-    assert names == ["Policy Client Root", "Policy Issuing CA"]
+    assert names == ["appgw-emulator Test Client Root CA", "appgw-emulator Test Client CA"]
 
 
-def test_passthrough_advertises_no_ca_names(pki: Pki) -> None:
+def test_passthrough_advertises_no_ca_names(pki: PkiBundle) -> None:
     ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.PASSTHROUGH))
 
     hs = handshake(ctx, client_context())
@@ -363,7 +226,7 @@ def test_passthrough_advertises_no_ca_names(pki: Pki) -> None:
 
 
 @pytest.mark.parametrize("tls_max", [SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION], ids=["1.2", "1.3"])
-def test_strict_accepts_a_client_of_the_trusted_chain(pki: Pki, tls_max: int) -> None:
+def test_strict_accepts_a_client_of_the_trusted_chain(pki: PkiBundle, tls_max: int) -> None:
     ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.STRICT))
 
     hs = handshake(ctx, client_context(cert=pki.client, max_version=tls_max))
@@ -380,13 +243,13 @@ def test_strict_accepts_a_client_of_the_trusted_chain(pki: Pki, tls_max: int) ->
     [
         # OpenSSL first reports 20 (no local issuer), then 21 for the same leaf; the last wins,
         # which is what nginx's $ssl_client_verify and so the gateway's log show.
-        ("stranger", "unable to verify the first certificate"),
-        ("expired_client", "certificate has expired"),
-        ("lonely", "self-signed certificate"),
+        ("unrelated", "unable to verify the first certificate"),
+        ("expired", "certificate has expired"),
+        ("self_signed", "self-signed certificate"),
     ],
 )
 def test_strict_completes_the_handshake_and_rejects_a_bad_certificate_afterwards(
-    pki: Pki, which: str, reason: str
+    pki: PkiBundle, which: str, reason: str
 ) -> None:
     cert: IssuedCert = getattr(pki, which)
     ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.STRICT))
@@ -399,7 +262,7 @@ def test_strict_completes_the_handshake_and_rejects_a_bad_certificate_afterwards
     assert decision.ssl_client_verify == f"FAILED:{reason}"
 
 
-def test_strict_completes_the_handshake_without_a_certificate(pki: Pki) -> None:
+def test_strict_completes_the_handshake_without_a_certificate(pki: PkiBundle) -> None:
     ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.STRICT))
 
     hs = handshake(ctx, client_context())
@@ -409,8 +272,8 @@ def test_strict_completes_the_handshake_without_a_certificate(pki: Pki) -> None:
     assert decision.page is GatewayPage.NO_CLIENT_CERT
 
 
-@pytest.mark.parametrize("which", ["client", "stranger", "expired_client", "lonely"])
-def test_passthrough_forwards_any_certificate(pki: Pki, which: str) -> None:
+@pytest.mark.parametrize("which", ["client", "unrelated", "expired", "self_signed"])
+def test_passthrough_forwards_any_certificate(pki: PkiBundle, which: str) -> None:
     cert: IssuedCert = getattr(pki, which)
     ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.PASSTHROUGH))
 
@@ -425,13 +288,9 @@ def test_passthrough_forwards_any_certificate(pki: Pki, which: str) -> None:
 # --- build_port_contexts: the listener a handshake ends with ------------------------------------
 
 
-def _rule(listener: Listener) -> RoutingRule:
-    return RoutingRule(f"rule-{listener.name}", None, listener, None, None, None)
-
-
-def test_single_listener_port_handshakes_with_the_listeners_own_context(pki: Pki) -> None:
+def test_single_listener_port_handshakes_with_the_listeners_own_context(pki: PkiBundle) -> None:
     strict = make_listener(pki, mode=ClientAuthMode.STRICT)
-    port_ctx, contexts = build_port_contexts([_rule(strict)])
+    port_ctx, contexts = build_port_contexts([rule_for(strict)])
     assert port_ctx is contexts["listener"]
 
     good = handshake(port_ctx, client_context(cert=pki.client), server_name=b"gateway.test")
@@ -440,12 +299,12 @@ def test_single_listener_port_handshakes_with_the_listeners_own_context(pki: Pki
     assert good.server.get_peer_certificate() is not None
     assert good.log.errors == []
 
-    bad = handshake(port_ctx, client_context(cert=pki.stranger), server_name=b"gateway.test")
+    bad = handshake(port_ctx, client_context(cert=pki.unrelated), server_name=b"gateway.test")
     assert (UNABLE_TO_GET_LOCAL_ISSUER, 0) in bad.log.errors
 
 
 def test_multi_listener_port_switches_to_the_sni_listeners_context_and_verify_mode(
-    pki: Pki,
+    pki: PkiBundle,
 ) -> None:
     # The first listener (the default without SNI) asks for no certificate; the Strict one,
     # chosen by SNI, must still ask for one and verify it with the recording callback.
@@ -454,7 +313,7 @@ def test_multi_listener_port_switches_to_the_sni_listeners_context_and_verify_mo
         make_listener(pki, mode=ClientAuthMode.STRICT), name="strict", host_names=("strict.test",)
     )
     # In Azure's order: the multi-site listener before the basic one.
-    port_ctx, contexts = build_port_contexts([_rule(strict), _rule(plain)])
+    port_ctx, contexts = build_port_contexts([rule_for(strict), rule_for(plain)])
     assert port_ctx is not contexts["plain"]
     assert port_ctx is not contexts["strict"]
 
@@ -467,21 +326,21 @@ def test_multi_listener_port_switches_to_the_sni_listeners_context_and_verify_mo
     assert good.server.get_peer_certificate() is not None
     assert good.log.errors == []
 
-    bad = handshake(port_ctx, client_context(cert=pki.stranger), server_name=b"strict.test")
+    bad = handshake(port_ctx, client_context(cert=pki.unrelated), server_name=b"strict.test")
     assert bad.server.get_context() is contexts["strict"]
     assert (UNABLE_TO_GET_LOCAL_ISSUER, 0) in bad.log.errors
 
 
-def test_multi_listener_port_keeps_the_verify_callback_when_modes_match(pki: Pki) -> None:
+def test_multi_listener_port_keeps_the_verify_callback_when_modes_match(pki: PkiBundle) -> None:
     first = replace(
         make_listener(pki, mode=ClientAuthMode.PASSTHROUGH), name="first", host_names=("a.test",)
     )
     second = replace(
         make_listener(pki, mode=ClientAuthMode.STRICT), name="second", host_names=("b.test",)
     )
-    port_ctx, contexts = build_port_contexts([_rule(first), _rule(second)])
+    port_ctx, contexts = build_port_contexts([rule_for(first), rule_for(second)])
     for name, host in (("first", b"a.test"), ("second", b"b.test")):
-        done = handshake(port_ctx, client_context(cert=pki.stranger), server_name=host)
+        done = handshake(port_ctx, client_context(cert=pki.unrelated), server_name=host)
         assert done.server.get_context() is contexts[name]
         assert done.server.get_peer_certificate() is not None
         assert (UNABLE_TO_GET_LOCAL_ISSUER, 0) in done.log.errors
@@ -491,7 +350,7 @@ def _read_tickets(done: Handshake) -> SSL.Session:
     """The client's session after it has read what the server sent after the handshake (the
     TLS 1.3 tickets come after the server's last handshake flight)."""
     done.server.send(b"x")
-    _pump(done.server, done.client)
+    pump(done.server, done.client)
     assert done.client.recv(1) == b"x"
     session = done.client.get_session()
     assert session is not None
@@ -499,7 +358,7 @@ def _read_tickets(done: Handshake) -> SSL.Session:
 
 
 @pytest.mark.parametrize("tls_max", [SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION], ids=["1.2", "1.3"])
-def test_no_context_of_a_port_resumes_a_session(pki: Pki, tls_max: int) -> None:
+def test_no_context_of_a_port_resumes_a_session(pki: PkiBundle, tls_max: int) -> None:
     # OpenSSL verifies nothing on a resumed handshake: every context, the port's starting
     # one included, must answer an offered session with a full handshake, which verifies.
     strict = replace(
@@ -508,12 +367,12 @@ def test_no_context_of_a_port_resumes_a_session(pki: Pki, tls_max: int) -> None:
     passthrough = replace(
         make_listener(pki, mode=ClientAuthMode.PASSTHROUGH), name="pass", host_names=("p.test",)
     )
-    for rules in ([_rule(strict)], [_rule(passthrough), _rule(strict)]):
+    for rules in ([rule_for(strict)], [rule_for(passthrough), rule_for(strict)]):
         port_ctx, contexts = build_port_contexts(rules)
         for ctx in (port_ctx, *contexts.values()):
             assert ctx.get_session_cache_mode() == SSL.SESS_CACHE_OFF
             assert ctx.set_options(0) & SSL.OP_NO_TICKET
-        client_ctx = client_context(cert=pki.stranger, max_version=tls_max)
+        client_ctx = client_context(cert=pki.unrelated, max_version=tls_max)
         session = None
         for host in (b"p.test", b"s.test", b"s.test"):
             done = handshake(port_ctx, client_ctx, server_name=host, session=session)
@@ -531,14 +390,14 @@ def _legacy_client(version: int) -> SSL.Context:
 
 
 @pytest.mark.parametrize("version", [SSL.TLS1_VERSION, SSL.TLS1_1_VERSION], ids=["1.0", "1.1"])
-def test_policy_20220101_refuses_tls_below_1_2(pki: Pki, version: int) -> None:
+def test_policy_20220101_refuses_tls_below_1_2(pki: PkiBundle, version: int) -> None:
     ctx = build_server_context(make_listener(pki, policy="AppGwSslPolicy20220101"))
 
     with pytest.raises(SSL.Error):
         handshake(ctx, _legacy_client(version))
 
 
-def test_retired_policy_20150501_run_under_loose_still_accepts_tls_1_0(pki: Pki) -> None:
+def test_retired_policy_20150501_run_under_loose_still_accepts_tls_1_0(pki: PkiBundle) -> None:
     # The model refuses 20150501 since the retirement (test_model); with --loose it runs as it
     # did before, so an old client can still be reproduced locally.
     ctx = build_server_context(make_listener(pki, policy="AppGwSslPolicy20150501"))
@@ -549,7 +408,7 @@ def test_retired_policy_20150501_run_under_loose_still_accepts_tls_1_0(pki: Pki)
 
 
 @pytest.mark.parametrize("version", [SSL.TLS1_VERSION, SSL.TLS1_1_VERSION], ids=["1.0", "1.1"])
-def test_old_api_default_20170401s_refuses_tls_below_1_2(pki: Pki, version: int) -> None:
+def test_old_api_default_20170401s_refuses_tls_below_1_2(pki: PkiBundle, version: int) -> None:
     ctx = build_server_context(make_listener(pki, policy="AppGwSslPolicy20170401S"))
 
     with pytest.raises(SSL.Error):
@@ -569,7 +428,7 @@ def test_old_api_default_20170401s_refuses_tls_below_1_2(pki: Pki, version: int)
     ids=["20220101", "20220101S", "20170401S", "20150501", "custom", "customv2"],
 )
 def test_policies_without_tls13_cap_at_tls_1_2(
-    pki: Pki, policy: str | SslPolicy, negotiated: str
+    pki: PkiBundle, policy: str | SslPolicy, negotiated: str
 ) -> None:
     ctx = build_server_context(make_listener(pki, policy=policy))
 
@@ -578,7 +437,7 @@ def test_policies_without_tls13_cap_at_tls_1_2(
     assert hs.server.get_protocol_version_name() == negotiated
 
 
-def test_tls13_offers_only_azures_two_suites(pki: Pki) -> None:
+def test_tls13_offers_only_azures_two_suites(pki: PkiBundle) -> None:
     ctx = build_server_context(make_listener(pki, policy="AppGwSslPolicy20220101"))
     chacha_only = client_context()
     chacha_only.set_tls13_ciphersuites(b"TLS_CHACHA20_POLY1305_SHA256")
@@ -591,7 +450,7 @@ def test_tls13_offers_only_azures_two_suites(pki: Pki) -> None:
     ("policy", "accepted"),
     [("AppGwSslPolicy20220101", True), ("AppGwSslPolicy20220101S", False)],
 )
-def test_cbc_suites_follow_the_policy(pki: Pki, policy: str, accepted: bool) -> None:
+def test_cbc_suites_follow_the_policy(pki: PkiBundle, policy: str, accepted: bool) -> None:
     ctx = build_server_context(make_listener(pki, policy=policy))
     cbc_client = client_context(
         max_version=SSL.TLS1_2_VERSION, ciphers=b"ECDHE-ECDSA-AES128-SHA256"
@@ -613,7 +472,7 @@ def test_cbc_suites_follow_the_policy(pki: Pki, policy: str, accepted: bool) -> 
         ([b"h2"], b""),
     ],
 )
-def test_alpn_selects_http11_only(pki: Pki, offered: list[bytes], selected: bytes) -> None:
+def test_alpn_selects_http11_only(pki: PkiBundle, offered: list[bytes], selected: bytes) -> None:
     ctx = build_server_context(make_listener(pki))
 
     hs = handshake(ctx, client_context(alpn=offered))
@@ -726,7 +585,7 @@ def rsa_server() -> ServerCertificate:
     "policy", list(PREDEFINED_POLICIES), ids=lambda p: p[len("AppGwSslPolicy") :]
 )
 def test_rsa_listener_negotiates_exactly_the_policys_rsa_suites(
-    pki: Pki, rsa_server: ServerCertificate, policy: str
+    pki: PkiBundle, rsa_server: ServerCertificate, policy: str
 ) -> None:
     listener = replace(make_listener(pki, policy=policy), server_certificate=rsa_server)
     ctx = build_server_context(listener)

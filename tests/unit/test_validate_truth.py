@@ -79,7 +79,8 @@ def _validate(
 
 def _profile(template: dict[str, Any], name: str) -> dict[str, Any]:
     profile: dict[str, Any] = next(p for p in _gw(template)["sslProfiles"] if p["name"] == name)
-    return profile["properties"]
+    properties: dict[str, Any] = profile["properties"]
+    return properties
 
 
 # -- every problem in one run --------------------------------------------------------------------

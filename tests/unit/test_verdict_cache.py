@@ -40,7 +40,9 @@ Chain = tuple[x509.Certificate, ...]
 
 
 @dataclass(frozen=True)
-class Pki:
+class Chains:
+    """What clients present, each a leaf with its intermediates, validity exact around T0."""
+
     root: CA
     issuing: CA
     upload: TrustedClientCa
@@ -56,7 +58,10 @@ class Pki:
 
 
 @pytest.fixture(scope="module")
-def pki() -> Pki:
+def chains() -> Chains:
+    """Chains of CAs of their own, not the suite's PKI: a cached verdict is checked at instants
+    days around T0, so the CAs must be valid from a month before it (the suite's start an hour
+    before the session)."""
     root = CA("Cache Root", not_before=T0 - 30 * DAY, not_after=T0 + 3650 * DAY)
     issuing = root.intermediate(
         "Cache Issuing CA", not_before=T0 - 30 * DAY, not_after=T0 + 3650 * DAY
@@ -76,7 +81,7 @@ def pki() -> Pki:
         )
         return (issued.cert, *issued.chain)
 
-    return Pki(
+    return Chains(
         root=root,
         issuing=issuing,
         upload=TrustedClientCa("cache-upload", (issuing.cert, root.cert)),
@@ -93,10 +98,10 @@ def pki() -> Pki:
 
 
 def strict(
-    pki: Pki, *, issuer_dn: bool = False, revocation: RevocationMode = RevocationMode.NONE
+    chains: Chains, *, issuer_dn: bool = False, revocation: RevocationMode = RevocationMode.NONE
 ) -> SslProfile:
     return SslProfile(
-        "cache-profile", ClientAuthMode.STRICT, issuer_dn, revocation, (pki.upload,), None
+        "cache-profile", ClientAuthMode.STRICT, issuer_dn, revocation, (chains.upload,), None
     )
 
 
@@ -105,9 +110,9 @@ def copy_of(chain: Chain) -> Chain:
     return tuple(x509.load_der_x509_certificate(c.public_bytes(Encoding.DER)) for c in chain)
 
 
-def openssl_log(pki: Pki, chain: Chain, at: datetime.datetime) -> VerifyLog:
+def openssl_log(chains: Chains, chain: Chain, at: datetime.datetime) -> VerifyLog:
     """What the verify callback would have recorded for ``chain`` at ``at``."""
-    result = verify_chain(chain, pki.upload.certificates, at=at)
+    result = verify_chain(chain, chains.upload.certificates, at=at)
     return VerifyLog([(p.errno, p.depth) for p in result.errors], calls=1)
 
 
@@ -148,15 +153,15 @@ CASES = {
 @pytest.mark.parametrize("with_handshake_errors", [True, False], ids=["handshake", "emulated"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_cached_verdict_equals_the_uncached_one(
-    pki: Pki, case: str, with_handshake_errors: bool
+    chains: Chains, case: str, with_handshake_errors: bool
 ) -> None:
     attribute, issuer_dn, expected = CASES[case]
-    chain: Chain = getattr(pki, attribute)
-    profile = strict(pki, issuer_dn=issuer_dn)
+    chain: Chain = getattr(chains, attribute)
+    profile = strict(chains, issuer_dn=issuer_dn)
     later = T0 + SECOND
 
     def log(at: datetime.datetime) -> VerifyLog | None:
-        return openssl_log(pki, chain, at) if with_handshake_errors else None
+        return openssl_log(chains, chain, at) if with_handshake_errors else None
 
     first = assess_handshake(profile, presented=copy_of(chain), log=log(T0), at=T0)
     again = assess_handshake(profile, presented=copy_of(chain), log=log(later), at=later)
@@ -168,30 +173,32 @@ def test_cached_verdict_equals_the_uncached_one(
 
 
 @pytest.mark.parametrize("case", ["valid", "unrelated-ca", "issuer-dn-mismatch", "ca-as-client"])
-def test_a_reconnecting_client_gets_the_remembered_decision(pki: Pki, case: str) -> None:
+def test_a_reconnecting_client_gets_the_remembered_decision(chains: Chains, case: str) -> None:
     attribute, issuer_dn, _ = CASES[case]
-    chain: Chain = getattr(pki, attribute)
-    profile = strict(pki, issuer_dn=issuer_dn)
+    chain: Chain = getattr(chains, attribute)
+    profile = strict(chains, issuer_dn=issuer_dn)
 
     first = assess_handshake(
-        profile, presented=copy_of(chain), log=openssl_log(pki, chain, T0), at=T0
+        profile, presented=copy_of(chain), log=openssl_log(chains, chain, T0), at=T0
     )
     again = assess_handshake(
-        profile, presented=copy_of(chain), log=openssl_log(pki, chain, T0), at=T0 + SECOND
+        profile, presented=copy_of(chain), log=openssl_log(chains, chain, T0), at=T0 + SECOND
     )
 
     assert again is first
 
 
 @pytest.mark.parametrize("case", ["expired", "not-yet-valid"])
-def test_validity_failures_are_never_remembered(pki: Pki, case: str) -> None:
+def test_validity_failures_are_never_remembered(chains: Chains, case: str) -> None:
     # Their explanation names the time they were checked at, which changes every time.
-    chain: Chain = getattr(pki, CASES[case][0])
-    profile = strict(pki)
+    chain: Chain = getattr(chains, CASES[case][0])
+    profile = strict(chains)
 
-    first = assess_handshake(profile, presented=chain, log=openssl_log(pki, chain, T0), at=T0)
+    first = assess_handshake(profile, presented=chain, log=openssl_log(chains, chain, T0), at=T0)
     later = T0 + 5 * SECOND
-    again = assess_handshake(profile, presented=chain, log=openssl_log(pki, chain, later), at=later)
+    again = assess_handshake(
+        profile, presented=chain, log=openssl_log(chains, chain, later), at=later
+    )
 
     assert again is not first
     assert first.explanation != again.explanation
@@ -201,41 +208,41 @@ def test_validity_failures_are_never_remembered(pki: Pki, case: str) -> None:
 # --- time: a verdict is only reused inside its certificates' validity ------------------------
 
 
-def test_verdict_cached_before_expiry_is_recomputed_after_it(pki: Pki) -> None:
-    profile = strict(pki)
-    leaf = pki.valid[0]
+def test_verdict_cached_before_expiry_is_recomputed_after_it(chains: Chains) -> None:
+    profile = strict(chains)
+    leaf = chains.valid[0]
     end = leaf.not_valid_after_utc
-    cached = assess_handshake(profile, presented=pki.valid, log=None, at=T0)
+    cached = assess_handshake(profile, presented=chains.valid, log=None, at=T0)
     assert cached.allowed
 
-    at_end = assess_handshake(profile, presented=pki.valid, log=None, at=end)
-    after = assess_handshake(profile, presented=pki.valid, log=None, at=end + SECOND)
+    at_end = assess_handshake(profile, presented=chains.valid, log=None, at=end)
+    after = assess_handshake(profile, presented=chains.valid, log=None, at=end + SECOND)
 
     # The last second of validity is still valid (OpenSSL: expired when not_after < now).
     assert at_end is cached
     assert not after.allowed
     assert after.ssl_client_verify == "FAILED:certificate has expired"
-    assert after == fresh(profile, pki.valid, None, end + SECOND)
+    assert after == fresh(profile, chains.valid, None, end + SECOND)
 
 
-def test_verdict_cached_while_valid_is_recomputed_before_not_before(pki: Pki) -> None:
-    profile = strict(pki)
-    start = pki.valid[0].not_valid_before_utc
-    cached = assess_handshake(profile, presented=pki.valid, log=None, at=T0)
+def test_verdict_cached_while_valid_is_recomputed_before_not_before(chains: Chains) -> None:
+    profile = strict(chains)
+    start = chains.valid[0].not_valid_before_utc
+    cached = assess_handshake(profile, presented=chains.valid, log=None, at=T0)
 
-    at_start = assess_handshake(profile, presented=pki.valid, log=None, at=start)
-    before = assess_handshake(profile, presented=pki.valid, log=None, at=start - SECOND)
+    at_start = assess_handshake(profile, presented=chains.valid, log=None, at=start)
+    before = assess_handshake(profile, presented=chains.valid, log=None, at=start - SECOND)
 
     assert at_start is cached
     assert before.ssl_client_verify == "FAILED:certificate is not yet valid"
 
 
 def test_verdict_is_recomputed_outside_its_window_even_with_the_same_handshake_errors(
-    pki: Pki,
+    chains: Chains,
 ) -> None:
     # The key (profile, chain, errors) matches; only the time says the entry no longer holds.
-    profile = strict(pki, revocation=RevocationMode.OCSP)
-    chain = pki.with_ocsp
+    profile = strict(chains, revocation=RevocationMode.OCSP)
+    chain = chains.with_ocsp
     cached = assess_handshake(profile, presented=chain, log=VerifyLog(calls=1), at=T0)
     late = chain[0].not_valid_after_utc + SECOND
 
@@ -245,7 +252,7 @@ def test_verdict_is_recomputed_outside_its_window_even_with_the_same_handshake_e
     assert again == fresh(profile, chain, VerifyLog(calls=1), late)
 
 
-def test_an_expiring_uploaded_ca_bounds_the_window(pki: Pki) -> None:
+def test_an_expiring_uploaded_ca_bounds_the_window(chains: Chains) -> None:
     root = CA("Short Root", not_before=T0 - DAY, not_after=T0 + 2 * DAY)
     issuing = root.intermediate("Short Issuing", not_before=T0 - DAY, not_after=T0 + DAY)
     client = issuing.issue_client("short-client", not_before=T0 - DAY, not_after=T0 + 30 * DAY)
@@ -265,25 +272,25 @@ def test_an_expiring_uploaded_ca_bounds_the_window(pki: Pki) -> None:
 # --- what never shares an entry ------------------------------------------------------------------
 
 
-def test_an_equal_but_distinct_profile_gets_its_own_entry(pki: Pki) -> None:
-    first = strict(pki)
-    twin = strict(pki)
+def test_an_equal_but_distinct_profile_gets_its_own_entry(chains: Chains) -> None:
+    first = strict(chains)
+    twin = strict(chains)
     assert first == twin
     assert first is not twin
 
-    a = assess_handshake(first, presented=pki.valid, log=VerifyLog(calls=1), at=T0)
-    b = assess_handshake(twin, presented=pki.valid, log=VerifyLog(calls=1), at=T0)
+    a = assess_handshake(first, presented=chains.valid, log=VerifyLog(calls=1), at=T0)
+    b = assess_handshake(twin, presented=chains.valid, log=VerifyLog(calls=1), at=T0)
 
     assert a == b
     assert a is not b
     assert len(_VERDICTS) == 2
 
 
-def test_profiles_with_different_settings_never_share_a_verdict(pki: Pki) -> None:
-    chain = pki.by_root
-    lenient = assess_handshake(strict(pki), presented=chain, log=VerifyLog(calls=1), at=T0)
+def test_profiles_with_different_settings_never_share_a_verdict(chains: Chains) -> None:
+    chain = chains.by_root
+    lenient = assess_handshake(strict(chains), presented=chain, log=VerifyLog(calls=1), at=T0)
     checking = assess_handshake(
-        strict(pki, issuer_dn=True), presented=chain, log=VerifyLog(calls=1), at=T0
+        strict(chains, issuer_dn=True), presented=chain, log=VerifyLog(calls=1), at=T0
     )
 
     assert lenient.allowed
@@ -301,41 +308,41 @@ def test_profiles_with_different_settings_never_share_a_verdict(pki: Pki) -> Non
     ],
 )
 def test_different_openssl_errors_never_share_a_verdict(
-    pki: Pki, errors: list[tuple[int, int]], expected: str
+    chains: Chains, errors: list[tuple[int, int]], expected: str
 ) -> None:
-    profile = strict(pki)
+    profile = strict(chains)
     # Another error list for the same chain and profile is remembered first.
     for other in ([], [(20, 0)], [(26, 0)], [(20, 0), (26, 0)]):
         if other != errors:
             assess_handshake(
-                profile, presented=pki.valid, log=VerifyLog(list(other), calls=1), at=T0
+                profile, presented=chains.valid, log=VerifyLog(list(other), calls=1), at=T0
             )
 
     decision = assess_handshake(
-        profile, presented=pki.valid, log=VerifyLog(list(errors), calls=1), at=T0
+        profile, presented=chains.valid, log=VerifyLog(list(errors), calls=1), at=T0
     )
 
     assert decision.ssl_client_verify == expected
-    assert decision == fresh(profile, pki.valid, VerifyLog(list(errors), calls=1), T0)
+    assert decision == fresh(profile, chains.valid, VerifyLog(list(errors), calls=1), T0)
 
 
-def test_handshake_errors_and_no_handshake_never_share_a_verdict(pki: Pki) -> None:
+def test_handshake_errors_and_no_handshake_never_share_a_verdict(chains: Chains) -> None:
     # log=None means "no handshake: verify here"; an empty log means "OpenSSL found nothing".
-    profile = strict(pki)
+    profile = strict(chains)
     trusted_openssl = assess_handshake(
-        profile, presented=pki.unrelated, log=VerifyLog(calls=1), at=T0
+        profile, presented=chains.unrelated, log=VerifyLog(calls=1), at=T0
     )
-    emulated = assess_handshake(profile, presented=pki.unrelated, log=None, at=T0)
+    emulated = assess_handshake(profile, presented=chains.unrelated, log=None, at=T0)
 
     assert trusted_openssl.allowed
     assert not emulated.allowed
 
 
-def test_different_chains_never_share_a_verdict(pki: Pki) -> None:
-    profile = strict(pki)
-    good = assess_handshake(profile, presented=pki.valid, log=None, at=T0)
-    stranger = assess_handshake(profile, presented=pki.unrelated, log=None, at=T0)
-    leaf_only = assess_handshake(profile, presented=pki.valid[:1], log=None, at=T0)
+def test_different_chains_never_share_a_verdict(chains: Chains) -> None:
+    profile = strict(chains)
+    good = assess_handshake(profile, presented=chains.valid, log=None, at=T0)
+    stranger = assess_handshake(profile, presented=chains.unrelated, log=None, at=T0)
+    leaf_only = assess_handshake(profile, presented=chains.valid[:1], log=None, at=T0)
 
     assert good.allowed
     assert not stranger.allowed
@@ -346,42 +353,44 @@ def test_different_chains_never_share_a_verdict(pki: Pki) -> None:
 
 
 def test_a_tampered_copy_with_the_same_signature_never_gets_the_originals_verdict(
-    pki: Pki,
+    chains: Chains,
 ) -> None:
-    profile = strict(pki)
-    der = pki.valid[0].public_bytes(Encoding.DER)
+    profile = strict(chains)
+    der = chains.valid[0].public_bytes(Encoding.DER)
     assert b"cache-valid" in der  # in the subject CN and the SAN
     forged = x509.load_der_x509_certificate(der.replace(b"cache-valid", b"cache-vaLid"))
-    assert forged.signature == pki.valid[0].signature
-    original = assess_handshake(profile, presented=pki.valid, log=None, at=T0)
+    assert forged.signature == chains.valid[0].signature
+    original = assess_handshake(profile, presented=chains.valid, log=None, at=T0)
 
-    decision = assess_handshake(profile, presented=(forged, *pki.valid[1:]), log=None, at=T0)
+    decision = assess_handshake(profile, presented=(forged, *chains.valid[1:]), log=None, at=T0)
 
     assert original.allowed
     assert decision.ssl_client_verify == "FAILED:certificate signature failure"
 
 
-def test_openssl_validity_errors_inside_the_window_are_not_remembered(pki: Pki) -> None:
+def test_openssl_validity_errors_inside_the_window_are_not_remembered(chains: Chains) -> None:
     # OpenSSL's clock and ``at`` may disagree near a boundary; the explanation names ``at``.
-    profile = strict(pki)
+    profile = strict(chains)
     log = [(10, 0)]
-    first = assess_handshake(profile, presented=pki.valid, log=VerifyLog(list(log), calls=1), at=T0)
+    first = assess_handshake(
+        profile, presented=chains.valid, log=VerifyLog(list(log), calls=1), at=T0
+    )
     later = T0 + 5 * SECOND
 
     again = assess_handshake(
-        profile, presented=pki.valid, log=VerifyLog(list(log), calls=1), at=later
+        profile, presented=chains.valid, log=VerifyLog(list(log), calls=1), at=later
     )
 
-    assert again == fresh(profile, pki.valid, VerifyLog(list(log), calls=1), later)
+    assert again == fresh(profile, chains.valid, VerifyLog(list(log), calls=1), later)
     assert again.explanation != first.explanation
 
 
 # --- OCSP stays per connection -------------------------------------------------------------------
 
 
-def test_a_cached_pending_ocsp_decision_is_settled_per_connection(pki: Pki) -> None:
-    profile = strict(pki, issuer_dn=True, revocation=RevocationMode.OCSP)
-    chain = pki.with_ocsp
+def test_a_cached_pending_ocsp_decision_is_settled_per_connection(chains: Chains) -> None:
+    profile = strict(chains, issuer_dn=True, revocation=RevocationMode.OCSP)
+    chain = chains.with_ocsp
     pending = assess_handshake(profile, presented=copy_of(chain), log=VerifyLog(calls=1), at=T0)
     assert pending.ocsp_pending
 
@@ -403,29 +412,31 @@ def test_a_cached_pending_ocsp_decision_is_settled_per_connection(pki: Pki) -> N
 # --- the bound ----------------------------------------------------------------------------------
 
 
-def test_the_cache_never_holds_more_than_its_bound(pki: Pki) -> None:
-    base = strict(pki)
+def test_the_cache_never_holds_more_than_its_bound(chains: Chains) -> None:
+    base = strict(chains)
     sizes = []
     last = None
     for i in range(_VERDICT_CACHE_SIZE * 2 + 10):
         profile = replace(base, name=f"profile-{i}")
         last = (
             profile,
-            assess_handshake(profile, presented=pki.valid, log=VerifyLog(calls=1), at=T0),
+            assess_handshake(profile, presented=chains.valid, log=VerifyLog(calls=1), at=T0),
         )
         sizes.append(len(_VERDICTS))
 
     assert max(sizes) == _VERDICT_CACHE_SIZE
     assert last is not None
     profile, decision = last
-    assert assess_handshake(profile, presented=pki.valid, log=VerifyLog(calls=1), at=T0) is decision
+    assert (
+        assess_handshake(profile, presented=chains.valid, log=VerifyLog(calls=1), at=T0) is decision
+    )
 
 
-def test_non_strict_profiles_use_no_cache(pki: Pki) -> None:
-    passthrough = replace(strict(pki), client_auth=ClientAuthMode.PASSTHROUGH)
+def test_non_strict_profiles_use_no_cache(chains: Chains) -> None:
+    passthrough = replace(strict(chains), client_auth=ClientAuthMode.PASSTHROUGH)
 
     decision = assess_handshake(
-        passthrough, presented=pki.valid, log=VerifyLog([(20, 0)], calls=1), at=T0
+        passthrough, presented=chains.valid, log=VerifyLog([(20, 0)], calls=1), at=T0
     )
     none = assess_handshake(None, presented=(), log=None, at=T0)
 

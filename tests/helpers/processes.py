@@ -9,17 +9,14 @@ lines the commands print, exactly as a script driving the emulator would.
 from __future__ import annotations
 
 import hashlib
-import http.client
-import json
 import os
 import re
 import signal
-import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +30,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 READY_TIMEOUT_S: Final = 20.0
 #: How long a command may take to exit after a signal or on a start-up error.
 EXIT_TIMEOUT_S: Final = 10.0
-#: Timeout of one HTTPS request from the Python client.
-REQUEST_TIMEOUT_S: Final = 10.0
 
 READY_LISTENER: Final = re.compile(
     r"^ready: (?P<listener>\S+) \((?P<mode>[^)]+)\) "
@@ -218,49 +213,6 @@ def ready_listeners(lines: Sequence[str]) -> dict[str, ReadyListener]:
                 match["listener"], match["mode"], int(match["port"]), match["pool"]
             )
     return found
-
-
-def assert_no_traceback(text: str) -> None:
-    assert "Traceback" not in text, text
-
-
-# -- a real client ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def echoed(self, name: str) -> list[str]:
-        """Values of request header ``name`` as the stub backend received it (its JSON echo)."""
-        return [v for k, v in self.json()["headers"] if k.lower() == name.lower()]
-
-
-def https_get(
-    port: int,
-    *,
-    cafile: Path,
-    cert: Path | None = None,
-    key: Path | None = None,
-    headers: Mapping[str, str] | None = None,
-    path: str = "/",
-) -> Reply:
-    """One HTTPS GET to ``localhost:port`` with the stdlib client, verifying the server."""
-    ctx = ssl.create_default_context(cafile=str(cafile))
-    if cert is not None:
-        ctx.load_cert_chain(cert, key)
-    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=REQUEST_TIMEOUT_S)
-    try:
-        conn.request("GET", path, headers=dict(headers or {}))
-        response = conn.getresponse()
-        return Reply(response.status, response.getheaders(), response.read())
-    finally:
-        conn.close()
 
 
 def sha1_fingerprint(pem_file: Path) -> str:
