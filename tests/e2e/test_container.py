@@ -185,6 +185,7 @@ def _container(
     args: Sequence[str] = (),
     *,
     publish: Mapping[int, int] | None = None,
+    podman_options: Sequence[str] = (),
 ) -> Iterator[Container]:
     """``podman run -d`` the image; yields once its HEALTHCHECK passes; always removed.
 
@@ -197,6 +198,7 @@ def _container(
         options += ["--network", "host"]
     for host_port, container_port in (publish or {}).items():
         options += ["-p", f"127.0.0.1:{host_port}:{container_port}"]
+    options += podman_options
     for host_path, target in mounts.items():
         options += ["-v", f"{host_path}:{target}"]
     for key, value in env.items():
@@ -365,6 +367,42 @@ def _connects(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(REQUEST_TIMEOUT_S)
         return sock.connect_ex((host, port)) == 0
+
+
+def test_privileged_port_is_tried_not_predicted_from_the_uid(
+    podman: Podman, tmp_path: Path
+) -> None:
+    """The image's user is uid 10001, not root: port 444 fails with the fix in the container's
+    default network namespace, and binds where ``ip_unprivileged_port_start`` is 0."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _writable_for_image(certs)
+    refused = podman(
+        "run", "--rm", "-v", f"{certs}:/certs", IMAGE, "up", "--strict-port", "444",
+        "--no-dashboard", check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stderr
+    assert "uses port 444, which this process may not bind" in refused.stderr
+    assert "[EmulatorPrivilegedPort]" in refused.stderr
+    assert "fix: choose a port above 1023: --strict-port PORT" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    (strict,) = _free_ports(1)
+    with _container(
+        podman,
+        {certs: "/certs"},
+        {},
+        ["up", "--strict-port", "444"],
+        publish={strict: 444},
+        podman_options=["--sysctl", "net.ipv4.ip_unprivileged_port_start=0"],
+    ) as container:
+        logs = podman("logs", container.name).stdout
+        assert "ready: strict-listener (Strict) https://localhost:444/" in logs
+        server_ca = (certs / "server-root-ca.pem").read_bytes()
+        status, document = _https(strict, server_ca, certs)
+        assert status == 200
+        assert _headers(document, "X-Forwarded-Port") == ["444"]
+        assert _headers(document, "X-Client-Cert-Verification") == ["SUCCESS"]
 
 
 @pytest.mark.parametrize("workers", [1, 2])
