@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -46,8 +47,9 @@ from tests.e2e.processes import (
 RELOAD_TIMEOUT_S: Final = 30.0
 #: Each worker of a generation: the supervisor's pid is the parent of all of them.
 WORKERS: Final = 2
-#: The backend stub's /delay/ path: long enough to still be in flight when the signal lands.
-SLOW_S: Final = 2.0
+#: The backend stub's /delay/ path: long enough to still be in flight when the signal lands,
+#: short of the drain's 5 s grace.
+SLOW_S: Final = 3.0
 
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "fork") or not Path("/proc/self/stat").exists(),
@@ -179,6 +181,22 @@ def _wait_ready(process: CliProcess, count: int) -> None:
         time.sleep(0.02)
 
 
+def _send_slow(setup: Setup, port: int) -> http.client.HTTPSConnection:
+    """A slow mTLS request, sent: its handshake is done, so a worker serving now holds it."""
+    ctx = ssl.create_default_context(cafile=str(setup.cafile))
+    ctx.load_cert_chain(setup.cwd / "certs" / "client.pem", setup.cwd / "certs" / "client.key")
+    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=30)
+    conn.request("GET", f"/delay/{SLOW_S}")
+    return conn
+
+
+def _finish(conn: http.client.HTTPSConnection) -> int:
+    with closing(conn):
+        response = conn.getresponse()
+        response.read()
+        return response.status
+
+
 class _Hammer:
     """HTTPS requests to one port, one after another on fresh connections, until stopped."""
 
@@ -240,23 +258,17 @@ def test_reload_under_workers_refuses_an_invalid_template_and_reforks_for_a_vali
 
         # Valid, moving the Strict listener; a request in flight on an old worker finishes,
         # and the Passthrough port (in both configurations) never refuses a connection.
-        slow: list[Reply] = []
-        in_flight = threading.Thread(
-            target=lambda: slow.append(setup.mtls(strict, f"/delay/{SLOW_S}")), daemon=True
-        )
         with _Hammer(setup, passthrough) as hammer:
-            in_flight.start()
-            time.sleep(0.5)  # the slow request has reached an old worker
+            slow = _send_slow(setup, strict)  # on an old worker: a port the reload removes
             setup.template(moved, passthrough)
             poke()
             _wait_stderr(process, "reloaded ")
             _wait_ready(process, 4)
             time.sleep(0.3)
-        in_flight.join(timeout=30)
+        assert _finish(slow) == 200
         assert hammer.errors == []
         assert hammer.statuses
         assert set(hammer.statuses) == {200}
-        assert [reply.status for reply in slow] == [200]
 
         assert ready_listeners(process.stdout_lines)[STRICT_LISTENER].port == moved
         assert ready_listeners(process.stdout_lines)[PASSTHROUGH_LISTENER].port == passthrough
@@ -329,12 +341,7 @@ def test_health_under_workers_is_ready_only_with_every_worker_and_503_while_drai
         assert setup.mtls(strict).status == 200
 
         # Draining: a request in flight keeps the workers up; readiness is 503, liveness 200.
-        slow: list[Reply] = []
-        in_flight = threading.Thread(
-            target=lambda: slow.append(setup.mtls(strict, f"/delay/{SLOW_S}")), daemon=True
-        )
-        in_flight.start()
-        time.sleep(0.5)
+        slow = _send_slow(setup, strict)
         process.popen.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + RELOAD_TIMEOUT_S
         while True:
@@ -346,8 +353,7 @@ def test_health_under_workers_is_ready_only_with_every_worker_and_503_while_drai
         assert status == 503
         assert document["ready"] is False
         assert _health(health_port, "/health/live") == (200, {"live": True})
-        in_flight.join(timeout=30)
-        assert [reply.status for reply in slow] == [200]
+        assert _finish(slow) == 200
         assert process.wait_exit() == 0
         assert_no_traceback(process.stderr)
 
