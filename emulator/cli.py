@@ -623,7 +623,8 @@ def _serve_workers(
     """
     from emulator.dashboard.wiring import _is_loopback
     from emulator.runtime.health import bind_plain
-    from emulator.runtime.workers import WorkerGateway, WorkerPool, health_url
+    from emulator.runtime.plain_health import health_url
+    from emulator.runtime.workers import WorkerGateway, WorkerPool
 
     assert isinstance(gateway, WorkerGateway)
     count = args.workers

@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
+import functools
 import os
 import selectors
 import signal
@@ -81,13 +81,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-import h11
 import trio
 
 from emulator.errors import EmulatorError, StartupError
 from emulator.logsafe import escaped_logger
 from emulator.runtime.gateway import Gateway, Readiness
-from emulator.runtime.health import HEALTH_PATH, MAX_HEAD_BYTES, REQUEST_TIMEOUT_S, respond
+from emulator.runtime.plain_health import PlainHealthServer
 from emulator.runtime.proxy import ListenerRuntime
 from emulator.runtime.reload import WATCH_INTERVAL_S, file_stamps
 
@@ -119,9 +118,6 @@ NEW_GENERATION_TIMEOUT_S: Final = 30.0
 WORKER_FAILED: Final = 70
 #: prctl(2) option: the signal the kernel sends this process when its parent dies.
 _PR_SET_PDEATHSIG: Final = 1
-#: Health connections the supervisor holds at once; a new one beyond it closes the oldest (a
-#: probe is one short request; this bounds what a flood of idle connections can hold).
-MAX_HEALTH_CLIENTS: Final = 32
 #: What a worker writes to its pipe once it accepts on the listening sockets.
 _READY_BYTE: Final = b"r"
 
@@ -226,16 +222,6 @@ class _Generation:
             sock.close()
 
 
-@dataclass(eq=False)
-class _HealthClient:
-    sock: socket.socket
-    deadline: float
-    conn: h11.Connection = field(
-        default_factory=lambda: h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-    )
-    out: bytes = b""
-
-
 class WorkerPool:
     """The supervisor: forks, watches, replaces and reloads the workers; answers ``/health``.
 
@@ -279,7 +265,7 @@ class WorkerPool:
         self._on_error = on_error
         self._note = note or (lambda text: print(text, file=sys.stderr, flush=True))
         self._health = health
-        self._health_clients: dict[int, _HealthClient] = {}
+        self._health_server: PlainHealthServer | None = None
         self._current = _Generation(1, gateway, sockets)
         self._pending: _Generation | None = None
         self._retiring: dict[int, _Worker] = {}  # pid → worker of a generation being replaced
@@ -335,10 +321,10 @@ class WorkerPool:
         for end in wakeup:
             end.setblocking(False)
         self._selector, self._wakeup = selector, wakeup
-        selector.register(wakeup[0], selectors.EVENT_READ, "wakeup")
+        # Every registration's data is what to call with the ready events.
+        selector.register(wakeup[0], selectors.EVENT_READ, self._drain_wakeup)
         if self._health is not None:
-            self._health.setblocking(False)
-            selector.register(self._health, selectors.EVENT_READ, "health")
+            self._health_server = PlainHealthServer(self._health, selector, self.readiness)
         watched = (
             signal.SIGTERM,
             signal.SIGINT,
@@ -359,7 +345,8 @@ class WorkerPool:
                 now = time.monotonic()
                 self._check_pending(now)
                 self._kill_overdue(now)
-                self._drop_slow_health_clients(now)
+                if self._health_server is not None:
+                    self._health_server.expire(now)
                 if self._watched and now >= next_look:
                     next_look = now + WATCH_INTERVAL_S
                     stamps = file_stamps(self._watched)
@@ -371,14 +358,14 @@ class WorkerPool:
                     if not self._stopping:
                         self._reload(reason)
                 for key, events in selector.select(self._timeout(next_look)):
-                    self._dispatch(key, events)
+                    key.data(events)
         finally:
             signal.set_wakeup_fd(previous_wakeup)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self._stop_everything()
-            for client in list(self._health_clients.values()):
-                self._close_health_client(client)
+            if self._health_server is not None:
+                self._health_server.close()
             selector.close()
             for end in wakeup:
                 end.close()
@@ -391,7 +378,8 @@ class WorkerPool:
             deadlines.append(next_look)
         if self._pending is not None:
             deadlines.append(self._pending.started + NEW_GENERATION_TIMEOUT_S)
-        deadlines += [c.deadline for c in self._health_clients.values()]
+        if self._health_server is not None and (due := self._health_server.deadline()):
+            deadlines.append(due)
         deadlines += [
             w.stop_deadline for w in self._all_workers().values() if w.stop_deadline is not None
         ]
@@ -421,18 +409,12 @@ class WorkerPool:
         # again since it loaded them).
         self._reload_wanted = reason
 
-    def _dispatch(self, key: selectors.SelectorKey, events: int) -> None:
-        data = key.data
-        if data == "wakeup":
-            with contextlib.suppress(BlockingIOError):
-                while key.fileobj.recv(512):  # type: ignore[union-attr]
-                    pass
-        elif data == "health":
-            self._accept_health()
-        elif isinstance(data, _HealthClient):
-            self._serve_health_client(data, events)
-        elif isinstance(data, _Worker):
-            self._read_worker_pipe(data)
+    def _drain_wakeup(self, _events: int) -> None:
+        """The signal wakeup bytes: the signals themselves were recorded by the handler."""
+        assert self._wakeup is not None
+        with contextlib.suppress(BlockingIOError):
+            while self._wakeup[0].recv(512):
+                pass
 
     # ---- workers -----------------------------------------------------------------------
 
@@ -461,7 +443,9 @@ class WorkerPool:
             worker = _Worker(index, generation.number, time.monotonic(), read_end)
             generation.workers[pid] = worker
             assert self._selector is not None
-            self._selector.register(read_end, selectors.EVENT_READ, worker)
+            self._selector.register(
+                read_end, selectors.EVENT_READ, functools.partial(self._read_worker_pipe, worker)
+            )
             return
         # The worker: it never returns into the supervisor's code.
         code = WORKER_FAILED
@@ -504,15 +488,15 @@ class WorkerPool:
         if self._wakeup is not None:
             for end in self._wakeup:
                 end.close()
+        if self._health_server is not None:
+            self._health_server.forget()
         if self._health is not None:
             self._health.close()
-        for client in self._health_clients.values():
-            client.sock.close()
         for other in (self._current, self._pending):
             if other is not None and other is not generation:
                 other.close_sockets()
 
-    def _read_worker_pipe(self, worker: _Worker) -> None:
+    def _read_worker_pipe(self, worker: _Worker, _events: int) -> None:
         try:
             data = os.read(worker.pipe, 64)
         except BlockingIOError:
@@ -693,80 +677,6 @@ class WorkerPool:
                 code="EmulatorReloadFailed",
             )
         )
-
-    # ---- health ------------------------------------------------------------------------
-
-    def _accept_health(self) -> None:
-        assert self._health is not None
-        assert self._selector is not None
-        while True:
-            try:
-                sock, _peer = self._health.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    LOGGER.warning("health.accept_failed: %s", exc)
-                    return
-                raise
-            if len(self._health_clients) >= MAX_HEALTH_CLIENTS:
-                # The oldest goes, not the newcomer: idle connections held open cannot keep
-                # a real probe from being answered.
-                oldest = min(self._health_clients.values(), key=lambda c: c.deadline)
-                self._close_health_client(oldest)
-            sock.setblocking(False)
-            client = _HealthClient(sock, time.monotonic() + REQUEST_TIMEOUT_S)
-            self._health_clients[sock.fileno()] = client
-            self._selector.register(sock, selectors.EVENT_READ, client)
-
-    def _serve_health_client(self, client: _HealthClient, events: int) -> None:
-        try:
-            if events & selectors.EVENT_WRITE and client.out:
-                sent = client.sock.send(client.out)
-                client.out = client.out[sent:]
-                if not client.out:
-                    self._close_health_client(client)
-                return
-            data = client.sock.recv(8192)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._close_health_client(client)
-            return
-        try:
-            client.conn.receive_data(data)
-            event = client.conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            LOGGER.debug("health.bad_request: %s", exc)
-            self._close_health_client(client)
-            return
-        if event is h11.NEED_DATA:
-            return
-        if not isinstance(event, h11.Request):
-            self._close_health_client(client)  # closed before a request
-            return
-        readiness, details = self.readiness()
-        client.out = respond(client.conn, event, readiness, details)
-        assert self._selector is not None
-        self._selector.modify(client.sock, selectors.EVENT_WRITE, client)
-
-    def _drop_slow_health_clients(self, now: float) -> None:
-        for client in list(self._health_clients.values()):
-            if now >= client.deadline:
-                self._close_health_client(client)
-
-    def _close_health_client(self, client: _HealthClient) -> None:
-        fd = client.sock.fileno()
-        if fd >= 0 and self._health_clients.pop(fd, None) is not None and self._selector:
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(client.sock)
-        client.sock.close()
-
-
-def health_url(sock: socket.socket) -> str:
-    """The ``/health`` URL of a socket from :func:`~emulator.runtime.health.bind_plain`."""
-    host, port = sock.getsockname()[:2]
-    return f"http://{_address(host, port)}{HEALTH_PATH}"
 
 
 def _address(host: str, port: int) -> str:

@@ -41,7 +41,8 @@ PROGRAM: Final = textwrap.dedent(
     import signal, sys
     import trio
     from emulator.runtime.health import bind_plain
-    from emulator.runtime.workers import WorkerGateway, WorkerPool, health_url
+    from emulator.runtime.plain_health import health_url
+    from emulator.runtime.workers import WorkerGateway, WorkerPool
 
     template, parameters, mode = sys.argv[1:4]
 
