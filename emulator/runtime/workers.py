@@ -634,6 +634,8 @@ class WorkerPool:
 
     def _check_pending(self, now: float) -> None:
         pending = self._pending
+        if self._stopping:
+            return  # every worker is stopping: nothing becomes ready any more
         if pending is None:
             if not self._ever_ready and self._current.ready_count() == self.count:
                 self._ever_ready = True
