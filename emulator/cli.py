@@ -630,12 +630,13 @@ def _serve_workers(
     count = args.workers
     health_port = args.health_port if args.health_port is not None else args.dashboard
     health = None
+    if args.dashboard is not None:
+        where = "its port" if args.health_port is None else "--health-port"
+        _note(
+            "note: the dashboard is not served with --workers (it shows one process); "
+            f"{where} answers /health and /health/live, from the supervisor"
+        )
     if health_port is not None:
-        if args.health_port is None:
-            _note(
-                "note: the dashboard is not served with --workers (it shows one process); "
-                "its port answers /health and /health/live, from the supervisor"
-            )
         flag = "--health-port" if args.health_port is not None else "--dashboard"
         # Bound before the listeners, as without --workers: "not ready yet" can be seen.
         health = bind_plain(args.dashboard_bind, health_port, port_flag=flag)

@@ -40,6 +40,7 @@ from tests.e2e.processes import (
     assert_no_traceback,
     https_get,
     ready_listeners,
+    run_to_exit,
     started,
 )
 
@@ -410,3 +411,25 @@ def test_health_under_workers_survives_hostile_probes(setup: Setup) -> None:
         assert process.stop() == 0
         assert_no_traceback(process.stderr)
         assert not any(_alive(pid) for pid in workers)
+
+
+@pytest.mark.parametrize("flag", ["--health-port", "--dashboard"])
+def test_a_busy_health_port_under_workers_fails_before_any_worker_starts(
+    setup: Setup, flag: str
+) -> None:
+    strict, passthrough, _unused, _health_port = setup.ports
+    path = setup.template(strict, passthrough)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = ["run", "-f", str(path), "-p", "@parameters.json", "--workers", str(WORKERS)]
+        done = run_to_exit([*args, flag, str(port)], cwd=setup.cwd)
+    assert done.returncode == 1, done.stderr
+    assert f"the health port 127.0.0.1:{port} is already in use" in done.stderr
+    assert "[EmulatorPortInUse]" in done.stderr
+    assert f"choose another port: {flag} PORT" in done.stderr
+    assert "serving from" not in done.stderr  # no worker was forked
+    assert not done.stdout
+    assert _refused(strict)
+    assert_no_traceback(done.stderr)
