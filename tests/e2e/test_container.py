@@ -209,8 +209,9 @@ def _container(
         podman("rm", "-f", name, check=False)
         if publish is not None:
             pytest.skip(
-                "podman cannot publish ports here (-p needs its bridge network: netavark and "
-                f"iptables or nftables, which need root): {created.stderr.strip()[-300:]}"
+                "podman cannot publish ports here (-p needs podman's bridge network, set up "
+                "by netavark with iptables or nftables when root, by rootlessport otherwise): "
+                f"{created.stderr.strip()[-300:]}"
             )
         pytest.fail(f"podman run failed ({created.returncode}):\n{created.stderr}")
     try:
