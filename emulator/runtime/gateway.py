@@ -38,6 +38,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
+from emulator.core.limits import ProxyLimits
 from emulator.core.routing import rules_by_port
 from emulator.core.tls_policy import build_port_contexts
 from emulator.errors import StartupError
@@ -255,6 +256,7 @@ class GatewayOptions(TypedDict, total=False):
     bind: str
     gateway: str | None
     server_ca: bytes | None
+    limits: ProxyLimits
 
 
 class Gateway:
@@ -276,6 +278,8 @@ class Gateway:
         explain: ``--explain``: Strict 400s carry the failure's explanation in a header.
         max_connections: open client connections at most, over all listeners.
         max_connections_per_client: open client connections at most from one IP address.
+        limits: the timeouts and size limits of client connections (the defaults are the
+            gateway's; tests pass small timeouts rather than wait the real ones out).
 
     One instance serves at most once at a time; after it stops it may be started again, and
     :attr:`ports` keeps the last bound ports until then.
@@ -294,6 +298,7 @@ class Gateway:
         explain: bool = False,
         max_connections: int = MAX_CONNECTIONS,
         max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
+        limits: ProxyLimits | None = None,
     ) -> None:
         if max_connections < 1 or max_connections_per_client < 1:
             msg = "max_connections and max_connections_per_client must be at least 1"
@@ -305,6 +310,7 @@ class Gateway:
         self.bind = bind
         self.listen = dict(listen or {})
         self.strip_client_cert_headers = strip_client_cert_headers
+        self.limits = limits if limits is not None else ProxyLimits()
         self.ports: dict[str, int] = {}
         self.access_log: deque[AccessRecord] = deque(maxlen=ACCESS_LOG_KEEP)
         self._server_ca = server_ca
@@ -319,7 +325,7 @@ class Gateway:
         # Set while inside ``async with gateway:``; the nursery serving the block's listeners.
         self._nursery: trio.Nursery | None = None
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
-        self._limits = _ConnectionLimits(max_connections, max_connections_per_client)
+        self._admission = _ConnectionLimits(max_connections, max_connections_per_client)
         # Set while serving: the accept loops' scope, the bound sockets, the open connections.
         self._accepting: trio.CancelScope | None = None
         self._accept_done = trio.Event()
@@ -340,6 +346,7 @@ class Gateway:
         bind: str = "127.0.0.1",
         gateway: str | None = None,
         server_ca: bytes | None = None,
+        limits: ProxyLimits | None = None,
     ) -> Self:
         """A gateway for the ARM template at ``path``, as ``appgw-emulator run`` would load it.
 
@@ -354,6 +361,7 @@ class Gateway:
             bind: local address to listen on.
             gateway: which gateway resource, when the template declares several.
             server_ca: PEM overriding :attr:`server_ca` (pass the root that issued the PFX).
+            limits: timeouts and size limits of client connections (:class:`ProxyLimits`).
 
         Raises:
             TemplateError, UnsupportedFeature, CertificateError: the template cannot be run.
@@ -361,7 +369,9 @@ class Gateway:
             ValueError: a malformed ``backends`` entry.
         """
         config = load_config(path, parameters, gateway=gateway)
-        return cls._prepared(config, backends, listen, bind=bind, server_ca=server_ca)
+        return cls._prepared(
+            config, backends, listen, bind=bind, server_ca=server_ca, limits=limits
+        )
 
     @classmethod
     def from_config(
@@ -374,6 +384,7 @@ class Gateway:
         bind: str = "127.0.0.1",
         gateway: str | None = None,
         server_ca: bytes | None = None,
+        limits: ProxyLimits | None = None,
     ) -> Self:
         """A gateway from Python objects, for tests that do not keep a template file.
 
@@ -393,7 +404,9 @@ class Gateway:
             config = source
         else:
             config = load_config(source, parameters, gateway=gateway)
-        return cls._prepared(config, backends, listen, bind=bind, server_ca=server_ca)
+        return cls._prepared(
+            config, backends, listen, bind=bind, server_ca=server_ca, limits=limits
+        )
 
     @classmethod
     def _prepared(
@@ -404,12 +417,13 @@ class Gateway:
         *,
         bind: str,
         server_ca: bytes | None,
+        limits: ProxyLimits | None = None,
     ) -> Self:
         if backends:
             config = with_backend_overrides(config, parse_backends(backends))
         listen = dict(listen or {})
         _check_listen(config, listen)
-        return cls(config, bind=bind, listen=listen, server_ca=server_ca)
+        return cls(config, bind=bind, listen=listen, server_ca=server_ca, limits=limits)
 
     def _build_runtimes(self) -> dict[int, ListenerRuntime]:
         """One runtime per frontend port, holding every listener on it in Azure's order.
@@ -436,6 +450,7 @@ class Gateway:
                 local_port=self._bound_port,
                 health=self.health,
                 buffering=self.config.buffering,
+                limits=self.limits,
             )
         return by_port
 
@@ -712,7 +727,7 @@ class Gateway:
                 await trio.aclose_forcefully(stream)
                 continue
             peer = (str(address[0]), int(address[1]))
-            if not self._limits.admit(peer, runtime.listener.name):
+            if not self._admission.admit(peer, runtime.listener.name):
                 await trio.aclose_forcefully(stream)
                 continue
             nursery.start_soon(self._serve_client, stream, peer, runtime, backend)
@@ -732,7 +747,7 @@ class Gateway:
                 await tracked.connection.run()
         finally:
             self._connections.discard(tracked)
-            self._limits.release(peer[0])
+            self._admission.release(peer[0])
             self._connections_changed.set()
 
     @property

@@ -64,6 +64,7 @@ from emulator.core.http1 import (
 )
 from emulator.core.ja4 import ClientHello, ClientHelloError, parse_client_hello_records
 from emulator.core.ja4 import ja4 as ja4_fingerprint
+from emulator.core.limits import ProxyLimits
 from emulator.core.pages import SERVER_TOKEN, GatewayPage, render_page
 from emulator.core.rewrite import (
     RequestFacts,
@@ -124,55 +125,9 @@ __all__ = ["AccessRecord", "ListenerRuntime", "serve_connection"]
 LOGGER = escaped_logger("emulator.proxy")
 ACCESS_LOGGER = escaped_logger("emulator.access")
 
-#: A client that has not finished its TLS handshake by then is dropped (nginx and hypercorn use
-#: similar values; Azure does not document one).
-HANDSHAKE_TIMEOUT_S: Final = 10.0
-#: The whole request line and headers within this → 408 (appgw-behaviour.md §7: "no request
-#: within 60 s"; nginx ``client_header_timeout``). One deadline per head, set when the wait for
-#: a connection's first request starts, or when the first byte of a keep-alive request arrives;
-#: bytes that trickle in never move it (a client sending a byte now and then would otherwise
-#: hold its connection forever).
-REQUEST_HEADER_TIMEOUT_S: Final = 60.0
-#: Longest wait for the next bytes of a request body (nginx ``client_body_timeout``, 60 s by
-#: default): per read, as nginx's. A slow upload is bounded by request buffering (it holds no
-#: backend connection until it is complete) and the per-client connection limits, not by this.
-CLIENT_BODY_TIMEOUT_S: Final = 60.0
-#: Longest wait for one write to the client (a response piece of at most ~64 KB) to be taken
-#: (nginx ``send_timeout``, 60 s). Differs from Azure: nginx re-arms it whenever the client
-#: accepts a few bytes; here each write has one deadline, so a client reading slower than about
-#: 1 KB/s is dropped (otherwise one reading a byte now and then holds its connection forever).
-CLIENT_SEND_TIMEOUT_S: Final = 60.0
-#: Maximum request size on v2 (application-gateway limits: 4 GB); a longer body gets 413, as
-#: nginx's ``client_max_body_size``, before anything is forwarded when its length is declared.
-MAX_REQUEST_BODY_BYTES: Final = 4 * 1024**3
-#: A buffered request body stays in memory up to this, the rest goes to an unnamed temporary
-#: file (nginx ``client_body_buffer_size`` / ``client_body_temp_path``). Larger than nginx's
-#: 16 KB: a Python process pays more per file operation than nginx, and 1 MiB per upload is cheap.
-REQUEST_BODY_MEMORY_BYTES: Final = 1024 * 1024
-#: Response bytes a slow client has not taken yet stay in memory up to this per connection,
-#: then go to an unnamed temporary file (nginx ``proxy_buffers`` / ``proxy_temp_path``).
-RESPONSE_BUFFER_MEMORY_BYTES: Final = 1024 * 1024
-#: At most this much of a response waits in the temporary file; past it the gateway reads the
-#: backend only as fast as the client reads (nginx ``proxy_max_temp_file_size``, 1 GB by default).
-RESPONSE_BUFFER_FILE_BYTES: Final = 1024 * 1024 * 1024
 #: Size of the reads from a spill file.
 SPILL_READ_SIZE: Final = 256 * 1024
-#: An idle keep-alive connection is closed silently after this long.
-KEEPALIVE_IDLE_S: Final = 120.0
-#: Maximum request line + headers: 32 KB (Azure application gateway limits).
-MAX_REQUEST_HEADER_BYTES: Final = 32 * 1024
-#: Header fields per request; one more → 431. Differs from Azure: it documents no count (nginx
-#: is bounded only by the 32 KB); 1,000 is far above what clients send (browsers send ~20) and
-#: bounds the per-request work of rewrites and routing.
-MAX_REQUEST_HEADER_FIELDS: Final = 1000
-#: Lingering close after a gateway-generated 400: read and discard for at most this long,
-#: stopping after ``LINGER_IDLE_S`` of silence (nginx lingering_close, shortened).
-LINGER_TOTAL_S: Final = 2.0
-LINGER_IDLE_S: Final = 0.5
 RECEIVE_SIZE: Final = 65536
-#: A request the gateway answers itself (redirect, 404, 421) keeps its connection when its body
-#: is at most this long: it is read and dropped; a longer one closes the connection instead.
-DISCARD_BODY_LIMIT: Final = 64 * 1024
 #: The port a Host header leaves out (RFC 9110 section 7.2: the scheme's default).
 DEFAULT_HTTP_PORT: Final = 80
 #: nginx's access-log status for a request whose client closed the connection before the
@@ -216,6 +171,8 @@ class ListenerRuntime:
     health: HealthTable | None = None
     #: ``globalConfiguration``: buffer request bodies / responses (False: stream them).
     buffering: Buffering = field(default_factory=Buffering)
+    #: Timeouts and size limits of the port's client connections.
+    limits: ProxyLimits = field(default_factory=ProxyLimits)
 
     @property
     def listener(self) -> Listener:
@@ -374,15 +331,17 @@ class ClientConnection:
         # Waiting between two requests with nothing of the next one here: keep-alive idle.
         between = bool(self._served) and not self._inbuf
         idle.deadline = trio.current_time() + (
-            KEEPALIVE_IDLE_S if between else REQUEST_HEADER_TIMEOUT_S
+            self.runtime.limits.keepalive_idle_s
+            if between
+            else self.runtime.limits.request_header_timeout_s
         )
         try:
             while True:
                 parsed = (
                     parse_request_head(
                         self._inbuf,
-                        max_size=MAX_REQUEST_HEADER_BYTES,
-                        max_fields=MAX_REQUEST_HEADER_FIELDS,
+                        max_size=self.runtime.limits.max_request_header_bytes,
+                        max_fields=self.runtime.limits.max_request_header_fields,
                     )
                     if self._inbuf
                     else None
@@ -399,7 +358,9 @@ class ClientConnection:
                     # The first bytes of a keep-alive request: from now on the head has
                     # REQUEST_HEADER_TIMEOUT_S in all, whatever trickles in after them.
                     between = False
-                    idle.deadline = trio.current_time() + REQUEST_HEADER_TIMEOUT_S
+                    idle.deadline = (
+                        trio.current_time() + self.runtime.limits.request_header_timeout_s
+                    )
                 tls = self.tls
                 if tls is not None:
                     # Straight to the TLS stream, without _receive's frame: every idle
@@ -482,7 +443,9 @@ class ClientConnection:
         self._outgoing_bytes = 0
         tls = self.tls
         # A bare scope rather than fail_after (see _handshake): one per flush.
-        limit = trio.CancelScope(deadline=trio.current_time() + CLIENT_SEND_TIMEOUT_S)
+        limit = trio.CancelScope(
+            deadline=trio.current_time() + self.runtime.limits.client_send_timeout_s
+        )
         try:
             with limit:
                 if last and tls is not None:
@@ -496,9 +459,11 @@ class ClientConnection:
                 "client.send_timeout listener=%s client=%s:%s: the client took nothing for %g s",
                 self.listener.name,
                 *self.peer,
-                CLIENT_SEND_TIMEOUT_S,
+                self.runtime.limits.client_send_timeout_s,
             )
-            raise _ClientGone(f"send timed out after {CLIENT_SEND_TIMEOUT_S:g} s")
+            raise _ClientGone(
+                f"send timed out after {self.runtime.limits.client_send_timeout_s:g} s"
+            )
 
     @property
     def idle(self) -> bool:
@@ -574,7 +539,9 @@ class ClientConnection:
         name = self.runtime.listener.name
         # A bare scope rather than fail_after, whose generator-based context manager costs as
         # much again, on every connection.
-        limit = trio.CancelScope(deadline=trio.current_time() + HANDSHAKE_TIMEOUT_S)
+        limit = trio.CancelScope(
+            deadline=trio.current_time() + self.runtime.limits.handshake_timeout_s
+        )
         try:
             with limit:
                 await tls.do_handshake()
@@ -879,11 +846,13 @@ class ClientConnection:
         trickling its body cannot keep the connection.
         """
         seen = 0
-        until = trio.current_time() + LINGER_TOTAL_S
+        until = trio.current_time() + self.runtime.limits.linger_total_s
         try:
-            while (data := await self._read_body(LINGER_TOTAL_S, until=until)) is not None:
+            while (
+                data := await self._read_body(self.runtime.limits.linger_total_s, until=until)
+            ) is not None:
                 seen += len(data)
-                if seen > DISCARD_BODY_LIMIT:
+                if seen > self.runtime.limits.discard_body_bytes:
                     return False
         except (trio.TooSlowError, HttpError, _ClientGone):
             return False
@@ -1010,11 +979,14 @@ class ClientConnection:
         read first, so no backend connection waits for a slow upload: nginx does the same
         (``proxy_request_buffering``) and so does Azure (proxy-buffers).
         """
-        if request.framing is Framing.LENGTH and request.length > MAX_REQUEST_BODY_BYTES:
+        if (
+            request.framing is Framing.LENGTH
+            and request.length > self.runtime.limits.max_request_body_bytes
+        ):
             return await self._too_large(facts, started)
         spool = None
         if self._body is not None and request.upgrade is None and self.runtime.buffering.request:
-            spool = RequestBodySpool(memory_limit=REQUEST_BODY_MEMORY_BYTES)
+            spool = RequestBodySpool(memory_limit=self.runtime.limits.request_body_memory_bytes)
         try:
             if spool is not None:
                 refused = await self._buffer_request_body(spool, facts, started)
@@ -1030,7 +1002,7 @@ class ClientConnection:
             "http.request_too_large listener=%s client=%s:%s limit=%s",
             self.listener.name,
             *self.peer,
-            MAX_REQUEST_BODY_BYTES,
+            self.runtime.limits.max_request_body_bytes,
         )
         return await self._refuse(GatewayPage.REQUEST_TOO_LARGE, facts, started)
 
@@ -1048,14 +1020,16 @@ class ClientConnection:
         page = None
         reason = ""
         try:
-            while (data := await self._read_body(CLIENT_BODY_TIMEOUT_S)) is not None:
-                if spool.length + len(data) > MAX_REQUEST_BODY_BYTES:
+            while (
+                data := await self._read_body(self.runtime.limits.client_body_timeout_s)
+            ) is not None:
+                if spool.length + len(data) > self.runtime.limits.max_request_body_bytes:
                     return await self._too_large(facts, started)
                 await spool.append(data)
         except trio.TooSlowError:
             # nginx answers a client_body_timeout with 408 when no response has started.
             page = GatewayPage.REQUEST_TIMEOUT
-            reason = f"no body bytes for {CLIENT_BODY_TIMEOUT_S:g} s"
+            reason = f"no body bytes for {self.runtime.limits.client_body_timeout_s:g} s"
         except HttpError as exc:
             if self._eof:
                 # The client closed inside its body: nobody is left to read a page.
@@ -1275,7 +1249,7 @@ class ClientConnection:
         while True:
             # A malformed body (HttpError) propagates: _handle_request answers it with 400.
             try:
-                data = await self._read_body(CLIENT_BODY_TIMEOUT_S)
+                data = await self._read_body(self.runtime.limits.client_body_timeout_s)
             except trio.TooSlowError as exc:
                 raise _ClientGone from exc
             self._forwarded_to = backend.addr_text
@@ -1286,7 +1260,7 @@ class ClientConnection:
                     await backend.send(pending, deadline=trio.current_time() + timeout_s)
                 return
             seen += len(data)
-            if seen > MAX_REQUEST_BODY_BYTES:
+            if seen > self.runtime.limits.max_request_body_bytes:
                 raise _RequestTooLarge
             await backend.send(
                 pending + chunk(data) if chunked else pending + data,
@@ -1372,7 +1346,8 @@ class ClientConnection:
         client's response, a client that left aborts the backend's (it is then not reused).
         """
         spool = ResponseSpool(
-            memory_limit=RESPONSE_BUFFER_MEMORY_BYTES, file_limit=RESPONSE_BUFFER_FILE_BYTES
+            memory_limit=self.runtime.limits.response_buffer_memory_bytes,
+            file_limit=self.runtime.limits.response_buffer_file_bytes,
         )
         failure: BackendError | _ClientGone | None = None
         reusable = False
@@ -1613,9 +1588,9 @@ class ClientConnection:
 
     async def _linger(self) -> None:
         """Read and drop what the client still sends, so it reads our 400 rather than a reset."""
-        with trio.move_on_after(LINGER_TOTAL_S):
+        with trio.move_on_after(self.runtime.limits.linger_total_s):
             while True:
-                with trio.move_on_after(LINGER_IDLE_S) as idle:
+                with trio.move_on_after(self.runtime.limits.linger_idle_s) as idle:
                     try:
                         data = await self.stream.receive_some(RECEIVE_SIZE)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):

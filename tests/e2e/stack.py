@@ -15,13 +15,14 @@ import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import trio
 
 import backend_stub
 from emulator.arm.template import load_template, select_gateway
+from emulator.core.limits import ProxyLimits
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.pki import CA, IssuedCert, self_signed_client
@@ -114,8 +115,10 @@ async def start_stack(
     tmp_path: Path,
     listen: Mapping[int, int],
     backend_pool: str | None = None,
+    **options: Any,
 ) -> Stack:
-    """Start the stub backend and a gateway for ``template`` (a dict is written to disk first)."""
+    """Start the stub backend and a gateway for ``template`` (a dict is written to disk first);
+    ``options`` go to :class:`Gateway` (``limits=ProxyLimits(...)`` for short timeouts)."""
     recorded: list[backend_stub.RecordedRequest] = []
     _host, backend_port = await nursery.start(
         functools.partial(
@@ -136,7 +139,7 @@ async def start_stack(
         config = with_backend_overrides(
             config, {backend_pool: (BackendAddress("127.0.0.1", backend_port),)}
         )
-    gateway = Gateway(config, listen=listen)
+    gateway = Gateway(config, listen=listen, **options)
     await nursery.start(gateway.serve)
     return Stack(gateway, backend_port, recorded)
 
@@ -144,6 +147,13 @@ async def start_stack(
 @pytest.fixture
 async def demo_stack(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) -> Stack:
     """The `up` gateway: Strict and Passthrough listeners forwarding the client certificate."""
+    return await start_demo_stack(nursery, pki, tmp_path)
+
+
+async def start_demo_stack(
+    nursery: trio.Nursery, pki: PkiBundle, tmp_path: Path, **options: Any
+) -> Stack:
+    """:func:`demo_stack` with ``options`` for :class:`Gateway` (say, short ``limits``)."""
     template = demo_template(
         strict_port=8443, passthrough_port=9443, backend_host="127.0.0.1", backend_port=1
     )
@@ -154,6 +164,7 @@ async def demo_stack(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) -> S
         tmp_path=tmp_path,
         listen={8443: 0, 9443: 0},
         backend_pool="stub-backend",
+        **options,
     )
 
 
@@ -358,3 +369,8 @@ async def wait_for_access_records(gateway: Gateway, count: int = 1) -> None:
             return
         await trio.sleep(ACCESS_POLL_S)
     raise AssertionError(f"{len(gateway.access_log)} access records after {ACCESS_WAIT_S} s")
+
+
+#: For clients that send everything at once: after a 400 the gateway reads on until the client
+#: has been silent for ``linger_idle_s``, so a short silence ends the lingering close sooner.
+SHORT_LINGER: Final = ProxyLimits(linger_idle_s=0.05)

@@ -25,6 +25,7 @@ import pytest
 import trio
 
 import backend_stub
+from emulator.core.limits import ProxyLimits
 from emulator.core.pages import GatewayPage, render_page
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.runtime import proxy
@@ -40,6 +41,7 @@ from tests.e2e.stack import (
     raw_tls_socket,
     read_head,
     read_to_eof,
+    start_demo_stack,
     start_stack,
     template_parameters,
     wait_for_access_records,
@@ -441,7 +443,7 @@ async def test_request_headers_over_32k_get_431(
 
 async def test_request_headers_just_under_32k_pass(demo_stack: Stack, pki: PkiBundle) -> None:
     prefix = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Big: "
-    filler = b"a" * (proxy.MAX_REQUEST_HEADER_BYTES - len(prefix) - 4)
+    filler = b"a" * (ProxyLimits().max_request_header_bytes - len(prefix) - 4)
     data = await trio.to_thread.run_sync(
         raw_exchange,
         demo_stack.port(PASSTHROUGH_LISTENER),
@@ -461,9 +463,11 @@ def _idle_tls_client(port: int, ctx: ssl.SSLContext) -> tuple[bytes, float]:
 
 
 async def test_idle_client_gets_408_and_is_closed(
-    demo_stack: Stack, pki: PkiBundle, monkeypatch: pytest.MonkeyPatch
+    pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(proxy, "REQUEST_HEADER_TIMEOUT_S", 0.5)
+    demo_stack = await start_demo_stack(
+        nursery, pki, tmp_path, limits=ProxyLimits(request_header_timeout_s=0.5)
+    )
     data, elapsed = await trio.to_thread.run_sync(
         _idle_tls_client, demo_stack.port(PASSTHROUGH_LISTENER), client_context(pki)
     )

@@ -193,7 +193,7 @@ def _inventory_tls(pki: RoutingPki) -> ssl.SSLContext:
 
 @asynccontextmanager
 async def running(
-    pki: RoutingPki, template: dict[str, Any] | None = None
+    pki: RoutingPki, template: dict[str, Any] | None = None, **options: Any
 ) -> AsyncIterator[Routing]:
     orders = (EchoBackend("orders-1"), EchoBackend("orders-2"))
     inventory = EchoBackend("inventory", tls=_inventory_tls(pki))
@@ -209,6 +209,7 @@ async def running(
                 "inventory-pool": f"127.0.0.1:{inventory.port}",
             },
             listen={443: 0, 80: 0},
+            **options,
         )
         async with gateway:
             yield Routing(gateway, orders, inventory, pki)
