@@ -26,7 +26,6 @@ import functools
 import ipaddress
 import itertools
 import math
-import select
 import socket
 import ssl
 import time
@@ -42,6 +41,7 @@ from emulator.core.http1 import BodyReader, HttpError, ResponseHead, parse_respo
 from emulator.errors import BackendConnectError, BackendTimeout
 from emulator.logsafe import escaped_logger
 from emulator.model import BackendPool
+from emulator.runtime.transport import SocketTransport, detach_socket, socket_closed_by_peer
 
 __all__ = [
     "RETRY_METHODS",
@@ -144,11 +144,8 @@ class BackendConnection:
 
     The proxy parses responses itself (:mod:`emulator.core.http1`) from :attr:`buffer`; this
     class only moves bytes and knows when a request may be sent again. A plain TCP connection
-    is driven through its non-blocking socket directly (``send``/``recv``, and
-    ``trio.lowlevel.wait_readable`` / ``wait_writable`` only when the kernel says "would
-    block"): trio's socket methods add a forced schedule point and a context manager to every
-    call, which for a keep-alive request costs more than the system calls themselves. HTTPS
-    backends go through ``trio.SSLStream``.
+    is driven through its socket directly (:class:`emulator.runtime.transport.SocketTransport`
+    says why); HTTPS backends go through ``trio.SSLStream``.
 
     A request on a connection taken from the pool (``reused``) may be repeated once, on a new
     connection, when the old one fails before any response byte (see the module docstring);
@@ -174,7 +171,7 @@ class BackendConnection:
         self,
         address: tuple[str, int],
         *,
-        sock: socket.socket | None = None,
+        sock: SocketTransport | None = None,
         stream: trio.SSLStream[trio.SocketStream] | None = None,
         tls: BackendTls | None = None,
     ) -> None:
@@ -262,24 +259,7 @@ class BackendConnection:
             with trio.fail_at(deadline):
                 await self.stream.send_all(data)
             return
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent == len(data):
-            return  # the usual case: the kernel took it all
-        view = memoryview(data)[sent:]
-        while view:
-            # A scope only when the kernel's buffer is full: the backend is not reading.
-            with trio.CancelScope(deadline=deadline) as waiting:
-                await trio.lowlevel.wait_writable(sock)
-            if waiting.cancelled_caught:
-                raise trio.TooSlowError
-            try:
-                sent = sock.send(view)
-            except BlockingIOError:
-                continue  # readiness can be spurious
-            view = view[sent:]
+        await sock.send_all(data, deadline)
 
     async def _receive_raw(self, deadline: float) -> bytes:
         sock = self._sock
@@ -289,18 +269,7 @@ class BackendConnection:
                 return bytes(await self.stream.receive_some(RECEIVE_SIZE))
         wait = self._just_sent
         self._just_sent = False
-        while True:
-            if not wait:
-                try:
-                    return sock.recv(RECEIVE_SIZE)
-                except BlockingIOError:
-                    pass
-            wait = False
-            # A scope only when waiting: the rest of a response is often already here.
-            with trio.CancelScope(deadline=deadline) as waiting:
-                await trio.lowlevel.wait_readable(sock)
-            if waiting.cancelled_caught:
-                raise trio.TooSlowError
+        return await sock.receive(RECEIVE_SIZE, deadline, wait_first=wait)
 
     def _may_repeat(self) -> bool:
         """True when the current request can go again on a new connection: this one came
@@ -342,19 +311,9 @@ class BackendConnection:
         bytes nobody asked for. Either way it cannot carry another request."""
         sock = self._sock
         if sock is not None:
-            try:
-                sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return False
-            except OSError:
-                return True
-            return True  # EOF (b"") or unsolicited bytes
+            return sock.closed_by_peer()
         assert self.stream is not None
-        poller = select.poll()
-        poller.register(
-            self.stream.transport_stream.socket.fileno(), select.POLLIN | select.POLLRDHUP
-        )
-        return bool(poller.poll(0))
+        return socket_closed_by_peer(self.stream.transport_stream)
 
     def close(self) -> None:
         """Close at once, without TLS close_notify (a backend connection is dropped, not
@@ -362,7 +321,6 @@ class BackendConnection:
         sock = self._sock
         if sock is not None:
             self._sock = None
-            trio.lowlevel.notify_closing(sock)
             sock.close()
         elif self.stream is not None:
             self.stream.transport_stream.socket.close()
@@ -464,11 +422,8 @@ async def open_backend_connection(
         ) from exc
     tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if tls is None:
-        # Take the descriptor over from trio's socket object: from here on it is driven
-        # directly (see BackendConnection). trio never waited on it, so nothing to notify.
-        sock = socket.socket(fileno=tcp.socket.detach())
-        sock.setblocking(False)
-        return BackendConnection(address, sock=sock)
+        # From here on the socket is driven directly (see BackendConnection).
+        return BackendConnection(address, sock=detach_socket(tcp))
     server_name = tls.server_name if tls.server_name and not _is_ip(tls.server_name) else None
     stream = trio.SSLStream(tcp, tls.context(), server_hostname=server_name)
     try:

@@ -36,7 +36,6 @@ import functools
 import logging
 import math
 import random
-import socket
 import ssl
 import struct
 import time
@@ -119,6 +118,7 @@ from emulator.runtime.ocsp_client import OcspChecker
 from emulator.runtime.probes import HealthTable, backend_tls
 from emulator.runtime.spool import RequestBodySpool, ResponseSpool
 from emulator.runtime.tls_stream import PlainHttpOnTlsPort, TlsHandshakeError, TlsServerStream
+from emulator.runtime.transport import tcp_rtt_us
 
 __all__ = ["AccessRecord", "ListenerRuntime", "serve_connection"]
 
@@ -1738,7 +1738,7 @@ class _ConnectionFacts:
 
     @property
     def tcp_rtt_us(self) -> int | None:
-        return _tcp_rtt_us(self._socket_stream)
+        return tcp_rtt_us(self._socket_stream)
 
 
 #: Client certificates whose server variables are kept computed. Clients reconnect with the
@@ -1792,26 +1792,6 @@ def _openssl_cipher_names() -> dict[int, str]:
     names.setdefault(0x00FF, "TLS_EMPTY_RENEGOTIATION_INFO_SCSV")
     names.setdefault(0x5600, "TLS_FALLBACK_SCSV")
     return names
-
-
-#: ``struct tcp_info`` (linux/tcp.h): 8 one-byte fields, then 32-bit fields; ``tcpi_rtt`` (µs)
-#: is the 16th of those.
-_TCPI_RTT_OFFSET: Final = 8 + 15 * 4
-_TCP_INFO_SIZE: Final = 104
-
-
-def _tcp_rtt_us(stream: trio.abc.Stream) -> int | None:
-    """The kernel's smoothed RTT of the client connection (``client_tcp_rtt``), Linux only."""
-    tcp_info = getattr(socket, "TCP_INFO", None)
-    if tcp_info is None or not isinstance(stream, trio.SocketStream):
-        return None
-    try:
-        raw = stream.socket.getsockopt(socket.IPPROTO_TCP, tcp_info, _TCP_INFO_SIZE)
-    except OSError:
-        return None
-    if len(raw) < _TCPI_RTT_OFFSET + 4:
-        return None
-    return int(struct.unpack_from("=I", raw, _TCPI_RTT_OFFSET)[0])
 
 
 #: Statuses routing answers with itself (render_status_page has their reasons).
