@@ -363,11 +363,14 @@ def _request_from_parts(
     length = 0
     if transfer_encodings is not None:
         if content_length is not None:
-            # The request-smuggling shape (RFC 9112 section 6.1). nginx checks this before the
-            # coding itself, so CL + "TE: gzip" is a 400 here, not h11's 501.
+            # The request-smuggling shape (RFC 9112 section 6.1): 400 whatever the coding.
+            # Differs from Azure: nginx looks at Content-Length only beside "chunked" (its
+            # ngx_http_process_request_header), so CL + "TE: gzip" is its 501.
             raise HttpError("both Content-Length and Transfer-Encoding")
         if len(transfer_encodings) > 1:
-            raise HttpError("multiple Transfer-Encoding headers", 501)
+            # nginx reads Transfer-Encoding as a unique header line: a second one is "client
+            # sent duplicate header line" and 400 (ngx_http_process_unique_header_line).
+            raise HttpError("multiple Transfer-Encoding headers")
         if transfer_encodings[0].lower() != "chunked":
             # RFC 9112 section 6.1: a server SHOULD answer 501 to a coding it does not know.
             raise HttpError("Only Transfer-Encoding: chunked is supported", 501)

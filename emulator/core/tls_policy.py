@@ -169,6 +169,9 @@ class VerifyLog:
     errors: list[tuple[int, int]] = field(default_factory=list)
     #: Verify callback calls: one per certificate of the chain and one per problem.
     calls: int = 0
+    #: The rule whose listener the servername callback chose for this connection (None: the
+    #: port has one listener, or no ClientHello was read).
+    rule: RoutingRule | None = None
 
     @property
     def verified(self) -> bool:
@@ -553,9 +556,10 @@ def build_port_contexts(
 
     Every handshake starts with the port context; its servername callback, which OpenSSL
     calls for every ClientHello (with or without SNI), picks the listener as
-    :func:`emulator.core.routing.select_tls_rule` says and switches the connection to that
-    listener's context, so the server certificate, the trusted client CAs (store and the
-    CertificateRequest's CA names) and the cipher list are the listener's. OpenSSL copies the
+    :func:`emulator.core.routing.select_tls_rule` says, records the rule in the connection's
+    :class:`VerifyLog` (its app data) and switches the connection to that listener's context,
+    so the server certificate, the trusted client CAs (store and the CertificateRequest's CA
+    names) and the cipher list are the listener's. OpenSSL copies the
     verify mode and callback into the connection when it is created, so they are set again on
     the connection from the selected context when its mode differs: a Strict listener behind a
     port whose first listener asks for no certificate still asks for one. The port context
@@ -595,6 +599,9 @@ def build_port_contexts(
         raw = conn.get_servername()
         name = raw.decode("ascii", errors="replace") if raw else None
         rule = select_tls_rule(rules, name) or default
+        record = conn.get_app_data()
+        if isinstance(record, VerifyLog):
+            record.rule = rule
         listener_name = rule.listener.name
         conn.set_context(contexts[listener_name])
         mode = modes[listener_name]

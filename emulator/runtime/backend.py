@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import itertools
 import math
 import socket
 import ssl
@@ -40,7 +39,6 @@ from cryptography.x509.oid import NameOID
 from emulator.core.http1 import BodyReader, HttpError, ResponseHead, parse_response_head
 from emulator.errors import BackendConnectError, BackendTimeout
 from emulator.logsafe import escaped_logger
-from emulator.model import BackendPool
 from emulator.runtime.transport import SocketTransport, detach_socket, socket_closed_by_peer
 
 __all__ = [
@@ -306,6 +304,55 @@ class BackendConnection:
                 f"backend {self.addr_text} closed the connection while sending"
             ) from exc
 
+    @property
+    def clean(self) -> bool:
+        """Nothing was received past the end of the last response, and the backend did not
+        close: the connection may carry another request."""
+        return not self.buffer and not self.eof
+
+    def take_buffered(self) -> bytes:
+        """What was received and not used yet (the first bytes after a 101), now the caller's."""
+        data, self.buffer = self.buffer, b""
+        return data
+
+    def body_bytes(self, reader: BodyReader) -> bytes | None:
+        """Decode the response body from what was received: body bytes (b"" when more must be
+        received first, :meth:`fill`), or None once the body has ended.
+
+        Raises:
+            BackendConnectError: the body's framing is broken.
+        """
+        try:
+            while not reader.done:
+                data = self.buffer
+                if data:
+                    self.buffer = b""
+                    body, self.buffer = reader.feed(data)
+                    if body:
+                        return body
+                elif self.eof:
+                    reader.eof()
+                else:
+                    return b""
+        except HttpError as exc:
+            raise BackendConnectError(
+                f"backend {self.addr_text} broke its response body: {exc.reason}"
+            ) from exc
+        return None
+
+    async def fill(self, deadline: float) -> None:
+        """Receive the backend's next bytes into :attr:`buffer` (or note its EOF).
+
+        Raises:
+            trio.TooSlowError: nothing by ``deadline``.
+            BackendConnectError: the connection broke.
+        """
+        data = await self.receive(deadline)
+        if data:
+            self.buffer += data
+        else:
+            self.eof = True
+
     def peer_closed(self) -> bool:
         """True when an idle connection became readable: the backend closed it (EOF) or sent
         bytes nobody asked for. Either way it cannot carry another request."""
@@ -332,15 +379,6 @@ class BackendClient:
 
     def __init__(self) -> None:
         self._idle: dict[_PoolKey, list[BackendConnection]] = defaultdict(list)
-        self._round_robin: dict[str, itertools.count[int]] = {}
-
-    def pick(self, pool: BackendPool, default_port: int) -> tuple[str, int]:
-        """Round-robin over the pool's addresses (Azure's default distribution)."""
-        if not pool.addresses:
-            raise BackendConnectError(f"backend pool '{pool.name}' has no addresses")
-        counter = self._round_robin.setdefault(pool.name, itertools.count())
-        address = pool.addresses[next(counter) % len(pool.addresses)]
-        return (address.host, address.port if address.port is not None else default_port)
 
     async def acquire(
         self, address: tuple[str, int], *, tls: BackendTls | None = None
@@ -485,7 +523,7 @@ async def read_response(
         if reader.done:
             return head, bytes(body)
         if not conn.buffer:
-            await _fill(conn, deadline)
+            await conn.fill(deadline)
 
 
 async def receive_response_head(
@@ -500,7 +538,7 @@ async def receive_response_head(
     """
     while True:
         if not conn.buffer and not conn.eof:
-            await _fill(conn, deadline)
+            await conn.fill(deadline)
             continue
         try:
             parsed = parse_response_head(conn.buffer, request_method=request_method)
@@ -516,13 +554,4 @@ async def receive_response_head(
             raise BackendConnectError(
                 f"backend {conn.addr_text} closed the connection without a complete response"
             )
-        await _fill(conn, deadline)
-
-
-async def _fill(conn: BackendConnection, deadline: float) -> None:
-    """Append the backend's next bytes to ``conn.buffer`` (or note its EOF)."""
-    data = await conn.receive(deadline)
-    if data:
-        conn.buffer += data
-    else:
-        conn.eof = True
+        await conn.fill(deadline)

@@ -38,7 +38,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
+from emulator.core.backends import HealthTable, Rotation
 from emulator.core.limits import ProxyLimits
+from emulator.core.plan import PortPlanner
 from emulator.core.routing import rules_by_port
 from emulator.core.tls_policy import build_port_contexts
 from emulator.errors import StartupError
@@ -53,7 +55,7 @@ from emulator.model import (
 )
 from emulator.runtime.backend import BackendClient
 from emulator.runtime.ocsp_client import OcspChecker
-from emulator.runtime.probes import HealthTable, run_probes
+from emulator.runtime.probes import run_probes
 from emulator.runtime.proxy import AccessRecord, ClientConnection, ListenerRuntime
 
 __all__ = [
@@ -316,6 +318,8 @@ class Gateway:
         self._server_ca = server_ca
         #: Backend health as the custom probes last saw it (shared by every connection).
         self.health = HealthTable()
+        #: Where each pool's round-robin stands (shared by every port).
+        self.rotation = Rotation()
         self._runtimes = self._build_runtimes()
         self._serving = False
         #: new, binding, serving, draining or stopped: what :meth:`readiness` reports.
@@ -434,21 +438,24 @@ class Gateway:
         by_port: dict[int, ListenerRuntime] = {}
         for port, rules in rules_by_port(self.config.rules).items():
             port_ctx = None
-            contexts: dict[str, SSL.Context] = {}
             if rules[0].listener.protocol is ListenerProtocol.HTTPS:
                 port_ctx, contexts = build_port_contexts(rules)
                 _log_refused_renegotiation(port_ctx, rules[0].listener.name)
                 for listener_name, ctx in contexts.items():
                     _log_refused_renegotiation(ctx, listener_name)
+            planner = PortPlanner.build(
+                rules,
+                rotation=self.rotation,
+                health=self.health,
+                strip_client_cert_headers=self.strip_client_cert_headers,
+                redirect_port=self._bound_port,
+            )
             by_port[port] = ListenerRuntime(
                 rules,
                 port_ctx,
-                contexts,
-                strip_client_cert_headers=self.strip_client_cert_headers,
+                planner,
                 explain=self.explain,
                 ocsp=self.ocsp,
-                local_port=self._bound_port,
-                health=self.health,
                 buffering=self.config.buffering,
                 limits=self.limits,
             )
@@ -760,10 +767,11 @@ class Gateway:
 
         The listening sockets are closed at once (new clients are refused; the ports are free).
         A connection with no request in progress (idle keep-alive, or still in its handshake)
-        is closed at once, and a busy one as soon as its response is complete; after
-        ``grace_s`` whatever is left is cancelled. Returns once every client connection is
-        closed, with the number that had to be cancelled. The gateway keeps running otherwise
-        (health probes); cancel ``serve`` or leave the ``async with`` block afterwards.
+        is closed at once, and a busy one after its response, which says ``Connection:
+        close``; after ``grace_s`` whatever is left is cancelled. Returns once every client
+        connection is closed, with the number that had to be cancelled. The gateway keeps
+        running otherwise (health probes); cancel ``serve`` or leave the ``async with`` block
+        afterwards.
         A gateway that is not serving returns 0 at once.
         """
         accepting = self._accepting
@@ -772,6 +780,10 @@ class Gateway:
             return 0
         self._phase = "draining"
         accepting.cancel()
+        for tracked in self._connections:
+            # A request in progress is answered with Connection: close, and its connection
+            # ends after the response.
+            tracked.connection.close_after_response()
         with trio.CancelScope(shield=True):
             await self._accept_done.wait()
             for sock_listener in self._sockets:

@@ -99,10 +99,21 @@ MALFORMED: dict[str, tuple[bytes, GatewayPage]] = {
         post(b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
         GatewayPage.BAD_REQUEST,
     ),
+    # nginx answers a transfer coding it does not know with 501 (issue 16: the codec's status
+    # reaches the client; it was a 400 before).
     "unknown-transfer-coding": (
         post(b"Transfer-Encoding: xchunked\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
-        GatewayPage.BAD_REQUEST,
+        GatewayPage.NOT_IMPLEMENTED,
     ),
+    "transfer-coding-gzip": (
+        post(b"Transfer-Encoding: gzip\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+        GatewayPage.NOT_IMPLEMENTED,
+    ),
+    "transfer-coding-gzip-then-chunked": (
+        post(b"Transfer-Encoding: gzip, chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+        GatewayPage.NOT_IMPLEMENTED,
+    ),
+    # nginx: Transfer-Encoding is a unique header line; a second one is a 400.
     "duplicate-transfer-encoding": (
         post(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"),
         GatewayPage.BAD_REQUEST,

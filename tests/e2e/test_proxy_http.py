@@ -25,10 +25,10 @@ import pytest
 import trio
 
 import backend_stub
+from emulator.core import plan
 from emulator.core.limits import ProxyLimits
 from emulator.core.pages import GatewayPage, render_page
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
-from emulator.runtime import proxy
 from tests.e2e.stack import (
     PkiBundle,
     Reply,
@@ -649,7 +649,7 @@ async def test_internal_error_answers_500_and_the_gateway_keeps_serving(
 
     port = demo_stack.port(PASSTHROUGH_LISTENER)
     with monkeypatch.context() as patch:
-        patch.setattr(proxy, "rewrite_request", broken_rewrite)
+        patch.setattr(plan, "rewrite_request", broken_rewrite)
         reply = await https_request(port, client_context(pki))
     assert_gateway_page(reply, GatewayPage.INTERNAL_ERROR)
     assert reply.header("Connection") == "close"
