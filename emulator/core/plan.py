@@ -210,8 +210,9 @@ class PortPlanner:
     ) -> PortPlanner:
         """A planner for ``rules`` with every rewrite rule set they use compiled."""
         compiled: dict[str, CompiledRuleSet] = {}
-        for rule_set in _rule_sets(rules):
-            compiled.setdefault(rule_set.name, compile_rule_set(rule_set))
+        for rule in rules:
+            for rule_set in rule.rewrite_rule_sets:
+                compiled.setdefault(rule_set.name, compile_rule_set(rule_set))
         return cls(
             rules,
             rotation if rotation is not None else Rotation(),
@@ -443,20 +444,6 @@ def _rerouted(current: Route, rule_set: CompiledRuleSet, rewritten: RequestRewri
     return any(
         r.url is not None and r.url.reroute and r.name in fired for r in rule_set.rule_set.rules
     )
-
-
-def _rule_sets(rules: Sequence[RoutingRule]) -> list[RewriteRuleSet]:
-    """Every rewrite rule set the rules (and their path maps) use."""
-    found: list[RewriteRuleSet] = []
-    for rule in rules:
-        if rule.rewrite_rule_set is not None:
-            found.append(rule.rewrite_rule_set)
-        path_map = rule.url_path_map
-        if path_map is not None:
-            if path_map.default_rewrite_rule_set is not None:
-                found.append(path_map.default_rewrite_rule_set)
-            found.extend(p.rewrite_rule_set for p in path_map.path_rules if p.rewrite_rule_set)
-    return found
 
 
 def header_safe(text: str) -> str:
