@@ -57,6 +57,7 @@ from emulator.core.routing import (
 )
 from emulator.core.tls_policy import (
     CertDecision,
+    VerdictCache,
     VerifyLog,
     assess_handshake,
     decide_client_cert,
@@ -162,6 +163,7 @@ def client_auth_decision(
     log: VerifyLog | None = None,
     at: datetime | None = None,
     handshake: CertDecision | None = None,
+    verdicts: VerdictCache | None = None,
 ) -> CertDecision:
     """The client-certificate decision for ``listener`` (None: a plain-HTTP port).
 
@@ -170,12 +172,15 @@ def client_auth_decision(
     client authentication on a connection whose SNI listener has it: ``handshake`` is then the
     connection's decision, which that listener refuses nothing of, and whose verification stays
     the handshake's (nginx's ``$ssl_client_verify`` is a fact of the connection).
+    ``verdicts`` remembers Strict verdicts (the port's cache).
     """
     if handshake is not None:
         return without_client_auth(handshake)
     if listener is None or listener.client_auth is None or at is None:
         return decide_client_cert(None, presented=bool(presented), log=log)
-    return assess_handshake(listener.ssl_profile, presented=presented, log=log, at=at)
+    return assess_handshake(
+        listener.ssl_profile, presented=presented, log=log, at=at, verdicts=verdicts
+    )
 
 
 @dataclass(frozen=True, slots=True)

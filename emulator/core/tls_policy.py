@@ -90,8 +90,10 @@ __all__ = [
     "DECISION_TABLE",
     "NOT_VERIFIED",
     "NOT_VERIFIED_EXPLANATION",
+    "VERDICT_CACHE_SIZE",
     "CertDecision",
     "CertState",
+    "VerdictCache",
     "VerifyLog",
     "assess_handshake",
     "build_port_contexts",
@@ -236,6 +238,7 @@ def assess_handshake(
     presented: Sequence[x509.Certificate],
     log: VerifyLog | None,
     at: datetime,
+    verdicts: VerdictCache | None = None,
 ) -> CertDecision:
     """The decision for one connection, from what its handshake showed (see the docstring).
 
@@ -243,16 +246,16 @@ def assess_handshake(
     (None: no handshake, e.g. ``check-ca``, and the chain emulation verifies); ``at`` the
     verification time (timezone-aware, like the certificates' validity).
 
-    Strict verdicts are remembered (:class:`_VerdictCache`): clients reconnect with the same
-    chain again and again, and explaining, checking the issuer DN and finding the OCSP issuer
-    cost tens of microseconds per connection (hundreds for a failure, whose explanation
-    verifies signatures). The OCSP answer itself is never part of it: a verdict whose OCSP
-    check is pending is remembered as pending, and each connection asks (the runtime's OCSP
-    cache) on its own.
+    Strict verdicts are remembered in ``verdicts`` when given (a :class:`VerdictCache`, one per
+    frontend port of a running gateway): clients reconnect with the same chain again and
+    again, and explaining, checking the issuer DN and finding the OCSP issuer would otherwise
+    be repeated per connection (``bench/README.md`` has the cost). The OCSP answer itself is
+    never part of it: a verdict whose OCSP check is pending is remembered as pending, and each
+    connection asks (the runtime's OCSP cache) on its own.
     """
     mode = profile.client_auth if profile is not None else None
     if mode is ClientAuthMode.STRICT and profile is not None:
-        return _assess_strict(profile, presented, log, at)
+        return _assess_strict(profile, presented, log, at, verdicts)
     base = decide_client_cert(mode, presented=bool(presented), log=log)
     if mode is ClientAuthMode.PASSTHROUGH:
         return replace(base, ssl_client_verify="PASSTHROUGH" if presented else "NONE")
@@ -263,7 +266,7 @@ def assess_handshake(
 #: set is one entry per (profile, client chain, OpenSSL errors): a handful for a test setup,
 #: tens for a load test with per-client certificates. An entry holds its certificates (a few
 #: KB), so 256 bound the cache to about a megabyte whatever clients send.
-_VERDICT_CACHE_SIZE: Final = 256
+VERDICT_CACHE_SIZE: Final = 256
 #: OpenSSL errors that depend on the verification time; their explanation also names that
 #: time ("checked at ..."), so a verdict with one is never remembered.
 _TIME_ERRORS: Final = frozenset({CERT_NOT_YET_VALID, CERT_HAS_EXPIRED})
@@ -291,7 +294,7 @@ class _CachedDecision:
     decision: CertDecision
 
 
-class _VerdictCache:
+class VerdictCache:
     """Strict decisions by (profile, presented chain, OpenSSL errors), valid in a time window.
 
     A decision is a function of the profile (uploads, issuer-DN and revocation settings; the
@@ -304,12 +307,14 @@ class _VerdictCache:
     settles a *new* decision), so one object can serve many connections.
 
     Bounded like the other caches of the hot paths (:mod:`emulator.core.bounded_cache`): a
-    client that sends a new chain every time cannot grow it past the bound.
+    client that sends a new chain every time cannot grow it past the bound. Its owner (the
+    port runtime) keeps the profiles alive as long as the cache, and every entry holds its
+    profile too, so the ``id()`` in a key always names the profile it was made for.
     """
 
     __slots__ = ("_entries",)
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int = VERDICT_CACHE_SIZE) -> None:
         self._entries: ClearingCache[_VerdictKey, _CachedDecision] = ClearingCache(max_entries)
 
     def __len__(self) -> int:
@@ -361,16 +366,14 @@ class _VerdictCache:
         )
 
 
-_VERDICTS: Final = _VerdictCache(_VERDICT_CACHE_SIZE)
-
-
 def _assess_strict(
     profile: SslProfile,
     presented: Sequence[x509.Certificate],
     log: VerifyLog | None,
     at: datetime,
+    verdicts: VerdictCache | None,
 ) -> CertDecision:
-    """:func:`assess_handshake` for a Strict profile, through :data:`_VERDICTS`."""
+    """:func:`assess_handshake` for a Strict profile, through ``verdicts`` when given."""
     chain = tuple(presented)
     if chain and log is not None and not log.verified:
         # A handshake that verified nothing (see "Session resumption is off"); never cached,
@@ -378,7 +381,7 @@ def _assess_strict(
         return _from_verdict(ClientCertVerdict(NOT_VERIFIED, NOT_VERIFIED_EXPLANATION, Stage.CHAIN))
     errors = tuple(log.errors) if log is not None else None
     key: _VerdictKey = (id(profile), tuple([c.signature for c in chain]), errors)
-    cached = _VERDICTS.lookup(key, profile, chain, at)
+    cached = verdicts.lookup(key, profile, chain, at) if verdicts is not None else None
     if cached is not None:
         return cached
     verdict = assess_client_cert(
@@ -390,7 +393,8 @@ def _assess_strict(
         openssl_errors=errors,
     )
     decision = _from_verdict(verdict)
-    _VERDICTS.store(key, profile, chain, at, decision)
+    if verdicts is not None:
+        verdicts.store(key, profile, chain, at, decision)
     return decision
 
 

@@ -63,6 +63,7 @@ from emulator.core.rewrite import RequestFacts
 from emulator.core.routing import Route
 from emulator.core.tls_policy import (
     CertDecision,
+    VerdictCache,
     VerifyLog,
     negotiated_version_allowed,
     resolve_ocsp,
@@ -115,6 +116,8 @@ class ListenerRuntime:
     #: ``globalConfiguration``: buffer request bodies / responses (False: stream them).
     buffering: Buffering = field(default_factory=Buffering)
     limits: ProxyLimits = field(default_factory=ProxyLimits)
+    #: Strict verdicts of the port's handshakes (clients reconnect with the same chain).
+    verdicts: VerdictCache = field(default_factory=VerdictCache)
 
     @property
     def listener(self) -> ListenerConfig:
@@ -307,7 +310,7 @@ class ClientConnection:
         if chain:
             self.cert = cert_info(chain[0], chain[1:])
         self.decision = decision = client_auth_decision(
-            listener, presented=chain, log=log, at=datetime.now(UTC)
+            listener, presented=chain, log=log, at=datetime.now(UTC), verdicts=runtime.verdicts
         )
         # The verify callback's record has been read; the connection need not keep it.
         tls.connection.set_app_data(None)
