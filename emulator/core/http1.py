@@ -1,10 +1,11 @@
 """A strict, fast, sans-I/O HTTP/1.1 codec for the proxy's hot path.
 
 Why not h11: h11 builds event objects, validates every header with a regex twice and runs a
-state machine per event; that is ~100 µs per proxied keep-alive request, more than the whole
-rest of the proxy (issue #9). This module does the same checks with a few whole-buffer
-operations in C: one ``bytes.find`` for the end of the head, one latin-1 decode, one compiled
-regex ``fullmatch`` over the whole head, one ``findall`` to cut it into fields. The per-header
+state machine per event, which cost more than the whole rest of the proxy per keep-alive
+request (issue #9; bench/README.md has the figures). This module does the same checks with a
+few whole-buffer operations in C: one ``bytes.find`` for the end of the head, one latin-1
+decode, one compiled regex ``fullmatch`` over the whole head, one ``findall`` to cut it into
+fields. The per-header
 Python work is a ``str.lower`` and a set lookup.
 
 Strictness. The rules are h11 0.16's (RFC 9112 as h11 reads it), plus the checks the proxy made
@@ -67,7 +68,8 @@ __all__ = [
 #: Request head limit (request line + headers, through the blank line): nginx's
 #: ``large_client_header_buffers``-style bound that the gateway answers with 431.
 DEFAULT_MAX_REQUEST_HEAD_BYTES: Final = 32 * 1024
-#: Header fields per request; one more → 431 (see ``MAX_REQUEST_HEADER_FIELDS`` in the proxy).
+#: Header fields per request; one more → 431 (the gateway passes
+#: ``ProxyLimits.max_request_header_fields``).
 DEFAULT_MAX_REQUEST_FIELDS: Final = 1000
 #: Backend response head limit; larger is a broken backend (the proxy answers 502).
 DEFAULT_MAX_RESPONSE_HEAD_BYTES: Final = 64 * 1024

@@ -221,7 +221,8 @@ def certificate_header_holes(rule_set: RewriteRuleSet | None) -> tuple[CertHeade
 # A rule set is frozen and lives as long as the gateway configuration, while the rewrite stage
 # runs on every request. Everything that depends on the rule set alone (parsed templates,
 # lower-cased header names, resolved server variables, compiled condition patterns, the set of
-# certificate headers) is computed once per rule set and kept in ``_COMPILED``.
+# certificate headers) is computed once per rule set (:func:`compile_rule_set`), and the
+# gateway's port planner keeps the compiled sets of its rules (emulator.core.plan).
 
 
 @dataclass(frozen=True, slots=True)

@@ -272,8 +272,8 @@ VERDICT_CACHE_SIZE: Final = 256
 _TIME_ERRORS: Final = frozenset({CERT_NOT_YET_VALID, CERT_HAS_EXPIRED})
 
 #: (id of the profile, signatures of the presented certificates, OpenSSL's errors or None).
-#: Signatures are a cheap stand-in for the certificates (``Certificate.__hash__`` costs about
-#: 1 µs each); a hit still compares the certificates themselves, so two chains that share
+#: Signatures are a cheap stand-in for the certificates (hashing a ``Certificate`` costs more);
+#: a hit still compares the certificates themselves, so two chains that share
 #: signatures (a tampered copy of a certificate) never share a verdict.
 _VerdictKey: TypeAlias = tuple[int, tuple[bytes, ...], tuple[tuple[int, int], ...] | None]
 
@@ -283,7 +283,7 @@ class _CachedDecision:
     """One remembered Strict decision and the time window in which it holds."""
 
     #: Held so that ``id(profile)`` in the key cannot be reused by another profile while the
-    #: entry lives (hashing an ``SslProfile`` hashes every uploaded certificate, ~1 µs each).
+    #: entry lives (hashing an ``SslProfile`` would hash every uploaded certificate).
     profile: SslProfile
     presented: tuple[x509.Certificate, ...]
     #: Latest ``not_valid_before`` and earliest ``not_valid_after`` over the presented and the
@@ -576,9 +576,9 @@ def build_port_contexts(
     resumes sessions (:func:`_forbid_resumption`), the port context included: OpenSSL keeps
     and looks up sessions in the context a handshake started with (the connection's session
     context, which the callback's switch leaves alone), so a session made under one listener
-    would otherwise be offered to every listener of the port. Switching contexts costs a
-    handshake tens of microseconds (``SSL_set_SSL_CTX`` copies the certificate set, and
-    pyOpenSSL's ``Connection.set_verify`` makes a new C callback).
+    would otherwise be offered to every listener of the port. Switching contexts has a cost
+    per handshake (``SSL_set_SSL_CTX`` copies the certificate set, and pyOpenSSL's
+    ``Connection.set_verify`` makes a new C callback), which the one-listener port avoids.
     """
     contexts = {rule.listener.name: build_server_context(rule.listener) for rule in rules}
     if len(contexts) == 1:

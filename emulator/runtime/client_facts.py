@@ -113,8 +113,9 @@ class ClientConnectionFacts:
         return tcp_rtt_us(self._socket_stream)
 
 
-#: Client certificates whose server variables are kept computed. Clients reconnect with the
-#: same certificate, and formatting the DNs and escaping the PEM costs ~70 µs per connection.
+#: Client certificates whose server variables are kept computed: clients reconnect with the
+#: same certificate, and formatting the DNs and escaping the PEM would be redone per
+#: connection (bench/README.md, "Costs behind the request path's caches").
 CERT_INFO_CACHE_SIZE: Final = 256
 
 

@@ -253,7 +253,7 @@ def _is_unexpected_eof(exc: SSL.Error) -> bool:
 
 
 #: Client certificates kept parsed, by DER. A client reconnects with the same certificate: its
-#: connections share one object instead of parsing it again (~10 µs) and each holding a copy.
+#: connections share one object instead of parsing it again and each holding a copy.
 CERTIFICATE_CACHE_SIZE: Final = 256
 
 
