@@ -14,6 +14,7 @@ import random
 import ssl
 import struct
 import time
+from collections.abc import Sequence
 from typing import Final
 
 import trio
@@ -22,8 +23,10 @@ from cryptography import x509
 from emulator.core.certinfo import ClientCertInfo
 from emulator.core.ja4 import ClientHello, ClientHelloError, parse_client_hello_records
 from emulator.core.ja4 import ja4 as ja4_fingerprint
+from emulator.core.rewrite import RequestFacts
 from emulator.core.server_variables import openssl_cipher_list
 from emulator.logsafe import escaped_logger
+from emulator.model import Listener
 from emulator.runtime.tls_stream import TlsServerStream
 from emulator.runtime.transport import tcp_rtt_us
 
@@ -44,11 +47,15 @@ class ClientConnectionFacts:
     """
 
     __slots__ = (
+        "_certificate",
         "_cipher_codes",
         "_ciphers",
         "_hello_done",
         "_ja4",
+        "_ja4_header",
         "_listener",
+        "_peer",
+        "_server_port",
         "_socket_stream",
         "_tls",
         "cipher",
@@ -56,17 +63,57 @@ class ClientConnectionFacts:
     )
 
     def __init__(
-        self, tls: TlsServerStream | None, stream: trio.abc.Stream, listener_name: str
+        self,
+        tls: TlsServerStream | None,
+        stream: trio.abc.Stream,
+        peer: tuple[str, int],
+        *,
+        listener: Listener,
+        server_port: int,
+        certificate: ClientCertInfo | None,
     ) -> None:
         self._tls = tls
         self._socket_stream = tls.transport_stream if tls is not None else stream
-        self._listener = listener_name
+        self._listener = listener.name
+        self._peer = peer
+        self._server_port = server_port
+        self._certificate = certificate
+        # X-Azure-JA4-Fingerprint comes with the 2022 policies, which are also the ones that
+        # offer TLS 1.3 (CustomV2 too: the docs are silent, it is the same family).
+        self._ja4_header = listener.ssl_policy.tls13
         self._hello_done = False
         self._ja4: str | None = None
         self._cipher_codes = b""
         self._ciphers: str | None = None
         self.tls_version = tls.tls_version if tls is not None else None
         self.cipher = tls.cipher if tls is not None else None
+
+    def request(
+        self,
+        method: str,
+        target: str,
+        version: str,
+        headers: Sequence[tuple[str, str]],
+        verification: str,
+    ) -> RequestFacts:
+        """One request's facts: the connection's and the request's own (a fresh trace id)."""
+        return RequestFacts(
+            client_ip=self._peer[0],
+            client_port=self._peer[1],
+            server_port=self._server_port,
+            scheme="https" if self._tls is not None else "http",
+            method=method,
+            target=target,
+            http_version=version,
+            headers=headers,
+            trace_id=trace_id(),
+            tls_version=self.tls_version,
+            cipher=self.cipher,
+            certificate=self._certificate,
+            verification=verification,
+            ja4=self.ja4 if self._ja4_header else None,
+            connection=self,
+        )
 
     def _take_client_hello(self) -> None:
         """Parse the ClientHello once and keep only what the variables need — the JA4 and the

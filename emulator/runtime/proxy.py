@@ -1,29 +1,21 @@
 """One client connection, end to end: a pump between the socket and the pure request path.
 
-For each accepted connection :class:`ClientConnection` runs
-
-1. the TLS handshake (:mod:`emulator.runtime.tls_stream`), bounded by
-   ``ProxyLimits.handshake_timeout_s``; plain HTTP on an HTTPS port gets nginx's 400 page in
-   plain text. The servername callback records the listener the SNI chose in the handshake's
-   :class:`~emulator.core.tls_policy.VerifyLog`, and
-   :func:`emulator.core.plan.client_auth_decision` makes the client-certificate decision from
-   what the handshake showed, once per connection (client certificates are per connection);
-   with ``verifyClientRevocation: OCSP`` the decision waits for the OCSP checker here, before
-   the first request, because the verify callback cannot do I/O;
-2. for each request: :class:`~emulator.core.http1_connection.Http1Connection` turns received
-   bytes into the request head, :meth:`emulator.core.plan.PortPlanner.plan` decides what to do
-   with it (answer with a page, or forward with the route, backend and rewritten request), and
-   this module executes the plan: it reads the body, talks to the backend
-   (:mod:`emulator.runtime.backend`) and streams the response back.
+:class:`ClientConnection` runs the TLS handshake (:mod:`emulator.runtime.tls_stream`; plain
+HTTP on an HTTPS port gets nginx's 400 page in plain text), takes the listener the SNI chose
+from the handshake's :class:`~emulator.core.tls_policy.VerifyLog` and makes the
+client-certificate decision once per connection (:func:`emulator.core.plan.client_auth_decision`;
+an OCSP check waits here, before the first request, because the verify callback cannot do I/O).
+Then, per request, :class:`~emulator.core.http1_connection.Http1Connection` turns bytes into
+the head, :meth:`emulator.core.plan.PortPlanner.plan` decides, and the plan is executed: a
+gateway page here, a forward by :class:`emulator.runtime.exchange.BackendExchange`.
 
 Responses leave through one writer (:meth:`ClientConnection.queue` and
 :meth:`~ClientConnection.flush`), pages through one method (:meth:`~ClientConnection._page`),
-and every error becomes a response in one place (:meth:`~ClientConnection._answer_error`, which
-picks the page by the error's ``status``): gateway pages before the response started, an aborted
-connection after (nothing else is honest once a status line has gone out). Every request that
-reached the HTTP layer gets an access record, also when the client left (499, nginx's code) or
-the backend stalled mid-response. A bug met by one connection is logged with its traceback and
-answered 500; it never reaches the gateway's nursery, where it would stop every listener.
+and every error becomes a response in one place (:meth:`~ClientConnection._answer_error`, by the
+error's ``status``): a page before the response started, an aborted connection after. Every
+request that reached the HTTP layer gets an access record, also when the client left (499,
+nginx's code). A bug met by one connection is logged with its traceback and answered 500; it
+never reaches the gateway's nursery, where it would stop every listener.
 """
 
 from __future__ import annotations
@@ -40,14 +32,8 @@ import trio
 from OpenSSL import SSL
 
 from emulator.core.certinfo import ClientCertInfo
-from emulator.core.http1 import (
-    HttpError,
-    RequestHead,
-)
-from emulator.core.http1_connection import (
-    Http1Connection,
-    Http1Event,
-)
+from emulator.core.http1 import HttpError, RequestHead
+from emulator.core.http1_connection import Http1Connection, Http1Event
 from emulator.core.limits import ProxyLimits
 from emulator.core.pages import GatewayPage, page_for_status, render_page
 from emulator.core.plan import (
@@ -73,16 +59,9 @@ from emulator.logsafe import escaped_logger
 from emulator.model import Buffering, RoutingRule
 from emulator.model import Listener as ListenerConfig
 from emulator.runtime.access import AccessRecord, access_record
-from emulator.runtime.backend import (
-    BackendClient,
-)
-from emulator.runtime.client_facts import ClientConnectionFacts, cert_info, trace_id
-from emulator.runtime.exchange import (
-    BackendExchange,
-    BodyTimeout,
-    ClientGone,
-    RequestTooLarge,
-)
+from emulator.runtime.backend import BackendClient
+from emulator.runtime.client_facts import ClientConnectionFacts, cert_info
+from emulator.runtime.exchange import BackendExchange, BodyTimeout, ClientGone, RequestTooLarge
 from emulator.runtime.ocsp_client import OcspChecker
 from emulator.runtime.tls_stream import PlainHttpOnTlsPort, TlsHandshakeError, TlsServerStream
 
@@ -495,22 +474,12 @@ class ClientConnection:
                 exc.reason,
             )
         elif isinstance(exc, HttpError):
-            LOGGER.info(
-                "http.bad_request listener=%s client=%s:%s reason=%s", name, *peer, exc.reason
-            )
+            self._note(Note("http.bad_request", f"reason={exc.reason}"))
         elif isinstance(exc, RequestTooLarge):
             limit = self.runtime.limits.max_request_body_bytes
-            LOGGER.info(
-                "http.request_too_large listener=%s client=%s:%s limit=%s", name, *peer, limit
-            )
+            self._note(Note("http.request_too_large", f"limit={limit}"))
         else:
-            LOGGER.info(
-                "http.request_body_failed listener=%s client=%s:%s status=%s reason=%s",
-                name,
-                *peer,
-                page.status,
-                exc,
-            )
+            self._note(Note("http.request_body_failed", f"status={page.status} reason={exc}"))
         await self._page(page, after, facts, started, routed=routed)
 
     async def _page(
@@ -699,31 +668,19 @@ class ClientConnection:
         headers: Sequence[tuple[str, str]],
         decision: CertDecision | None,
     ) -> RequestFacts:
-        """One request's facts: the connection's (computed once) and the request's own."""
+        """One request's facts: the connection's (gathered once) and the request's own."""
         connection = self._connection_facts
         if connection is None:
             connection = self._connection_facts = ClientConnectionFacts(
-                self.tls, self.stream, self.runtime.listener.name
+                self.tls,
+                self.stream,
+                self.peer,
+                listener=self.listener,
+                server_port=self.runtime.port,
+                certificate=self.cert,
             )
-        return RequestFacts(
-            client_ip=self.peer[0],
-            client_port=self.peer[1],
-            server_port=self.runtime.port,
-            scheme="https" if self.tls is not None else "http",
-            method=method,
-            target=target,
-            http_version=version,
-            headers=headers,
-            trace_id=trace_id(),
-            tls_version=connection.tls_version,
-            cipher=connection.cipher,
-            certificate=self.cert,
-            verification=decision.verification if decision is not None else "NONE",
-            # X-Azure-JA4-Fingerprint comes with the 2022 policies, which are also the ones
-            # that offer TLS 1.3 (CustomV2 too: the docs are silent, it is the same family).
-            ja4=connection.ja4 if self.listener.ssl_policy.tls13 else None,
-            connection=connection,
-        )
+        verification = decision.verification if decision is not None else "NONE"
+        return connection.request(method, target, version, headers, verification)
 
     def record(
         self, facts: RequestFacts, status: int, started: float, *, routed: str, server_status: str

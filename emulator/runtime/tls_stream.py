@@ -565,7 +565,13 @@ class TlsServerStream(trio.abc.Stream):
                 with trio.fail_at(deadline):
                     data = bytes(await self._transport.receive_some(RECEIVE_SIZE))
             else:
-                data = await sock.receive(RECEIVE_SIZE, deadline)
+                # Under load the bytes are usually there already: no wait, no coroutine.
+                got = sock.receive_now(RECEIVE_SIZE)
+                data = (
+                    got
+                    if got is not None
+                    else await sock.receive(RECEIVE_SIZE, deadline, wait_first=True)
+                )
             self._feed(data)
             self._recv_count += 1
         finally:

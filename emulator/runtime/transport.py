@@ -77,6 +77,20 @@ class SocketTransport:
             raise trio.ClosedResourceError(_CLOSED_MESSAGE)
         return fd
 
+    def receive_now(self, size: int) -> bytes | None:
+        """The next bytes if the kernel has some (b"" at the peer's EOF), else None: a read
+        that needs no wait, and no coroutine either.
+
+        Raises:
+            trio.BrokenResourceError, trio.ClosedResourceError: the socket failed or closed.
+        """
+        try:
+            return os.read(self._fd(), size)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise _transport_error(exc) from exc
+
     async def receive(
         self, size: int, deadline: float = math.inf, *, wait_first: bool = False
     ) -> bytes:
