@@ -173,11 +173,17 @@ def client_auth_decision(
     connection's decision, which that listener refuses nothing of, and whose verification stays
     the handshake's (nginx's ``$ssl_client_verify`` is a fact of the connection).
     ``verdicts`` remembers Strict verdicts (the port's cache).
+
+    Raises:
+        ValueError: ``listener`` authenticates clients and no ``at`` was given.
     """
     if handshake is not None:
         return without_client_auth(handshake)
-    if listener is None or listener.client_auth is None or at is None:
+    if listener is None or listener.client_auth is None:
         return decide_client_cert(None, presented=bool(presented), log=log)
+    if at is None:
+        msg = f"listener '{listener.name}' authenticates clients: the decision needs `at`"
+        raise ValueError(msg)
     return assess_handshake(
         listener.ssl_profile, presented=presented, log=log, at=at, verdicts=verdicts
     )

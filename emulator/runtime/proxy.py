@@ -148,7 +148,7 @@ class ClientConnection:
     forwarded_to: str = ""
     #: Bounds the wait for a request head (its deadline is set only during that wait).
     _idle_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    #: Bytes for the client not sent yet (:meth:`queue`, :meth:`_flush`), and their length.
+    #: Bytes for the client not sent yet (:meth:`queue`, :meth:`flush`), and their length.
     _outgoing: list[bytes] = field(default_factory=list)
     _outgoing_bytes: int = 0
 
@@ -608,7 +608,7 @@ class ClientConnection:
             await self.flush()
 
     def queue(self, data: bytes) -> None:
-        """Bytes for the client; they go out with the next :meth:`_flush` (a response's head,
+        """Bytes for the client; they go out with the next :meth:`flush` (a response's head,
         body and end usually travel in one TLS record and one system call this way)."""
         self._outgoing.append(data)
         self._outgoing_bytes += len(data)

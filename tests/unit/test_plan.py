@@ -291,3 +291,10 @@ def test_an_affinity_cookie_naming_an_unhealthy_backend_is_not_followed() -> Non
     cookie = (("Cookie", f"ApplicationGatewayAffinity={value}"),)
     choice = select_backend(POOL, sticky, cookie, health=health, rotation=Rotation())
     assert choice.host == "10.0.0.1"
+
+
+def test_a_client_auth_decision_without_a_time_is_refused_for_a_verifying_listener() -> None:
+    strict = listener("strict", mode=ClientAuthMode.STRICT)
+    with pytest.raises(ValueError, match="listener 'strict' authenticates clients"):
+        client_auth_decision(strict, presented=())
+    assert client_auth_decision(OPEN).allowed  # no client authentication: no time needed
