@@ -55,6 +55,7 @@ from tests.e2e.stack import (
     raw_tls_socket,
     read_to_eof,
     start_demo_stack,
+    wait_for_access_records,
 )
 
 __all__ = ["no_internal_errors"]
@@ -208,6 +209,28 @@ async def test_header_fields_up_to_the_limit_pass(demo_stack: Stack, pki: PkiBun
 
 
 # -- slow and idle clients --------------------------------------------------------------------
+
+
+async def test_transfer_encoding_gzip_is_nginxs_501_with_a_501_access_record(
+    demo_stack: Stack, pki: PkiBundle
+) -> None:
+    # nginx (ngx_http_process_request_header): a coding other than "chunked" is
+    # NGX_HTTP_NOT_IMPLEMENTED, its own page; the gateway closes and forwards nothing.
+    request = post(b"Transfer-Encoding: gzip\r\n", b"5\r\nhello\r\n0\r\n\r\n")
+    data = await trio.to_thread.run_sync(
+        tls_exchange, demo_stack.port(PASSTHROUGH_LISTENER), client_context(pki), request
+    )
+    (reply,) = parse_responses(data)
+    assert_gateway_page(reply, GatewayPage.NOT_IMPLEMENTED)
+    assert reply.body == (
+        b"<html>\r\n<head><title>501 Not Implemented</title></head>\r\n<body>\r\n"
+        b"<center><h1>501 Not Implemented</h1></center>\r\n"
+        b"<hr><center>Microsoft-Azure-Application-Gateway/v2</center>\r\n</body>\r\n</html>\r\n"
+    )
+    assert demo_stack.recorded == []
+    await wait_for_access_records(demo_stack.gateway)
+    record = demo_stack.gateway.access_log[-1]
+    assert (record.httpStatus, record.httpMethod, record.serverRouted) == (501, "POST", "")
 
 
 def _one_request_then_idle(port: int, ctx: ssl.SSLContext) -> tuple[int, bytes, float]:
