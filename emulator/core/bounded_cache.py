@@ -1,16 +1,18 @@
 """A bounded cache for hot paths whose keys come from outside the process.
 
 Several per-request or per-connection steps remember results keyed by what a client or the
-configuration chooses: JA4 fingerprints by ClientHello shape (:mod:`emulator.core.ja4`), Strict
-decisions by presented chain (:mod:`emulator.core.tls_policy`), compiled rewrite rule sets and
-header-name facts (:mod:`emulator.core.rewrite`). Each needs a bound, so that a client varying
+configuration chooses: JA4 fingerprints by ClientHello shape (:mod:`emulator.core.ja4`), valid
+Host values (:mod:`emulator.core.http1`), header-name facts (:mod:`emulator.core.rewrite`) and,
+per frontend port, Strict decisions by presented chain
+(:class:`emulator.core.tls_policy.VerdictCache`). Each needs a bound, so that a client varying
 its input cannot grow the process without limit; none needs least-recently-used order. When
 full, the cache is emptied whole: that costs each live key one recomputation, while LRU
 bookkeeping would cost every hit.
 
 Lookups take no lock (a dict read is atomic in CPython, and :meth:`ClearingCache.get` *is* the
-dict's own ``get``, so a hit costs no Python call); stores do, so that gateways running in
-several threads of one process (``emulator.sync``, the pytest plugin) keep the bound.
+dict's own ``get``, so a hit costs no Python call); stores do: the module-level caches above
+are shared by gateways running in several threads of one process (``emulator.sync``, the
+pytest plugin), and must keep their bound.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """A strict, fast, sans-I/O HTTP/1.1 codec for the proxy's hot path.
 
 Why not h11: h11 builds event objects, validates every header with a regex twice and runs a
-state machine per event; that is ~100 µs per proxied keep-alive request, more than the whole
-rest of the proxy (issue #9). This module does the same checks with a few whole-buffer
-operations in C: one ``bytes.find`` for the end of the head, one latin-1 decode, one compiled
-regex ``fullmatch`` over the whole head, one ``findall`` to cut it into fields. The per-header
+state machine per event, which cost more than the whole rest of the proxy per keep-alive
+request (issue #9; bench/README.md has the figures). This module does the same checks with a
+few whole-buffer operations in C: one ``bytes.find`` for the end of the head, one latin-1
+decode, one compiled regex ``fullmatch`` over the whole head, one ``findall`` to cut it into
+fields. The per-header
 Python work is a ``str.lower`` and a set lookup.
 
 Strictness. The rules are h11 0.16's (RFC 9112 as h11 reads it), plus the checks the proxy made
@@ -67,7 +68,8 @@ __all__ = [
 #: Request head limit (request line + headers, through the blank line): nginx's
 #: ``large_client_header_buffers``-style bound that the gateway answers with 431.
 DEFAULT_MAX_REQUEST_HEAD_BYTES: Final = 32 * 1024
-#: Header fields per request; one more → 431 (see ``MAX_REQUEST_HEADER_FIELDS`` in the proxy).
+#: Header fields per request; one more → 431 (the gateway passes
+#: ``ProxyLimits.max_request_header_fields``).
 DEFAULT_MAX_REQUEST_FIELDS: Final = 1000
 #: Backend response head limit; larger is a broken backend (the proxy answers 502).
 DEFAULT_MAX_RESPONSE_HEAD_BYTES: Final = 64 * 1024
@@ -363,11 +365,14 @@ def _request_from_parts(
     length = 0
     if transfer_encodings is not None:
         if content_length is not None:
-            # The request-smuggling shape (RFC 9112 section 6.1). nginx checks this before the
-            # coding itself, so CL + "TE: gzip" is a 400 here, not h11's 501.
+            # The request-smuggling shape (RFC 9112 section 6.1): 400 whatever the coding.
+            # Differs from Azure: nginx looks at Content-Length only beside "chunked" (its
+            # ngx_http_process_request_header), so CL + "TE: gzip" is its 501.
             raise HttpError("both Content-Length and Transfer-Encoding")
         if len(transfer_encodings) > 1:
-            raise HttpError("multiple Transfer-Encoding headers", 501)
+            # nginx reads Transfer-Encoding as a unique header line: a second one is "client
+            # sent duplicate header line" and 400 (ngx_http_process_unique_header_line).
+            raise HttpError("multiple Transfer-Encoding headers")
         if transfer_encodings[0].lower() != "chunked":
             # RFC 9112 section 6.1: a server SHOULD answer 501 to a coding it does not know.
             raise HttpError("Only Transfer-Encoding: chunked is supported", 501)

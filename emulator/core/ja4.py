@@ -403,7 +403,7 @@ def ja4(hello: ClientHello) -> str:
     every connection (only its random, session id and key shares change), so the finished
     string is cached by the fields it depends on: a hit skips the sorting, the two SHA-256 and
     the formatting. Clients that shuffle their extensions or pick new GREASE values per
-    connection (Chrome) miss, and pay the full computation, which is still a few microseconds.
+    connection (Chrome) miss, and pay the full computation.
     """
     alpn = hello.alpn
     key = (

@@ -1,8 +1,10 @@
-"""The responses the gateway writes itself, byte for byte.
+"""The responses the gateway writes itself, byte for byte: one page per status, one renderer.
 
 Application Gateway v2 runs nginx underneath; the pages it generates are nginx's error pages
 with the server token ``Microsoft-Azure-Application-Gateway/v2`` (observed on real Standard_v2
 gateways, see ``appgw-behaviour.md`` §3). Rewrite rules are not applied to these responses.
+Refusals (400, 413, 431...), routing's own answers (redirects, 404, 421, 500) and the backend
+failures (502, 504) are all :class:`GatewayPage` members, rendered by :func:`render_page`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["SERVER_TOKEN", "GatewayPage", "render_page"]
+__all__ = ["SERVER_TOKEN", "GatewayPage", "page_for_status", "render_page"]
 
 SERVER_TOKEN: Final = "Microsoft-Azure-Application-Gateway/v2"
 
@@ -49,6 +51,16 @@ class GatewayPage(enum.Enum):
     #: connection (nginx's answer when SNI and Host pick different client-auth settings).
     MISDIRECTED_REQUEST = _Page(421, "Misdirected Request")
 
+    # -- routing's own answers ---------------------------------------------------------------
+    #: Redirect configurations (redirect-overview: Permanent, Found, SeeOther, Temporary).
+    MOVED_PERMANENTLY = _Page(301, "Moved Permanently")
+    FOUND = _Page(302, "Found")
+    SEE_OTHER = _Page(303, "See Other")
+    TEMPORARY_REDIRECT = _Page(307, "Temporary Redirect")
+    #: A Transfer-Encoding other than ``chunked`` (nginx ngx_http_process_request_header:
+    #: "client sent unknown Transfer-Encoding", NGX_HTTP_NOT_IMPLEMENTED).
+    NOT_IMPLEMENTED = _Page(501, "Not Implemented")
+
     @property
     def status(self) -> int:
         return self.value.status
@@ -56,6 +68,19 @@ class GatewayPage(enum.Enum):
     @property
     def reason(self) -> str:
         return self.value.reason
+
+
+#: The page of each status that has exactly one (the 400s with a detail line are picked by name).
+_BY_STATUS: Final = {page.status: page for page in GatewayPage if page.value.detail is None}
+
+
+def page_for_status(status: int) -> GatewayPage:
+    """The gateway's page for ``status`` (a redirect's, an error's).
+
+    Raises:
+        KeyError: the gateway has no page of that status.
+    """
+    return _BY_STATUS[status]
 
 
 def render_page(page: GatewayPage) -> bytes:

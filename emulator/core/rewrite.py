@@ -66,11 +66,13 @@ __all__ = [
     "JA4_HEADER",
     "SERVER_VARIABLES",
     "CertHeaderHole",
+    "CompiledRuleSet",
     "Headers",
     "RequestFacts",
     "RequestRewrite",
     "certificate_header_holes",
     "certificate_headers",
+    "compile_rule_set",
     "default_forwarding_headers",
     "header_value",
     "normalize_uri_path",
@@ -219,7 +221,8 @@ def certificate_header_holes(rule_set: RewriteRuleSet | None) -> tuple[CertHeade
 # A rule set is frozen and lives as long as the gateway configuration, while the rewrite stage
 # runs on every request. Everything that depends on the rule set alone (parsed templates,
 # lower-cased header names, resolved server variables, compiled condition patterns, the set of
-# certificate headers) is computed once per rule set and kept in ``_COMPILED``.
+# certificate headers) is computed once per rule set (:func:`compile_rule_set`), and the
+# gateway's port planner keeps the compiled sets of its rules (emulator.core.plan).
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,8 +351,14 @@ def _rule(rule: RewriteRule) -> _Rule:
 
 
 @dataclass(frozen=True, slots=True)
-class _CompiledSet:
-    #: Kept so the set stays alive while cached: its ``id()`` (the cache key) cannot be reused.
+class CompiledRuleSet:
+    """A rewrite rule set with its templates and conditions parsed, ready to run.
+
+    Compile once per configuration (:func:`compile_rule_set`; the gateway's port planner holds
+    the compiled sets of its rules for as long as it serves them) and pass it where a
+    :class:`RewriteRuleSet` is accepted; a plain rule set given there is compiled per call.
+    """
+
     rule_set: RewriteRuleSet
     rules: tuple[_Rule, ...]
     cert_headers: Mapping[str, str]
@@ -358,27 +367,21 @@ class _CompiledSet:
     response_work: bool
 
 
-#: Compiled rule sets by ``id()`` of the frozen :class:`RewriteRuleSet`. Hashing the set itself
-#: would walk every rule on each request; ``id()`` is free, and the entry holds the set, so the
-#: id stays unique while cached.
-#: A gateway has a handful of rule sets (Azure allows a few hundred); the bound only keeps a
-#: long test run, which builds a new configuration per test, from growing the cache forever.
-_COMPILED: Final[ClearingCache[int, _CompiledSet]] = ClearingCache(1024)
-
-
-def _compiled(rule_set: RewriteRuleSet) -> _CompiledSet:
-    entry = _COMPILED.get(id(rule_set))
-    if entry is not None and entry.rule_set is rule_set:
-        return entry
+def compile_rule_set(rule_set: RewriteRuleSet) -> CompiledRuleSet:
+    """Parse every template and condition of ``rule_set`` once."""
     rules = tuple(_rule(r) for r in rule_set.rules)
-    entry = _CompiledSet(
+    return CompiledRuleSet(
         rule_set,
         rules,
         certificate_headers(rule_set),
         any(r.conditions or r.response_headers for r in rules),
     )
-    _COMPILED.put(id(rule_set), entry)
-    return entry
+
+
+def _compiled(rule_set: RewriteRuleSet | CompiledRuleSet) -> CompiledRuleSet:
+    if isinstance(rule_set, CompiledRuleSet):
+        return rule_set
+    return compile_rule_set(rule_set)
 
 
 #: Header name as sent → (lower-cased, may be forwarded: token characters, not hop-by-hop).
@@ -507,7 +510,7 @@ def _apply_url(rule: _Rule, scope: _Scope) -> None:
     scope.facts = replace(scope.facts, rewritten_path=path, rewritten_query=query)
 
 
-def _run(compiled: _CompiledSet, scope: _Scope, *, response: bool) -> list[str]:
+def _run(compiled: CompiledRuleSet, scope: _Scope, *, response: bool) -> list[str]:
     """Run the set's rules over the request (or response) in ``scope``; returns fired rules."""
     fired: list[str] = []
     for rule in compiled.rules:
@@ -610,7 +613,7 @@ class RequestRewrite:
 
 def rewrite_request(
     facts: RequestFacts,
-    rule_set: RewriteRuleSet | None,
+    rule_set: RewriteRuleSet | CompiledRuleSet | None,
     *,
     host: str | None = None,
     strip_client_cert_headers: bool = False,
@@ -675,7 +678,7 @@ def rewrite_request(
 
 def rewrite_request_headers(
     facts: RequestFacts,
-    rule_set: RewriteRuleSet | None,
+    rule_set: RewriteRuleSet | CompiledRuleSet | None,
     *,
     host: str | None = None,
     strip_client_cert_headers: bool = False,
@@ -688,7 +691,7 @@ def rewrite_request_headers(
 
 def rewrite_response_headers(
     facts: RequestFacts,
-    rule_set: RewriteRuleSet | None,
+    rule_set: RewriteRuleSet | CompiledRuleSet | None,
     request_headers: Headers,
     response_headers: Headers,
     *,

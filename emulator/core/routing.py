@@ -13,7 +13,8 @@ The runtime asks this module three questions, in this order:
 
 The order in which listeners are tried is Azure's (:data:`LISTENER_ORDER_RULES`, with the
 document each rule comes from). Everything here is deterministic and unit-tested without
-sockets; the affinity cookie's value and the redirect page are here for the same reason.
+sockets; the affinity cookie's value is here for the same reason (the pages the gateway
+answers with are :mod:`emulator.core.pages`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
 
-from emulator.core.pages import SERVER_TOKEN
 from emulator.model import (
     BackendPool,
     BackendSettings,
@@ -52,7 +52,6 @@ __all__ = [
     "ordered_rules",
     "path_matches",
     "redirect_location",
-    "render_status_page",
     "route",
     "rules_by_port",
     "select_rule",
@@ -325,37 +324,6 @@ def redirect_location(
     if redirect.include_query_string and query:
         location += ("&" if "?" in location else "?") + query
     return location
-
-
-_REASONS: Final = {
-    301: "Moved Permanently",
-    302: "Found",
-    303: "See Other",
-    307: "Temporary Redirect",
-    404: "Not Found",
-    500: "Internal Server Error",
-}
-
-
-def render_status_page(status: int) -> tuple[str, bytes]:
-    """Reason phrase and body of a page the gateway writes for a redirect, 404 or 500 (421 is
-    :attr:`emulator.core.pages.GatewayPage.MISDIRECTED_REQUEST`).
-
-    The same nginx page shape as :func:`emulator.core.pages.render_page` (status and reason in
-    title and heading, the server token, CRLF line ends), for the statuses routing produces.
-    """
-    reason = _REASONS.get(status, "")
-    lines = [
-        "<html>",
-        f"<head><title>{status} {reason}</title></head>",
-        "<body>",
-        f"<center><h1>{status} {reason}</h1></center>",
-        f"<hr><center>{SERVER_TOKEN}</center>",
-        "</body>",
-        "</html>",
-        "",
-    ]
-    return reason, "\r\n".join(lines).encode()
 
 
 # -- cookie affinity --------------------------------------------------------------------------

@@ -90,8 +90,10 @@ __all__ = [
     "DECISION_TABLE",
     "NOT_VERIFIED",
     "NOT_VERIFIED_EXPLANATION",
+    "VERDICT_CACHE_SIZE",
     "CertDecision",
     "CertState",
+    "VerdictCache",
     "VerifyLog",
     "alpn_protocols",
     "assess_handshake",
@@ -173,6 +175,9 @@ class VerifyLog:
     errors: list[tuple[int, int]] = field(default_factory=list)
     #: Verify callback calls: one per certificate of the chain and one per problem.
     calls: int = 0
+    #: The rule whose listener the servername callback chose for this connection (None: the
+    #: port has one listener, or no ClientHello was read).
+    rule: RoutingRule | None = None
 
     @property
     def verified(self) -> bool:
@@ -237,6 +242,7 @@ def assess_handshake(
     presented: Sequence[x509.Certificate],
     log: VerifyLog | None,
     at: datetime,
+    verdicts: VerdictCache | None = None,
 ) -> CertDecision:
     """The decision for one connection, from what its handshake showed (see the docstring).
 
@@ -244,16 +250,16 @@ def assess_handshake(
     (None: no handshake, e.g. ``check-ca``, and the chain emulation verifies); ``at`` the
     verification time (timezone-aware, like the certificates' validity).
 
-    Strict verdicts are remembered (:class:`_VerdictCache`): clients reconnect with the same
-    chain again and again, and explaining, checking the issuer DN and finding the OCSP issuer
-    cost tens of microseconds per connection (hundreds for a failure, whose explanation
-    verifies signatures). The OCSP answer itself is never part of it: a verdict whose OCSP
-    check is pending is remembered as pending, and each connection asks (the runtime's OCSP
-    cache) on its own.
+    Strict verdicts are remembered in ``verdicts`` when given (a :class:`VerdictCache`, one per
+    frontend port of a running gateway): clients reconnect with the same chain again and
+    again, and explaining, checking the issuer DN and finding the OCSP issuer would otherwise
+    be repeated per connection (``bench/README.md`` has the cost). The OCSP answer itself is
+    never part of it: a verdict whose OCSP check is pending is remembered as pending, and each
+    connection asks (the runtime's OCSP cache) on its own.
     """
     mode = profile.client_auth if profile is not None else None
     if mode is ClientAuthMode.STRICT and profile is not None:
-        return _assess_strict(profile, presented, log, at)
+        return _assess_strict(profile, presented, log, at, verdicts)
     base = decide_client_cert(mode, presented=bool(presented), log=log)
     if mode is ClientAuthMode.PASSTHROUGH:
         return replace(base, ssl_client_verify="PASSTHROUGH" if presented else "NONE")
@@ -264,14 +270,14 @@ def assess_handshake(
 #: set is one entry per (profile, client chain, OpenSSL errors): a handful for a test setup,
 #: tens for a load test with per-client certificates. An entry holds its certificates (a few
 #: KB), so 256 bound the cache to about a megabyte whatever clients send.
-_VERDICT_CACHE_SIZE: Final = 256
+VERDICT_CACHE_SIZE: Final = 256
 #: OpenSSL errors that depend on the verification time; their explanation also names that
 #: time ("checked at ..."), so a verdict with one is never remembered.
 _TIME_ERRORS: Final = frozenset({CERT_NOT_YET_VALID, CERT_HAS_EXPIRED})
 
 #: (id of the profile, signatures of the presented certificates, OpenSSL's errors or None).
-#: Signatures are a cheap stand-in for the certificates (``Certificate.__hash__`` costs about
-#: 1 µs each); a hit still compares the certificates themselves, so two chains that share
+#: Signatures are a cheap stand-in for the certificates (hashing a ``Certificate`` costs more);
+#: a hit still compares the certificates themselves, so two chains that share
 #: signatures (a tampered copy of a certificate) never share a verdict.
 _VerdictKey: TypeAlias = tuple[int, tuple[bytes, ...], tuple[tuple[int, int], ...] | None]
 
@@ -281,7 +287,7 @@ class _CachedDecision:
     """One remembered Strict decision and the time window in which it holds."""
 
     #: Held so that ``id(profile)`` in the key cannot be reused by another profile while the
-    #: entry lives (hashing an ``SslProfile`` hashes every uploaded certificate, ~1 µs each).
+    #: entry lives (hashing an ``SslProfile`` would hash every uploaded certificate).
     profile: SslProfile
     presented: tuple[x509.Certificate, ...]
     #: Latest ``not_valid_before`` and earliest ``not_valid_after`` over the presented and the
@@ -292,7 +298,7 @@ class _CachedDecision:
     decision: CertDecision
 
 
-class _VerdictCache:
+class VerdictCache:
     """Strict decisions by (profile, presented chain, OpenSSL errors), valid in a time window.
 
     A decision is a function of the profile (uploads, issuer-DN and revocation settings; the
@@ -305,12 +311,14 @@ class _VerdictCache:
     settles a *new* decision), so one object can serve many connections.
 
     Bounded like the other caches of the hot paths (:mod:`emulator.core.bounded_cache`): a
-    client that sends a new chain every time cannot grow it past the bound.
+    client that sends a new chain every time cannot grow it past the bound. Its owner (the
+    port runtime) keeps the profiles alive as long as the cache, and every entry holds its
+    profile too, so the ``id()`` in a key always names the profile it was made for.
     """
 
     __slots__ = ("_entries",)
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int = VERDICT_CACHE_SIZE) -> None:
         self._entries: ClearingCache[_VerdictKey, _CachedDecision] = ClearingCache(max_entries)
 
     def __len__(self) -> int:
@@ -362,16 +370,14 @@ class _VerdictCache:
         )
 
 
-_VERDICTS: Final = _VerdictCache(_VERDICT_CACHE_SIZE)
-
-
 def _assess_strict(
     profile: SslProfile,
     presented: Sequence[x509.Certificate],
     log: VerifyLog | None,
     at: datetime,
+    verdicts: VerdictCache | None,
 ) -> CertDecision:
-    """:func:`assess_handshake` for a Strict profile, through :data:`_VERDICTS`."""
+    """:func:`assess_handshake` for a Strict profile, through ``verdicts`` when given."""
     chain = tuple(presented)
     if chain and log is not None and not log.verified:
         # A handshake that verified nothing (see "Session resumption is off"); never cached,
@@ -379,7 +385,7 @@ def _assess_strict(
         return _from_verdict(ClientCertVerdict(NOT_VERIFIED, NOT_VERIFIED_EXPLANATION, Stage.CHAIN))
     errors = tuple(log.errors) if log is not None else None
     key: _VerdictKey = (id(profile), tuple([c.signature for c in chain]), errors)
-    cached = _VERDICTS.lookup(key, profile, chain, at)
+    cached = verdicts.lookup(key, profile, chain, at) if verdicts is not None else None
     if cached is not None:
         return cached
     verdict = assess_client_cert(
@@ -391,7 +397,8 @@ def _assess_strict(
         openssl_errors=errors,
     )
     decision = _from_verdict(verdict)
-    _VERDICTS.store(key, profile, chain, at, decision)
+    if verdicts is not None:
+        verdicts.store(key, profile, chain, at, decision)
     return decision
 
 
@@ -593,9 +600,10 @@ def build_port_contexts(
 
     Every handshake starts with the port context; its servername callback, which OpenSSL
     calls for every ClientHello (with or without SNI), picks the listener as
-    :func:`emulator.core.routing.select_tls_rule` says and switches the connection to that
-    listener's context, so the server certificate, the trusted client CAs (store and the
-    CertificateRequest's CA names) and the cipher list are the listener's. OpenSSL copies the
+    :func:`emulator.core.routing.select_tls_rule` says, records the rule in the connection's
+    :class:`VerifyLog` (its app data) and switches the connection to that listener's context,
+    so the server certificate, the trusted client CAs (store and the CertificateRequest's CA
+    names) and the cipher list are the listener's. OpenSSL copies the
     verify mode and callback into the connection when it is created, so they are set again on
     the connection from the selected context when its mode differs: a Strict listener behind a
     port whose first listener asks for no certificate still asks for one. The port context
@@ -608,9 +616,9 @@ def build_port_contexts(
     resumes sessions (:func:`_forbid_resumption`), the port context included: OpenSSL keeps
     and looks up sessions in the context a handshake started with (the connection's session
     context, which the callback's switch leaves alone), so a session made under one listener
-    would otherwise be offered to every listener of the port. Switching contexts costs a
-    handshake tens of microseconds (``SSL_set_SSL_CTX`` copies the certificate set, and
-    pyOpenSSL's ``Connection.set_verify`` makes a new C callback).
+    would otherwise be offered to every listener of the port. Switching contexts has a cost
+    per handshake (``SSL_set_SSL_CTX`` copies the certificate set, and pyOpenSSL's
+    ``Connection.set_verify`` makes a new C callback), which the one-listener port avoids.
     """
     contexts = {rule.listener.name: build_server_context(rule.listener) for rule in rules}
     if len(contexts) == 1:
@@ -635,6 +643,9 @@ def build_port_contexts(
         raw = conn.get_servername()
         name = raw.decode("ascii", errors="replace") if raw else None
         rule = select_tls_rule(rules, name) or default
+        record = conn.get_app_data()
+        if isinstance(record, VerifyLog):
+            record.rule = rule
         listener_name = rule.listener.name
         conn.set_context(contexts[listener_name])
         mode = modes[listener_name]

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import itertools
 import math
-import select
 import socket
 import ssl
 import time
@@ -41,7 +39,7 @@ from cryptography.x509.oid import NameOID
 from emulator.core.http1 import BodyReader, HttpError, ResponseHead, parse_response_head
 from emulator.errors import BackendConnectError, BackendTimeout
 from emulator.logsafe import escaped_logger
-from emulator.model import BackendPool
+from emulator.runtime.transport import SocketTransport, detach_socket, socket_closed_by_peer
 
 __all__ = [
     "RETRY_METHODS",
@@ -153,11 +151,8 @@ class BackendConnection:
 
     The proxy parses responses itself (:mod:`emulator.core.http1`) from :attr:`buffer`; this
     class only moves bytes and knows when a request may be sent again. A plain TCP connection
-    is driven through its non-blocking socket directly (``send``/``recv``, and
-    ``trio.lowlevel.wait_readable`` / ``wait_writable`` only when the kernel says "would
-    block"): trio's socket methods add a forced schedule point and a context manager to every
-    call, which for a keep-alive request costs more than the system calls themselves. HTTPS
-    backends go through ``trio.SSLStream``.
+    is driven through its socket directly (:class:`emulator.runtime.transport.SocketTransport`
+    says why); HTTPS backends go through ``trio.SSLStream``.
 
     A request on a connection taken from the pool (``reused``) may be repeated once, on a new
     connection, when the old one fails before any response byte (see the module docstring);
@@ -183,7 +178,7 @@ class BackendConnection:
         self,
         address: tuple[str, int],
         *,
-        sock: socket.socket | None = None,
+        sock: SocketTransport | None = None,
         stream: trio.SSLStream[trio.SocketStream] | None = None,
         tls: BackendTls | None = None,
     ) -> None:
@@ -271,24 +266,7 @@ class BackendConnection:
             with trio.fail_at(deadline):
                 await self.stream.send_all(data)
             return
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent == len(data):
-            return  # the usual case: the kernel took it all
-        view = memoryview(data)[sent:]
-        while view:
-            # A scope only when the kernel's buffer is full: the backend is not reading.
-            with trio.CancelScope(deadline=deadline) as waiting:
-                await trio.lowlevel.wait_writable(sock)
-            if waiting.cancelled_caught:
-                raise trio.TooSlowError
-            try:
-                sent = sock.send(view)
-            except BlockingIOError:
-                continue  # readiness can be spurious
-            view = view[sent:]
+        await sock.send_all(data, deadline)
 
     async def _receive_raw(self, deadline: float) -> bytes:
         sock = self._sock
@@ -298,18 +276,7 @@ class BackendConnection:
                 return bytes(await self.stream.receive_some(RECEIVE_SIZE))
         wait = self._just_sent
         self._just_sent = False
-        while True:
-            if not wait:
-                try:
-                    return sock.recv(RECEIVE_SIZE)
-                except BlockingIOError:
-                    pass
-            wait = False
-            # A scope only when waiting: the rest of a response is often already here.
-            with trio.CancelScope(deadline=deadline) as waiting:
-                await trio.lowlevel.wait_readable(sock)
-            if waiting.cancelled_caught:
-                raise trio.TooSlowError
+        return await sock.receive(RECEIVE_SIZE, deadline, wait_first=wait)
 
     def _may_repeat(self) -> bool:
         """True when the current request can go again on a new connection: this one came
@@ -346,24 +313,63 @@ class BackendConnection:
                 f"backend {self.addr_text} closed the connection while sending"
             ) from exc
 
+    @property
+    def clean(self) -> bool:
+        """Nothing was received past the end of the last response, and the backend did not
+        close: the connection may carry another request."""
+        return not self.buffer and not self.eof
+
+    def take_buffered(self) -> bytes:
+        """What was received and not used yet (the first bytes after a 101), now the caller's."""
+        data, self.buffer = self.buffer, b""
+        return data
+
+    def body_bytes(self, reader: BodyReader) -> bytes | None:
+        """Decode the response body from what was received: body bytes (b"" when more must be
+        received first, :meth:`fill`), or None once the body has ended.
+
+        Raises:
+            BackendConnectError: the body's framing is broken.
+        """
+        try:
+            while not reader.done:
+                data = self.buffer
+                if data:
+                    self.buffer = b""
+                    body, self.buffer = reader.feed(data)
+                    if body:
+                        return body
+                elif self.eof:
+                    reader.eof()
+                else:
+                    return b""
+        except HttpError as exc:
+            raise BackendConnectError(
+                f"backend {self.addr_text} broke its response body: {exc.reason}"
+            ) from exc
+        return None
+
+    async def fill(self, deadline: float) -> None:
+        """Receive the backend's next bytes into :attr:`buffer` (or note its EOF).
+
+        Raises:
+            trio.TooSlowError: nothing by ``deadline``.
+            BackendConnectError: the connection broke.
+        """
+        data = await self.receive(deadline)
+        if data:
+            self.buffer += data
+        else:
+            self.eof = True
+
     def peer_closed(self) -> bool:
         """True when an idle connection became readable: the backend closed it (EOF) or sent
         bytes nobody asked for. Either way it cannot carry another request."""
         sock = self._sock
         if sock is not None:
-            try:
-                sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return False
-            except OSError:
-                return True
-            return True  # EOF (b"") or unsolicited bytes
+            return sock.closed_by_peer()
         assert self.stream is not None
-        poller = select.poll()
-        poller.register(
-            self.stream.transport_stream.socket.fileno(), select.POLLIN | select.POLLRDHUP
-        )
-        return bool(poller.poll(0))
+        return socket_closed_by_peer(self.stream.transport_stream)
 
     def close(self) -> None:
         """Close at once, without TLS close_notify (a backend connection is dropped, not
@@ -371,7 +377,6 @@ class BackendConnection:
         sock = self._sock
         if sock is not None:
             self._sock = None
-            trio.lowlevel.notify_closing(sock)
             sock.close()
         elif self.stream is not None:
             self.stream.transport_stream.socket.close()
@@ -383,15 +388,6 @@ class BackendClient:
 
     def __init__(self) -> None:
         self._idle: dict[_PoolKey, list[BackendConnection]] = defaultdict(list)
-        self._round_robin: dict[str, itertools.count[int]] = {}
-
-    def pick(self, pool: BackendPool, default_port: int) -> tuple[str, int]:
-        """Round-robin over the pool's addresses (Azure's default distribution)."""
-        if not pool.addresses:
-            raise BackendConnectError(f"backend pool '{pool.name}' has no addresses")
-        counter = self._round_robin.setdefault(pool.name, itertools.count())
-        address = pool.addresses[next(counter) % len(pool.addresses)]
-        return (address.host, address.port if address.port is not None else default_port)
 
     async def acquire(
         self, address: tuple[str, int], *, tls: BackendTls | None = None
@@ -473,11 +469,8 @@ async def open_backend_connection(
         ) from exc
     tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if tls is None:
-        # Take the descriptor over from trio's socket object: from here on it is driven
-        # directly (see BackendConnection). trio never waited on it, so nothing to notify.
-        sock = socket.socket(fileno=tcp.socket.detach())
-        sock.setblocking(False)
-        return BackendConnection(address, sock=sock)
+        # From here on the socket is driven directly (see BackendConnection).
+        return BackendConnection(address, sock=detach_socket(tcp))
     server_name = tls.server_name if tls.server_name and not _is_ip(tls.server_name) else None
     stream = trio.SSLStream(tcp, tls.context(), server_hostname=server_name)
     try:
@@ -539,7 +532,7 @@ async def read_response(
         if reader.done:
             return head, bytes(body)
         if not conn.buffer:
-            await _fill(conn, deadline)
+            await conn.fill(deadline)
 
 
 async def receive_response_head(
@@ -554,7 +547,7 @@ async def receive_response_head(
     """
     while True:
         if not conn.buffer and not conn.eof:
-            await _fill(conn, deadline)
+            await conn.fill(deadline)
             continue
         try:
             parsed = parse_response_head(conn.buffer, request_method=request_method)
@@ -570,13 +563,4 @@ async def receive_response_head(
             raise BackendConnectError(
                 f"backend {conn.addr_text} closed the connection without a complete response"
             )
-        await _fill(conn, deadline)
-
-
-async def _fill(conn: BackendConnection, deadline: float) -> None:
-    """Append the backend's next bytes to ``conn.buffer`` (or note its EOF)."""
-    data = await conn.receive(deadline)
-    if data:
-        conn.buffer += data
-    else:
-        conn.eof = True
+        await conn.fill(deadline)

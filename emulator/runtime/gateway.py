@@ -38,6 +38,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
+from emulator.core.backends import HealthTable, Rotation
+from emulator.core.limits import ProxyLimits
+from emulator.core.plan import PortPlanner
 from emulator.core.routing import rules_by_port
 from emulator.core.tls_policy import build_port_contexts
 from emulator.errors import StartupError
@@ -52,7 +55,7 @@ from emulator.model import (
 )
 from emulator.runtime.backend import BackendClient
 from emulator.runtime.ocsp_client import OcspChecker
-from emulator.runtime.probes import HealthTable, run_probes
+from emulator.runtime.probes import run_probes
 from emulator.runtime.proxy import AccessRecord, ClientConnection, ListenerRuntime
 
 __all__ = [
@@ -255,6 +258,7 @@ class GatewayOptions(TypedDict, total=False):
     bind: str
     gateway: str | None
     server_ca: bytes | None
+    limits: ProxyLimits
 
 
 class Gateway:
@@ -276,6 +280,8 @@ class Gateway:
         explain: ``--explain``: Strict 400s carry the failure's explanation in a header.
         max_connections: open client connections at most, over all listeners.
         max_connections_per_client: open client connections at most from one IP address.
+        limits: the timeouts and size limits of client connections (the defaults are the
+            gateway's; tests pass small timeouts rather than wait the real ones out).
 
     One instance serves at most once at a time; after it stops it may be started again, and
     :attr:`ports` keeps the last bound ports until then.
@@ -294,6 +300,7 @@ class Gateway:
         explain: bool = False,
         max_connections: int = MAX_CONNECTIONS,
         max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
+        limits: ProxyLimits | None = None,
     ) -> None:
         if max_connections < 1 or max_connections_per_client < 1:
             msg = "max_connections and max_connections_per_client must be at least 1"
@@ -305,11 +312,14 @@ class Gateway:
         self.bind = bind
         self.listen = dict(listen or {})
         self.strip_client_cert_headers = strip_client_cert_headers
+        self.limits = limits if limits is not None else ProxyLimits()
         self.ports: dict[str, int] = {}
         self.access_log: deque[AccessRecord] = deque(maxlen=ACCESS_LOG_KEEP)
         self._server_ca = server_ca
         #: Backend health as the custom probes last saw it (shared by every connection).
         self.health = HealthTable()
+        #: Where each pool's round-robin stands (shared by every port).
+        self.rotation = Rotation()
         self._runtimes = self._build_runtimes()
         self._serving = False
         #: new, binding, serving, draining or stopped: what :meth:`readiness` reports.
@@ -319,7 +329,7 @@ class Gateway:
         # Set while inside ``async with gateway:``; the nursery serving the block's listeners.
         self._nursery: trio.Nursery | None = None
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
-        self._limits = _ConnectionLimits(max_connections, max_connections_per_client)
+        self._admission = _ConnectionLimits(max_connections, max_connections_per_client)
         # Set while serving: the accept loops' scope, the bound sockets, the open connections.
         self._accepting: trio.CancelScope | None = None
         self._accept_done = trio.Event()
@@ -340,6 +350,7 @@ class Gateway:
         bind: str = "127.0.0.1",
         gateway: str | None = None,
         server_ca: bytes | None = None,
+        limits: ProxyLimits | None = None,
     ) -> Self:
         """A gateway for the ARM template at ``path``, as ``appgw-emulator run`` would load it.
 
@@ -354,6 +365,7 @@ class Gateway:
             bind: local address to listen on.
             gateway: which gateway resource, when the template declares several.
             server_ca: PEM overriding :attr:`server_ca` (pass the root that issued the PFX).
+            limits: timeouts and size limits of client connections (:class:`ProxyLimits`).
 
         Raises:
             TemplateError, UnsupportedFeature, CertificateError: the template cannot be run.
@@ -361,7 +373,9 @@ class Gateway:
             ValueError: a malformed ``backends`` entry.
         """
         config = load_config(path, parameters, gateway=gateway)
-        return cls._prepared(config, backends, listen, bind=bind, server_ca=server_ca)
+        return cls._prepared(
+            config, backends, listen, bind=bind, server_ca=server_ca, limits=limits
+        )
 
     @classmethod
     def from_config(
@@ -374,6 +388,7 @@ class Gateway:
         bind: str = "127.0.0.1",
         gateway: str | None = None,
         server_ca: bytes | None = None,
+        limits: ProxyLimits | None = None,
     ) -> Self:
         """A gateway from Python objects, for tests that do not keep a template file.
 
@@ -393,7 +408,9 @@ class Gateway:
             config = source
         else:
             config = load_config(source, parameters, gateway=gateway)
-        return cls._prepared(config, backends, listen, bind=bind, server_ca=server_ca)
+        return cls._prepared(
+            config, backends, listen, bind=bind, server_ca=server_ca, limits=limits
+        )
 
     @classmethod
     def _prepared(
@@ -404,12 +421,13 @@ class Gateway:
         *,
         bind: str,
         server_ca: bytes | None,
+        limits: ProxyLimits | None = None,
     ) -> Self:
         if backends:
             config = with_backend_overrides(config, parse_backends(backends))
         listen = dict(listen or {})
         _check_listen(config, listen)
-        return cls(config, bind=bind, listen=listen, server_ca=server_ca)
+        return cls(config, bind=bind, listen=listen, server_ca=server_ca, limits=limits)
 
     def _build_runtimes(self) -> dict[int, ListenerRuntime]:
         """One runtime per frontend port, holding every listener on it in Azure's order.
@@ -420,22 +438,26 @@ class Gateway:
         by_port: dict[int, ListenerRuntime] = {}
         for port, rules in rules_by_port(self.config.rules).items():
             port_ctx = None
-            contexts: dict[str, SSL.Context] = {}
             if rules[0].listener.protocol is ListenerProtocol.HTTPS:
                 port_ctx, contexts = build_port_contexts(rules)
                 _log_refused_renegotiation(port_ctx, rules[0].listener.name)
                 for listener_name, ctx in contexts.items():
                     _log_refused_renegotiation(ctx, listener_name)
+            planner = PortPlanner.build(
+                rules,
+                rotation=self.rotation,
+                health=self.health,
+                strip_client_cert_headers=self.strip_client_cert_headers,
+                redirect_port=self._bound_port,
+            )
             by_port[port] = ListenerRuntime(
                 rules,
                 port_ctx,
-                contexts,
-                strip_client_cert_headers=self.strip_client_cert_headers,
+                planner,
                 explain=self.explain,
                 ocsp=self.ocsp,
-                local_port=self._bound_port,
-                health=self.health,
                 buffering=self.config.buffering,
+                limits=self.limits,
             )
         return by_port
 
@@ -712,7 +734,7 @@ class Gateway:
                 await trio.aclose_forcefully(stream)
                 continue
             peer = (str(address[0]), int(address[1]))
-            if not self._limits.admit(peer, runtime.listener.name):
+            if not self._admission.admit(peer, runtime.listener.name):
                 await trio.aclose_forcefully(stream)
                 continue
             nursery.start_soon(self._serve_client, stream, peer, runtime, backend)
@@ -739,7 +761,7 @@ class Gateway:
                 await tracked.connection.run()
         finally:
             self._connections.discard(tracked)
-            self._limits.release(peer[0])
+            self._admission.release(peer[0])
             self._connections_changed.set()
 
     @property
@@ -752,10 +774,11 @@ class Gateway:
 
         The listening sockets are closed at once (new clients are refused; the ports are free).
         A connection with no request in progress (idle keep-alive, or still in its handshake)
-        is closed at once, and a busy one as soon as its response is complete; after
-        ``grace_s`` whatever is left is cancelled. Returns once every client connection is
-        closed, with the number that had to be cancelled. The gateway keeps running otherwise
-        (health probes); cancel ``serve`` or leave the ``async with`` block afterwards.
+        is closed at once, and a busy one after its response, which says ``Connection:
+        close``; after ``grace_s`` whatever is left is cancelled. Returns once every client
+        connection is closed, with the number that had to be cancelled. The gateway keeps
+        running otherwise (health probes); cancel ``serve`` or leave the ``async with`` block
+        afterwards.
         A gateway that is not serving returns 0 at once.
         """
         accepting = self._accepting
@@ -764,6 +787,10 @@ class Gateway:
             return 0
         self._phase = "draining"
         accepting.cancel()
+        for tracked in self._connections:
+            # A request in progress is answered with Connection: close, and its connection
+            # ends after the response.
+            tracked.connection.close_after_response()
         with trio.CancelScope(shield=True):
             await self._accept_done.wait()
             for sock_listener in self._sockets:

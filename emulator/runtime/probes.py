@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 import trio
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from emulator.core.backends import HealthKey, HealthTable
 from emulator.core.http1 import request_head_bytes
 from emulator.errors import BackendError
 from emulator.logsafe import escaped_logger
@@ -45,35 +46,6 @@ LOGGER = escaped_logger("emulator.probes")
 DEFAULT_PROBE_HOST: Final = "127.0.0.1"
 #: The probe reads at most this much of a response body for ``match.body``.
 MAX_PROBE_BODY: Final = 64 * 1024
-
-#: (pool name, backend host, backend port): what one health state is about.
-HealthKey = tuple[str, str, int]
-
-
-@dataclass
-class HealthTable:
-    """Consecutive failures and the resulting state per backend (mutable: probes write it)."""
-
-    _failures: dict[HealthKey, int] = field(default_factory=dict)
-    _unhealthy: set[HealthKey] = field(default_factory=set)
-
-    def healthy(self, pool: str, host: str, port: int) -> bool:
-        return (pool, host, port) not in self._unhealthy
-
-    def record(self, key: HealthKey, ok: bool, threshold: int) -> bool:
-        """Note one probe result; returns True when the backend's state changed."""
-        if ok:
-            self._failures.pop(key, None)
-            if key in self._unhealthy:
-                self._unhealthy.discard(key)
-                return True
-            return False
-        count = self._failures.get(key, 0) + 1
-        self._failures[key] = count
-        if count >= threshold and key not in self._unhealthy:
-            self._unhealthy.add(key)
-            return True
-        return False
 
 
 @dataclass(frozen=True, slots=True)

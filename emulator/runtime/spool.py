@@ -15,13 +15,14 @@ request and is closed by its owner (:meth:`aclose`), also when the request fails
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import IO
 
 import trio
+
+from emulator.runtime.transport import read_at, truncate, write_at
 
 __all__ = ["RequestBodySpool", "ResponseSpool"]
 
@@ -61,7 +62,7 @@ class RequestBodySpool:
         file = self._file
         offset = self._file_bytes
         self._file_bytes += len(data)
-        await trio.to_thread.run_sync(os.pwrite, file.fileno(), data, offset)
+        await write_at(file, data, offset)
 
     def in_memory(self) -> bytes | None:
         """The whole body when it never left memory, else None."""
@@ -79,7 +80,7 @@ class RequestBodySpool:
         offset = 0
         while offset < self._file_bytes:
             want = min(size, self._file_bytes - offset)
-            data = await trio.to_thread.run_sync(os.pread, file.fileno(), want, offset)
+            data = await read_at(file, want, offset)
             if not data:
                 raise OSError(f"the request body's temporary file ended at byte {offset}")
             offset += len(data)
@@ -159,7 +160,7 @@ class ResponseSpool:
         offset = self._write_at
         self._writing = True
         try:
-            await trio.to_thread.run_sync(os.pwrite, self._file.fileno(), data, offset)
+            await write_at(self._file, data, offset)
         finally:
             self._writing = False
         self._write_at = offset + len(data)
@@ -183,7 +184,7 @@ class ResponseSpool:
             file = self._file
             if file is not None and self._read_at < self._write_at:
                 want = min(size, self._write_at - self._read_at)
-                data = await trio.to_thread.run_sync(os.pread, file.fileno(), want, self._read_at)
+                data = await read_at(file, want, self._read_at)
                 if not data:
                     raise OSError(f"the response's temporary file ended at byte {self._read_at}")
                 self._read_at += len(data)
@@ -192,7 +193,7 @@ class ResponseSpool:
                     # past what is pending. Truncating is a metadata update, done inline so
                     # that no write can slip in between.
                     self._read_at = self._write_at = 0
-                    os.ftruncate(file.fileno(), 0)
+                    truncate(file)
                 self._wake()
                 return data
             if self._done:

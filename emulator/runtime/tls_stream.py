@@ -58,12 +58,9 @@ Cost per byte and per call
 A keep-alive request is one receive and one send on this stream, so their fixed cost matters
 as much as the cryptography:
 
-* Over a TCP transport (``trio.SocketStream``) the socket is read and written directly
-  (``os.read`` / ``os.write`` on its non-blocking descriptor, ``trio.lowlevel.wait_readable`` /
-  ``wait_writable`` only when the kernel says "would block"). trio's own socket methods add a
-  context manager and a forced schedule point to each call, several times the system call
-  itself. Any other transport (memory streams in tests) goes through its ``receive_some`` /
-  ``send_all``.
+* Over a TCP transport (``trio.SocketStream``) the socket is read and written directly,
+  through :class:`emulator.runtime.transport.SocketTransport` (which says why). Any other
+  transport (memory streams in tests) goes through its ``receive_some`` / ``send_all``.
 * :meth:`TlsServerStream.receive_some` and :meth:`TlsServerStream.send_all` are always cancel
   points, and schedule points whenever they wait; an operation that completes at once does not
   yield. A proxy waits for its backend on every request, so no connection can hog the loop.
@@ -117,11 +114,9 @@ stream is BROKEN and every later call raises ``trio.BrokenResourceError``.
 from __future__ import annotations
 
 import enum
-import errno
 import functools
 import logging
 import math
-import os
 import re
 from collections.abc import Callable
 from typing import Final, TypeVar
@@ -131,6 +126,7 @@ from cryptography import x509
 from OpenSSL import SSL, crypto
 
 from emulator.logsafe import escaped_logger
+from emulator.runtime.transport import SocketTransport
 
 __all__ = [
     "CERTIFICATE_CACHE_SIZE",
@@ -257,20 +253,13 @@ def _is_unexpected_eof(exc: SSL.Error) -> bool:
 
 
 #: Client certificates kept parsed, by DER. A client reconnects with the same certificate: its
-#: connections share one object instead of parsing it again (~10 µs) and each holding a copy.
+#: connections share one object instead of parsing it again and each holding a copy.
 CERTIFICATE_CACHE_SIZE: Final = 256
 
 
 @functools.lru_cache(maxsize=CERTIFICATE_CACHE_SIZE)
 def _certificate(der: bytes) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
-
-
-def _transport_error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
-    """A socket error as trio's ``SocketStream`` would report it."""
-    if exc.errno == errno.EBADF:
-        return trio.ClosedResourceError(_CLOSED_MESSAGE)
-    return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
 def _looks_like_http(data: bytes) -> bool:
@@ -328,7 +317,9 @@ class TlsServerStream(trio.abc.Stream):
     ) -> None:
         self._transport = transport
         #: The TCP socket under a ``trio.SocketStream`` transport, read and written directly.
-        self._socket = transport.socket if isinstance(transport, trio.SocketStream) else None
+        self._socket = (
+            SocketTransport(transport.socket) if isinstance(transport, trio.SocketStream) else None
+        )
         self._conn = SSL.Connection(context, None)
         self._conn.set_accept_state()
         self._conn.set_app_data(app_data)
@@ -574,32 +565,13 @@ class TlsServerStream(trio.abc.Stream):
                 with trio.fail_at(deadline):
                     data = bytes(await self._transport.receive_some(RECEIVE_SIZE))
             else:
-                # Read here rather than in a helper coroutine: every idle keep-alive connection
-                # waits in this frame, and each frame of that chain is memory per connection.
-                while True:
-                    # The descriptor is looked up on every pass: a closed socket says -1, and a
-                    # cached number could meanwhile belong to another connection.
-                    fd = sock.fileno()
-                    if fd < 0:
-                        raise trio.ClosedResourceError(_CLOSED_MESSAGE)
-                    try:
-                        data = os.read(fd, RECEIVE_SIZE)
-                        break
-                    except BlockingIOError:
-                        pass
-                    except OSError as exc:
-                        raise _transport_error(exc) from exc
-                    if deadline == math.inf:
-                        # No deadline of ours (the caller bounds the wait another way).
-                        await trio.lowlevel.wait_readable(sock)
-                        continue
-                    # The scope only when waiting (a read the kernel answers at once needs no
-                    # deadline), and a bare CancelScope: fail_at's generator-based context
-                    # manager would cost each waiting connection another frame.
-                    with trio.CancelScope(deadline=deadline) as waiting:
-                        await trio.lowlevel.wait_readable(sock)
-                    if waiting.cancelled_caught:
-                        raise trio.TooSlowError
+                # Under load the bytes are usually there already: no wait, no coroutine.
+                got = sock.receive_now(RECEIVE_SIZE)
+                data = (
+                    got
+                    if got is not None
+                    else await sock.receive(RECEIVE_SIZE, deadline, wait_first=True)
+                )
             self._feed(data)
             self._recv_count += 1
         finally:
@@ -648,29 +620,14 @@ class TlsServerStream(trio.abc.Stream):
         sock = self._socket
         if sock is None:
             return data
-        rest = data
-        try:
-            while rest:
-                # The descriptor is looked up on every pass: a closed socket says -1, and a
-                # cached number could meanwhile belong to another connection.
-                fd = sock.fileno()
-                if fd < 0:
-                    raise trio.ClosedResourceError(_CLOSED_MESSAGE)
-                sent = os.write(fd, rest)
-                rest = b"" if sent == len(rest) else memoryview(rest)[sent:]
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            raise _transport_error(exc) from exc
-        return rest
+        return sock.send_now(data)
 
     async def _transport_send(self, data: bytes | memoryview) -> None:
         sock = self._socket
         if sock is None:
             await self._transport.send_all(data)
             return
-        while data := self._write_now(data):
-            await trio.lowlevel.wait_writable(sock)
+        await sock.send_all(data)
 
     def _mark_broken(self) -> None:
         if self._state is _State.OK:

@@ -38,7 +38,6 @@ from emulator.core.pages import GatewayPage
 from emulator.core.rewrite import JA4_HEADER
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.pki import CA, IssuedCert, self_signed_client
-from emulator.runtime import proxy
 from emulator.runtime.tls_stream import CLIENT_HELLO_CAPTURE_LIMIT
 from tests.helpers.http import (
     RAW_SOCKET_TIMEOUT_S,
@@ -52,7 +51,7 @@ from tests.helpers.http import (
 from tests.helpers.pki import PkiBundle
 from tests.helpers.routing import EXAMPLE, RoutingPki, running
 from tests.helpers.routing import sni_client_context as _client_ctx
-from tests.helpers.stack import Stack, start_demo
+from tests.helpers.stack import SHORT_LINGER, Stack, start_demo
 
 pytestmark = pytest.mark.usefixtures("no_internal_errors")
 
@@ -64,10 +63,10 @@ SUBJECT_HEADER: Final = "X-Client-Cert-Subject"
 TLS_IDS: Final = ["tls12", "tls13"]
 
 
-@pytest.fixture(autouse=True)
-def _short_linger(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A refused client sends nothing after its request: a short silence ends the linger."""
-    monkeypatch.setattr(proxy, "LINGER_IDLE_S", 0.05)
+@pytest.fixture
+async def demo_stack(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) -> Stack:
+    """The demo gateway with a short lingering close: these clients send everything at once."""
+    return await start_demo(nursery, pki, tmp_path, limits=SHORT_LINGER)
 
 
 @dataclass(frozen=True)
@@ -169,7 +168,7 @@ async def test_a_resumed_handshake_is_refused_even_if_a_context_resumed(
     """The second line of defence, with the first taken out: a gateway whose contexts resume
     (OpenSSL's defaults) still refuses a certificate the resumed handshake never verified."""
     monkeypatch.setattr(tls_policy, "_forbid_resumption", _resuming_contexts)
-    stack = await start_demo(nursery, pki, tmp_path)
+    stack = await start_demo(nursery, pki, tmp_path, limits=SHORT_LINGER)
     admin = self_signed_client("admin")
     ctx = _pinned(client_context(pki), version)
     admin.configure_ssl_context(ctx)
@@ -197,7 +196,7 @@ async def test_passthrough_session_resumed_under_the_strict_host_name_is_refused
     rpki: RoutingPki, version: ssl.TLSVersion
 ) -> None:
     admin = self_signed_client("admin")
-    async with running(rpki) as routing:
+    async with running(rpki, limits=SHORT_LINGER) as routing:
         ctx = _routing_ctx(rpki, admin, version)
         passthrough, strict = await trio.to_thread.run_sync(
             _resume,
@@ -269,7 +268,7 @@ async def test_session_of_one_strict_listener_is_not_resumed_by_another_trusting
     both = _WithOtherCa(
         **{f.name: getattr(rpki, f.name) for f in fields(rpki)}, other_ca=other_root.cert_pem
     )
-    async with running(both, template) as routing:
+    async with running(both, template, limits=SHORT_LINGER) as routing:
         ctx = _routing_ctx(rpki, other_client, version)
         other, partners = await trio.to_thread.run_sync(
             _resume,
@@ -300,7 +299,7 @@ async def test_session_of_one_strict_listener_is_not_resumed_by_another_trusting
 async def test_certificate_strict_refused_is_forwarded_as_failed_to_a_listener_without_client_auth(
     rpki: RoutingPki, version: ssl.TLSVersion
 ) -> None:
-    async with running(rpki) as routing:
+    async with running(rpki, limits=SHORT_LINGER) as routing:
         ctx = _routing_ctx(rpki, rpki.expired, version)
         (attempt,) = await trio.to_thread.run_sync(
             _resume, routing.https_port, ctx, [("partners.contoso.test", "www.contoso.test")]
@@ -321,7 +320,7 @@ async def test_certificate_strict_refused_is_forwarded_as_failed_to_a_listener_w
 async def test_certificate_strict_passed_is_forwarded_as_success_to_a_listener_without_client_auth(
     rpki: RoutingPki,
 ) -> None:
-    async with running(rpki) as routing:
+    async with running(rpki, limits=SHORT_LINGER) as routing:
         ctx = _client_ctx(rpki, rpki.client)
         (attempt,) = await trio.to_thread.run_sync(
             _resume, routing.https_port, ctx, [("partners.contoso.test", "www.contoso.test")]
@@ -347,7 +346,7 @@ async def test_host_picking_another_listener_of_the_same_strict_profile_is_still
     # No 421 here (both listeners check clients with the same profile), so the handshake's
     # Strict decision is the one that applies to the Host's listener.
     template = _api_shares_the_strict_profile(json.loads(EXAMPLE.read_text()))
-    async with running(rpki, template) as routing:
+    async with running(rpki, template, limits=SHORT_LINGER) as routing:
         ctx = _client_ctx(rpki, self_signed_client("admin"))
         (attempt,) = await trio.to_thread.run_sync(
             _resume, routing.https_port, ctx, [("partners.contoso.test", "api.contoso.test")]

@@ -14,6 +14,7 @@ import functools
 import socket
 import ssl
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
@@ -24,7 +25,6 @@ import trio
 from emulator.core.pages import GatewayPage
 from emulator.demo import PASSTHROUGH_LISTENER
 from emulator.model import Buffering
-from emulator.runtime import proxy
 from tests.helpers.backends import RawBackend, raw_backend, send_response
 from tests.helpers.http import (
     SERVER_TOKEN,
@@ -35,7 +35,7 @@ from tests.helpers.http import (
 )
 from tests.helpers.pki import PkiBundle
 from tests.helpers.resources import raise_fd_limit, wait_until
-from tests.helpers.stack import start_demo
+from tests.helpers.stack import SHORT_LINGER, start_demo
 
 pytestmark = pytest.mark.usefixtures("no_internal_errors")
 
@@ -49,11 +49,6 @@ TRICKLED_BYTES: Final = 3
 BIG_RESPONSE: Final = b"0123456789abcdef" * (12 * 1024 * 1024 // 16)
 SLOW_READERS: Final = 3
 CLIENT_RCVBUF: Final = 4096
-
-
-@pytest.fixture(autouse=True)
-def _short_linger(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(proxy, "LINGER_IDLE_S", 0.05)
 
 
 async def _tls(
@@ -109,12 +104,11 @@ async def test_trickled_request_head_gets_408_within_the_deadline(
     nursery: trio.Nursery,
     pki: PkiBundle,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     keep_alive: bool,
 ) -> None:
     deadline_s = 1.5
-    monkeypatch.setattr(proxy, "REQUEST_HEADER_TIMEOUT_S", deadline_s)
-    stack = await start_demo(nursery, pki, tmp_path)
+    limits = replace(SHORT_LINGER, request_header_timeout_s=deadline_s)
+    stack = await start_demo(nursery, pki, tmp_path, limits=limits)
     tls = await _tls(stack.port(PASSTHROUGH_LISTENER), client_context(pki))
     expected = 1
     if keep_alive:
@@ -191,12 +185,11 @@ async def test_slow_uploads_hold_no_backend_connection_until_complete(
     nursery: trio.Nursery,
     pki: PkiBundle,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     streamed: bool,
 ) -> None:
     # Lowered, yet above the trickle's pace: the per-read body timeout does not fire, so
     # only buffering can keep the backend free.
-    monkeypatch.setattr(proxy, "CLIENT_BODY_TIMEOUT_S", 10 * TRICKLE_EVERY_S)
+    limits = replace(SHORT_LINGER, client_body_timeout_s=10 * TRICKLE_EVERY_S)
     raise_fd_limit(4 * SLOW_UPLOADS + 1024)
     async with raw_backend(_answer_ok) as backend:
         stack = await start_demo(
@@ -205,6 +198,7 @@ async def test_slow_uploads_hold_no_backend_connection_until_complete(
             tmp_path,
             backend_port=backend.port,
             global_configuration=STREAMED if streamed else None,
+            limits=limits,
         )
         assert stack.gateway.config.buffering == Buffering(
             request=not streamed, response=not streamed
@@ -290,18 +284,18 @@ async def test_chunked_upload_reaches_the_backend_whole(
     nursery: trio.Nursery,
     pki: PkiBundle,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     recording_backend: _RecordingBackend,
     streamed: bool,
 ) -> None:
     # A small memory part, so the buffered body spills to the temporary file.
-    monkeypatch.setattr(proxy, "REQUEST_BODY_MEMORY_BYTES", 1000)
+    limits = replace(SHORT_LINGER, request_body_memory_bytes=1000)
     stack = await start_demo(
         nursery,
         pki,
         tmp_path,
         backend_port=recording_backend.port,
         global_configuration=STREAMED if streamed else None,
+        limits=limits,
     )
     assert stack.gateway.config.buffering.request is not streamed
     body = bytes(range(256)) * 40  # 10 240 bytes
@@ -337,19 +331,19 @@ async def test_body_over_the_maximum_request_size_gets_413(
     nursery: trio.Nursery,
     pki: PkiBundle,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     recording_backend: _RecordingBackend,
     framing: str,
     streamed: bool,
 ) -> None:
     limit = 1000
-    monkeypatch.setattr(proxy, "MAX_REQUEST_BODY_BYTES", limit)
+    limits = replace(SHORT_LINGER, max_request_body_bytes=limit)
     stack = await start_demo(
         nursery,
         pki,
         tmp_path,
         backend_port=recording_backend.port,
         global_configuration=STREAMED if streamed else None,
+        limits=limits,
     )
     body = b"x" * (limit + 1)
     tls = await _tls(stack.port(PASSTHROUGH_LISTENER), client_context(pki))
@@ -385,12 +379,13 @@ async def test_body_at_the_maximum_request_size_passes(
     nursery: trio.Nursery,
     pki: PkiBundle,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     recording_backend: _RecordingBackend,
 ) -> None:
     limit = 1000
-    monkeypatch.setattr(proxy, "MAX_REQUEST_BODY_BYTES", limit)
-    stack = await start_demo(nursery, pki, tmp_path, backend_port=recording_backend.port)
+    limits = replace(SHORT_LINGER, max_request_body_bytes=limit)
+    stack = await start_demo(
+        nursery, pki, tmp_path, backend_port=recording_backend.port, limits=limits
+    )
     tls = await _tls(stack.port(PASSTHROUGH_LISTENER), client_context(pki))
     body = b"y" * limit
     await tls.send_all(
@@ -430,6 +425,7 @@ async def test_slow_reader_of_a_large_response_frees_the_backend_connection(
             tmp_path,
             backend_port=backend.port,
             global_configuration=STREAMED if streamed else None,
+            limits=SHORT_LINGER,
         )
         assert stack.gateway.config.buffering.response is not streamed
         port = stack.port(PASSTHROUGH_LISTENER)
@@ -489,7 +485,9 @@ async def test_backend_that_stops_reading_the_body_gets_504_after_request_timeou
         functools.partial(trio.serve_tcp, never_reads, 0, host="127.0.0.1")
     )
     port = int(listeners[0].socket.getsockname()[1])
-    stack = await start_demo(nursery, pki, tmp_path, backend_port=port, request_timeout_s=1)
+    stack = await start_demo(
+        nursery, pki, tmp_path, backend_port=port, request_timeout_s=1, limits=SHORT_LINGER
+    )
     tls = await _tls(stack.port(PASSTHROUGH_LISTENER), client_context(pki))
     # Bounded: without a send timeout towards the backend, this upload never ended.
     with trio.fail_after(30):

@@ -40,9 +40,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
+from emulator.core.limits import ProxyLimits
 from emulator.core.pages import GatewayPage, render_page
 from emulator.demo import CERT_HEADERS, PASSTHROUGH_LISTENER, STRICT_LISTENER
-from emulator.runtime import proxy
 from emulator.sync import LoopThread
 from tests.helpers.http import (
     SERVER_TOKEN,
@@ -62,13 +62,13 @@ FUZZ_EXAMPLES: Final = int(os.environ.get("APPGW_FUZZ_EXAMPLES", "50"))
 #: so hitting this means the gateway hung.
 CLIENT_TIMEOUT_S: Final = 10.0
 #: The gateway's timeouts while fuzzing (seconds): a stalled example ends quickly.
-SHORT_TIMEOUTS: Final = {
-    "HANDSHAKE_TIMEOUT_S": 0.5,
-    "REQUEST_HEADER_TIMEOUT_S": 0.5,
-    "KEEPALIVE_IDLE_S": 0.2,
-    "LINGER_IDLE_S": 0.05,
-    "LINGER_TOTAL_S": 0.5,
-}
+SHORT_TIMEOUTS: Final = ProxyLimits(
+    handshake_timeout_s=0.5,
+    request_header_timeout_s=0.5,
+    keepalive_idle_s=0.2,
+    linger_idle_s=0.05,
+    linger_total_s=0.5,
+)
 FORGED: Final = "FORGED-BY-FUZZ"
 OWNED_HEADERS: Final = tuple(name for name, _ in CERT_HEADERS)
 #: What ``_looks_like_http`` in tls_stream treats as plain HTTP on the TLS port.
@@ -103,21 +103,18 @@ def target(pki: PkiBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     @asynccontextmanager
     async def serve() -> AsyncIterator[Stack]:
         async with trio.open_nursery() as nursery:
-            yield await start_demo(nursery, pki, tmp_path)
+            yield await start_demo(nursery, pki, tmp_path, limits=SHORT_TIMEOUTS)
             nursery.cancel_scope.cancel()
 
     errors = ErrorRecords()
     logger = logging.getLogger("emulator")
     logger.addHandler(errors)
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in SHORT_TIMEOUTS.items():
-            patch.setattr(proxy, name, value)
-        loop = LoopThread(serve, name="fuzz-gateway")
-        try:
-            yield FuzzTarget(loop.start(), errors)
-        finally:
-            loop.close()
-            logger.removeHandler(errors)
+    loop = LoopThread(serve, name="fuzz-gateway")
+    try:
+        yield FuzzTarget(loop.start(), errors)
+    finally:
+        loop.close()
+        logger.removeHandler(errors)
 
 
 @pytest.fixture(autouse=True)

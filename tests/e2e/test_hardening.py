@@ -17,7 +17,9 @@ import socket
 import ssl
 import struct
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Final
 
 import pytest
 import trio
@@ -27,9 +29,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
+from emulator.core.limits import ProxyLimits
 from emulator.core.pages import GatewayPage
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
-from emulator.runtime import proxy
 from tests.helpers.http import (
     OTHER_LOOPBACK,
     RAW_SOCKET_TIMEOUT_S,
@@ -46,20 +48,21 @@ from tests.helpers.http import (
 from tests.helpers.logs import logged
 from tests.helpers.pki import PkiBundle
 from tests.helpers.resources import raise_fd_limit, wait_until
-from tests.helpers.stack import Stack, start_demo
+from tests.helpers.stack import SHORT_LINGER, Stack, start_demo, wait_for_access_records
 
 #: Appended after every malformed request: it must never reach the backend.
 FOLLOW_UP = b"GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
+#: The gateway's own limits (the tests go one past them).
+LIMITS: Final = ProxyLimits()
 
 
 pytestmark = pytest.mark.usefixtures("no_internal_errors")
 
 
-@pytest.fixture(autouse=True)
-def _short_linger(monkeypatch: pytest.MonkeyPatch) -> None:
-    """After a 400 the gateway reads on until the client is silent for ``LINGER_IDLE_S``;
-    these clients send everything at once, so a short silence is enough (saves 0.5 s each)."""
-    monkeypatch.setattr(proxy, "LINGER_IDLE_S", 0.05)
+@pytest.fixture
+async def demo_stack(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) -> Stack:
+    """The demo gateway with a short lingering close: these clients send everything at once."""
+    return await start_demo(nursery, pki, tmp_path, limits=SHORT_LINGER)
 
 
 def post(headers: bytes, body: bytes = b"hello") -> bytes:
@@ -87,10 +90,21 @@ MALFORMED: dict[str, tuple[bytes, GatewayPage]] = {
         post(b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
         GatewayPage.BAD_REQUEST,
     ),
+    # nginx answers a transfer coding it does not know with 501 (issue 16: the codec's status
+    # reaches the client; it was a 400 before).
     "unknown-transfer-coding": (
         post(b"Transfer-Encoding: xchunked\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
-        GatewayPage.BAD_REQUEST,
+        GatewayPage.NOT_IMPLEMENTED,
     ),
+    "transfer-coding-gzip": (
+        post(b"Transfer-Encoding: gzip\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+        GatewayPage.NOT_IMPLEMENTED,
+    ),
+    "transfer-coding-gzip-then-chunked": (
+        post(b"Transfer-Encoding: gzip, chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+        GatewayPage.NOT_IMPLEMENTED,
+    ),
+    # nginx: Transfer-Encoding is a unique header line; a second one is a 400.
     "duplicate-transfer-encoding": (
         post(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"),
         GatewayPage.BAD_REQUEST,
@@ -125,7 +139,7 @@ MALFORMED: dict[str, tuple[bytes, GatewayPage]] = {
     ),
     "too-many-header-fields": (
         b"GET / HTTP/1.1\r\nHost: localhost\r\n"
-        + b"".join(b"X-%d: 1\r\n" % i for i in range(proxy.MAX_REQUEST_HEADER_FIELDS + 1))
+        + b"".join(b"X-%d: 1\r\n" % i for i in range(LIMITS.max_request_header_fields + 1))
         + b"\r\n",
         GatewayPage.HEADERS_TOO_LARGE,
     ),
@@ -174,7 +188,7 @@ async def test_malformed_request_after_a_good_one_stops_the_connection_there(
 
 
 async def test_header_fields_up_to_the_limit_pass(demo_stack: Stack, pki: PkiBundle) -> None:
-    fields = b"".join(b"X-%d: 1\r\n" % i for i in range(proxy.MAX_REQUEST_HEADER_FIELDS - 2))
+    fields = b"".join(b"X-%d: 1\r\n" % i for i in range(LIMITS.max_request_header_fields - 2))
     request = b"GET /many HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n" + fields + b"\r\n"
     data = await trio.to_thread.run_sync(
         tls_exchange, demo_stack.port(PASSTHROUGH_LISTENER), client_context(pki), request
@@ -185,6 +199,28 @@ async def test_header_fields_up_to_the_limit_pass(demo_stack: Stack, pki: PkiBun
 
 
 # -- slow and idle clients --------------------------------------------------------------------
+
+
+async def test_transfer_encoding_gzip_is_nginxs_501_with_a_501_access_record(
+    demo_stack: Stack, pki: PkiBundle
+) -> None:
+    # nginx (ngx_http_process_request_header): a coding other than "chunked" is
+    # NGX_HTTP_NOT_IMPLEMENTED, its own page; the gateway closes and forwards nothing.
+    request = post(b"Transfer-Encoding: gzip\r\n", b"5\r\nhello\r\n0\r\n\r\n")
+    data = await trio.to_thread.run_sync(
+        tls_exchange, demo_stack.port(PASSTHROUGH_LISTENER), client_context(pki), request
+    )
+    (reply,) = parse_responses(data)
+    assert_gateway_page(reply, GatewayPage.NOT_IMPLEMENTED)
+    assert reply.body == (
+        b"<html>\r\n<head><title>501 Not Implemented</title></head>\r\n<body>\r\n"
+        b"<center><h1>501 Not Implemented</h1></center>\r\n"
+        b"<hr><center>Microsoft-Azure-Application-Gateway/v2</center>\r\n</body>\r\n</html>\r\n"
+    )
+    assert demo_stack.recorded == []
+    await wait_for_access_records(demo_stack.gateway)
+    record = demo_stack.gateway.access_log[-1]
+    assert (record.httpStatus, record.httpMethod, record.serverRouted) == (501, "POST", "")
 
 
 def _one_request_then_idle(port: int, ctx: ssl.SSLContext) -> tuple[int, bytes, float]:
@@ -199,11 +235,13 @@ def _one_request_then_idle(port: int, ctx: ssl.SSLContext) -> tuple[int, bytes, 
 
 
 async def test_idle_keep_alive_connection_is_closed_silently(
-    demo_stack: Stack, pki: PkiBundle, monkeypatch: pytest.MonkeyPatch
+    pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(proxy, "KEEPALIVE_IDLE_S", 0.3)
+    stack = await start_demo(
+        nursery, pki, tmp_path, limits=replace(SHORT_LINGER, keepalive_idle_s=0.3)
+    )
     status, rest, idle = await trio.to_thread.run_sync(
-        _one_request_then_idle, demo_stack.port(PASSTHROUGH_LISTENER), client_context(pki)
+        _one_request_then_idle, stack.port(PASSTHROUGH_LISTENER), client_context(pki)
     )
     assert status == 200
     assert rest == b""  # no 408 between requests: nginx closes an idle keep-alive silently
@@ -250,7 +288,9 @@ async def _wait_open(stack: Stack, count: int) -> None:
 async def test_per_client_connection_limit_refuses_the_extra_connection_and_logs_it(
     nursery: trio.Nursery, pki: PkiBundle, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stack = await start_demo(nursery, pki, tmp_path, max_connections_per_client=3)
+    stack = await start_demo(
+        nursery, pki, tmp_path, max_connections_per_client=3, limits=SHORT_LINGER
+    )
     port = stack.port(PASSTHROUGH_LISTENER)
     held = await trio.to_thread.run_sync(_hold_tcp, port, 3)
     try:
@@ -271,7 +311,7 @@ async def test_per_client_connection_limit_refuses_the_extra_connection_and_logs
 async def test_gateway_connection_limit_counts_every_client(
     nursery: trio.Nursery, pki: PkiBundle, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stack = await start_demo(nursery, pki, tmp_path, max_connections=2)
+    stack = await start_demo(nursery, pki, tmp_path, max_connections=2, limits=SHORT_LINGER)
     port = stack.port(STRICT_LISTENER)
     held = await trio.to_thread.run_sync(_hold_tcp, port, 1)
     held += await trio.to_thread.run_sync(_hold_tcp, port, 1, OTHER_LOOPBACK)
@@ -349,7 +389,11 @@ async def test_thousand_slow_loris_connections_do_not_starve_a_normal_client(
     # Each connection costs two descriptors in this process (client and gateway side).
     raise_fd_limit(2 * LORIS_CONNECTIONS + 1024)
     stack = await start_demo(
-        nursery, pki, tmp_path, max_connections_per_client=LORIS_PER_CLIENT_LIMIT
+        nursery,
+        pki,
+        tmp_path,
+        max_connections_per_client=LORIS_PER_CLIENT_LIMIT,
+        limits=SHORT_LINGER,
     )
     port = stack.port(PASSTHROUGH_LISTENER)
     hello = client_hello()
@@ -401,14 +445,16 @@ async def test_random_bytes_instead_of_a_client_hello_are_logged_and_closed(
 @pytest.mark.parametrize("cut", [1, 5, 9, 60, -1], ids=lambda n: f"cut-{n}")
 @pytest.mark.parametrize("then", ["hang-up", "stall"])
 async def test_truncated_client_hello_is_dropped(
-    demo_stack: Stack,
     pki: PkiBundle,
+    nursery: trio.Nursery,
+    tmp_path: Path,
     cut: int,
     then: str,
-    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(proxy, "HANDSHAKE_TIMEOUT_S", 0.3)
+    demo_stack = await start_demo(
+        nursery, pki, tmp_path, limits=replace(SHORT_LINGER, handshake_timeout_s=0.3)
+    )
     caplog.set_level(logging.INFO, logger="emulator.proxy")
     hello = client_hello()[:cut]
     port = demo_stack.port(PASSTHROUGH_LISTENER)

@@ -22,7 +22,6 @@ from emulator.arm.template import load_template, select_gateway
 from emulator.core.pages import GatewayPage
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
-from emulator.runtime import proxy
 from emulator.runtime.gateway import Gateway
 from tests.helpers.backends import RawBackend, raw_backend, send_response
 from tests.helpers.http import (
@@ -41,6 +40,7 @@ from tests.helpers.routing import INVENTORY_HOST, ORDERS, RoutingPki, Seen, runn
 from tests.helpers.routing import exchange_blocking as _request_blocking
 from tests.helpers.routing import sni_client_context as _client_ctx
 from tests.helpers.stack import (
+    SHORT_LINGER,
     Stack,
     demo_gateway_template,
     start_demo,
@@ -54,10 +54,10 @@ pytestmark = pytest.mark.usefixtures("no_internal_errors")
 FOLLOW_UP = b"GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 
-@pytest.fixture(autouse=True)
-def _short_linger(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These clients send everything at once: a short silence ends the lingering close."""
-    monkeypatch.setattr(proxy, "LINGER_IDLE_S", 0.05)
+@pytest.fixture
+async def demo_stack(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) -> Stack:
+    """The demo gateway with a short lingering close: these clients send everything at once."""
+    return await start_demo(nursery, pki, tmp_path, limits=SHORT_LINGER)
 
 
 async def _ok(stream: trio.SocketStream, conn: h11.Connection, _number: int, _r: object) -> None:
@@ -84,7 +84,7 @@ class Demo:
 @pytest.fixture
 async def demo(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) -> Demo:
     backend = await nursery.start(_serve_raw_backend)
-    stack = await start_demo(nursery, pki, tmp_path, backend_port=backend.port)
+    stack = await start_demo(nursery, pki, tmp_path, backend_port=backend.port, limits=SHORT_LINGER)
     return Demo(stack, backend, pki)
 
 
@@ -225,7 +225,7 @@ async def streaming_demo(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) 
     config = with_backend_overrides(
         config, {"stub-backend": (BackendAddress("127.0.0.1", backend.port),)}
     )
-    gateway = Gateway(config, listen={8443: 0, 9443: 0})
+    gateway = Gateway(config, listen={8443: 0, 9443: 0}, limits=SHORT_LINGER)
     await nursery.start(gateway.serve)
     return Demo(Stack(gateway, backend.port), backend, pki)
 
@@ -306,7 +306,7 @@ async def test_h2c_upgrade_is_403_on_an_http_listener(rpki: RoutingPki) -> None:
         b"GET / HTTP/1.1\r\nHost: www.contoso.test\r\nConnection: Upgrade, HTTP2-Settings\r\n"
         b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: close\r\n\r\n"
     )
-    async with running(rpki) as routing:
+    async with running(rpki, limits=SHORT_LINGER) as routing:
         data = await trio.to_thread.run_sync(tcp_exchange, routing.http_port, request)
     (reply,) = parse_responses(data)
     assert_gateway_page(reply, GatewayPage.FORBIDDEN)
@@ -329,7 +329,7 @@ async def test_absolute_target_naming_a_strict_host_over_a_basic_handshake_gets_
         b"GET https://partners.contoso.test/secret HTTP/1.1\r\n"
         b"Host: www.contoso.test\r\nConnection: close\r\n\r\n"
     )
-    async with running(rpki) as routing:
+    async with running(rpki, limits=SHORT_LINGER) as routing:
         seen = await _raw_request(
             routing.https_port, _client_ctx(rpki, None), "www.contoso.test", raw
         )
@@ -347,7 +347,7 @@ async def test_absolute_target_authority_wins_over_host_and_the_backend_gets_ori
         b"GET https://www.contoso.test/a/b?c=1 HTTP/1.1\r\n"
         b"Host: partners.contoso.test\r\nConnection: close\r\n\r\n"
     )
-    async with running(rpki) as routing:
+    async with running(rpki, limits=SHORT_LINGER) as routing:
         seen = await _raw_request(
             routing.https_port, _client_ctx(rpki, None), "www.contoso.test", raw
         )
@@ -377,7 +377,7 @@ async def test_path_override_is_applied_to_the_normalised_path(
     rpki: RoutingPki, target: str, forwarded: str
 ) -> None:
     raw = f"GET {target} HTTP/1.1\r\nHost: api.contoso.test\r\nConnection: close\r\n\r\n"
-    async with running(rpki) as routing:
+    async with running(rpki, limits=SHORT_LINGER) as routing:
         seen = await _raw_request(
             routing.https_port, _client_ctx(rpki, None), "api.contoso.test", raw.encode()
         )
@@ -415,6 +415,7 @@ async def test_var_host_is_the_routing_host_never_a_host_inside_an_origin_form_t
         tmp_path=tmp_path,
         listen={8443: 0, 9443: 0},
         backend_pool="stub-backend",
+        limits=SHORT_LINGER,
     )
     requests = [
         # Origin form with "://" in it: before, {var_host} read "evil.example" from it.

@@ -22,9 +22,10 @@ import pytest
 import trio
 
 import backend_stub
+from emulator.core import plan
+from emulator.core.limits import ProxyLimits
 from emulator.core.pages import GatewayPage
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
-from emulator.runtime import proxy
 from tests.helpers.http import (
     assert_gateway_page,
     client_context,
@@ -379,7 +380,7 @@ async def test_request_headers_over_32k_get_431(
 
 async def test_request_headers_just_under_32k_pass(demo_stack: Stack, pki: PkiBundle) -> None:
     prefix = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Big: "
-    filler = b"a" * (proxy.MAX_REQUEST_HEADER_BYTES - len(prefix) - 4)
+    filler = b"a" * (ProxyLimits().max_request_header_bytes - len(prefix) - 4)
     data = await trio.to_thread.run_sync(
         raw_exchange,
         demo_stack.port(PASSTHROUGH_LISTENER),
@@ -399,9 +400,11 @@ def _idle_tls_client(port: int, ctx: ssl.SSLContext) -> tuple[bytes, float]:
 
 
 async def test_idle_client_gets_408_and_is_closed(
-    demo_stack: Stack, pki: PkiBundle, monkeypatch: pytest.MonkeyPatch
+    pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(proxy, "REQUEST_HEADER_TIMEOUT_S", 0.5)
+    demo_stack = await start_demo(
+        nursery, pki, tmp_path, limits=ProxyLimits(request_header_timeout_s=0.5)
+    )
     data, elapsed = await trio.to_thread.run_sync(
         _idle_tls_client, demo_stack.port(PASSTHROUGH_LISTENER), client_context(pki)
     )
@@ -583,7 +586,7 @@ async def test_internal_error_answers_500_and_the_gateway_keeps_serving(
 
     port = demo_stack.port(PASSTHROUGH_LISTENER)
     with monkeypatch.context() as patch:
-        patch.setattr(proxy, "rewrite_request", broken_rewrite)
+        patch.setattr(plan, "rewrite_request", broken_rewrite)
         reply = await https_request(port, client_context(pki))
     assert_gateway_page(reply, GatewayPage.INTERNAL_ERROR)
     assert reply.header("Connection") == "close"

@@ -7,9 +7,11 @@ that changes a port shows both halves: the new port is bound, the removed one is
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import signal
 import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Final
@@ -124,5 +126,69 @@ def test_reload_keeps_an_invalid_template_out_and_swaps_in_a_valid_one(
             assert _refused(strict)
             assert https_get(passthrough, cafile=cafile).status == 200
             assert ready_listeners(process.stdout_lines)[PASSTHROUGH_LISTENER].port == passthrough
+            assert process.stop() == 0
+            assert_no_traceback(process.stderr)
+
+
+def _read_response(tls: ssl.SSLSocket) -> http.client.HTTPResponse:
+    response = http.client.HTTPResponse(tls)
+    response.begin()
+    response.read()
+    return response
+
+
+def test_a_keep_alive_connection_open_across_a_reload_gets_connection_close(
+    tmp_path: Path,
+) -> None:
+    # Issue 20: a reload drains the old gateway; a connection with a request in progress
+    # finishes it with Connection: close (the client learns to reconnect, to the new
+    # configuration) and then closes, instead of being cut off or kept on the old one.
+    pki = write_demo_pki(tmp_path / "certs")
+    (tmp_path / "parameters.json").write_text(
+        json.dumps(
+            {
+                "parameters": {
+                    "certData": {"value": base64.b64encode(pki.server_pfx).decode()},
+                    "certPassword": {"value": pki.server_pfx_password},
+                    "trustedClientCaData": {
+                        "value": base64.b64encode(pki.trusted_client_ca_pem).decode()
+                    },
+                }
+            }
+        )
+    )
+    strict, passthrough = free_ports(2)
+    cafile = tmp_path / "certs" / "server-root-ca.pem"
+    with started(["--port", "0"], cwd=tmp_path, module="backend_stub") as stub:
+        stub_port = int(stub.wait_for_stdout(STUB_LISTENING)["port"])
+        path = write_demo_template(
+            tmp_path,
+            strict_port=strict,
+            passthrough_port=passthrough,
+            backend_host="127.0.0.1",
+            backend_port=stub_port,
+        )
+        with started(["run", "-f", str(path), "-p", "@parameters.json"], cwd=tmp_path) as process:
+            while _ready_count(process) < 2:
+                assert process.popen.poll() is None, process.describe()
+                time.sleep(0.02)
+            ctx = ssl.create_default_context(cafile=str(cafile))
+            raw = socket.create_connection(("127.0.0.1", passthrough), timeout=RELOAD_TIMEOUT_S)
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET /first HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                first = _read_response(tls)
+                assert first.status == 200
+                assert first.getheader("Connection") is None  # kept alive
+                # The next request has begun (its head is not complete) when the reload comes.
+                tls.sendall(b"GET /second HTTP/1.1\r\nHost: localhost\r\n")
+                time.sleep(0.1)
+                process.popen.send_signal(signal.SIGHUP)
+                _wait_stderr(process, "reloaded ")
+                tls.sendall(b"\r\n")
+                second = _read_response(tls)
+                assert second.status == 200
+                assert second.getheader("Connection") == "close"
+                assert tls.recv(1) == b""  # and the connection is closed after it
+            assert https_get(passthrough, cafile=cafile).status == 200  # the new gateway
             assert process.stop() == 0
             assert_no_traceback(process.stderr)

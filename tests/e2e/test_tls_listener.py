@@ -12,14 +12,15 @@ import socket
 import ssl
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import trio
 from OpenSSL import SSL
 
+from emulator.core.limits import ProxyLimits
 from emulator.core.pages import GatewayPage, render_page
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
-from emulator.runtime import proxy
 from tests.helpers.http import (
     RAW_SOCKET_TIMEOUT_S,
     SERVER_TOKEN,
@@ -33,7 +34,7 @@ from tests.helpers.http import (
     tcp_exchange as plain_exchange,
 )
 from tests.helpers.pki import PkiBundle
-from tests.helpers.stack import Stack
+from tests.helpers.stack import Stack, start_demo
 
 LISTENERS = [STRICT_LISTENER, PASSTHROUGH_LISTENER]
 #: Concurrent clients in the load test, and how many client threads run at once.
@@ -201,13 +202,18 @@ def _silent_tcp_client(port: int) -> tuple[bytes, float]:
         return data, time.monotonic() - started
 
 
+@pytest.fixture
+async def short_handshake_stack(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) -> Stack:
+    """The demo gateway with a 0.3 s handshake timeout."""
+    return await start_demo(nursery, pki, tmp_path, limits=ProxyLimits(handshake_timeout_s=0.3))
+
+
 async def test_stalled_handshake_is_dropped_after_timeout_and_others_are_served(
-    demo_stack: Stack,
+    short_handshake_stack: Stack,
     pki: PkiBundle,
-    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(proxy, "HANDSHAKE_TIMEOUT_S", 0.3)
+    demo_stack = short_handshake_stack
     caplog.set_level(logging.INFO, logger="emulator.proxy")
     port = demo_stack.port(PASSTHROUGH_LISTENER)
     async with trio.open_nursery() as nursery:
@@ -247,14 +253,13 @@ def _send_garbage(port: int, data: bytes, *, close_early: bool) -> bytes:
 @pytest.mark.parametrize("close_early", [False, True], ids=["wait", "hang-up"])
 @pytest.mark.parametrize("garbage", list(GARBAGE), ids=list(GARBAGE))
 async def test_broken_handshake_does_not_affect_the_next_client(
-    demo_stack: Stack,
+    short_handshake_stack: Stack,
     pki: PkiBundle,
     garbage: str,
     close_early: bool,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A truncated record makes the gateway wait for the rest; keep that wait short.
-    monkeypatch.setattr(proxy, "HANDSHAKE_TIMEOUT_S", 0.3)
+    # A truncated record makes the gateway wait for the rest; the short timeout ends that wait.
+    demo_stack = short_handshake_stack
     port = demo_stack.port(STRICT_LISTENER)
     answer = await trio.to_thread.run_sync(
         lambda: _send_garbage(port, GARBAGE[garbage], close_early=close_early)

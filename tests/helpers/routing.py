@@ -193,7 +193,7 @@ def inventory_tls(pki: RoutingPki) -> ssl.SSLContext:
 
 @asynccontextmanager
 async def running(
-    pki: RoutingPki, template: dict[str, Any] | None = None
+    pki: RoutingPki, template: dict[str, Any] | None = None, **options: Any
 ) -> AsyncIterator[Routing]:
     """The example (or ``template``) in front of the three echo backends, for the block."""
     orders = (EchoBackend("orders-1"), EchoBackend("orders-2"))
@@ -210,6 +210,7 @@ async def running(
                 "inventory-pool": f"127.0.0.1:{inventory.port}",
             },
             listen={443: 0, 80: 0},
+            **options,
         )
         async with gateway:
             yield Routing(gateway, orders, inventory, pki)

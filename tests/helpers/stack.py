@@ -18,6 +18,7 @@ import trio
 
 import backend_stub
 from emulator.arm.template import load_template, select_gateway
+from emulator.core.limits import ProxyLimits
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.runtime.gateway import Gateway
@@ -69,8 +70,10 @@ async def start_stack(
     tmp_path: Path,
     listen: Mapping[int, int],
     backend_pool: str | None = None,
+    **options: Any,
 ) -> Stack:
-    """Start the stub backend and a gateway for ``template`` (a dict is written to disk first)."""
+    """Start the stub backend and a gateway for ``template`` (a dict is written to disk first);
+    ``options`` go to :class:`Gateway` (``limits=ProxyLimits(...)`` for short timeouts)."""
     recorded: list[backend_stub.RecordedRequest] = []
     backend_port = await start_stub(nursery, recorded)
     if isinstance(template, Path):
@@ -83,7 +86,7 @@ async def start_stack(
         config = with_backend_overrides(
             config, {backend_pool: (BackendAddress("127.0.0.1", backend_port),)}
         )
-    gateway = Gateway(config, listen=listen)
+    gateway = Gateway(config, listen=listen, **options)
     await nursery.start(gateway.serve)
     return Stack(gateway, backend_port, recorded)
 
@@ -177,3 +180,8 @@ async def wait_for_access_records(gateway: Gateway, count: int = 1) -> None:
             return
         await trio.sleep(ACCESS_POLL_S)
     raise AssertionError(f"{len(gateway.access_log)} access records after {ACCESS_WAIT_S} s")
+
+
+#: For clients that send everything at once: after a 400 the gateway reads on until the client
+#: has been silent for ``linger_idle_s``, so a short silence ends the lingering close sooner.
+SHORT_LINGER: Final = ProxyLimits(linger_idle_s=0.05)

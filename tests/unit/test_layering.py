@@ -131,6 +131,51 @@ def test_no_test_module_imports_another(path: Path) -> None:
     assert bad == []
 
 
+# -- file descriptors ---------------------------------------------------------------------------
+
+#: The one module that reads, writes or takes over file descriptors (issue 16).
+TRANSPORT_MODULE = PACKAGE / "runtime" / "transport.py"
+#: The ``--workers`` supervisor hands its listening sockets to the worker processes: a
+#: process-management concern of its own, not the request path.
+#: Its health endpoint (``plain_health``) runs in the supervisor's own selectors loop, which
+#: cannot be trio's (the supervisor forks), so it registers sockets by descriptor.
+DESCRIPTOR_EXEMPT = {
+    TRANSPORT_MODULE,
+    PACKAGE / "runtime" / "workers.py",
+    PACKAGE / "runtime" / "plain_health.py",
+}
+#: ``os`` functions that work on a descriptor number.
+DESCRIPTOR_CALLS = frozenset(
+    {"read", "write", "pread", "pwrite", "readv", "writev", "sendfile", "ftruncate", "dup"}
+)
+
+
+def _descriptor_uses(path: Path) -> list[str]:
+    """``os.read``/``os.write``-style calls, ``.fileno()``, ``.detach()`` and
+    ``socket.socket(fileno=...)`` in one file, as ``line: text``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        func = node.func
+        owner = func.value.id if isinstance(func.value, ast.Name) else None
+        if (
+            (owner == "os" and func.attr in DESCRIPTOR_CALLS)
+            or func.attr in ("fileno", "detach")
+            or any(k.arg == "fileno" for k in node.keywords)
+        ):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_descriptor_check_sees_the_transport_module() -> None:
+    uses = "\n".join(_descriptor_uses(TRANSPORT_MODULE))
+    assert "os.read(" in uses
+    assert "os.write(" in uses
+    assert ".detach()" in uses
+
+
 @pytest.mark.parametrize(
     "path",
     sorted(
@@ -143,3 +188,18 @@ def test_unit_tests_run_without_an_event_loop(path: Path) -> None:
     tests/runtime/ (or, with real sockets end to end, in tests/e2e/)."""
     bad = sorted(name for name in _imported_modules(path) if name.split(".")[0] == "trio")
     assert bad == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in PACKAGE.rglob("*.py") if p not in DESCRIPTOR_EXEMPT),
+    ids=lambda p: p.relative_to(PACKAGE).as_posix(),
+)
+def test_only_the_transport_module_touches_file_descriptors(path: Path) -> None:
+    # demo_pki's fsync of the files it writes is the one other use: durability of a written
+    # file, not I/O on a descriptor number.
+    source = path.read_text(encoding="utf-8").splitlines()
+    uses = [
+        u for u in _descriptor_uses(path) if "os.fsync(" not in source[int(u.split(":")[0]) - 1]
+    ]
+    assert uses == []

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from emulator.arm.ssl_policies import DEFAULT_POLICY_NAME, PREDEFINED_POLICIES
+from emulator.core.pages import page_for_status, render_page
 from emulator.core.routing import (
     LISTENER_ORDER_RULES,
     affinity_cookie_value,
@@ -28,7 +29,6 @@ from emulator.core.routing import (
     ordered_rules,
     path_matches,
     redirect_location,
-    render_status_page,
     route,
     select_rule,
     select_tls_rule,
@@ -361,8 +361,9 @@ def test_redirect_types_map_to_their_statuses_and_pages() -> None:
         RedirectType.SEE_OTHER: 303,
         RedirectType.TEMPORARY: 307,
     }
-    reason, body = render_status_page(307)
-    assert reason == "Temporary Redirect"
+    page = page_for_status(307)
+    body = render_page(page)
+    assert page.reason == "Temporary Redirect"
     assert b"<center><h1>307 Temporary Redirect</h1></center>\r\n" in body
     assert b"Microsoft-Azure-Application-Gateway/v2" in body
 

@@ -9,11 +9,12 @@ the handshake completes and the verdict is left to the HTTP layer.
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 import re
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL, crypto
 
 from emulator.runtime.tls_stream import PlainHttpOnTlsPort, TlsHandshakeError, TlsServerStream
+from emulator.runtime.transport import SocketTransport
 
 #: Every test finishes in well under a second; this only turns a hang into a failure.
 TEST_TIMEOUT_S = 5.0
@@ -222,23 +224,42 @@ def client_context(
 # --------------------------------------------------------------------------- helpers
 
 
-MemoryStream = trio.StapledStream[trio.testing.MemorySendStream, trio.testing.MemoryReceiveStream]
-
-
 @dataclass(slots=True)
 class Pair:
     server: TlsServerStream
-    client: trio.SSLStream[MemoryStream]
+    client: trio.SSLStream[trio.abc.Stream]
     client_transport: trio.abc.Stream
     verify_records: list[tuple[int, int]]
 
 
-def make_pair(server_ctx: SSL.Context, client_ctx: ssl.SSLContext) -> Pair:
-    client_transport, server_transport = trio.testing.memory_stream_pair()
+#: The two transports a TLS stream runs over: trio's memory streams (the stream's generic path)
+#: and a connected socket pair (the descriptor read and written directly, ``runtime.transport``).
+TRANSPORTS = ("memory", "socket")
+MakePair = Callable[[SSL.Context, ssl.SSLContext], Pair]
+
+
+def _pair_over(kind: str, server_ctx: SSL.Context, client_ctx: ssl.SSLContext) -> Pair:
+    client_transport: trio.abc.Stream
+    server_transport: trio.abc.Stream
+    if kind == "memory":
+        client_transport, server_transport = trio.testing.memory_stream_pair()
+    else:
+        server_sock, client_sock = trio.socket.socketpair()
+        server_transport = trio.SocketStream(server_sock)
+        client_transport = trio.SocketStream(client_sock)
     records: list[tuple[int, int]] = []
     server = TlsServerStream(server_transport, server_ctx, app_data=records)
-    client = trio.SSLStream(client_transport, client_ctx, server_hostname="localhost")
+    client: trio.SSLStream[trio.abc.Stream] = trio.SSLStream(
+        client_transport, client_ctx, server_hostname="localhost"
+    )
     return Pair(server, client, client_transport, records)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def make_pair(request: pytest.FixtureRequest) -> MakePair:
+    """Builds a server/client pair over each transport in turn."""
+    kind: str = request.param
+    return functools.partial(_pair_over, kind)
 
 
 async def handshake(pair: Pair) -> None:
@@ -257,7 +278,9 @@ async def receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
 
 
 @pytest.fixture
-async def connected(pki: Pki, tls_version: ssl.TLSVersion) -> AsyncIterator[Pair]:
+async def connected(
+    pki: Pki, tls_version: ssl.TLSVersion, make_pair: MakePair
+) -> AsyncIterator[Pair]:
     """A completed handshake, client presenting the trusted chain."""
     pair = make_pair(server_context(pki), client_context(pki, tls_version, client_cert="trusted"))
     with trio.fail_after(TEST_TIMEOUT_S):
@@ -279,7 +302,7 @@ async def test_echo_both_ways_after_handshake(connected: Pair) -> None:
 
 
 async def test_client_sending_before_server_speaks_is_served(
-    pki: Pki, tls_version: ssl.TLSVersion
+    pki: Pki, tls_version: ssl.TLSVersion, make_pair: MakePair
 ) -> None:
     # The request arrives glued to the client's last handshake flight; in TLS 1.3 the server's
     # delayed session tickets must then go out in front of the response.
@@ -347,7 +370,7 @@ async def test_client_hello_is_captured_raw(connected: Pair) -> None:
     assert b"http/1.1" in hello  # the ALPN extension
 
 
-async def test_facts_are_empty_before_the_handshake(pki: Pki) -> None:
+async def test_facts_are_empty_before_the_handshake(pki: Pki, make_pair: MakePair) -> None:
     pair = make_pair(server_context(pki), client_context(pki, ssl.TLSVersion.TLSv1_3))
     assert pair.server.tls_version is None
     assert pair.server.cipher is None
@@ -381,7 +404,7 @@ async def test_trusted_client_certificate_is_reported_with_its_chain(
 
 
 async def test_untrusted_client_certificate_still_completes_handshake(
-    pki: Pki, tls_version: ssl.TLSVersion
+    pki: Pki, tls_version: ssl.TLSVersion, make_pair: MakePair
 ) -> None:
     pair = make_pair(server_context(pki), client_context(pki, tls_version, client_cert="rogue"))
     with trio.fail_after(TEST_TIMEOUT_S):
@@ -395,7 +418,7 @@ async def test_untrusted_client_certificate_still_completes_handshake(
 
 
 async def test_missing_client_certificate_still_completes_handshake(
-    pki: Pki, tls_version: ssl.TLSVersion
+    pki: Pki, tls_version: ssl.TLSVersion, make_pair: MakePair
 ) -> None:
     pair = make_pair(server_context(pki), client_context(pki, tls_version))
     with trio.fail_after(TEST_TIMEOUT_S):
@@ -444,23 +467,32 @@ async def test_aclose_sends_close_notify(connected: Pair) -> None:
 
 
 async def test_send_last_puts_the_data_and_close_notify_in_one_transport_write(
-    connected: Pair,
+    connected: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The last response of a closing connection and close_notify leave together: the client
     # reads the data, then EOF, from that single write; aclose sends nothing more.
-    server_transport = connected.server.transport_stream
-    assert isinstance(server_transport, trio.StapledStream)
-    memory_send = server_transport.send_stream
-    assert isinstance(memory_send, trio.testing.MemorySendStream)
     writes: list[int] = []
-    original = memory_send.send_all_hook
+    server_transport = connected.server.transport_stream
+    if isinstance(server_transport, trio.StapledStream):
+        memory_send = server_transport.send_stream
+        assert isinstance(memory_send, trio.testing.MemorySendStream)
+        original = memory_send.send_all_hook
 
-    async def count_writes() -> None:
-        writes.append(1)
-        if original is not None:
-            await original()
+        async def count_writes() -> None:
+            writes.append(1)
+            if original is not None:
+                await original()
 
-    memory_send.send_all_hook = count_writes
+        memory_send.send_all_hook = count_writes
+    else:
+        # Over a socket every write is a SocketTransport.send_now (the kernel takes it whole).
+        send_now = SocketTransport.send_now
+
+        def counted(self: SocketTransport, data: bytes | memoryview) -> bytes | memoryview:
+            writes.append(1)
+            return send_now(self, data)
+
+        monkeypatch.setattr(SocketTransport, "send_now", counted)
     with trio.fail_after(TEST_TIMEOUT_S):
         await connected.server.send_last(b"the end")
         assert len(writes) == 1
@@ -475,7 +507,7 @@ async def test_send_last_puts_the_data_and_close_notify_in_one_transport_write(
 # --------------------------------------------------------------------------- handshake failures
 
 
-async def test_plain_http_raises_plain_http_on_tls_port(pki: Pki) -> None:
+async def test_plain_http_raises_plain_http_on_tls_port(pki: Pki, make_pair: MakePair) -> None:
     pair = make_pair(server_context(pki), client_context(pki, ssl.TLSVersion.TLSv1_3))
     request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
     await pair.client_transport.send_all(request)
@@ -486,7 +518,7 @@ async def test_plain_http_raises_plain_http_on_tls_port(pki: Pki) -> None:
         await pair.server.receive_some()
 
 
-async def test_non_tls_garbage_raises_handshake_error(pki: Pki) -> None:
+async def test_non_tls_garbage_raises_handshake_error(pki: Pki, make_pair: MakePair) -> None:
     pair = make_pair(server_context(pki), client_context(pki, ssl.TLSVersion.TLSv1_3))
     await pair.client_transport.send_all(bytes([0x00, 0xFF, 0x01, 0x02, 0x03]) * 20)
     with trio.fail_after(TEST_TIMEOUT_S), pytest.raises(TlsHandshakeError) as caught:
@@ -497,7 +529,9 @@ async def test_non_tls_garbage_raises_handshake_error(pki: Pki) -> None:
         await pair.server.send_all(b"x")
 
 
-async def test_peer_closing_during_handshake_raises_handshake_error(pki: Pki) -> None:
+async def test_peer_closing_during_handshake_raises_handshake_error(
+    pki: Pki, make_pair: MakePair
+) -> None:
     pair = make_pair(server_context(pki), client_context(pki, ssl.TLSVersion.TLSv1_3))
     await pair.client_transport.aclose()
     with trio.fail_after(TEST_TIMEOUT_S), pytest.raises(TlsHandshakeError) as caught:
@@ -505,7 +539,7 @@ async def test_peer_closing_during_handshake_raises_handshake_error(pki: Pki) ->
     assert caught.value.reason == "peer closed connection"
 
 
-async def test_no_shared_cipher_fails_and_alerts_the_client(pki: Pki) -> None:
+async def test_no_shared_cipher_fails_and_alerts_the_client(pki: Pki, make_pair: MakePair) -> None:
     # The server holds an ECDSA key; a TLS 1.2 client offering only RSA-authenticated suites
     # has nothing in common with it.
     client_ctx = client_context(pki, ssl.TLSVersion.TLSv1_2)
@@ -541,7 +575,7 @@ async def test_no_shared_cipher_fails_and_alerts_the_client(pki: Pki) -> None:
     assert "HANDSHAKE_FAILURE" in str(client_errors[0].__cause__).upper()
 
 
-async def test_handshake_runs_on_first_receive(pki: Pki) -> None:
+async def test_handshake_runs_on_first_receive(pki: Pki, make_pair: MakePair) -> None:
     pair = make_pair(server_context(pki), client_context(pki, ssl.TLSVersion.TLSv1_3))
     with trio.fail_after(TEST_TIMEOUT_S):
         async with trio.open_nursery() as nursery:
@@ -552,6 +586,7 @@ async def test_handshake_runs_on_first_receive(pki: Pki) -> None:
 
 async def test_cancelled_handshake_leaves_stream_broken_and_aclose_closes_transport(
     pki: Pki,
+    make_pair: MakePair,
 ) -> None:
     # The caller's handshake timeout (trio.fail_after) cancels do_handshake; the stream must
     # not be reused, and closing it must still release the transport.
@@ -568,7 +603,9 @@ async def test_cancelled_handshake_leaves_stream_broken_and_aclose_closes_transp
         await pair.server.transport_stream.send_all(b"x")
 
 
-async def test_concurrent_handshake_callers_share_one_handshake(pki: Pki) -> None:
+async def test_concurrent_handshake_callers_share_one_handshake(
+    pki: Pki, make_pair: MakePair
+) -> None:
     # A receive that needs the handshake while do_handshake runs it waits for that handshake
     # instead of starting another one.
     pair = make_pair(server_context(pki), client_context(pki, ssl.TLSVersion.TLSv1_3))
@@ -591,7 +628,9 @@ async def test_concurrent_handshake_callers_share_one_handshake(pki: Pki) -> Non
     assert pair.server.tls_version == "TLSv1.3"
 
 
-async def test_waiter_on_a_failed_handshake_sees_the_stream_broken(pki: Pki) -> None:
+async def test_waiter_on_a_failed_handshake_sees_the_stream_broken(
+    pki: Pki, make_pair: MakePair
+) -> None:
     pair = make_pair(server_context(pki), client_context(pki, ssl.TLSVersion.TLSv1_3))
     outcomes: list[type[BaseException]] = []
 
@@ -611,7 +650,9 @@ async def test_waiter_on_a_failed_handshake_sees_the_stream_broken(pki: Pki) -> 
     assert outcomes == [TlsHandshakeError, trio.BrokenResourceError]
 
 
-async def test_handshake_started_before_the_client_hello_completes(pki: Pki) -> None:
+async def test_handshake_started_before_the_client_hello_completes(
+    pki: Pki, make_pair: MakePair
+) -> None:
     # The server waits for the ClientHello before its first SSL call; a client that connects
     # and only later starts the handshake is served the same.
     pair = make_pair(server_context(pki), client_context(pki, ssl.TLSVersion.TLSv1_2))
@@ -704,9 +745,14 @@ async def test_loopback_tcp_client_with_certificate(pki: Pki, tls_version: ssl.T
 # --------------------------------------------------------------------------- receive deadline
 
 
-async def test_receive_deadline_raises_too_slow_and_loses_no_data(connected: Pair) -> None:
+async def test_receive_deadline_raises_too_slow_and_loses_no_data(
+    connected: Pair, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The gateway's real request-header timeout, waited out on the mock clock.
+    started = trio.current_time()
     with pytest.raises(trio.TooSlowError):
-        await connected.server.receive_some(deadline=trio.current_time() + 0.05)
+        await connected.server.receive_some(deadline=started + 60.0)
+    assert trio.current_time() - started == pytest.approx(60.0)
     with trio.fail_after(TEST_TIMEOUT_S):
         await connected.client.send_all(b"late")
         assert await receive_exactly(connected.server, 4) == b"late"

@@ -17,14 +17,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from emulator.arm.certdata import TrustedClientCa
+from emulator.core import tls_policy
 from emulator.core.chain import verify_chain
 from emulator.core.ocsp import OcspOutcome, OcspStatus
 from emulator.core.tls_policy import (
-    _VERDICT_CACHE_SIZE,
-    _VERDICTS,
+    VERDICT_CACHE_SIZE,
     CertDecision,
+    VerdictCache,
     VerifyLog,
-    assess_handshake,
     resolve_ocsp,
 )
 from emulator.model import ClientAuthMode, RevocationMode, SslProfile
@@ -35,6 +35,22 @@ T0 = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 DAY = datetime.timedelta(days=1)
 SECOND = datetime.timedelta(seconds=1)
 OCSP_URL = "http://ocsp.verdict-cache.test/"
+#: The cache under test, as a port runtime owns one.
+_VERDICTS = VerdictCache(VERDICT_CACHE_SIZE)
+
+
+def assess_handshake(
+    profile: SslProfile | None,
+    *,
+    presented: Sequence[x509.Certificate],
+    log: VerifyLog | None,
+    at: datetime.datetime,
+) -> CertDecision:
+    """:func:`emulator.core.tls_policy.assess_handshake` through the cache under test."""
+    return tls_policy.assess_handshake(
+        profile, presented=presented, log=log, at=at, verdicts=_VERDICTS
+    )
+
 
 Chain = tuple[x509.Certificate, ...]
 
@@ -416,7 +432,7 @@ def test_the_cache_never_holds_more_than_its_bound(chains: Chains) -> None:
     base = strict(chains)
     sizes = []
     last = None
-    for i in range(_VERDICT_CACHE_SIZE * 2 + 10):
+    for i in range(VERDICT_CACHE_SIZE * 2 + 10):
         profile = replace(base, name=f"profile-{i}")
         last = (
             profile,
@@ -424,7 +440,7 @@ def test_the_cache_never_holds_more_than_its_bound(chains: Chains) -> None:
         )
         sizes.append(len(_VERDICTS))
 
-    assert max(sizes) == _VERDICT_CACHE_SIZE
+    assert max(sizes) == VERDICT_CACHE_SIZE
     assert last is not None
     profile, decision = last
     assert (
