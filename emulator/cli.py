@@ -17,6 +17,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -529,6 +530,7 @@ def _load_config(args: argparse.Namespace) -> tuple[GatewayConfig, Sequence[tupl
         certificates=read_supplied_certificates(args.certificate, args.certificate_password),
         loose=args.loose,
         mint=demo_minter(args.certs, note=_note) if args.loose else None,
+        now=datetime.now(UTC),
     )
     if args.backend:
         config = with_backend_overrides(config, dict(args.backend))
@@ -858,7 +860,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
             backend_host=backend_host,
             backend_port=port,
         )
-        config = build_gateway_config(select_gateway(load_template(template, parameters), None))
+        config = build_gateway_config(
+            select_gateway(load_template(template, parameters), None), now=datetime.now(UTC)
+        )
         _summary(config, strip=args.strip_client_cert_headers)
         gateway = Gateway(
             config,

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import trio
@@ -120,7 +121,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         location=args.location,
     )
     config = build_gateway_config(
-        select_gateway(load_template(args.template_file, parameters, scope=scope), args.gateway)
+        select_gateway(load_template(args.template_file, parameters, scope=scope), args.gateway),
+        now=datetime.now(UTC),
     )
     backends = dict(args.backend)
     with_backend_overrides(config, backends)  # unknown pool names fail here, before any port

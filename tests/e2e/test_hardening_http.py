@@ -12,6 +12,7 @@ import json
 import logging
 import ssl
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import h11
@@ -220,7 +221,7 @@ async def streaming_demo(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) 
     path = tmp_path / "streaming.json"
     path.write_text(json.dumps(template))
     config = build_gateway_config(
-        select_gateway(load_template(path, template_parameters(pki)), None)
+        select_gateway(load_template(path, template_parameters(pki)), None), now=datetime.now(UTC)
     )
     config = with_backend_overrides(
         config, {"stub-backend": (BackendAddress("127.0.0.1", backend.port),)}

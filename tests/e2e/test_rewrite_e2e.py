@@ -28,7 +28,7 @@ import json
 import logging
 import re
 import ssl
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -155,7 +155,7 @@ async def start(
     path = tmp_path / "rewrite.json"
     path.write_text(json.dumps(rewrite_template()))
     config = build_gateway_config(
-        select_gateway(load_template(path, template_parameters(pki)), None)
+        select_gateway(load_template(path, template_parameters(pki)), None), now=datetime.now(UTC)
     )
     config = with_backend_overrides(
         config, {"stub-backend": (BackendAddress("127.0.0.1", backend_port),)}

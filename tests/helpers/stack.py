@@ -11,6 +11,7 @@ import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -78,7 +79,9 @@ async def start_stack(
     else:
         path = tmp_path / "gateway.json"
         path.write_text(json.dumps(template))
-    config = build_gateway_config(select_gateway(load_template(path, parameters), None))
+    config = build_gateway_config(
+        select_gateway(load_template(path, parameters), None), now=datetime.now(UTC)
+    )
     if backend_pool is not None:
         config = with_backend_overrides(
             config, {backend_pool: (BackendAddress("127.0.0.1", backend_port),)}
@@ -135,7 +138,7 @@ def demo_gateway(
         )
     )
     config = build_gateway_config(
-        select_gateway(load_template(path, template_parameters(pki)), None)
+        select_gateway(load_template(path, template_parameters(pki)), None), now=datetime.now(UTC)
     )
     config = with_backend_overrides(
         config, {"stub-backend": (BackendAddress("127.0.0.1", backend_port),)}

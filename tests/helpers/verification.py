@@ -9,6 +9,7 @@ import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,9 @@ async def start_verified(
         f"certPassword={PFX_PASSWORD}",
         "trustedClientCaData=" + base64.b64encode(upload).decode(),
     ]
-    config = build_gateway_config(select_gateway(load_template(path, parameters), None))
+    config = build_gateway_config(
+        select_gateway(load_template(path, parameters), None), now=datetime.now(UTC)
+    )
     config = with_backend_overrides(
         config, {"stub-backend": (BackendAddress("127.0.0.1", backend_port),)}
     )

@@ -16,12 +16,22 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "emulator"
+
+
+def _module_name(path: Path) -> str:
+    """``emulator/model/builder/ssl.py`` → ``emulator.model.builder.ssl`` (a package by its
+    ``__init__``)."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODEL_FILES = sorted((PACKAGE / "model").rglob("*.py"))
 SANS_IO_MODULES = sorted(
     [
         *(f"emulator.core.{p.stem}" for p in (PACKAGE / "core").glob("*.py")),
         *(f"emulator.arm.{p.stem}" for p in (PACKAGE / "arm").glob("*.py")),
         *(f"emulator.terraform.{p.stem}" for p in (PACKAGE / "terraform").glob("*.py")),
-        "emulator.model",
+        *(_module_name(p) for p in sorted((PACKAGE / "model").rglob("*.py"))),
         "emulator.errors",
     ]
 )
@@ -91,7 +101,7 @@ def test_arm_never_imports_core_runtime_or_model(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [*sorted((PACKAGE / "core").glob("*.py")), PACKAGE / "model.py"],
+    [*sorted((PACKAGE / "core").glob("*.py")), *MODEL_FILES],
     ids=lambda p: p.relative_to(PACKAGE).as_posix(),
 )
 def test_core_and_model_never_import_runtime_trio_or_h11(path: Path) -> None:
@@ -103,10 +113,9 @@ def test_core_and_model_never_import_runtime_trio_or_h11(path: Path) -> None:
     assert bad == []
 
 
-def test_model_never_imports_core() -> None:
-    bad = sorted(
-        name for name in _imported_modules(PACKAGE / "model.py") if name.startswith("emulator.core")
-    )
+@pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_model_never_imports_core(path: Path) -> None:
+    bad = sorted(name for name in _imported_modules(path) if name.startswith("emulator.core"))
     assert bad == []
 
 

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -965,7 +966,7 @@ def demo_gateway(tmp_path_factory: pytest.TempPathFactory) -> GatewayResource:
 def build_with(base: GatewayResource, rewrite_rules: list[dict[str, Any]]) -> GatewayConfig:
     resource = copy.deepcopy(dict(base.resource))
     resource["properties"]["rewriteRuleSets"][0]["properties"]["rewriteRules"] = rewrite_rules
-    return build_gateway_config(dataclasses.replace(base, resource=resource))
+    return build_gateway_config(dataclasses.replace(base, resource=resource), now=datetime.now(UTC))
 
 
 def with_actions(**action_set: Any) -> list[dict[str, Any]]:
@@ -1096,7 +1097,9 @@ def test_summary_flags_a_listener_without_the_rule_sharing_the_pool(
     resource = copy.deepcopy(dict(demo_gateway.resource))
     rules_json = resource["properties"]["requestRoutingRules"]
     del rules_json[1]["properties"]["rewriteRuleSet"]  # the Passthrough listener's rule
-    config = build_gateway_config(dataclasses.replace(demo_gateway, resource=resource))
+    config = build_gateway_config(
+        dataclasses.replace(demo_gateway, resource=resource), now=datetime.now(UTC)
+    )
 
     holes = forgeable_certificate_headers(config)
 
@@ -1107,7 +1110,10 @@ def test_summary_flags_a_listener_without_the_rule_sharing_the_pool(
 
 
 def test_demo_gateway_has_no_forgeable_header(demo_gateway: GatewayResource) -> None:
-    assert forgeable_certificate_headers(build_gateway_config(demo_gateway)) == []
+    assert (
+        forgeable_certificate_headers(build_gateway_config(demo_gateway, now=datetime.now(UTC)))
+        == []
+    )
 
 
 @pytest.mark.parametrize("command", [["run", "--template-file", "t.json"], ["up"]])
