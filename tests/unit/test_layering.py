@@ -33,6 +33,7 @@ SANS_IO_MODULES = sorted(
         *(f"emulator.terraform.{p.stem}" for p in (PACKAGE / "terraform").glob("*.py")),
         *(_module_name(p) for p in sorted((PACKAGE / "model").rglob("*.py"))),
         "emulator.errors",
+        "emulator.cert_facts",
     ]
 )
 FORBIDDEN_THIRD_PARTY = ("trio", "h11")
@@ -90,6 +91,7 @@ def test_sans_io_modules_never_load_trio_or_h11() -> None:
     "path", sorted((PACKAGE / "arm").glob("*.py")), ids=lambda p: f"arm/{p.name}"
 )
 def test_arm_never_imports_core_runtime_or_model(path: Path) -> None:
+    """Shared certificate facts (:mod:`emulator.cert_facts`) sit below arm, so arm may use them."""
     forbidden = ("emulator.core", "emulator.runtime", "emulator.model")
     bad = sorted(
         name
@@ -151,4 +153,14 @@ def test_unit_tests_run_without_an_event_loop(path: Path) -> None:
     """tests/unit covers the pure modules; a test that needs trio tests the shell and sits in
     tests/runtime/ (or, with real sockets end to end, in tests/e2e/)."""
     bad = sorted(name for name in _imported_modules(path) if name.split(".")[0] == "trio")
+    assert bad == []
+
+
+def test_cert_facts_import_nothing_of_the_emulator() -> None:
+    """``is_ca`` and its kind are read by every layer, arm included, so they import none."""
+    bad = sorted(
+        name
+        for name in _imported_modules(PACKAGE / "cert_facts.py")
+        if name.split(".")[0] == "emulator"
+    )
     assert bad == []
