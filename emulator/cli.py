@@ -44,7 +44,7 @@ from emulator.model import (
     build_gateway_config,
     with_backend_overrides,
 )
-from emulator.summary import describe, forgeable_certificate_headers, render_text
+from emulator.reports.summary import describe, forgeable_certificate_headers, render_text
 from emulator.terraform.cli import add_arguments as add_terraform_arguments
 from emulator.terraform.cli import load_config as load_terraform_config
 from emulator.terraform.cli import wants_terraform
@@ -503,7 +503,7 @@ def _configure_logging(level: str, log_format: str = "text") -> None:
 
 
 def _cmd_certs_init(args: argparse.Namespace) -> int:
-    from emulator.demo_pki import write_demo_pki
+    from emulator.pki.demo import write_demo_pki
 
     pki = write_demo_pki(
         args.directory, key_type=args.key_type, force=args.force, server_names=args.server_name
@@ -797,7 +797,7 @@ def _with_up_fix(error: StartupError, gateway: object, config: GatewayConfig) ->
 
 def _cmd_up(args: argparse.Namespace) -> int:
     import backend_stub
-    from emulator.demo_pki import (
+    from emulator.pki.demo import (
         CLIENT_CERT,
         CLIENT_KEY,
         SERVER_ROOT_CA,
@@ -1013,7 +1013,7 @@ def _cmd_check_ca(args: argparse.Namespace) -> int:
     """``check-ca``: exit 0 only when the upload is valid (and the client, if given, passes)."""
     from datetime import UTC, datetime
 
-    from emulator.checkca import check_ca, render_text, report_json
+    from emulator.reports.check_ca import check_ca, render_text, report_json
 
     if args.client_chain is not None and args.client_cert is None:
         raise UsageError("--client-chain needs --client-cert")
@@ -1038,7 +1038,7 @@ def _cmd_check_ca(args: argparse.Namespace) -> int:
 
 
 def _cmd_certs_ocsp_responder(args: argparse.Namespace) -> int:
-    from emulator.ocsp_responder import DEFAULT_OCSP_PORT, load_responder
+    from emulator.pki.ocsp_responder import DEFAULT_OCSP_PORT, load_responder
 
     responder = load_responder(args.ca)
     port = DEFAULT_OCSP_PORT if args.port is None else args.port
@@ -1063,7 +1063,7 @@ def _cmd_certs_ocsp_responder(args: argparse.Namespace) -> int:
 
 
 def _cmd_certs_revoke(args: argparse.Namespace) -> int:
-    from emulator.ocsp_responder import RESPONSE_VALIDITY, revoke
+    from emulator.pki.ocsp_responder import RESPONSE_VALIDITY, revoke
 
     entry = revoke(args.directory, args.name, reason=args.reason)
     reason = f" ({entry.reason.value})" if entry.reason is not None else ""

@@ -101,8 +101,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from emulator.arm.certdata import TrustedClientCa
     from emulator.arm.expressions import DeploymentScope
     from emulator.arm.template import load_template, select_gateway
-    from emulator.mode_twins import with_mode_twins
     from emulator.model import build_gateway_config, with_backend_overrides
+    from emulator.model.mode_twins import with_mode_twins
     from emulator.verify_matrix import ClientMaterial, https_listeners, run_matrix
     from emulator.verify_report import (
         check_expectations,
@@ -206,7 +206,7 @@ _STDIN_LIMIT = 1024 * 1024
 
 
 def _cmd_decode_header(args: argparse.Namespace) -> int:
-    from emulator.header_decoding import decode_header, render_text
+    from emulator.reports.header_decoding import decode_header, render_text
 
     value = sys.stdin.read(_STDIN_LIMIT) if args.value == "-" else args.value
     if args.value == "-":
@@ -259,8 +259,8 @@ def apply_compare_modes(
     from cryptography import x509
 
     from emulator.arm.certdata import TrustedClientCa
-    from emulator.demo_pki import TRUSTED_CLIENT_CA_CHAIN
-    from emulator.mode_twins import with_mode_twins
+    from emulator.model.mode_twins import with_mode_twins
+    from emulator.pki.demo import TRUSTED_CLIENT_CA_CHAIN
 
     if not getattr(args, "compare_modes", False):
         return config, {}

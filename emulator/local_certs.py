@@ -151,8 +151,8 @@ def demo_minter(directory: Path, *, note: Any = None) -> Minter:
     state: dict[str, Any] = {}
 
     def mint(name: str, hosts: tuple[str, ...]) -> tuple[bytes, str]:
-        from emulator.demo_pki import SERVER_ROOT_CA, SERVER_ROOT_CA_KEY, ensure_demo_pki
         from emulator.pki import CA
+        from emulator.pki.demo import SERVER_ROOT_CA, SERVER_ROOT_CA_KEY, ensure_demo_pki
 
         if "ca" not in state:
             pki, created = ensure_demo_pki(directory)

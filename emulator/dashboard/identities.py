@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from emulator.core.dn import openssl_rfc2253
-from emulator.demo_pki import (
+from emulator.pki.demo import (
     CLIENT_CERT,
     CLIENT_EXPIRED_CERT,
     CLIENT_EXPIRED_KEY,

@@ -27,7 +27,7 @@ from emulator.dashboard.identities import (
     IdentitySpec,
     validity_state,
 )
-from emulator.demo_pki import SERVER_ROOT_CA, DemoPkiError
+from emulator.pki.demo import SERVER_ROOT_CA, DemoPkiError
 
 __all__ = ["load_plain_identities"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from emulator.cli import main
-from emulator.demo_pki import DemoPki, write_demo_pki
+from emulator.pki.demo import DemoPki, write_demo_pki
 
 HERE = Path(__file__).parent
 EXAMPLE = HERE.parent / "mtls_api"

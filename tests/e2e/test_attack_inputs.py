@@ -29,7 +29,7 @@ from emulator.arm.expressions import MAX_EXPRESSION_DEPTH, MAX_VALUE_CHARS
 from emulator.arm.pkcs12_bounds import MAX_PKCS12_ITERATIONS
 from emulator.cli import main
 from emulator.demo import PASSTHROUGH_LISTENER, demo_template
-from emulator.demo_pki import SERVER_PFX, TRUSTED_CLIENT_CA_CHAIN, DemoPki
+from emulator.pki.demo import SERVER_PFX, TRUSTED_CLIENT_CA_CHAIN, DemoPki
 from tests.helpers.dashboard import api, demo_https_get, running
 from tests.helpers.http import (
     RAW_SOCKET_TIMEOUT_S,

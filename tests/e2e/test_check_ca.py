@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from emulator.cli import main
-from emulator.demo_pki import TRUSTED_CLIENT_CA_CHAIN_B64
 from emulator.pki import CA
+from emulator.pki.demo import TRUSTED_CLIENT_CA_CHAIN_B64
 from tests.helpers.pki import PkiBundle
 
 ASK = "Ask the customer for the CA chain that issued their client certificate"
@@ -359,7 +359,10 @@ def test_client_from_an_unrelated_root_is_not_issued_by_the_uploaded_chain(
     explanation = report["client"]["explanation"]
     assert explanation.startswith("Not issued by the uploaded chain")
     assert "'CN=e2e Foreign Root CA,O=appgw-emulator'" in explanation
-    assert "the upload's root is 'CN=appgw-emulator Test Client Root CA,O=appgw-emulator'" in explanation
+    assert (
+        "the upload's root is 'CN=appgw-emulator Test Client Root CA,O=appgw-emulator'"
+        in explanation
+    )
     assert "intermediate is missing" not in explanation
 
 

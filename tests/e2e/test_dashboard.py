@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from emulator.dashboard import server as dashboard_server
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
-from emulator.demo_pki import (
+from emulator.pki.demo import (
     CLIENT_CERT,
     CLIENT_EXPIRED_CERT,
     CLIENT_KEY,

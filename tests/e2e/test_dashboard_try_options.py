@@ -14,13 +14,13 @@ import trio
 import backend_stub
 from emulator.dashboard import BackendObservations, Dashboard, load_identities
 from emulator.demo import demo_template
-from emulator.demo_pki import (
+from emulator.pki import CA
+from emulator.pki.demo import (
     INTERMEDIATE_CA,
     INTERMEDIATE_CA_KEY,
     DemoPki,
     DemoPkiError,
 )
-from emulator.pki import CA
 from emulator.runtime.gateway import Gateway
 from tests.helpers.dashboard import api
 

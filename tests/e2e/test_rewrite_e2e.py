@@ -43,8 +43,8 @@ from emulator.arm.template import load_template, select_gateway
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.pki import IssuedCert
+from emulator.reports.summary import forgeable_certificate_headers
 from emulator.runtime.gateway import Gateway
-from emulator.summary import forgeable_certificate_headers
 from tests.helpers.http import Reply, client_context, forwarded, https_request
 from tests.helpers.pki import PkiBundle, template_parameters
 from tests.helpers.stack import Stack

@@ -25,8 +25,8 @@ import trio
 
 from emulator.arm.template import load_template, select_gateway
 from emulator.model import build_gateway_config, with_backend_overrides
+from emulator.reports.summary import describe
 from emulator.runtime.gateway import Gateway
-from emulator.summary import describe
 from emulator.terraform import build_config, load_terraform
 from tests.helpers.http import Reply, demo_get
 from tests.helpers.logs import assert_no_traceback

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from emulator.core.certinfo import ClientCertInfo
-from emulator.header_decoding import decode_header, parse_openssl_dn, parse_openssl_time
 from emulator.pki import CA
+from emulator.reports.header_decoding import decode_header, parse_openssl_dn, parse_openssl_time
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ from emulator.model import (
     build_gateway_config,
 )
 from emulator.pki import CA, ca_bundle_pem
-from emulator.summary import describe, forgeable_certificate_headers, render_text
+from emulator.reports.summary import describe, forgeable_certificate_headers, render_text
 
 CLIENT_IP = "203.0.113.7"
 CLIENT_PORT = 51234
