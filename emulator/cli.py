@@ -606,27 +606,95 @@ def _add_workers_argument(parser: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="serve from N processes sharing the listening sockets, one core each (default 1; "
-        "a worker that dies is restarted; the dashboard is not served with N > 1)",
+        "a worker that dies is restarted; SIGHUP and --watch re-fork them with the new "
+        "configuration; with N > 1 the dashboard is not served, and the supervisor answers "
+        "/health on its port or --health-port)",
     )
 
 
-def _serve_workers(gateway: object, config: GatewayConfig, count: int) -> int:
-    """``--workers N``: bind here, print the ready lines, then fork and supervise N workers."""
-    from emulator.runtime.workers import WorkerGateway, run_workers
+def _serve_workers(
+    args: argparse.Namespace,
+    gateway: object,
+    load: Callable[[], GatewayConfig],
+    make_gateway: Callable[[GatewayConfig], object],
+) -> int:
+    """``--workers N``: the supervisor binds here, forks and supervises N workers, reloads.
+
+    The supervisor answers ``/health`` itself (``--health-port``, or the ``--dashboard`` port,
+    which serves no dashboard here) and prints the ready lines once every worker accepts.
+    """
+    from emulator.dashboard.wiring import _is_loopback
+    from emulator.runtime.health import bind_plain
+    from emulator.runtime.plain_health import health_url
+    from emulator.runtime.workers import WorkerGateway, WorkerPool
 
     assert isinstance(gateway, WorkerGateway)
-    gateway.bind_in_parent()
-    _note(f"serving from {count} worker processes (parent pid {os.getpid()})")
+    count = args.workers
+    health_port = args.health_port if args.health_port is not None else args.dashboard
+    health = None
+    if args.dashboard is not None:
+        where = "its port" if args.health_port is None else "--health-port"
+        _note(
+            "note: the dashboard is not served with --workers (it shows one process); "
+            f"{where} answers /health and /health/live, from the supervisor"
+        )
+    if health_port is not None:
+        flag = "--health-port" if args.health_port is not None else "--dashboard"
+        # Bound before the listeners, as without --workers: "not ready yet" can be seen.
+        health = bind_plain(args.dashboard_bind, health_port, port_flag=flag)
+        if not _is_loopback(args.dashboard_bind):
+            _note(
+                f"warning: the health endpoint listens on {args.dashboard_bind}, not on "
+                "loopback: anyone who can reach this address can read the listeners' addresses"
+            )
+    try:
+        sockets = gateway.bind_in_parent()
+    except BaseException:
+        if health is not None:
+            health.close()
+        raise
+    _note(f"serving from {count} worker processes (supervisor pid {os.getpid()})")
 
-    def serve(index: int) -> int:
+    def serve(serving: WorkerGateway, _index: int, ready: Callable[[], None]) -> int:
         async def start(nursery: trio.Nursery) -> None:
-            await nursery.start(gateway.serve)
+            await nursery.start(serving.serve)
+            ready()
 
         trio.run(_serve_until_signal, start)
         return 0
 
-    _ready_lines(gateway, config)
-    return run_workers(count, serve, note=_note)
+    def load_gateway() -> WorkerGateway:
+        built = make_gateway(load())
+        assert isinstance(built, WorkerGateway)
+        return built
+
+    def on_ready(serving: WorkerGateway, reloaded: bool) -> None:
+        if reloaded:
+            _note(f"reloaded {args.template_file}: new connections use the new configuration")
+        _ready_lines(serving, serving.config)
+        if not reloaded and health is not None:
+            _say(f"ready: health {health_url(health)}")
+
+    def on_error(problem: EmulatorError) -> None:
+        _note(f"error: reload refused, the previous configuration keeps serving: {problem}")
+
+    pool = WorkerPool(
+        count,
+        gateway,
+        sockets,
+        serve,
+        load=load_gateway,
+        watched=[args.template_file, *_parameter_files(args)] if args.watch else [],
+        on_ready=on_ready,
+        on_error=on_error,
+        note=_note,
+        health=health,
+    )
+    try:
+        return pool.run()
+    finally:
+        if health is not None:
+            health.close()
 
 
 def _add_strip_argument(parser: argparse.ArgumentParser) -> None:
@@ -669,40 +737,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from emulator.runtime.workers import WorkerGateway
 
     config, skipped = _load_config(args)
-    listen = dict(args.listen)
+    user_listen = dict(args.listen)
+    listen = dict(user_listen)
     _check_listen_ports(config, listen)
     config, twin_ports = apply_compare_modes(args, config)
     listen.update(twin_ports)
     _summary(config, skipped, strip=args.strip_client_cert_headers)
     for warning in _listen_warnings(listen):
         _note(f"warning: {warning}")
-    gateway = (WorkerGateway if args.workers > 1 else Gateway)(
-        config,
-        bind=args.bind,
-        listen=listen,
-        strip_client_cert_headers=args.strip_client_cert_headers,
-        **_verification_options(args, config),
-    )
-    if args.workers > 1:
-        if args.dashboard is not None:
-            _note("note: the dashboard is not served with --workers (it shows one process)")
-        return _serve_workers(gateway, config, args.workers)
-
-    from emulator.runtime.reload import Reloader
+    workers = args.workers > 1
+    kind = WorkerGateway if workers else Gateway
 
     def load() -> GatewayConfig:
+        """The configuration again, as at start-up (a reload's check runs all of it)."""
         new_config, _skipped = _load_config(args)
-        _check_listen_ports(new_config, listen)
+        _check_listen_ports(new_config, user_listen)
+        new_config, _twins = apply_compare_modes(args, new_config)
         return new_config
 
     def make_gateway(new_config: GatewayConfig) -> Gateway:
-        return Gateway(
+        return kind(
             new_config,
             bind=args.bind,
             listen=listen,
             strip_client_cert_headers=args.strip_client_cert_headers,
             **_verification_options(args, new_config),
         )
+
+    gateway = make_gateway(config)
+    if workers:
+        return _serve_workers(args, gateway, load, make_gateway)
+
+    from emulator.runtime.reload import Reloader
 
     shown: list[object] = []  # the dashboard, once it is up
 

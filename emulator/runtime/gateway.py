@@ -726,7 +726,14 @@ class Gateway:
         backend: BackendClient,
     ) -> None:
         """Serve one admitted connection; it counts against the limits until it has closed."""
-        tracked = _Tracked(ClientConnection(runtime, stream, peer, backend, self._record))
+        tracked: _Tracked | None = None
+
+        def on_access(record: AccessRecord) -> None:
+            if tracked is not None:
+                tracked.answered = True
+            self._record(record)
+
+        tracked = _Tracked(ClientConnection(runtime, stream, peer, backend, on_access))
         self._connections.add(tracked)
         try:
             with tracked.scope:
@@ -882,11 +889,20 @@ class _Tracked:
 
     connection: ClientConnection
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    #: A request on it was answered (or refused with a logged status).
+    answered: bool = False
 
     def idle(self) -> bool:
-        """True when no request is in progress: between keep-alive requests, or before the
-        first one (also during the TLS handshake). Closing it then loses nothing."""
-        return self.connection.idle
+        """True when a drain may close it at once: a keep-alive connection between requests.
+
+        A connection that has had no request answered yet (still in its TLS handshake, or
+        waiting for its first request) is not idle: its client is about to send a request,
+        which it gets the drain's grace to do. nginx closes only keep-alive connections at a
+        graceful stop; a new connection a stopping worker accepted is served. Without it, a
+        reload under ``--workers`` would fail the handshakes the old workers had just
+        accepted on a port the new workers keep serving.
+        """
+        return self.answered and self.connection.idle
 
 
 @dataclass(slots=True)

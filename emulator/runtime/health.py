@@ -18,7 +18,8 @@ from __future__ import annotations
 import errno
 import json
 import logging
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
 import h11
@@ -29,7 +30,7 @@ from emulator.errors import StartupError
 if TYPE_CHECKING:
     from emulator.runtime.gateway import Readiness
 
-__all__ = ["HEALTH_PATH", "LIVE_PATH", "health_response", "serve_health"]
+__all__ = ["HEALTH_PATH", "LIVE_PATH", "bind_plain", "health_response", "respond", "serve_health"]
 
 LOGGER = logging.getLogger("emulator.health")
 
@@ -64,6 +65,47 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def bind_plain(host: str, port: int, *, port_flag: str = "--health-port") -> socket.socket:
+    """A listening stdlib socket for the health routes, for a process without a trio loop.
+
+    The ``--workers`` supervisor answers ``/health`` itself and must not run trio (it forks),
+    so it binds here, with the same errors as :func:`serve_health`.
+
+    Raises:
+        StartupError: the port is busy or the address cannot be bound.
+    """
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise _bind_error(host, port, port_flag, exc) from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(16)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(host, port, port_flag, exc) from exc
+    return sock
+
+
+def _bind_error(host: str, port: int, port_flag: str, exc: OSError) -> StartupError:
+    where = _address(host, port)
+    if exc.errno == errno.EADDRINUSE:
+        return StartupError(
+            f"the health port {where} is already in use",
+            fix=f"stop what uses it, or choose another port: {port_flag} PORT",
+            code="EmulatorPortInUse",
+        )
+    return StartupError(
+        f"cannot serve the health endpoint on {where}: {exc.strerror or exc}",
+        fix=f"check --dashboard-bind and {port_flag}",
+        code="EmulatorBindFailed",
+    )
+
+
 async def serve_health(
     readiness: Callable[[], Readiness],
     *,
@@ -80,18 +122,7 @@ async def serve_health(
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
-        where = _address(host, port)
-        if exc.errno == errno.EADDRINUSE:
-            raise StartupError(
-                f"the health port {where} is already in use",
-                fix=f"stop what uses it, or choose another port: {port_flag} PORT",
-                code="EmulatorPortInUse",
-            ) from exc
-        raise StartupError(
-            f"cannot serve the health endpoint on {where}: {exc.strerror or exc}",
-            fix=f"check --dashboard-bind and {port_flag}",
-            code="EmulatorBindFailed",
-        ) from exc
+        raise _bind_error(host, port, port_flag, exc) from exc
     bound = listeners[0].socket.getsockname()[1]
 
     async def one(stream: trio.SocketStream) -> None:
@@ -127,9 +158,23 @@ async def _answer(stream: trio.SocketStream, readiness: Callable[[], Readiness])
             if isinstance(event, h11.Request):
                 break
             return  # closed before a request
-    method = event.method.decode("ascii", "replace")
-    path = event.target.decode("latin-1").split("?", 1)[0]
-    answer = health_response(path, readiness())
+    await stream.send_all(respond(conn, event, readiness()))
+
+
+def respond(
+    conn: h11.Connection,
+    request: h11.Request,
+    readiness: Readiness,
+    details: Mapping[str, object] | None = None,
+) -> bytes:
+    """The bytes of the one response to ``request`` (then the connection closes).
+
+    Shared by the trio endpoint above and the ``--workers`` supervisor, which answers the same
+    routes from its own loop; ``details`` are further fields of the ``/health`` document.
+    """
+    method = request.method.decode("ascii", "replace")
+    path = request.target.decode("latin-1").split("?", 1)[0]
+    answer = health_response(path, readiness)
     document: dict[str, object]
     if method not in ("GET", "HEAD"):
         status, document = 405, {"error": "use GET"}
@@ -137,6 +182,8 @@ async def _answer(stream: trio.SocketStream, readiness: Callable[[], Readiness])
         status, document = 404, {"error": f"no such page: {path}; try {HEALTH_PATH}"}
     else:
         status, document = answer
+        if details and path == HEALTH_PATH:
+            document = {**document, **details}
     body = json.dumps(document).encode("utf-8")
     headers = [
         ("Content-Type", "application/json"),
@@ -147,4 +194,4 @@ async def _answer(stream: trio.SocketStream, readiness: Callable[[], Readiness])
     data = conn.send(h11.Response(status_code=status, headers=headers))
     if method != "HEAD":
         data += conn.send(h11.Data(data=body))
-    await stream.send_all(data)
+    return data

@@ -28,7 +28,7 @@ from emulator.errors import EmulatorError, StartupError
 from emulator.model import GatewayConfig
 from emulator.runtime.gateway import DRAIN_GRACE_S, Gateway, Readiness
 
-__all__ = ["WATCH_INTERVAL_S", "Reloader"]
+__all__ = ["WATCH_INTERVAL_S", "Reloader", "file_stamps"]
 
 LOGGER = logging.getLogger("emulator.reload")
 
@@ -39,7 +39,8 @@ REBIND_ATTEMPTS: Final = 50
 REBIND_PAUSE_S: Final = 0.02
 
 
-def _stamp(paths: Sequence[Path]) -> tuple[tuple[float, int] | None, ...]:
+def file_stamps(paths: Sequence[Path]) -> tuple[tuple[float, int] | None, ...]:
+    """Modification time and size of each file (None when missing): a change means reload."""
     stamps: list[tuple[float, int] | None] = []
     for path in paths:
         try:
@@ -78,7 +79,10 @@ class Reloader:
         return self.gateway.readiness()
 
     async def _serve_one(
-        self, gateway: Gateway, *, task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED
+        self,
+        gateway: Gateway,
+        *,
+        task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         with trio.CancelScope() as scope:
             self._scopes[id(gateway)] = scope
@@ -95,7 +99,7 @@ class Reloader:
         """
         # Both before the ready lines: a script may edit a file or send SIGHUP as soon as it
         # sees them, and neither may be missed (an unhandled SIGHUP would end the process).
-        seen = _stamp(self.watched)
+        seen = file_stamps(self.watched)
         await nursery.start(self._on_signal, nursery)
         await nursery.start(self._serve_one, self.gateway)
         self.on_ready(self.gateway)
@@ -118,7 +122,7 @@ class Reloader:
     ) -> None:
         while True:
             await trio.sleep(WATCH_INTERVAL_S)
-            now = _stamp(self.watched)
+            now = file_stamps(self.watched)
             if now != seen:
                 seen = now
                 await self.reload(nursery, "a watched file changed")

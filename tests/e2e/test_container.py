@@ -7,8 +7,9 @@ certificate), and ``run`` with a template, parameters and certificates mounted a
 Each container is checked with ``podman healthcheck run`` (the image's own HEALTHCHECK, which
 uses ``appgw-emulator wait``, not curl) before real mutual-TLS requests go to it.
 
-Only ``--network host`` is used: it is what these machines support (see the README); ``-p``
-publishing is the same image with different podman networking and is not exercised here.
+Most containers share the host's network (``--network host``: the ports are the host's, and a
+backend on the host's loopback is reachable); one runs on podman's default bridge network with
+its ports published (``-p 127.0.0.1:HOST:CONTAINER``), the way the README tells users to run it.
 
 No registry is reachable here, so the ``debian:bookworm-slim`` base is made from Debian's
 packages with debootstrap when it is missing, and the build mounts this machine's pip settings
@@ -23,11 +24,12 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +44,9 @@ from tests.helpers.processes import STUB_LISTENING, started
 
 REPO: Final = Path(__file__).resolve().parents[2]
 BASE_IMAGE: Final = "docker.io/library/debian:bookworm-slim"
-IMAGE: Final = "localhost/appgw-emulator:test"
+#: One tag per test session: sessions of other checkouts on the same machine share podman's
+#: image store, and each must test the image of its own tree (the layers stay cached).
+IMAGE: Final = f"localhost/appgw-emulator:test-{os.getpid()}"
 #: The image's non-root user (Containerfile): a mounted directory must be writable for it.
 IMAGE_UID: Final = 10001
 #: Bounds of the slow steps on a loaded 2-core runner (each took well under half of it here).
@@ -150,7 +154,10 @@ def podman() -> Iterator[Podman]:
             build += ["-v", f"{pip_conf}:/etc/pip.conf:ro", "-v", f"{bundle}:/run/build-ca.crt:ro"]
         started_at = time.monotonic()
         settings(*build, str(REPO), timeout=BUILD_TIMEOUT_S)
-        yield Podman(settings.prefix, settings.env, time.monotonic() - started_at)
+        try:
+            yield Podman(settings.prefix, settings.env, time.monotonic() - started_at)
+        finally:
+            settings("rmi", "--force", IMAGE, check=False)
 
 
 @dataclass(frozen=True)
@@ -161,17 +168,41 @@ class Container:
 
 @contextmanager
 def _container(
-    podman: Podman, mounts: dict[Path, str], env: dict[str, str], args: Sequence[str] = ()
+    podman: Podman,
+    mounts: dict[Path, str],
+    env: dict[str, str],
+    args: Sequence[str] = (),
+    *,
+    publish: Mapping[int, int] | None = None,
+    podman_options: Sequence[str] = (),
 ) -> Iterator[Container]:
-    """``podman run -d`` the image; yields once its HEALTHCHECK passes; always removed."""
+    """``podman run -d`` the image; yields once its HEALTHCHECK passes; always removed.
+
+    ``publish`` maps host port → container port (``-p 127.0.0.1:HOST:CONTAINER``, on podman's
+    default bridge network); without it the container shares the host's network.
+    """
     name = f"appgw-emulator-test-{os.getpid()}-{time.monotonic_ns()}"
-    options = ["--name", name, "--network", "host"]
+    options = ["--name", name]
+    if publish is None:
+        options += ["--network", "host"]
+    for host_port, container_port in (publish or {}).items():
+        options += ["-p", f"127.0.0.1:{host_port}:{container_port}"]
+    options += podman_options
     for host_path, target in mounts.items():
         options += ["-v", f"{host_path}:{target}"]
     for key, value in env.items():
         options += ["-e", f"{key}={value}"]
     started_at = time.monotonic()
-    podman("run", "-d", *options, IMAGE, *args)
+    created = podman("run", "-d", *options, IMAGE, *args, check=False)
+    if created.returncode != 0:
+        podman("rm", "-f", name, check=False)
+        if publish is not None:
+            pytest.skip(
+                "podman cannot publish ports here (-p needs podman's bridge network, set up "
+                "by netavark with iptables or nftables when root, by rootlessport otherwise): "
+                f"{created.stderr.strip()[-300:]}"
+            )
+        pytest.fail(f"podman run failed ({created.returncode}):\n{created.stderr}")
     try:
         deadline = started_at + HEALTHY_TIMEOUT_S
         while podman("healthcheck", "run", name, check=False).returncode != 0:
@@ -281,7 +312,93 @@ def test_up_in_a_container_serves_both_modes_to_the_host(podman: Podman, tmp_pat
         assert _headers(document, "X-Client-Cert-Verification") == ["PASSTHROUGH"]
 
 
-def test_run_in_a_container_with_a_mounted_template(podman: Podman, tmp_path: Path) -> None:
+def test_up_with_published_ports_serves_both_modes_to_the_host(
+    podman: Podman, tmp_path: Path
+) -> None:
+    """``-p`` publishing, as the README runs the image: the container's own default ports
+    (8443, 9443, 8000) on podman's bridge network, published on free host ports."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _writable_for_image(certs)
+    strict, passthrough, dashboard = free_ports(3)
+    publish = {strict: 8443, passthrough: 9443, dashboard: 8000}
+    with _container(podman, {certs: "/certs"}, {}, publish=publish) as container:
+        print(f"up -p: podman run to healthy in {container.healthy_after_s:.1f} s")
+        inspected = json.loads(podman("inspect", container.name).stdout)[0]
+        assert inspected["HostConfig"]["NetworkMode"] != "host"
+        status, health = _http(dashboard, "/health")
+        assert status == 200
+        # The addresses inside the container; the host reaches them through the published ports.
+        assert json.loads(health)["listeners"] == {
+            "strict-listener": "0.0.0.0:8443",
+            "passthrough-listener": "0.0.0.0:9443",
+        }
+        server_ca = (certs / "server-root-ca.pem").read_bytes()
+        status, document = _https(strict, server_ca, certs)
+        assert status == 200
+        assert _headers(document, "X-Client-Cert-Verification") == ["SUCCESS"]
+        # The template's port, as in Azure: the published host port is not the gateway's.
+        assert _headers(document, "X-Forwarded-Port") == ["8443"]
+        status, document = _https(strict, server_ca, None)
+        assert status == 400
+        assert "No required SSL certificate was sent" in str(document)
+        status, document = _https(passthrough, server_ca, certs)
+        assert status == 200
+        assert _headers(document, "X-Client-Cert-Verification") == ["PASSTHROUGH"]
+        # The stub backend stays on the container's loopback: its 8080 refuses a connection
+        # even at the container's own address, where the gateway's 8443 accepts.
+        address = inspected["NetworkSettings"]["IPAddress"]
+        assert address
+        assert _connects(address, 8443)
+        assert not _connects(address, 8080)
+
+
+def _connects(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(REQUEST_TIMEOUT_S)
+        return sock.connect_ex((host, port)) == 0
+
+
+def test_privileged_port_is_tried_not_predicted_from_the_uid(
+    podman: Podman, tmp_path: Path
+) -> None:
+    """The image's user is uid 10001, not root: port 444 fails with the fix in the container's
+    default network namespace, and binds where ``ip_unprivileged_port_start`` is 0."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _writable_for_image(certs)
+    refused = podman(
+        "run", "--rm", "-v", f"{certs}:/certs", IMAGE, "up", "--strict-port", "444",
+        "--no-dashboard", check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stderr
+    assert "uses port 444, which this process may not bind" in refused.stderr
+    assert "[EmulatorPrivilegedPort]" in refused.stderr
+    assert "fix: choose a port above 1023: --strict-port PORT" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    (strict,) = free_ports(1)
+    with _container(
+        podman,
+        {certs: "/certs"},
+        {},
+        ["up", "--strict-port", "444"],
+        publish={strict: 444},
+        podman_options=["--sysctl", "net.ipv4.ip_unprivileged_port_start=0"],
+    ) as container:
+        logs = podman("logs", container.name).stdout
+        assert "ready: strict-listener (Strict) https://localhost:444/" in logs
+        server_ca = (certs / "server-root-ca.pem").read_bytes()
+        status, document = _https(strict, server_ca, certs)
+        assert status == 200
+        assert _headers(document, "X-Forwarded-Port") == ["444"]
+        assert _headers(document, "X-Client-Cert-Verification") == ["SUCCESS"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_in_a_container_with_a_mounted_template(
+    podman: Podman, tmp_path: Path, workers: int
+) -> None:
     config = tmp_path / "config"
     pki = write_demo_pki(config / "certs")
     strict, passthrough, dashboard = free_ports(3)
@@ -314,9 +431,17 @@ def test_run_in_a_container_with_a_mounted_template(podman: Podman, tmp_path: Pa
             "APPGW_EMULATOR_PARAMETERS": "@/config/parameters.json",
             "APPGW_EMULATOR_LISTEN": f"8443={strict}\n9443={passthrough}",
             "APPGW_EMULATOR_DASHBOARD_PORT": str(dashboard),
+            "APPGW_EMULATOR_WORKERS": str(workers),
         }
         with _container(podman, {config: "/config"}, env, ["run"]) as container:
-            print(f"run: podman run to healthy in {container.healthy_after_s:.1f} s")
+            took = container.healthy_after_s
+            print(f"run --workers {workers}: podman run to healthy in {took:.1f} s")
+            # The image's HEALTHCHECK passed: with --workers the supervisor answers /health on
+            # the dashboard port, counting every worker.
+            status, health = _http(dashboard, "/health")
+            assert status == 200
+            if workers > 1:
+                assert json.loads(health)["workers"]["ready"] == workers
             server_ca = (config / "certs" / "server-root-ca.pem").read_bytes()
             status, document = _https(strict, server_ca, config / "certs")
             assert status == 200
@@ -356,8 +481,9 @@ def docker_api(podman: Podman, tmp_path: Path) -> Iterator[str]:
             service.wait()
 
 
+@pytest.mark.parametrize("host_network", [False, True], ids=["published-ports", "host-network"])
 def test_testcontainers_module_waits_on_health_and_gives_urls_and_server_ca(
-    docker_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    docker_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host_network: bool
 ) -> None:
     pytest.importorskip("testcontainers", reason="pip install '.[testcontainers]'")
     from emulator.testcontainers import AppGwEmulatorContainer
@@ -365,27 +491,176 @@ def test_testcontainers_module_waits_on_health_and_gives_urls_and_server_ca(
     # The Ryuk reaper image cannot be pulled here; the container is removed by the block.
     monkeypatch.setenv("DOCKER_HOST", docker_api)
     monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+    # These CI machines are containers themselves (/.dockerenv), which makes testcontainers
+    # reach published ports through a Docker-in-Docker gateway; podman runs beside this process,
+    # so the ports are on this machine's own loopback.
+    # (TESTCONTAINERS_CONNECTION_MODE=docker_host, read when testcontainers is imported.)
+    from testcontainers.core.config import ConnectionMode, testcontainers_config
+
+    monkeypatch.setattr(
+        testcontainers_config, "connection_mode_override", ConnectionMode.docker_host
+    )
     certs = tmp_path / "certs"
     certs.mkdir()
     _writable_for_image(certs)
-    strict, passthrough, dashboard = free_ports(3)
-    env = {
-        "APPGW_EMULATOR_STRICT_PORT": str(strict),
-        "APPGW_EMULATOR_PASSTHROUGH_PORT": str(passthrough),
-        "APPGW_EMULATOR_BACKEND_PORT": "0",
-        "APPGW_EMULATOR_DASHBOARD_PORT": str(dashboard),
-    }
+    env: dict[str, str] = {}
+    if host_network:  # the host's ports: free ones, chosen here
+        strict, passthrough, dashboard = free_ports(3)
+        env = {
+            "APPGW_EMULATOR_STRICT_PORT": str(strict),
+            "APPGW_EMULATOR_PASSTHROUGH_PORT": str(passthrough),
+            "APPGW_EMULATOR_BACKEND_PORT": "0",
+            "APPGW_EMULATOR_DASHBOARD_PORT": str(dashboard),
+        }
     container = AppGwEmulatorContainer(
-        IMAGE, volumes=[(str(certs), "/certs", "rw")], env=env, host_network=True
+        IMAGE, volumes=[(str(certs), "/certs", "rw")], env=env, host_network=host_network
     )
     with container as appgw:
-        assert appgw.get_url("strict-listener") == f"https://localhost:{strict}/"
+        url = appgw.get_url("strict-listener")
+        assert url.startswith("https://localhost:")
+        strict = int(url.rsplit(":", 1)[1].rstrip("/"))
+        if host_network:
+            assert url == f"https://localhost:{env['APPGW_EMULATOR_STRICT_PORT']}/"
+        else:  # a host port podman chose, published to the container's 8443
+            assert strict != 8443
         server_ca = appgw.server_ca()
         status, document = _https(strict, server_ca, certs)
         assert status == 200
         assert _headers(document, "X-Client-Cert-Verification") == ["SUCCESS"]
+        status, _document = _https(strict, server_ca, None)
+        assert status == 400
         port = int(appgw.get_url("passthrough-listener").rsplit(":", 1)[1].rstrip("/"))
         status, document = _https(port, server_ca, None)
         assert status == 200
         with pytest.raises(KeyError, match="strict-listener"):
             appgw.get_url("no-such-listener")
+
+
+NODE_PROJECT: Final = REPO / "examples" / "testcontainers" / "node"
+README: Final = REPO / "README.md"
+#: The README's Node snippet, checked after it ran: two HTTPS requests, with and without the
+#: demo client certificate, then the container is stopped (testcontainers' own ``stop``).
+NODE_CHECK: Final = """
+  const https = require("node:https");
+  const fs = require("node:fs");
+  const get = (options) => new Promise((resolve, reject) => {
+    const request = https.get(`${url}from-node`, { ...options, timeout: 10000 }, (response) => {
+      let body = "";
+      response.setEncoding("utf8");
+      response.on("data", (chunk) => { body += chunk; });
+      response.on("end", () => resolve({ status: response.statusCode, body }));
+    });
+    request.on("timeout", () => request.destroy(new Error("timed out")));
+    request.on("error", reject);
+  });
+  try {
+    const ca = fs.readFileSync("config/certs/server-root-ca.pem");
+    const withCert = await get({
+      ca,
+      cert: fs.readFileSync("config/certs/client.pem"),
+      key: fs.readFileSync("config/certs/client.key"),
+    });
+    const without = await get({ ca });
+    console.log(JSON.stringify({ url, withCert, without }));
+  } finally {
+    await appgw.stop();
+  }
+"""
+
+
+def _readme_node_snippet() -> str:
+    """The ```javascript block of the README, as a user copies it."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("```javascript\n") + len("```javascript\n")
+    return text[start : text.index("```", start)]
+
+
+def test_readme_node_snippet_runs_against_the_image(
+    podman: Podman, docker_api: str, tmp_path: Path
+) -> None:
+    """The README's Node testcontainers snippet, verbatim but for the image's tag, run with
+    node against podman's Docker API: the wait on /health, the published ports, then real
+    mutual TLS from Node to the mapped Strict port."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (.ci/run installs nodejs and npm when it can)")
+    if not (NODE_PROJECT / "node_modules" / "testcontainers" / "package.json").is_file():
+        pytest.skip(
+            f"the testcontainers npm package is not installed: run `npm ci` in {NODE_PROJECT} "
+            "(.ci/run does)"
+        )
+    snippet = _readme_node_snippet()
+    assert '"appgw-emulator:latest"' in snippet
+    # The backend: the stub from the same image, on podman's bridge network only (never
+    # published: it trusts X-Client-Cert), so the gateway in the snippet's container reaches it.
+    stub = f"appgw-emulator-test-stub-{os.getpid()}-{time.monotonic_ns()}"
+    podman(
+        "run", "-d", "--name", stub, "--entrypoint", "python", IMAGE,
+        "-m", "backend_stub", "--host", "0.0.0.0", "--port", "8080",
+    )  # fmt: skip
+    try:
+        stub_ip = json.loads(podman("inspect", stub).stdout)[0]["NetworkSettings"]["IPAddress"]
+        assert stub_ip, "the stub container has no address on podman's bridge network"
+        config = tmp_path / "config"
+        pki = write_demo_pki(config / "certs")
+        template = write_demo_template(
+            config,
+            strict_port=443,  # the snippet's `--listen 443=8443`
+            passthrough_port=9443,
+            backend_host=stub_ip,
+            backend_port=8080,
+        )
+        template.rename(config / "gateway.json")
+        (config / "parameters.json").write_text(
+            json.dumps(
+                {
+                    "parameters": {
+                        "certData": {"value": base64.b64encode(pki.server_pfx).decode()},
+                        "certPassword": {"value": pki.server_pfx_password},
+                        "trustedClientCaData": {
+                            "value": base64.b64encode(pki.trusted_client_ca_pem).decode()
+                        },
+                    }
+                }
+            )
+        )
+        for path in [config, *config.rglob("*")]:  # mounted read-only for uid 10001
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        script = tmp_path / "snippet.js"
+        body = snippet.replace('"appgw-emulator:latest"', json.dumps(IMAGE))
+        script.write_text(
+            "(async () => {\n" + body + NODE_CHECK + "\n})().catch((error) => {\n"
+            "  console.error(error);\n  process.exit(1);\n});\n"
+        )
+        env = dict(podman.env)
+        env.update(
+            DOCKER_HOST=docker_api,
+            # The Ryuk reaper image cannot be pulled here; the script stops its container.
+            TESTCONTAINERS_RYUK_DISABLED="true",
+            NODE_PATH=str(NODE_PROJECT / "node_modules"),
+        )
+        started_at = time.monotonic()
+        ran = subprocess.run(
+            [node, str(script)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=HEALTHY_TIMEOUT_S + 60,
+            check=False,
+        )
+        print(f"node snippet: {time.monotonic() - started_at:.1f} s")
+        assert ran.returncode == 0, ran.stderr
+        result = json.loads(ran.stdout.strip().splitlines()[-1])
+        assert result["url"].startswith("https://localhost:")
+        assert result["withCert"]["status"] == 200, result
+        echoed = json.loads(result["withCert"]["body"])
+        assert echoed["path"] == "/from-node"
+        assert _headers(echoed, "X-Client-Cert-Verification") == ["SUCCESS"]
+        assert result["without"]["status"] == 400
+        assert "No required SSL certificate was sent" in result["without"]["body"]
+    finally:
+        podman("rm", "-f", stub, check=False)
+        leftover = podman("ps", "-a", "--filter", f"ancestor={IMAGE}", "-q", check=False)
+        for container_id in leftover.stdout.split():
+            podman("rm", "-f", container_id, check=False)
