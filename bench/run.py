@@ -61,7 +61,7 @@ HERE: Final = Path(__file__).resolve().parent
 REPO: Final = HERE.parent
 sys.path.insert(0, str(REPO))  # `python bench/run.py` from a checkout without `pip install -e .`
 
-from emulator.demo import (  # noqa: E402 - needs the path above
+from emulator.arm.demo_template import (  # noqa: E402 - needs the path above
     CERT_HEADERS,
     PASSTHROUGH_LISTENER,
     STRICT_LISTENER,

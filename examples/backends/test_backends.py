@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.cli import main
+from emulator.cli.main import main
 from emulator.pki.demo import DemoPki, write_demo_pki
 
 HERE = Path(__file__).parent

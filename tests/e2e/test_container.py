@@ -37,7 +37,7 @@ from typing import Final
 
 import pytest
 
-from emulator.demo import write_demo_template
+from emulator.arm.demo_template import write_demo_template
 from emulator.pki.demo import write_demo_pki
 from tests.helpers.ports import free_ports
 from tests.helpers.processes import STUB_LISTENING, started

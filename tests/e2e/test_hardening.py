@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.core.pages import GatewayPage
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.runtime import proxy
 from tests.helpers.http import (
     OTHER_LOOPBACK,

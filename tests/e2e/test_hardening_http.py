@@ -19,9 +19,9 @@ import h11
 import pytest
 import trio
 
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.arm.template import load_template, select_gateway
 from emulator.core.pages import GatewayPage
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.runtime import proxy
 from emulator.runtime.gateway import Gateway

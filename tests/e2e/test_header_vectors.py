@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from emulator.cli import main
+from emulator.cli.main import main
 from emulator.reports.header_decoding import decode_header
 from tests.helpers.http import https_request
 from tests.helpers.pki import PkiBundle, template_parameters

@@ -22,8 +22,8 @@ import pytest
 import trio
 
 import backend_stub
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.core.pages import GatewayPage
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.runtime import proxy
 from tests.helpers.http import (
     assert_gateway_page,

@@ -39,8 +39,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 import backend_stub
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.arm.template import load_template, select_gateway
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.pki import IssuedCert
 from emulator.reports.summary import forgeable_certificate_headers

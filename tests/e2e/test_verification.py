@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER
 from emulator.arm.template import load_template, select_gateway
-from emulator.demo import PASSTHROUGH_LISTENER
 from emulator.errors import CertificateError
 from emulator.model import build_gateway_config
 from emulator.pki import CA, IssuedCert

@@ -22,7 +22,7 @@ from typing import Final
 
 import pytest
 
-from emulator.demo import write_demo_template
+from emulator.arm.demo_template import write_demo_template
 from emulator.pki.demo import write_demo_pki
 from tests.helpers.http import https_get
 from tests.helpers.logs import assert_no_traceback

@@ -18,8 +18,8 @@ from typing import Any, Final
 import trio
 
 import backend_stub
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.arm.template import load_template, select_gateway
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.runtime.gateway import Gateway
 from tests.helpers.pki import PkiBundle, template_parameters

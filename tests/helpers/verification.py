@@ -16,8 +16,8 @@ from typing import Any
 import trio
 
 import backend_stub
+from emulator.arm.demo_template import STRICT_LISTENER, demo_template
 from emulator.arm.template import load_template, select_gateway
-from emulator.demo import STRICT_LISTENER, demo_template
 from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.pki import IssuedCert
 from emulator.runtime.gateway import Gateway

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from emulator.arm.demo_template import demo_template
 from emulator.arm.template import GatewayResource, load_template, select_gateway
-from emulator.demo import demo_template
 from emulator.errors import (
     CertificateError,
     EmulatorError,

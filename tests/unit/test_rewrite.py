@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from emulator.arm.demo_template import demo_template
 from emulator.arm.template import GatewayResource, load_template, select_gateway
-from emulator.cli import _parser
+from emulator.cli.main import build_parser
 from emulator.core.certinfo import ClientCertInfo
 from emulator.core.rewrite import (
     JA4_HEADER,
@@ -31,7 +32,6 @@ from emulator.core.rewrite import (
     rewrite_response_headers,
     server_variable,
 )
-from emulator.demo import demo_template
 from emulator.errors import TemplateError
 from emulator.model import (
     GatewayConfig,
@@ -1118,8 +1118,12 @@ def test_demo_gateway_has_no_forgeable_header(demo_gateway: GatewayResource) -> 
 
 @pytest.mark.parametrize("command", [["run", "--template-file", "t.json"], ["up"]])
 def test_strip_flag_is_off_by_default_and_can_be_set(command: list[str]) -> None:
-    assert _parser().parse_args(command).strip_client_cert_headers is False
-    assert _parser().parse_args([*command, "--strip-client-cert-headers"]).strip_client_cert_headers
+    assert build_parser().parse_args(command).strip_client_cert_headers is False
+    assert (
+        build_parser()
+        .parse_args([*command, "--strip-client-cert-headers"])
+        .strip_client_cert_headers
+    )
 
 
 def test_capture_reference_must_use_the_conditions_case_as_azure_documents() -> None:

@@ -18,7 +18,7 @@ Where the client certificates come from (:class:`TrustMode`):
   with a CA it makes for the run, which also changes the DN the issuer-DN check compares against.
   The report says so on every line, because the trust the template uploads is then not tested.
 
-Formatting (table, JSON, JUnit) and the ``--expect`` gate live in :mod:`emulator.verify_report`.
+Formatting (table, JSON, JUnit) and the ``--expect`` gate live in :mod:`emulator.cli.verify_report`.
 """
 
 from __future__ import annotations
