@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from emulator.dashboard.identities import DemoIdentities, validity_state
+from emulator.dashboard.identity import DemoIdentities, validity_state
 from emulator.model import ClientAuthMode, GatewayConfig, Listener, ListenerProtocol
 from emulator.reports.check_ca import OpenedPfx, check_ca, looks_like_pfx, open_pfx, report_json
 from emulator.reports.summary import describe
