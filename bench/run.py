@@ -5,7 +5,7 @@ One command builds everything, measures, prints a table and writes JSON::
     python bench/run.py [--duration 5] [--key-type ec|rsa|both] [--modes strict,passthrough]
                         [--out bench/results/latest.json]
 
-For each key type a fresh demo PKI is generated (``emulator.demo_pki.write_demo_pki``); nginx and
+For each key type a fresh demo PKI is generated (``emulator.pki.demo.write_demo_pki``); nginx and
 the emulator then serve a Strict and a Passthrough listener with that same server certificate,
 client CA and backend (``bench/backend.py``), and the same client (``bench/load.py``) drives each
 of them in two load modes: ``ka`` (keep-alive requests) and ``hs`` (a full mTLS handshake per
@@ -61,13 +61,13 @@ HERE: Final = Path(__file__).resolve().parent
 REPO: Final = HERE.parent
 sys.path.insert(0, str(REPO))  # `python bench/run.py` from a checkout without `pip install -e .`
 
-from emulator.demo import (  # noqa: E402 - needs the path above
+from emulator.arm.demo_template import (  # noqa: E402 - needs the path above
     CERT_HEADERS,
     PASSTHROUGH_LISTENER,
     STRICT_LISTENER,
     demo_template,
 )
-from emulator.demo_pki import (  # noqa: E402
+from emulator.pki.demo import (  # noqa: E402
     CLIENT_CERT,
     CLIENT_KEY,
     SERVER_ROOT_CA,

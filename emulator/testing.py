@@ -219,7 +219,7 @@ class AppgwPki:
         return self.client_ca.issue_client(common_name, **options)
 
     def demo_parameters(self) -> dict[str, object]:
-        """Parameters for the ``up`` gateway template (``emulator.demo.demo_template``)."""
+        """Parameters for the ``up`` gateway template (:mod:`emulator.arm.demo_template`)."""
         return {
             "certData": self.server_pfx,
             "certPassword": PFX_PASSWORD,
@@ -236,7 +236,11 @@ class AppgwPki:
         if mode not in self._configs:
             from dataclasses import replace
 
-            from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
+            from emulator.arm.demo_template import (
+                PASSTHROUGH_LISTENER,
+                STRICT_LISTENER,
+                demo_template,
+            )
             from emulator.runtime.gateway import load_config
 
             template = demo_template(

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from emulator.demo_pki import DemoPki, write_demo_pki
+from emulator.pki.demo import DemoPki, write_demo_pki
 from tests.helpers.logs import internal_errors
 from tests.helpers.pki import PkiBundle
 

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from emulator.arm.pkcs12_bounds import MAX_PKCS12_ITERATIONS, Pkcs12TooCostly, load_pkcs12
+from emulator.cert_facts import is_ca
 from emulator.errors import CertificateError
 
 __all__ = [
@@ -220,7 +221,7 @@ def load_trusted_client_ca(name: str, data: bytes) -> TrustedClientCa:
             code="ApplicationGatewayTrustedClientCertificateMustNotHavePrivateKey",
         )
     certs = _parse_certificates(data)
-    cas = tuple(c for c in certs if _is_ca(c))
+    cas = tuple(c for c in certs if is_ca(c))
     if not cas:
         raise CertificateError(
             "the trusted client certificate holds no CA certificate (only leaf certificates, "
@@ -302,13 +303,6 @@ def _invalid(detail: str) -> CertificateError:
         fix="upload the PEM (or .cer) file of the CA chain, base64-encoded in 'data'",
         code="ApplicationGatewayTrustedClientCertificateInvalidData",
     )
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
 
 
 def _is_self_signed(cert: x509.Certificate) -> bool:

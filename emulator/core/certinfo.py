@@ -21,6 +21,8 @@ server variable                     nginx variable                 OpenSSL / ngi
 ``client_certificate_verification`` is not here: it depends on the SSL profile's mode, which the
 TLS policy decides (``SUCCESS`` / ``PASSTHROUGH`` / ``NONE``).
 
+The variable names are :mod:`emulator.model.variables`' (re-exported here).
+
 Sans-I/O: values in, values out; no clock (validity dates are printed, never judged here).
 """
 
@@ -36,6 +38,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from emulator.core.dn import issuer_and_subject_der, openssl_rfc2253_der
+from emulator.model.variables import (
+    CERTIFICATE_VARIABLES,
+    CLIENT_CERTIFICATE,
+    CLIENT_CERTIFICATE_END_DATE,
+    CLIENT_CERTIFICATE_FINGERPRINT,
+    CLIENT_CERTIFICATE_ISSUER,
+    CLIENT_CERTIFICATE_SERIAL,
+    CLIENT_CERTIFICATE_START_DATE,
+    CLIENT_CERTIFICATE_SUBJECT,
+)
 
 __all__ = [
     "CERTIFICATE_VARIABLES",
@@ -51,27 +63,6 @@ __all__ = [
     "openssl_serial",
     "openssl_time",
 ]
-
-# Azure server-variable names, spelled as in the rewrite documentation:
-# https://learn.microsoft.com/azure/application-gateway/rewrite-http-headers-url#mutual-authentication-server-variables
-CLIENT_CERTIFICATE: Final = "client_certificate"
-CLIENT_CERTIFICATE_END_DATE: Final = "client_certificate_end_date"
-CLIENT_CERTIFICATE_FINGERPRINT: Final = "client_certificate_fingerprint"
-CLIENT_CERTIFICATE_ISSUER: Final = "client_certificate_issuer"
-CLIENT_CERTIFICATE_SERIAL: Final = "client_certificate_serial"
-CLIENT_CERTIFICATE_START_DATE: Final = "client_certificate_start_date"
-CLIENT_CERTIFICATE_SUBJECT: Final = "client_certificate_subject"
-
-#: The certificate variables this module fills; without a client certificate each is empty.
-CERTIFICATE_VARIABLES: Final = (
-    CLIENT_CERTIFICATE,
-    CLIENT_CERTIFICATE_END_DATE,
-    CLIENT_CERTIFICATE_FINGERPRINT,
-    CLIENT_CERTIFICATE_ISSUER,
-    CLIENT_CERTIFICATE_SERIAL,
-    CLIENT_CERTIFICATE_START_DATE,
-    CLIENT_CERTIFICATE_SUBJECT,
-)
 
 # nginx's NGX_ESCAPE_URI_COMPONENT table (src/core/ngx_string.c, ``uri_component[]``) escapes
 # everything except RFC 3986 "unreserved": ALPHA, DIGIT, "-", ".", "_", "~". Unlike

@@ -46,6 +46,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from OpenSSL import crypto
 
 from emulator.arm.certdata import TrustedClientCa
+from emulator.cert_facts import is_ca
 from emulator.core import verify as v
 from emulator.core.dn import openssl_rfc2253
 from emulator.core.issuer_dn import client_cert_issuer_dn, issuer_dn_matches
@@ -145,15 +146,6 @@ def _key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
 def _eku(cert: x509.Certificate) -> tuple[x509.ObjectIdentifier, ...] | None:
     eku = _ext(cert, x509.ExtendedKeyUsage)
     return tuple(eku) if isinstance(eku, x509.ExtendedKeyUsage) else None
-
-
-def is_ca(cert: x509.Certificate) -> bool:
-    """OpenSSL's ``X509_check_ca`` for a v3 certificate: basicConstraints CA:TRUE."""
-    bc = _basic_constraints(cert)
-    if bc is not None:
-        return bc.ca
-    # v1 self-signed certificates are CAs to OpenSSL (check_ca returns 3).
-    return cert.version is x509.Version.v1 and cert.issuer == cert.subject
 
 
 def _key_ids_match(issuer: x509.Certificate, subject: x509.Certificate) -> bool:

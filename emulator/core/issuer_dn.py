@@ -28,14 +28,9 @@ from collections.abc import Sequence
 
 from cryptography import x509
 
+from emulator.cert_facts import is_ca
+
 __all__ = ["canonical_name", "client_cert_issuer_dn", "issuer_dn_matches"]
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
 
 
 def client_cert_issuer_dn(certificates: Sequence[x509.Certificate]) -> x509.Name:
@@ -44,7 +39,7 @@ def client_cert_issuer_dn(certificates: Sequence[x509.Certificate]) -> x509.Name
     Raises:
         ValueError: the upload holds no CA certificate (Azure refuses such an upload anyway).
     """
-    cas = [c for c in certificates if _is_ca(c)]
+    cas = [c for c in certificates if is_ca(c)]
     if not cas:
         raise ValueError("a trusted client CA upload without a CA certificate has no issuer DN")
 

@@ -38,8 +38,9 @@ from emulator.core.certinfo import (
     CLIENT_CERTIFICATE_SUBJECT,
     ClientCertInfo,
 )
-from emulator.model import (
+from emulator.model.variables import (
     CERTIFICATE_VARIABLE_PREFIX,
+    CLIENT_CERTIFICATE_VERIFICATION,
     COOKIE_VARIABLE_PREFIX,
     SERVER_VARIABLE_NAMES,
 )
@@ -58,7 +59,6 @@ __all__ = [
     "variable_getter",
 ]
 
-CLIENT_CERTIFICATE_VERIFICATION: Final = "client_certificate_verification"
 #: ``http_status`` before the backend answered: nginx prints ``$status`` as ``%03d`` of 0.
 NO_STATUS: Final = "000"
 
@@ -262,140 +262,123 @@ class Variable:
     compute: Callable[[RequestFacts], str]
 
 
-#: The table; its order is the README's. Without a client certificate every
+#: What each variable holds and how it is computed. Without a client certificate every
 #: ``client_certificate*`` variable is empty, except ``_verification`` (``NONE``).
-VARIABLES: Final[tuple[Variable, ...]] = (
-    Variable(
-        "add_x_forwarded_for_proxy",
+_DESCRIBED: Final[Mapping[str, tuple[str, str, Callable[[RequestFacts], str]]]] = {
+    "add_x_forwarded_for_proxy": (
         "incoming X-Forwarded-For, `, `, client IP (no port)",
         "198.51.100.1, 203.0.113.7",
         _forwarded_for,
     ),
-    Variable(
-        "ciphers_supported",
+    "ciphers_supported": (
         "the client's cipher suites in its order, OpenSSL names, unknown ones as 0x + hex, `:`",
         "0x2a2a:TLS_AES_128_GCM_SHA256:ECDHE-ECDSA-AES128-GCM-SHA256",
         _ciphers_supported,
     ),
-    Variable(
-        "ciphers_used",
+    "ciphers_used": (
         "negotiated cipher, OpenSSL name",
         "TLS_AES_256_GCM_SHA384",
         lambda f: f.cipher or "",
     ),
-    Variable("client_ip", "client address", "203.0.113.7", lambda f: f.client_ip),
-    Variable("client_port", "client TCP port", "51234", lambda f: str(f.client_port)),
-    Variable(
-        "client_tcp_rtt",
+    "client_ip": ("client address", "203.0.113.7", lambda f: f.client_ip),
+    "client_port": ("client TCP port", "51234", lambda f: str(f.client_port)),
+    "client_tcp_rtt": (
         "smoothed TCP RTT in microseconds (Linux TCP_INFO); empty elsewhere",
         "35",
         _tcp_rtt,
     ),
-    Variable("client_user", "user of a Basic Authorization header", "alice", _client_user),
-    Variable(
-        "host", "host of the request line, else of Host; lowercase, no port", "contoso.com", _host
-    ),
-    Variable("http_method", "request method", "GET", lambda f: f.method),
-    Variable(
-        "http_status",
+    "client_user": ("user of a Basic Authorization header", "alice", _client_user),
+    "host": ("host of the request line, else of Host; lowercase, no port", "contoso.com", _host),
+    "http_method": ("request method", "GET", lambda f: f.method),
+    "http_status": (
         "response status (response rules); 000 before the backend answered",
         "200",
         lambda f: str(f.status) if f.status is not None else NO_STATUS,
     ),
-    Variable("http_version", "HTTP/ + version", "HTTP/1.1", lambda f: f"HTTP/{f.http_version}"),
-    Variable(
-        "query_string",
+    "http_version": ("HTTP/ + version", "HTTP/1.1", lambda f: f"HTTP/{f.http_version}"),
+    "query_string": (
         "query after `?` (after a URL rewrite: the new one)",
         "id=7",
         lambda f: f.query,
     ),
-    Variable("received_bytes", "bytes of request line + headers", "312", _received_bytes),
-    Variable("request_query", "same as query_string", "id=7", lambda f: f.query),
-    Variable("request_scheme", "http or https", "https", lambda f: f.scheme),
-    Variable(
-        "request_uri",
+    "received_bytes": ("bytes of request line + headers", "312", _received_bytes),
+    "request_query": ("same as query_string", "id=7", lambda f: f.query),
+    "request_scheme": ("http or https", "https", lambda f: f.scheme),
+    "request_uri": (
         "target as received, never rewritten",
         "/a/../b%20c?id=7",
         lambda f: f.target,
     ),
-    Variable("sent_bytes", "bytes sent to the client so far", "0", lambda f: str(f.sent_bytes)),
-    Variable(
-        "server_port",
+    "sent_bytes": ("bytes sent to the client so far", "0", lambda f: str(f.sent_bytes)),
+    "server_port": (
         "the template's frontend port (not the --listen one)",
         "443",
         lambda f: str(f.server_port),
     ),
-    Variable(
-        "ssl_connection_protocol",
+    "ssl_connection_protocol": (
         "TLS version, OpenSSL spelling",
         "TLSv1.3",
         lambda f: f.tls_version or "",
     ),
-    Variable(
-        "ssl_enabled",
+    "ssl_enabled": (
         "On over TLS, else empty",
         "On",
         lambda f: "On" if f.scheme == "https" else "",
     ),
-    Variable(
-        "uri_path",
+    "uri_path": (
         "path percent-decoded, dot segments resolved, // merged (nginx $uri)",
         "/b c",
         lambda f: f.uri_path,
     ),
-    Variable(
-        CLIENT_CERTIFICATE,
+    CLIENT_CERTIFICATE: (
         "leaf PEM (64-char lines, trailing newline), every byte but A-Z a-z 0-9 -._~ as %XX",
         "-----BEGIN%20CERTIFICATE-----%0AMIIB...%0A-----END%20CERTIFICATE-----%0A",
         _cert(lambda c: c.escaped_pem),
     ),
-    Variable(
-        CLIENT_CERTIFICATE_END_DATE,
+    CLIENT_CERTIFICATE_END_DATE: (
         "notAfter as OpenSSL prints it: month, day padded to 2, time, year, GMT",
         "Jan  6 13:41:09 2045 GMT",
         _cert(lambda c: c.end_date),
     ),
-    Variable(
-        CLIENT_CERTIFICATE_FINGERPRINT,
+    CLIENT_CERTIFICATE_FINGERPRINT: (
         "SHA-1 of the DER, lowercase hex, no separators",
         "2fd4e1c67a2d28fced849ee1bb76e7391b93eb12",
         _cert(lambda c: c.fingerprint_sha1),
     ),
-    Variable(
-        CLIENT_CERTIFICATE_ISSUER,
+    CLIENT_CERTIFICATE_ISSUER: (
         "issuer DN, RFC 2253 as OpenSSL prints it (most specific first, `,`, UTF-8 as \\XX)",
         "CN=Issuing CA,O=Contoso,C=US",
         _cert(lambda c: c.issuer),
     ),
-    Variable(
-        CLIENT_CERTIFICATE_SERIAL,
+    CLIENT_CERTIFICATE_SERIAL: (
         "serial, uppercase hex, whole bytes, no separators",
         "0A1B2C3D",
         _cert(lambda c: c.serial),
     ),
-    Variable(
-        CLIENT_CERTIFICATE_START_DATE,
+    CLIENT_CERTIFICATE_START_DATE: (
         "notBefore, same format as the end date",
         "Mar  1 09:05:00 2025 GMT",
         _cert(lambda c: c.start_date),
     ),
-    Variable(
-        CLIENT_CERTIFICATE_SUBJECT,
+    CLIENT_CERTIFICATE_SUBJECT: (
         "subject DN, same format as the issuer",
         "emailAddress=a@contoso.com,UID=42+CN=J\\C3\\BCrgen,O=Contoso",
         _cert(lambda c: c.subject),
     ),
-    Variable(
-        CLIENT_CERTIFICATE_VERIFICATION,
+    CLIENT_CERTIFICATE_VERIFICATION: (
         "Strict: SUCCESS; Passthrough: PASSTHROUGH with a certificate; NONE without one",
         "SUCCESS",
         lambda f: f.verification,
     ),
-)
+}
+
+if set(_DESCRIBED) != set(SERVER_VARIABLE_NAMES):  # pragma: no cover - caught by the unit tests
+    raise ImportError("the server variable table and the model's name list differ")
+#: The table, one row per name of :data:`emulator.model.variables.SERVER_VARIABLE_NAMES` and
+#: in its order (the README's).
+VARIABLES: Final = tuple(Variable(name, *_DESCRIBED[name]) for name in SERVER_VARIABLE_NAMES)
 
 _BY_NAME: Final = {v.name: v for v in VARIABLES}
-if set(_BY_NAME) != set(SERVER_VARIABLE_NAMES):  # pragma: no cover - caught by the unit tests
-    raise ImportError("the server variable table and the model's name list differ")
 
 
 def _cookie(facts: RequestFacts, wanted: str) -> str:

@@ -5,7 +5,8 @@ Served by the emulator itself (trio + h11) from static files shipped in this pac
 framework, no CDN, works offline. See the README's "Dashboard" section for the JSON API.
 """
 
-from emulator.dashboard.identities import DemoIdentities, load_identities
+from emulator.dashboard.identities import load_identities
+from emulator.dashboard.identity import DemoIdentities
 from emulator.dashboard.server import DEFAULT_DASHBOARD_PORT, Dashboard
 from emulator.dashboard.views import BackendObservations
 

@@ -17,8 +17,9 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from emulator.cert_facts import is_ca
 from emulator.core.dn import openssl_rfc2253
-from emulator.dashboard.identities import (
+from emulator.dashboard.identity import (
     IDENTITY_SPECS,
     NO_CERTIFICATE,
     DemoIdentities,
@@ -26,7 +27,7 @@ from emulator.dashboard.identities import (
     IdentitySpec,
     validity_state,
 )
-from emulator.demo_pki import SERVER_ROOT_CA, DemoPkiError
+from emulator.pki.demo import SERVER_ROOT_CA, DemoPkiError
 
 __all__ = ["load_plain_identities"]
 
@@ -38,13 +39,6 @@ KEY_NAMES: Final = ("{stem}.key", "{stem}-key.pem", "{stem}.key.pem")
 MAX_IDENTITIES: Final = 50
 #: Files larger than this are not a client certificate (a leaf + chain is a few KB).
 MAX_FILE_BYTES: Final = 256 * 1024
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
 
 
 def _key_for(cert_path: Path) -> Path | None:
@@ -106,7 +100,7 @@ def load_plain_identities(directory: Path, *, now: datetime | None = None) -> De
         if key_path is None:
             continue
         cert = _leaf(cert_path)
-        if cert is None or _is_ca(cert):
+        if cert is None or is_ca(cert):
             continue
         _check_key(cert, cert_path, key_path)
         state = validity_state(cert.not_valid_before_utc, cert.not_valid_after_utc, moment)

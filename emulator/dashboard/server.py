@@ -31,7 +31,7 @@ import h11
 import trio
 
 from emulator.arm import bounded_json
-from emulator.dashboard.identities import DemoIdentities
+from emulator.dashboard.identity import DemoIdentities
 from emulator.dashboard.trying import DEFAULT_TRY_PATH, check_try_path, try_identity
 from emulator.dashboard.views import (
     BackendObservations,

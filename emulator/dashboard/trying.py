@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 import h11
 import trio
 
-from emulator.dashboard.identities import Identity
+from emulator.dashboard.identity import Identity
 from emulator.dashboard.views import TryTargets, received_cert_headers
 from emulator.model import Listener
 

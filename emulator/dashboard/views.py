@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from emulator.checkca import OpenedPfx, check_ca, looks_like_pfx, open_pfx, report_json
-from emulator.dashboard.identities import DemoIdentities, validity_state
+from emulator.dashboard.identity import DemoIdentities, validity_state
 from emulator.model import ClientAuthMode, GatewayConfig, Listener, ListenerProtocol
-from emulator.summary import describe
+from emulator.reports.check_ca import OpenedPfx, check_ca, looks_like_pfx, open_pfx, report_json
+from emulator.reports.summary import describe
 
 if TYPE_CHECKING:
     from emulator.runtime.proxy import AccessRecord
@@ -229,7 +229,7 @@ def config_view(
     targets: TryTargets,
     now: datetime,
 ) -> dict[str, Any]:
-    """``/api/config``: :func:`emulator.summary.describe` plus what the page needs besides.
+    """``/api/config``: :func:`emulator.reports.summary.describe` plus what the page needs besides.
 
     Per listener it adds the mode, the issuer-DN and revocation settings and the local port; then
     the "try it" identities (public facts only) and the listeners they are sent to.

@@ -1,4 +1,4 @@
-"""The dashboard's command-line flags and start-up, kept here so ``cli.py`` only calls a few.
+"""The dashboard's command-line flags and start-up, kept here so the CLI only calls a few.
 
 ``up`` serves the dashboard by default on 127.0.0.1:8000 (``--dashboard-port``, ``--no-dashboard``);
 ``run`` serves it only with ``--dashboard PORT`` and takes the "try it" identities from

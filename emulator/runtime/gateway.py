@@ -29,6 +29,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeAlias, TypedDict
@@ -216,7 +217,7 @@ def load_config(
         loaded = load_template_data(dict(template), args)
     else:
         loaded = load_template(Path(template), args)
-    return build_gateway_config(select_gateway(loaded, gateway))
+    return build_gateway_config(select_gateway(loaded, gateway), now=datetime.now(UTC))
 
 
 def _check_listen(config: GatewayConfig, listen: Mapping[int, int]) -> None:

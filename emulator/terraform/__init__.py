@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from emulator.arm.expressions import DeploymentScope
@@ -61,12 +62,14 @@ def _relocate(
     exc.path = f"{what} (ARM {path})"
 
 
-def build_config(tf: TerraformGateways, name: str | None) -> GatewayConfig:
-    """The chosen gateway's model; the model's problems point into the .tf files."""
+def build_config(tf: TerraformGateways, name: str | None, *, now: datetime) -> GatewayConfig:
+    """The chosen gateway's model; the model's problems point into the .tf files.
+
+    ``now`` is the time of the build (see :func:`emulator.model.build_gateway_config`)."""
     gateway = select_gateway(tf.loaded, name)
     places = tf.locations.get(gateway.name, {})
     try:
-        config = build_gateway_config(gateway)
+        config = build_gateway_config(gateway, now=now)
     except InvalidConfiguration as exc:
         for problem in exc.problems:
             _relocate(problem, gateway, places)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from orders_api import OrdersApi
 
-from emulator.cli import main
-from emulator.demo_pki import DemoPki, write_demo_pki
+from emulator.cli.main import main
+from emulator.pki.demo import DemoPki, write_demo_pki
 
 HERE = Path(__file__).parent
 TEMPLATE = HERE / "gateway.json"

@@ -10,8 +10,8 @@ import pytest
 import trio
 
 from emulator.access_log import AccessLogWriter
-from emulator.cli import _parser
-from emulator.demo import PASSTHROUGH_LISTENER
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER
+from emulator.cli.main import build_parser
 from tests.helpers.pki import PkiBundle
 from tests.helpers.verification import request_with, start_verified
 
@@ -100,6 +100,6 @@ async def test_access_log_dash_writes_to_stderr(
 @pytest.mark.parametrize("command", ["run", "up"])
 def test_run_and_up_take_access_log_and_explain(command: str) -> None:
     extra = ["--template-file", "t.json"] if command == "run" else []
-    args = _parser().parse_args([command, *extra, "--access-log", "-", "--explain"])
+    args = build_parser().parse_args([command, *extra, "--access-log", "-", "--explain"])
     assert (args.access_log, args.explain) == ("-", True)
-    assert _parser().parse_args([command, *extra]).explain is False
+    assert build_parser().parse_args([command, *extra]).explain is False

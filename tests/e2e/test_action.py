@@ -24,8 +24,8 @@ import pytest
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is in the test extra: pip install '.[test]'")
 
-from emulator.demo import write_demo_template  # noqa: E402
-from emulator.demo_pki import write_demo_pki  # noqa: E402
+from emulator.arm.demo_template import write_demo_template  # noqa: E402
+from emulator.pki.demo import write_demo_pki  # noqa: E402
 from tests.helpers.http import https_get  # noqa: E402
 from tests.helpers.ports import free_port  # noqa: E402
 

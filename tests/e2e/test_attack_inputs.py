@@ -25,11 +25,11 @@ import pytest
 import trio
 
 from emulator.arm.bounded_json import MAX_JSON_DEPTH
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, demo_template
 from emulator.arm.expressions import MAX_EXPRESSION_DEPTH, MAX_VALUE_CHARS
 from emulator.arm.pkcs12_bounds import MAX_PKCS12_ITERATIONS
-from emulator.cli import main
-from emulator.demo import PASSTHROUGH_LISTENER, demo_template
-from emulator.demo_pki import SERVER_PFX, TRUSTED_CLIENT_CA_CHAIN, DemoPki
+from emulator.cli.main import main
+from emulator.pki.demo import SERVER_PFX, TRUSTED_CLIENT_CA_CHAIN, DemoPki
 from tests.helpers.dashboard import api, demo_https_get, running
 from tests.helpers.http import (
     RAW_SOCKET_TIMEOUT_S,

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.serialization import (
     pkcs12,
 )
 
-from emulator.cli import main
-from emulator.demo_pki import TRUSTED_CLIENT_CA_CHAIN_B64
+from emulator.cli.main import main
 from emulator.pki import CA
+from emulator.pki.demo import TRUSTED_CLIENT_CA_CHAIN_B64
 from tests.helpers.pki import PkiBundle
 
 ASK = "Ask the customer for the CA chain that issued their client certificate"

@@ -17,17 +17,17 @@ from typing import Any
 import trio
 
 import backend_stub
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
-from emulator.demo_pki import (
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
+from emulator.cli.verify_matrix import ClientMaterial, run_matrix
+from emulator.model import BackendAddress
+from emulator.model.mode_twins import with_mode_twins
+from emulator.pki.demo import (
     CLIENT_EXPIRED_CERT,
     CLIENT_EXPIRED_KEY,
     SERVER_ROOT_CA,
     DemoPki,
 )
-from emulator.mode_twins import with_mode_twins
-from emulator.model import BackendAddress
 from emulator.runtime.gateway import load_config
-from emulator.verify_matrix import ClientMaterial, run_matrix
 from tests.helpers.pki import PkiBundle, template_parameters
 from tests.helpers.processes import ready_listeners, started
 

@@ -37,8 +37,8 @@ from typing import Final
 
 import pytest
 
-from emulator.demo import write_demo_template
-from emulator.demo_pki import write_demo_pki
+from emulator.arm.demo_template import write_demo_template
+from emulator.pki.demo import write_demo_pki
 from tests.helpers.ports import free_ports
 from tests.helpers.processes import STUB_LISTENING, started
 

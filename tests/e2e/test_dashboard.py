@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives.serialization import (
     pkcs12,
 )
 
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.dashboard import server as dashboard_server
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
-from emulator.demo_pki import (
+from emulator.pki.demo import (
     CLIENT_CERT,
     CLIENT_EXPIRED_CERT,
     CLIENT_KEY,

@@ -12,15 +12,15 @@ import pytest
 import trio
 
 import backend_stub
+from emulator.arm.demo_template import demo_template
 from emulator.dashboard import BackendObservations, Dashboard, load_identities
-from emulator.demo import demo_template
-from emulator.demo_pki import (
+from emulator.pki import CA
+from emulator.pki.demo import (
     INTERMEDIATE_CA,
     INTERMEDIATE_CA_KEY,
     DemoPki,
     DemoPkiError,
 )
-from emulator.pki import CA
 from emulator.runtime.gateway import Gateway
 from tests.helpers.dashboard import api
 
@@ -119,7 +119,7 @@ def test_a_directory_without_pairs_says_what_to_put_there(tmp_path: Path) -> Non
 
 
 def test_try_path_is_checked_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from emulator.cli import main
+    from emulator.cli.main import main
 
     with pytest.raises(SystemExit) as exited:
         main(["up", "--try-path", "orders"])

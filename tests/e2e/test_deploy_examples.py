@@ -23,8 +23,8 @@ import pytest
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is in the test extra: pip install '.[test]'")
 
-from emulator.cli import _parser, main  # noqa: E402
-from emulator.envconfig import parse_with_environment, variables  # noqa: E402
+from emulator.cli.envconfig import parse_with_environment, variables  # noqa: E402
+from emulator.cli.main import build_parser, main  # noqa: E402
 from emulator.runtime.health import HEALTH_PATH, LIVE_PATH  # noqa: E402
 
 REPO: Final = Path(__file__).resolve().parents[2]
@@ -45,11 +45,11 @@ def _image_env() -> dict[str, str]:
 
 
 def _parse(args: list[str], env: dict[str, str]) -> argparse.Namespace:
-    known = {name for name, _flag, _command in variables(_parser())}
+    known = {name for name, _flag, _command in variables(build_parser())}
     for name in env:
         if name.startswith("APPGW_EMULATOR_"):
             assert name in known, f"{name} is not a variable of the emulator"
-    return parse_with_environment(_parser(), args, {**_image_env(), **env})
+    return parse_with_environment(build_parser(), args, {**_image_env(), **env})
 
 
 def _mapped(value: str, certs: Path) -> str:

@@ -23,8 +23,8 @@ from typing import Final
 import pytest
 import trio
 
-from emulator.demo import PASSTHROUGH_LISTENER, write_demo_template
-from emulator.demo_pki import DemoPki, write_demo_pki
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, write_demo_template
+from emulator.pki.demo import DemoPki, write_demo_pki
 from emulator.runtime.gateway import Gateway
 from tests.helpers.processes import STUB_LISTENING, started
 

@@ -15,9 +15,9 @@ from typing import Final
 
 import pytest
 
-from emulator.cli import _parser, main
-from emulator.demo import STRICT_LISTENER
-from emulator.envconfig import variables
+from emulator.arm.demo_template import STRICT_LISTENER
+from emulator.cli.envconfig import variables
+from emulator.cli.main import build_parser, main
 from tests.helpers.logs import assert_no_traceback
 from tests.helpers.processes import READY_TIMEOUT_S, ready_listeners, run_to_exit, started
 
@@ -65,7 +65,7 @@ def _validate(
 def test_every_named_variable_exists_and_help_lists_it_beside_its_flag(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    names = {name for name, _flag, _command in variables(_parser())}
+    names = {name for name, _flag, _command in variables(build_parser())}
     for short in NAMED:
         assert f"APPGW_EMULATOR_{short}" in names
     with pytest.raises(SystemExit):
@@ -188,5 +188,5 @@ def test_up_configured_only_by_its_environment_serves_mtls(
 
 def test_readme_lists_every_variable() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    for name, flag, _command in variables(_parser()):
+    for name, flag, _command in variables(build_parser()):
         assert f"| `{name}` |" in readme, f"README's variable table lacks {name} ({flag})"

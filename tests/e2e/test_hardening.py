@@ -29,9 +29,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.core.limits import ProxyLimits
 from emulator.core.pages import GatewayPage
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from tests.helpers.http import (
     OTHER_LOOPBACK,
     RAW_SOCKET_TIMEOUT_S,

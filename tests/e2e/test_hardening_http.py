@@ -12,15 +12,16 @@ import json
 import logging
 import ssl
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import h11
 import pytest
 import trio
 
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.arm.template import load_template, select_gateway
 from emulator.core.pages import GatewayPage
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.runtime.gateway import Gateway
 from tests.helpers.backends import RawBackend, raw_backend, send_response
@@ -220,7 +221,7 @@ async def streaming_demo(pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path) 
     path = tmp_path / "streaming.json"
     path.write_text(json.dumps(template))
     config = build_gateway_config(
-        select_gateway(load_template(path, template_parameters(pki)), None)
+        select_gateway(load_template(path, template_parameters(pki)), None), now=datetime.now(UTC)
     )
     config = with_backend_overrides(
         config, {"stub-backend": (BackendAddress("127.0.0.1", backend.port),)}

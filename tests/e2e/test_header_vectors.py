@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from emulator.cli import main
-from emulator.header_decoding import decode_header
+from emulator.cli.main import main
+from emulator.reports.header_decoding import decode_header
 from tests.helpers.http import https_request
 from tests.helpers.pki import PkiBundle, template_parameters
 from tests.helpers.stack import start_stack

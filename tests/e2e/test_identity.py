@@ -22,7 +22,7 @@ import trio
 from cryptography.hazmat.primitives.serialization import Encoding
 
 import backend_stub
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.model import GatewayConfig
 from emulator.pki import IssuedCert
 from tests.helpers.http import Reply, client_context, parse_responses, raw_tls_socket, tls_exchange

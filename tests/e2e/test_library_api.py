@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
 import backend_stub
 import emulator
 from emulator import sync
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.errors import StartupError
 from emulator.model import BackendAddress, GatewayConfig
 from emulator.pki import CA

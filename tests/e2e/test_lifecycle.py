@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, write_demo_template
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER, write_demo_template
 from emulator.errors import StartupError
 from tests.helpers.http import RAW_SOCKET_TIMEOUT_S, client_context, raw_tls_socket, read_to_eof
 from tests.helpers.logs import assert_no_traceback, logged

@@ -20,7 +20,7 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from tests.helpers.http import (
     client_context,
     forwarded,

@@ -1,6 +1,6 @@
 """``verifyClientRevocation: OCSP`` end to end: a real responder over HTTP, real TLS, the cache.
 
-The responder is :class:`emulator.ocsp_responder.OcspResponder` serving the test PKI's issuing
+The responder is :class:`emulator.pki.ocsp_responder.OcspResponder` serving the test PKI's issuing
 CA on a free port; client certificates are issued at test time with that port in their AIA.
 Decisions where Azure is silent (see ``emulator.core.chain``): no AIA, an unreachable
 responder, ``unknown`` and a bad response all fail closed with
@@ -17,8 +17,8 @@ from pathlib import Path
 import trio
 from cryptography import x509
 
-from emulator.ocsp_responder import OcspResponder, Revocation
 from emulator.pki import IssuedCert
+from emulator.pki.ocsp_responder import OcspResponder, Revocation
 from emulator.runtime.ocsp_client import OcspChecker
 from tests.helpers.pki import PkiBundle
 from tests.helpers.ports import free_port

@@ -25,7 +25,7 @@ from typing import Any, Final
 import pytest
 import trio
 
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.runtime.health import serve_health
 from tests.helpers.http import client_context, https_request
 from tests.helpers.logs import assert_no_traceback
@@ -328,10 +328,10 @@ def test_every_command_has_a_description_and_an_example_and_every_option_help() 
     """Checked on the parser as built, before the environment layer adds its ``[env: ...]``."""
     import argparse
 
-    from emulator.cli import _parser
-    from emulator.envconfig import _walk
+    from emulator.cli.envconfig import _walk
+    from emulator.cli.main import build_parser
 
-    for command, prog in _walk(_parser()):
+    for command, prog in _walk(build_parser()):
         if prog != "appgw-emulator":
             assert command.description, prog
             assert (command.epilog or "").startswith("example: appgw-emulator "), prog

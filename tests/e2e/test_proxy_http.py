@@ -22,10 +22,10 @@ import pytest
 import trio
 
 import backend_stub
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.core import plan
 from emulator.core.limits import ProxyLimits
 from emulator.core.pages import GatewayPage
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from tests.helpers.http import (
     assert_gateway_page,
     client_context,

@@ -61,7 +61,7 @@ EVERY_FIXTURE = """
 
 
     def test_a_template_dict_with_its_own_parameters(appgw_gateway, appgw_client, appgw_pki):
-        from emulator.demo import demo_template
+        from emulator.arm.demo_template import demo_template
 
         template = demo_template(
             strict_port=443, passthrough_port=444, backend_host="10.0.0.4", backend_port=8080

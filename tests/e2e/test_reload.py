@@ -18,8 +18,8 @@ from typing import Final
 
 import pytest
 
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, write_demo_template
-from emulator.demo_pki import write_demo_pki
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER, write_demo_template
+from emulator.pki.demo import write_demo_pki
 from tests.helpers.http import forwarded, https_get
 from tests.helpers.logs import assert_no_traceback
 from tests.helpers.ports import free_ports

@@ -28,7 +28,7 @@ import json
 import logging
 import re
 import ssl
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -39,12 +39,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 import backend_stub
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.arm.template import load_template, select_gateway
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.pki import IssuedCert
+from emulator.reports.summary import forgeable_certificate_headers
 from emulator.runtime.gateway import Gateway
-from emulator.summary import forgeable_certificate_headers
 from tests.helpers.http import Reply, client_context, forwarded, https_request
 from tests.helpers.pki import PkiBundle, template_parameters
 from tests.helpers.stack import Stack
@@ -155,7 +155,7 @@ async def start(
     path = tmp_path / "rewrite.json"
     path.write_text(json.dumps(rewrite_template()))
     config = build_gateway_config(
-        select_gateway(load_template(path, template_parameters(pki)), None)
+        select_gateway(load_template(path, template_parameters(pki)), None), now=datetime.now(UTC)
     )
     config = with_backend_overrides(
         config, {"stub-backend": (BackendAddress("127.0.0.1", backend_port),)}

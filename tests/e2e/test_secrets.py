@@ -23,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, write_demo_template
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER, write_demo_template
 from emulator.errors import EmulatorError
 from emulator.pki import IssuedCert
 from emulator.runtime.gateway import Gateway

@@ -16,6 +16,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,8 +25,8 @@ import trio
 
 from emulator.arm.template import load_template, select_gateway
 from emulator.model import build_gateway_config, with_backend_overrides
+from emulator.reports.summary import describe
 from emulator.runtime.gateway import Gateway
-from emulator.summary import describe
 from emulator.terraform import build_config, load_terraform
 from tests.helpers.http import Reply, demo_get
 from tests.helpers.logs import assert_no_traceback
@@ -292,14 +293,17 @@ def test_routing_twin_builds_the_same_gateway_as_the_arm_example(
     rpki: RoutingPki, tmp_path: Path
 ) -> None:
     tf = build_config(
-        load_terraform(FIXTURES / "routing", var_args=_routing_vars(rpki, tmp_path)), None
+        load_terraform(FIXTURES / "routing", var_args=_routing_vars(rpki, tmp_path)),
+        None,
+        now=datetime.now(UTC),
     )
     parameters = {
         key: base64.b64encode(value).decode() if isinstance(value, bytes) else value
         for key, value in rpki.parameters().items()
     }
     arm = build_gateway_config(
-        select_gateway(load_template(EXAMPLE, [f"{k}={v}" for k, v in parameters.items()]), None)
+        select_gateway(load_template(EXAMPLE, [f"{k}={v}" for k, v in parameters.items()]), None),
+        now=datetime.now(UTC),
     )
     assert _comparable(describe(tf)) == _comparable(describe(arm))
 
@@ -312,7 +316,9 @@ async def running_tf(pki: RoutingPki, directory: Path) -> AsyncIterator[Routing]
         for backend in (*orders, inventory):
             await nursery.start(backend.serve)
         config = build_config(
-            load_terraform(FIXTURES / "routing", var_args=_routing_vars(pki, directory)), None
+            load_terraform(FIXTURES / "routing", var_args=_routing_vars(pki, directory)),
+            None,
+            now=datetime.now(UTC),
         )
         from emulator.model import BackendAddress
 

@@ -18,9 +18,9 @@ import pytest
 import trio
 from OpenSSL import SSL
 
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.core.limits import ProxyLimits
 from emulator.core.pages import GatewayPage, render_page
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from tests.helpers.http import (
     RAW_SOCKET_TIMEOUT_S,
     SERVER_TOKEN,

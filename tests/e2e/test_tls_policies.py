@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from emulator.demo import demo_template
+from emulator.arm.demo_template import demo_template
 from emulator.errors import BackendConnectError
 from emulator.pki import CA, IssuedCert
 from emulator.runtime.backend import BackendTls, open_backend_connection

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.header_vectors import write_vectors
+from emulator.cli.header_vectors import write_vectors
 from emulator.model import BackendAddress, with_backend_overrides
 from emulator.runtime.gateway import Gateway, load_config
 from tests.helpers.http import https_request

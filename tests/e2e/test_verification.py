@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import trio
 
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER
 from emulator.arm.template import load_template, select_gateway
-from emulator.demo import PASSTHROUGH_LISTENER
 from emulator.errors import CertificateError
 from emulator.model import build_gateway_config
 from emulator.pki import CA, IssuedCert
@@ -100,7 +101,9 @@ def test_leaf_only_upload_is_a_configuration_error(pki: PkiBundle, tmp_path: Pat
     ]
 
     with pytest.raises(CertificateError) as info:
-        build_gateway_config(select_gateway(load_template(path, parameters), None))
+        build_gateway_config(
+            select_gateway(load_template(path, parameters), None), now=datetime.now(UTC)
+        )
 
     assert (
         info.value.error_code

@@ -13,10 +13,10 @@ from typing import Any
 import trio
 
 import backend_stub
+from emulator.cli.verify_matrix import ClientMaterial, MatrixReport, TrustMode, run_matrix
+from emulator.cli.verify_report import render_table
 from emulator.model import BackendAddress
 from emulator.runtime.gateway import load_config
-from emulator.verify_matrix import ClientMaterial, MatrixReport, TrustMode, run_matrix
-from emulator.verify_report import render_table
 from tests.helpers.pki import PkiBundle, template_parameters
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "mtls_api" / "gateway.json"

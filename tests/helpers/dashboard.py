@@ -16,9 +16,9 @@ from typing import Any, Final
 import trio
 
 import backend_stub
+from emulator.arm.demo_template import demo_template
 from emulator.dashboard import BackendObservations, Dashboard, load_identities
-from emulator.demo import demo_template
-from emulator.demo_pki import SERVER_ROOT_CA, DemoPki
+from emulator.pki.demo import SERVER_ROOT_CA, DemoPki
 from emulator.runtime.gateway import Gateway
 from tests.helpers.http import https_get
 

@@ -11,15 +11,16 @@ import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 import trio
 
 import backend_stub
+from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.arm.template import load_template, select_gateway
 from emulator.core.limits import ProxyLimits
-from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.runtime.gateway import Gateway
 from tests.helpers.pki import PkiBundle, template_parameters
@@ -81,7 +82,9 @@ async def start_stack(
     else:
         path = tmp_path / "gateway.json"
         path.write_text(json.dumps(template))
-    config = build_gateway_config(select_gateway(load_template(path, parameters), None))
+    config = build_gateway_config(
+        select_gateway(load_template(path, parameters), None), now=datetime.now(UTC)
+    )
     if backend_pool is not None:
         config = with_backend_overrides(
             config, {backend_pool: (BackendAddress("127.0.0.1", backend_port),)}
@@ -138,7 +141,7 @@ def demo_gateway(
         )
     )
     config = build_gateway_config(
-        select_gateway(load_template(path, template_parameters(pki)), None)
+        select_gateway(load_template(path, template_parameters(pki)), None), now=datetime.now(UTC)
     )
     config = with_backend_overrides(
         config, {"stub-backend": (BackendAddress("127.0.0.1", backend_port),)}

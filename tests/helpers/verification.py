@@ -9,14 +9,15 @@ import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import trio
 
 import backend_stub
+from emulator.arm.demo_template import STRICT_LISTENER, demo_template
 from emulator.arm.template import load_template, select_gateway
-from emulator.demo import STRICT_LISTENER, demo_template
 from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.pki import IssuedCert
 from emulator.runtime.gateway import Gateway
@@ -78,7 +79,9 @@ async def start_verified(
         f"certPassword={PFX_PASSWORD}",
         "trustedClientCaData=" + base64.b64encode(upload).decode(),
     ]
-    config = build_gateway_config(select_gateway(load_template(path, parameters), None))
+    config = build_gateway_config(
+        select_gateway(load_template(path, parameters), None), now=datetime.now(UTC)
+    )
     config = with_backend_overrides(
         config, {"stub-backend": (BackendAddress("127.0.0.1", backend_port),)}
     )

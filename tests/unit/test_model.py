@@ -13,13 +13,14 @@ import copy
 import dataclasses
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from emulator.arm.demo_template import demo_template
 from emulator.arm.template import GatewayResource, load_template, select_gateway
-from emulator.demo import demo_template
 from emulator.errors import (
     CertificateError,
     EmulatorError,
@@ -96,7 +97,7 @@ def build(
     if api_version is not None:
         resource["apiVersion"] = api_version
     gw = dataclasses.replace(base, resource=resource, api_version=api_version or base.api_version)
-    return build_gateway_config(gw, loose=loose)
+    return build_gateway_config(gw, loose=loose, now=datetime.now(UTC))
 
 
 def props(resource: Resource) -> Resource:

@@ -21,8 +21,9 @@ from emulator.core.ocsp import (
     evaluate_response,
     responder_url,
 )
-from emulator.demo_pki import CLIENT_CERT, DEMO_OCSP_URL, write_demo_pki
-from emulator.ocsp_responder import (
+from emulator.pki import CA, IssuedCert
+from emulator.pki.demo import CLIENT_CERT, DEMO_OCSP_URL, write_demo_pki
+from emulator.pki.ocsp_responder import (
     REVOCATION_FILE,
     OcspResponder,
     ResponderError,
@@ -30,7 +31,6 @@ from emulator.ocsp_responder import (
     load_responder,
     revoke,
 )
-from emulator.pki import CA, IssuedCert
 
 URL = "http://ocsp.test/"
 NOW = datetime.datetime(2030, 6, 1, 12, 0, tzinfo=datetime.UTC)

@@ -23,8 +23,8 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from OpenSSL import SSL
 
-from emulator import demo_pki
-from emulator.demo_pki import (
+from emulator.pki import CA, IssuedCert, ca_bundle_pem, demo, self_signed_client
+from emulator.pki.demo import (
     CLIENT_CERT,
     CLIENT_CHAIN,
     CLIENT_EXPIRED_CERT,
@@ -50,7 +50,6 @@ from emulator.demo_pki import (
     load_demo_pki,
     write_demo_pki,
 )
-from emulator.pki import CA, IssuedCert, ca_bundle_pem, self_signed_client
 
 #: Every blocking socket step in the handshake tests gives up after this long instead of hanging.
 SOCKET_TIMEOUT_S = 5.0
@@ -577,4 +576,4 @@ def test_self_signed_client_and_bundle_helpers() -> None:
 
 def test_demo_pki_module_exports_its_file_names() -> None:
     for name in ("SERVER_PFX", "CLIENT_CERT", "TRUSTED_CLIENT_CA_CHAIN", "MANIFEST"):
-        assert name in demo_pki.__all__
+        assert name in demo.__all__

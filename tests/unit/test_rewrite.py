@@ -10,12 +10,14 @@ import copy
 import dataclasses
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from emulator.arm.demo_template import demo_template
 from emulator.arm.template import GatewayResource, load_template, select_gateway
-from emulator.cli import _parser
+from emulator.cli.main import build_parser
 from emulator.core.certinfo import ClientCertInfo
 from emulator.core.rewrite import (
     JA4_HEADER,
@@ -30,7 +32,6 @@ from emulator.core.rewrite import (
     rewrite_response_headers,
     server_variable,
 )
-from emulator.demo import demo_template
 from emulator.errors import TemplateError
 from emulator.model import (
     GatewayConfig,
@@ -42,7 +43,7 @@ from emulator.model import (
     build_gateway_config,
 )
 from emulator.pki import CA, ca_bundle_pem
-from emulator.summary import describe, forgeable_certificate_headers, render_text
+from emulator.reports.summary import describe, forgeable_certificate_headers, render_text
 
 CLIENT_IP = "203.0.113.7"
 CLIENT_PORT = 51234
@@ -965,7 +966,7 @@ def demo_gateway(tmp_path_factory: pytest.TempPathFactory) -> GatewayResource:
 def build_with(base: GatewayResource, rewrite_rules: list[dict[str, Any]]) -> GatewayConfig:
     resource = copy.deepcopy(dict(base.resource))
     resource["properties"]["rewriteRuleSets"][0]["properties"]["rewriteRules"] = rewrite_rules
-    return build_gateway_config(dataclasses.replace(base, resource=resource))
+    return build_gateway_config(dataclasses.replace(base, resource=resource), now=datetime.now(UTC))
 
 
 def with_actions(**action_set: Any) -> list[dict[str, Any]]:
@@ -1096,7 +1097,9 @@ def test_summary_flags_a_listener_without_the_rule_sharing_the_pool(
     resource = copy.deepcopy(dict(demo_gateway.resource))
     rules_json = resource["properties"]["requestRoutingRules"]
     del rules_json[1]["properties"]["rewriteRuleSet"]  # the Passthrough listener's rule
-    config = build_gateway_config(dataclasses.replace(demo_gateway, resource=resource))
+    config = build_gateway_config(
+        dataclasses.replace(demo_gateway, resource=resource), now=datetime.now(UTC)
+    )
 
     holes = forgeable_certificate_headers(config)
 
@@ -1107,13 +1110,20 @@ def test_summary_flags_a_listener_without_the_rule_sharing_the_pool(
 
 
 def test_demo_gateway_has_no_forgeable_header(demo_gateway: GatewayResource) -> None:
-    assert forgeable_certificate_headers(build_gateway_config(demo_gateway)) == []
+    assert (
+        forgeable_certificate_headers(build_gateway_config(demo_gateway, now=datetime.now(UTC)))
+        == []
+    )
 
 
 @pytest.mark.parametrize("command", [["run", "--template-file", "t.json"], ["up"]])
 def test_strip_flag_is_off_by_default_and_can_be_set(command: list[str]) -> None:
-    assert _parser().parse_args(command).strip_client_cert_headers is False
-    assert _parser().parse_args([*command, "--strip-client-cert-headers"]).strip_client_cert_headers
+    assert build_parser().parse_args(command).strip_client_cert_headers is False
+    assert (
+        build_parser()
+        .parse_args([*command, "--strip-client-cert-headers"])
+        .strip_client_cert_headers
+    )
 
 
 def test_capture_reference_must_use_the_conditions_case_as_azure_documents() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +272,7 @@ def test_azurerm_defaults_are_written_where_they_differ_from_arm(gateway_dir: Pa
     condition = props["rewriteRuleSets"][0]["properties"]["rewriteRules"][0]["conditions"][0]
     assert condition["ignoreCase"] is False
     assert condition["negate"] is False
-    config = build_config(load_terraform(gateway_dir, scope=SCOPE), None)
+    config = build_config(load_terraform(gateway_dir, scope=SCOPE), None, now=datetime.now(UTC))
     settings_model = config.rules[0].settings
     assert settings_model is not None
     assert settings_model.request_timeout_s == 30
@@ -289,7 +290,7 @@ def test_ssl_profile_spellings_and_auth_mode_api_version(gateway_dir: Path) -> N
     auth = gateway.resource["properties"]["sslProfiles"][0]["properties"]["clientAuthConfiguration"]
     assert auth == {"verifyClientCertIssuerDN": True, "verifyClientAuthMode": "Strict"}
     assert gateway.api_version == "2025-05-01"
-    profile = build_config(tf, None).rules[0].listener.ssl_profile
+    profile = build_config(tf, None, now=datetime.now(UTC)).rules[0].listener.ssl_profile
     assert profile is None  # the listener is Http: the profile is declared, not used
 
 
@@ -428,7 +429,7 @@ EXTRAS = f"""
 def test_arguments_azure_accepts_are_sorted_like_their_arm_twins(gateway_dir: Path) -> None:
     text = GATEWAY.replace('  location            = "westus"\n', '  location = "westus"\n' + EXTRAS)
     (gateway_dir / "main.tf").write_text(text)
-    config = build_config(load_terraform(gateway_dir, scope=SCOPE), None)
+    config = build_config(load_terraform(gateway_dir, scope=SCOPE), None, now=datetime.now(UTC))
     noted = {note.rsplit(".", 1)[-1] for note in config.notes}
     assert {
         "tags",
@@ -454,6 +455,6 @@ def test_custom_error_pages_are_not_emulated_and_point_at_their_block(gateway_di
     text = GATEWAY.replace("  sku {\n", block + "  sku {\n", 1)
     (gateway_dir / "main.tf").write_text(text)
     with pytest.raises(UnsupportedFeature) as caught:
-        build_config(load_terraform(gateway_dir, scope=SCOPE), None)
+        build_config(load_terraform(gateway_dir, scope=SCOPE), None, now=datetime.now(UTC))
     line = next(i for i, x in enumerate(text.splitlines(), 1) if "custom_error_configuration" in x)
     assert caught.value.file == f"{gateway_dir / 'main.tf'}:{line}"

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from emulator.cli import main
-from emulator.demo import demo_template
+from emulator.arm.demo_template import demo_template
+from emulator.cli.main import main
 from emulator.pki import CA, IssuedCert, self_signed_client
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

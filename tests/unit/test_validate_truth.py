@@ -17,9 +17,9 @@ from typing import Any, Final
 import pytest
 
 from emulator.arm.certdata import base64_encode_if_not, decode_upload_field
+from emulator.arm.demo_template import demo_template
 from emulator.arm.keyvault import SuppliedCertificate, apply_certificates
-from emulator.cli import main
-from emulator.demo import demo_template
+from emulator.cli.main import main
 from emulator.errors import InvalidConfiguration, TemplateError
 from emulator.pki import CA, IssuedCert
 

@@ -18,7 +18,7 @@ Where the client certificates come from (:class:`TrustMode`):
   with a CA it makes for the run, which also changes the DN the issuer-DN check compares against.
   The report says so on every line, because the trust the template uploads is then not tested.
 
-Formatting (table, JSON, JUnit) and the ``--expect`` gate live in :mod:`emulator.verify_report`.
+Formatting (table, JSON, JUnit) and the ``--expect`` gate live in :mod:`emulator.cli.verify_report`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from emulator.arm.certdata import TrustedClientCa
 from emulator.core.dn import openssl_rfc2253
 from emulator.dashboard.trying import _TITLE, RECORD_POLL_S, RECORD_WAIT_S, _connect_host, _request
 from emulator.errors import EmulatorError
-from emulator.mode_twins import with_mode_twins
 from emulator.model import (
     BackendAddress,
     ClientAuthMode,
@@ -52,10 +51,11 @@ from emulator.model import (
     RevocationMode,
     with_backend_overrides,
 )
-from emulator.ocsp_responder import OcspResponder, Revocation
+from emulator.model.mode_twins import with_mode_twins
 from emulator.pki import CA, IssuedCert, self_signed_client
+from emulator.pki.ocsp_responder import OcspResponder, Revocation
+from emulator.reports.summary import describe
 from emulator.runtime.recording_relay import RecordingRelay
-from emulator.summary import describe
 
 __all__ = [
     "SCENARIOS",

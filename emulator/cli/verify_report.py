@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from emulator.verify_matrix import SCENARIOS, Cell, MatrixReport, TrustMode, VerifyError
+from emulator.cli.verify_matrix import SCENARIOS, Cell, MatrixReport, TrustMode, VerifyError
 
 __all__ = [
     "Expectations",

@@ -171,7 +171,7 @@ MANIFEST_VERSION: Final = 1
 
 DEMO_CLIENT_CN: Final = "demo-client"
 #: The AIA OCSP URL of the demo client certificates: where `appgw-emulator certs
-#: ocsp-responder --ca DIR` listens by default (emulator.ocsp_responder.DEFAULT_OCSP_PORT).
+#: ocsp-responder --ca DIR` listens by default (emulator.pki.ocsp_responder.DEFAULT_OCSP_PORT).
 DEMO_OCSP_URL: Final = "http://127.0.0.1:8888/"
 #: What a local client dials: the name, and both loopback addresses for clients that skip DNS.
 SERVER_HOSTNAMES: Final = ("localhost", "127.0.0.1", "::1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from emulator.arm.expressions import DeploymentScope
@@ -93,7 +94,7 @@ def load_config(
                 code="EmulatorTerraformVariable",
             )
         tf = load_plan(args.terraform_plan, scope=scope)
-    config = build_config(tf, args.gateway)
+    config = build_config(tf, args.gateway, now=datetime.now(UTC))
     if args.backend:
         config = with_backend_overrides(config, dict(args.backend))
     return config, tf.loaded.skipped

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import secrets
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -150,8 +151,8 @@ def demo_minter(directory: Path, *, note: Any = None) -> Minter:
     state: dict[str, Any] = {}
 
     def mint(name: str, hosts: tuple[str, ...]) -> tuple[bytes, str]:
-        from emulator.demo_pki import SERVER_ROOT_CA, SERVER_ROOT_CA_KEY, ensure_demo_pki
         from emulator.pki import CA
+        from emulator.pki.demo import SERVER_ROOT_CA, SERVER_ROOT_CA_KEY, ensure_demo_pki
 
         if "ca" not in state:
             pki, created = ensure_demo_pki(directory)
@@ -184,8 +185,11 @@ def build_config(
     certificates: Mapping[str, SuppliedCertificate] | None = None,
     loose: bool = False,
     mint: Minter | None = None,
+    now: datetime,
 ) -> GatewayConfig:
     """Substitute local certificates, build the model, and name placeholder parameters.
+
+    ``now`` is the time of the build (see :func:`emulator.model.build_gateway_config`).
 
     Raises:
         EmulatorError: every problem of the substitution, else of the model build; a problem
@@ -201,7 +205,7 @@ def build_config(
     )
     resource = dataclasses.replace(gateway, resource=substituted.resource)
     try:
-        config = build_gateway_config(resource, loose=loose)
+        config = build_gateway_config(resource, loose=loose, now=now)
     except EmulatorError as exc:
         placeholders = placeholder_parameters(parameters)
         if not placeholders:

@@ -1,8 +1,5 @@
-"""Command-line glue for the backend authors' kit: ``verify`` (and the header tools).
-
-Kept out of :mod:`emulator.cli`, which only registers these commands: each ``add_*`` function
-adds a sub-command whose ``handler`` default the CLI's ``main`` calls with the parsed arguments.
-"""
+"""``appgw-emulator verify``: every HTTPS listener of a template against the client scenarios
+that matter, as a table, JSON or JUnit XML, with the ``--expect`` gate for CI."""
 
 from __future__ import annotations
 
@@ -11,30 +8,20 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import trio
 
+from emulator.cli.console import say
 from emulator.errors import StartupError
-from emulator.model import GatewayConfig
-
-__all__ = [
-    "add_compare_modes_arguments",
-    "add_header_commands",
-    "add_verify_command",
-    "apply_compare_modes",
-]
-
-
-def _say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 def add_verify_command(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add_config_arguments: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    from emulator.verify_matrix import DEFAULT_CLIENT_CN, SCENARIOS
+    from emulator.cli.verify_matrix import DEFAULT_CLIENT_CN, SCENARIOS
 
     verify = sub.add_parser(
         "verify",
@@ -100,15 +87,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from emulator.arm.certdata import TrustedClientCa
     from emulator.arm.expressions import DeploymentScope
     from emulator.arm.template import load_template, select_gateway
-    from emulator.mode_twins import with_mode_twins
-    from emulator.model import build_gateway_config, with_backend_overrides
-    from emulator.verify_matrix import ClientMaterial, https_listeners, run_matrix
-    from emulator.verify_report import (
+    from emulator.cli.verify_matrix import ClientMaterial, https_listeners, run_matrix
+    from emulator.cli.verify_report import (
         check_expectations,
         load_expectations,
         render_junit,
         render_table,
     )
+    from emulator.model import build_gateway_config, with_backend_overrides
+    from emulator.model.mode_twins import with_mode_twins
 
     if args.log_level == "info":
         # The per-request log lines would bury the table; --log-level debug brings them back.
@@ -120,7 +107,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         location=args.location,
     )
     config = build_gateway_config(
-        select_gateway(load_template(args.template_file, parameters, scope=scope), args.gateway)
+        select_gateway(load_template(args.template_file, parameters, scope=scope), args.gateway),
+        now=datetime.now(UTC),
     )
     backends = dict(args.backend)
     with_backend_overrides(config, backends)  # unknown pool names fail here, before any port
@@ -163,10 +151,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             {"listener": m.listener, "scenario": m.scenario, "expected": m.expected, "got": m.got}
             for m in mismatches
         ]
-        _say(json.dumps(document, indent=2))
+        say(json.dumps(document, indent=2))
     else:
         by_cell = {(m.listener, m.scenario): f"expected {m.expected}" for m in mismatches}
-        _say(render_table(report, by_cell))
+        say(render_table(report, by_cell))
     if mismatches:
         stream = sys.stdout if args.output == "text" else sys.stderr
         print(f"{len(mismatches)} cell(s) differ from {args.expect}:", file=stream)
@@ -176,116 +164,5 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         stream.flush()
         return 1
     if expectations is not None:
-        _say(f"all cells match {args.expect}")
+        say(f"all cells match {args.expect}")
     return 0
-
-
-def add_header_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    decode = sub.add_parser(
-        "decode-header",
-        help="what a backend parses from a forwarded certificate header value, and the "
-        "classic decoding mistakes to avoid",
-    )
-    decode.add_argument(
-        "value", metavar="VALUE|-", help="the header value as received (- reads it from stdin)"
-    )
-    decode.add_argument("--output", "-o", choices=["text", "json"], default="text")
-    decode.set_defaults(handler=_cmd_decode_header)
-    vectors = sub.add_parser(
-        "vectors",
-        help="write test vectors (header values + expected parse results) for your decoder",
-    )
-    vectors.add_argument("directory", type=Path, metavar="DIR")
-    vectors.set_defaults(handler=_cmd_vectors)
-
-
-#: Read from stdin at most this much: a certificate header is a few KB.
-_STDIN_LIMIT = 1024 * 1024
-
-
-def _cmd_decode_header(args: argparse.Namespace) -> int:
-    from emulator.header_decoding import decode_header, render_text
-
-    value = sys.stdin.read(_STDIN_LIMIT) if args.value == "-" else args.value
-    if args.value == "-":
-        # A shell pipeline adds a final newline (echo, a file); a header value never has one.
-        value = value.rstrip("\r\n")
-    decoded = decode_header(value)
-    if args.output == "json":
-        _say(json.dumps(decoded.to_json(), indent=2, ensure_ascii=False))
-    else:
-        _say(render_text(decoded))
-    return 1 if decoded.error else 0
-
-
-def _cmd_vectors(args: argparse.Namespace) -> int:
-    from emulator.header_vectors import VECTORS_FILE, write_vectors
-
-    written = write_vectors(args.directory)
-    target = args.directory / VECTORS_FILE
-    _say(f"wrote {len(written)} files to {args.directory}; the vectors: {target}")
-    return 0
-
-
-# -- run --compare-modes ------------------------------------------------------------------------
-
-
-def add_compare_modes_arguments(run: argparse.ArgumentParser) -> None:
-    run.add_argument(
-        "--compare-modes",
-        action="store_true",
-        help="serve each mTLS listener twice: as configured and with the other mode "
-        "(Strict <-> Passthrough), each twin on a port of its own",
-    )
-    run.add_argument(
-        "--client-ca",
-        type=Path,
-        metavar="CERT",
-        help="with --compare-modes: the CA chain (root + intermediates, PEM) a Strict twin of a "
-        "Passthrough listener trusts (default: the --pki demo PKI's chain, when there is one)",
-    )
-
-
-def apply_compare_modes(
-    args: argparse.Namespace, config: GatewayConfig
-) -> tuple[GatewayConfig, dict[int, int]]:
-    """``config`` with the twins ``--compare-modes`` asks for, and their ``listen`` entries.
-
-    Raises:
-        StartupError: ``--client-ca`` cannot be read or holds no root certificate.
-    """
-    from cryptography import x509
-
-    from emulator.arm.certdata import TrustedClientCa
-    from emulator.demo_pki import TRUSTED_CLIENT_CA_CHAIN
-    from emulator.mode_twins import with_mode_twins
-
-    if not getattr(args, "compare_modes", False):
-        return config, {}
-    source: Path | None = args.client_ca
-    if source is None and getattr(args, "pki", None) is not None:
-        candidate = args.pki / TRUSTED_CLIENT_CA_CHAIN
-        source = candidate if candidate.is_file() else None
-    trust = None
-    if source is not None:
-        fix = "pass the PEM chain your clients' certificates come from, root included"
-        try:
-            certificates = x509.load_pem_x509_certificates(source.read_bytes())
-        except (OSError, ValueError) as exc:
-            raise StartupError(
-                f"cannot read the client CA chain: {exc}",
-                file=str(source),
-                fix=fix,
-                code="EmulatorCompareModesCa",
-            ) from exc
-        if not any(c.issuer == c.subject for c in certificates):
-            raise StartupError(
-                "the client CA chain holds no root certificate, so a Strict twin could trust "
-                "nothing",
-                file=str(source),
-                fix=fix,
-                code="EmulatorCompareModesCa",
-            )
-        trust = TrustedClientCa(f"compare-modes:{source.name}", tuple(certificates))
-    twins = with_mode_twins(config, strict_trust=trust)
-    return twins.config, twins.ports

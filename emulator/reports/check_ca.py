@@ -39,7 +39,8 @@ from emulator.arm.certdata import (
     load_trusted_client_ca,
 )
 from emulator.arm.pkcs12_bounds import Pkcs12TooCostly, load_pkcs12
-from emulator.core.chain import Stage, assess_client_cert, is_ca, verify_chain
+from emulator.cert_facts import is_ca
+from emulator.core.chain import Stage, assess_client_cert, verify_chain
 from emulator.core.dn import dotnet_dn, openssl_rfc2253
 from emulator.core.issuer_dn import client_cert_issuer_dn, issuer_dn_matches
 from emulator.core.ocsp import responder_url

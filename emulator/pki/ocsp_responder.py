@@ -48,7 +48,7 @@ __all__ = [
     "revoke",
 ]
 
-LOGGER = escaped_logger("emulator.ocsp_responder")
+LOGGER = escaped_logger("emulator.pki.ocsp_responder")
 
 #: Where ``certs init`` points the demo client certificates' AIA (``http://127.0.0.1:8888/``).
 DEFAULT_OCSP_PORT: Final = 8888
@@ -306,7 +306,7 @@ def load_responder(directory: Path) -> OcspResponder:
     Raises:
         ResponderError: the directory lacks the issuing CA's certificate or key.
     """
-    from emulator.demo_pki import INTERMEDIATE_CA, INTERMEDIATE_CA_KEY
+    from emulator.pki.demo import INTERMEDIATE_CA, INTERMEDIATE_CA_KEY
 
     cert_path, key_path = directory / INTERMEDIATE_CA, directory / INTERMEDIATE_CA_KEY
     try:

@@ -32,8 +32,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from emulator.core.certinfo import ClientCertInfo
 from emulator.errors import EmulatorError
-from emulator.header_decoding import certificate_facts
 from emulator.pki import CA, PrivateKey
+from emulator.reports.header_decoding import certificate_facts
 
 __all__ = ["VECTOR_SPECS", "VectorsError", "build_vectors", "write_vectors"]
 
