@@ -281,6 +281,8 @@ async def test_unreachable_backend_gives_502_gateway_page(
     assert_gateway_page(reply, GatewayPage.BAD_GATEWAY)
     record = stack.gateway.access_log[-1]
     assert record.httpStatus == 502
+    # Nothing answered the connection: the reference's "no reachable backend".
+    assert record.error_info == "ERRORINFO_UPSTREAM_NO_LIVE"
     assert stack.recorded == []
 
 

@@ -348,6 +348,10 @@ async def test_url_rewrite_with_capture_groups(stack: Stack, pki: PkiBundle) -> 
     assert seen.target == "/buy.aspx?category=fashion&product=shirts"
     assert forwarded(reply, "X-Category") == ["fashion"]
     assert forwarded(reply, "X-Original-URL") == ["/shop/fashion/shirts?ref=mail"]
+    # The access log: requestUri after the rewrite, the client's URL in the original field.
+    record = stack.gateway.access_log[-1]
+    assert record.requestUri == "/buy.aspx"
+    assert record.originalRequestUriWithArgs == "/shop/fashion/shirts?ref=mail"
 
 
 async def test_unmatched_url_is_forwarded_as_sent(stack: Stack, pki: PkiBundle) -> None:
