@@ -38,7 +38,7 @@ from emulator.core.error_info import (
     UPSTREAM_TIMED_OUT,
     error_info_for_page,
 )
-from emulator.core.http1 import HttpError, RequestHead
+from emulator.core.http1 import Framing, HttpError, RequestHead
 from emulator.core.http1_connection import Http1Connection, Http1Event
 from emulator.core.limits import ProxyLimits
 from emulator.core.pages import GatewayPage, http_date, page_for_status, render_page
@@ -427,7 +427,21 @@ class ClientConnection:
         """Plan the request, then answer it or forward it."""
         decision = self.decision
         assert decision is not None
-        facts = self._facts(head.method, head.target, head.version, head.headers, decision)
+        # received_bytes: the head as received, and with request buffering the body the
+        # gateway reads before the backend request is built (its Content-Length). Streamed
+        # (buffering off) or chunked, the body is not read yet when the rewrite runs: the
+        # head only, as nginx's $request_length is at that point.
+        received = self.http.received_bytes
+        if head.framing is Framing.LENGTH and self.runtime.buffering.request:
+            received += head.length
+        facts = self._facts(
+            head.method,
+            head.target,
+            head.version,
+            head.headers,
+            decision,
+            received_bytes=received,
+        )
         planner = self.runtime.planner
         host = head.host  # validated by the codec; an absolute-form target's authority
         if host != self._routed_host:
@@ -717,6 +731,8 @@ class ClientConnection:
         version: str,
         headers: Sequence[tuple[str, str]],
         decision: CertDecision | None,
+        *,
+        received_bytes: int | None = None,
     ) -> RequestFacts:
         """One request's facts: the connection's (gathered once) and the request's own."""
         connection = self._connection_facts
@@ -730,7 +746,9 @@ class ClientConnection:
                 certificate=self.cert,
             )
         verification = decision.verification if decision is not None else "NONE"
-        return connection.request(method, target, version, headers, verification)
+        return connection.request(
+            method, target, version, headers, verification, received_bytes=received_bytes
+        )
 
     def record(
         self, facts: RequestFacts, status: int, started: float, *, routed: str, server_status: str
