@@ -33,9 +33,9 @@ UPSTREAM_CLOSED_CONNECTION: Final = "ERRORINFO_UPSTREAM_CLOSED_CONNECTION"
 UPSTREAM_TIMED_OUT: Final = "ERRORINFO_UPSTREAM_TIMED_OUT"
 
 #: The code each page logs when nothing more specific is known (a codec refusal carries its
-#: own, see :class:`emulator.core.http1.HttpError`). Differs from Azure where the reference
-#: has no code for the case: 403 (h2c), 408, 413, 421, 500 and 501 log INVALID_REQUEST or,
-#: for the gateway's own failure, NO_ERROR is never claimed (500 logs INVALID_REQUEST too).
+#: own, see :class:`emulator.core.http1.HttpError`; the pump picks the upstream code of a 502).
+#: Where the reference has no code for the case (403 for h2c, 408, 413, 500, 501) the page
+#: logs INVALID_REQUEST, and a 421 INVALID_HOST: a failed request never logs NO_ERROR.
 PAGE_ERROR_INFO: Final[Mapping[GatewayPage, str]] = {
     GatewayPage.NO_CLIENT_CERT: HTTPS_NO_CERT,
     GatewayPage.CLIENT_CERT_ERROR: HTTPS_NO_CERT,

@@ -291,9 +291,10 @@ def parse_request_head(
     and, when the buffer holds a line feed, two counts.
 
     Raises:
-        HttpError: 431 when the head (complete or not) is longer than ``max_size`` or has more
-            than ``max_fields`` fields; 501 for a Transfer-Encoding other than one ``chunked``;
-            400 for anything else malformed.
+        HttpError: 414 when the request line alone is longer than ``max_size``; nginx's 494
+            when the head (complete or not) is, or has more than ``max_fields`` fields; 501 for
+            a Transfer-Encoding other than one ``chunked``; 400 for anything else malformed
+            (``error_info`` says which kind, for the access log).
     """
     if not buffer:
         return None

@@ -208,6 +208,9 @@ class BackendExchange:
             await self._send_request(backend, request_head, spool, timeout_s)
             response = await self._backend_response(backend, head, timeout_s)
             meter.backend_answered = time.perf_counter()
+            if not backend.reused:
+                # A stale pooled connection may have been replaced by a new one on the way.
+                meter.upstream_port = backend.local_port
             out_headers = rewrite_response_headers(
                 rewrite.facts, plan.rule_set, headers, response.headers, status=response.status
             )

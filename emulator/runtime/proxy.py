@@ -392,7 +392,7 @@ class ClientConnection:
         nginx's ``client_header_timeout``.
 
         Raises:
-            HttpError: the head is malformed or too large (``status`` says 400, 431 or 501).
+            HttpError: the head is malformed or too large (``status`` says 400, 414, 494 or 501).
         """
         http = self.http
         limits = self.runtime.limits
@@ -483,7 +483,7 @@ class ClientConnection:
 
     async def _answer_error(self, exc: Exception, facts: RequestFacts, started: float) -> None:
         """The one mapping of request-time errors to responses: the page of ``exc.status``
-        (400, 431 and 501 from the codec, 408 and 413 for bodies, 502 and 504 from the
+        (400, 414, 494 and 501 from the codec, 408 and 413 for bodies, 502 and 504 from the
         backend), logged with what the error says."""
         status = getattr(exc, "status", 500)
         try:

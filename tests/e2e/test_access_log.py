@@ -82,10 +82,13 @@ async def test_access_log_file_gets_one_azure_shaped_record_per_request(
     )
     assert props["sslProtocol"].startswith("TLSv1.")
     # Types as the reference's sample writes them.
-    assert isinstance(props["receivedBytes"], int) and props["receivedBytes"] > 0
-    assert isinstance(props["sentBytes"], int) and props["sentBytes"] > 0
+    assert isinstance(props["receivedBytes"], int)
+    assert props["receivedBytes"] > 0
+    assert isinstance(props["sentBytes"], int)
+    assert props["sentBytes"] > 0
     assert isinstance(props["clientResponseTime"], (int, float))
-    assert isinstance(props["serverStatus"], str) and props["serverStatus"] == "200"
+    assert isinstance(props["serverStatus"], str)
+    assert props["serverStatus"] == "200"
     assert re.fullmatch(r"[0-9]+\.[0-9]{3}", props["serverResponseLatency"])
     assert props["upstreamSourcePort"].isdigit()
     assert props["error_info"] == "ERRORINFO_NO_ERROR"
