@@ -7,8 +7,12 @@ upper-cased, ``listenerName``, ``ruleName``, ``backendPoolName``, ``backendSetti
 ``operationName: ApplicationGatewayAccess``, ``category: ApplicationGatewayAccessLog``) and
 ``properties`` with Azure's field names, so the same queries and parsers work on both.
 
-Fields the emulator cannot know (WAF timings, byte counts of the raw connection, the upstream
-source port) are left out rather than invented. One field is the emulator's own:
+The fields and their order are the v2 sample record of the monitoring reference
+(monitor-application-gateway-reference, "Access log category"), with its types: byte counts,
+``httpStatus`` and ``clientResponseTime`` are numbers; ``serverStatus``,
+``serverResponseLatency`` and ``upstreamSourcePort`` are strings. The WAF fields
+(``WAFEvaluationTime``, ``WAFMode``) are left out: the emulator is a Standard_v2 gateway,
+without a WAF. One field is the emulator's own:
 ``properties.clientCertFailureExplained``, the sentence that says why a Strict certificate
 failed (empty otherwise).
 """
@@ -57,6 +61,9 @@ def access_log_entry(record: AccessRecord, *, resource_id: str) -> dict[str, obj
             "userAgent": record.userAgent,
             "httpStatus": record.httpStatus,
             "httpVersion": record.httpVersion,
+            "receivedBytes": record.receivedBytes,
+            "sentBytes": record.sentBytes,
+            "clientResponseTime": record.clientResponseTime,
             "timeTaken": record.timeTaken,
             "transactionId": record.transactionId,
             "sslEnabled": record.sslEnabled,
@@ -67,8 +74,12 @@ def access_log_entry(record: AccessRecord, *, resource_id: str) -> dict[str, obj
             "sslClientCertificateIssuerName": record.sslClientCertificateIssuerName,
             "serverRouted": record.serverRouted,
             "serverStatus": record.serverStatus,
+            "serverResponseLatency": record.serverResponseLatency,
+            "upstreamSourcePort": record.upstreamSourcePort,
             "originalHost": record.originalHost,
             "host": record.host,
+            "error_info": record.error_info,
+            "contentType": record.contentType,
             "clientCertFailureExplained": record.clientCertFailureExplained,
         },
     }

@@ -48,7 +48,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from emulator.core import error_info as info
 from emulator.core.bounded_cache import ClearingCache
+from emulator.core.pages import NGINX_HEADER_TOO_LARGE
 
 __all__ = [
     "LAST_CHUNK",
@@ -66,9 +68,11 @@ __all__ = [
 ]
 
 #: Request head limit (request line + headers, through the blank line): nginx's
-#: ``large_client_header_buffers``-style bound that the gateway answers with 431.
+#: ``large_client_header_buffers``-style bound; past it the gateway answers 414 when the
+#: request line alone is longer, else nginx's 494 page ("400 Request Header Or Cookie Too
+#: Large").
 DEFAULT_MAX_REQUEST_HEAD_BYTES: Final = 32 * 1024
-#: Header fields per request; one more → 431 (the gateway passes
+#: Header fields per request; one more → nginx's 494 page (the gateway passes
 #: ``ProxyLimits.max_request_header_fields``).
 DEFAULT_MAX_REQUEST_FIELDS: Final = 1000
 #: Backend response head limit; larger is a broken backend (the proxy answers 502).
@@ -93,15 +97,20 @@ LAST_CHUNK: Final = b"0\r\n\r\n"
 class HttpError(Exception):
     """A message the peer sent that we refuse.
 
-    ``status`` is what the gateway answers: 400 (malformed), 431 (head too large or too many
+    ``status`` is what the gateway answers: 400 (malformed), 414 (request line too long),
+    494 (nginx's code for headers too large: a 400 page of its own), 431 (HTTP/2: too many
     fields) or 501 (a Transfer-Encoding other than chunked). For a backend's response it is
     502; the proxy answers 502 for any malformed response whatever the status says.
+    ``error_info`` is the access log's reason code (:mod:`emulator.core.error_info`).
     """
 
-    def __init__(self, reason: str, status: int = 400) -> None:
+    def __init__(
+        self, reason: str, status: int = 400, error_info: str = info.INVALID_REQUEST
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.error_info = error_info
 
     def __str__(self) -> str:
         return f"{self.reason} ({self.status})"
@@ -218,6 +227,12 @@ _OBS_FOLD: Final = re.compile(r"\r\n[ \t]++")
 #: The blank line that ends a response head or a trailer section (h11's ``\n\r?\n``).
 _BLANK_LINE: Final = re.compile(rb"\n\r?\n")
 _METHOD_RE: Final = re.compile(_TOKEN)
+#: A method nginx's request-line parser accepts (ngx_http_parse_request_line).
+_NGINX_METHOD: Final = re.compile(r"[A-Z_-]++")
+#: Methods that need no look at their characters.
+_COMMON_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"}
+)
 _TARGET_RE: Final = re.compile(_TARGET)
 _REASON_RE: Final = re.compile(_REASON)
 _DIGITS: Final = re.compile(r"[0-9]++")
@@ -233,8 +248,9 @@ _TRANSFER_ENCODING: Final = "transfer-encoding"
 _CONNECTION: Final = "connection"
 _EXPECT: Final = "expect"
 _UPGRADE: Final = "upgrade"
+_AUTHORIZATION: Final = "authorization"
 _SPECIAL: Final = frozenset(
-    {_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _UPGRADE}
+    {_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _UPGRADE, _AUTHORIZATION}
 )
 #: Statuses whose responses never have a body (RFC 9110 sections 15.3.5 and 15.4.5).
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
@@ -275,9 +291,10 @@ def parse_request_head(
     and, when the buffer holds a line feed, two counts.
 
     Raises:
-        HttpError: 431 when the head (complete or not) is longer than ``max_size`` or has more
-            than ``max_fields`` fields; 501 for a Transfer-Encoding other than one ``chunked``;
-            400 for anything else malformed.
+        HttpError: 414 when the request line alone is longer than ``max_size``; nginx's 494
+            when the head (complete or not) is, or has more than ``max_fields`` fields; 501 for
+            a Transfer-Encoding other than one ``chunked``; 400 for anything else malformed
+            (``error_info`` says which kind, for the access log).
     """
     if not buffer:
         return None
@@ -289,7 +306,7 @@ def parse_request_head(
     end = buffer.find(b"\r\n\r\n")
     if end < 0:
         if len(buffer) > max_size:
-            raise HttpError(f"request head longer than {max_size} bytes", 431)
+            raise _head_too_large(buffer, max_size)
         if b"\n" in buffer and buffer.count(b"\n") != buffer.count(b"\r\n"):
             # Every byte so far belongs to the head, and a head with a bare LF is refused: say
             # so now rather than wait for a CRLFCRLF that may never come.
@@ -297,23 +314,28 @@ def parse_request_head(
         return None
     used = end + 4
     if used > max_size:
-        raise HttpError(f"request head longer than {max_size} bytes", 431)
+        raise _head_too_large(buffer, max_size)
     text = buffer[: end + 2].decode("latin-1")
     match = _REQUEST_HEAD.fullmatch(text)
     field = _FIELD
     if match is None:
         match = _REQUEST_HEAD_LOOSE.fullmatch(text)
         if match is None:
-            raise HttpError(_request_head_problem(text))
+            raise HttpError(*_request_head_problem(text))
         field = _FIELD_OWS
     method, target, version, _ = match.groups()
+    if method not in _COMMON_METHODS and _NGINX_METHOD.fullmatch(method) is None:
+        # nginx's request-line parser takes only A-Z, "_" and "-" in a method
+        # (ngx_http_parse_request_line: NGX_HTTP_PARSE_INVALID_METHOD, 400); Azure's
+        # http-response-codes lists "GET123" as an invalid method.
+        raise HttpError(f"invalid method {_quote(method)}", 400, info.INVALID_METHOD)
     if version[0] != "1":
-        # Differs from Azure: nginx answers 505 to HTTP/2.0 in HTTP/1 framing; h11 accepts
-        # any d.d. A 400 keeps HttpError's statuses to the gateway's pages.
-        raise HttpError(f"unsupported HTTP version HTTP/{version}")
+        # http-response-codes: "HTTP/0.3" is an invalid version (400). Differs from nginx,
+        # which answers 505 to HTTP/2.0 in HTTP/1 framing; Azure documents the 400.
+        raise HttpError(f"unsupported HTTP version HTTP/{version}", 400, info.INVALID_VERSION)
     headers: list[tuple[str, str]] = field.findall(text, match.end(4))
     if len(headers) > max_fields:
-        raise HttpError(f"more than {max_fields} header fields", 431)
+        raise HttpError(f"more than {max_fields} header fields", NGINX_HEADER_TOO_LARGE)
     return _request_from_parts(method, target, version, headers), used
 
 
@@ -321,7 +343,7 @@ def _request_from_parts(
     method: str, target: str, version: str, headers: list[tuple[str, str]]
 ) -> RequestHead:
     """Apply the framing and connection rules to a syntactically valid request head."""
-    hosts = 0
+    hosts = authorizations = 0
     host_value: str | None = None
     content_length: str | None = None
     transfer_encodings: list[str] | None = None
@@ -337,7 +359,9 @@ def _request_from_parts(
             host_value = value
         elif lower == _CONTENT_LENGTH:
             if content_length is not None or "," in value:
-                raise HttpError("Content-Length given more than once")
+                raise HttpError(
+                    "Content-Length given more than once", 400, info.INVALID_CONTENT_LENGTH
+                )
             content_length = value
         elif lower == _TRANSFER_ENCODING:
             transfer_encodings = [*(transfer_encodings or ()), value]
@@ -345,15 +369,21 @@ def _request_from_parts(
             connection = [*(connection or ()), value]
         elif lower == _EXPECT:
             expect = [*(expect or ()), value]
+        elif lower == _AUTHORIZATION:
+            authorizations += 1
         else:
             upgrade = [*(upgrade or ()), value]
     http10 = version == "1.0"
     if hosts > 1:
         # RFC 9112 section 3.2; h11 and nginx ("client sent duplicate host header") agree.
-        raise HttpError("more than one Host header")
+        raise HttpError("more than one Host header", 400, info.INVALID_HOST)
     if hosts == 0 and version == "1.1":
         # h11 requires Host for exactly HTTP/1.1 (not 1.2+), and so does this.
-        raise HttpError("Missing mandatory Host: header")
+        raise HttpError("Missing mandatory Host: header", 400, info.HTTP_NO_HOST_HEADER)
+    if authorizations > 1:
+        # nginx reads Authorization as a unique header line ("client sent duplicate header
+        # line", 400); http-response-codes lists a duplicate Authorization among its 400s.
+        raise HttpError("more than one Authorization header")
     # nginx validates the Host header even when the request line names the host.
     host = validate_host(host_value, "Host header") if host_value is not None else ""
     if target[0] != "/" and method != "CONNECT" and not (target == "*" and method == "OPTIONS"):
@@ -413,11 +443,26 @@ def _lists_h2c(values: list[str]) -> bool:
 
 def _content_length(value: str, status: int = 400) -> int:
     if _DIGITS.fullmatch(value) is None or len(value) > MAX_CONTENT_LENGTH_DIGITS:
-        raise HttpError(f"bad Content-Length {_quote(value)}", status)
+        raise HttpError(f"bad Content-Length {_quote(value)}", status, info.INVALID_CONTENT_LENGTH)
     length = int(value)
     if length > MAX_BODY_LENGTH:
-        raise HttpError(f"Content-Length {value} is larger than 2^63-1", status)
+        raise HttpError(
+            f"Content-Length {value} is larger than 2^63-1", status, info.INVALID_CONTENT_LENGTH
+        )
     return length
+
+
+def _head_too_large(buffer: bytes | bytearray, max_size: int) -> HttpError:
+    """The refusal of a request head over ``max_size``: 414 when its request line alone does
+    not fit (nginx's "client sent too long URI", NGX_HTTP_REQUEST_URI_TOO_LARGE), else
+    nginx's 494 for headers ("client sent too large request"), the page whose status line
+    is 400 and whose title is "400 Request Header Or Cookie Too Large"."""
+    line_end = buffer.find(b"\r\n", 0, max_size + 2)
+    if line_end < 0 or line_end > max_size:
+        return HttpError(
+            f"request line longer than {max_size} bytes", 414, info.REQUEST_URI_INVALID
+        )
+    return HttpError(f"request head longer than {max_size} bytes", NGINX_HEADER_TOO_LARGE)
 
 
 # -- Host and request targets -------------------------------------------------------------------
@@ -462,16 +507,26 @@ def validate_host(value: str, where: str = "Host header") -> str:
     lower = value.lower()
     match = _HOST_VALUE.fullmatch(lower)
     if match is None:
-        raise HttpError(f"invalid host {_quote(value)} in the {where}: {_host_problem(lower)}")
+        raise HttpError(
+            f"invalid host {_quote(value)} in the {where}: {_host_problem(lower)}",
+            400,
+            info.INVALID_HOST,
+        )
     name, ipv6, port = match.groups()
     if port and int(port) > _MAX_PORT:
-        raise HttpError(f"invalid host {_quote(value)} in the {where}: port above {_MAX_PORT}")
+        raise HttpError(
+            f"invalid host {_quote(value)} in the {where}: port above {_MAX_PORT}",
+            400,
+            info.INVALID_HOST,
+        )
     if ipv6 is not None:
         try:
             ipaddress.IPv6Address(ipv6)
         except ValueError:
             raise HttpError(
-                f"invalid host {_quote(value)} in the {where}: [{ipv6}] is not an IPv6 address"
+                f"invalid host {_quote(value)} in the {where}: [{ipv6}] is not an IPv6 address",
+                400,
+                info.INVALID_HOST,
             ) from None
         host = f"[{ipv6}]"
     else:
@@ -516,20 +571,42 @@ def _origin_form(target: str) -> tuple[str, str, str]:
     return rest, authority, host
 
 
-def _request_head_problem(text: str) -> str:
-    """Why a complete request head that failed both patterns is refused (the slow path)."""
+def _request_head_problem(text: str) -> tuple[str, int, str]:
+    """Why a complete request head that failed both patterns is refused (the slow path):
+    the reason, the status (400) and the access log's reason code."""
+    bad = info.INVALID_REQUEST
     if text.count("\n") != text.count("\r\n"):
-        return "bare LF line ending in the request head"
+        return "bare LF line ending in the request head", 400, bad
     line_end = text.find("\r\n")
     request_line = text[:line_end]
     if _REQUEST_LINE_RE.fullmatch(request_line) is None:
-        return f"illegal request line {_quote(request_line)}"
+        return (
+            f"illegal request line {_quote(request_line)}",
+            400,
+            _request_line_problem(request_line),
+        )
     for line in text[line_end + 2 : -2].split("\r\n"):
         if line[:1] in (" ", "\t"):
-            return "obsolete line folding in the request head"
+            return "obsolete line folding in the request head", 400, bad
         if _FIELD_LINE.fullmatch(line + "\r\n") is None:
-            return f"illegal header line {_quote(line)}"
-    return "malformed request head"  # pragma: no cover - the checks above cover the grammar
+            return f"illegal header line {_quote(line)}", 400, bad
+    return "malformed request head", 400, bad  # pragma: no cover - the grammar is covered
+
+
+def _request_line_problem(line: str) -> str:
+    """The reason code of a request line that is not ``method SP target SP HTTP/d.d``:
+    which of its three parts is wrong (the monitoring reference's 4XX table)."""
+    parts = line.split(" ")
+    if len(parts) != 3:
+        return info.INVALID_REQUEST
+    method, target, version = parts
+    if _METHOD_RE.fullmatch(method) is None:
+        return info.INVALID_METHOD
+    if _TARGET_RE.fullmatch(target) is None:
+        return info.REQUEST_URI_INVALID
+    if re.fullmatch(r"HTTP/[0-9]\.[0-9]", version) is None:
+        return info.INVALID_VERSION
+    return info.INVALID_REQUEST  # pragma: no cover - one of the three parts is wrong
 
 
 # -- responses ----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from emulator.core.http1 import (
     parse_request_head,
     response_head_bytes,
 )
-from emulator.core.pages import SERVER_TOKEN
+from emulator.core.pages import page_headers
 
 __all__ = ["CONTINUE", "HTTP_SWITCHING_PROTOCOLS", "Http1Connection", "Http1Event"]
 
@@ -42,6 +42,7 @@ MAX_LOGGED_REQUEST_LINE: Final = 8 * 1024
 #: Statuses whose responses never have a body (RFC 9110 sections 15.3.5 and 15.4.5).
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _FRAMING_HEADERS: Final = ("content-length", "transfer-encoding")
+_KEEP_ALIVE: Final = ("Connection", "keep-alive")
 #: Headers :meth:`Http1Connection.backend_headers` rewrites.
 _BACKEND_DROPPED: Final = frozenset({"expect", *_FRAMING_HEADERS})
 
@@ -68,8 +69,9 @@ class Http1Connection:
     """The server side of one HTTP/1.1 connection (mutable: it lives as long as the connection).
 
     Args:
-        max_head_bytes: request line + headers at most (431 past it).
-        max_fields: header fields per request at most (431 past it).
+        max_head_bytes: request line + headers at most (414 for a longer request line, nginx's
+            "400 Request Header Or Cookie Too Large" for longer headers).
+        max_fields: header fields per request at most (the same 400 past it).
     """
 
     __slots__ = (
@@ -82,6 +84,7 @@ class Http1Connection:
         "_max_fields",
         "_max_head_bytes",
         "close_after_response",
+        "received_bytes",
         "request",
         "requests",
         "responded",
@@ -110,6 +113,10 @@ class Http1Connection:
         #: Set by the gateway (a reload, a drain): the next response says ``Connection:
         #: close`` and the connection ends after it.
         self.close_after_response = False
+        #: Bytes of the current request as received: its head (of a refused head, what was
+        #: received of it), then its body bytes with their framing (nginx's
+        #: ``$request_length``, the access log's ``receivedBytes``).
+        self.received_bytes = 0
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -141,7 +148,7 @@ class Http1Connection:
         Starts the next request/response cycle: the previous request is forgotten.
 
         Raises:
-            HttpError: the head is malformed (400), too large (431), or has a transfer coding
+            HttpError: the head is malformed (400), too large (414, 494), or has a transfer coding
                 the gateway does not implement (501).
         """
         self.request = None
@@ -150,6 +157,7 @@ class Http1Connection:
         self._chunked = False
         self._continue_sent = False
         buffer = self._buffer
+        self.received_bytes = len(buffer)
         parsed = (
             parse_request_head(buffer, max_size=self._max_head_bytes, max_fields=self._max_fields)
             if buffer
@@ -162,6 +170,14 @@ class Http1Connection:
                 raise HttpError("the client closed the connection inside a request head")
             return CLOSED
         head, used = parsed
+        self.received_bytes = used
+        if head.method == "POST" and head.framing is Framing.NONE:
+            # http-response-codes lists "POST request missing Content-Length header" among
+            # the 400s; here, not in the codec, because it is a rule of HTTP/1.x framing (an
+            # HTTP/2 request is framed by its stream, and its head is written as HTTP/1.1 for
+            # the backend). Differs from nginx, which reads such a POST as one with no body
+            # (nginx 0.x answered 411 Length Required).
+            raise HttpError("POST without Content-Length or chunked framing")
         self._buffer = buffer[used:]
         self.request = head
         self.requests += 1
@@ -190,7 +206,9 @@ class Http1Connection:
         reader = self._body
         while reader is not None and not reader.done:
             if self._buffer:
+                before = len(self._buffer)
                 body, self._buffer = reader.feed(self._buffer)
+                self.received_bytes += before - len(self._buffer)
                 if body:
                     return body
             elif self._eof:
@@ -282,24 +300,22 @@ class Http1Connection:
         reason: str,
         body: bytes,
         *,
+        date: str,
         close: bool = False,
         extra_headers: Sequence[tuple[str, str]] = (),
     ) -> bytes:
         """A response the gateway writes itself (a page), head and body in one piece.
 
-        ``Connection: close`` goes with it when ``close``, when the client does not keep the
-        connection, or when the gateway asked to close; a HEAD request gets the head only.
+        ``date`` is the ``Date`` value (the caller reads the clock). ``Connection: close`` goes
+        with it when ``close``, when the client does not keep the connection, or when the
+        gateway asked to close, else ``Connection: keep-alive`` (nginx says one or the other
+        on every response); a HEAD request gets the head only.
         """
         closing = close or self._closing or self.close_after_response or self.request is None
         self._closing = closing
-        headers = [
-            ("Server", SERVER_TOKEN),
-            ("Content-Type", "text/html"),
-            ("Content-Length", str(len(body))),
-            *extra_headers,
-        ]
-        if closing:
-            headers.append(("Connection", "close"))
+        headers = page_headers(
+            len(body), date=date, keep_alive=not closing, extra=tuple(extra_headers)
+        )
         self.responded = True
         head = response_head_bytes(status, reason, headers)
         request = self.request
@@ -313,9 +329,10 @@ class Http1Connection:
         A body of known length keeps its Content-Length. One of unknown length (the backend
         chunked it, or ends it by closing) is chunked for an HTTP/1.1 client and ends with the
         connection for an HTTP/1.0 one. ``Connection: close`` is added whenever the connection
-        ends after the response. 204 and 304 have no body whatever their headers say; the
-        head of a HEAD response is framed as the GET response would be. Body bytes then go
-        through :meth:`body_bytes`, and the end through :meth:`end_of_body`.
+        ends after the response, ``Connection: keep-alive`` otherwise. 204 and 304 have no body
+        whatever their headers say; the head of a HEAD response is framed as the GET response
+        would be. Body bytes then go through :meth:`body_bytes`, and the end through
+        :meth:`end_of_body`.
         """
         request = self.request
         assert request is not None
@@ -339,6 +356,11 @@ class Http1Connection:
         if close:
             headers = [(k, v) for k, v in headers if k.lower() != "connection"]
             headers.append(("Connection", "close"))
+        else:
+            # nginx says keep-alive on every response whose connection stays open, proxied
+            # ones too (ngx_http_header_filter); the backend's own Connection header is
+            # hop-by-hop and was dropped with the others.
+            headers = [*headers, _KEEP_ALIVE]
         self._chunked = chunked
         self._closing = close
         self.responded = True

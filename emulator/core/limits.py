@@ -60,9 +60,11 @@ class ProxyLimits:
     #: At most this much of a response waits in the temporary file; past it the backend is
     #: read only as fast as the client reads (nginx ``proxy_max_temp_file_size``, 1 GB).
     response_buffer_file_bytes: int = _GIB
-    #: Maximum request line + headers: 32 KB (Azure application gateway limits) → 431.
+    #: Maximum request line + headers: 32 KB (Azure application gateway limits) → 414 when
+    #: the request line alone is longer, else nginx's "400 Request Header Or Cookie Too Large".
     max_request_header_bytes: int = 32 * 1024
-    #: Header fields per request; one more → 431. Differs from Azure: it documents no count
+    #: Header fields per request; one more → nginx's 494 page (HTTP/2: 431). Differs from
+    #: Azure: it documents no count
     #: (nginx is bounded only by the 32 KB); 1,000 is far above what clients send.
     max_request_header_fields: int = 1000
     #: A request the gateway answers itself (redirect, 404, 421) keeps its connection when its

@@ -11,11 +11,23 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Final
 
-__all__ = ["SERVER_TOKEN", "GatewayPage", "page_for_status", "render_page"]
+__all__ = [
+    "NGINX_HEADER_TOO_LARGE",
+    "SERVER_TOKEN",
+    "GatewayPage",
+    "http_date",
+    "page_for_status",
+    "page_headers",
+    "render_page",
+]
 
 SERVER_TOKEN: Final = "Microsoft-Azure-Application-Gateway/v2"
+#: nginx's internal code for a request head over its buffers (NGX_HTTP_REQUEST_HEADER_TOO_LARGE,
+#: ngx_http_request.h): never on the wire, where it is a 400 with its own page title.
+NGINX_HEADER_TOO_LARGE: Final = 494
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +36,8 @@ class _Page:
     reason: str
     #: nginx puts a more specific text in the title and second line for some 400s.
     detail: str | None = None
+    #: The status an error names to get this page when it is not ``status`` (nginx's 494).
+    code: int | None = None
 
 
 class GatewayPage(enum.Enum):
@@ -37,7 +51,19 @@ class GatewayPage(enum.Enum):
     REQUEST_TIMEOUT = _Page(408, "Request Time-out")
     #: A request body over the gateway's maximum request size (nginx's client_max_body_size).
     REQUEST_TOO_LARGE = _Page(413, "Request Entity Too Large")
+    #: HTTP/2 only: a request with more header fields than the limit.
     HEADERS_TOO_LARGE = _Page(431, "Request Header Fields Too Large")
+    #: An HTTP/1.x request line longer than the 32 KB URL limit (nginx's "client sent too
+    #: long URI", NGX_HTTP_REQUEST_URI_TOO_LARGE in ngx_http_process_request_line).
+    URI_TOO_LARGE = _Page(414, "Request-URI Too Large")
+    #: An HTTP/1.x request head over the 32 KB header limit, or with more fields than allowed
+    #: (nginx's 494 page: status line 400, ngx_http_special_response.c).
+    HEADER_OR_COOKIE_TOO_LARGE = _Page(
+        400, "Bad Request", "Request Header Or Cookie Too Large", code=NGINX_HEADER_TOO_LARGE
+    )
+    #: ``TRACE``: nginx refuses it in ngx_http_process_request_header (NGX_HTTP_NOT_ALLOWED);
+    #: the monitoring reference logs it as ERRORINFO_INVALID_METHOD_TRACE.
+    NOT_ALLOWED = _Page(405, "Not Allowed")
     INTERNAL_ERROR = _Page(500, "Internal Server Error")
     BAD_GATEWAY = _Page(502, "Bad Gateway")
     GATEWAY_TIMEOUT = _Page(504, "Gateway Time-out")
@@ -70,12 +96,18 @@ class GatewayPage(enum.Enum):
         return self.value.reason
 
 
-#: The page of each status that has exactly one (the 400s with a detail line are picked by name).
-_BY_STATUS: Final = {page.status: page for page in GatewayPage if page.value.detail is None}
+#: The page of each status that has exactly one (the 400s with a detail line are picked by name,
+#: or by their nginx code).
+_BY_STATUS: Final = {
+    page.value.code or page.status: page
+    for page in GatewayPage
+    if page.value.detail is None or page.value.code is not None
+}
 
 
 def page_for_status(status: int) -> GatewayPage:
-    """The gateway's page for ``status`` (a redirect's, an error's).
+    """The gateway's page for ``status`` (a redirect's, an error's; 494 is nginx's
+    "Request Header Or Cookie Too Large").
 
     Raises:
         KeyError: the gateway has no page of that status.
@@ -99,3 +131,31 @@ def render_page(page: GatewayPage) -> bytes:
     # nginx writes its pages with CRLF line ends (src/http/ngx_http_special_response.c), so
     # the gateway's pages have them too.
     return "\r\n".join(lines).encode()
+
+
+def http_date(epoch_s: float) -> str:
+    """``epoch_s`` as an IMF-fixdate (RFC 9110 section 5.6.7), the form nginx writes in
+    ``Date``. The caller reads the clock; this module keeps none."""
+    return formatdate(epoch_s, usegmt=True)
+
+
+def page_headers(
+    page_length: int,
+    *,
+    date: str,
+    keep_alive: bool,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> list[tuple[str, str]]:
+    """The head fields of a gateway page, in the order nginx's header filter writes them
+    (ngx_http_header_filter_module.c: Server, Date, Content-Type, Content-Length, Location,
+    Connection), the order real gateway captures show. ``extra`` (a redirect's Location)
+    goes before Connection; ``Connection`` says whether the connection stays open, as nginx
+    says it on every HTTP/1.x response."""
+    return [
+        ("Server", SERVER_TOKEN),
+        ("Date", date),
+        ("Content-Type", "text/html"),
+        ("Content-Length", str(page_length)),
+        *extra,
+        ("Connection", "keep-alive" if keep_alive else "close"),
+    ]

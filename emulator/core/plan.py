@@ -12,10 +12,10 @@ chose, the client-certificate decision), and returns one of three plans:
 - :class:`Fail`: the request cannot be forwarded (no healthy backend); the caller maps the
   error to its page as it maps every proxy error (by its ``status``).
 
-The steps, in nginx's order (the gateway runs nginx): CONNECT is refused; the Host picks the
-listener (none: 404); a listener whose client authentication did not run on this connection is
-421 (:func:`emulator.core.routing.misdirected`); the client-certificate decision is applied,
-made again only where the Host picked a listener with other client authentication
+The steps, in nginx's order (the gateway runs nginx): CONNECT is refused, TRACE is 405; the
+Host picks the listener (none: 404); a listener whose client authentication did not run on this
+connection is 421 (:func:`emulator.core.routing.misdirected`); the client-certificate decision
+is applied, made again only where the Host picked a listener with other client authentication
 (:func:`client_auth_decision`); an h2c upgrade is 403; then the path map, redirects, the
 backend, and the rewrite rules. A rewrite with ``reroute`` on a path-based rule sends the
 rewritten path through the path map again (rewrite-http-headers-url); the rewrite of each round
@@ -266,6 +266,17 @@ class PortPlanner:
                 facts,
                 rule,
                 notes=(Note("http.bad_request", "reason=CONNECT is not supported"),),
+            )
+        if facts.method == "TRACE":
+            # nginx refuses TRACE in ngx_http_process_request_header, before any server or
+            # location: 405 "Not Allowed", and the connection is kept (the monitoring
+            # reference logs it as ERRORINFO_INVALID_METHOD_TRACE; Azure documents no status).
+            return Respond(
+                GatewayPage.NOT_ALLOWED,
+                After.KEEP_ALIVE,
+                facts,
+                rule,
+                notes=(Note("http.bad_request", "reason=TRACE is not allowed"),),
             )
         if rule is None:
             # v2: no listener on this port takes the host (appgw-behaviour.md section 7).

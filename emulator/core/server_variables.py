@@ -113,6 +113,9 @@ class RequestFacts:
     status: int | None = None
     #: Bytes sent to the client so far (0 while headers are rewritten: nothing has gone out).
     sent_bytes: int = 0
+    #: ``received_bytes`` as the shell counted it (request line, headers and the body the
+    #: gateway reads before the rewrite); None: the head is measured from the facts.
+    received_bytes: int | None = None
     #: The decoded path after a URL rewrite (``uri_path`` of later rules and of the backend).
     rewritten_path: str | None = None
     #: The query string after a URL rewrite.
@@ -245,7 +248,11 @@ def _client_user(f: RequestFacts) -> str:
 
 
 def _received_bytes(f: RequestFacts) -> str:
-    """The request line and headers as they arrived (the body is not read yet at rewrite time)."""
+    """The request's length: request line, headers and body (the server-variable table's
+    "request line, header, and request body"), as the shell counted it; without its count,
+    the request line and headers measured from the facts."""
+    if f.received_bytes is not None:
+        return str(f.received_bytes)
     line = len(f"{f.method} {f.target} HTTP/{f.http_version}\r\n")
     headers = sum(len(f"{k}: {v}\r\n") for k, v in f.headers)
     return str(line + headers + len("\r\n"))
@@ -301,7 +308,7 @@ _DESCRIBED: Final[Mapping[str, tuple[str, str, Callable[[RequestFacts], str]]]] 
         "id=7",
         lambda f: f.query,
     ),
-    "received_bytes": ("bytes of request line + headers", "312", _received_bytes),
+    "received_bytes": ("bytes of request line + headers + body", "312", _received_bytes),
     "request_query": ("same as query_string", "id=7", lambda f: f.query),
     "request_scheme": ("http or https", "https", lambda f: f.scheme),
     "request_uri": (

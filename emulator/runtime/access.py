@@ -1,8 +1,13 @@
 """The access log's records: one per request that reached the HTTP layer.
 
 Field names are Azure's (``ApplicationGatewayAccessLog``) where Azure has them; the emulator's
-own additions say so. :func:`access_record` builds one from a request's facts and how it was
-answered, and writes the access logger's one-line summary.
+own additions say so. :func:`access_record` builds one from a request's facts, how it was
+answered, and the request's :class:`RequestMeter` (bytes, times and the backend leg, which the
+pump and the exchange fill in as the request goes), and writes the access logger's one-line
+summary. Meanings follow the monitoring reference (monitor-application-gateway-reference,
+"Access log category", v2): ``requestUri`` and ``host`` are the request *after* the rewrite,
+``sslEnabled`` says whether the backend leg used TLS; the README's access-log table maps every
+field to where its value comes from.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from emulator.core.certinfo import ClientCertInfo
+from emulator.core.error_info import CLIENT_CLOSED_REQUEST, NO_ERROR
 from emulator.core.rewrite import RequestFacts
 from emulator.core.routing import Route
 from emulator.core.tls_policy import CertDecision
@@ -18,9 +24,50 @@ from emulator.logsafe import escaped_logger
 from emulator.model import RoutingRule
 from emulator.runtime.client_facts import timestamp
 
-__all__ = ["AccessRecord", "access_record"]
+__all__ = ["AccessRecord", "RequestMeter", "access_record"]
 
 ACCESS_LOGGER = escaped_logger("emulator.access")
+#: nginx's status for a client that left before the response (the record's httpStatus).
+CLIENT_GONE_STATUS = 499
+
+
+@dataclass(slots=True)
+class RequestMeter:
+    """What one request's access record needs beyond its facts, filled in as it is served
+    (mutable: one per request, owned by the connection or stream serving it).
+
+    Times are ``time.perf_counter()`` values (None: it did not happen).
+    """
+
+    #: Bytes of the request as received: request line, headers and body (nginx's
+    #: ``$request_length``: framing included, e.g. chunk sizes).
+    received_bytes: int = 0
+    #: Bytes of the response written to the client (nginx's ``$bytes_sent``), head included.
+    sent_bytes: int = 0
+    first_sent: float | None = None
+    last_sent: float | None = None
+    #: The request went to the backend, and the backend's response head came back.
+    backend_sent: float | None = None
+    backend_answered: float | None = None
+    #: The gateway's source port of the backend connection.
+    upstream_port: int | None = None
+    #: The backend leg used TLS (the reference's ``sslEnabled``).
+    backend_tls: bool = False
+    #: The response's Content-Type ("" when it has none).
+    content_type: str = ""
+    #: The reason code (``error_info``); "" means ERRORINFO_NO_ERROR.
+    error_info: str = ""
+    #: The request path and Host after the rewrite (None: not rewritten or not forwarded,
+    #: the client's are logged).
+    request_uri: str | None = None
+    host: str | None = None
+
+    def sent(self, size: int, at: float) -> None:
+        """``size`` bytes went to the client at ``at``."""
+        if self.first_sent is None:
+            self.first_sent = at
+        self.last_sent = at
+        self.sent_bytes += size
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +104,17 @@ class AccessRecord:
     backendSettingName: str = ""
     #: Emulator-only: why a Strict client certificate failed, in words (empty otherwise).
     clientCertFailureExplained: str = ""
+    receivedBytes: int = 0
+    sentBytes: int = 0
+    #: Seconds between the first and the last byte sent to the client.
+    clientResponseTime: float = 0.0
+    #: Seconds from sending the request to the backend to its response head, as the
+    #: reference's sample writes it (a string with three decimals; "" when not proxied).
+    serverResponseLatency: str = ""
+    #: The backend connection's source port, a string as in the reference's sample.
+    upstreamSourcePort: str = ""
+    contentType: str = ""
+    error_info: str = NO_ERROR
 
 
 def access_record(
@@ -72,11 +130,16 @@ def access_record(
     tls: bool,
     routed: str,
     server_status: str,
+    meter: RequestMeter | None = None,
 ) -> AccessRecord:
     """The record of one request (``routed``: the backend's ``host:port``, "" when none), also
-    written to the ``emulator.access`` logger."""
+    written to the ``emulator.access`` logger.
+
+    ``tls`` is whether the client's leg used TLS (``sslProtocol`` and ``sslCipher`` are that
+    leg's); ``meter`` the request's bytes, times and backend leg."""
     current = route
     tls_on = tls
+    meter = meter if meter is not None else RequestMeter()
     user_agent = original_host = ""
     for name, value in facts.headers:  # one pass for both (the first of each, as nginx)
         lower = name.lower()
@@ -84,6 +147,13 @@ def access_record(
             original_host = original_host or value
         elif lower == "user-agent":
             user_agent = user_agent or value
+    host = meter.host if meter.host is not None else original_host
+    latency = ""
+    if meter.backend_sent is not None and meter.backend_answered is not None:
+        latency = f"{max(0.0, meter.backend_answered - meter.backend_sent):.3f}"
+    response_time = 0.0
+    if meter.first_sent is not None and meter.last_sent is not None:
+        response_time = round(meter.last_sent - meter.first_sent, 3)
     record = AccessRecord(
         listenerName=listener,
         ruleName=rule.name if rule is not None else "",
@@ -91,9 +161,9 @@ def access_record(
         clientIP=facts.client_ip,
         clientPort=facts.client_port,
         httpMethod=facts.method,
-        requestUri=facts.path,
+        requestUri=meter.request_uri if meter.request_uri is not None else facts.path,
         httpStatus=status,
-        sslEnabled="on" if tls_on else "off",
+        sslEnabled="on" if meter.backend_tls else "off",
         sslProtocol=(facts.tls_version or "") if tls_on else "",
         sslCipher=(facts.cipher or "") if tls_on else "",
         sslClientVerify=decision.ssl_client_verify if decision else "NONE",
@@ -109,10 +179,18 @@ def access_record(
         originalRequestUriWithArgs=facts.target,
         requestQuery=facts.target.partition("?")[2],
         userAgent=user_agent,
-        host=original_host.rsplit(":", 1)[0],
+        host=_without_port(host),
         originalHost=original_host,
         backendSettingName=current.settings.name if current and current.settings else "",
         clientCertFailureExplained=decision.explanation if decision else "",
+        receivedBytes=meter.received_bytes,
+        sentBytes=meter.sent_bytes,
+        clientResponseTime=response_time,
+        serverResponseLatency=latency,
+        upstreamSourcePort=str(meter.upstream_port) if meter.upstream_port is not None else "",
+        contentType=meter.content_type,
+        error_info=meter.error_info
+        or (CLIENT_CLOSED_REQUEST if status == CLIENT_GONE_STATUS else NO_ERROR),
     )
     if ACCESS_LOGGER.isEnabledFor(logging.INFO):
         ACCESS_LOGGER.info(
@@ -129,3 +207,10 @@ def access_record(
             record.timeTaken * 1000,
         )
     return record
+
+
+def _without_port(host: str) -> str:
+    """A Host value without its port (an IPv6 literal keeps its brackets)."""
+    if host.endswith("]") or ":" not in host:
+        return host
+    return host.rsplit(":", 1)[0]

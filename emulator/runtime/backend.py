@@ -208,6 +208,21 @@ class BackendConnection:
     def addr_text(self) -> str:
         return f"{self.address[0]}:{self.address[1]}"
 
+    @property
+    def local_port(self) -> int | None:
+        """The gateway's source port of this connection (the access log's
+        ``upstreamSourcePort``); None when the socket is already gone."""
+        sock = self._sock.socket if self._sock is not None else None
+        if sock is None and self.stream is not None:
+            transport = self.stream.transport_stream
+            sock = transport.socket
+        if sock is None:
+            return None
+        try:
+            return int(sock.getsockname()[1])
+        except OSError:
+            return None
+
     def start_request(self, head: bytes, *, repeatable: bool) -> None:
         """A new request begins with ``head``: remember it in case it has to go again."""
         self._replay = head

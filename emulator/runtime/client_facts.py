@@ -95,8 +95,11 @@ class ClientConnectionFacts:
         version: str,
         headers: Sequence[tuple[str, str]],
         verification: str,
+        *,
+        received_bytes: int | None = None,
     ) -> RequestFacts:
-        """One request's facts: the connection's and the request's own (a fresh trace id)."""
+        """One request's facts: the connection's and the request's own (a fresh trace id).
+        ``received_bytes``: the request's length as received (``received_bytes``)."""
         return RequestFacts(
             client_ip=self._peer[0],
             client_port=self._peer[1],
@@ -113,6 +116,7 @@ class ClientConnectionFacts:
             verification=verification,
             ja4=self.ja4 if self._ja4_header else None,
             connection=self,
+            received_bytes=received_bytes,
         )
 
     def _take_client_hello(self) -> None:

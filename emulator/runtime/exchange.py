@@ -12,11 +12,13 @@ after it, the connection is ended (nothing else is honest once a status line has
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 import trio
 
+from emulator.core.error_info import UPSTREAM_CLOSED_CONNECTION, UPSTREAM_TIMED_OUT
 from emulator.core.http1 import (
     LAST_CHUNK,
     BodyReader,
@@ -179,7 +181,13 @@ class BackendExchange:
         if settings.protocol is ListenerProtocol.HTTPS:
             tls = backend_tls(settings, normalize_host(plan.host) or choice.host)
         request_head = request_head_bytes(head.method, plan.target, headers)
+        meter = self.client.meter
+        # The access log's requestUri and host are the request after the rewrite.
+        meter.request_uri = rewrite.target.partition("?")[0]
+        meter.host = plan.host
         backend = await self.client.backend.acquire((choice.host, choice.port), tls=tls)
+        meter.backend_tls = tls is not None
+        meter.upstream_port = backend.local_port
         timeout_s = settings.request_timeout_s
         response: ResponseHead | None = None
         reusable = released = False
@@ -196,8 +204,13 @@ class BackendExchange:
             backend.start_request(
                 request_head, repeatable=not http.has_body and head.method in RETRY_METHODS
             )
+            meter.backend_sent = time.perf_counter()
             await self._send_request(backend, request_head, spool, timeout_s)
             response = await self._backend_response(backend, head, timeout_s)
+            meter.backend_answered = time.perf_counter()
+            if not backend.reused:
+                # A stale pooled connection may have been replaced by a new one on the way.
+                meter.upstream_port = backend.local_port
             out_headers = rewrite_response_headers(
                 rewrite.facts, plan.rule_set, headers, response.headers, status=response.status
             )
@@ -205,6 +218,9 @@ class BackendExchange:
                 await self._tunnel(backend, response, out_headers, rewrite.target)
                 self.client.record(plan.facts, 101, started, routed=routed, server_status="101")
                 return
+            meter.content_type = next(
+                (v for k, v in out_headers if k.lower() == "content-type"), ""
+            )
             reusable = await self._relay_response(
                 backend, response, [*out_headers, *choice.set_cookies], timeout_s, release
             )
@@ -219,6 +235,11 @@ class BackendExchange:
                 exc,
             )
             http.close_after_response = True
+            meter.error_info = (
+                UPSTREAM_TIMED_OUT
+                if isinstance(exc, BackendTimeout)
+                else UPSTREAM_CLOSED_CONNECTION
+            )
             status = response.status
             self.client.record(
                 plan.facts, status, started, routed=routed, server_status=str(status)

@@ -32,10 +32,16 @@ import trio
 from OpenSSL import SSL
 
 from emulator.core.certinfo import ClientCertInfo
-from emulator.core.http1 import HttpError, RequestHead
+from emulator.core.error_info import (
+    UPSTREAM_CLOSED_CONNECTION,
+    UPSTREAM_NO_LIVE,
+    UPSTREAM_TIMED_OUT,
+    error_info_for_page,
+)
+from emulator.core.http1 import Framing, HttpError, RequestHead
 from emulator.core.http1_connection import Http1Connection, Http1Event
 from emulator.core.limits import ProxyLimits
-from emulator.core.pages import GatewayPage, page_for_status, render_page
+from emulator.core.pages import GatewayPage, http_date, page_for_status, render_page
 from emulator.core.plan import (
     After,
     Fail,
@@ -54,11 +60,11 @@ from emulator.core.tls_policy import (
     negotiated_version_allowed,
     resolve_ocsp,
 )
-from emulator.errors import BackendError
+from emulator.errors import BackendError, BackendTimeout
 from emulator.logsafe import escaped_logger
 from emulator.model import Buffering, RoutingRule
 from emulator.model import Listener as ListenerConfig
-from emulator.runtime.access import AccessRecord, access_record
+from emulator.runtime.access import AccessRecord, RequestMeter, access_record
 from emulator.runtime.backend import BackendClient
 from emulator.runtime.client_facts import ClientConnectionFacts, cert_info
 from emulator.runtime.exchange import BackendExchange, BodyTimeout, ClientGone, RequestTooLarge
@@ -112,6 +118,11 @@ class ListenerRuntime:
 _ANSWERED: Final = (HttpError, BackendError, RequestTooLarge, BodyTimeout)
 
 
+def _now_date() -> str:
+    """The ``Date`` of a page written now (the core's renderer takes it as a value)."""
+    return http_date(time.time())
+
+
 class _Handshake(enum.Enum):
     SERVE = "serve"
     DROP = "drop"
@@ -151,6 +162,8 @@ class ClientConnection:
     #: Bytes for the client not sent yet (:meth:`queue`, :meth:`flush`), and their length.
     _outgoing: list[bytes] = field(default_factory=list)
     _outgoing_bytes: int = 0
+    #: The current request's bytes, times and backend leg, for its access record.
+    meter: RequestMeter = field(default_factory=RequestMeter)
 
     def __post_init__(self) -> None:
         limits = self.runtime.limits
@@ -228,7 +241,9 @@ class ClientConnection:
         self._outgoing = []
         self._outgoing_bytes = 0
         page = GatewayPage.INTERNAL_ERROR
-        self.queue(http.page(page.status, page.reason, render_page(page), close=True))
+        self.queue(
+            http.page(page.status, page.reason, render_page(page), date=_now_date(), close=True)
+        )
         try:
             await self.flush(last=True)
         except ClientGone as exc:
@@ -247,14 +262,25 @@ class ClientConnection:
         try:
             with limit:
                 await tls.do_handshake()
-        except PlainHttpOnTlsPort:
+        except PlainHttpOnTlsPort as exc:
             LOGGER.info("tls.plain_http listener=%s client=%s:%s", name, *self.peer)
+            started = time.perf_counter()
+            self.http.receive_data(exc.initial_data)
+            self.meter.received_bytes = len(exc.initial_data)
             page = GatewayPage.PLAIN_HTTP_TO_HTTPS
-            self.queue(self.http.page(page.status, page.reason, render_page(page), close=True))
+            self.queue(
+                self.http.page(
+                    page.status, page.reason, render_page(page), date=_now_date(), close=True
+                )
+            )
             try:  # nginx's answer goes out without TLS, on the socket itself
                 await self.flush(stream=tls.transport_stream)
             except ClientGone:
                 LOGGER.debug("client.gone before the plain-HTTP 400 was sent")
+            # nginx logs this 400 like any request (ERRORINFO_HTTP_TO_HTTPS_PORT).
+            self.meter.content_type = "text/html"
+            self.meter.error_info = error_info_for_page(page)
+            self.record(self._unparsed_facts(), page.status, started, routed="", server_status="")
             return _Handshake.DROP
         except TlsHandshakeError as exc:
             LOGGER.info(
@@ -340,6 +366,7 @@ class ClientConnection:
         while True:
             self.forwarded_to = self.routed = ""
             self._rule = self._route = None
+            self.meter = RequestMeter()
             started = time.perf_counter()
             try:
                 head = await self._read_head()
@@ -365,7 +392,7 @@ class ClientConnection:
         nginx's ``client_header_timeout``.
 
         Raises:
-            HttpError: the head is malformed or too large (``status`` says 400, 431 or 501).
+            HttpError: the head is malformed or too large (``status`` says 400, 414, 494 or 501).
         """
         http = self.http
         limits = self.runtime.limits
@@ -400,7 +427,21 @@ class ClientConnection:
         """Plan the request, then answer it or forward it."""
         decision = self.decision
         assert decision is not None
-        facts = self._facts(head.method, head.target, head.version, head.headers, decision)
+        # received_bytes: the head as received, and with request buffering the body the
+        # gateway reads before the backend request is built (its Content-Length). Streamed
+        # (buffering off) or chunked, the body is not read yet when the rewrite runs: the
+        # head only, as nginx's $request_length is at that point.
+        received = self.http.received_bytes
+        if head.framing is Framing.LENGTH and self.runtime.buffering.request:
+            received += head.length
+        facts = self._facts(
+            head.method,
+            head.target,
+            head.version,
+            head.headers,
+            decision,
+            received_bytes=received,
+        )
         planner = self.runtime.planner
         host = head.host  # validated by the codec; an absolute-form target's authority
         if host != self._routed_host:
@@ -442,7 +483,7 @@ class ClientConnection:
 
     async def _answer_error(self, exc: Exception, facts: RequestFacts, started: float) -> None:
         """The one mapping of request-time errors to responses: the page of ``exc.status``
-        (400, 431 and 501 from the codec, 408 and 413 for bodies, 502 and 504 from the
+        (400, 414, 494 and 501 from the codec, 408 and 413 for bodies, 502 and 504 from the
         backend), logged with what the error says."""
         status = getattr(exc, "status", 500)
         try:
@@ -452,7 +493,16 @@ class ClientConnection:
         name, peer = self.listener.name, self.peer
         routed = ""
         after = After.CLOSE
+        meter = self.meter
+        if isinstance(exc, HttpError):
+            meter.error_info = exc.error_info
         if isinstance(exc, BackendError):
+            if isinstance(exc, BackendTimeout):
+                meter.error_info = UPSTREAM_TIMED_OUT
+            elif meter.backend_sent is not None:
+                meter.error_info = UPSTREAM_CLOSED_CONNECTION
+            else:
+                meter.error_info = UPSTREAM_NO_LIVE
             routed, after = self.routed, After.KEEP_IF_READ
             LOGGER.warning(
                 "backend.error listener=%s backend=%s status=%s reason=%s",
@@ -508,10 +558,19 @@ class ClientConnection:
                 headers = (*headers, (EXPLAIN_HEADER, header_safe(decision.explanation)))
             self.queue(
                 http.page(
-                    page.status, page.reason, render_page(page), close=close, extra_headers=headers
+                    page.status,
+                    page.reason,
+                    render_page(page),
+                    date=_now_date(),
+                    close=close,
+                    extra_headers=headers,
                 )
             )
             await self.flush(last=http.will_close)
+        meter = self.meter
+        meter.content_type = "text/html"
+        if not meter.error_info:
+            meter.error_info = error_info_for_page(page)
         self.record(facts, page.status, started, routed=routed, server_status="")
         if after is After.CLOSE:
             await self._linger()
@@ -612,6 +671,7 @@ class ClientConnection:
         body and end usually travel in one TLS record and one system call this way)."""
         self._outgoing.append(data)
         self._outgoing_bytes += len(data)
+        self.meter.sent_bytes += len(data)
 
     async def flush(self, *, last: bool = False, stream: trio.abc.Stream | None = None) -> None:
         """Send what :meth:`queue` collected (nothing to do when it is empty): the one place
@@ -631,6 +691,9 @@ class ClientConnection:
         self._outgoing_bytes = 0
         tls = self.tls
         timeout_s = self.runtime.limits.client_send_timeout_s
+        meter = self.meter
+        if meter.first_sent is None:
+            meter.first_sent = time.perf_counter()
         # A bare scope rather than fail_after (see _handshake): one per flush.
         limit = trio.CancelScope(deadline=trio.current_time() + timeout_s)
         try:
@@ -643,6 +706,7 @@ class ClientConnection:
                     await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone from exc
+        meter.last_sent = time.perf_counter()
         if limit.cancelled_caught:
             LOGGER.info(
                 "client.send_timeout listener=%s client=%s:%s: the client took nothing for %g s",
@@ -667,6 +731,8 @@ class ClientConnection:
         version: str,
         headers: Sequence[tuple[str, str]],
         decision: CertDecision | None,
+        *,
+        received_bytes: int | None = None,
     ) -> RequestFacts:
         """One request's facts: the connection's (gathered once) and the request's own."""
         connection = self._connection_facts
@@ -680,12 +746,18 @@ class ClientConnection:
                 certificate=self.cert,
             )
         verification = decision.verification if decision is not None else "NONE"
-        return connection.request(method, target, version, headers, verification)
+        return connection.request(
+            method, target, version, headers, verification, received_bytes=received_bytes
+        )
 
     def record(
         self, facts: RequestFacts, status: int, started: float, *, routed: str, server_status: str
     ) -> None:
         """The request's access record, to the access log and the gateway."""
+        meter = self.meter
+        http = self.http
+        if meter.received_bytes == 0:
+            meter.received_bytes = http.received_bytes
         self.on_access(
             access_record(
                 facts,
@@ -699,5 +771,6 @@ class ClientConnection:
                 tls=self.tls is not None,
                 routed=routed,
                 server_status=server_status,
+                meter=meter,
             )
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,13 @@ AZURE_PROPERTIES = {
     "serverStatus",
     "originalHost",
     "host",
+    "receivedBytes",
+    "sentBytes",
+    "clientResponseTime",
+    "serverResponseLatency",
+    "upstreamSourcePort",
+    "error_info",
+    "contentType",
 }
 
 
@@ -66,11 +74,25 @@ async def test_access_log_file_gets_one_azure_shaped_record_per_request(
     assert ok["timeStamp"].endswith("Z")
     assert set(ok["properties"]) >= AZURE_PROPERTIES
     props = ok["properties"]
+    # sslEnabled is the backend leg's TLS (monitoring reference): the stub speaks plain HTTP.
     assert (props["httpStatus"], props["sslClientVerify"], props["sslEnabled"]) == (
         200,
         "SUCCESS",
-        "on",
+        "off",
     )
+    assert props["sslProtocol"].startswith("TLSv1.")
+    # Types as the reference's sample writes them.
+    assert isinstance(props["receivedBytes"], int)
+    assert props["receivedBytes"] > 0
+    assert isinstance(props["sentBytes"], int)
+    assert props["sentBytes"] > 0
+    assert isinstance(props["clientResponseTime"], (int, float))
+    assert isinstance(props["serverStatus"], str)
+    assert props["serverStatus"] == "200"
+    assert re.fullmatch(r"[0-9]+\.[0-9]{3}", props["serverResponseLatency"])
+    assert props["upstreamSourcePort"].isdigit()
+    assert props["error_info"] == "ERRORINFO_NO_ERROR"
+    assert props["contentType"].startswith("application/json")
     assert props["httpVersion"] == "HTTP/1.1"
     issuer = "CN=appgw-emulator Test Client CA,O=appgw-emulator"
     assert props["sslClientCertificateIssuerName"] == issuer
@@ -80,6 +102,12 @@ async def test_access_log_file_gets_one_azure_shaped_record_per_request(
     assert (bad["httpStatus"], bad["sslClientVerify"]) == (400, "FAILED:certificate has expired")
     assert bad["serverRouted"] == ""
     assert "expired on" in bad["clientCertFailureExplained"]
+    assert bad["error_info"] == "ERRORINFO_HTTPS_NO_CERT"
+    assert (bad["contentType"], bad["serverResponseLatency"], bad["upstreamSourcePort"]) == (
+        "text/html",
+        "",
+        "",
+    )
     assert passthrough["properties"]["sslClientVerify"] == "PASSTHROUGH"
 
 

@@ -181,6 +181,8 @@ async def test_backend_sending_garbage_gives_502(
     (reply,) = parse_responses(data)
     assert_gateway_page(reply, GatewayPage.BAD_GATEWAY)
     assert stack.gateway.access_log[-1].httpStatus == 502
+    # The request went out and the answer was broken (the monitoring reference's code).
+    assert stack.gateway.access_log[-1].error_info == "ERRORINFO_UPSTREAM_CLOSED_CONNECTION"
 
 
 @pytest.mark.parametrize("how", ["close", "reset"])
@@ -202,6 +204,7 @@ async def test_backend_dropping_a_new_connection_gives_502_without_retry(
     assert_gateway_page(reply, GatewayPage.BAD_GATEWAY)
     # A fresh connection failing is the backend's answer, not a stale-pool race: no retry.
     assert [(c, r, m) for c, r, m, _ in backend.requests] == [(1, 1, "GET")]
+    assert stack.gateway.access_log[-1].error_info == "ERRORINFO_UPSTREAM_CLOSED_CONNECTION"
 
 
 async def test_backend_that_never_answers_gives_504_within_request_timeout(
@@ -219,6 +222,9 @@ async def test_backend_that_never_answers_gives_504_within_request_timeout(
         data = await exchange(stack.port(PASSTHROUGH_LISTENER), pki, get("/silent"))
     (reply,) = parse_responses(data)
     assert_gateway_page(reply, GatewayPage.GATEWAY_TIMEOUT)
+    record = stack.gateway.access_log[-1]
+    assert (record.error_info, record.serverStatus) == ("ERRORINFO_UPSTREAM_TIMED_OUT", "")
+    assert record.upstreamSourcePort.isdigit()
 
 
 # -- a pooled keep-alive connection closed just as it is reused ------------------------------

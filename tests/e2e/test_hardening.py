@@ -141,14 +141,42 @@ MALFORMED: dict[str, tuple[bytes, GatewayPage]] = {
         b"GET / HTTP/1.1\r\nHost: localhost\r\n"
         + b"".join(b"X-%d: 1\r\n" % i for i in range(LIMITS.max_request_header_fields + 1))
         + b"\r\n",
-        GatewayPage.HEADERS_TOO_LARGE,
+        GatewayPage.HEADER_OR_COOKIE_TOO_LARGE,
     ),
-    # Azure's URL limit is its 32 KB header limit: the request line counts towards it.
+    # Azure's 32 KB URL limit: a longer request line is nginx's 414.
     "request-line-over-32k": (
         b"GET /" + b"a" * (33 * 1024) + b" HTTP/1.1\r\nHost: localhost\r\n\r\n",
-        GatewayPage.HEADERS_TOO_LARGE,
+        GatewayPage.URI_TOO_LARGE,
     ),
-    "endless-request-line": (b"GET /" + b"a" * (40 * 1024), GatewayPage.HEADERS_TOO_LARGE),
+    "endless-request-line": (b"GET /" + b"a" * (40 * 1024), GatewayPage.URI_TOO_LARGE),
+    # http-response-codes, the 400 table (issue 21, item 5), with its examples.
+    "duplicate-authorization": (
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic YTpi\r\n"
+        b"Authorization: Basic YzpK\r\n\r\n",
+        GatewayPage.BAD_REQUEST,
+    ),
+    "method-GET123": (
+        b"GET123 /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        GatewayPage.BAD_REQUEST,
+    ),
+    "lower-case-method": (b"get / HTTP/1.1\r\nHost: localhost\r\n\r\n", GatewayPage.BAD_REQUEST),
+    "post-without-length": (
+        b"POST /upload HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        GatewayPage.BAD_REQUEST,
+    ),
+    "http-0.3": (b"GET /content.css HTTP/0.3\r\nHost: localhost\r\n\r\n", GatewayPage.BAD_REQUEST),
+    "non-ascii-request-line": (
+        "GET /«úü¡»¿.doc HTTP/1.1\r\nHost: localhost\r\n\r\n".encode(),
+        GatewayPage.BAD_REQUEST,
+    ),
+    "content-length-abc": (
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n",
+        GatewayPage.BAD_REQUEST,
+    ),
+    "content-length-minus-10": (
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: -10\r\n\r\n",
+        GatewayPage.BAD_REQUEST,
+    ),
 }
 
 

@@ -281,6 +281,8 @@ async def test_unreachable_backend_gives_502_gateway_page(
     assert_gateway_page(reply, GatewayPage.BAD_GATEWAY)
     record = stack.gateway.access_log[-1]
     assert record.httpStatus == 502
+    # Nothing answered the connection: the reference's "no reachable backend".
+    assert record.error_info == "ERRORINFO_UPSTREAM_NO_LIVE"
     assert stack.recorded == []
 
 
@@ -366,7 +368,7 @@ async def test_malformed_request_gets_400_gateway_page(demo_stack: Stack, pki: P
 
 
 @pytest.mark.parametrize("size", [33 * 1024, 40 * 1024, 100 * 1024], ids=["33k", "40k", "100k"])
-async def test_request_headers_over_32k_get_431(
+async def test_request_headers_over_32k_get_nginx_header_or_cookie_too_large_page(
     demo_stack: Stack, pki: PkiBundle, size: int
 ) -> None:
     request = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * size + b"\r\n\r\n"
@@ -374,7 +376,8 @@ async def test_request_headers_over_32k_get_431(
         raw_exchange, demo_stack.port(PASSTHROUGH_LISTENER), client_context(pki), request
     )
     (reply,) = parse_responses(data)
-    assert_gateway_page(reply, GatewayPage.HEADERS_TOO_LARGE)
+    assert_gateway_page(reply, GatewayPage.HEADER_OR_COOKIE_TOO_LARGE)
+    assert reply.status == 400
     assert demo_stack.recorded == []
 
 

@@ -117,6 +117,20 @@ REWRITE_RULES: list[dict[str, Any]] = [
         },
     },
     {
+        "name": "lengths",
+        "ruleSequence": 45,
+        "conditions": [{"variable": "var_uri_path", "pattern": "^/upload$"}],
+        "actionSet": {
+            "requestHeaderConfigurations": _headers({"X-Received": "{var_received_bytes}"})
+        },
+    },
+    {
+        "name": "host",
+        "ruleSequence": 46,
+        "conditions": [{"variable": "var_uri_path", "pattern": "^/renamed$"}],
+        "actionSet": {"requestHeaderConfigurations": _headers({"Host": "renamed.example"})},
+    },
+    {
         "name": "response",
         "ruleSequence": 50,
         "actionSet": {
@@ -348,6 +362,37 @@ async def test_url_rewrite_with_capture_groups(stack: Stack, pki: PkiBundle) -> 
     assert seen.target == "/buy.aspx?category=fashion&product=shirts"
     assert forwarded(reply, "X-Category") == ["fashion"]
     assert forwarded(reply, "X-Original-URL") == ["/shop/fashion/shirts?ref=mail"]
+    # The access log: requestUri after the rewrite, the client's URL in the original field.
+    record = stack.gateway.access_log[-1]
+    assert record.requestUri == "/buy.aspx"
+    assert record.originalRequestUriWithArgs == "/shop/fashion/shirts?ref=mail"
+
+
+@pytest.mark.parametrize("size", [0, 1000])
+async def test_received_bytes_counts_the_buffered_body(
+    stack: Stack, pki: PkiBundle, size: int
+) -> None:
+    # The server-variable table: request line, headers and body (request buffering is on).
+    reply = await https_request(
+        stack.port(PASSTHROUGH_LISTENER),
+        client_context(pki),
+        "/upload",
+        method="POST",
+        body=b"b" * size,
+    )
+    (value,) = forwarded(reply, "X-Received")
+    record = stack.gateway.access_log[-1]
+    # The variable and the access log's receivedBytes count the same bytes.
+    assert int(value) == record.receivedBytes
+    assert record.receivedBytes > size
+
+
+async def test_the_access_log_host_is_the_rewritten_one(stack: Stack, pki: PkiBundle) -> None:
+    reply = await get(stack, pki, PASSTHROUGH_LISTENER, path="/renamed")
+    assert forwarded(reply, "Host") == ["renamed.example"]
+    record = stack.gateway.access_log[-1]
+    assert record.host == "renamed.example"
+    assert record.originalHost.startswith("localhost")
 
 
 async def test_unmatched_url_is_forwarded_as_sent(stack: Stack, pki: PkiBundle) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import socket
 import ssl
 from collections.abc import Mapping, Sequence
@@ -60,11 +61,26 @@ def forwarded(reply: Reply, name: str) -> list[str]:
     return [v for k, v in reply.json()["headers"] if k.lower() == name.lower()]
 
 
+#: RFC 9110 section 5.6.7: the Date of a gateway page.
+IMF_FIXDATE: Final = re.compile(
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
+)
+#: The first head fields of every gateway page, in nginx's order (real gateway captures).
+PAGE_HEAD_ORDER: Final = ("server", "date", "content-type", "content-length")
+
+
 def assert_gateway_page(reply: Reply, page: GatewayPage) -> None:
-    """``reply`` is the gateway's own page: status, Azure's Server token, nginx's body."""
+    """``reply`` is the gateway's own page: status, Azure's Server token, nginx's body, a
+    Date, and the head in nginx's order with Connection last."""
     assert reply.status == page.status
     assert reply.header("Server") == SERVER_TOKEN
     assert reply.body == render_page(page)
+    assert IMF_FIXDATE.fullmatch(reply.header("Date") or "")
+    names = [name.lower() for name, _ in reply.headers]
+    assert tuple(names[:4]) == PAGE_HEAD_ORDER
+    assert names[-1] == "connection"
+    assert reply.header("Connection") in ("keep-alive", "close")
 
 
 # -- the stdlib client ------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from emulator.core.http1 import (
     response_head_bytes,
     validate_host,
 )
+from emulator.core.pages import NGINX_HEADER_TOO_LARGE, GatewayPage, page_for_status
 
 BROWSER_HEAD = (
     b"GET /api/items?id=42&sort=desc HTTP/1.1\r\n"
@@ -131,8 +132,18 @@ def test_request_header_value_keeps_inner_text_and_drops_surrounding_ows(
     assert _request(_head("Host: h", line)).headers[1] == expected
 
 
-def test_request_method_case_is_kept() -> None:
-    assert _request(b"get / HTTP/1.1\r\nHost: a\r\n\r\n").method == "get"
+@pytest.mark.parametrize("method", ["M-SEARCH", "VERSION_CONTROL", "PROPFIND"])
+def test_a_method_of_nginx_letters_is_kept_as_sent(method: str) -> None:
+    assert _request(f"{method} / HTTP/1.1\r\nHost: a\r\n\r\n".encode()).method == method
+
+
+@pytest.mark.parametrize("method", ["get", "GET123", "Get", "G.T", "G~T"])
+def test_a_method_outside_nginx_letters_is_refused_as_an_invalid_method(method: str) -> None:
+    # nginx's request-line parser takes A-Z, "_" and "-"; http-response-codes names GET123.
+    with pytest.raises(HttpError, match="invalid method") as caught:
+        parse_request_head(f"{method} / HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    assert caught.value.status == 400
+    assert caught.value.error_info == "ERRORINFO_INVALID_METHOD"
 
 
 @pytest.mark.parametrize(
@@ -289,13 +300,23 @@ def test_bare_lf_is_refused_before_the_head_is_complete() -> None:
     assert caught.value.status == 400
 
 
-def test_request_head_over_the_size_limit_is_431_complete_or_not() -> None:
+def test_request_headers_over_the_size_limit_get_nginx_494_complete_or_not() -> None:
     head = _head("Host: a", "X-Big: " + "x" * 200)
     assert parse_request_head(head, max_size=len(head)) is not None
     for data in (head, head[:-2]):
-        with pytest.raises(HttpError, match="longer than") as caught:
+        with pytest.raises(HttpError, match="head longer than") as caught:
             parse_request_head(data, max_size=len(head) - 3)
-        assert caught.value.status == 431
+        assert caught.value.status == NGINX_HEADER_TOO_LARGE
+        assert page_for_status(caught.value.status) is GatewayPage.HEADER_OR_COOKIE_TOO_LARGE
+
+
+def test_a_request_line_over_the_size_limit_is_414_complete_or_not() -> None:
+    line = b"GET /" + b"u" * 300 + b" HTTP/1.1\r\n"
+    for data in (line + b"Host: a\r\n\r\n", line[:-20]):
+        with pytest.raises(HttpError, match="request line longer than") as caught:
+            parse_request_head(data, max_size=200)
+        assert caught.value.status == 414
+        assert caught.value.error_info == "ERRORINFO_REQUEST_URI_INVALID"
 
 
 def test_default_request_head_limit_is_32_kib() -> None:
@@ -304,15 +325,44 @@ def test_default_request_head_limit_is_32_kib() -> None:
     assert len(head) > 32 * 1024
     with pytest.raises(HttpError) as caught:
         parse_request_head(head)
-    assert caught.value.status == 431
+    assert caught.value.status == NGINX_HEADER_TOO_LARGE
 
 
-def test_more_header_fields_than_the_limit_is_431() -> None:
+def test_more_header_fields_than_the_limit_is_nginx_494() -> None:
     fields = [f"X-{number}: v" for number in range(10)]
     assert len(_request(_head("Host: a", *fields), max_fields=11).headers) == 11
     with pytest.raises(HttpError, match="more than 10 header fields") as caught:
         parse_request_head(_head("Host: a", *fields), max_fields=10)
-    assert caught.value.status == 431
+    assert caught.value.status == NGINX_HEADER_TOO_LARGE
+
+
+#: http-response-codes, "400 - Bad Request": the request shapes its table lists (each with its
+#: example), and the access log's reason code the monitoring reference gives each.
+AZURE_400_TABLE: list[tuple[bytes, str]] = [
+    (b"GET / HTTP/1.1\r\nHost: example.com:8090:8080\r\n\r\n", "ERRORINFO_INVALID_HOST"),
+    (b"GET / HTTP/1.1\r\n\r\n", "ERRORINFO_HTTP_NO_HOST_HEADER"),
+    (b"GET /content.css HTTP/0.3\r\nHost: a\r\n\r\n", "ERRORINFO_INVALID_VERSION"),
+    (b"GET /x HTTP/1.10\r\nHost: a\r\n\r\n", "ERRORINFO_INVALID_VERSION"),
+    (b"GET /\xab\xfa\xfc.doc HTTP/1.1\r\nHost: a\r\n\r\n", "ERRORINFO_REQUEST_URI_INVALID"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX-\xfc: 1\r\n\r\n", "ERRORINFO_INVALID_REQUEST"),
+    (b"GET123 /index.html HTTP/1.1\r\nHost: a\r\n\r\n", "ERRORINFO_INVALID_METHOD"),
+    (
+        _head("Host: a", "Authorization: Basic YTpi", "Authorization: Basic YTpi"),
+        "ERRORINFO_INVALID_REQUEST",
+    ),
+    (_head("Host: a", "Content-Length: abc"), "ERRORINFO_INVALID_CONTENT_LENGTH"),
+    (_head("Host: a", "Content-Length: -10"), "ERRORINFO_INVALID_CONTENT_LENGTH"),
+]
+
+
+@pytest.mark.parametrize(("head", "error_info"), AZURE_400_TABLE)
+def test_every_shape_of_azures_400_table_is_refused_with_its_reason_code(
+    head: bytes, error_info: str
+) -> None:
+    with pytest.raises(HttpError) as caught:
+        parse_request_head(head)
+    assert caught.value.status == 400
+    assert caught.value.error_info == error_info
 
 
 # -- Host and request targets (issue #15, findings 3, 4 and 18) ------------------------------
@@ -515,7 +565,6 @@ H11_CORPUS: list[bytes] = [
     _head(version="1.0"),
     _head(version="1.2"),
     _head("Transfer-Encoding: chunked", version="1.0"),
-    b"get / HTTP/1.1\r\nHost: a\r\n\r\n",
     b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
     b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
     b"GET http://a/b?c=d HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -539,6 +588,10 @@ DELIBERATELY_STRICTER: list[bytes] = [
     b"GET / HTTP/1.1\r\nHost: a\r\n \r\n\r\n",
     _head("Host: a", "Content-Length: 5", "Content-Length: 5"),
     _head("Host: a", "Content-Length: 5, 5"),
+    # nginx's method alphabet (http-response-codes: an invalid method is 400).
+    b"get / HTTP/1.1\r\nHost: a\r\n\r\n",
+    # A duplicate Authorization (nginx's unique header line, http-response-codes).
+    _head("Host: a", "Authorization: Basic YTpi", "Authorization: Basic YzpK"),
     _head("Host: a", "Content-Length: 3", "Transfer-Encoding: chunked"),
     b"GET / HTTP/2.0\r\n\r\n",
     b"GET / HTTP/0.9\r\n\r\n",

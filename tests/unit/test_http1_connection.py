@@ -20,6 +20,10 @@ CHUNKED_POST = (
 )
 
 
+#: A page's Date (the caller reads the clock; the connection takes the value).
+DATE = "Wed, 02 Dec 2026 03:04:05 GMT"
+
+
 def connection() -> Http1Connection:
     return Http1Connection(
         max_head_bytes=LIMITS.max_request_header_bytes,
@@ -128,12 +132,38 @@ def test_two_transfer_encoding_lines_are_nginxs_duplicate_header_400() -> None:
     assert caught.value.status == 400
 
 
-def test_a_head_over_the_limit_is_431() -> None:
+def test_a_request_line_over_the_limit_is_414() -> None:
     conn = Http1Connection(max_head_bytes=64, max_fields=10)
     conn.receive_data(b"GET /" + b"a" * 100)
     with pytest.raises(HttpError) as caught:
         conn.next_request()
-    assert caught.value.status == 431
+    assert caught.value.status == 414
+
+
+def test_headers_over_the_limit_are_nginx_494() -> None:
+    conn = Http1Connection(max_head_bytes=64, max_fields=10)
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"a" * 100)
+    with pytest.raises(HttpError) as caught:
+        conn.next_request()
+    assert caught.value.status == 494
+
+
+@pytest.mark.parametrize("version", [b"1.1", b"1.0"])
+def test_a_post_without_content_length_or_chunked_is_refused(version: bytes) -> None:
+    # http-response-codes: "POST request missing Content-Length header" is a 400.
+    conn = connection()
+    conn.receive_data(b"POST / HTTP/" + version + b"\r\nHost: a\r\n\r\n")
+    with pytest.raises(HttpError, match="POST without Content-Length") as caught:
+        conn.next_request()
+    assert caught.value.status == 400
+    assert conn.refused_request_line() == ("POST", "/")
+
+
+@pytest.mark.parametrize("framing", [b"Content-Length: 0", b"Transfer-Encoding: chunked"])
+def test_a_post_with_either_framing_is_read(framing: bytes) -> None:
+    conn = connection()
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\n" + framing + b"\r\n\r\n")
+    assert head(conn).method == "POST"
 
 
 def test_a_refused_head_still_names_its_method_and_target_for_the_log() -> None:
@@ -164,7 +194,7 @@ def test_a_page_has_its_length_and_closes_when_the_client_does_not_keep_alive() 
     conn = connection()
     conn.receive_data(b"GET / HTTP/1.0\r\n\r\n")
     head(conn)
-    data = conn.page(404, "Not Found", b"<html/>")
+    data = conn.page(404, "Not Found", b"<html/>", date=DATE)
     assert data.startswith(b"HTTP/1.1 404 Not Found\r\n")
     assert b"\r\nContent-Length: 7\r\n" in data
     assert b"\r\nConnection: close\r\n" in data
@@ -177,8 +207,36 @@ def test_a_head_request_gets_the_pages_head_only() -> None:
     conn = connection()
     conn.receive_data(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
     head(conn)
-    data = conn.page(404, "Not Found", b"<html/>")
-    assert data.endswith(b"Content-Length: 7\r\n\r\n")
+    data = conn.page(404, "Not Found", b"<html/>", date=DATE)
+    assert data.endswith(b"Content-Length: 7\r\nConnection: keep-alive\r\n\r\n")
+    assert conn.keep_alive
+
+
+def test_a_page_has_the_header_order_of_real_captures() -> None:
+    conn = connection()
+    conn.receive_data(GET)
+    head(conn)
+    data = conn.page(
+        301, "Moved Permanently", b"<html/>", date=DATE, extra_headers=[("Location", "/x")]
+    )
+    lines = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    assert lines == [
+        b"HTTP/1.1 301 Moved Permanently",
+        b"Server: Microsoft-Azure-Application-Gateway/v2",
+        b"Date: " + DATE.encode(),
+        b"Content-Type: text/html",
+        b"Content-Length: 7",
+        b"Location: /x",
+        b"Connection: keep-alive",
+    ]
+
+
+def test_a_proxied_response_that_keeps_the_connection_says_keep_alive() -> None:
+    conn = connection()
+    conn.receive_data(GET)
+    head(conn)
+    data = conn.response_head(200, "OK", [("Content-Length", "2")])
+    assert data.endswith(b"\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n")
     assert conn.keep_alive
 
 
