@@ -698,10 +698,6 @@ def build_gateway_config(gw: GatewayResourceLike, *, loose: bool = False) -> Gat
     enable_http2 = False
     with b.section():
         enable_http2 = props.bool_("enableHttp2", False)
-    if enable_http2:
-        b.warnings.append(
-            "enableHttp2 is true: HTTP/2 is not emulated; listeners offer HTTP/1.1 only"
-        )
     buffering = Buffering()
     with b.section():
         buffering = _buffering(b, props, sku_name)
