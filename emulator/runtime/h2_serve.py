@@ -292,6 +292,8 @@ class H2Stream:
             await driver.flush()
             if not data:
                 return
+            if conn.sendable(self.stream_id) > 0:
+                continue  # the window opened while the frames were written
             if conn.terminated or self.scope.cancel_called:
                 raise ClientGone("the HTTP/2 connection ended")
             with trio.move_on_after(timeout_s) as waited:
