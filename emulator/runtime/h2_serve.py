@@ -33,6 +33,7 @@ Strict without a certificate answers every stream with the 400 page and keeps th
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import deque
@@ -327,6 +328,8 @@ class H2Stream:
                         "h2.stream_gone stream=%s client=%s:%s", self.stream_id, *self.peer
                     )
                     self.driver.conn.reset_stream(self.stream_id, ErrorCode.INTERNAL_ERROR)
+                    with contextlib.suppress(ClientGone):
+                        await self.driver.flush()
                 except Exception:
                     # A bug met by one stream: logged with its traceback, the stream reset
                     # (or answered 500 before its response started), the connection kept.

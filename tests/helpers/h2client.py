@@ -56,13 +56,20 @@ class RawH2:
         sni: str = "localhost",
         window: int | None = None,
         auto_window: bool = True,
+        validate: bool = True,
     ) -> None:
         ctx.set_alpn_protocols(["h2"])
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.tls = ctx.wrap_socket(sock, server_hostname=sni)
         if self.tls.selected_alpn_protocol() != "h2":
             raise AssertionError(f"ALPN chose {self.tls.selected_alpn_protocol()!r}, not h2")
-        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        # validate=False: h2 sends whatever fields it is given (the attacker's requests).
+        config = h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            validate_outbound_headers=validate,
+            normalize_outbound_headers=validate,
+        )
         self.conn = h2.connection.H2Connection(config=config)
         self.conn.initiate_connection()
         if window is not None:
@@ -85,8 +92,11 @@ class RawH2:
 
     def flush(self) -> None:
         data = self.conn.data_to_send()
-        if data:
-            self.tls.sendall(data)
+        if data and not self.closed:
+            try:
+                self.tls.sendall(data)
+            except OSError:  # ssl.SSLError too: the server closed while we wrote
+                self.closed = True
 
     def send_raw(self, data: bytes) -> None:
         self.tls.sendall(data)
@@ -98,18 +108,19 @@ class RawH2:
         method: str = "GET",
         authority: str = "localhost",
         headers: list[tuple[str, str]] | None = None,
+        pseudo: list[tuple[str, str]] | None = None,
         body: bytes | None = None,
         end: bool = True,
     ) -> int:
         """Open a stream; returns its id."""
         sid = self.conn.get_next_available_stream_id()
-        fields: list[tuple[str, str]] = [
+        fields: list[tuple[str, str]] = pseudo or [
             (":method", method),
             (":scheme", "https"),
             (":authority", authority),
             (":path", path),
-            *(headers or []),
         ]
+        fields = [*fields, *(headers or [])]
         self.conn.send_headers(sid, fields, end_stream=end and body is None)
         if body is not None:
             self.conn.send_data(sid, body, end_stream=end)
