@@ -9,6 +9,7 @@ leg stays HTTP/1.1.
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import ssl
@@ -185,3 +186,53 @@ async def test_without_enable_http2_alpn_stays_http11(demo_stack: Stack, pki: Pk
     replies = await trio.to_thread.run_sync(h2_get, demo_stack.port(STRICT_LISTENER), ctx, ["/"])
     assert replies[0].http_version == "HTTP/1.1"
     assert replies[0].status_code == 200
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) is missing")
+async def test_short_h2load_run_is_all_2xx(h2_stack: Stack) -> None:
+    # h2load presents no client certificate: the Passthrough listener serves it. Bounded: 400
+    # requests, 4 connections, 10 streams each at a time.
+    port = h2_stack.port(PASSTHROUGH_LISTENER)
+    done = await trio.to_thread.run_sync(
+        functools.partial(
+            subprocess.run,
+            ["h2load", "-n", "400", "-c", "4", "-m", "10", f"https://127.0.0.1:{port}/load"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    )
+    assert done.returncode == 0, done.stderr
+    assert "400 succeeded, 0 failed, 0 errored" in done.stdout, done.stdout
+    assert "status codes: 400 2xx" in done.stdout, done.stdout
+    assert "Application protocol: h2" in done.stdout
+    assert len(h2_stack.recorded) == 400
+
+
+async def test_rewrite_sees_http_version_2(
+    pki: PkiBundle, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    template = h2_template()
+    rule_set = template["resources"][0]["properties"]["rewriteRuleSets"][0]
+    actions = rule_set["properties"]["rewriteRules"][0]["actionSet"]
+    actions["requestHeaderConfigurations"].append(
+        {"headerName": "X-Http-Version", "headerValue": "{var_http_version}"}
+    )
+    stack = await start_stack(
+        nursery,
+        template,
+        template_parameters(pki),
+        tmp_path=tmp_path,
+        listen=DEMO_LISTEN,
+        backend_pool="stub-backend",
+    )
+    ctx = client_context(pki, pki.client)
+    (h2_reply,) = await trio.to_thread.run_sync(h2_get, stack.port(STRICT_LISTENER), ctx, ["/"])
+    assert echoed(h2_reply, "X-Http-Version") == ["HTTP/2.0"]
+    with httpx.Client(verify=ctx, timeout=20) as client:  # the same listener over HTTP/1.1
+        h1_reply = await trio.to_thread.run_sync(
+            client.get, f"https://localhost:{stack.port(STRICT_LISTENER)}/"
+        )
+    assert h1_reply.http_version == "HTTP/1.1"
+    assert echoed(h1_reply, "X-Http-Version") == ["HTTP/1.1"]
