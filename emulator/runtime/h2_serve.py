@@ -16,8 +16,8 @@ What the codec's design note asks of the pump, and where it is done here:
 
 - its output is written before each read (:meth:`H2Driver._read_loop`): a client that does not
   read our frames stops being read (the flood bound relies on it);
-- one writer: every task's frames leave through :meth:`H2Driver.flush` under one lock, so
-  frames from concurrent streams never interleave inside a TLS write;
+- one writer: every task's frames leave through :meth:`H2Driver.flush`, one write at a time,
+  the frames of concurrent streams gathered into the same write;
 - request body bytes are acknowledged as the exchange consumes them (:meth:`H2Stream.read_body`),
   so a stream's buffered body never exceeds its 64 KiB window;
 - response bodies honour flow control: a stream sends what the window allows and waits for
@@ -510,7 +510,8 @@ class H2Driver:
         self.tls = client.tls
         self.conn = Http2Connection()
         self.streams: dict[int, H2Stream] = {}
-        self._send_lock = trio.StrictFIFOLock()
+        self._writing = False
+        self._written = trio.Event()
         self._window = trio.Event()
         self._reader = trio.CancelScope()
         self._poked = False
@@ -554,7 +555,7 @@ class H2Driver:
             self._poked = False
             try:
                 # The codec's output goes out before the next read (see the module docstring).
-                await self.flush()
+                await self.flush(wait=True)
             except ClientGone:
                 return
             if conn.should_close:
@@ -626,17 +627,40 @@ class H2Driver:
     async def window_opened(self) -> None:
         await self._window.wait()
 
-    async def flush(self) -> None:
-        """Write what the codec has for the client: the one writer of the connection."""
-        async with self._send_lock:
-            data = self.conn.data_to_send()
-            if not data:
-                return
-            timeout_s = self.client.runtime.limits.client_send_timeout_s
-            with trio.move_on_after(timeout_s) as limit:
-                try:
-                    await self.tls.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    raise ClientGone from exc
-            if limit.cancelled_caught:
-                raise ClientGone(f"send timed out after {timeout_s:g} s")
+    async def flush(self, *, wait: bool = False) -> None:
+        """Write what the codec has for the client: the one writer of the connection.
+
+        A task that finds another one writing leaves its frames to it (the writer loops until
+        the codec has nothing left), so the frames of concurrent streams share TLS records and
+        system calls. ``wait``: return only once everything is written (the reader, so that a
+        client that does not read stops being read). The write itself is shielded: a stream
+        reset that cancels the writing task must not cut a TLS record in half; it is bounded
+        by ``client_send_timeout_s`` instead.
+
+        Raises:
+            ClientGone: the client broke the connection or took nothing in time.
+        """
+        if self._writing:
+            if wait:
+                await self._written.wait()
+            return
+        self._writing = True
+        self._written = trio.Event()
+        try:
+            # Let the other ready streams add their frames to this write first.
+            await trio.lowlevel.checkpoint()
+            while data := self.conn.data_to_send():
+                await self._send(data)
+        finally:
+            self._writing = False
+            self._written.set()
+
+    async def _send(self, data: bytes) -> None:
+        timeout_s = self.client.runtime.limits.client_send_timeout_s
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout_s) as limit:
+            try:
+                await self.tls.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ClientGone from exc
+        if limit.cancelled_caught:
+            raise ClientGone(f"send timed out after {timeout_s:g} s")
