@@ -621,7 +621,9 @@ class H2Driver:
 
     def stream_done(self, stream_id: int) -> None:
         self.streams.pop(stream_id, None)
-        if self.conn.should_close:
+        if self.conn.should_close or not self.streams:
+            # Drained; or idle now, and the read in progress started without the keep-alive
+            # deadline (there were streams then): the reader starts it over with one.
             self._poke()
 
     async def window_opened(self) -> None:

@@ -19,8 +19,7 @@ import trio
 from emulator.core.limits import ProxyLimits
 from emulator.core.pages import GatewayPage, render_page
 from emulator.demo import STRICT_LISTENER
-from tests.e2e.test_http2_e2e import h2_template
-from tests.helpers.h2client import RawH2, frame
+from tests.helpers.h2client import RawH2, frame, h2_template
 from tests.helpers.http import (
     assert_gateway_page,
     client_context,

@@ -15,7 +15,6 @@ import shutil
 import ssl
 import subprocess
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote
 
 import httpx
@@ -25,12 +24,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from emulator.demo import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.pki import IssuedCert
+from tests.helpers.h2client import h2_template
 from tests.helpers.http import client_context
 from tests.helpers.pki import PkiBundle, template_parameters
 from tests.helpers.stack import (
     DEMO_LISTEN,
     Stack,
-    demo_gateway_template,
     start_stack,
     wait_for_access_records,
 )
@@ -50,12 +49,6 @@ MODE_TABLE: dict[tuple[str, str | None], tuple[int, str | None, bool]] = {
     (PASSTHROUGH_LISTENER, "client"): (200, "PASSTHROUGH", True),
     **{(PASSTHROUGH_LISTENER, bad): (200, "PASSTHROUGH", True) for bad in BAD_CERTS},
 }
-
-
-def h2_template(**changes: Any) -> dict[str, Any]:
-    template = demo_gateway_template(**changes)
-    template["resources"][0]["properties"]["enableHttp2"] = True
-    return template
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ import trio
 
 from emulator.core.pages import GatewayPage, render_page
 from emulator.demo import STRICT_LISTENER
-from tests.e2e.test_http2_e2e import h2_template
-from tests.helpers.h2client import RawH2
+from tests.helpers.h2client import RawH2, h2_template
 from tests.helpers.http import client_context
 from tests.helpers.pki import PkiBundle, template_parameters
 from tests.helpers.resources import wait_until

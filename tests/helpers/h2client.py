@@ -18,7 +18,16 @@ import h2.connection
 import h2.events
 import h2.settings
 
+from tests.helpers.stack import demo_gateway_template
+
 RECEIVE_SIZE = 65536
+
+
+def h2_template(**changes: Any) -> dict[str, Any]:
+    """The demo template (:func:`demo_gateway_template`) with ``enableHttp2: true``."""
+    template = demo_gateway_template(**changes)
+    template["resources"][0]["properties"]["enableHttp2"] = True
+    return template
 
 
 @dataclass
