@@ -312,7 +312,9 @@ def make_pki(directory: Path, key_type: str) -> Pki:
     )
 
 
-def write_emulator_template(path: Path, backend_port: int, *, all_headers: bool) -> Path:
+def write_emulator_template(
+    path: Path, backend_port: int, *, all_headers: bool, http2: bool = False
+) -> Path:
     """The ``up`` demo template pointed at the bench backend.
 
     With ``all_headers`` it is exactly what ``appgw-emulator up`` runs (eight certificate headers
@@ -325,6 +327,8 @@ def write_emulator_template(path: Path, backend_port: int, *, all_headers: bool)
         backend_host="127.0.0.1",
         backend_port=backend_port,
     )
+    if http2:
+        template["resources"][0]["properties"]["enableHttp2"] = True
     if not all_headers:
         gateway = template["resources"][0]["properties"]
         for rule_set in gateway["rewriteRuleSets"]:
@@ -337,8 +341,9 @@ def write_emulator_template(path: Path, backend_port: int, *, all_headers: bool)
 
 
 def render_nginx_conf(target: Path, rundir: Path, pki: Pki, backend_port: int) -> dict[str, int]:
-    """Write nginx's config for ``pki``; returns the two ports picked for it."""
-    ports = {"strict": _free_port(), "passthrough": _free_port()}
+    """Write nginx's config for ``pki``; returns the ports picked for it (Strict, Passthrough,
+    and Passthrough with HTTP/2)."""
+    ports = {"strict": _free_port(), "passthrough": _free_port(), "h2": _free_port()}
     values = {
         "RUNDIR": str(rundir),
         "SERVER_CERT": str(pki.server_cert),
@@ -347,6 +352,7 @@ def render_nginx_conf(target: Path, rundir: Path, pki: Pki, backend_port: int) -
         "BACKEND": f"127.0.0.1:{backend_port}",
         "STRICT_PORT": str(ports["strict"]),
         "PASSTHROUGH_PORT": str(ports["passthrough"]),
+        "H2_PORT": str(ports["h2"]),
     }
     text = (HERE / "nginx-mtls.conf.in").read_text()
     for name, value in values.items():
@@ -458,12 +464,13 @@ def start_emulator(
     all_headers: bool,
     source_root: Path,
     workers: int = 1,
+    http2: bool = False,
 ) -> Proxy:
     variant = f"{pki.key_type}-{log_level}-{'allheaders' if all_headers else 'certheader'}"
     if workers > 1:
         variant += f"-workers{workers}"
     template = write_emulator_template(
-        rundir / f"emulator-{variant}.json", backend_port, all_headers=all_headers
+        rundir / f"emulator-{variant}.json", backend_port, all_headers=all_headers, http2=http2
     )
     log = rundir / f"emulator-{variant}.log"
     stderr_log = rundir / f"emulator-{variant}.stderr"
@@ -494,6 +501,8 @@ def start_emulator(
         "strict": by_listener[STRICT_LISTENER],
         "passthrough": by_listener[PASSTHROUGH_LISTENER],
     }
+    if http2:
+        ports["h2"] = ports["passthrough"]  # enableHttp2: the same listener offers h2
     detail = f"log={log_level}, headers={'8' if all_headers else '1'}"
     if workers > 1:
         detail += f", workers={workers}"
@@ -708,6 +717,112 @@ def measure(
                 round(b - a, 3) for a, b in zip(per_process0, per_process1, strict=True)
             ],
             **({"paced_rate": rate} if rate > 0 else {}),
+        },
+    )
+
+
+#: h2load's unmeasured start (connections and TLS handshakes) before its measured duration.
+H2_WARMUP_S: Final = 1.0
+_H2LOAD_REQUESTS: Final = re.compile(
+    r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+    r"(\d+) errored"
+)
+_H2LOAD_RATE: Final = re.compile(r"finished in [\d.]+s, ([\d.]+) req/s")
+_H2LOAD_TIME: Final = re.compile(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)")
+
+
+def _h2load_ms(text: str) -> float:
+    """h2load prints times as 812us, 1.23ms or 2.5s."""
+    for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(unit):
+            return round(float(text[: -len(unit)]) * scale, 3)
+    return float(text)
+
+
+def measure_h2load(
+    proxy: Proxy,
+    backend: subprocess.Popen[bytes],
+    pki: Pki,
+    *,
+    settings: LoadSettings,
+    streams: int,
+) -> Measurement:
+    """``--loads h2``: h2load (nghttp2-client) against the proxy's HTTP/2 Passthrough listener,
+    ``ka_conns`` connections with ``streams`` streams each in flight, for ``duration`` seconds
+    after a warm-up; the proxy's CPU is sampled over exactly the measured part. h2load has no
+    client-certificate option, hence Passthrough without a certificate on both proxies."""
+    h2load = shutil.which("h2load")
+    if h2load is None:
+        raise RuntimeError("h2load not found; install it with: apt-get install -y nghttp2-client")
+    seconds = min(settings.duration, MAX_DURATION_S)
+    conns = settings.ka_conns
+    tree = _process_tree(proxy.proc.pid)
+    argv = [
+        h2load, "-c", str(conns), "-m", str(streams), "-t", "1",
+        f"--warm-up-time={H2_WARMUP_S:g}", "-D", f"{seconds:g}",
+        f"https://127.0.0.1:{proxy.ports['h2']}/bench",
+    ]  # fmt: skip
+    started = time.monotonic()
+    client = subprocess.Popen(
+        _pinned(LOAD_CPU, argv, pin=settings.pin), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        time.sleep(max(0.0, started + H2_WARMUP_S - time.monotonic()))
+        proxy_cpu0, backend_cpu0 = _cpu_seconds(tree), _cpu_seconds([backend.pid])
+        busy0 = _cpu_busy_ticks()
+        time.sleep(max(0.0, started + H2_WARMUP_S + seconds - time.monotonic()))
+        proxy_cpu1, backend_cpu1 = _cpu_seconds(tree), _cpu_seconds([backend.pid])
+        busy1 = _cpu_busy_ticks()
+        rss, hwm = _memory_kib(tree, "VmRSS"), _memory_kib(tree, "VmHWM")
+        out, err = client.communicate(timeout=seconds + 60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    text = out.decode(errors="replace")
+    counts, rate = _H2LOAD_REQUESTS.search(text), _H2LOAD_RATE.search(text)
+    if client.returncode != 0 or counts is None or rate is None:
+        raise RuntimeError(f"h2load failed ({client.returncode}): {text[-2000:]}{err.decode()}")
+    if "Application protocol: h2" not in text:
+        raise RuntimeError(f"{proxy.name} did not negotiate h2 with h2load: {text[-2000:]}")
+    done, succeeded = int(counts.group(2)), int(counts.group(3))
+    timing = _H2LOAD_TIME.search(text)
+    proxy_cpu = proxy_cpu1 - proxy_cpu0
+    return Measurement(
+        key_type=pki.key_type,
+        target=proxy.name,
+        mode="passthrough",
+        load="h2",
+        variant=f"{proxy.detail or proxy.name}, h2 x{streams} streams, no client cert".lstrip(", "),
+        conns=conns,
+        duration_s=seconds,
+        requests=succeeded,
+        errors=done - succeeded + int(counts.group(4)) + int(counts.group(5)),
+        rate=float(rate.group(1)),
+        p50_ms=None,
+        p99_ms=None,
+        proxy_cpu_s=round(proxy_cpu, 3),
+        proxy_cpu_pct=round(100 * proxy_cpu / seconds, 1),
+        proxy_cpu_us_per_req=round(1e6 * proxy_cpu / succeeded, 1) if succeeded else None,
+        backend_cpu_pct=round(100 * (backend_cpu1 - backend_cpu0) / seconds, 1),
+        client_cpu_pct=0.0,
+        rss_mib=round(rss / 1024, 1),
+        hwm_mib=round(hwm / 1024, 1),
+        late_s=0.0,
+        cpu_busy_pct={
+            f"cpu{n}": round(100 * (busy1[n] - busy0[n]) / CLK_TCK / seconds, 1) for n in busy1
+        },
+        extra={
+            "streams": streams,
+            **(
+                {
+                    "request_min_ms": _h2load_ms(timing.group(1)),
+                    "request_max_ms": _h2load_ms(timing.group(2)),
+                    "request_mean_ms": _h2load_ms(timing.group(3)),
+                }
+                if timing
+                else {}
+            ),
         },
     )
 
@@ -1175,7 +1290,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--modes", default="strict,passthrough", help="comma-separated listener modes"
     )
-    parser.add_argument("--loads", default="ka,hs", help="comma-separated load modes (ka, hs)")
+    parser.add_argument(
+        "--loads",
+        default="ka,hs",
+        help="comma-separated load modes: ka, hs, h2 (h2load over HTTP/2, Passthrough only)",
+    )
+    parser.add_argument(
+        "--h2-streams", type=int, default=10, help="h2 load: streams in flight per connection"
+    )
     parser.add_argument(
         "--targets",
         default="nginx,emulator",
@@ -1223,8 +1345,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not set(args.modes) <= {"strict", "passthrough"}:
         parser.error("--modes takes strict and/or passthrough")
-    if not set(args.loads) <= {"ka", "hs"}:
-        parser.error("--loads takes ka and/or hs")
+    if not set(args.loads) <= {"ka", "hs", "h2"}:
+        parser.error("--loads takes ka, hs and/or h2")
+    if not 1 <= args.h2_streams <= 128:
+        parser.error("--h2-streams must be between 1 and 128 (the listeners' stream limit)")
     if not set(args.targets) <= set(TARGETS):
         parser.error("--targets takes nginx, emulator and/or floor")
     if not 1 <= args.repeat <= MAX_REPEAT:
@@ -1318,6 +1442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         log_level="warning",
                         all_headers=False,
                         source_root=source_root,
+                        http2="h2" in args.loads,
                     )
                 )
             if "floor" in args.targets:
@@ -1328,10 +1453,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             for mode in args.modes:
                 for load in args.loads:
                     for proxy in proxies:
+                        if load == "h2" and (mode != "passthrough" or "h2" not in proxy.ports):
+                            continue  # h2load presents no certificate: Passthrough only
                         for _ in range(args.repeat):
-                            row = measure(
-                                proxy, backend, pki, mode=mode, load=load, settings=settings
-                            )
+                            if load == "h2":
+                                row = measure_h2load(
+                                    proxy, backend, pki, settings=settings, streams=args.h2_streams
+                                )
+                            else:
+                                row = measure(
+                                    proxy, backend, pki, mode=mode, load=load, settings=settings
+                                )
                             rows.append(row)
                             _progress(row)
                             time.sleep(SETTLE_S)
@@ -1429,7 +1561,7 @@ def _extra_runs(
         )
         try:
             warm_up(proxy, backend, pki, settings)
-            for load in args.loads:
+            for load in (load for load in args.loads if load != "h2"):  # Strict: not h2load
                 for _ in range(args.repeat):
                     row = measure(proxy, backend, pki, mode="strict", load=load, settings=settings)
                     row.extra |= {"extra_run": True, "log_bytes": proxy.log.stat().st_size}
@@ -1505,7 +1637,7 @@ def _worker_runs(
     rows = []
     try:
         warm_up(proxy, backend, pki, settings)
-        for load in args.loads:
+        for load in (load for load in args.loads if load != "h2"):  # Strict: not h2load
             for _ in range(args.repeat):
                 row = measure(proxy, backend, pki, mode="strict", load=load, settings=settings)
                 row.extra |= {"extra_run": True, "kind": "workers"}

@@ -415,6 +415,8 @@ class Response:
     reason: str
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    #: ``HTTP/1.1``, or ``HTTP/2`` for a client made with ``http2=True`` that negotiated it.
+    http_version: str = "HTTP/1.1"
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or ``None``."""
@@ -443,6 +445,10 @@ class AppgwClient:
     Every request uses a new connection, so each one performs the TLS handshake (and the
     gateway's certificate check) afresh. The server is verified against ``server_ca`` with
     ``VERIFY_X509_PARTIAL_CHAIN``, so a leaf certificate works as the trust anchor too.
+
+    ``http2=True`` sends over HTTP/2 when the gateway offers it (``enableHttp2: true``; else
+    HTTP/1.1, as a browser would) through httpx, which the ``[http2]`` extra installs; the
+    default client stays the standard library's.
     """
 
     def __init__(
@@ -452,9 +458,11 @@ class AppgwClient:
         server_ca: bytes,
         cert: IssuedCert | None = None,
         timeout: float = CLIENT_TIMEOUT_S,
+        http2: bool = False,
     ) -> None:
         from urllib.parse import urlsplit
 
+        self.http2 = http2
         self.base_url = base_url
         self.cert = cert
         self.timeout = timeout
@@ -486,6 +494,8 @@ class AppgwClient:
         body: bytes | None = None,
     ) -> Response:
         """Send one request and read the whole response."""
+        if self.http2:
+            return self._request_h2(method, path, headers=headers, body=body)
         import http.client
 
         connection: http.client.HTTPConnection
@@ -506,9 +516,40 @@ class AppgwClient:
                 reason=reply.reason,
                 headers=tuple(reply.getheaders()),
                 body=reply.read(),
+                http_version="HTTP/1.0" if reply.version == 10 else "HTTP/1.1",
             )
         finally:
             connection.close()
+
+    def _request_h2(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None,
+        body: bytes | None,
+    ) -> Response:
+        try:
+            import httpx
+        except ImportError as exc:
+            msg = (
+                "appgw_client(..., http2=True) needs httpx with h2: "
+                "pip install 'appgw-emulator[http2]'"
+            )
+            raise RuntimeError(msg) from exc
+        url = self.base_url.rstrip("/") + path
+        verify: ssl.SSLContext | bool = self.ssl_context or False
+        with httpx.Client(http2=True, verify=verify, timeout=self.timeout) as client:
+            reply = client.request(method, url, headers=dict(headers or {}), content=body)
+        return Response(
+            method=method,
+            url=url,
+            status=reply.status_code,
+            reason=reply.reason_phrase,
+            headers=tuple(reply.headers.multi_items()),
+            body=reply.content,
+            http_version=reply.http_version,
+        )
 
     def get(self, path: str = "/", *, headers: Mapping[str, str] | None = None) -> Response:
         return self.request("GET", path, headers=headers)
@@ -558,6 +599,7 @@ class ClientFactory(Protocol):
         *,
         listener: str | None = None,
         timeout: float = CLIENT_TIMEOUT_S,
+        http2: bool = False,
     ) -> AppgwClient: ...
 
 
@@ -694,7 +736,8 @@ def appgw_gateway(
 
 @pytest.fixture
 def appgw_client() -> ClientFactory:
-    """Factory for stdlib HTTPS clients of a gateway, presenting a given client certificate."""
+    """Factory for HTTPS clients of a gateway, presenting a given client certificate (stdlib;
+    ``http2=True``: httpx over HTTP/2, from the ``[http2]`` extra)."""
 
     def make(
         gateway: GatewayLike,
@@ -702,9 +745,14 @@ def appgw_client() -> ClientFactory:
         *,
         listener: str | None = None,
         timeout: float = CLIENT_TIMEOUT_S,
+        http2: bool = False,
     ) -> AppgwClient:
         return AppgwClient(
-            gateway.url(listener), server_ca=gateway.server_ca, cert=cert, timeout=timeout
+            gateway.url(listener),
+            server_ca=gateway.server_ca,
+            cert=cert,
+            timeout=timeout,
+            http2=http2,
         )
 
     return make

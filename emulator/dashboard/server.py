@@ -451,10 +451,18 @@ class Dashboard:
             if self.identities.unavailable_reason:
                 message += ". " + self.identities.unavailable_reason
             return _error(400, message)
+        http2 = body.get("http2", False) if isinstance(body, dict) else False
+        if not isinstance(http2, bool):
+            return _error(400, "'http2' must be true or false")
         server_ca = self.gateway.server_ca + b"\n" + self.identities.server_root_pem
-        LOGGER.info("dashboard.try identity=%s", identity.spec.key)
+        LOGGER.info("dashboard.try identity=%s http2=%s", identity.spec.key, http2)
         results = await try_identity(
-            self.gateway, self._targets, identity, server_ca=server_ca, path=self.try_path
+            self.gateway,
+            self._targets,
+            identity,
+            server_ca=server_ca,
+            path=self.try_path,
+            http2=http2,
         )
         return _json(200, {"identity": identity.to_json(datetime.now(UTC)), "results": results})
 

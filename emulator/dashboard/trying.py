@@ -3,8 +3,10 @@
 The browser never holds a client certificate: the dashboard loads the chosen demo identity's
 certificate and key into a stdlib ``ssl`` context here, connects to the listener over TCP, does
 the TLS handshake (presenting the certificate when the listener asks), sends one ``GET`` and
-reads the answer with h11. Each request carries a fresh nonce in its query string, so its access
-record, and through the trace id what the backend received, can be found afterwards.
+reads the answer with h11; or, when the panel asks for HTTP/2 and the gateway negotiates it
+(``enableHttp2: true``), over one h2 stream (python-hyper's h2, imported on use). Each request
+carries a fresh nonce in its query string, so its access record, and through the trace id what
+the backend received, can be found afterwards.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class _Reply:
     reason: str
     headers: list[tuple[str, str]]
     body: bytes
+    http_version: str = "HTTP/1.1"
 
 
 def _connect_host(bind: str) -> str:
@@ -98,7 +101,7 @@ def _connect_host(bind: str) -> str:
     return bind
 
 
-def client_context(identity: Identity, server_ca: bytes) -> ssl.SSLContext:
+def client_context(identity: Identity, server_ca: bytes, *, http2: bool = False) -> ssl.SSLContext:
     """A client context presenting ``identity`` and trusting the listeners' certificates.
 
     Host name checking is off on purpose: the request goes to this gateway's own socket, and a
@@ -113,7 +116,8 @@ def client_context(identity: Identity, server_ca: bytes) -> ssl.SSLContext:
         ctx.load_verify_locations(cadata=server_ca.decode("ascii"))
     if identity.cert_path is not None and identity.key_path is not None:
         ctx.load_cert_chain(identity.cert_path, identity.key_path)
-    ctx.set_alpn_protocols(["http/1.1"])
+    # http2: offered first, as a browser does; a gateway without enableHttp2 picks http/1.1.
+    ctx.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
     return ctx
 
 
@@ -132,6 +136,13 @@ async def _request(
     conn = h11.Connection(h11.CLIENT)
     try:
         await stream.do_handshake()
+        if stream.selected_alpn_protocol() == "h2":
+            return await _h2_request(
+                stream,
+                authority=f"{server_name}:{port}",
+                target=target,
+                headers=[("user-agent", user_agent), ("accept", "*/*"), *extra_headers],
+            )
         request = h11.Request(
             method="GET",
             target=target,
@@ -160,6 +171,56 @@ async def _request(
     finally:
         with trio.CancelScope(shield=True):
             await stream.aclose()
+
+
+async def _h2_request(
+    stream: trio.SSLStream[trio.SocketStream],
+    *,
+    authority: str,
+    target: str,
+    headers: Sequence[tuple[str, str]],
+) -> _Reply:
+    """One GET on a fresh HTTP/2 connection (the client side of python-hyper's h2)."""
+    import h2.events
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+    from h2.exceptions import ProtocolError
+
+    conn = H2Connection(H2Configuration(client_side=True, header_encoding="latin-1"))
+    conn.initiate_connection()
+    sid = conn.get_next_available_stream_id()
+    fields = [(":method", "GET"), (":scheme", "https"), (":authority", authority)]
+    fields += [(":path", target), *((name.lower(), value) for name, value in headers)]
+    conn.send_headers(sid, fields, end_stream=True)
+    status, found, body = 0, list[tuple[str, str]](), bytearray()
+    try:
+        while True:
+            await stream.send_all(conn.data_to_send())
+            data = bytes(await stream.receive_some(RECEIVE_BYTES))
+            if not data:
+                raise trio.BrokenResourceError("the gateway closed the HTTP/2 connection")
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    for raw_name, raw_value in event.headers or ():
+                        # header_encoding makes them str; h2's annotation says bytes.
+                        name, value = str(raw_name), str(raw_value)
+                        if name == ":status":
+                            status = int(value)
+                        else:
+                            found.append((name, value))
+                elif isinstance(event, h2.events.DataReceived):
+                    body += (event.data or b"")[: MAX_BODY_BYTES - len(body)]
+                    conn.acknowledge_received_data(event.flow_controlled_length or 0, sid)
+                elif isinstance(event, h2.events.StreamEnded) and event.stream_id == sid:
+                    return _Reply(status, "", found, bytes(body), http_version="HTTP/2")
+                elif isinstance(event, h2.events.StreamReset):
+                    msg = f"the gateway reset the HTTP/2 stream (error {event.error_code})"
+                    raise trio.BrokenResourceError(msg)
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    msg = f"the gateway ended the HTTP/2 connection (error {event.error_code})"
+                    raise trio.BrokenResourceError(msg)
+    except ProtocolError as exc:
+        raise trio.BrokenResourceError(f"HTTP/2 protocol error: {exc}") from exc
 
 
 async def _access_record(gateway: Gateway, nonce: str) -> AccessRecord | None:
@@ -213,6 +274,7 @@ def _outcome(
         "error": None,
         "status": reply.status,
         "reason": reply.reason,
+        "httpVersion": reply.http_version,
         "page": title.group(1).strip() if title else None,
         "verification": record.sslClientVerify if record else None,
         "backendReached": bool(record.serverRouted) if record else echo is not None,
@@ -236,6 +298,7 @@ async def _try_one(
     identity: Identity,
     server_ca: bytes,
     path: str = DEFAULT_TRY_PATH,
+    http2: bool = False,
 ) -> dict[str, Any]:
     nonce = secrets.token_hex(8)
     port = gateway.ports.get(listener.name)
@@ -245,7 +308,7 @@ async def _try_one(
     server_name = listener.host_names[0] if listener.host_names else "localhost"
     server_name = server_name.replace("*", "dashboard-try")
     try:
-        ctx = client_context(identity, server_ca)
+        ctx = client_context(identity, server_ca, http2=http2)
         with trio.fail_after(TRY_TIMEOUT_S):
             reply = await _request(
                 _connect_host(gateway.bind),
@@ -278,8 +341,10 @@ async def try_identity(
     *,
     server_ca: bytes,
     path: str = DEFAULT_TRY_PATH,
+    http2: bool = False,
 ) -> list[dict[str, Any]]:
     """Send ``identity`` to the Strict and the Passthrough listener at once; one result each.
+    ``http2``: offer h2 by ALPN (used when the gateway has ``enableHttp2: true``).
 
     A mode the gateway has no listener for gets ``{"mode": ..., "listener": None, "error": ...}``.
     Network and TLS failures are results (with ``error``), not exceptions.
@@ -287,7 +352,7 @@ async def try_identity(
     results: dict[str, dict[str, Any]] = {}
 
     async def run(mode: str, listener: Listener) -> None:
-        results[mode] = await _try_one(gateway, listener, mode, identity, server_ca, path)
+        results[mode] = await _try_one(gateway, listener, mode, identity, server_ca, path, http2)
 
     async with trio.open_nursery() as nursery:
         for mode, listener in targets.pairs():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import trio
 
@@ -42,7 +42,10 @@ from emulator.runtime.probes import backend_tls
 from emulator.runtime.spool import RequestBodySpool, ResponseSpool
 
 if TYPE_CHECKING:
-    from emulator.runtime.proxy import ClientConnection
+    from emulator.model import Listener
+    from emulator.runtime.access import RequestMeter
+    from emulator.runtime.backend import BackendClient
+    from emulator.runtime.proxy import ListenerRuntime
 
 __all__ = [
     "CLIENT_CLOSED_REQUEST",
@@ -78,12 +81,72 @@ class BodyTimeout(Exception):
     status = GatewayPage.REQUEST_TIMEOUT.status
 
 
+class ExchangeHttp(Protocol):
+    """The client-side codec the exchange frames through: one HTTP/1.1 connection
+    (:class:`~emulator.core.http1_connection.Http1Connection`) or one HTTP/2 stream
+    (:class:`emulator.runtime.h2_serve.StreamHttp`)."""
+
+    close_after_response: bool
+    responded: bool
+
+    @property
+    def request(self) -> RequestHead | None: ...
+    @property
+    def has_body(self) -> bool: ...
+    @property
+    def buffered(self) -> bool: ...
+    @property
+    def they_closed(self) -> bool: ...
+    @property
+    def will_close(self) -> bool: ...
+    def backend_headers(
+        self, headers: list[tuple[str, str]], *, length: int | None = None
+    ) -> list[tuple[str, str]]: ...
+    def response_head(self, status: int, reason: str, headers: list[tuple[str, str]]) -> bytes: ...
+    def switching_protocols(self, reason: str, headers: list[tuple[str, str]]) -> bytes: ...
+    def body_bytes(self, data: bytes) -> bytes: ...
+    def end_of_body(self) -> bytes: ...
+    def take_buffered(self) -> bytes: ...
+
+
+class ExchangeClient(Protocol):
+    """What the exchange needs of the client side: an HTTP/1.1 connection
+    (:class:`~emulator.runtime.proxy.ClientConnection`) or one HTTP/2 stream
+    (:class:`emulator.runtime.h2_serve.H2Stream`)."""
+
+    routed: str
+    forwarded_to: str
+    #: The current request's bytes, times and backend leg (its access record reads them).
+    meter: RequestMeter
+
+    @property
+    def runtime(self) -> ListenerRuntime: ...
+    @property
+    def http(self) -> ExchangeHttp: ...
+    @property
+    def backend(self) -> BackendClient: ...
+    @property
+    def listener(self) -> Listener: ...
+    @property
+    def peer(self) -> tuple[str, int]: ...
+    @property
+    def stream(self) -> trio.abc.Stream: ...
+    def record(
+        self, facts: RequestFacts, status: int, started: float, *, routed: str, server_status: str
+    ) -> None: ...
+    async def read_body(self, idle_s: float, *, until: float = math.inf) -> bytes | None: ...
+    async def send_continue(self) -> None: ...
+    def queue(self, data: bytes) -> None: ...
+    async def queue_body(self, data: bytes) -> None: ...
+    async def flush(self, *, last: bool = False, stream: trio.abc.Stream | None = None) -> None: ...
+
+
 class BackendExchange:
     """The backend side of one client connection (see the module docstring)."""
 
     __slots__ = ("client",)
 
-    def __init__(self, client: ClientConnection) -> None:
+    def __init__(self, client: ExchangeClient) -> None:
         self.client = client
 
     async def forward(self, plan: Forward, head: RequestHead, started: float) -> None:

@@ -43,7 +43,7 @@ from emulator.core.backends import HealthTable, Rotation
 from emulator.core.limits import ProxyLimits
 from emulator.core.plan import PortPlanner
 from emulator.core.routing import rules_by_port
-from emulator.core.tls_policy import build_port_contexts
+from emulator.core.tls_policy import build_port_contexts, offer_alpn
 from emulator.errors import StartupError
 from emulator.logsafe import escaped_logger
 from emulator.model import (
@@ -444,6 +444,11 @@ class Gateway:
                 _log_refused_renegotiation(port_ctx, rules[0].listener.name)
                 for listener_name, ctx in contexts.items():
                     _log_refused_renegotiation(ctx, listener_name)
+                if self.config.enable_http2:
+                    # OpenSSL asks the context the SNI callback switched to, so every one
+                    # offers h2, before the first connection uses it.
+                    for ctx in {id(c): c for c in (port_ctx, *contexts.values())}.values():
+                        offer_alpn(ctx, enable_http2=True)
             planner = PortPlanner.build(
                 rules,
                 rotation=self.rotation,

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 from OpenSSL import SSL
@@ -70,6 +70,9 @@ from emulator.runtime.client_facts import ClientConnectionFacts, cert_info
 from emulator.runtime.exchange import BackendExchange, BodyTimeout, ClientGone, RequestTooLarge
 from emulator.runtime.ocsp_client import OcspChecker
 from emulator.runtime.tls_stream import PlainHttpOnTlsPort, TlsHandshakeError, TlsServerStream
+
+if TYPE_CHECKING:
+    from emulator.runtime.h2_serve import H2Driver
 
 __all__ = ["EXPLAIN_HEADER", "AccessRecord", "ClientConnection", "ListenerRuntime"]
 
@@ -164,6 +167,8 @@ class ClientConnection:
     _outgoing_bytes: int = 0
     #: The current request's bytes, times and backend leg, for its access record.
     meter: RequestMeter = field(default_factory=RequestMeter)
+    #: The HTTP/2 driver, once the handshake negotiated ALPN h2 (``enableHttp2: true``).
+    _h2: H2Driver | None = None
 
     def __post_init__(self) -> None:
         limits = self.runtime.limits
@@ -183,13 +188,17 @@ class ClientConnection:
 
     @property
     def idle(self) -> bool:
-        """No request in progress (also during the handshake): closing loses nothing."""
-        return self.http.idle
+        """No request in progress (also during the handshake): closing loses nothing. An
+        HTTP/2 connection is never idle to the drain: it sends GOAWAY and closes itself."""
+        return self._h2 is None and self.http.idle
 
     def close_after_response(self) -> None:
         """The gateway is reloading or stopping: the response in progress (or the next one)
-        says ``Connection: close``, and the connection ends after it."""
+        says ``Connection: close``, and the connection ends after it (HTTP/2: GOAWAY, and
+        the streams in flight finish)."""
         self.http.close_after_response = True
+        if self._h2 is not None:
+            self._h2.shutdown()
 
     # -- the connection's life ----------------------------------------------------------------
 
@@ -200,6 +209,14 @@ class ClientConnection:
                 if await self._handshake() is _Handshake.DROP:
                     return
                 await self._check_revocation()
+                if self.tls is not None and self.tls.alpn_protocol == "h2":
+                    from emulator.runtime.h2_serve import H2Driver  # h2 loads on first use
+
+                    self._h2 = H2Driver(self)
+                    if self.http.close_after_response:
+                        self._h2.shutdown()
+                    await self._h2.run()
+                    return
             else:
                 self.decision = client_auth_decision(None)
             # The request loop runs in the idle scope, whose deadline bounds each wait for a
@@ -236,7 +253,7 @@ class ClientConnection:
 
     async def _internal_error_page(self) -> None:
         http = self.http
-        if http.responded:
+        if http.responded or self._h2 is not None:
             return
         self._outgoing = []
         self._outgoing_bytes = 0

@@ -558,3 +558,20 @@ def test_up_keeps_running_when_the_default_dashboard_port_is_busy(tmp_path: Path
             assert not any(READY_DASHBOARD.match(line) for line in process.stdout_lines)
     finally:
         blocker.close()
+
+
+@pytest.mark.parametrize("enable_http2", [True, False], ids=["enableHttp2", "http11-only"])
+async def test_try_can_send_over_http2(demo_pki: DemoPki, enable_http2: bool) -> None:
+    async with running(demo_pki, enable_http2=enable_http2) as run:
+        answer = await api(run.port, "POST", "/api/try", {"identity": "expired", "http2": True})
+        wrong = await api(run.port, "POST", "/api/try", {"identity": "valid", "http2": "yes"})
+        records = list(run.gateway.access_log)
+    strict, passthrough = answer.json()["results"]
+    version = "HTTP/2" if enable_http2 else "HTTP/1.1"
+    assert (strict["status"], strict["httpVersion"]) == (400, version)
+    assert strict["page"] == "400 The SSL certificate error"
+    assert (passthrough["status"], passthrough["httpVersion"]) == (200, version)
+    assert passthrough["verification"] == "PASSTHROUGH"
+    assert {r.httpVersion for r in records} == {"HTTP/2.0" if enable_http2 else "HTTP/1.1"}
+    assert wrong.status == 400
+    assert b"'http2' must be true or false" in wrong.body

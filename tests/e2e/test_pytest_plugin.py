@@ -183,3 +183,33 @@ def test_the_unrelated_certificate_comes_from_the_exposed_unrelated_root() -> No
         pki.client_ca.cert.subject,
     }
     assert pki.unrelated_root is pki.unrelated_root  # made once
+
+
+HTTP2_CLIENT = """
+    from dataclasses import replace
+
+
+    def test_the_client_speaks_h2_when_the_gateway_offers_it(
+        appgw_gateway, appgw_client, appgw_pki, appgw_backend
+    ):
+        config = replace(appgw_pki.mode_config("strict"), enable_http2=True)
+        gateway = appgw_gateway(template=config)
+        response = appgw_client(gateway, appgw_pki.client, http2=True).get("/h2")
+        assert (response.status, response.http_version) == (200, "HTTP/2")
+        assert appgw_backend.last.header_values("X-Client-Cert-Verification") == ("SUCCESS",)
+        gateway.wait_for_access()
+        assert gateway.access_log[-1].httpVersion == "HTTP/2.0"
+        # The default client is the standard library's, over HTTP/1.1.
+        assert appgw_client(gateway, appgw_pki.client).get("/").http_version == "HTTP/1.1"
+
+
+    def test_without_enable_http2_the_h2_client_falls_back(appgw_gateway, appgw_client, appgw_pki):
+        response = appgw_client(appgw_gateway("strict"), appgw_pki.client, http2=True).get("/")
+        assert (response.status, response.http_version) == (200, "HTTP/1.1")
+"""
+
+
+def test_the_client_can_ask_for_h2(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_h2=textwrap.dedent(HTTP2_CLIENT))
+    result = pytester.runpytest_subprocess("-v", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)

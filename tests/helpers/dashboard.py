@@ -95,7 +95,9 @@ class Running:
 
 
 @asynccontextmanager
-async def running(pki: DemoPki, *, with_pki: bool = True) -> AsyncIterator[Running]:
+async def running(
+    pki: DemoPki, *, with_pki: bool = True, enable_http2: bool = False
+) -> AsyncIterator[Running]:
     """Stub backend → gateway (the ``up`` template) → dashboard, stopped when the block ends."""
     observations = BackendObservations()
     async with trio.open_nursery() as nursery:
@@ -114,6 +116,8 @@ async def running(pki: DemoPki, *, with_pki: bool = True) -> AsyncIterator[Runni
             backend_host="127.0.0.1",
             backend_port=backend_port,
         )
+        if enable_http2:
+            template["resources"][0]["properties"]["enableHttp2"] = True
         parameters = {
             "certData": pki.server_pfx,
             "certPassword": pki.server_pfx_password,

@@ -1,8 +1,8 @@
-"""ALPN with HTTP/2 (emulator.core.tls_policy.offer_alpn): prepared, not yet on the listener.
+"""ALPN with HTTP/2 (emulator.core.tls_policy.offer_alpn).
 
 Real TLS handshakes between pyOpenSSL connections over memory BIOs, certificates from the
-project's PKI code (``tests.helpers.tls_memory``). The running listener still offers
-``http/1.1`` only; the last test pins that until the HTTP/2 frontend is wired in.
+project's PKI code (``tests.helpers.tls_memory``). A listener context offers ``http/1.1`` only
+until the gateway adds h2 with ``enableHttp2: true`` (tests/e2e/test_http2_e2e.py drives that).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def test_every_context_of_a_multi_listener_port_needs_it(pki: PkiBundle) -> None
         assert hs.client.get_alpn_proto_negotiated() == b"h2"
 
 
-def test_the_listener_still_offers_http11_only_until_http2_is_wired_in(pki: PkiBundle) -> None:
+def test_a_listener_context_offers_http11_only_without_enable_http2(pki: PkiBundle) -> None:
     ctx = build_server_context(make_listener(pki, mode=ClientAuthMode.STRICT))
     hs = handshake(ctx, client_context(alpn=[b"h2", b"http/1.1"]))
     assert hs.client.get_alpn_proto_negotiated() == b"http/1.1"

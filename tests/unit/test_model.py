@@ -1008,11 +1008,12 @@ def test_cookie_based_affinity_disabled_is_accepted(demo: GatewayResource) -> No
     assert settings.port == 8080
 
 
-def test_enable_http2_is_accepted_with_a_warning(demo: GatewayResource) -> None:
+def test_enable_http2_is_read_without_a_warning(demo: GatewayResource) -> None:
     config = build(demo, lambda r: props(r).__setitem__("enableHttp2", True))
 
     assert config.enable_http2 is True
-    assert any("enableHttp2" in w and "HTTP/1.1" in w for w in config.warnings)
+    assert not any("enableHttp2" in w for w in config.warnings)
+    assert build(demo).enable_http2 is False
 
 
 def test_buffering_is_on_by_default(demo: GatewayResource) -> None:

@@ -163,6 +163,7 @@ function resultCell(result) {
     outcome,
     dl([
       ["Listener", `${result.listener} (port ${result.port})`],
+      ["Protocol", result.httpVersion],
       ["Verification", result.verification],
       ["Backend", backend],
       ["Backend received", result.certHeaders ? headerList(result.certHeaders) : null],
@@ -178,7 +179,8 @@ async function tryIdentity(identity, button) {
   buttons.forEach((b) => { b.disabled = true; });
   status.textContent = `Sending the ${identity.label} identity to both listeners…`;
   try {
-    const answer = await api("/api/try", { identity: identity.key });
+    const http2 = document.getElementById("try-http2").checked;
+    const answer = await api("/api/try", { identity: identity.key, http2 });
     const row = el("tr", { "data-identity": identity.key },
       el("th", { scope: "row", text: identity.label }),
       answer.results.map(resultCell));

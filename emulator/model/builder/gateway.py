@@ -139,10 +139,6 @@ def build_gateway_config(
     enable_http2 = False
     with builder.section():
         enable_http2 = props.bool_("enableHttp2", False)
-    if enable_http2:
-        builder.warnings.append(
-            "enableHttp2 is true: HTTP/2 is not emulated; listeners offer HTTP/1.1 only"
-        )
     buffering = Buffering()
     with builder.section():
         buffering = _buffering(builder, props, sku_name)
