@@ -19,58 +19,50 @@ requests in flight finish for a bounded grace period, then cancel what is left.
 
 from __future__ import annotations
 
-import base64
 import contextvars
 import errno
-import json
 import os
 import socket
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self, TypeAlias, TypedDict
+from typing import Any, Final, Self, TypedDict
 
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
-from emulator.core.backends import HealthTable, Rotation
+from emulator.core.access import AccessRecord
 from emulator.core.limits import ProxyLimits
-from emulator.core.plan import PortPlanner
-from emulator.core.routing import rules_by_port
-from emulator.core.tls_policy import build_port_contexts
+from emulator.core.request.balancing import HealthTable, Rotation
+from emulator.core.request.plan import PortPlanner
+from emulator.core.request.routing import rules_by_port
+from emulator.core.tls.policy import build_port_contexts
 from emulator.errors import StartupError
+from emulator.loading import BackendSpec, Parameters, load_config, parse_backends
 from emulator.logsafe import escaped_logger
 from emulator.model import (
-    BackendAddress,
     GatewayConfig,
     Listener,
     ListenerProtocol,
-    build_gateway_config,
     with_backend_overrides,
 )
 from emulator.runtime.backend import BackendClient
 from emulator.runtime.ocsp_client import OcspChecker
 from emulator.runtime.probes import run_probes
-from emulator.runtime.proxy import AccessRecord, ClientConnection, ListenerRuntime
+from emulator.runtime.proxy import ClientConnection, PortRuntime
 
 __all__ = [
     "ACCESS_WAIT_S",
     "DRAIN_GRACE_S",
     "MAX_CONNECTIONS",
     "MAX_CONNECTIONS_PER_CLIENT",
-    "BackendSpec",
     "Gateway",
-    "Parameters",
     "Readiness",
     "drain_serving",
-    "load_config",
-    "parse_backends",
     "serving_gateways",
 ]
 
@@ -105,119 +97,6 @@ DRAIN_CANCEL_WAIT_S: Final = 2.0
 #: TLS alert ``no_renegotiation`` (RFC 5246 section 7.2.2), and OpenSSL's info-callback value
 #: for an alert the server writes.
 _ALERT_NO_RENEGOTIATION: Final = 100
-_DEPLOYMENT_PARAMETERS_SCHEMA: Final = (
-    "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#"
-)
-
-#: Template parameters: ``--parameters``-style strings (``NAME=VALUE``, ``@file.json``, inline
-#: JSON) or a mapping of name to value (``bytes`` values are base64-encoded, as a template's
-#: ``data`` fields expect).
-Parameters: TypeAlias = Mapping[str, object] | Sequence[str]
-_Address: TypeAlias = str | tuple[str, int] | BackendAddress
-#: One pool's replacement: ``"host:port"``, ``("host", port)``, a ``BackendAddress``, or a
-#: sequence of those; a bare ``"host"`` keeps the backend settings' port.
-BackendSpec: TypeAlias = _Address | Sequence[_Address]
-
-
-def _parameter_args(parameters: Parameters) -> list[str]:
-    """``parameters`` as the loader's ``--parameters`` strings.
-
-    A mapping becomes one inline deploymentParameters document, so values keep their JSON type
-    (an ``int`` parameter gets an int) instead of going through ``NAME=VALUE`` text conversion.
-    """
-    if isinstance(parameters, str):
-        # A lone string would otherwise be read as a sequence of one-character arguments.
-        return [parameters]
-    if not isinstance(parameters, Mapping):
-        return list(parameters)
-    if not parameters:
-        return []
-    entries: dict[str, dict[str, Any]] = {}
-    for name, value in parameters.items():
-        plain = base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
-        entries[name] = {"value": plain}
-    document = {
-        "$schema": _DEPLOYMENT_PARAMETERS_SCHEMA,
-        "contentVersion": "1.0.0.0",
-        "parameters": entries,
-    }
-    try:
-        return [json.dumps(document)]
-    except TypeError as exc:
-        msg = f"template parameter values must be JSON values or bytes: {exc}"
-        raise TypeError(msg) from exc
-
-
-def _backend_address(pool: str, item: object) -> BackendAddress:
-    if isinstance(item, BackendAddress):
-        return item
-    if isinstance(item, tuple) and _is_host_port_pair(item):
-        return BackendAddress(str(item[0]), int(item[1]))
-    if isinstance(item, str) and item:
-        host, sep, port_text = item.rpartition(":")
-        if sep and host and port_text.isdigit() and not host.endswith(":"):
-            return BackendAddress(host.strip("[]"), int(port_text))
-        if ":" not in item or item.startswith("["):
-            return BackendAddress(item.strip("[]"))
-    msg = (
-        f"backend for pool '{pool}' must be 'host:port', ('host', port) or a BackendAddress, "
-        f"not {item!r}"
-    )
-    raise ValueError(msg)
-
-
-def _is_host_port_pair(item: object) -> bool:
-    return (
-        isinstance(item, tuple)
-        and len(item) == 2
-        and isinstance(item[0], str)
-        and isinstance(item[1], int)
-        and not isinstance(item[1], bool)
-    )
-
-
-def parse_backends(backends: Mapping[str, BackendSpec]) -> dict[str, tuple[BackendAddress, ...]]:
-    """Normalise a ``backends=`` argument to what :func:`with_backend_overrides` takes.
-
-    Raises:
-        ValueError: an address that is none of the accepted forms, or a pool with no address.
-    """
-    out: dict[str, tuple[BackendAddress, ...]] = {}
-    for pool, spec in backends.items():
-        if isinstance(spec, str | BackendAddress) or _is_host_port_pair(spec):
-            out[pool] = (_backend_address(pool, spec),)
-            continue
-        addresses = tuple(_backend_address(pool, item) for item in spec)
-        if not addresses:
-            msg = f"backend pool '{pool}' needs at least one address"
-            raise ValueError(msg)
-        out[pool] = addresses
-    return out
-
-
-def load_config(
-    template: str | os.PathLike[str] | Mapping[str, Any],
-    parameters: Parameters = (),
-    *,
-    gateway: str | None = None,
-) -> GatewayConfig:
-    """Load and resolve a template (a file, or JSON already in memory) into the gateway model.
-
-    The same path ``appgw-emulator run`` takes, so a template that loads here loads there.
-
-    Raises:
-        TemplateError, UnsupportedFeature, CertificateError: what the template loader and the
-            model report, with file, JSON path and fix.
-    """
-    # Imported here: the loader is only needed when a template is given, not for a ready config.
-    from emulator.arm.template import load_template, load_template_data, select_gateway
-
-    args = _parameter_args(parameters)
-    if isinstance(template, Mapping):
-        loaded = load_template_data(dict(template), args)
-    else:
-        loaded = load_template(Path(template), args)
-    return build_gateway_config(select_gateway(loaded, gateway), now=datetime.now(UTC))
 
 
 def _check_listen(config: GatewayConfig, listen: Mapping[int, int]) -> None:
@@ -275,7 +154,8 @@ class Gateway:
         strip_client_cert_headers: remove, before the rewrite rules run, every client header that
             a rule fills from a client certificate variable (not what Azure does; off by default).
         access_log_sink: called with every access record, after it is kept in
-            :attr:`access_log` (``--access-log``: :class:`emulator.access_log.AccessLogWriter`).
+            :attr:`access_log` (``--access-log``:
+            :class:`emulator.runtime.access_log.AccessLogWriter`).
         ocsp: the OCSP checker (and so the answer cache) for ``verifyClientRevocation: OCSP``
             listeners; one is made when not given.
         explain: ``--explain``: Strict 400s carry the failure's explanation in a header.
@@ -430,13 +310,13 @@ class Gateway:
         _check_listen(config, listen)
         return cls(config, bind=bind, listen=listen, server_ca=server_ca, limits=limits)
 
-    def _build_runtimes(self) -> dict[int, ListenerRuntime]:
+    def _build_runtimes(self) -> dict[int, PortRuntime]:
         """One runtime per frontend port, holding every listener on it in Azure's order.
 
         An HTTPS port gets one TLS context per listener plus the port's starting context,
         which picks among them by SNI (:func:`build_port_contexts`).
         """
-        by_port: dict[int, ListenerRuntime] = {}
+        by_port: dict[int, PortRuntime] = {}
         for port, rules in rules_by_port(self.config.rules).items():
             port_ctx = None
             if rules[0].listener.protocol is ListenerProtocol.HTTPS:
@@ -451,7 +331,7 @@ class Gateway:
                 strip_client_cert_headers=self.strip_client_cert_headers,
                 redirect_port=self._bound_port,
             )
-            by_port[port] = ListenerRuntime(
+            by_port[port] = PortRuntime(
                 rules,
                 port_ctx,
                 planner,
@@ -562,7 +442,7 @@ class Gateway:
                 self._access_event = trio.Event()
             await self._access_event.wait()
 
-    async def _bind(self, runtime: ListenerRuntime) -> trio.SocketListener:
+    async def _bind(self, runtime: PortRuntime) -> trio.SocketListener:
         listener = runtime.listener
         port = self.local_port_for(listener)
         family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
@@ -603,12 +483,12 @@ class Gateway:
             self.ports[rule.listener.name] = bound
         return trio.SocketListener(sock)
 
-    async def _bind_all(self) -> list[tuple[trio.SocketListener, ListenerRuntime]]:
+    async def _bind_all(self) -> list[tuple[trio.SocketListener, PortRuntime]]:
         """Bind every listener in rule order; on failure close what was bound and re-raise.
 
         ``ports`` keeps the ports bound before the failure (the CLI names the next listener).
         """
-        listeners: list[tuple[trio.SocketListener, ListenerRuntime]] = []
+        listeners: list[tuple[trio.SocketListener, PortRuntime]] = []
         try:
             for runtime in self._runtimes.values():
                 listeners.append((await self._bind(runtime), runtime))
@@ -662,7 +542,7 @@ class Gateway:
 
     async def _serve_bound(
         self,
-        listeners: list[tuple[trio.SocketListener, ListenerRuntime]],
+        listeners: list[tuple[trio.SocketListener, PortRuntime]],
         *,
         task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -691,7 +571,7 @@ class Gateway:
 
     async def _accept_all(
         self,
-        listeners: list[tuple[trio.SocketListener, ListenerRuntime]],
+        listeners: list[tuple[trio.SocketListener, PortRuntime]],
         backend: BackendClient,
         connections: trio.Nursery,
     ) -> None:
@@ -710,7 +590,7 @@ class Gateway:
     async def _accept_loop(
         self,
         sock_listener: trio.SocketListener,
-        runtime: ListenerRuntime,
+        runtime: PortRuntime,
         backend: BackendClient,
         nursery: trio.Nursery,
     ) -> None:
@@ -744,7 +624,7 @@ class Gateway:
         self,
         stream: trio.SocketStream,
         peer: tuple[str, int],
-        runtime: ListenerRuntime,
+        runtime: PortRuntime,
         backend: BackendClient,
     ) -> None:
         """Serve one admitted connection; it counts against the limits until it has closed."""

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from emulator.access_log import access_log_entry
-from emulator.core.rewrite import RequestFacts
-from emulator.runtime.access import AccessRecord, RequestMeter, access_record
+from emulator.core.access import AccessRecord, RequestMeter
+from emulator.core.request.rewrite import RequestFacts
+from emulator.runtime.access_log import access_log_entry, access_record
 
 
 def facts(*, host: str = "app.contoso.com:443", version: str = "1.1") -> RequestFacts:
