@@ -11,8 +11,8 @@ block, or cancelling ``serve``, closes every listening socket, every client conn
 backend client before control returns, so the ports are free again at that point.
 
 Hostile and busy clients: connections are counted, in total and per client address; one over
-either limit is closed as soon as it is accepted, with a ``connection.limit_reached`` warning
-(at most one line per second, with the count since the last one). :meth:`Gateway.drain` is the
+either limit is closed as soon as it is accepted (:mod:`emulator.runtime.listener`, which also
+binds the ports and runs the accept loops). :meth:`Gateway.drain` is the
 graceful stop (SIGTERM in the CLI): stop accepting, close idle keep-alive connections, let
 requests in flight finish for a bounded grace period, then cancel what is left.
 """
@@ -20,10 +20,8 @@ requests in flight finish for a bounded grace period, then cancel what is left.
 from __future__ import annotations
 
 import contextvars
-import errno
 import os
-import socket
-from collections import Counter, deque
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +49,13 @@ from emulator.model import (
     with_backend_overrides,
 )
 from emulator.runtime.backend import BackendClient
+from emulator.runtime.listener import (
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_CLIENT,
+    ConnectionLimits,
+    accept_loop,
+    listen_socket,
+)
 from emulator.runtime.ocsp_client import OcspChecker
 from emulator.runtime.probes import run_probes
 from emulator.runtime.proxy import ClientConnection, PortRuntime
@@ -58,8 +63,6 @@ from emulator.runtime.proxy import ClientConnection, PortRuntime
 __all__ = [
     "ACCESS_WAIT_S",
     "DRAIN_GRACE_S",
-    "MAX_CONNECTIONS",
-    "MAX_CONNECTIONS_PER_CLIENT",
     "Gateway",
     "Readiness",
     "drain_serving",
@@ -68,24 +71,11 @@ __all__ = [
 
 LOGGER = escaped_logger("emulator.gateway")
 
-#: Accepted-connection queue per listening socket (nginx's default on Linux is 511).
-LISTEN_BACKLOG: Final = 511
 #: Access records kept in memory for ``Gateway.access_log`` (tests, the later dashboard).
 ACCESS_LOG_KEEP: Final = 10_000
 #: Default bound of :meth:`Gateway.wait_for_access`: the gateway logs a request right after the
 #: response's last byte, so anything longer than a few milliseconds means it never will.
 ACCESS_WAIT_S: Final = 5.0
-#: Open client connections the whole gateway keeps; one more is closed as soon as it is accepted.
-#: Each costs a file descriptor (two while it talks to a backend), so this stays well under a
-#: raised ``ulimit -n``; nginx's ``worker_connections`` plays the same role. Azure scales out
-#: instead and documents no number.
-MAX_CONNECTIONS: Final = 10_000
-#: Open connections per client IP address, so one noisy client (a load test, a slow-loris
-#: script) cannot take every slot from the others. Generous: local load tests come from one
-#: address. nginx's ``limit_conn`` is the model; Azure documents no such limit.
-MAX_CONNECTIONS_PER_CLIENT: Final = 2_000
-#: ``connection.limit_reached`` is logged at most this often; the line counts what it skipped.
-LIMIT_LOG_INTERVAL_S: Final = 1.0
 #: :meth:`Gateway.drain`: how long requests in flight may take to finish after a stop request
 #: before they are cancelled (Kubernetes gives 30 s by default; a local tool should stop fast).
 DRAIN_GRACE_S: Final = 5.0
@@ -210,7 +200,7 @@ class Gateway:
         # Set while inside ``async with gateway:``; the nursery serving the block's listeners.
         self._nursery: trio.Nursery | None = None
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
-        self._admission = _ConnectionLimits(max_connections, max_connections_per_client)
+        self._admission = ConnectionLimits(max_connections, max_connections_per_client)
         # Set while serving: the accept loops' scope, the bound sockets, the open connections.
         self._accepting: trio.CancelScope | None = None
         self._accept_done = trio.Event()
@@ -445,39 +435,7 @@ class Gateway:
     async def _bind(self, runtime: PortRuntime) -> trio.SocketListener:
         listener = runtime.listener
         port = self.local_port_for(listener)
-        family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
-        sock = trio.socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            await sock.bind((self.bind, port))
-            sock.listen(LISTEN_BACKLOG)
-        except OSError as exc:
-            sock.close()
-            # Tried, not predicted from the uid: CAP_NET_BIND_SERVICE, or a container whose
-            # net.ipv4.ip_unprivileged_port_start is 0, lets a non-root process bind 444.
-            if exc.errno == errno.EACCES and 0 < port < 1024:
-                raise StartupError(
-                    f"listener '{listener.name}' uses port {port}, which this process may not "
-                    "bind (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
-                    file=self.config.file,
-                    path=listener.path,
-                    fix=f"map it to a free local port: --listen {listener.frontend_port}="
-                    f"8{port:03d} (or --listen {listener.frontend_port}=0 for any free port)",
-                    code="EmulatorPrivilegedPort",
-                ) from exc
-            if exc.errno == errno.EADDRINUSE:
-                raise StartupError(
-                    f"port {port} on {self.bind} is already in use (listener '{listener.name}')",
-                    fix="stop what uses it, or choose another port: "
-                    f"--listen {listener.frontend_port}=PORT",
-                    code="EmulatorPortInUse",
-                ) from exc
-            raise StartupError(
-                f"cannot listen on {self.bind}:{port} for listener '{listener.name}': "
-                f"{exc.strerror}",
-                fix="check --bind and --listen",
-                code="EmulatorBindFailed",
-            ) from exc
+        sock = await listen_socket(self.bind, port, listener, file=self.config.file)
         bound = sock.getsockname()[1]
         for rule in runtime.rules:  # every listener of the port answers on it
             self.ports[rule.listener.name] = bound
@@ -594,31 +552,10 @@ class Gateway:
         backend: BackendClient,
         nursery: trio.Nursery,
     ) -> None:
-        while True:
-            try:
-                stream = await sock_listener.accept()
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
-                    LOGGER.error(  # noqa: TRY400 - a known resource limit, not a bug
-                        "accept.failed listener=%s: %s; retrying in 0.1 s",
-                        runtime.listener.name,
-                        exc,
-                    )
-                    await trio.sleep(0.1)
-                    continue
-                raise
-            try:
-                # No TCP_NODELAY here: trio.SocketStream sets it when it wraps the socket.
-                address = stream.socket.getpeername()
-            except OSError:
-                # The client is already gone (reset while queued); nothing to serve.
-                await trio.aclose_forcefully(stream)
-                continue
-            peer = (str(address[0]), int(address[1]))
-            if not self._admission.admit(peer, runtime.listener.name):
-                await trio.aclose_forcefully(stream)
-                continue
+        def admitted(stream: trio.SocketStream, peer: tuple[str, int]) -> None:
             nursery.start_soon(self._serve_client, stream, peer, runtime, backend)
+
+        await accept_loop(sock_listener, runtime.listener.name, self._admission, admitted)
 
     async def _serve_client(
         self,
@@ -810,54 +747,6 @@ class _Tracked:
         accepted on a port the new workers keep serving.
         """
         return self.answered and self.connection.idle
-
-
-@dataclass(slots=True)
-class _ConnectionLimits:
-    """Open connections in total and per client address, and the refusal log's throttle."""
-
-    max_total: int
-    max_per_client: int
-    total: int = 0
-    per_client: Counter[str] = field(default_factory=Counter)
-    refused_unlogged: int = 0
-    last_logged: float | None = None
-
-    def admit(self, peer: tuple[str, int], listener: str) -> bool:
-        """Count the connection in, or log why it is refused (the caller closes it)."""
-        client_ip = peer[0]
-        if self.total >= self.max_total:
-            scope, limit, active = "gateway", self.max_total, self.total
-        elif self.per_client[client_ip] >= self.max_per_client:
-            scope, limit, active = "client", self.max_per_client, self.per_client[client_ip]
-        else:
-            self.total += 1
-            self.per_client[client_ip] += 1
-            return True
-        self.refused_unlogged += 1
-        now = trio.current_time()
-        if self.last_logged is None or now - self.last_logged >= LIMIT_LOG_INTERVAL_S:
-            LOGGER.warning(
-                "connection.limit_reached listener=%s client=%s:%s scope=%s limit=%s open=%s "
-                "refused=%s: connection closed on accept (refused counts this one and those "
-                "not logged in the last %ss)",
-                listener,
-                *peer,
-                scope,
-                limit,
-                active,
-                self.refused_unlogged,
-                LIMIT_LOG_INTERVAL_S,
-            )
-            self.last_logged = now
-            self.refused_unlogged = 0
-        return False
-
-    def release(self, client_ip: str) -> None:
-        self.total -= 1
-        self.per_client[client_ip] -= 1
-        if self.per_client[client_ip] <= 0:
-            del self.per_client[client_ip]
 
 
 def _log_refused_renegotiation(context: SSL.Context, listener: str) -> None:
