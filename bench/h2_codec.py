@@ -2,7 +2,7 @@
 
 What the HTTP/2 frontend will add to a keep-alive request before any I/O: the client's frames
 are made once, up front, by an ``h2`` client; only the server side is timed (``time.process_time``
-around :class:`emulator.core.http2.Http2Connection` calls): feeding the request frames, the
+around :class:`emulator.core.http.http2.Http2Connection` calls): feeding the request frames, the
 events, a response head and a small body, and taking the bytes to write. The HTTP/1.1 line
 times ``parse_request_head`` + ``response_head_bytes`` + one chunk for the same request.
 
@@ -18,8 +18,8 @@ import time
 import h2.config
 import h2.connection
 
-from emulator.core.http1 import chunk, parse_request_head, response_head_bytes
-from emulator.core.http2 import Http2Connection, RequestReceived
+from emulator.core.http.codec import chunk, parse_request_head, response_head_bytes
+from emulator.core.http.http2 import Http2Connection, RequestReceived
 
 FIELDS = [
     (b":method", b"GET"),

@@ -2,7 +2,7 @@
 
 The gateway is nginx on OpenSSL, so "is this a CA certificate" means what ``X509_check_ca``
 says; the template checks (:mod:`emulator.arm.certdata`), the chain verifier
-(:mod:`emulator.core.chain`), the issuer-DN extraction, the dashboard and ``check-ca`` all ask
+(:mod:`emulator.core.tls.chain`), the issuer-DN extraction, the dashboard and ``check-ca`` all ask
 the same question and get the same answer from here. Pure: imports only ``cryptography``, so
 any module may use it without breaking the layering (``tests/unit/test_layering.py``).
 """

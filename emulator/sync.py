@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Self, TypeVar, Unpack
 
 import trio
 
-from emulator.runtime.gateway import ACCESS_WAIT_S, GatewayOptions, Parameters
+from emulator.loading import Parameters
+from emulator.runtime.gateway import ACCESS_WAIT_S, GatewayOptions
 from emulator.runtime.gateway import Gateway as AsyncGateway
 
 if TYPE_CHECKING:
+    from emulator.core.access import AccessRecord
     from emulator.model import GatewayConfig
-    from emulator.runtime.proxy import AccessRecord
 
 __all__ = ["START_TIMEOUT_S", "STOP_TIMEOUT_S", "Gateway", "LoopThread"]
 

@@ -56,9 +56,9 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from backend_stub import RecordedRequest
+    from emulator.loading import BackendSpec, Parameters
     from emulator.model import GatewayConfig
     from emulator.pki import CA, IssuedCert
-    from emulator.runtime.gateway import BackendSpec, Parameters
     from emulator.sync import Gateway, LoopThread
 
 __all__ = [
@@ -241,7 +241,7 @@ class AppgwPki:
                 STRICT_LISTENER,
                 demo_template,
             )
-            from emulator.runtime.gateway import load_config
+            from emulator.loading import load_config
 
             template = demo_template(
                 strict_port=_DEMO_STRICT_PORT,
@@ -679,8 +679,8 @@ def appgw_gateway(
     appgw_pki: AppgwPki, appgw_backend: RecordingBackend, appgw_mode: str
 ) -> Iterator[GatewayFactory]:
     """Factory for running gateways; every one is stopped (and checked) after the test."""
+    from emulator.loading import load_config
     from emulator.model import GatewayConfig
-    from emulator.runtime.gateway import load_config
     from emulator.sync import Gateway
 
     started: list[Gateway] = []

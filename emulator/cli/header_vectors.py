@@ -5,7 +5,7 @@ characters, long and short serials, EC and RSA keys) it writes, into ``DIR``:
 
 * ``vectors.json``: per certificate, the value of every certificate server variable exactly as
   the gateway forwards it (computed by the code the emulated gateway itself uses,
-  :class:`emulator.core.certinfo.ClientCertInfo`; the test suite checks them against what a
+  :class:`emulator.core.tls.certinfo.ClientCertInfo`; the test suite checks them against what a
   backend behind the running gateway receives), and the parse a correct decoder must produce
   (subject and issuer as RDNs with decoded values, serial as hex and decimal, validity in ISO
   8601, fingerprints, key type);
@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from emulator.core.certinfo import ClientCertInfo
+from emulator.core.tls.certinfo import ClientCertInfo
 from emulator.errors import EmulatorError
 from emulator.pki import CA, PrivateKey
 from emulator.reports.header_decoding import certificate_facts

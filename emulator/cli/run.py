@@ -7,6 +7,10 @@ import argparse
 import trio
 
 from emulator.cli.console import note, print_ready_lines, print_summary, say
+from emulator.cli.dashboard import (
+    add_dashboard_arguments,
+    start_dashboard_for_cli,
+)
 from emulator.cli.options import (
     add_config_arguments,
     add_listen_arguments,
@@ -22,10 +26,6 @@ from emulator.cli.serving import (
     serve_until_signal,
     serve_workers,
     verification_options,
-)
-from emulator.dashboard.wiring import (
-    add_dashboard_arguments,
-    start_dashboard_for_cli,
 )
 from emulator.errors import EmulatorError
 from emulator.model import (

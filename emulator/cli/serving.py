@@ -103,7 +103,7 @@ def serve_workers(
     The supervisor answers ``/health`` itself (``--health-port``, or the ``--dashboard`` port,
     which serves no dashboard here) and prints the ready lines once every worker accepts.
     """
-    from emulator.dashboard.wiring import _is_loopback
+    from emulator.cli.dashboard import _is_loopback
     from emulator.runtime.health import bind_plain
     from emulator.runtime.plain_health import health_url
     from emulator.runtime.workers import WorkerGateway, WorkerPool
@@ -203,7 +203,7 @@ def check_listen_ports(config: GatewayConfig, listen: Mapping[int, int]) -> None
 
 def verification_options(args: argparse.Namespace, config: GatewayConfig) -> dict[str, Any]:
     """Gateway keyword arguments for ``--access-log`` and ``--explain``."""
-    from emulator.access_log import AccessLogWriter
+    from emulator.runtime.access_log import AccessLogWriter
 
     options: dict[str, Any] = {"explain": args.explain}
     if args.access_log:

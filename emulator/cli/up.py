@@ -20,6 +20,11 @@ from emulator.arm.demo_template import (
 )
 from emulator.arm.template import load_template, select_gateway
 from emulator.cli.console import note, print_ready_lines, print_summary, say
+from emulator.cli.dashboard import (
+    add_dashboard_arguments,
+    backend_observations,
+    start_dashboard_for_cli,
+)
 from emulator.cli.options import (
     DEFAULT_CERTS_DIR,
     UsageError,
@@ -30,11 +35,6 @@ from emulator.cli.options import (
     port_arg,
 )
 from emulator.cli.serving import serve_until_signal, verification_options
-from emulator.dashboard.wiring import (
-    add_dashboard_arguments,
-    backend_observations,
-    start_dashboard_for_cli,
-)
 from emulator.errors import StartupError
 from emulator.model import (
     GatewayConfig,

@@ -39,7 +39,7 @@ import trio
 from cryptography import x509
 
 from emulator.arm.certdata import TrustedClientCa
-from emulator.core.dn import openssl_rfc2253
+from emulator.core.tls.dn import openssl_rfc2253
 from emulator.dashboard.trying import _TITLE, RECORD_POLL_S, RECORD_WAIT_S, _connect_host, _request
 from emulator.errors import EmulatorError
 from emulator.model import (

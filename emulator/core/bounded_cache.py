@@ -1,10 +1,11 @@
 """A bounded cache for hot paths whose keys come from outside the process.
 
 Several per-request or per-connection steps remember results keyed by what a client or the
-configuration chooses: JA4 fingerprints by ClientHello shape (:mod:`emulator.core.ja4`), valid
-Host values (:mod:`emulator.core.http1`), header-name facts (:mod:`emulator.core.rewrite`) and,
+configuration chooses: JA4 fingerprints by ClientHello shape (:mod:`emulator.core.tls.ja4`), valid
+Host values (:mod:`emulator.core.http.codec`), header-name facts
+(:mod:`emulator.core.request.rewrite`) and,
 per frontend port, Strict decisions by presented chain
-(:class:`emulator.core.tls_policy.VerdictCache`). Each needs a bound, so that a client varying
+(:class:`emulator.core.tls.policy.VerdictCache`). Each needs a bound, so that a client varying
 its input cannot grow the process without limit; none needs least-recently-used order. When
 full, the cache is emptied whole: that costs each live key one recomputation, while LRU
 bookkeeping would cost every hit.

@@ -17,7 +17,7 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from emulator.core.dn import openssl_rfc2253
+from emulator.core.tls.dn import openssl_rfc2253
 from emulator.pki.demo import (
     CLIENT_CERT,
     CLIENT_EXPIRED_CERT,

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from emulator.cert_facts import is_ca
-from emulator.core.dn import openssl_rfc2253
+from emulator.core.tls.dn import openssl_rfc2253
 from emulator.dashboard.identity import (
     IDENTITY_SPECS,
     NO_CERTIFICATE,

@@ -27,8 +27,8 @@ from emulator.dashboard.views import TryTargets, received_cert_headers
 from emulator.model import Listener
 
 if TYPE_CHECKING:
+    from emulator.core.access import AccessRecord
     from emulator.runtime.gateway import Gateway
-    from emulator.runtime.proxy import AccessRecord
 
 __all__ = [
     "DEFAULT_TRY_PATH",

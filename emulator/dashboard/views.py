@@ -22,7 +22,7 @@ from emulator.reports.check_ca import OpenedPfx, check_ca, looks_like_pfx, open_
 from emulator.reports.summary import describe
 
 if TYPE_CHECKING:
-    from emulator.runtime.proxy import AccessRecord
+    from emulator.core.access import AccessRecord
 
 __all__ = [
     "MAX_CHECK_NAME_CHARS",

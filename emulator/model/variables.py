@@ -1,7 +1,8 @@
 """Server variable names: the one list of them, in Azure's spelling.
 
 The builder validates rewrite templates against :data:`SERVER_VARIABLE_NAMES`;
-:mod:`emulator.core.certinfo` fills the certificate ones and :mod:`emulator.core.server_variables`
+:mod:`emulator.core.tls.certinfo` fills the certificate ones and
+:mod:`emulator.core.request.server_variables`
 computes each of them. Both import the names from here.
 """
 
@@ -39,7 +40,8 @@ CERTIFICATE_VARIABLES: Final = (
 #: Every server variable Azure documents for v2 rewrites (rewrite-http-headers-url, "Server
 #: variables" and "Mutual authentication server variables"), in the README's order; the
 #: ``cookie_NAME`` family is :data:`COOKIE_VARIABLE_PREFIX`. The names live in the model because
-#: validation needs them; :mod:`emulator.core.server_variables` builds its table from this list.
+#: validation needs them; :mod:`emulator.core.request.server_variables` builds its table from
+#: this list.
 SERVER_VARIABLE_NAMES: Final = (
     "add_x_forwarded_for_proxy",
     "ciphers_supported",

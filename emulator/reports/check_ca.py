@@ -10,7 +10,7 @@ of ``validate`` (:func:`emulator.arm.certdata.load_trusted_client_ca`), and says
 instead. A bundle or PFX is not an upload, but the CA certificates inside get their own verdict;
 a private key is reported only when one was seen. With a client certificate (PEM, DER or PFX) it
 also says whether that client would pass Strict, using the same verification as the listener
-(:mod:`emulator.core.chain`), and whether a failure means "not issued by the uploaded chain" or
+(:mod:`emulator.core.tls.chain`), and whether a failure means "not issued by the uploaded chain" or
 "an intermediate is missing". Every PFX is opened through the iteration cap
 (:mod:`emulator.arm.pkcs12_bounds`).
 
@@ -40,10 +40,10 @@ from emulator.arm.certdata import (
 )
 from emulator.arm.pkcs12_bounds import Pkcs12TooCostly, load_pkcs12
 from emulator.cert_facts import is_ca
-from emulator.core.chain import Stage, assess_client_cert, verify_chain
-from emulator.core.dn import dotnet_dn, openssl_rfc2253
-from emulator.core.issuer_dn import client_cert_issuer_dn, issuer_dn_matches
-from emulator.core.ocsp import responder_url
+from emulator.core.tls.chain import Stage, assess_client_cert, verify_chain
+from emulator.core.tls.dn import dotnet_dn, openssl_rfc2253
+from emulator.core.tls.issuer_dn import client_cert_issuer_dn, issuer_dn_matches
+from emulator.core.tls.ocsp import responder_url
 from emulator.errors import CertificateError
 
 __all__ = [

@@ -40,8 +40,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from emulator.core.certinfo import ClientCertInfo
-from emulator.core.dn import OPENSSL_SHORT_NAMES
+from emulator.core.tls.certinfo import ClientCertInfo
+from emulator.core.tls.dn import OPENSSL_SHORT_NAMES
 
 __all__ = [
     "Decoded",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator.core.dn import openssl_rfc2253
-from emulator.core.rewrite import certificate_header_holes, certificate_headers
+from emulator.core.request.rewrite import certificate_header_holes, certificate_headers
+from emulator.core.tls.dn import openssl_rfc2253
 from emulator.model import (
     BackendPool,
     BackendSettings,

@@ -36,7 +36,7 @@ import trio
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from emulator.core.http1 import BodyReader, HttpError, ResponseHead, parse_response_head
+from emulator.core.http.codec import BodyReader, HttpError, ResponseHead, parse_response_head
 from emulator.errors import BackendConnectError, BackendTimeout
 from emulator.logsafe import escaped_logger
 from emulator.runtime.transport import SocketTransport, detach_socket, socket_closed_by_peer
@@ -149,7 +149,7 @@ class BackendConnection:
     """One connection to a backend (TCP, or TLS over TCP): bytes out, bytes in, and what has
     been received but not yet used.
 
-    The proxy parses responses itself (:mod:`emulator.core.http1`) from :attr:`buffer`; this
+    The proxy parses responses itself (:mod:`emulator.core.http.codec`) from :attr:`buffer`; this
     class only moves bytes and knows when a request may be sent again. A plain TCP connection
     is driven through its socket directly (:class:`emulator.runtime.transport.SocketTransport`
     says why); HTTPS backends go through ``trio.SSLStream``.

@@ -1,6 +1,6 @@
 """What every request of one client connection shares: its TLS facts, computed at first use.
 
-The server variables (:mod:`emulator.core.server_variables`) read the negotiated version and
+The server variables (:mod:`emulator.core.request.server_variables`) read the negotiated version and
 cipher, the ClientHello's JA4 and offered ciphers, and the TCP round-trip time; this module
 gets them from the connection's TLS stream and socket, each once and only when a request needs
 it. It also makes the per-request values the access record and the default headers need: the
@@ -20,11 +20,11 @@ from typing import Final
 import trio
 from cryptography import x509
 
-from emulator.core.certinfo import ClientCertInfo
-from emulator.core.ja4 import ClientHello, ClientHelloError, parse_client_hello_records
-from emulator.core.ja4 import ja4 as ja4_fingerprint
-from emulator.core.rewrite import RequestFacts
-from emulator.core.server_variables import openssl_cipher_list
+from emulator.core.request.rewrite import RequestFacts
+from emulator.core.request.server_variables import openssl_cipher_list
+from emulator.core.tls.certinfo import ClientCertInfo
+from emulator.core.tls.ja4 import ClientHello, ClientHelloError, parse_client_hello_records
+from emulator.core.tls.ja4 import ja4 as ja4_fingerprint
 from emulator.logsafe import escaped_logger
 from emulator.model import Listener
 from emulator.runtime.tls_stream import TlsServerStream
@@ -43,7 +43,7 @@ class ClientConnectionFacts:
     repeat the same work; ``ciphers_supported`` is only formatted when a rule reads it. The
     TCP round-trip time does change, so ``tcp_rtt_us`` asks the kernel at each read — which
     only happens when a rule uses ``client_tcp_rtt``. Implements
-    :class:`emulator.core.server_variables.ConnectionFacts`.
+    :class:`emulator.core.request.server_variables.ConnectionFacts`.
     """
 
     __slots__ = (

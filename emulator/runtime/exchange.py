@@ -4,7 +4,7 @@
 (one per connection, used by one request at a time): it reads the request body through the
 connection (buffered into a spool, or streamed), sends the request to the backend the plan
 chose (:mod:`emulator.runtime.backend`), and relays the response through the connection's one
-writer, framed by the connection's :class:`~emulator.core.http1_connection.Http1Connection`.
+writer, framed by the connection's :class:`~emulator.core.http.connection.Http1Connection`.
 Errors before the response started propagate to the connection, which answers them with a page;
 after it, the connection is ended (nothing else is honest once a status line has gone out).
 """
@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import trio
 
-from emulator.core.error_info import UPSTREAM_CLOSED_CONNECTION, UPSTREAM_TIMED_OUT
-from emulator.core.http1 import (
+from emulator.core.http.codec import (
     LAST_CHUNK,
     BodyReader,
     Framing,
@@ -29,11 +28,12 @@ from emulator.core.http1 import (
     chunk,
     request_head_bytes,
 )
-from emulator.core.http1_connection import HTTP_SWITCHING_PROTOCOLS
-from emulator.core.pages import GatewayPage
-from emulator.core.plan import Forward
-from emulator.core.rewrite import RequestFacts, rewrite_response_headers
-from emulator.core.routing import normalize_host
+from emulator.core.http.connection import HTTP_SWITCHING_PROTOCOLS
+from emulator.core.http.error_info import UPSTREAM_CLOSED_CONNECTION, UPSTREAM_TIMED_OUT
+from emulator.core.http.pages import GatewayPage
+from emulator.core.request.plan import Forward
+from emulator.core.request.rewrite import RequestFacts, rewrite_response_headers
+from emulator.core.request.routing import normalize_host
 from emulator.errors import BackendConnectError, BackendError, BackendTimeout
 from emulator.logsafe import escaped_logger
 from emulator.model import ListenerProtocol
@@ -42,10 +42,10 @@ from emulator.runtime.probes import backend_tls
 from emulator.runtime.spool import RequestBodySpool, ResponseSpool
 
 if TYPE_CHECKING:
+    from emulator.core.access import RequestMeter
     from emulator.model import Listener
-    from emulator.runtime.access import RequestMeter
     from emulator.runtime.backend import BackendClient
-    from emulator.runtime.proxy import ListenerRuntime
+    from emulator.runtime.proxy import PortRuntime
 
 __all__ = [
     "CLIENT_CLOSED_REQUEST",
@@ -83,7 +83,7 @@ class BodyTimeout(Exception):
 
 class ExchangeHttp(Protocol):
     """The client-side codec the exchange frames through: one HTTP/1.1 connection
-    (:class:`~emulator.core.http1_connection.Http1Connection`) or one HTTP/2 stream
+    (:class:`~emulator.core.http.connection.Http1Connection`) or one HTTP/2 stream
     (:class:`emulator.runtime.h2_serve.StreamHttp`)."""
 
     close_after_response: bool
@@ -120,7 +120,7 @@ class ExchangeClient(Protocol):
     meter: RequestMeter
 
     @property
-    def runtime(self) -> ListenerRuntime: ...
+    def runtime(self) -> PortRuntime: ...
     @property
     def http(self) -> ExchangeHttp: ...
     @property

@@ -11,89 +11,71 @@ block, or cancelling ``serve``, closes every listening socket, every client conn
 backend client before control returns, so the ports are free again at that point.
 
 Hostile and busy clients: connections are counted, in total and per client address; one over
-either limit is closed as soon as it is accepted, with a ``connection.limit_reached`` warning
-(at most one line per second, with the count since the last one). :meth:`Gateway.drain` is the
+either limit is closed as soon as it is accepted (:mod:`emulator.runtime.listener`, which also
+binds the ports and runs the accept loops). :meth:`Gateway.drain` is the
 graceful stop (SIGTERM in the CLI): stop accepting, close idle keep-alive connections, let
 requests in flight finish for a bounded grace period, then cancel what is left.
 """
 
 from __future__ import annotations
 
-import base64
 import contextvars
-import errno
-import json
 import os
-import socket
-from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self, TypeAlias, TypedDict
+from typing import Any, Final, Self, TypedDict
 
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
-from emulator.core.backends import HealthTable, Rotation
+from emulator.core.access import AccessRecord
 from emulator.core.limits import ProxyLimits
-from emulator.core.plan import PortPlanner
-from emulator.core.routing import rules_by_port
-from emulator.core.tls_policy import build_port_contexts, offer_alpn
+from emulator.core.request.balancing import HealthTable, Rotation
+from emulator.core.request.plan import PortPlanner
+from emulator.core.request.routing import rules_by_port
+from emulator.core.tls.policy import build_port_contexts, offer_alpn
 from emulator.errors import StartupError
+from emulator.loading import BackendSpec, Parameters, load_config, parse_backends
 from emulator.logsafe import escaped_logger
 from emulator.model import (
-    BackendAddress,
     GatewayConfig,
     Listener,
     ListenerProtocol,
-    build_gateway_config,
     with_backend_overrides,
 )
 from emulator.runtime.backend import BackendClient
+from emulator.runtime.listener import (
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_CLIENT,
+    ConnectionLimits,
+    accept_loop,
+    listen_socket,
+)
 from emulator.runtime.ocsp_client import OcspChecker
 from emulator.runtime.probes import run_probes
-from emulator.runtime.proxy import AccessRecord, ClientConnection, ListenerRuntime
+from emulator.runtime.proxy import ClientConnection, PortRuntime
 
 __all__ = [
     "ACCESS_WAIT_S",
     "DRAIN_GRACE_S",
-    "MAX_CONNECTIONS",
-    "MAX_CONNECTIONS_PER_CLIENT",
-    "BackendSpec",
     "Gateway",
-    "Parameters",
     "Readiness",
     "drain_serving",
-    "load_config",
-    "parse_backends",
     "serving_gateways",
 ]
 
 LOGGER = escaped_logger("emulator.gateway")
 
-#: Accepted-connection queue per listening socket (nginx's default on Linux is 511).
-LISTEN_BACKLOG: Final = 511
 #: Access records kept in memory for ``Gateway.access_log`` (tests, the later dashboard).
 ACCESS_LOG_KEEP: Final = 10_000
 #: Default bound of :meth:`Gateway.wait_for_access`: the gateway logs a request right after the
 #: response's last byte, so anything longer than a few milliseconds means it never will.
 ACCESS_WAIT_S: Final = 5.0
-#: Open client connections the whole gateway keeps; one more is closed as soon as it is accepted.
-#: Each costs a file descriptor (two while it talks to a backend), so this stays well under a
-#: raised ``ulimit -n``; nginx's ``worker_connections`` plays the same role. Azure scales out
-#: instead and documents no number.
-MAX_CONNECTIONS: Final = 10_000
-#: Open connections per client IP address, so one noisy client (a load test, a slow-loris
-#: script) cannot take every slot from the others. Generous: local load tests come from one
-#: address. nginx's ``limit_conn`` is the model; Azure documents no such limit.
-MAX_CONNECTIONS_PER_CLIENT: Final = 2_000
-#: ``connection.limit_reached`` is logged at most this often; the line counts what it skipped.
-LIMIT_LOG_INTERVAL_S: Final = 1.0
 #: :meth:`Gateway.drain`: how long requests in flight may take to finish after a stop request
 #: before they are cancelled (Kubernetes gives 30 s by default; a local tool should stop fast).
 DRAIN_GRACE_S: Final = 5.0
@@ -105,119 +87,6 @@ DRAIN_CANCEL_WAIT_S: Final = 2.0
 #: TLS alert ``no_renegotiation`` (RFC 5246 section 7.2.2), and OpenSSL's info-callback value
 #: for an alert the server writes.
 _ALERT_NO_RENEGOTIATION: Final = 100
-_DEPLOYMENT_PARAMETERS_SCHEMA: Final = (
-    "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#"
-)
-
-#: Template parameters: ``--parameters``-style strings (``NAME=VALUE``, ``@file.json``, inline
-#: JSON) or a mapping of name to value (``bytes`` values are base64-encoded, as a template's
-#: ``data`` fields expect).
-Parameters: TypeAlias = Mapping[str, object] | Sequence[str]
-_Address: TypeAlias = str | tuple[str, int] | BackendAddress
-#: One pool's replacement: ``"host:port"``, ``("host", port)``, a ``BackendAddress``, or a
-#: sequence of those; a bare ``"host"`` keeps the backend settings' port.
-BackendSpec: TypeAlias = _Address | Sequence[_Address]
-
-
-def _parameter_args(parameters: Parameters) -> list[str]:
-    """``parameters`` as the loader's ``--parameters`` strings.
-
-    A mapping becomes one inline deploymentParameters document, so values keep their JSON type
-    (an ``int`` parameter gets an int) instead of going through ``NAME=VALUE`` text conversion.
-    """
-    if isinstance(parameters, str):
-        # A lone string would otherwise be read as a sequence of one-character arguments.
-        return [parameters]
-    if not isinstance(parameters, Mapping):
-        return list(parameters)
-    if not parameters:
-        return []
-    entries: dict[str, dict[str, Any]] = {}
-    for name, value in parameters.items():
-        plain = base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
-        entries[name] = {"value": plain}
-    document = {
-        "$schema": _DEPLOYMENT_PARAMETERS_SCHEMA,
-        "contentVersion": "1.0.0.0",
-        "parameters": entries,
-    }
-    try:
-        return [json.dumps(document)]
-    except TypeError as exc:
-        msg = f"template parameter values must be JSON values or bytes: {exc}"
-        raise TypeError(msg) from exc
-
-
-def _backend_address(pool: str, item: object) -> BackendAddress:
-    if isinstance(item, BackendAddress):
-        return item
-    if isinstance(item, tuple) and _is_host_port_pair(item):
-        return BackendAddress(str(item[0]), int(item[1]))
-    if isinstance(item, str) and item:
-        host, sep, port_text = item.rpartition(":")
-        if sep and host and port_text.isdigit() and not host.endswith(":"):
-            return BackendAddress(host.strip("[]"), int(port_text))
-        if ":" not in item or item.startswith("["):
-            return BackendAddress(item.strip("[]"))
-    msg = (
-        f"backend for pool '{pool}' must be 'host:port', ('host', port) or a BackendAddress, "
-        f"not {item!r}"
-    )
-    raise ValueError(msg)
-
-
-def _is_host_port_pair(item: object) -> bool:
-    return (
-        isinstance(item, tuple)
-        and len(item) == 2
-        and isinstance(item[0], str)
-        and isinstance(item[1], int)
-        and not isinstance(item[1], bool)
-    )
-
-
-def parse_backends(backends: Mapping[str, BackendSpec]) -> dict[str, tuple[BackendAddress, ...]]:
-    """Normalise a ``backends=`` argument to what :func:`with_backend_overrides` takes.
-
-    Raises:
-        ValueError: an address that is none of the accepted forms, or a pool with no address.
-    """
-    out: dict[str, tuple[BackendAddress, ...]] = {}
-    for pool, spec in backends.items():
-        if isinstance(spec, str | BackendAddress) or _is_host_port_pair(spec):
-            out[pool] = (_backend_address(pool, spec),)
-            continue
-        addresses = tuple(_backend_address(pool, item) for item in spec)
-        if not addresses:
-            msg = f"backend pool '{pool}' needs at least one address"
-            raise ValueError(msg)
-        out[pool] = addresses
-    return out
-
-
-def load_config(
-    template: str | os.PathLike[str] | Mapping[str, Any],
-    parameters: Parameters = (),
-    *,
-    gateway: str | None = None,
-) -> GatewayConfig:
-    """Load and resolve a template (a file, or JSON already in memory) into the gateway model.
-
-    The same path ``appgw-emulator run`` takes, so a template that loads here loads there.
-
-    Raises:
-        TemplateError, UnsupportedFeature, CertificateError: what the template loader and the
-            model report, with file, JSON path and fix.
-    """
-    # Imported here: the loader is only needed when a template is given, not for a ready config.
-    from emulator.arm.template import load_template, load_template_data, select_gateway
-
-    args = _parameter_args(parameters)
-    if isinstance(template, Mapping):
-        loaded = load_template_data(dict(template), args)
-    else:
-        loaded = load_template(Path(template), args)
-    return build_gateway_config(select_gateway(loaded, gateway), now=datetime.now(UTC))
 
 
 def _check_listen(config: GatewayConfig, listen: Mapping[int, int]) -> None:
@@ -275,7 +144,8 @@ class Gateway:
         strip_client_cert_headers: remove, before the rewrite rules run, every client header that
             a rule fills from a client certificate variable (not what Azure does; off by default).
         access_log_sink: called with every access record, after it is kept in
-            :attr:`access_log` (``--access-log``: :class:`emulator.access_log.AccessLogWriter`).
+            :attr:`access_log` (``--access-log``:
+            :class:`emulator.runtime.access_log.AccessLogWriter`).
         ocsp: the OCSP checker (and so the answer cache) for ``verifyClientRevocation: OCSP``
             listeners; one is made when not given.
         explain: ``--explain``: Strict 400s carry the failure's explanation in a header.
@@ -330,7 +200,7 @@ class Gateway:
         # Set while inside ``async with gateway:``; the nursery serving the block's listeners.
         self._nursery: trio.Nursery | None = None
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
-        self._admission = _ConnectionLimits(max_connections, max_connections_per_client)
+        self._admission = ConnectionLimits(max_connections, max_connections_per_client)
         # Set while serving: the accept loops' scope, the bound sockets, the open connections.
         self._accepting: trio.CancelScope | None = None
         self._accept_done = trio.Event()
@@ -430,13 +300,13 @@ class Gateway:
         _check_listen(config, listen)
         return cls(config, bind=bind, listen=listen, server_ca=server_ca, limits=limits)
 
-    def _build_runtimes(self) -> dict[int, ListenerRuntime]:
+    def _build_runtimes(self) -> dict[int, PortRuntime]:
         """One runtime per frontend port, holding every listener on it in Azure's order.
 
         An HTTPS port gets one TLS context per listener plus the port's starting context,
         which picks among them by SNI (:func:`build_port_contexts`).
         """
-        by_port: dict[int, ListenerRuntime] = {}
+        by_port: dict[int, PortRuntime] = {}
         for port, rules in rules_by_port(self.config.rules).items():
             port_ctx = None
             if rules[0].listener.protocol is ListenerProtocol.HTTPS:
@@ -456,7 +326,7 @@ class Gateway:
                 strip_client_cert_headers=self.strip_client_cert_headers,
                 redirect_port=self._bound_port,
             )
-            by_port[port] = ListenerRuntime(
+            by_port[port] = PortRuntime(
                 rules,
                 port_ctx,
                 planner,
@@ -567,53 +437,21 @@ class Gateway:
                 self._access_event = trio.Event()
             await self._access_event.wait()
 
-    async def _bind(self, runtime: ListenerRuntime) -> trio.SocketListener:
+    async def _bind(self, runtime: PortRuntime) -> trio.SocketListener:
         listener = runtime.listener
         port = self.local_port_for(listener)
-        family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
-        sock = trio.socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            await sock.bind((self.bind, port))
-            sock.listen(LISTEN_BACKLOG)
-        except OSError as exc:
-            sock.close()
-            # Tried, not predicted from the uid: CAP_NET_BIND_SERVICE, or a container whose
-            # net.ipv4.ip_unprivileged_port_start is 0, lets a non-root process bind 444.
-            if exc.errno == errno.EACCES and 0 < port < 1024:
-                raise StartupError(
-                    f"listener '{listener.name}' uses port {port}, which this process may not "
-                    "bind (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
-                    file=self.config.file,
-                    path=listener.path,
-                    fix=f"map it to a free local port: --listen {listener.frontend_port}="
-                    f"8{port:03d} (or --listen {listener.frontend_port}=0 for any free port)",
-                    code="EmulatorPrivilegedPort",
-                ) from exc
-            if exc.errno == errno.EADDRINUSE:
-                raise StartupError(
-                    f"port {port} on {self.bind} is already in use (listener '{listener.name}')",
-                    fix="stop what uses it, or choose another port: "
-                    f"--listen {listener.frontend_port}=PORT",
-                    code="EmulatorPortInUse",
-                ) from exc
-            raise StartupError(
-                f"cannot listen on {self.bind}:{port} for listener '{listener.name}': "
-                f"{exc.strerror}",
-                fix="check --bind and --listen",
-                code="EmulatorBindFailed",
-            ) from exc
+        sock = await listen_socket(self.bind, port, listener, file=self.config.file)
         bound = sock.getsockname()[1]
         for rule in runtime.rules:  # every listener of the port answers on it
             self.ports[rule.listener.name] = bound
         return trio.SocketListener(sock)
 
-    async def _bind_all(self) -> list[tuple[trio.SocketListener, ListenerRuntime]]:
+    async def _bind_all(self) -> list[tuple[trio.SocketListener, PortRuntime]]:
         """Bind every listener in rule order; on failure close what was bound and re-raise.
 
         ``ports`` keeps the ports bound before the failure (the CLI names the next listener).
         """
-        listeners: list[tuple[trio.SocketListener, ListenerRuntime]] = []
+        listeners: list[tuple[trio.SocketListener, PortRuntime]] = []
         try:
             for runtime in self._runtimes.values():
                 listeners.append((await self._bind(runtime), runtime))
@@ -667,7 +505,7 @@ class Gateway:
 
     async def _serve_bound(
         self,
-        listeners: list[tuple[trio.SocketListener, ListenerRuntime]],
+        listeners: list[tuple[trio.SocketListener, PortRuntime]],
         *,
         task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -696,7 +534,7 @@ class Gateway:
 
     async def _accept_all(
         self,
-        listeners: list[tuple[trio.SocketListener, ListenerRuntime]],
+        listeners: list[tuple[trio.SocketListener, PortRuntime]],
         backend: BackendClient,
         connections: trio.Nursery,
     ) -> None:
@@ -715,41 +553,20 @@ class Gateway:
     async def _accept_loop(
         self,
         sock_listener: trio.SocketListener,
-        runtime: ListenerRuntime,
+        runtime: PortRuntime,
         backend: BackendClient,
         nursery: trio.Nursery,
     ) -> None:
-        while True:
-            try:
-                stream = await sock_listener.accept()
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
-                    LOGGER.error(  # noqa: TRY400 - a known resource limit, not a bug
-                        "accept.failed listener=%s: %s; retrying in 0.1 s",
-                        runtime.listener.name,
-                        exc,
-                    )
-                    await trio.sleep(0.1)
-                    continue
-                raise
-            try:
-                # No TCP_NODELAY here: trio.SocketStream sets it when it wraps the socket.
-                address = stream.socket.getpeername()
-            except OSError:
-                # The client is already gone (reset while queued); nothing to serve.
-                await trio.aclose_forcefully(stream)
-                continue
-            peer = (str(address[0]), int(address[1]))
-            if not self._admission.admit(peer, runtime.listener.name):
-                await trio.aclose_forcefully(stream)
-                continue
+        def admitted(stream: trio.SocketStream, peer: tuple[str, int]) -> None:
             nursery.start_soon(self._serve_client, stream, peer, runtime, backend)
+
+        await accept_loop(sock_listener, runtime.listener.name, self._admission, admitted)
 
     async def _serve_client(
         self,
         stream: trio.SocketStream,
         peer: tuple[str, int],
-        runtime: ListenerRuntime,
+        runtime: PortRuntime,
         backend: BackendClient,
     ) -> None:
         """Serve one admitted connection; it counts against the limits until it has closed."""
@@ -935,54 +752,6 @@ class _Tracked:
         accepted on a port the new workers keep serving.
         """
         return self.answered and self.connection.idle
-
-
-@dataclass(slots=True)
-class _ConnectionLimits:
-    """Open connections in total and per client address, and the refusal log's throttle."""
-
-    max_total: int
-    max_per_client: int
-    total: int = 0
-    per_client: Counter[str] = field(default_factory=Counter)
-    refused_unlogged: int = 0
-    last_logged: float | None = None
-
-    def admit(self, peer: tuple[str, int], listener: str) -> bool:
-        """Count the connection in, or log why it is refused (the caller closes it)."""
-        client_ip = peer[0]
-        if self.total >= self.max_total:
-            scope, limit, active = "gateway", self.max_total, self.total
-        elif self.per_client[client_ip] >= self.max_per_client:
-            scope, limit, active = "client", self.max_per_client, self.per_client[client_ip]
-        else:
-            self.total += 1
-            self.per_client[client_ip] += 1
-            return True
-        self.refused_unlogged += 1
-        now = trio.current_time()
-        if self.last_logged is None or now - self.last_logged >= LIMIT_LOG_INTERVAL_S:
-            LOGGER.warning(
-                "connection.limit_reached listener=%s client=%s:%s scope=%s limit=%s open=%s "
-                "refused=%s: connection closed on accept (refused counts this one and those "
-                "not logged in the last %ss)",
-                listener,
-                *peer,
-                scope,
-                limit,
-                active,
-                self.refused_unlogged,
-                LIMIT_LOG_INTERVAL_S,
-            )
-            self.last_logged = now
-            self.refused_unlogged = 0
-        return False
-
-    def release(self, client_ip: str) -> None:
-        self.total -= 1
-        self.per_client[client_ip] -= 1
-        if self.per_client[client_ip] <= 0:
-            del self.per_client[client_ip]
 
 
 def _log_refused_renegotiation(context: SSL.Context, listener: str) -> None:

@@ -4,10 +4,10 @@ A connection whose handshake negotiated ALPN ``h2`` (offered only with ``enableH
 is handed here by :meth:`emulator.runtime.proxy.ClientConnection.run` after the TLS handshake
 and the client-certificate decision, which are the connection's: every stream carries the same
 certificate variables and the same Strict verdict. :class:`H2Driver` feeds the bytes to the
-sans-I/O :class:`~emulator.core.http2.Http2Connection` and runs one task per stream
+sans-I/O :class:`~emulator.core.http.http2.Http2Connection` and runs one task per stream
 (:class:`H2Stream`), which goes through the same request plan
-(:meth:`~emulator.core.plan.PortPlanner.plan`, the 421 rule re-run per stream's host) and the
-same :class:`~emulator.runtime.exchange.BackendExchange` as an HTTP/1.1 request: the backend
+(:meth:`~emulator.core.request.plan.PortPlanner.plan`, the 421 rule re-run per stream's host)
+and the same :class:`~emulator.runtime.exchange.BackendExchange` as an HTTP/1.1 request: the backend
 leg is HTTP/1.1 from the pool, one backend connection per concurrent stream, so a backend
 error touches one stream only. :class:`StreamHttp` is the per-stream stand-in for the HTTP/1.1
 codec the exchange frames through.
@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
-from emulator.core.error_info import error_info_for_page
-from emulator.core.http1 import Framing, HttpError, RequestHead
-from emulator.core.http2 import (
+from emulator.core.access import RequestMeter
+from emulator.core.http.codec import Framing, HttpError, RequestHead
+from emulator.core.http.error_info import error_info_for_page
+from emulator.core.http.http2 import (
     BodyEnded,
     ConnectionTerminated,
     DataReceived,
@@ -56,15 +57,21 @@ from emulator.core.http2 import (
     StreamReset,
     WindowOpened,
 )
-from emulator.core.pages import SERVER_TOKEN, GatewayPage, http_date, page_for_status, render_page
-from emulator.core.plan import Fail, Note, Respond, header_safe
-from emulator.core.rewrite import RequestFacts
-from emulator.core.routing import Route
+from emulator.core.http.pages import (
+    SERVER_TOKEN,
+    GatewayPage,
+    http_date,
+    page_for_status,
+    render_page,
+)
+from emulator.core.request.plan import Fail, Note, Respond, header_safe
+from emulator.core.request.rewrite import RequestFacts
+from emulator.core.request.routing import Route
 from emulator.errors import BackendError
 from emulator.logsafe import escaped_logger
 from emulator.model import Listener as ListenerConfig
 from emulator.model import RoutingRule
-from emulator.runtime.access import RequestMeter, access_record
+from emulator.runtime.access_log import access_record
 from emulator.runtime.backend import BackendClient
 from emulator.runtime.exchange import (
     CLIENT_CLOSED_REQUEST,
@@ -75,7 +82,7 @@ from emulator.runtime.exchange import (
 )
 
 if TYPE_CHECKING:
-    from emulator.runtime.proxy import ClientConnection, ListenerRuntime
+    from emulator.runtime.proxy import ClientConnection, PortRuntime
 
 __all__ = ["H2Driver", "H2Stream", "StreamHttp"]
 
@@ -198,7 +205,7 @@ class H2Stream:
     # -- what the exchange reads ------------------------------------------------------------
 
     @property
-    def runtime(self) -> ListenerRuntime:
+    def runtime(self) -> PortRuntime:
         return self.driver.client.runtime
 
     @property

@@ -2,10 +2,10 @@
 
 The verify callback runs inside the TLS handshake and cannot wait for the network, so the proxy
 calls :meth:`OcspChecker.check` after the handshake and before it routes the connection's first
-request. The checker answers from its :class:`~emulator.core.ocsp.OcspCache` when it can, else
+request. The checker answers from its :class:`~emulator.core.tls.ocsp.OcspCache` when it can, else
 POSTs the DER request (RFC 6960 appendix A.1, ``application/ocsp-request``) to the URL from the
 certificate's AIA with h11, bounded by ``OCSP_TIMEOUT_S``, and checks the answer with
-:func:`~emulator.core.ocsp.evaluate_response`.
+:func:`~emulator.core.tls.ocsp.evaluate_response`.
 
 # Differs from Azure: the gateway documents that the first lookup may fail while its cache
 # fills; here every lookup waits for the responder (up to the timeout), so results do not depend
@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
-from emulator.core.chain import OcspQuery
-from emulator.core.ocsp import OcspCache, OcspOutcome, build_request, evaluate_response
+from emulator.core.tls.chain import OcspQuery
+from emulator.core.tls.ocsp import OcspCache, OcspOutcome, build_request, evaluate_response
 from emulator.logsafe import escaped_logger
 
 __all__ = ["OCSP_TIMEOUT_S", "OcspChecker", "OcspFetchError", "fetch_ocsp"]

@@ -23,8 +23,8 @@ from typing import Final
 import trio
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from emulator.core.backends import HealthKey, HealthTable
-from emulator.core.http1 import request_head_bytes
+from emulator.core.http.codec import request_head_bytes
+from emulator.core.request.balancing import HealthKey, HealthTable
 from emulator.errors import BackendError
 from emulator.logsafe import escaped_logger
 from emulator.model import BackendPool, BackendSettings, ListenerProtocol, Probe, RoutingRule

@@ -2,11 +2,12 @@
 
 :class:`ClientConnection` runs the TLS handshake (:mod:`emulator.runtime.tls_stream`; plain
 HTTP on an HTTPS port gets nginx's 400 page in plain text), takes the listener the SNI chose
-from the handshake's :class:`~emulator.core.tls_policy.VerifyLog` and makes the
-client-certificate decision once per connection (:func:`emulator.core.plan.client_auth_decision`;
+from the handshake's :class:`~emulator.core.tls.policy.VerifyLog` and makes the
+client-certificate decision once per connection
+(:func:`emulator.core.request.plan.client_auth_decision`;
 an OCSP check waits here, before the first request, because the verify callback cannot do I/O).
-Then, per request, :class:`~emulator.core.http1_connection.Http1Connection` turns bytes into
-the head, :meth:`emulator.core.plan.PortPlanner.plan` decides, and the plan is executed: a
+Then, per request, :class:`~emulator.core.http.connection.Http1Connection` turns bytes into
+the head, :meth:`emulator.core.request.plan.PortPlanner.plan` decides, and the plan is executed: a
 gateway page here, a forward by :class:`emulator.runtime.exchange.BackendExchange`.
 
 Responses leave through one writer (:meth:`ClientConnection.queue` and
@@ -31,18 +32,18 @@ from typing import TYPE_CHECKING, Final
 import trio
 from OpenSSL import SSL
 
-from emulator.core.certinfo import ClientCertInfo
-from emulator.core.error_info import (
+from emulator.core.access import AccessRecord, RequestMeter
+from emulator.core.http.codec import Framing, HttpError, RequestHead
+from emulator.core.http.connection import Http1Connection, Http1Event
+from emulator.core.http.error_info import (
     UPSTREAM_CLOSED_CONNECTION,
     UPSTREAM_NO_LIVE,
     UPSTREAM_TIMED_OUT,
     error_info_for_page,
 )
-from emulator.core.http1 import Framing, HttpError, RequestHead
-from emulator.core.http1_connection import Http1Connection, Http1Event
+from emulator.core.http.pages import GatewayPage, http_date, page_for_status, render_page
 from emulator.core.limits import ProxyLimits
-from emulator.core.pages import GatewayPage, http_date, page_for_status, render_page
-from emulator.core.plan import (
+from emulator.core.request.plan import (
     After,
     Fail,
     Note,
@@ -51,9 +52,10 @@ from emulator.core.plan import (
     client_auth_decision,
     header_safe,
 )
-from emulator.core.rewrite import RequestFacts
-from emulator.core.routing import Route
-from emulator.core.tls_policy import (
+from emulator.core.request.rewrite import RequestFacts
+from emulator.core.request.routing import Route
+from emulator.core.tls.certinfo import ClientCertInfo
+from emulator.core.tls.policy import (
     CertDecision,
     VerdictCache,
     VerifyLog,
@@ -64,7 +66,7 @@ from emulator.errors import BackendError, BackendTimeout
 from emulator.logsafe import escaped_logger
 from emulator.model import Buffering, RoutingRule
 from emulator.model import Listener as ListenerConfig
-from emulator.runtime.access import AccessRecord, RequestMeter, access_record
+from emulator.runtime.access_log import access_record
 from emulator.runtime.backend import BackendClient
 from emulator.runtime.client_facts import ClientConnectionFacts, cert_info
 from emulator.runtime.exchange import BackendExchange, BodyTimeout, ClientGone, RequestTooLarge
@@ -74,7 +76,7 @@ from emulator.runtime.tls_stream import PlainHttpOnTlsPort, TlsHandshakeError, T
 if TYPE_CHECKING:
     from emulator.runtime.h2_serve import H2Driver
 
-__all__ = ["EXPLAIN_HEADER", "AccessRecord", "ClientConnection", "ListenerRuntime"]
+__all__ = ["EXPLAIN_HEADER", "ClientConnection", "PortRuntime"]
 
 LOGGER = escaped_logger("emulator.proxy")
 
@@ -86,7 +88,7 @@ _CERT_PAGES: Final = frozenset({GatewayPage.NO_CLIENT_CERT, GatewayPage.CLIENT_C
 
 
 @dataclass(frozen=True, slots=True)
-class ListenerRuntime:
+class PortRuntime:
     """What a connection needs to know about the frontend port that accepted it (built once
     when the gateway starts, shared by the port's connections)."""
 
@@ -135,7 +137,7 @@ class _Handshake(enum.Enum):
 class ClientConnection:
     """One accepted connection (mutable: it lives exactly as long as the connection)."""
 
-    runtime: ListenerRuntime
+    runtime: PortRuntime
     stream: trio.abc.Stream
     peer: tuple[str, int]
     backend: BackendClient

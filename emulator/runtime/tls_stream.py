@@ -89,7 +89,7 @@ makes the kernel send RST, which can destroy the request we have not read. Like 
 ``SSLStream`` (https://github.com/python-trio/trio/issues/819) we hold those bytes and put them
 in front of the next transport send (the first response bytes, or close_notify). The gateway
 never resumes a session (its contexts have no session cache and no tickets, see
-:mod:`emulator.core.tls_policy`), yet OpenSSL still writes the tickets (pyOpenSSL has no binding
+:mod:`emulator.core.tls.policy`), yet OpenSSL still writes the tickets (pyOpenSSL has no binding
 for ``SSL_CTX_set_num_tickets``): a client that offers one gets a full handshake. Client
 certificates arrive before the client's Finished even in TLS 1.3, so ``peer_certificate`` is
 already known when :meth:`TlsServerStream.do_handshake` returns.

@@ -87,7 +87,7 @@ from emulator.errors import EmulatorError, StartupError
 from emulator.logsafe import escaped_logger
 from emulator.runtime.gateway import Gateway, Readiness
 from emulator.runtime.plain_health import PlainHealthServer
-from emulator.runtime.proxy import ListenerRuntime
+from emulator.runtime.proxy import PortRuntime
 from emulator.runtime.reload import WATCH_INTERVAL_S, file_stamps
 
 __all__ = [
@@ -170,7 +170,7 @@ class WorkerGateway(Gateway):
         """Serve on ``sockets`` (frontend port → bound listening socket) from now on."""
         self._adopted = dict(sockets)
 
-    async def _bind(self, runtime: ListenerRuntime) -> trio.SocketListener:
+    async def _bind(self, runtime: PortRuntime) -> trio.SocketListener:
         adopted = self._adopted
         if adopted is not None and runtime.port in adopted:
             # In a worker: take the inherited socket over. Draining closes it, so a port a

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import trio
 
-from emulator.access_log import AccessLogWriter
 from emulator.arm.demo_template import PASSTHROUGH_LISTENER
 from emulator.cli.main import build_parser
+from emulator.runtime.access_log import AccessLogWriter
 from tests.helpers.pki import PkiBundle
 from tests.helpers.verification import request_with, start_verified
 

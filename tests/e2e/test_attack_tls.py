@@ -34,9 +34,9 @@ import trio
 from OpenSSL import SSL
 
 from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER
-from emulator.core import tls_policy
-from emulator.core.pages import GatewayPage
-from emulator.core.rewrite import JA4_HEADER
+from emulator.core.http.pages import GatewayPage
+from emulator.core.request.rewrite import JA4_HEADER
+from emulator.core.tls import policy as tls_policy
 from emulator.pki import CA, IssuedCert, self_signed_client
 from emulator.runtime.tls_stream import CLIENT_HELLO_CAPTURE_LIMIT
 from tests.helpers.http import (

@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from emulator.arm.demo_template import PASSTHROUGH_LISTENER
-from emulator.core.pages import GatewayPage
+from emulator.core.http.pages import GatewayPage
 from tests.helpers.backends import raw_backend, read_request, reset, send_response
 from tests.helpers.http import (
     Reply,

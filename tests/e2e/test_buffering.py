@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from emulator.arm.demo_template import PASSTHROUGH_LISTENER
-from emulator.core.pages import GatewayPage
+from emulator.core.http.pages import GatewayPage
 from emulator.model import Buffering
 from tests.helpers.backends import RawBackend, raw_backend, send_response
 from tests.helpers.http import (

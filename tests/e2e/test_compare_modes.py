@@ -19,6 +19,7 @@ import trio
 import backend_stub
 from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.cli.verify_matrix import ClientMaterial, run_matrix
+from emulator.loading import load_config
 from emulator.model import BackendAddress
 from emulator.model.mode_twins import with_mode_twins
 from emulator.pki.demo import (
@@ -27,7 +28,6 @@ from emulator.pki.demo import (
     SERVER_ROOT_CA,
     DemoPki,
 )
-from emulator.runtime.gateway import load_config
 from tests.helpers.pki import PkiBundle, template_parameters
 from tests.helpers.processes import ready_listeners, started
 

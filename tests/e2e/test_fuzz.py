@@ -41,8 +41,8 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from emulator.arm.demo_template import CERT_HEADERS, PASSTHROUGH_LISTENER, STRICT_LISTENER
+from emulator.core.http.pages import GatewayPage, render_page
 from emulator.core.limits import ProxyLimits
-from emulator.core.pages import GatewayPage, render_page
 from emulator.sync import LoopThread
 from tests.helpers.http import (
     SERVER_TOKEN,

@@ -30,8 +30,8 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
 from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER
+from emulator.core.http.pages import GatewayPage
 from emulator.core.limits import ProxyLimits
-from emulator.core.pages import GatewayPage
 from tests.helpers.http import (
     OTHER_LOOPBACK,
     RAW_SOCKET_TIMEOUT_S,

@@ -21,7 +21,7 @@ import trio
 
 from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER
 from emulator.arm.template import load_template, select_gateway
-from emulator.core.pages import GatewayPage
+from emulator.core.http.pages import GatewayPage
 from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.runtime.gateway import Gateway
 from tests.helpers.backends import RawBackend, raw_backend, send_response

@@ -17,8 +17,8 @@ import pytest
 import trio
 
 from emulator.arm.demo_template import STRICT_LISTENER
+from emulator.core.http.pages import GatewayPage, render_page
 from emulator.core.limits import ProxyLimits
-from emulator.core.pages import GatewayPage, render_page
 from tests.helpers.h2client import RawH2, frame, h2_template
 from tests.helpers.http import (
     assert_gateway_page,

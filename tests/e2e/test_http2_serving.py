@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from emulator.arm.demo_template import STRICT_LISTENER
-from emulator.core.pages import GatewayPage, render_page
+from emulator.core.http.pages import GatewayPage, render_page
 from tests.helpers.h2client import RawH2, h2_template
 from tests.helpers.http import client_context
 from tests.helpers.pki import PkiBundle, template_parameters

@@ -30,9 +30,10 @@ import emulator
 from emulator import sync
 from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER, demo_template
 from emulator.errors import StartupError
+from emulator.loading import load_config, parse_backends
 from emulator.model import BackendAddress, GatewayConfig
 from emulator.pki import CA
-from emulator.runtime.gateway import Gateway, load_config, parse_backends
+from emulator.runtime.gateway import Gateway
 from emulator.testing import RecordingBackend
 from tests.helpers.pki import PFX_PASSWORD, PkiBundle
 from tests.helpers.ports import port_is_free

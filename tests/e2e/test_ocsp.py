@@ -2,7 +2,7 @@
 
 The responder is :class:`emulator.pki.ocsp_responder.OcspResponder` serving the test PKI's issuing
 CA on a free port; client certificates are issued at test time with that port in their AIA.
-Decisions where Azure is silent (see ``emulator.core.chain``): no AIA, an unreachable
+Decisions where Azure is silent (see ``emulator.core.tls.chain``): no AIA, an unreachable
 responder, ``unknown`` and a bad response all fail closed with
 ``FAILED:certificate status request failed`` (nginx's text); revoked gives OpenSSL's
 ``FAILED:certificate revoked``.

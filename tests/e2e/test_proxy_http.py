@@ -23,9 +23,9 @@ import trio
 
 import backend_stub
 from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER
-from emulator.core import plan
+from emulator.core.http.pages import GatewayPage
 from emulator.core.limits import ProxyLimits
-from emulator.core.pages import GatewayPage
+from emulator.core.request import plan
 from tests.helpers.http import (
     assert_gateway_page,
     client_context,

@@ -19,8 +19,8 @@ import trio
 from OpenSSL import SSL
 
 from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER
+from emulator.core.http.pages import GatewayPage, render_page
 from emulator.core.limits import ProxyLimits
-from emulator.core.pages import GatewayPage, render_page
 from tests.helpers.http import (
     RAW_SOCKET_TIMEOUT_S,
     SERVER_TOKEN,

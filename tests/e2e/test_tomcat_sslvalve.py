@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from emulator.cli.header_vectors import write_vectors
+from emulator.loading import load_config
 from emulator.model import BackendAddress, with_backend_overrides
-from emulator.runtime.gateway import Gateway, load_config
+from emulator.runtime.gateway import Gateway
 from tests.helpers.http import https_request
 from tests.helpers.pki import PkiBundle, template_parameters
 from tests.helpers.ports import free_port

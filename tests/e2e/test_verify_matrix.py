@@ -15,8 +15,8 @@ import trio
 import backend_stub
 from emulator.cli.verify_matrix import ClientMaterial, MatrixReport, TrustMode, run_matrix
 from emulator.cli.verify_report import render_table
+from emulator.loading import load_config
 from emulator.model import BackendAddress
-from emulator.runtime.gateway import load_config
 from tests.helpers.pki import PkiBundle, template_parameters
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "mtls_api" / "gateway.json"

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from emulator.arm.demo_template import PASSTHROUGH_LISTENER
-from emulator.core.pages import GatewayPage
+from emulator.core.http.pages import GatewayPage
 from tests.helpers.http import (
     assert_gateway_page,
     client_context,

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import trio
 
-from emulator.core.pages import GatewayPage, render_page
+from emulator.core.http.pages import GatewayPage, render_page
 from emulator.pki import IssuedCert
 from tests.helpers.pki import PkiBundle
 

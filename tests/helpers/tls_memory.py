@@ -9,7 +9,7 @@ from OpenSSL import SSL
 
 from emulator.arm.certdata import TrustedClientCa
 from emulator.arm.ssl_policies import PREDEFINED_POLICIES, SslPolicy
-from emulator.core.tls_policy import VerifyLog
+from emulator.core.tls.policy import VerifyLog
 from emulator.model import (
     ClientAuthMode,
     Listener,

@@ -18,11 +18,11 @@ import trio
 import backend_stub
 from emulator.arm.demo_template import STRICT_LISTENER, demo_template
 from emulator.arm.template import load_template, select_gateway
+from emulator.core.access import AccessRecord
 from emulator.model import BackendAddress, build_gateway_config, with_backend_overrides
 from emulator.pki import IssuedCert
 from emulator.runtime.gateway import Gateway
 from emulator.runtime.ocsp_client import OcspChecker
-from emulator.runtime.proxy import AccessRecord
 from tests.helpers.http import Reply, client_context, https_request
 from tests.helpers.pki import PFX_PASSWORD, PkiBundle
 

@@ -4,12 +4,13 @@ meanings and types of the monitoring reference's v2 access log."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
-from emulator.access_log import access_log_entry
-from emulator.core.rewrite import RequestFacts
-from emulator.runtime.access import AccessRecord, RequestMeter, access_record
+from emulator.core.access import AccessRecord, RequestMeter
+from emulator.core.request.rewrite import RequestFacts
+from emulator.runtime.access_log import access_log_entry, access_record
 
 
 def facts(*, host: str = "app.contoso.com:443", version: str = "1.1") -> RequestFacts:
@@ -103,3 +104,15 @@ def test_the_json_entry_has_the_references_types() -> None:
         assert isinstance(props[name], int), name
     assert isinstance(props["clientResponseTime"], float)
     assert "WAFMode" not in props
+
+
+def test_the_shell_stamps_the_record_and_writes_the_summary_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="emulator.access"):
+        got = record(RequestMeter())
+    assert got.timeStamp.startswith("20")
+    assert got.timeStamp.endswith("Z")
+    assert [r.getMessage().split(" ")[:3] for r in caplog.records] == [
+        ["l", "10.0.0.1:50000", '"GET']
+    ]

@@ -1,4 +1,4 @@
-"""Clients that drive :class:`emulator.core.http2.Http2Connection` without sockets.
+"""Clients that drive :class:`emulator.core.http.http2.Http2Connection` without sockets.
 
 Two kinds, as an attacker would use them:
 
@@ -28,7 +28,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
-from emulator.core.http2 import DEFAULT_LIMITS, Event, Http2Connection, Http2Limits
+from emulator.core.http.http2 import DEFAULT_LIMITS, Event, Http2Connection, Http2Limits
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 

@@ -1,4 +1,4 @@
-"""ALPN with HTTP/2 (emulator.core.tls_policy.offer_alpn).
+"""ALPN with HTTP/2 (emulator.core.tls.policy.offer_alpn).
 
 Real TLS handshakes between pyOpenSSL connections over memory BIOs, certificates from the
 project's PKI code (``tests.helpers.tls_memory``). A listener context offers ``http/1.1`` only
@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from emulator.core.tls_policy import (
+from emulator.core.tls.policy import (
     ALPN_H2,
     ALPN_HTTP11,
     alpn_protocols,

@@ -25,14 +25,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
-from emulator.core.certinfo import (
+from emulator.core.tls.certinfo import (
     CERTIFICATE_VARIABLES,
     ClientCertInfo,
     escape_uri_component,
     openssl_serial,
     openssl_time,
 )
-from emulator.core.dn import OPENSSL_SHORT_NAMES, dotnet_dn, openssl_rfc2253
+from emulator.core.tls.dn import OPENSSL_SHORT_NAMES, dotnet_dn, openssl_rfc2253
 
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(
@@ -400,7 +400,7 @@ def test_dotnet_dn_is_most_specific_first_with_windows_keywords() -> None:
 
 def test_core_modules_do_not_import_trio() -> None:
     code = (
-        "import sys, emulator.core.certinfo, emulator.core.dn; "
+        "import sys, emulator.core.tls.certinfo, emulator.core.tls.dn; "
         "sys.exit(1 if 'trio' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -2,7 +2,7 @@
 
 Each case of the acceptance list runs twice: through a real TLS handshake between two pyOpenSSL
 connections over memory BIOs (the listener's own ``build_server_context`` and verify callback),
-and through :func:`emulator.core.chain.verify_chain`. The errors must be the same, in the same
+and through :func:`emulator.core.tls.chain.verify_chain`. The errors must be the same, in the same
 order: ``check-ca`` promises the verdict the listener would give.
 """
 
@@ -19,8 +19,8 @@ from OpenSSL import SSL
 
 from emulator.arm.certdata import TrustedClientCa
 from emulator.arm.ssl_policies import PREDEFINED_POLICIES
-from emulator.core import verify as v
-from emulator.core.chain import (
+from emulator.core.tls import verify as v
+from emulator.core.tls.chain import (
     NO_AIA_FETCH_NOTE,
     Stage,
     apply_ocsp,
@@ -29,8 +29,8 @@ from emulator.core.chain import (
     store_verify,
     verify_chain,
 )
-from emulator.core.ocsp import OcspOutcome, OcspStatus
-from emulator.core.tls_policy import VerifyLog, assess_handshake, build_server_context
+from emulator.core.tls.ocsp import OcspOutcome, OcspStatus
+from emulator.core.tls.policy import VerifyLog, assess_handshake, build_server_context
 from emulator.model import ClientAuthMode, Listener, ListenerProtocol, RevocationMode, SslProfile
 from emulator.pki import CA, IssuedCert, self_signed_client
 from tests.helpers.pki import PkiBundle

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from emulator.core.certinfo import ClientCertInfo
+from emulator.core.tls.certinfo import ClientCertInfo
 from emulator.pki import CA
 from emulator.reports.header_decoding import decode_header, parse_openssl_dn, parse_openssl_time
 

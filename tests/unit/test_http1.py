@@ -9,7 +9,7 @@ from __future__ import annotations
 import h11
 import pytest
 
-from emulator.core.http1 import (
+from emulator.core.http.codec import (
     LAST_CHUNK,
     BodyReader,
     Framing,
@@ -23,7 +23,7 @@ from emulator.core.http1 import (
     response_head_bytes,
     validate_host,
 )
-from emulator.core.pages import NGINX_HEADER_TOO_LARGE, GatewayPage, page_for_status
+from emulator.core.http.pages import NGINX_HEADER_TOO_LARGE, GatewayPage, page_for_status
 
 BROWSER_HEAD = (
     b"GET /api/items?id=42&sort=desc HTTP/1.1\r\n"

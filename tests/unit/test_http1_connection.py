@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.core.http1 import HttpError, RequestHead
-from emulator.core.http1_connection import CONTINUE, Http1Connection, Http1Event
+from emulator.core.http.codec import HttpError, RequestHead
+from emulator.core.http.connection import CONTINUE, Http1Connection, Http1Event
 from emulator.core.limits import ProxyLimits
 
 LIMITS = ProxyLimits()

@@ -1,4 +1,4 @@
-"""The HTTP/2 codec (emulator.core.http2), driven as a client and an attacker would drive it.
+"""The HTTP/2 codec (emulator.core.http.http2), driven as a client and an attacker would drive it.
 
 Each test runs a real ``h2`` client connection object (or hand-made frames) against
 :class:`Http2Connection` in memory: no sockets, no event loop. The h2→h1 desync classes are
@@ -21,8 +21,8 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from emulator.core.http1 import Framing, HttpError, parse_request_head, request_head_bytes
-from emulator.core.http2 import (
+from emulator.core.http.codec import Framing, HttpError, parse_request_head, request_head_bytes
+from emulator.core.http.http2 import (
     CONNECTION_ERRORS_FROM_H2,
     BodyEnded,
     ConnectionTerminated,
@@ -879,7 +879,7 @@ def test_h2_is_imported_only_when_a_connection_is_made() -> None:
     import sys
 
     script = (
-        "import sys, emulator, emulator.core.http2 as m\n"
+        "import sys, emulator, emulator.core.http.http2 as m\n"
         "assert 'h2' not in sys.modules, 'import loaded h2'\n"
         "m.Http2Connection()\n"
         "assert 'h2.connection' in sys.modules\n"

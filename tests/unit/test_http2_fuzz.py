@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the HTTP/2 entry point (emulator.core.http2), with hypothesis.
+"""Property-based fuzzing of the HTTP/2 entry point (emulator.core.http.http2), with hypothesis.
 
 The same shape as ``tests/e2e/test_fuzz.py`` (same ``APPGW_FUZZ_EXAMPLES`` and example database,
 so ``python fuzz/run.py`` runs these longer too), but on the sans-I/O codec, with no sockets:
@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from emulator.core.http1 import Framing, HttpError, parse_request_head, request_head_bytes
-from emulator.core.http2 import (
+from emulator.core.http.codec import Framing, HttpError, parse_request_head, request_head_bytes
+from emulator.core.http.http2 import (
     BodyEnded,
     ConnectionTerminated,
     DataReceived,

@@ -6,7 +6,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from emulator.core.issuer_dn import canonical_name, client_cert_issuer_dn, issuer_dn_matches
+from emulator.core.tls.issuer_dn import canonical_name, client_cert_issuer_dn, issuer_dn_matches
 from emulator.pki import CA
 
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from emulator.core import ja4 as ja4_module
-from emulator.core.ja4 import (
+from emulator.core.tls import ja4 as ja4_module
+from emulator.core.tls.ja4 import (
     ClientHello,
     ClientHelloError,
     is_grease,

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from emulator.core.ocsp import (
+from emulator.core.tls.ocsp import (
     DEFAULT_CACHE_S,
     MAX_CACHE_S,
     OcspCache,

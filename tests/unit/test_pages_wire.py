@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from emulator.core.error_info import PAGE_ERROR_INFO, error_info_for_page
-from emulator.core.pages import (
+from emulator.core.http.error_info import PAGE_ERROR_INFO, error_info_for_page
+from emulator.core.http.pages import (
     NGINX_HEADER_TOO_LARGE,
     GatewayPage,
     http_date,

@@ -12,12 +12,19 @@ from typing import Any
 import pytest
 
 from emulator.arm.ssl_policies import DEFAULT_POLICY_NAME, PREDEFINED_POLICIES
-from emulator.core import rewrite
-from emulator.core.backends import HealthTable, Rotation, select_backend
-from emulator.core.pages import GatewayPage
-from emulator.core.plan import After, Fail, Forward, PortPlanner, Respond, client_auth_decision
-from emulator.core.rewrite import RequestFacts
-from emulator.core.routing import affinity_cookie_value
+from emulator.core.http.pages import GatewayPage
+from emulator.core.request import rewrite
+from emulator.core.request.balancing import HealthTable, Rotation, select_backend
+from emulator.core.request.plan import (
+    After,
+    Fail,
+    Forward,
+    PortPlanner,
+    Respond,
+    client_auth_decision,
+)
+from emulator.core.request.rewrite import RequestFacts
+from emulator.core.request.routing import affinity_cookie_value
 from emulator.errors import BackendConnectError
 from emulator.model import (
     BackendAddress,
@@ -211,7 +218,7 @@ def test_a_reroute_sends_the_rewritten_path_through_the_path_map_rewriting_once_
         calls.append(request.uri_path)
         return original(request, *args, **kwargs)
 
-    monkeypatch.setattr("emulator.core.plan.rewrite_request", counting)
+    monkeypatch.setattr("emulator.core.request.plan.rewrite_request", counting)
     result = plan(_reroute_planner(loop=False), request=facts(target="/a"))
     assert isinstance(result, Forward)
     assert result.route.pool is not None

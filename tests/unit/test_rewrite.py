@@ -18,8 +18,7 @@ import pytest
 from emulator.arm.demo_template import demo_template
 from emulator.arm.template import GatewayResource, load_template, select_gateway
 from emulator.cli.main import build_parser
-from emulator.core.certinfo import ClientCertInfo
-from emulator.core.rewrite import (
+from emulator.core.request.rewrite import (
     JA4_HEADER,
     Headers,
     RequestFacts,
@@ -32,6 +31,7 @@ from emulator.core.rewrite import (
     rewrite_response_headers,
     server_variable,
 )
+from emulator.core.tls.certinfo import ClientCertInfo
 from emulator.errors import TemplateError
 from emulator.model import (
     GatewayConfig,

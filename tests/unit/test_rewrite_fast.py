@@ -14,15 +14,15 @@ from collections.abc import Sequence
 
 import pytest
 
-from emulator.core.certinfo import ClientCertInfo
-from emulator.core.rewrite import (
+from emulator.core.request.rewrite import (
     Headers,
     RequestFacts,
     rewrite_request,
     rewrite_response_headers,
     server_variable,
 )
-from emulator.core.server_variables import VARIABLES, variable_getter
+from emulator.core.request.server_variables import VARIABLES, variable_getter
+from emulator.core.tls.certinfo import ClientCertInfo
 from emulator.model import (
     HeaderAction,
     RewriteCondition,

@@ -1,4 +1,5 @@
-"""Routing decisions (emulator.core.routing) and the model's checks of the routing properties.
+"""Routing decisions (emulator.core.request.routing) and the model's checks of the routing
+properties.
 
 The pure functions are tested on hand-built model objects; the model checks go through the
 same loader as ``validate`` with the routing example template (examples/routing/gateway.json)
@@ -17,8 +18,8 @@ from typing import Any
 import pytest
 
 from emulator.arm.ssl_policies import DEFAULT_POLICY_NAME, PREDEFINED_POLICIES
-from emulator.core.pages import page_for_status, render_page
-from emulator.core.routing import (
+from emulator.core.http.pages import page_for_status, render_page
+from emulator.core.request.routing import (
     LISTENER_ORDER_RULES,
     affinity_cookie_value,
     backend_target,
@@ -33,8 +34,9 @@ from emulator.core.routing import (
     select_rule,
     select_tls_rule,
 )
-from emulator.core.server_variables import normalize_uri_path
+from emulator.core.request.server_variables import normalize_uri_path
 from emulator.errors import EmulatorError, InvalidConfiguration, TemplateError, UnsupportedFeature
+from emulator.loading import load_config
 from emulator.model import (
     BackendPool,
     BackendSettings,
@@ -51,7 +53,6 @@ from emulator.model import (
     UrlPathMap,
 )
 from emulator.pki import CA
-from emulator.runtime.gateway import load_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "routing" / "gateway.json"
 POLICY = PREDEFINED_POLICIES[DEFAULT_POLICY_NAME]

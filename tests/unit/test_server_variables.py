@@ -24,13 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from emulator.core.certinfo import ClientCertInfo
-from emulator.core.server_variables import (
+from emulator.core.request.server_variables import (
     VARIABLES,
     RequestFacts,
     openssl_cipher_list,
     server_variable,
 )
+from emulator.core.tls.certinfo import ClientCertInfo
 from emulator.model import SERVER_VARIABLE_NAMES
 
 OPENSSL = shutil.which("openssl")

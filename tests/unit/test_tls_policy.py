@@ -21,8 +21,8 @@ from emulator.arm.ssl_policies import (
     TlsVersion,
     openssl_cipher_name,
 )
-from emulator.core.pages import SERVER_TOKEN, GatewayPage, render_page
-from emulator.core.tls_policy import (
+from emulator.core.http.pages import SERVER_TOKEN, GatewayPage, render_page
+from emulator.core.tls.policy import (
     DECISION_TABLE,
     CertState,
     VerifyLog,
@@ -30,7 +30,7 @@ from emulator.core.tls_policy import (
     build_server_context,
     decide_client_cert,
 )
-from emulator.core.verify import verify_error_text
+from emulator.core.tls.verify import verify_error_text
 from emulator.model import (
     ClientAuthMode,
     Listener,

@@ -17,10 +17,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from emulator.arm.certdata import TrustedClientCa
-from emulator.core import tls_policy
-from emulator.core.chain import verify_chain
-from emulator.core.ocsp import OcspOutcome, OcspStatus
-from emulator.core.tls_policy import (
+from emulator.core.tls import policy as tls_policy
+from emulator.core.tls.chain import verify_chain
+from emulator.core.tls.ocsp import OcspOutcome, OcspStatus
+from emulator.core.tls.policy import (
     VERDICT_CACHE_SIZE,
     CertDecision,
     VerdictCache,
@@ -46,7 +46,7 @@ def assess_handshake(
     log: VerifyLog | None,
     at: datetime.datetime,
 ) -> CertDecision:
-    """:func:`emulator.core.tls_policy.assess_handshake` through the cache under test."""
+    """:func:`emulator.core.tls.policy.assess_handshake` through the cache under test."""
     return tls_policy.assess_handshake(
         profile, presented=presented, log=log, at=at, verdicts=_VERDICTS
     )

@@ -108,7 +108,7 @@ def _reject_reroute(
 
     Azure (rewrite-http-headers-url, "common pitfalls"): "Enabling 'Reevaluate path map' isn't
     allowed for basic request routing rules", to prevent an endless loop. On a path-based rule
-    it is emulated (:mod:`emulator.core.routing`: re-evaluation, a loop ends with 500).
+    it is emulated (:mod:`emulator.core.request.routing`: re-evaluation, a loop ends with 500).
 
     Raises:
         TemplateError: a Basic routing rule references the set.

@@ -347,8 +347,8 @@ def build_ssl_profiles(
                         f"SSL profile '{name}': issuer-DN / OCSP settings have no effect without "
                         "trusted client certificates (the profile requests no client certificate)"
                     )
-            # Issuer-DN and OCSP checks are emulated for Strict (emulator.core.chain); the
-            # per-upload clientCertIssuerDN is computed there (emulator.core.issuer_dn), since
+            # Issuer-DN and OCSP checks are emulated for Strict (emulator.core.tls.chain); the
+            # per-upload clientCertIssuerDN is computed there (emulator.core.tls.issuer_dn), since
             # the model may not import core. Passthrough verifies nothing, so they do nothing.
             if client_auth is ClientAuthMode.PASSTHROUGH and (
                 issuer_dn or revocation is RevocationMode.OCSP

@@ -11,7 +11,7 @@ each stage can only fail when the one before it passed:
    signatures and validity. nginx's callback keeps going after an error, so the *last* error is
    the one ``$ssl_client_verify`` (the access log's ``sslClientVerify``) reports.
 2. **Issuer DN** (``verifyClientCertIssuerDN``): the leaf's issuer must equal the
-   ``clientCertIssuerDN`` of an upload (:mod:`emulator.core.issuer_dn`).
+   ``clientCertIssuerDN`` of an upload (:mod:`emulator.core.tls.issuer_dn`).
 3. **OCSP** (``verifyClientRevocation: OCSP``): ask the responder in the leaf's AIA. That needs
    I/O, so this module only says *what* to ask (:class:`OcspQuery`) and turns the answer into
    the final verdict (:func:`apply_ocsp`); ``emulator.runtime`` does the asking.
@@ -47,10 +47,10 @@ from OpenSSL import crypto
 
 from emulator.arm.certdata import TrustedClientCa
 from emulator.cert_facts import is_ca
-from emulator.core import verify as v
-from emulator.core.dn import openssl_rfc2253
-from emulator.core.issuer_dn import client_cert_issuer_dn, issuer_dn_matches
-from emulator.core.ocsp import OcspOutcome, OcspStatus, responder_url
+from emulator.core.tls import verify as v
+from emulator.core.tls.dn import openssl_rfc2253
+from emulator.core.tls.issuer_dn import client_cert_issuer_dn, issuer_dn_matches
+from emulator.core.tls.ocsp import OcspOutcome, OcspStatus, responder_url
 from emulator.model import RevocationMode
 
 __all__ = [

@@ -3,7 +3,7 @@
 Rewrite rules read these as ``{var_NAME}`` (rewrite-http-headers-url, "Server variables").
 Azure Application Gateway v2 is nginx underneath, and each variable is an nginx variable, so each
 value has nginx's format: ``client_certificate_*`` are ``$ssl_client_*`` (see
-:mod:`emulator.core.certinfo`), ``uri_path`` is ``$uri``, ``host`` is ``$host``, and so on. The
+:mod:`emulator.core.tls.certinfo`), ``uri_path`` is ``$uri``, ``host`` is ``$host``, and so on. The
 :data:`VARIABLES` table says, per name, the format, an example, and the function computing it from
 :class:`RequestFacts`; the README's "What the backend receives" table is this table.
 
@@ -11,7 +11,7 @@ Sans-I/O: the I/O shell gathers a request's facts once (:class:`RequestFacts`); 
 a pure function of them.
 
 Values are byte strings held in ``str``: one character per byte, its code point the byte's value
-(the request head is decoded as Latin-1 for the same reason, see :mod:`emulator.core.http1`).
+(the request head is decoded as Latin-1 for the same reason, see :mod:`emulator.core.http.codec`).
 nginx's variables are bytes, and so are these: ``uri_path`` of ``/%C3%BC`` is the two bytes the
 client encoded, ``C3 BC``, whatever they mean, and it reaches a backend as those two bytes. Text
 that comes from a template (literal header values, condition patterns) is Unicode and becomes
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 from urllib.parse import unquote
 
-from emulator.core.certinfo import (
+from emulator.core.tls.certinfo import (
     CLIENT_CERTIFICATE,
     CLIENT_CERTIFICATE_END_DATE,
     CLIENT_CERTIFICATE_FINGERPRINT,

@@ -14,7 +14,7 @@ The runtime asks this module three questions, in this order:
 The order in which listeners are tried is Azure's (:data:`LISTENER_ORDER_RULES`, with the
 document each rule comes from). Everything here is deterministic and unit-tested without
 sockets; the affinity cookie's value is here for the same reason (the pages the gateway
-answers with are :mod:`emulator.core.pages`).
+answers with are :mod:`emulator.core.http.pages`).
 """
 
 from __future__ import annotations
@@ -197,7 +197,8 @@ def path_matches(pattern: str, path: str) -> bool:
 
     Compared on the normalised path (nginx's ``$uri``), case-sensitively as nginx locations are
     (Azure does not document case handling). The path is a byte string (see
-    :mod:`emulator.core.server_variables`); a pattern beyond ASCII is compared as its UTF-8 bytes.
+    :mod:`emulator.core.request.server_variables`); a pattern beyond ASCII is compared as its
+    UTF-8 bytes.
     """
     if not pattern.isascii():
         pattern = pattern.encode("utf-8").decode("latin-1")

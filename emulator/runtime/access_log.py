@@ -15,18 +15,28 @@ The fields and their order are the v2 sample record of the monitoring reference
 without a WAF. One field is the emulator's own:
 ``properties.clientCertFailureExplained``, the sentence that says why a Strict certificate
 failed (empty otherwise).
+
+:func:`access_record` is where the request path gets its record: the pure
+:func:`emulator.core.access.build_record` with the clock's time stamp, and the
+``emulator.access`` logger's one-line summary.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
-from emulator.runtime.proxy import AccessRecord
+from emulator.core.access import AccessRecord, build_record
+from emulator.core.request.rewrite import RequestFacts
+from emulator.logsafe import escaped_logger
+from emulator.runtime.client_facts import timestamp
 
-__all__ = ["OPERATION_NAME", "AccessLogWriter", "access_log_entry"]
+__all__ = ["OPERATION_NAME", "AccessLogWriter", "access_log_entry", "access_record"]
+
+ACCESS_LOGGER = escaped_logger("emulator.access")
 
 OPERATION_NAME: Final = "ApplicationGatewayAccess"
 CATEGORY: Final = "ApplicationGatewayAccessLog"
@@ -114,3 +124,24 @@ class AccessLogWriter:
     def close(self) -> None:
         if self._owned:
             self._stream.close()
+
+
+def access_record(facts: RequestFacts, status: int, elapsed_s: float, **how: Any) -> AccessRecord:
+    """The record of one request, stamped now and written to the ``emulator.access`` logger
+    (``how``: :func:`~emulator.core.access.build_record`'s keyword arguments)."""
+    record = build_record(facts, status, elapsed_s, time_stamp=timestamp(), **how)
+    if ACCESS_LOGGER.isEnabledFor(logging.INFO):
+        ACCESS_LOGGER.info(
+            '%s %s:%s "%s %s HTTP/%s" %s verify=%s backend=%s %.1fms',
+            record.listenerName,
+            record.clientIP,
+            record.clientPort,
+            record.httpMethod,
+            facts.target,
+            facts.http_version,
+            status,
+            record.sslClientVerify,
+            record.serverRouted or "-",
+            record.timeTaken * 1000,
+        )
+    return record

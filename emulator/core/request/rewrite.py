@@ -40,8 +40,7 @@ from types import MappingProxyType
 from typing import Final, TypeAlias
 
 from emulator.core.bounded_cache import ClearingCache
-from emulator.core.certinfo import CLIENT_CERTIFICATE
-from emulator.core.server_variables import (
+from emulator.core.request.server_variables import (
     CLIENT_CERTIFICATE_VERIFICATION,
     NO_STATUS,
     VARIABLES,
@@ -51,6 +50,7 @@ from emulator.core.server_variables import (
     utf8_octets,
     variable_getter,
 )
+from emulator.core.tls.certinfo import CLIENT_CERTIFICATE
 from emulator.model import (
     PLACEHOLDER,
     HeaderAction,
@@ -222,7 +222,7 @@ def certificate_header_holes(rule_set: RewriteRuleSet | None) -> tuple[CertHeade
 # runs on every request. Everything that depends on the rule set alone (parsed templates,
 # lower-cased header names, resolved server variables, compiled condition patterns, the set of
 # certificate headers) is computed once per rule set (:func:`compile_rule_set`), and the
-# gateway's port planner keeps the compiled sets of its rules (emulator.core.plan).
+# gateway's port planner keeps the compiled sets of its rules (emulator.core.request.plan).
 
 
 @dataclass(frozen=True, slots=True)

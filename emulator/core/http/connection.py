@@ -8,7 +8,7 @@ client closed). Responses go the other way: the connection turns a status and he
 the bytes to send, with the framing applied (``Content-Length`` or chunked, ``Connection:
 close`` whenever the connection ends after the response), and says afterwards whether it
 can carry the next request (:attr:`~Http1Connection.keep_alive`). It does no I/O and keeps
-no clock; the codec itself is :mod:`emulator.core.http1`.
+no clock; the codec itself is :mod:`emulator.core.http.codec`.
 
 One request at a time: the next head is parsed only after the previous response, so
 pipelined requests wait in the buffer (as h11 and nginx serve them).
@@ -20,7 +20,7 @@ import enum
 from collections.abc import Sequence
 from typing import Final
 
-from emulator.core.http1 import (
+from emulator.core.http.codec import (
     LAST_CHUNK,
     BodyReader,
     Framing,
@@ -30,7 +30,7 @@ from emulator.core.http1 import (
     parse_request_head,
     response_head_bytes,
 )
-from emulator.core.pages import page_headers
+from emulator.core.http.pages import page_headers
 
 __all__ = ["CONTINUE", "HTTP_SWITCHING_PROTOCOLS", "Http1Connection", "Http1Event"]
 

@@ -31,7 +31,7 @@ going, each error overwrites the previous one, so the *last* recorded error is t
 and therefore the gateway's ``sslClientVerify`` — reports.
 
 4. :func:`assess_handshake` is what the proxy calls: for Strict it hands the handshake's
-   errors to :func:`emulator.core.chain.assess_client_cert`, which adds the issuer-DN check,
+   errors to :func:`emulator.core.tls.chain.assess_client_cert`, which adds the issuer-DN check,
    says whether OCSP must still be asked, and explains a failure in words. OCSP needs I/O, so
    the proxy asks the responder after the handshake, before routing the first request, and
    settles the decision with :func:`resolve_ocsp`. Clients reconnect with the same chain, so
@@ -74,11 +74,11 @@ from OpenSSL import SSL, crypto
 
 from emulator.arm.ssl_policies import TlsVersion, openssl_cipher_name
 from emulator.core.bounded_cache import ClearingCache
-from emulator.core.chain import ClientCertVerdict, Stage, apply_ocsp, assess_client_cert
-from emulator.core.ocsp import OcspOutcome
-from emulator.core.pages import GatewayPage
-from emulator.core.routing import select_tls_rule
-from emulator.core.verify import (
+from emulator.core.http.pages import GatewayPage
+from emulator.core.request.routing import select_tls_rule
+from emulator.core.tls.chain import ClientCertVerdict, Stage, apply_ocsp, assess_client_cert
+from emulator.core.tls.ocsp import OcspOutcome
+from emulator.core.tls.verify import (
     CERT_HAS_EXPIRED,
     CERT_NOT_YET_VALID,
     UNSPECIFIED,
@@ -600,7 +600,7 @@ def build_port_contexts(
 
     Every handshake starts with the port context; its servername callback, which OpenSSL
     calls for every ClientHello (with or without SNI), picks the listener as
-    :func:`emulator.core.routing.select_tls_rule` says, records the rule in the connection's
+    :func:`emulator.core.request.routing.select_tls_rule` says, records the rule in the connection's
     :class:`VerifyLog` (its app data) and switches the connection to that listener's context,
     so the server certificate, the trusted client CAs (store and the CertificateRequest's CA
     names) and the cipher list are the listener's. OpenSSL copies the

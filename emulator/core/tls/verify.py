@@ -33,10 +33,10 @@ __all__ = [
     "verify_error_text",
 ]
 
-# The numbers the chain emulation (:mod:`emulator.core.chain`) reports, named as in x509_vfy.h.
+# The numbers the chain emulation (:mod:`emulator.core.tls.chain`) reports, named as in x509_vfy.h.
 #: X509_V_ERR_UNSPECIFIED: OpenSSL's verdict when verification produced no result. The TLS
 #: policy reports it for a certificate the handshake did not verify at all (see
-#: :class:`emulator.core.tls_policy.VerifyLog`).
+#: :class:`emulator.core.tls.policy.VerifyLog`).
 UNSPECIFIED: Final = 1
 UNABLE_TO_GET_ISSUER_CERT: Final = 2
 UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY: Final = 6

@@ -14,7 +14,8 @@ chose, the client-certificate decision), and returns one of three plans:
 
 The steps, in nginx's order (the gateway runs nginx): CONNECT is refused, TRACE is 405; the
 Host picks the listener (none: 404); a listener whose client authentication did not run on this
-connection is 421 (:func:`emulator.core.routing.misdirected`); the client-certificate decision
+connection is 421 (:func:`emulator.core.request.routing.misdirected`); the client-certificate
+decision
 is applied, made again only where the Host picked a listener with other client authentication
 (:func:`client_auth_decision`); an h2c upgrade is 403; then the path map, redirects, the
 backend, and the rewrite rules. A rewrite with ``reroute`` on a path-based rule sends the
@@ -37,16 +38,16 @@ from typing import Final
 
 from cryptography import x509
 
-from emulator.core.backends import BackendChoice, HealthTable, Rotation, select_backend
-from emulator.core.pages import GatewayPage, page_for_status
-from emulator.core.rewrite import (
+from emulator.core.http.pages import GatewayPage, page_for_status
+from emulator.core.request.balancing import BackendChoice, HealthTable, Rotation, select_backend
+from emulator.core.request.rewrite import (
     CompiledRuleSet,
     RequestFacts,
     RequestRewrite,
     compile_rule_set,
     rewrite_request,
 )
-from emulator.core.routing import (
+from emulator.core.request.routing import (
     MAX_REROUTES,
     Route,
     backend_target,
@@ -55,7 +56,7 @@ from emulator.core.routing import (
     route,
     select_rule,
 )
-from emulator.core.tls_policy import (
+from emulator.core.tls.policy import (
     CertDecision,
     VerdictCache,
     VerifyLog,

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from emulator.core.routing import AFFINITY_CORS_SUFFIX, affinity_cookie_value, cookie_value
+from emulator.core.request.routing import AFFINITY_CORS_SUFFIX, affinity_cookie_value, cookie_value
 from emulator.errors import BackendConnectError
 from emulator.model import BackendPool, BackendSettings
 

@@ -37,7 +37,7 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from emulator.core.dn import issuer_and_subject_der, openssl_rfc2253_der
+from emulator.core.tls.dn import issuer_and_subject_der, openssl_rfc2253_der
 from emulator.model.variables import (
     CERTIFICATE_VARIABLES,
     CLIENT_CERTIFICATE,
@@ -158,7 +158,7 @@ class ClientCertInfo:
         """Compute every field from the certificates the client presented.
 
         Raises:
-            emulator.core.dn.DerError: the leaf's issuer or subject is not parseable DER (a
+            emulator.core.tls.dn.DerError: the leaf's issuer or subject is not parseable DER (a
                 certificate ``cryptography`` loaded is always well-formed enough).
         """
         pem = leaf.public_bytes(Encoding.PEM).decode("ascii")

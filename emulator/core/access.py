@@ -1,10 +1,12 @@
 """The access log's records: one per request that reached the HTTP layer.
 
 Field names are Azure's (``ApplicationGatewayAccessLog``) where Azure has them; the emulator's
-own additions say so. :func:`access_record` builds one from a request's facts, how it was
+own additions say so. :func:`build_record` builds one from a request's facts, how it was
 answered, and the request's :class:`RequestMeter` (bytes, times and the backend leg, which the
-pump and the exchange fill in as the request goes), and writes the access logger's one-line
-summary. Meanings follow the monitoring reference (monitor-application-gateway-reference,
+pump and the exchange fill in as the request goes). Sans I/O: the caller passes the time
+stamp, and :func:`emulator.runtime.access_log.access_record` adds the clock and the access
+logger's one-line summary. Meanings follow the monitoring reference
+(monitor-application-gateway-reference,
 "Access log category", v2): ``requestUri`` and ``host`` are the request *after* the rewrite,
 ``sslEnabled`` says whether the backend leg used TLS; the README's access-log table maps every
 field to where its value comes from.
@@ -12,21 +14,17 @@ field to where its value comes from.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
-from emulator.core.certinfo import ClientCertInfo
-from emulator.core.error_info import CLIENT_CLOSED_REQUEST, NO_ERROR
-from emulator.core.rewrite import RequestFacts
-from emulator.core.routing import Route
-from emulator.core.tls_policy import CertDecision
-from emulator.logsafe import escaped_logger
+from emulator.core.http.error_info import CLIENT_CLOSED_REQUEST, NO_ERROR
+from emulator.core.request.rewrite import RequestFacts
+from emulator.core.request.routing import Route
+from emulator.core.tls.certinfo import ClientCertInfo
+from emulator.core.tls.policy import CertDecision
 from emulator.model import RoutingRule
-from emulator.runtime.client_facts import timestamp
 
-__all__ = ["AccessRecord", "RequestMeter", "access_record"]
+__all__ = ["CLIENT_GONE_STATUS", "AccessRecord", "RequestMeter", "build_record"]
 
-ACCESS_LOGGER = escaped_logger("emulator.access")
 #: nginx's status for a client that left before the response (the record's httpStatus).
 CLIENT_GONE_STATUS = 499
 
@@ -117,7 +115,7 @@ class AccessRecord:
     error_info: str = NO_ERROR
 
 
-def access_record(
+def build_record(
     facts: RequestFacts,
     status: int,
     elapsed_s: float,
@@ -131,9 +129,10 @@ def access_record(
     routed: str,
     server_status: str,
     meter: RequestMeter | None = None,
+    time_stamp: str = "",
 ) -> AccessRecord:
-    """The record of one request (``routed``: the backend's ``host:port``, "" when none), also
-    written to the ``emulator.access`` logger.
+    """The record of one request (``routed``: the backend's ``host:port``, "" when none;
+    ``time_stamp``: when it completed, ISO 8601 UTC).
 
     ``tls`` is whether the client's leg used TLS (``sslProtocol`` and ``sslCipher`` are that
     leg's); ``meter`` the request's bytes, times and backend leg."""
@@ -174,7 +173,7 @@ def access_record(
         timeTaken=round(elapsed_s, 4),
         transactionId=facts.trace_id,
         clientCertSubject=cert.subject if cert else "",
-        timeStamp=timestamp(),
+        timeStamp=time_stamp,
         httpVersion=f"HTTP/{facts.http_version}",
         originalRequestUriWithArgs=facts.target,
         requestQuery=facts.target.partition("?")[2],
@@ -192,20 +191,6 @@ def access_record(
         error_info=meter.error_info
         or (CLIENT_CLOSED_REQUEST if status == CLIENT_GONE_STATUS else NO_ERROR),
     )
-    if ACCESS_LOGGER.isEnabledFor(logging.INFO):
-        ACCESS_LOGGER.info(
-            '%s %s:%s "%s %s HTTP/%s" %s verify=%s backend=%s %.1fms',
-            record.listenerName,
-            record.clientIP,
-            record.clientPort,
-            record.httpMethod,
-            facts.target,
-            facts.http_version,
-            status,
-            record.sslClientVerify,
-            routed or "-",
-            record.timeTaken * 1000,
-        )
     return record
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from emulator.core.pages import GatewayPage
+from emulator.core.http.pages import GatewayPage
 
 __all__ = ["PAGE_ERROR_INFO", "error_info_for_page"]
 
@@ -33,7 +33,7 @@ UPSTREAM_CLOSED_CONNECTION: Final = "ERRORINFO_UPSTREAM_CLOSED_CONNECTION"
 UPSTREAM_TIMED_OUT: Final = "ERRORINFO_UPSTREAM_TIMED_OUT"
 
 #: The code each page logs when nothing more specific is known (a codec refusal carries its
-#: own, see :class:`emulator.core.http1.HttpError`; the pump picks the upstream code of a 502).
+#: own, see :class:`emulator.core.http.codec.HttpError`; the pump picks the upstream code of a 502).
 #: Where the reference has no code for the case (403 for h2c, 408, 413, 500, 501) the page
 #: logs INVALID_REQUEST, and a 421 INVALID_HOST: a failed request never logs NO_ERROR.
 PAGE_ERROR_INFO: Final[Mapping[GatewayPage, str]] = {

@@ -72,7 +72,7 @@ One reader loop per connection: ``events = conn.receive_data(await stream.receiv
 then ``await stream.send_all(conn.data_to_send())`` before the next read. Per event:
 
 - :class:`RequestReceived`: start one task for the stream. It feeds ``event.head`` (the same
-  :class:`~emulator.core.http1.RequestHead` facts the HTTP/1.1 codec gives, ``version="2.0"``)
+  :class:`~emulator.core.http.codec.RequestHead` facts the HTTP/1.1 codec gives, ``version="2.0"``)
   to the same request plan as HTTP/1.1, with the connection's facts (listener from SNI, the
   client certificate decision: one per connection, so every stream carries the same certificate
   variables, and the 421 rule re-run per stream's host). Refused or answered: the page goes out
@@ -114,7 +114,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeAlias
 
-from emulator.core.http1 import MAX_BODY_LENGTH, Framing, HttpError, RequestHead, validate_host
+from emulator.core.http.codec import MAX_BODY_LENGTH, Framing, HttpError, RequestHead, validate_host
 
 if TYPE_CHECKING:  # pragma: no cover - h2 is imported lazily at run time
     import h2.events as h2e

@@ -48,9 +48,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from emulator.core import error_info as info
 from emulator.core.bounded_cache import ClearingCache
-from emulator.core.pages import NGINX_HEADER_TOO_LARGE
+from emulator.core.http import error_info as info
+from emulator.core.http.pages import NGINX_HEADER_TOO_LARGE
 
 __all__ = [
     "LAST_CHUNK",
@@ -101,7 +101,7 @@ class HttpError(Exception):
     494 (nginx's code for headers too large: a 400 page of its own), 431 (HTTP/2: too many
     fields) or 501 (a Transfer-Encoding other than chunked). For a backend's response it is
     502; the proxy answers 502 for any malformed response whatever the status says.
-    ``error_info`` is the access log's reason code (:mod:`emulator.core.error_info`).
+    ``error_info`` is the access log's reason code (:mod:`emulator.core.http.error_info`).
     """
 
     def __init__(
