@@ -10,8 +10,6 @@ it printed, trusting the server CA file it wrote.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import re
 import signal
@@ -27,6 +25,7 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is in the test extra: pip inst
 from emulator.arm.demo_template import write_demo_template  # noqa: E402
 from emulator.pki.demo import write_demo_pki  # noqa: E402
 from tests.helpers.http import https_get  # noqa: E402
+from tests.helpers.pki import write_demo_parameters  # noqa: E402
 from tests.helpers.ports import free_port  # noqa: E402
 
 REPO: Final = Path(__file__).resolve().parents[2]
@@ -58,19 +57,7 @@ def test_action_steps_start_the_emulator_and_export_urls_and_server_ca(tmp_path:
     action: dict[str, Any] = yaml.safe_load((REPO / "action.yml").read_text())
     assert action["runs"]["using"] == "composite"
     pki = write_demo_pki(tmp_path / "certs")
-    (tmp_path / "parameters.json").write_text(
-        json.dumps(
-            {
-                "parameters": {
-                    "certData": {"value": base64.b64encode(pki.server_pfx).decode()},
-                    "certPassword": {"value": pki.server_pfx_password},
-                    "trustedClientCaData": {
-                        "value": base64.b64encode(pki.trusted_client_ca_pem).decode()
-                    },
-                }
-            }
-        )
-    )
+    write_demo_parameters(pki, tmp_path / "parameters.json")
     template = write_demo_template(
         tmp_path, strict_port=8443, passthrough_port=9443, backend_host="127.0.0.1", backend_port=1
     )

@@ -39,6 +39,7 @@ import pytest
 
 from emulator.arm.demo_template import write_demo_template
 from emulator.pki.demo import write_demo_pki
+from tests.helpers.pki import write_demo_parameters
 from tests.helpers.ports import free_ports
 from tests.helpers.processes import STUB_LISTENING, started
 
@@ -611,19 +612,7 @@ def test_readme_node_snippet_runs_against_the_image(
             backend_port=8080,
         )
         template.rename(config / "gateway.json")
-        (config / "parameters.json").write_text(
-            json.dumps(
-                {
-                    "parameters": {
-                        "certData": {"value": base64.b64encode(pki.server_pfx).decode()},
-                        "certPassword": {"value": pki.server_pfx_password},
-                        "trustedClientCaData": {
-                            "value": base64.b64encode(pki.trusted_client_ca_pem).decode()
-                        },
-                    }
-                }
-            )
-        )
+        write_demo_parameters(pki, config / "parameters.json")
         for path in [config, *config.rglob("*")]:  # mounted read-only for uid 10001
             path.chmod(0o755 if path.is_dir() else 0o644)
         script = tmp_path / "snippet.js"

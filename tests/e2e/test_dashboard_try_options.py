@@ -3,17 +3,11 @@ certificate/key pairs) and a configurable try path (``--try-path``), over real s
 
 from __future__ import annotations
 
-import functools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-import trio
 
-import backend_stub
-from emulator.arm.demo_template import demo_template
-from emulator.dashboard import BackendObservations, Dashboard, load_identities
+from emulator.dashboard import load_identities
 from emulator.pki import CA
 from emulator.pki.demo import (
     INTERMEDIATE_CA,
@@ -21,8 +15,7 @@ from emulator.pki.demo import (
     DemoPki,
     DemoPkiError,
 )
-from emulator.runtime.gateway import Gateway
-from tests.helpers.dashboard import api
+from tests.helpers.dashboard import api, running
 
 
 def _plain_directory(pki: DemoPki, target: Path) -> Path:
@@ -42,46 +35,12 @@ def _plain_directory(pki: DemoPki, target: Path) -> Path:
     return target
 
 
-@asynccontextmanager
-async def _running(
-    pki: DemoPki, identities_dir: Path, try_path: str
-) -> AsyncIterator[tuple[Dashboard, Gateway]]:
-    async with trio.open_nursery() as nursery:
-        _host, backend_port = await nursery.start(
-            functools.partial(
-                backend_stub.serve,
-                backend_stub.StubConfig(),
-                host="127.0.0.1",
-                port=0,
-                recorder=BackendObservations().record,
-            )
-        )
-        template = demo_template(
-            strict_port=8443,
-            passthrough_port=9443,
-            backend_host="127.0.0.1",
-            backend_port=backend_port,
-        )
-        parameters = {
-            "certData": pki.server_pfx,
-            "certPassword": pki.server_pfx_password,
-            "trustedClientCaData": pki.trusted_client_ca_pem,
-        }
-        gateway = Gateway.from_config(template, parameters, listen={8443: 0, 9443: 0})
-        await nursery.start(gateway.serve)
-        dashboard = Dashboard(
-            gateway, identities=load_identities(identities_dir), port=0, try_path=try_path
-        )
-        await nursery.start(dashboard.serve)
-        yield dashboard, gateway
-        nursery.cancel_scope.cancel()
-
-
 async def test_plain_directory_pairs_are_tried_on_the_configured_path(
     demo_pki: DemoPki, tmp_path: Path
 ) -> None:
     plain = _plain_directory(demo_pki, tmp_path / "clients")
-    async with _running(demo_pki, plain, "/orders?region=eu") as (dashboard, gateway):
+    async with running(demo_pki, identities_dir=plain, try_path="/orders?region=eu") as run:
+        dashboard, gateway = run.dashboard, run.gateway
         assert dashboard.port is not None
         config = (await api(dashboard.port, "GET", "/api/config")).json()
         keys = [identity["key"] for identity in config["try"]["identities"]]

@@ -6,9 +6,7 @@ that changes a port shows both halves: the new port is bound, the removed one is
 
 from __future__ import annotations
 
-import base64
 import http.client
-import json
 import signal
 import socket
 import ssl
@@ -22,6 +20,7 @@ from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER, wr
 from emulator.pki.demo import write_demo_pki
 from tests.helpers.http import forwarded, https_get
 from tests.helpers.logs import assert_no_traceback
+from tests.helpers.pki import write_demo_parameters
 from tests.helpers.ports import free_ports
 from tests.helpers.processes import (
     READY_LISTENER,
@@ -58,19 +57,7 @@ def test_reload_keeps_an_invalid_template_out_and_swaps_in_a_valid_one(
     tmp_path: Path, trigger: str
 ) -> None:
     pki = write_demo_pki(tmp_path / "certs")
-    (tmp_path / "parameters.json").write_text(
-        json.dumps(
-            {
-                "parameters": {
-                    "certData": {"value": base64.b64encode(pki.server_pfx).decode()},
-                    "certPassword": {"value": pki.server_pfx_password},
-                    "trustedClientCaData": {
-                        "value": base64.b64encode(pki.trusted_client_ca_pem).decode()
-                    },
-                }
-            }
-        )
-    )
+    write_demo_parameters(pki, tmp_path / "parameters.json")
     strict, passthrough, moved = free_ports(3)
     cafile = tmp_path / "certs" / "server-root-ca.pem"
     with started(["--port", "0"], cwd=tmp_path, module="backend_stub") as stub:
@@ -144,19 +131,7 @@ def test_a_keep_alive_connection_open_across_a_reload_gets_connection_close(
     # finishes it with Connection: close (the client learns to reconnect, to the new
     # configuration) and then closes, instead of being cut off or kept on the old one.
     pki = write_demo_pki(tmp_path / "certs")
-    (tmp_path / "parameters.json").write_text(
-        json.dumps(
-            {
-                "parameters": {
-                    "certData": {"value": base64.b64encode(pki.server_pfx).decode()},
-                    "certPassword": {"value": pki.server_pfx_password},
-                    "trustedClientCaData": {
-                        "value": base64.b64encode(pki.trusted_client_ca_pem).decode()
-                    },
-                }
-            }
-        )
-    )
+    write_demo_parameters(pki, tmp_path / "parameters.json")
     strict, passthrough = free_ports(2)
     cafile = tmp_path / "certs" / "server-root-ca.pem"
     with started(["--port", "0"], cwd=tmp_path, module="backend_stub") as stub:

@@ -9,10 +9,7 @@ the real gateway, real sockets and real TLS otherwise.
 
 from __future__ import annotations
 
-import base64
-import json
 import signal
-import socket
 import textwrap
 import time
 from collections.abc import Iterator
@@ -26,6 +23,8 @@ from emulator.arm.demo_template import write_demo_template
 from emulator.pki.demo import write_demo_pki
 from tests.helpers.http import https_get
 from tests.helpers.logs import assert_no_traceback
+from tests.helpers.pki import write_demo_parameters
+from tests.helpers.ports import free_ports
 from tests.helpers.processes import (
     READY_LISTENER,
     STUB_LISTENING,
@@ -83,17 +82,6 @@ PROGRAM: Final = textwrap.dedent(
 )
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @dataclass(frozen=True)
 class Files:
     cwd: Path
@@ -111,21 +99,9 @@ class Files:
 def files(tmp_path: Path) -> Iterator[Files]:
     pki = write_demo_pki(tmp_path / "certs")
     parameters = tmp_path / "parameters.json"
-    parameters.write_text(
-        json.dumps(
-            {
-                "parameters": {
-                    "certData": {"value": base64.b64encode(pki.server_pfx).decode()},
-                    "certPassword": {"value": pki.server_pfx_password},
-                    "trustedClientCaData": {
-                        "value": base64.b64encode(pki.trusted_client_ca_pem).decode()
-                    },
-                }
-            }
-        )
-    )
+    write_demo_parameters(pki, parameters)
     (tmp_path / "pool_program.py").write_text(PROGRAM)
-    strict, passthrough = _free_ports(2)
+    strict, passthrough = free_ports(2)
     with started(["--port", "0"], cwd=tmp_path, module="backend_stub") as stub:
         stub_port = int(stub.wait_for_stdout(STUB_LISTENING)["port"])
         template = write_demo_template(

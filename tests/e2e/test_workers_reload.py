@@ -12,7 +12,6 @@ so a reload that moves a listener shows both halves: the new port serves, the ol
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
 import json
@@ -34,6 +33,8 @@ from emulator.arm.demo_template import PASSTHROUGH_LISTENER, STRICT_LISTENER, wr
 from emulator.pki.demo import write_demo_pki
 from tests.helpers.http import Reply, forwarded, https_get
 from tests.helpers.logs import assert_no_traceback
+from tests.helpers.pki import write_demo_parameters
+from tests.helpers.ports import free_ports
 from tests.helpers.processes import (
     READY_LISTENER,
     STUB_LISTENING,
@@ -55,17 +56,6 @@ pytestmark = pytest.mark.skipif(
     not hasattr(os, "fork") or not Path("/proc/self/stat").exists(),
     reason="--workers forks; the tests find the workers through /proc (Linux)",
 )
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _refused(port: int) -> bool:
@@ -148,22 +138,10 @@ class Setup:
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[Setup]:
     pki = write_demo_pki(tmp_path / "certs")
-    (tmp_path / "parameters.json").write_text(
-        json.dumps(
-            {
-                "parameters": {
-                    "certData": {"value": base64.b64encode(pki.server_pfx).decode()},
-                    "certPassword": {"value": pki.server_pfx_password},
-                    "trustedClientCaData": {
-                        "value": base64.b64encode(pki.trusted_client_ca_pem).decode()
-                    },
-                }
-            }
-        )
-    )
+    write_demo_parameters(pki, tmp_path / "parameters.json")
     with started(["--port", "0"], cwd=tmp_path, module="backend_stub") as stub:
         stub_port = int(stub.wait_for_stdout(STUB_LISTENING)["port"])
-        yield Setup(tmp_path, stub_port, _free_ports(4))
+        yield Setup(tmp_path, stub_port, free_ports(4))
 
 
 def _start(setup: Setup, path: Path, health_port: int, *extra: str) -> list[str]:

@@ -18,6 +18,7 @@ import trio
 import backend_stub
 from emulator.arm.demo_template import demo_template
 from emulator.dashboard import BackendObservations, Dashboard, load_identities
+from emulator.dashboard.trying import DEFAULT_TRY_PATH
 from emulator.pki.demo import SERVER_ROOT_CA, DemoPki
 from emulator.runtime.gateway import Gateway
 from tests.helpers.http import https_get
@@ -96,10 +97,21 @@ class Running:
 
 @asynccontextmanager
 async def running(
-    pki: DemoPki, *, with_pki: bool = True, enable_http2: bool = False
+    pki: DemoPki,
+    *,
+    with_pki: bool = True,
+    enable_http2: bool = False,
+    identities_dir: Path | None = None,
+    try_path: str = DEFAULT_TRY_PATH,
 ) -> AsyncIterator[Running]:
-    """Stub backend → gateway (the ``up`` template) → dashboard, stopped when the block ends."""
+    """Stub backend → gateway (the ``up`` template) → dashboard, stopped when the block ends.
+
+    The dashboard offers the identities of ``identities_dir`` when given, else of the demo PKI
+    (none without ``with_pki``), and tries them on ``try_path``."""
     observations = BackendObservations()
+    identities = (
+        identities_dir if identities_dir is not None else (pki.directory if with_pki else None)
+    )
     async with trio.open_nursery() as nursery:
         _host, backend_port = await nursery.start(
             functools.partial(
@@ -127,9 +139,10 @@ async def running(
         await nursery.start(gateway.serve)
         dashboard = Dashboard(
             gateway,
-            identities=load_identities(pki.directory if with_pki else None),
+            identities=load_identities(identities),
             observations=observations,
             port=0,
+            try_path=try_path,
         )
         await nursery.start(dashboard.serve)
         yield Running(dashboard, gateway, pki)

@@ -9,13 +9,15 @@ certificate, and an unrelated root nobody trusts. Certificates are made on first
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 from emulator.arm.certdata import ServerCertificate, load_server_pfx
 from emulator.pki import IssuedCert
+from emulator.pki.demo import DemoPki
 from emulator.testing import PFX_PASSWORD, AppgwPki
 
-__all__ = ["PFX_PASSWORD", "PkiBundle", "template_parameters"]
+__all__ = ["PFX_PASSWORD", "PkiBundle", "template_parameters", "write_demo_parameters"]
 
 
 class PkiBundle(AppgwPki):
@@ -53,3 +55,15 @@ def template_parameters(pki: AppgwPki) -> list[str]:
         f"certPassword={PFX_PASSWORD}",
         "trustedClientCaData=" + base64.b64encode(pki.trusted_client_ca_pem).decode(),
     ]
+
+
+def write_demo_parameters(pki: DemoPki, path: Path) -> Path:
+    """A parameters file for the ``up`` template with ``pki``'s files (certData, its password,
+    the trusted client CA upload), written the way a user writes one for ``run``."""
+    value = {
+        "certData": base64.b64encode(pki.server_pfx).decode(),
+        "certPassword": pki.server_pfx_password,
+        "trustedClientCaData": base64.b64encode(pki.trusted_client_ca_pem).decode(),
+    }
+    path.write_text(json.dumps({"parameters": {k: {"value": v} for k, v in value.items()}}))
+    return path
