@@ -537,7 +537,7 @@ def test_run_with_pki_offers_its_identities_and_warns_about_a_public_bind(
         url = process.wait_for_stdout(READY_DASHBOARD)["url"]
         port = int(url.rsplit(":", 1)[1].strip("/"))
         config = call_blocking(port, "GET", "/api/config").json()
-        assert "not on loopback" in process.stderr
+        process.wait_for_stderr(re.compile("not on loopback"))
     assert len(config["try"]["identities"]) == 6
     assert config["try"]["pkiDirectory"] == str(demo_pki.directory)
 
@@ -554,7 +554,9 @@ def test_up_keeps_running_when_the_default_dashboard_port_is_busy(tmp_path: Path
         args = ["up", "--strict-port", "0", "--passthrough-port", "0", "--backend-port", "0"]
         with started(args, cwd=tmp_path) as process:
             process.wait_for_stdout(re.compile(r"^Ctrl-C stops\.$"))
-            assert "warning: dashboard not started: port 8000 is in use" in process.stderr
+            process.wait_for_stderr(
+                re.compile(r"^warning: dashboard not started: port 8000 is in use")
+            )
             assert not any(READY_DASHBOARD.match(line) for line in process.stdout_lines)
     finally:
         blocker.close()

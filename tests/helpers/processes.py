@@ -134,23 +134,36 @@ class CliProcess:
         self, pattern: re.Pattern[str], *, timeout: float = READY_TIMEOUT_S
     ) -> re.Match[str]:
         """The first stdout line matching ``pattern``; fails if the process exits or times out."""
+        return self._wait_for(self.stdout_lines, "stdout", pattern, timeout)
+
+    def wait_for_stderr(
+        self, pattern: re.Pattern[str], *, timeout: float = READY_TIMEOUT_S
+    ) -> re.Match[str]:
+        """The first stderr line matching ``pattern`` (stdout and stderr are read by separate
+        threads, so a line on one stream says nothing about the other having been read)."""
+        return self._wait_for(self.stderr_lines, "stderr", pattern, timeout)
+
+    def _wait_for(
+        self, lines: list[str], name: str, pattern: re.Pattern[str], timeout: float
+    ) -> re.Match[str]:
         deadline = time.monotonic() + timeout
         seen = 0
         with self._changed:
             while True:
-                for line in self.stdout_lines[seen:]:
+                for line in lines[seen:]:
                     match = pattern.search(line)
                     if match is not None:
                         return match
-                seen = len(self.stdout_lines)
+                seen = len(lines)
                 if self.popen.poll() is not None and not any(r.is_alive() for r in self._readers):
                     raise AssertionError(
-                        f"process exited before printing {pattern.pattern!r}\n" + self.describe()
+                        f"process exited before printing {pattern.pattern!r} on {name}\n"
+                        + self.describe()
                     )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise AssertionError(
-                        f"no line matching {pattern.pattern!r} within {timeout} s\n"
+                        f"no {name} line matching {pattern.pattern!r} within {timeout} s\n"
                         + self.describe()
                     )
                 self._changed.wait(min(remaining, 0.2))
