@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emulator.core.http.error_info import CLIENT_CLOSED_REQUEST, NO_ERROR
+from emulator.core.http.error_info import CLIENT_CLOSED_REQUEST, NO_ERROR, error_info_for_page
+from emulator.core.http.pages import GatewayPage
 from emulator.core.request.rewrite import RequestFacts
 from emulator.core.request.routing import Route
 from emulator.core.tls.certinfo import ClientCertInfo
@@ -59,6 +60,13 @@ class RequestMeter:
     #: the client's are logged).
     request_uri: str | None = None
     host: str | None = None
+
+    def page_sent(self, page: GatewayPage) -> None:
+        """The response is one of the gateway's pages: HTML, and the page's reason code unless
+        the error behind it already named a more precise one."""
+        self.content_type = "text/html"
+        if not self.error_info:
+            self.error_info = error_info_for_page(page)
 
     def sent(self, size: int, at: float) -> None:
         """``size`` bytes went to the client at ``at``."""

@@ -44,7 +44,6 @@ import trio
 
 from emulator.core.access import RequestMeter
 from emulator.core.http.codec import Framing, HttpError, RequestHead
-from emulator.core.http.error_info import error_info_for_page
 from emulator.core.http.http2 import (
     BodyEnded,
     ConnectionTerminated,
@@ -458,9 +457,7 @@ class H2Stream:
     async def _send_page(self, page: GatewayPage, headers: Sequence[tuple[str, str]]) -> None:
         """One of the gateway's pages on this stream (the head only for HEAD)."""
         body = render_page(page)
-        self.meter.content_type = "text/html"
-        if not self.meter.error_info:
-            self.meter.error_info = error_info_for_page(page)
+        self.meter.page_sent(page)
         # HTTP/2 has no Connection header (RFC 9113 section 8.2.2): the rest in nginx's order.
         fields = [
             ("Server", SERVER_TOKEN),

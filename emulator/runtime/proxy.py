@@ -39,7 +39,6 @@ from emulator.core.http.error_info import (
     UPSTREAM_CLOSED_CONNECTION,
     UPSTREAM_NO_LIVE,
     UPSTREAM_TIMED_OUT,
-    error_info_for_page,
 )
 from emulator.core.http.pages import GatewayPage, http_date, page_for_status, render_page
 from emulator.core.limits import ProxyLimits
@@ -297,8 +296,7 @@ class ClientConnection:
             except ClientGone:
                 LOGGER.debug("client.gone before the plain-HTTP 400 was sent")
             # nginx logs this 400 like any request (ERRORINFO_HTTP_TO_HTTPS_PORT).
-            self.meter.content_type = "text/html"
-            self.meter.error_info = error_info_for_page(page)
+            self.meter.page_sent(page)
             self.record(self._unparsed_facts(), page.status, started, routed="", server_status="")
             return _Handshake.DROP
         except TlsHandshakeError as exc:
@@ -586,10 +584,7 @@ class ClientConnection:
                 )
             )
             await self.flush(last=http.will_close)
-        meter = self.meter
-        meter.content_type = "text/html"
-        if not meter.error_info:
-            meter.error_info = error_info_for_page(page)
+        self.meter.page_sent(page)
         self.record(facts, page.status, started, routed=routed, server_status="")
         if after is After.CLOSE:
             await self._linger()

@@ -9,6 +9,8 @@ import logging
 import pytest
 
 from emulator.core.access import AccessRecord, RequestMeter, build_record
+from emulator.core.http.error_info import HTTPS_NO_CERT, UPSTREAM_CLOSED_CONNECTION
+from emulator.core.http.pages import GatewayPage
 from emulator.core.request.rewrite import RequestFacts
 
 FACTS = RequestFacts(
@@ -57,3 +59,15 @@ def test_the_record_carries_the_callers_time_stamp_and_logs_nothing(
 
 def test_the_same_inputs_give_the_same_record() -> None:
     assert build(404, meter=RequestMeter()) == build(404, meter=RequestMeter())
+
+
+def test_a_page_sets_html_and_its_reason_code_unless_one_is_already_named() -> None:
+    fresh = RequestMeter()
+    fresh.page_sent(GatewayPage.NO_CLIENT_CERT)
+    assert (fresh.content_type, fresh.error_info) == ("text/html", HTTPS_NO_CERT)
+
+    # A more precise code from the error behind the page is kept: a 502 after the backend
+    # closed mid-response is not the page's default "no live upstream".
+    named = RequestMeter(error_info=UPSTREAM_CLOSED_CONNECTION)
+    named.page_sent(GatewayPage.BAD_GATEWAY)
+    assert (named.content_type, named.error_info) == ("text/html", UPSTREAM_CLOSED_CONNECTION)
