@@ -98,9 +98,14 @@ def measure_pytest(count: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", type=int, default=100, help="tests per measurement")
+    parser.add_argument(
+        "--only", choices=["loop", "pytest"], help="run one of the two measurements"
+    )
     args = parser.parse_args()
-    measure_loop(args.tests)
-    measure_pytest(args.tests)
+    if args.only != "pytest":
+        measure_loop(args.tests)
+    if args.only != "loop":
+        measure_pytest(args.tests)
 
 
 if __name__ == "__main__":

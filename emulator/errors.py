@@ -32,6 +32,8 @@ __all__ = [
     "EmulatorError",
     "InvalidConfiguration",
     "ProxyError",
+    "RequestBodyTimeout",
+    "RequestTooLarge",
     "StartupError",
     "TemplateError",
     "UnsupportedFeature",
@@ -143,6 +145,20 @@ class ProxyError(EmulatorError):
 
     code = "EmulatorProxyError"
     status: ClassVar[int] = 500
+
+
+class RequestTooLarge(ProxyError):
+    """The request body is longer than ``ProxyLimits.max_request_body_bytes`` (nginx: 413)."""
+
+    code = "EmulatorRequestTooLarge"
+    status = 413
+
+
+class RequestBodyTimeout(ProxyError):
+    """No request body bytes within ``ProxyLimits.client_body_timeout_s`` (nginx: 408)."""
+
+    code = "EmulatorRequestBodyTimeout"
+    status = 408
 
 
 class BackendError(ProxyError):

@@ -30,11 +30,16 @@ from emulator.core.http.codec import (
 )
 from emulator.core.http.connection import HTTP_SWITCHING_PROTOCOLS
 from emulator.core.http.error_info import UPSTREAM_CLOSED_CONNECTION, UPSTREAM_TIMED_OUT
-from emulator.core.http.pages import GatewayPage
 from emulator.core.request.plan import Forward
 from emulator.core.request.rewrite import RequestFacts, rewrite_response_headers
 from emulator.core.request.routing import normalize_host
-from emulator.errors import BackendConnectError, BackendError, BackendTimeout
+from emulator.errors import (
+    BackendConnectError,
+    BackendError,
+    BackendTimeout,
+    RequestBodyTimeout,
+    RequestTooLarge,
+)
 from emulator.logsafe import escaped_logger
 from emulator.model import ListenerProtocol
 from emulator.runtime.backend import RETRY_METHODS, BackendConnection, receive_response_head
@@ -50,9 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLIENT_CLOSED_REQUEST",
     "BackendExchange",
-    "BodyTimeout",
     "ClientGone",
-    "RequestTooLarge",
 ]
 
 LOGGER = escaped_logger("emulator.proxy")
@@ -67,18 +70,6 @@ CLIENT_CLOSED_REQUEST: Final = 499
 
 class ClientGone(Exception):
     """The client closed or broke the connection; nothing more can be sent to it."""
-
-
-class RequestTooLarge(Exception):
-    """The request body is longer than ``ProxyLimits.max_request_body_bytes``."""
-
-    status = GatewayPage.REQUEST_TOO_LARGE.status
-
-
-class BodyTimeout(Exception):
-    """No request body bytes within ``ProxyLimits.client_body_timeout_s`` (nginx: 408)."""
-
-    status = GatewayPage.REQUEST_TIMEOUT.status
 
 
 class ExchangeHttp(Protocol):
@@ -141,6 +132,10 @@ class ExchangeClient(Protocol):
     async def flush(self, *, last: bool = False, stream: trio.abc.Stream | None = None) -> None: ...
 
 
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(f"the request body is longer than {limit} bytes")
+
+
 class BackendExchange:
     """The backend side of one client connection (see the module docstring)."""
 
@@ -157,13 +152,13 @@ class BackendExchange:
         (``proxy_request_buffering``) and so does Azure (proxy-buffers).
 
         Raises:
-            HttpError, RequestTooLarge, BodyTimeout: the request body is refused.
+            HttpError, RequestTooLarge, RequestBodyTimeout: the request body is refused.
             BackendError: the backend failed before the response started.
         """
         runtime = self.client.runtime
         limits = runtime.limits
         if head.framing is Framing.LENGTH and head.length > limits.max_request_body_bytes:
-            raise RequestTooLarge
+            raise _too_large(limits.max_request_body_bytes)
         spool = None
         if self.client.http.has_body and head.upgrade is None and runtime.buffering.request:
             spool = RequestBodySpool(memory_limit=limits.request_body_memory_bytes)
@@ -184,11 +179,15 @@ class BackendExchange:
         try:
             while (data := await self.client.read_body(limits.client_body_timeout_s)) is not None:
                 if spool.length + len(data) > limits.max_request_body_bytes:
-                    raise RequestTooLarge
+                    raise RequestTooLarge(
+                        f"request body over {limits.max_request_body_bytes} bytes"
+                    )
                 await spool.append(data)
         except trio.TooSlowError as exc:
             # nginx answers a client_body_timeout with 408 when no response has started.
-            raise BodyTimeout(f"no body bytes for {limits.client_body_timeout_s:g} s") from exc
+            raise RequestBodyTimeout(
+                f"no body bytes for {limits.client_body_timeout_s:g} s"
+            ) from exc
         except HttpError as exc:
             if not self.client.http.they_closed:
                 raise  # broken framing: answered 400 (_answer_error)
@@ -385,7 +384,7 @@ class BackendExchange:
                 return
             seen += len(data)
             if seen > limits.max_request_body_bytes:
-                raise RequestTooLarge
+                raise _too_large(limits.max_request_body_bytes)
             await backend.send(
                 pending + chunk(data) if chunked else pending + data,
                 deadline=trio.current_time() + timeout_s,
@@ -439,12 +438,21 @@ class BackendExchange:
             reusable = await self._pull_body(
                 backend, reader, timeout_s, self.client.queue_body, self.client.flush
             )
+        elif response.framing is Framing.LENGTH and len(backend.buffer) >= response.length:
+            # Buffered, and the whole body came with the head (the usual small response): the
+            # backend is done already, so it goes back before the client is written to, and
+            # no second task is needed to decouple the two.
+            reusable = await self._pull_body(backend, reader, timeout_s, self._queue, None)
+            release(reusable and keep)
         else:
             reusable = await self._relay_buffered(
                 backend, reader, timeout_s, lambda clean: release(clean and keep)
             )
         await self.client.flush(last=http.will_close)
         return reusable and keep
+
+    async def _queue(self, data: bytes) -> None:
+        self.client.queue(data)
 
     async def _relay_buffered(
         self,

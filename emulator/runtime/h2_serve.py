@@ -63,22 +63,17 @@ from emulator.core.http.pages import (
     page_for_status,
     render_page,
 )
+from emulator.core.request.failures import answer_for
 from emulator.core.request.plan import Fail, Note, Respond, header_safe
 from emulator.core.request.rewrite import RequestFacts
 from emulator.core.request.routing import Route
-from emulator.errors import BackendError
+from emulator.errors import BackendError, ProxyError
 from emulator.logsafe import escaped_logger
 from emulator.model import Listener as ListenerConfig
 from emulator.model import RoutingRule
 from emulator.runtime.access_log import access_record
 from emulator.runtime.backend import BackendClient
-from emulator.runtime.exchange import (
-    CLIENT_CLOSED_REQUEST,
-    BackendExchange,
-    BodyTimeout,
-    ClientGone,
-    RequestTooLarge,
-)
+from emulator.runtime.exchange import CLIENT_CLOSED_REQUEST, BackendExchange, ClientGone
 
 if TYPE_CHECKING:
     from emulator.runtime.proxy import ClientConnection, PortRuntime
@@ -89,7 +84,7 @@ LOGGER = escaped_logger("emulator.proxy")
 
 RECEIVE_SIZE: Final = 65536
 #: The request-time errors a stream answers with a page (as the HTTP/1.1 path does).
-_ANSWERED: Final = (HttpError, BackendError, RequestTooLarge, BodyTimeout)
+_ANSWERED: Final = (HttpError, ProxyError)
 _CERT_PAGES: Final = frozenset({GatewayPage.NO_CLIENT_CERT, GatewayPage.CLIENT_CERT_ERROR})
 #: Request fields that frame the body for the backend: replaced by the framing it gets.
 _BACKEND_FRAMING: Final = frozenset({"content-length", "transfer-encoding", "expect"})
@@ -416,32 +411,27 @@ class H2Stream:
         await self.finish()
 
     async def _answer_error(self, exc: Exception, facts: RequestFacts) -> None:
-        status = getattr(exc, "status", 500)
-        try:
-            page = page_for_status(status)
-        except KeyError:
-            page = GatewayPage.INTERNAL_ERROR
-        routed = ""
-        if isinstance(exc, BackendError):
-            routed = self.routed
-            LOGGER.warning(
-                "backend.error listener=%s backend=%s status=%s reason=%s",
-                self.listener.name,
-                routed or "-",
-                page.status,
-                exc,
-            )
-        elif isinstance(exc, HttpError):
-            self._note(Note("http.bad_request", f"reason={exc.reason}"))
-        else:
-            self._note(Note("http.request_body_failed", f"status={page.status} reason={exc}"))
+        """Answer a request-time error as HTTP/1.1 does (:func:`answer_for`); only the stream
+        ends, whatever the answer says of the connection."""
+        answer = answer_for(
+            exc,
+            routed=self.routed,
+            forwarded_to=self.forwarded_to,
+            backend_reached=self.meter.backend_sent is not None,
+            body_limit=self.runtime.limits.max_request_body_bytes,
+        )
+        if answer.error_info:
+            self.meter.error_info = answer.error_info
+        self._note(answer.note)
         if self._http is not None and self._http.responded:
             # Too late for a page: the response head is out.
             self.driver.conn.reset_stream(self.stream_id, ErrorCode.INTERNAL_ERROR)
             await self.driver.flush()
         else:
-            await self._send_page(page, ())
-        self.record(facts, page.status, self._started, routed=routed, server_status="")
+            await self._send_page(answer.page, ())
+        self.record(
+            facts, answer.page.status, self._started, routed=answer.routed, server_status=""
+        )
 
     async def _page(
         self, page: GatewayPage, facts: RequestFacts, headers: Sequence[tuple[str, str]]

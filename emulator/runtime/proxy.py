@@ -35,13 +35,9 @@ from OpenSSL import SSL
 from emulator.core.access import AccessRecord, RequestMeter
 from emulator.core.http.codec import Framing, HttpError, RequestHead
 from emulator.core.http.connection import Http1Connection, Http1Event
-from emulator.core.http.error_info import (
-    UPSTREAM_CLOSED_CONNECTION,
-    UPSTREAM_NO_LIVE,
-    UPSTREAM_TIMED_OUT,
-)
-from emulator.core.http.pages import GatewayPage, http_date, page_for_status, render_page
+from emulator.core.http.pages import GatewayPage, http_date, render_page
 from emulator.core.limits import ProxyLimits
+from emulator.core.request.failures import answer_for
 from emulator.core.request.plan import (
     After,
     Fail,
@@ -61,14 +57,14 @@ from emulator.core.tls.policy import (
     negotiated_version_allowed,
     resolve_ocsp,
 )
-from emulator.errors import BackendError, BackendTimeout
+from emulator.errors import ProxyError
 from emulator.logsafe import escaped_logger
 from emulator.model import Buffering, RoutingRule
 from emulator.model import Listener as ListenerConfig
 from emulator.runtime.access_log import access_record
 from emulator.runtime.backend import BackendClient
 from emulator.runtime.client_facts import ClientConnectionFacts, cert_info
-from emulator.runtime.exchange import BackendExchange, BodyTimeout, ClientGone, RequestTooLarge
+from emulator.runtime.exchange import BackendExchange, ClientGone
 from emulator.runtime.ocsp_client import OcspChecker
 from emulator.runtime.tls_stream import PlainHttpOnTlsPort, TlsHandshakeError, TlsServerStream
 
@@ -119,7 +115,7 @@ class PortRuntime:
 
 
 #: The request-time errors :meth:`ClientConnection._answer_error` turns into pages.
-_ANSWERED: Final = (HttpError, BackendError, RequestTooLarge, BodyTimeout)
+_ANSWERED: Final = (HttpError, ProxyError)
 
 
 def _now_date() -> str:
@@ -499,55 +495,18 @@ class ClientConnection:
     # -- answering --------------------------------------------------------------------------
 
     async def _answer_error(self, exc: Exception, facts: RequestFacts, started: float) -> None:
-        """The one mapping of request-time errors to responses: the page of ``exc.status``
-        (400, 414, 494 and 501 from the codec, 408 and 413 for bodies, 502 and 504 from the
-        backend), logged with what the error says."""
-        status = getattr(exc, "status", 500)
-        try:
-            page = page_for_status(status)
-        except KeyError:
-            page = GatewayPage.INTERNAL_ERROR
-        name, peer = self.listener.name, self.peer
-        routed = ""
-        after = After.CLOSE
-        meter = self.meter
-        if isinstance(exc, HttpError):
-            meter.error_info = exc.error_info
-        if isinstance(exc, BackendError):
-            if isinstance(exc, BackendTimeout):
-                meter.error_info = UPSTREAM_TIMED_OUT
-            elif meter.backend_sent is not None:
-                meter.error_info = UPSTREAM_CLOSED_CONNECTION
-            else:
-                meter.error_info = UPSTREAM_NO_LIVE
-            routed, after = self.routed, After.KEEP_IF_READ
-            LOGGER.warning(
-                "backend.error listener=%s backend=%s status=%s reason=%s",
-                name,
-                routed or "-",
-                page.status,
-                exc,
-            )
-        elif isinstance(exc, HttpError) and self.forwarded_to:
-            # The head (and maybe some chunks) reached the backend: that request was aborted
-            # by closing its connection; the client still gets the 400 (nginx does the same).
-            routed = self.forwarded_to
-            LOGGER.warning(
-                "http.bad_body_midstream listener=%s client=%s:%s backend=%s reason=%s: the "
-                "request head was already forwarded; the backend request was aborted",
-                name,
-                *peer,
-                routed,
-                exc.reason,
-            )
-        elif isinstance(exc, HttpError):
-            self._note(Note("http.bad_request", f"reason={exc.reason}"))
-        elif isinstance(exc, RequestTooLarge):
-            limit = self.runtime.limits.max_request_body_bytes
-            self._note(Note("http.request_too_large", f"limit={limit}"))
-        else:
-            self._note(Note("http.request_body_failed", f"status={page.status} reason={exc}"))
-        await self._page(page, after, facts, started, routed=routed)
+        """Answer a request-time error (the one mapping: :func:`answer_for`)."""
+        answer = answer_for(
+            exc,
+            routed=self.routed,
+            forwarded_to=self.forwarded_to,
+            backend_reached=self.meter.backend_sent is not None,
+            body_limit=self.runtime.limits.max_request_body_bytes,
+        )
+        if answer.error_info:
+            self.meter.error_info = answer.error_info
+        self._note(answer.note)
+        await self._page(answer.page, answer.after, facts, started, routed=answer.routed)
 
     async def _page(
         self,

@@ -10,6 +10,7 @@ import h11
 import pytest
 
 from emulator.core.http.codec import (
+    _FIELD_LINE,
     LAST_CHUNK,
     BodyReader,
     Framing,
@@ -1069,6 +1070,27 @@ def test_header_writers_refuse_injection_and_non_tokens(name: str, value: str) -
         request_head_bytes("GET", "/", [("Host", "a"), (name, value)])
     with pytest.raises(ValueError, match=r"token|NUL|latin-1"):
         response_head_bytes(200, "OK", [(name, value)])
+
+
+def test_header_writer_checks_every_byte_the_way_the_per_line_grammar_does() -> None:
+    # The writer checks values by counting bytes, not with a pattern: every byte in every
+    # position of a name and a value must get the field-line grammar's answer, and what is
+    # written must read back as exactly the three lines given (nothing split, nothing added).
+    for code in range(256):
+        char = chr(code)
+        for name, value in ((f"X{char}Y", "v"), ("X", f"a{char}b"), ("X", char), (char, "v")):
+            headers = [("A", "1"), (name, value), ("B", "2")]
+            try:
+                written = response_head_bytes(200, "OK", headers)
+            except ValueError:
+                written = None
+            line = f"{name}: {value}\r\n"
+            allowed = _FIELD_LINE.fullmatch(line) is not None and ":" not in name
+            assert (written is not None) is allowed, (name, value)
+            if written is not None:
+                parsed = parse_response_head(written, request_method="GET")
+                assert parsed is not None
+                assert [n for n, _ in parsed[0].headers] == ["A", name, "B"]
 
 
 @pytest.mark.parametrize(

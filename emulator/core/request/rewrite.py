@@ -126,12 +126,22 @@ def _header_escape(match: re.Match[str]) -> str:
     return utf8_octets(text)
 
 
+#: The ASCII bytes :data:`_NOT_IN_HEADER_VALUE` matches, for the quick test below.
+_ASCII_NOT_IN_HEADER_VALUE: Final = bytes([*range(0x09), *range(0x0A, 0x20), 0x7F])
+
+
 def header_value(text: str) -> str:
     """``text`` as a header value: its control bytes as ``%XX`` (see ``_NOT_IN_HEADER_VALUE``).
 
-    A value that needs nothing is returned as it is, after one regex search.
+    A value that needs nothing is returned as it is. The usual value is ASCII without controls
+    (a URL-encoded certificate is over a kilobyte of it); deleting the control bytes from its
+    ASCII encoding tells so several times faster than the regex, which reads the rest.
     """
-    if _NOT_IN_HEADER_VALUE.search(text) is None:
+    if text.isascii():
+        raw = text.encode("ascii")
+        if len(raw.translate(None, _ASCII_NOT_IN_HEADER_VALUE)) == len(raw):
+            return text
+    elif _NOT_IN_HEADER_VALUE.search(text) is None:
         return text
     return _NOT_IN_HEADER_VALUE.sub(_header_escape, text)
 
