@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from emulator.core.access import RequestMeter
     from emulator.model import Listener
     from emulator.runtime.backend import BackendClient
-    from emulator.runtime.proxy import PortRuntime
+    from emulator.runtime.listener import PortRuntime
 
 __all__ = [
     "CLIENT_CLOSED_REQUEST",

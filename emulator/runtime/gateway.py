@@ -53,12 +53,13 @@ from emulator.runtime.listener import (
     MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_CLIENT,
     ConnectionLimits,
+    PortRuntime,
     accept_loop,
     listen_socket,
 )
 from emulator.runtime.ocsp_client import OcspChecker
 from emulator.runtime.probes import run_probes
-from emulator.runtime.proxy import ClientConnection, PortRuntime
+from emulator.runtime.proxy import ClientConnection
 
 __all__ = [
     "ACCESS_WAIT_S",

@@ -64,7 +64,7 @@ from emulator.core.http.pages import (
     render_page,
 )
 from emulator.core.request.failures import answer_for
-from emulator.core.request.plan import Fail, Note, Respond, header_safe
+from emulator.core.request.plan import Fail, Note, Respond, explained
 from emulator.core.request.rewrite import RequestFacts
 from emulator.core.request.routing import Route
 from emulator.errors import BackendError, ProxyError
@@ -76,7 +76,8 @@ from emulator.runtime.backend import BackendClient
 from emulator.runtime.exchange import CLIENT_CLOSED_REQUEST, BackendExchange, ClientGone
 
 if TYPE_CHECKING:
-    from emulator.runtime.proxy import ClientConnection, PortRuntime
+    from emulator.runtime.listener import PortRuntime
+    from emulator.runtime.proxy import ClientConnection
 
 __all__ = ["H2Driver", "H2Stream", "StreamHttp"]
 
@@ -85,7 +86,6 @@ LOGGER = escaped_logger("emulator.proxy")
 RECEIVE_SIZE: Final = 65536
 #: The request-time errors a stream answers with a page (as the HTTP/1.1 path does).
 _ANSWERED: Final = (HttpError, ProxyError)
-_CERT_PAGES: Final = frozenset({GatewayPage.NO_CLIENT_CERT, GatewayPage.CLIENT_CERT_ERROR})
 #: Request fields that frame the body for the backend: replaced by the framing it gets.
 _BACKEND_FRAMING: Final = frozenset({"content-length", "transfer-encoding", "expect"})
 
@@ -436,11 +436,8 @@ class H2Stream:
     async def _page(
         self, page: GatewayPage, facts: RequestFacts, headers: Sequence[tuple[str, str]]
     ) -> None:
-        decision = self.driver.client.decision
-        if self.runtime.explain and page in _CERT_PAGES and decision and decision.explanation:
-            from emulator.runtime.proxy import EXPLAIN_HEADER
-
-            headers = (*headers, (EXPLAIN_HEADER, header_safe(decision.explanation)))
+        if self.runtime.explain:
+            headers = explained(page, headers, self.driver.client.decision)
         await self._send_page(page, headers)
         self.record(facts, page.status, self._started, routed="", server_status="")
 

@@ -1,5 +1,6 @@
-"""Where client connections come in: binding a frontend port, the accept loop, and the
-connection limits that refuse a connection as soon as it is accepted.
+"""Where client connections come in: what a frontend port serves (:class:`PortRuntime`),
+binding it, the accept loop, and the connection limits that refuse a connection as soon as it
+is accepted.
 
 Cut out of :class:`~emulator.runtime.gateway.Gateway` so the gateway reads as what it serves
 and this module as how connections arrive; the log lines keep the gateway's logger
@@ -18,16 +19,22 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import trio
+from OpenSSL import SSL
 
+from emulator.core.limits import ProxyLimits
+from emulator.core.request.plan import PortPlanner
+from emulator.core.tls.policy import VerdictCache
 from emulator.errors import StartupError
 from emulator.logsafe import escaped_logger
-from emulator.model import Listener
+from emulator.model import Buffering, Listener, RoutingRule
+from emulator.runtime.ocsp_client import OcspChecker
 
 __all__ = [
     "LISTEN_BACKLOG",
     "MAX_CONNECTIONS",
     "MAX_CONNECTIONS_PER_CLIENT",
     "ConnectionLimits",
+    "PortRuntime",
     "accept_loop",
     "listen_socket",
 ]
@@ -47,6 +54,38 @@ MAX_CONNECTIONS: Final = 10_000
 MAX_CONNECTIONS_PER_CLIENT: Final = 2_000
 #: ``connection.limit_reached`` is logged at most this often; the line counts what it skipped.
 LIMIT_LOG_INTERVAL_S: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PortRuntime:
+    """What a connection needs to know about the frontend port that accepted it (built once
+    when the gateway starts, shared by the port's connections)."""
+
+    #: The routing rules of every listener on the port, in the order Azure tries them.
+    rules: tuple[RoutingRule, ...]
+    #: The context every handshake starts with (None: an HTTP port); its SNI callback switches
+    #: to the selected listener's own context and records the rule.
+    ssl_context: SSL.Context | None
+    #: Decides each request of the port (it holds the port's compiled rewrite rule sets).
+    planner: PortPlanner
+    #: ``--explain``: Strict 400s carry the failure's explanation in ``plan.EXPLAIN_HEADER``.
+    explain: bool = False
+    #: Revocation lookups for ``verifyClientRevocation: OCSP`` (one checker per gateway).
+    ocsp: OcspChecker | None = None
+    #: ``globalConfiguration``: buffer request bodies / responses (False: stream them).
+    buffering: Buffering = field(default_factory=Buffering)
+    limits: ProxyLimits = field(default_factory=ProxyLimits)
+    #: Strict verdicts of the port's handshakes (clients reconnect with the same chain).
+    verdicts: VerdictCache = field(default_factory=VerdictCache)
+
+    @property
+    def listener(self) -> Listener:
+        """The port's first listener (for messages about the port itself)."""
+        return self.rules[0].listener
+
+    @property
+    def port(self) -> int:
+        return self.listener.frontend_port
 
 
 @dataclass(slots=True)

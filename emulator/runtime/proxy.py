@@ -12,8 +12,9 @@ gateway page here, a forward by :class:`emulator.runtime.exchange.BackendExchang
 
 Responses leave through one writer (:meth:`ClientConnection.queue` and
 :meth:`~ClientConnection.flush`), pages through one method (:meth:`~ClientConnection._page`),
-and every error becomes a response in one place (:meth:`~ClientConnection._answer_error`, by the
-error's ``status``): a page before the response started, an aborted connection after. Every
+and every error becomes a response in one place (:meth:`~ClientConnection._answer_error`, which
+executes the pure :func:`~emulator.core.request.failures.answer_for`, by the error's
+``status``): a page before the response started, an aborted connection after. Every
 request that reached the HTTP layer gets an access record, also when the client left (499,
 nginx's code). A bug met by one connection is logged with its traceback and answered 500; it
 never reaches the gateway's nursery, where it would stop every listener.
@@ -30,97 +31,53 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 import trio
-from OpenSSL import SSL
 
 from emulator.core.access import AccessRecord, RequestMeter
 from emulator.core.http.codec import Framing, HttpError, RequestHead
 from emulator.core.http.connection import Http1Connection, Http1Event
 from emulator.core.http.pages import GatewayPage, http_date, render_page
-from emulator.core.limits import ProxyLimits
 from emulator.core.request.failures import answer_for
 from emulator.core.request.plan import (
     After,
     Fail,
     Note,
-    PortPlanner,
     Respond,
     client_auth_decision,
-    header_safe,
+    explained,
 )
 from emulator.core.request.rewrite import RequestFacts
 from emulator.core.request.routing import Route
 from emulator.core.tls.certinfo import ClientCertInfo
 from emulator.core.tls.policy import (
     CertDecision,
-    VerdictCache,
     VerifyLog,
     negotiated_version_allowed,
     resolve_ocsp,
 )
 from emulator.errors import ProxyError
 from emulator.logsafe import escaped_logger
-from emulator.model import Buffering, RoutingRule
 from emulator.model import Listener as ListenerConfig
+from emulator.model import RoutingRule
 from emulator.runtime.access_log import access_record
 from emulator.runtime.backend import BackendClient
 from emulator.runtime.client_facts import ClientConnectionFacts, cert_info
 from emulator.runtime.exchange import BackendExchange, ClientGone
+from emulator.runtime.listener import PortRuntime
 from emulator.runtime.ocsp_client import OcspChecker
 from emulator.runtime.tls_stream import PlainHttpOnTlsPort, TlsHandshakeError, TlsServerStream
 
 if TYPE_CHECKING:
     from emulator.runtime.h2_serve import H2Driver
 
-__all__ = ["EXPLAIN_HEADER", "ClientConnection", "PortRuntime"]
+__all__ = ["ClientConnection"]
 
 LOGGER = escaped_logger("emulator.proxy")
 
 RECEIVE_SIZE: Final = 65536
-#: ``--explain`` only (off by default, so responses stay byte-identical to Azure's): the
-#: response header that carries why a Strict client certificate was rejected.
-EXPLAIN_HEADER: Final = "X-AppGW-Emulator-Client-Cert-Explained"
-_CERT_PAGES: Final = frozenset({GatewayPage.NO_CLIENT_CERT, GatewayPage.CLIENT_CERT_ERROR})
-
-
-@dataclass(frozen=True, slots=True)
-class PortRuntime:
-    """What a connection needs to know about the frontend port that accepted it (built once
-    when the gateway starts, shared by the port's connections)."""
-
-    #: The routing rules of every listener on the port, in the order Azure tries them.
-    rules: tuple[RoutingRule, ...]
-    #: The context every handshake starts with (None: an HTTP port); its SNI callback switches
-    #: to the selected listener's own context and records the rule.
-    ssl_context: SSL.Context | None
-    #: Decides each request of the port (it holds the port's compiled rewrite rule sets).
-    planner: PortPlanner
-    #: ``--explain``: Strict 400s carry the failure's explanation in ``EXPLAIN_HEADER``.
-    explain: bool = False
-    #: Revocation lookups for ``verifyClientRevocation: OCSP`` (one checker per gateway).
-    ocsp: OcspChecker | None = None
-    #: ``globalConfiguration``: buffer request bodies / responses (False: stream them).
-    buffering: Buffering = field(default_factory=Buffering)
-    limits: ProxyLimits = field(default_factory=ProxyLimits)
-    #: Strict verdicts of the port's handshakes (clients reconnect with the same chain).
-    verdicts: VerdictCache = field(default_factory=VerdictCache)
-
-    @property
-    def listener(self) -> ListenerConfig:
-        """The port's first listener (for messages about the port itself)."""
-        return self.rules[0].listener
-
-    @property
-    def port(self) -> int:
-        return self.listener.frontend_port
 
 
 #: The request-time errors :meth:`ClientConnection._answer_error` turns into pages.
 _ANSWERED: Final = (HttpError, ProxyError)
-
-
-def _now_date() -> str:
-    """The ``Date`` of a page written now (the core's renderer takes it as a value)."""
-    return http_date(time.time())
 
 
 class _Handshake(enum.Enum):
@@ -254,10 +211,7 @@ class ClientConnection:
             return
         self._outgoing = []
         self._outgoing_bytes = 0
-        page = GatewayPage.INTERNAL_ERROR
-        self.queue(
-            http.page(page.status, page.reason, render_page(page), date=_now_date(), close=True)
-        )
+        self._queue_page(GatewayPage.INTERNAL_ERROR, close=True)
         try:
             await self.flush(last=True)
         except ClientGone as exc:
@@ -282,11 +236,7 @@ class ClientConnection:
             self.http.receive_data(exc.initial_data)
             self.meter.received_bytes = len(exc.initial_data)
             page = GatewayPage.PLAIN_HTTP_TO_HTTPS
-            self.queue(
-                self.http.page(
-                    page.status, page.reason, render_page(page), date=_now_date(), close=True
-                )
-            )
+            self._queue_page(page, close=True)
             try:  # nginx's answer goes out without TLS, on the socket itself
                 await self.flush(stream=tls.transport_stream)
             except ClientGone:
@@ -529,24 +479,26 @@ class ClientConnection:
         else:
             close = True
         if not http.responded:
-            decision = self.decision
-            if self.runtime.explain and page in _CERT_PAGES and decision and decision.explanation:
-                headers = (*headers, (EXPLAIN_HEADER, header_safe(decision.explanation)))
-            self.queue(
-                http.page(
-                    page.status,
-                    page.reason,
-                    render_page(page),
-                    date=_now_date(),
-                    close=close,
-                    extra_headers=headers,
-                )
-            )
+            if self.runtime.explain:
+                headers = explained(page, headers, self.decision)
+            self._queue_page(page, close=close, headers=headers)
             await self.flush(last=http.will_close)
         self.meter.page_sent(page)
         self.record(facts, page.status, started, routed=routed, server_status="")
         if after is After.CLOSE:
             await self._linger()
+
+    def _queue_page(
+        self, page: GatewayPage, *, close: bool, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """The one way a page is written: the core's renderer, framed by the connection."""
+        body = render_page(page)
+        date = http_date(time.time())
+        self.queue(
+            self.http.page(
+                page.status, page.reason, body, date=date, close=close, extra_headers=headers
+            )
+        )
 
     async def _discard_body(self) -> bool:
         """Read and drop a request body the gateway answers without forwarding; True when it
@@ -667,27 +619,30 @@ class ClientConnection:
         meter = self.meter
         if meter.first_sent is None:
             meter.first_sent = time.perf_counter()
-        # A bare scope rather than fail_after (see _handshake): one per flush.
-        limit = trio.CancelScope(deadline=trio.current_time() + timeout_s)
+        # The TLS stream bounds the wait itself, and only when it has to wait: no timeout
+        # scope per response.
+        deadline = trio.current_time() + timeout_s
         try:
-            with limit:
-                if stream is not None:
-                    await stream.send_all(data)
-                elif last and tls is not None:
-                    await tls.send_last(data)
+            if stream is None and tls is not None:
+                if last:
+                    await tls.send_last(data, deadline=deadline)
                 else:
-                    await self.stream.send_all(data)
+                    await tls.send_all(data, deadline=deadline)
+            else:
+                with trio.fail_at(deadline):
+                    await (stream or self.stream).send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientGone from exc
-        meter.last_sent = time.perf_counter()
-        if limit.cancelled_caught:
+        except trio.TooSlowError:
+            meter.last_sent = time.perf_counter()
             LOGGER.info(
                 "client.send_timeout listener=%s client=%s:%s: the client took nothing for %g s",
                 self.listener.name,
                 *self.peer,
                 timeout_s,
             )
-            raise ClientGone(f"send timed out after {timeout_s:g} s")
+            raise ClientGone(f"send timed out after {timeout_s:g} s") from None
+        meter.last_sent = time.perf_counter()
 
     # -- facts and records ------------------------------------------------------------------
 

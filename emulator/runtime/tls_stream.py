@@ -475,8 +475,8 @@ class TlsServerStream(trio.abc.Stream):
         ``ignore_want_read`` runs ``fn`` once and only flushes its output (used for
         close_notify, where we do not wait for the peer's reply). ``drain_on_success=False``
         (``recv``) leaves the output of a successful call in the BIO for the next send or
-        wait (see "Cost per byte and per call"). Waiting for the transport to receive ends at
-        ``deadline`` (trio's clock) with ``trio.TooSlowError``.
+        wait (see "Cost per byte and per call"). Waiting for the transport, to receive or to
+        take what is sent, ends at ``deadline`` (trio's clock) with ``trio.TooSlowError``.
 
         Always a cancel point; a schedule point when it waits for the transport.
         Cancellation: safe while waiting for the transport to receive (nothing is lost); during
@@ -529,7 +529,7 @@ class TlsServerStream(trio.abc.Stream):
                 to_send = b""
 
             if to_send:
-                await self._send_to_transport(to_send)
+                await self._send_to_transport(to_send, deadline)
             if not want_read:
                 return result
             if seen != self._recv_count:
@@ -580,7 +580,9 @@ class TlsServerStream(trio.abc.Stream):
                 self._transport_free.set()
                 self._transport_free = None
 
-    async def _send_to_transport(self, data: bytes | memoryview) -> None:
+    async def _send_to_transport(
+        self, data: bytes | memoryview, deadline: float = math.inf
+    ) -> None:
         # No await between taking `data` from the BIO and queueing on the FIFO lock (see
         # "Concurrency"), so records reach the wire in the order OpenSSL produced them.
         lock = self._send_lock
@@ -606,7 +608,7 @@ class TlsServerStream(trio.abc.Stream):
                 if self._delayed_outgoing:
                     data = self._delayed_outgoing + data
                     self._delayed_outgoing = b""
-                await self._transport_send(data)
+                await self._transport_send(data, deadline)
             finally:
                 lock.release()
         except BaseException:
@@ -622,12 +624,16 @@ class TlsServerStream(trio.abc.Stream):
             return data
         return sock.send_now(data)
 
-    async def _transport_send(self, data: bytes | memoryview) -> None:
+    async def _transport_send(self, data: bytes | memoryview, deadline: float) -> None:
         sock = self._socket
         if sock is None:
-            await self._transport.send_all(data)
+            if deadline == math.inf:
+                await self._transport.send_all(data)
+            else:
+                with trio.fail_at(deadline):
+                    await self._transport.send_all(data)
             return
-        await sock.send_all(data)
+        await sock.send_all(data, deadline)
 
     def _mark_broken(self) -> None:
         if self._state is _State.OK:
@@ -786,16 +792,21 @@ class TlsServerStream(trio.abc.Stream):
         finally:
             self._receiving = False
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+    async def send_all(
+        self, data: bytes | bytearray | memoryview, *, deadline: float = math.inf
+    ) -> None:
         """Encrypt and send all of ``data``.
 
         Runs the handshake first if needed. The first send after a TLS 1.3 handshake also
         carries the delayed session tickets. Cancellation leaves the stream BROKEN (an unknown
-        part of the data was sent), as for any trio stream.
+        part of the data was sent), as for any trio stream. ``deadline`` (trio's clock) bounds
+        the wait for the transport to take the data; like a timeout scope around the call, but
+        free when the kernel takes the data at once (the usual case).
 
         Raises:
             trio.BrokenResourceError: the peer or the transport failed.
             trio.BusyResourceError: another task is sending.
+            trio.TooSlowError: ``deadline`` passed; the stream is BROKEN, as after cancellation.
         """
         if self._sending:
             raise trio.BusyResourceError(_BUSY_SENDING)
@@ -823,7 +834,7 @@ class TlsServerStream(trio.abc.Stream):
                         if whole and not position
                         else view[position : position + SEND_CHUNK_SIZE]
                     )
-                    written = await self._retry(self._conn.send, chunk)
+                    written = await self._retry(self._conn.send, chunk, deadline=deadline)
                     assert written is not None  # send either returns a count or raises
                     position += written
             except (SSL.Error, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -831,7 +842,7 @@ class TlsServerStream(trio.abc.Stream):
         finally:
             self._sending = False
 
-    async def send_last(self, data: bytes) -> None:
+    async def send_last(self, data: bytes, *, deadline: float = math.inf) -> None:
         """:meth:`send_all`, then close_notify, in one transport write when possible: the last
         bytes of a connection the server ends (``Connection: close``), without a separate
         record, system call and packet for close_notify. Nothing can be sent afterwards;
@@ -848,7 +859,7 @@ class TlsServerStream(trio.abc.Stream):
             or self._state is not _State.OK
             or len(data) > SEND_CHUNK_SIZE
         ):
-            await self.send_all(data)
+            await self.send_all(data, deadline=deadline)
             return
         self._sending = True
         written = 0
@@ -869,13 +880,13 @@ class TlsServerStream(trio.abc.Stream):
                 await self._flush_alert()
                 raise self._failure(exc, handshake=False) from exc
             try:
-                await self._send_to_transport(self._drain_outgoing())
+                await self._send_to_transport(self._drain_outgoing(), deadline)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise self._failure(exc, handshake=False) from exc
         finally:
             self._sending = False
         if written < len(data):
-            await self.send_all(data[written:])
+            await self.send_all(data[written:], deadline=deadline)
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the transport can take more data (see :class:`trio.abc.SendStream`)."""

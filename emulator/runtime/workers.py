@@ -86,8 +86,8 @@ import trio
 from emulator.errors import EmulatorError, StartupError
 from emulator.logsafe import escaped_logger
 from emulator.runtime.gateway import Gateway, Readiness
+from emulator.runtime.listener import PortRuntime
 from emulator.runtime.plain_health import PlainHealthServer
-from emulator.runtime.proxy import PortRuntime
 from emulator.runtime.reload import WATCH_INTERVAL_S, file_stamps
 
 __all__ = [

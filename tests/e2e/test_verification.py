@@ -18,10 +18,10 @@ import trio
 
 from emulator.arm.demo_template import PASSTHROUGH_LISTENER
 from emulator.arm.template import load_template, select_gateway
+from emulator.core.request.plan import EXPLAIN_HEADER
 from emulator.errors import CertificateError
 from emulator.model import build_gateway_config
 from emulator.pki import CA, IssuedCert
-from emulator.runtime.proxy import EXPLAIN_HEADER
 from tests.helpers.pki import PFX_PASSWORD, PkiBundle
 from tests.helpers.verification import (
     BAD_CERT_TITLE,

@@ -758,6 +758,40 @@ async def test_receive_deadline_raises_too_slow_and_loses_no_data(
         assert await receive_exactly(connected.server, 4) == b"late"
 
 
+@pytest.mark.parametrize("kind", ["lockstep", "socket"])
+async def test_send_deadline_raises_too_slow_when_the_client_reads_nothing(
+    pki: Pki, tls_version: ssl.TLSVersion, kind: str
+) -> None:
+    # A client that stops reading: the send gives up at its deadline (the gateway's
+    # client_send_timeout_s, real time here) and the stream is unusable, as after a cancel.
+    client_transport: trio.abc.Stream
+    server_transport: trio.abc.Stream
+    if kind == "lockstep":  # a memory transport that takes nothing until the peer reads
+        client_transport, server_transport = trio.testing.lockstep_stream_pair()
+    else:
+        server_sock, client_sock = trio.socket.socketpair()
+        server_transport = trio.SocketStream(server_sock)
+        client_transport = trio.SocketStream(client_sock)
+    server = TlsServerStream(server_transport, server_context(pki), app_data=[])
+    client = trio.SSLStream(
+        client_transport,
+        client_context(pki, tls_version, client_cert="trusted"),
+        server_hostname="localhost",
+    )
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.do_handshake)
+            nursery.start_soon(client.do_handshake)
+        started = trio.current_time()
+        with pytest.raises(trio.TooSlowError):
+            await server.send_all(b"x" * (8 << 20), deadline=started + 0.2)
+        assert trio.current_time() - started >= 0.2
+        with pytest.raises(trio.BrokenResourceError):
+            await server.send_all(b"more")
+        await server.aclose()
+        await trio.aclose_forcefully(client)
+
+
 async def test_socket_transport_is_read_and_written_directly_with_the_same_results(
     pki: Pki, tls_version: ssl.TLSVersion
 ) -> None:

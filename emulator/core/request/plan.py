@@ -469,6 +469,22 @@ def _rerouted(current: Route, rule_set: CompiledRuleSet, rewritten: RequestRewri
     )
 
 
+#: ``--explain`` only (off by default, so responses stay byte-identical to Azure's): the
+#: response header that carries why a Strict client certificate was rejected.
+EXPLAIN_HEADER: Final = "X-AppGW-Emulator-Client-Cert-Explained"
+_CERT_PAGES: Final = frozenset({GatewayPage.NO_CLIENT_CERT, GatewayPage.CLIENT_CERT_ERROR})
+
+
+def explained(
+    page: GatewayPage, headers: Sequence[tuple[str, str]], decision: CertDecision | None
+) -> Sequence[tuple[str, str]]:
+    """A page's ``headers`` under ``--explain``: with :data:`EXPLAIN_HEADER` when the page
+    refuses the client certificate and the decision says why."""
+    if page in _CERT_PAGES and decision is not None and decision.explanation:
+        return (*headers, (EXPLAIN_HEADER, header_safe(decision.explanation)))
+    return headers
+
+
 def header_safe(text: str) -> str:
     """``text`` as a header value: Latin-1 only (escapes beyond), no control characters."""
     escaped = text.encode("latin-1", "backslashreplace").decode("latin-1")
