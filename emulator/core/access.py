@@ -15,6 +15,7 @@ field to where its value comes from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from emulator.core.http.error_info import CLIENT_CLOSED_REQUEST, NO_ERROR, error_info_for_page
 from emulator.core.http.pages import GatewayPage
@@ -76,9 +77,13 @@ class RequestMeter:
         self.sent_bytes += size
 
 
-@dataclass(frozen=True, slots=True)
-class AccessRecord:
-    """One served request, with the access log's field names where Azure has them."""
+class AccessRecord(NamedTuple):
+    """One served request, with the access log's field names where Azure has them.
+
+    A named tuple rather than a frozen dataclass: one is built for every request, and a
+    frozen dataclass of this many fields costs ~10 µs to build (a guarded attribute write per
+    field), a tuple under 2 µs. Immutable all the same.
+    """
 
     listenerName: str
     ruleName: str

@@ -161,6 +161,7 @@ class BackendConnection:
 
     __slots__ = (
         "_just_sent",
+        "_local_port",
         "_received",
         "_repeatable",
         "_replay",
@@ -203,6 +204,8 @@ class BackendConnection:
         #: A request went out since the last read: its answer cannot be there yet, so the
         #: next read waits for readiness first instead of failing a recv with EAGAIN.
         self._just_sent = False
+        #: The source port, read from the socket once (None: not read yet).
+        self._local_port: int | None = None
 
     @property
     def addr_text(self) -> str:
@@ -211,7 +214,10 @@ class BackendConnection:
     @property
     def local_port(self) -> int | None:
         """The gateway's source port of this connection (the access log's
-        ``upstreamSourcePort``); None when the socket is already gone."""
+        ``upstreamSourcePort``); None when the socket is already gone. Read once per socket:
+        a pooled connection serves many requests from the same port."""
+        if self._local_port is not None:
+            return self._local_port
         sock = self._sock.socket if self._sock is not None else None
         if sock is None and self.stream is not None:
             transport = self.stream.transport_stream
@@ -219,9 +225,10 @@ class BackendConnection:
         if sock is None:
             return None
         try:
-            return int(sock.getsockname()[1])
+            self._local_port = int(sock.getsockname()[1])
         except OSError:
             return None
+        return self._local_port
 
     def start_request(self, head: bytes, *, repeatable: bool) -> None:
         """A new request begins with ``head``: remember it in case it has to go again."""
@@ -319,6 +326,7 @@ class BackendConnection:
         self.close()
         fresh = await open_backend_connection(self.address, self.tls)
         self._sock, self.stream = fresh._sock, fresh.stream
+        self._local_port = None
         self.buffer = b""
         self.eof = False
         try:

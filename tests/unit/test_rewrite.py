@@ -528,6 +528,21 @@ def test_cookie_variable_in_a_header_action() -> None:
     assert one(out, "X-Session") == "abc"
 
 
+def test_uri_path_shortcut_agrees_with_the_whole_normalisation() -> None:
+    # A path with nothing to decode, resolve or merge is returned as it is; every combination
+    # of these segments must come out as the full algorithm says.
+    from itertools import product
+
+    from emulator.core.request.server_variables import _resolve_uri_path
+
+    parts = ["", "a", ".", "..", "%2E", "b.", ".c", "x y", "*"]
+    for count in (1, 2, 3):
+        for segments in product(parts, repeat=count):
+            for prefix in ("/", ""):
+                raw = prefix + "/".join(segments)
+                assert normalize_uri_path(raw) == _resolve_uri_path(raw), raw
+
+
 @pytest.mark.parametrize(
     ("raw", "uri_path"),
     [

@@ -170,6 +170,13 @@ def normalize_uri_path(raw: str) -> str:
     Decoded to bytes, not to text: each ``%XX`` becomes the one character of code point XX,
     whether or not the bytes are UTF-8 (see the module docstring).
     """
+    if raw.startswith("/") and "%" not in raw and "/." not in raw and "//" not in raw:
+        return raw  # nothing to decode, resolve or merge (the usual path)
+    return _resolve_uri_path(raw)
+
+
+def _resolve_uri_path(raw: str) -> str:
+    """:func:`normalize_uri_path` the whole way, for any path."""
     decoded = unquote(raw, encoding="latin-1")
     out: list[str] = []
     for segment in re.sub("/+", "/", decoded).split("/")[1:]:
