@@ -280,9 +280,10 @@ class BackendExchange:
                 await self._tunnel(backend, response, out_headers, rewrite.target)
                 self.client.record(plan.facts, 101, started, routed=routed, server_status="101")
                 return
-            meter.content_type = next(
-                (v for k, v in out_headers if k.lower() == "content-type"), ""
-            )
+            for name, value in out_headers:
+                if name.lower() == "content-type":
+                    meter.content_type = value
+                    break
             reusable = await self._relay_response(
                 backend, response, [*out_headers, *choice.set_cookies], timeout_s, release
             )
