@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         (rundir / "pki").mkdir()
         pki = run.make_pki(rundir / "pki", args.key_type)
         procs = run.Processes()
+        proc: subprocess.Popen[bytes] | None = None
         try:
             _, backend_port = run.start_backend(procs, rundir, pin=False)
             out = rundir / "profile.out"
@@ -257,8 +258,9 @@ def main(argv: list[str] | None = None) -> int:
                 calls = sum(v[1] for v in stats.stats.values())  # type: ignore[attr-defined]
                 print(f"{calls / args.requests:,.0f} Python calls per request")
                 stats.sort_stats("tottime").print_stats(args.top)
-            _stop(proc)
         finally:
+            if proc is not None:
+                _stop(proc)  # also when printing failed (a closed pipe) or a check did
             procs.stop_all()
     return 0
 

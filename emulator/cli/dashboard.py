@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from emulator.dashboard.identities import load_identities
-from emulator.dashboard.server import DEFAULT_DASHBOARD_PORT, Dashboard
-from emulator.dashboard.trying import DEFAULT_TRY_PATH, check_try_path
-from emulator.dashboard.views import BackendObservations
+from emulator.dashboard.defaults import DEFAULT_DASHBOARD_PORT, DEFAULT_TRY_PATH, check_try_path
 from emulator.errors import StartupError
 
 if TYPE_CHECKING:
+    from emulator.dashboard.server import Dashboard
+    from emulator.dashboard.views import BackendObservations
     from emulator.runtime.gateway import Gateway, Readiness
 
 __all__ = ["add_dashboard_arguments", "backend_observations", "start_dashboard_for_cli"]
@@ -110,7 +109,11 @@ def add_dashboard_arguments(parser: argparse.ArgumentParser, *, command: str) ->
 
 def backend_observations(args: argparse.Namespace) -> BackendObservations | None:
     """What to pass as the stub backend's ``recorder`` (``up`` with the dashboard on)."""
-    return None if getattr(args, "no_dashboard", False) else BackendObservations()
+    if getattr(args, "no_dashboard", False):
+        return None
+    from emulator.dashboard.views import BackendObservations
+
+    return BackendObservations()
 
 
 def _is_loopback(bind: str) -> bool:
@@ -204,6 +207,10 @@ async def _start_dashboard(
             return None
         port, optional, flag = args.dashboard, False, "--dashboard"
         pki_dir = args.pki
+    # Loaded only when a dashboard is served (a good part of a start-up otherwise).
+    from emulator.dashboard.identities import load_identities
+    from emulator.dashboard.server import Dashboard
+
     dashboard = Dashboard(
         gateway,
         identities=load_identities(pki_dir),

@@ -21,7 +21,7 @@ def add_verify_command(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add_config_arguments: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    from emulator.cli.verify_matrix import DEFAULT_CLIENT_CN, SCENARIOS
+    from emulator.cli.verify_scenarios import DEFAULT_CLIENT_CN, SCENARIOS
 
     verify = sub.add_parser(
         "verify",

@@ -39,6 +39,7 @@ import trio
 from cryptography import x509
 
 from emulator.arm.certdata import TrustedClientCa
+from emulator.cli.verify_scenarios import DEFAULT_CLIENT_CN, SCENARIOS
 from emulator.core.tls.dn import openssl_rfc2253
 from emulator.dashboard.trying import _TITLE, RECORD_POLL_S, RECORD_WAIT_S, _connect_host, _request
 from emulator.errors import EmulatorError
@@ -58,7 +59,6 @@ from emulator.reports.summary import describe
 from emulator.runtime.recording_relay import RecordingRelay
 
 __all__ = [
-    "SCENARIOS",
     "Cell",
     "ClientMaterial",
     "MatrixReport",
@@ -67,28 +67,12 @@ __all__ = [
     "run_matrix",
 ]
 
-#: Scenario key → what the client does. The order is the report's order.
-SCENARIOS: Final = {
-    "valid": "a valid certificate from the trusted CA, leaf only",
-    "valid-chain": "a valid certificate from the trusted CA, leaf + intermediates",
-    "expired": "issued by the trusted CA, validity ended yesterday",
-    "not-yet-valid": "issued by the trusted CA, validity starts in 30 days",
-    "untrusted-ca": "issued by a CA the SSL profile does not trust",
-    "self-signed": "a self-signed leaf",
-    "none": "no client certificate",
-    "wrong-issuer": "chains to the trusted root, but its issuer is not the upload's issuer DN",
-    "revoked": "issued by the trusted CA and revoked (the run's own OCSP responder says so)",
-    "wrong-eku": "issued by the trusted CA for serverAuth only",
-    "forged-header": "no certificate, but the client sends the certificate header itself",
-}
 
 #: Bound of one scenario request, connect to last byte; the gateway itself may wait up to 5 s
 #: for an OCSP responder.
 REQUEST_TIMEOUT_S: Final = 10.0
 #: The query parameter that marks a verify request, so its access record can be found.
 NONCE_PARAMETER: Final = "appgw-verify"
-#: The common name of minted client certificates unless ``--client-cn`` says otherwise.
-DEFAULT_CLIENT_CN: Final = "appgw-verify-client"
 #: The header a forged-header client sends when no rule forwards the certificate anywhere.
 DEFAULT_FORGED_HEADER: Final = "X-Client-Cert"
 #: Response bytes kept per cell (a backend's JSON or the gateway's page is small).

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from emulator.cli.verify_matrix import SCENARIOS, Cell, MatrixReport, TrustMode, VerifyError
+from emulator.cli.verify_matrix import Cell, MatrixReport, TrustMode, VerifyError
+from emulator.cli.verify_scenarios import SCENARIOS
 
 __all__ = [
     "Expectations",

@@ -31,8 +31,9 @@ import h11
 import trio
 
 from emulator.arm import bounded_json
+from emulator.dashboard.defaults import DEFAULT_DASHBOARD_PORT, DEFAULT_TRY_PATH, check_try_path
 from emulator.dashboard.identity import DemoIdentities
-from emulator.dashboard.trying import DEFAULT_TRY_PATH, check_try_path, try_identity
+from emulator.dashboard.trying import try_identity
 from emulator.dashboard.views import (
     BackendObservations,
     InputError,
@@ -55,8 +56,6 @@ __all__ = ["DEFAULT_DASHBOARD_PORT", "Dashboard"]
 
 LOGGER = escaped_logger("emulator.dashboard")
 
-#: ``up`` serves the dashboard here unless told otherwise (the issue's documented address).
-DEFAULT_DASHBOARD_PORT: Final = 8000
 #: A request line plus headers beyond this is refused (a browser sends well under 8 KB).
 MAX_HEAD_BYTES: Final = 16 * 1024
 #: Request bodies: the inspector's upload, base64-encoded. check-ca itself flags any file over

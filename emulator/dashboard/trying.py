@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import h11
 import trio
 
+from emulator.dashboard.defaults import DEFAULT_TRY_PATH
 from emulator.dashboard.identity import Identity
 from emulator.dashboard.views import TryTargets, received_cert_headers
 from emulator.model import Listener
@@ -31,10 +32,8 @@ if TYPE_CHECKING:
     from emulator.runtime.gateway import Gateway
 
 __all__ = [
-    "DEFAULT_TRY_PATH",
     "TRY_PATH",
     "TRY_TIMEOUT_S",
-    "check_try_path",
     "try_identity",
     "try_target",
 ]
@@ -51,9 +50,6 @@ MAX_BODY_BYTES: Final = 64 * 1024
 RECEIVE_BYTES: Final = 16 * 1024
 #: The query parameter that marks a try request; also visible in the live table's URI.
 TRY_PARAMETER: Final = "appgw-dashboard-try"
-#: Where a try request goes unless ``--try-path`` says otherwise (a path the user's API answers,
-#: e.g. ``/orders``, shows what the API does with each identity instead of its 404).
-DEFAULT_TRY_PATH: Final = "/"
 TRY_PATH: Final = f"{DEFAULT_TRY_PATH}?{TRY_PARAMETER}="
 
 
@@ -61,22 +57,6 @@ def try_target(path: str, nonce: str) -> str:
     """``path`` with the try marker appended to its query (a query it has is kept)."""
     separator = "&" if "?" in path else "?"
     return f"{path}{separator}{TRY_PARAMETER}={nonce}"
-
-
-def check_try_path(path: str) -> str:
-    """A ``--try-path`` value as a request target path.
-
-    Raises:
-        ValueError: it does not start with ``/``, or holds white space, control characters or
-            a ``#`` (none can be sent in a request line).
-    """
-    if not path.startswith("/"):
-        msg = f"the try path must start with '/', not {path!r}"
-        raise ValueError(msg)
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F or ch == "#" for ch in path):
-        msg = f"the try path {path!r} holds white space, a control character or '#'"
-        raise ValueError(msg)
-    return path
 
 
 USER_AGENT: Final = "appgw-emulator-dashboard"

@@ -18,7 +18,7 @@ import trio
 import backend_stub
 from emulator.arm.demo_template import demo_template
 from emulator.dashboard import BackendObservations, Dashboard, load_identities
-from emulator.dashboard.trying import DEFAULT_TRY_PATH
+from emulator.dashboard.defaults import DEFAULT_TRY_PATH
 from emulator.pki.demo import SERVER_ROOT_CA, DemoPki
 from emulator.runtime.gateway import Gateway
 from tests.helpers.http import https_get
