@@ -30,6 +30,7 @@ from emulator.core.http.codec import (
 )
 from emulator.core.http.connection import HTTP_SWITCHING_PROTOCOLS
 from emulator.core.http.error_info import UPSTREAM_CLOSED_CONNECTION, UPSTREAM_TIMED_OUT
+from emulator.core.request.failures import ErrorAnswer, answer_for
 from emulator.core.request.plan import Forward
 from emulator.core.request.rewrite import RequestFacts, rewrite_response_headers
 from emulator.core.request.routing import normalize_host
@@ -130,6 +131,21 @@ class ExchangeClient(Protocol):
     def queue(self, data: bytes) -> None: ...
     async def queue_body(self, data: bytes) -> None: ...
     async def flush(self, *, last: bool = False, stream: trio.abc.Stream | None = None) -> None: ...
+
+
+def answer_request_error(client: ExchangeClient, exc: Exception) -> ErrorAnswer:
+    """How ``client`` answers ``exc`` (:func:`answer_for` with what the request went through);
+    the request's reason code is noted on its meter. For HTTP/1.1 and HTTP/2 alike."""
+    answer = answer_for(
+        exc,
+        routed=client.routed,
+        forwarded_to=client.forwarded_to,
+        backend_reached=client.meter.backend_sent is not None,
+        body_limit=client.runtime.limits.max_request_body_bytes,
+    )
+    if answer.error_info:
+        client.meter.error_info = answer.error_info
+    return answer
 
 
 def _too_large(limit: int) -> RequestTooLarge:

@@ -63,7 +63,6 @@ from emulator.core.http.pages import (
     page_for_status,
     render_page,
 )
-from emulator.core.request.failures import answer_for
 from emulator.core.request.plan import Fail, Note, Respond, explained
 from emulator.core.request.rewrite import RequestFacts
 from emulator.core.request.routing import Route
@@ -73,7 +72,12 @@ from emulator.model import Listener as ListenerConfig
 from emulator.model import RoutingRule
 from emulator.runtime.access_log import access_record
 from emulator.runtime.backend import BackendClient
-from emulator.runtime.exchange import CLIENT_CLOSED_REQUEST, BackendExchange, ClientGone
+from emulator.runtime.exchange import (
+    CLIENT_CLOSED_REQUEST,
+    BackendExchange,
+    ClientGone,
+    answer_request_error,
+)
 
 if TYPE_CHECKING:
     from emulator.runtime.listener import PortRuntime
@@ -413,15 +417,7 @@ class H2Stream:
     async def _answer_error(self, exc: Exception, facts: RequestFacts) -> None:
         """Answer a request-time error as HTTP/1.1 does (:func:`answer_for`); only the stream
         ends, whatever the answer says of the connection."""
-        answer = answer_for(
-            exc,
-            routed=self.routed,
-            forwarded_to=self.forwarded_to,
-            backend_reached=self.meter.backend_sent is not None,
-            body_limit=self.runtime.limits.max_request_body_bytes,
-        )
-        if answer.error_info:
-            self.meter.error_info = answer.error_info
+        answer = answer_request_error(self, exc)
         self._note(answer.note)
         if self._http is not None and self._http.responded:
             # Too late for a page: the response head is out.

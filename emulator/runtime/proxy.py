@@ -36,7 +36,6 @@ from emulator.core.access import AccessRecord, RequestMeter
 from emulator.core.http.codec import Framing, HttpError, RequestHead
 from emulator.core.http.connection import Http1Connection, Http1Event
 from emulator.core.http.pages import GatewayPage, http_date, render_page
-from emulator.core.request.failures import answer_for
 from emulator.core.request.plan import (
     After,
     Fail,
@@ -61,7 +60,7 @@ from emulator.model import RoutingRule
 from emulator.runtime.access_log import access_record
 from emulator.runtime.backend import BackendClient
 from emulator.runtime.client_facts import ClientConnectionFacts, cert_info
-from emulator.runtime.exchange import BackendExchange, ClientGone
+from emulator.runtime.exchange import BackendExchange, ClientGone, answer_request_error
 from emulator.runtime.listener import PortRuntime
 from emulator.runtime.ocsp_client import OcspChecker
 from emulator.runtime.tls_stream import PlainHttpOnTlsPort, TlsHandshakeError, TlsServerStream
@@ -446,15 +445,7 @@ class ClientConnection:
 
     async def _answer_error(self, exc: Exception, facts: RequestFacts, started: float) -> None:
         """Answer a request-time error (the one mapping: :func:`answer_for`)."""
-        answer = answer_for(
-            exc,
-            routed=self.routed,
-            forwarded_to=self.forwarded_to,
-            backend_reached=self.meter.backend_sent is not None,
-            body_limit=self.runtime.limits.max_request_body_bytes,
-        )
-        if answer.error_info:
-            self.meter.error_info = answer.error_info
+        answer = answer_request_error(self, exc)
         self._note(answer.note)
         await self._page(answer.page, answer.after, facts, started, routed=answer.routed)
 
